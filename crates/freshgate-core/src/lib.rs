@@ -1,0 +1,7 @@
+//! Pure logic of freshgate: no tokio, no I/O, clock passed in.
+//!
+//! Everything that decides lives here (is this input valid? which destination takes it? which
+//! contact field does a trait go to? retry when? how many calls are left this hour?) so it can be
+//! unit- and property-tested without a socket or a clock.
+
+pub mod fields;

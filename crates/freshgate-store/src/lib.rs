@@ -1,0 +1,516 @@
+//! The queue of record behind one trait.
+//!
+//! Everything freshgate has acknowledged lives here until it is delivered, dead-lettered or pruned:
+//! the raw bytes of each accepted event, one delivery row per (event, destination), a lease per
+//! (destination, contact key) that gives per-contact FIFO across workers (and, with PostgreSQL,
+//! across nodes), every delivery attempt (for traces), dead letters with their reason, the rejected
+//! input that never became an event, the per-contact "shadow" of what was last sent, and the quota
+//! spend per Freshworks account.
+//!
+//! The store knows nothing of Freshworks or HTTP: the pipeline decides, the store remembers.
+//! All times are Unix milliseconds (`i64`) passed in by the caller, so tests control the clock.
+
+pub mod sqlite;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+/// Row id of an accepted event.
+pub type EventId = i64;
+/// Row id of one (event, destination) delivery.
+pub type DeliveryId = i64;
+
+/// An event that passed validation, ready to be appended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewEvent {
+    /// Name of the source (write key owner) it came from.
+    pub source: String,
+    /// Segment `messageId` (assigned at ingest when the client sent none). Dedup key per source.
+    pub message_id: String,
+    /// `identify`, `track`, `page`, `screen`, `group`, `alias` (or `delete` from webhooks).
+    pub event_type: String,
+    /// `userId` if present and non-empty, else `anonymousId`: the per-contact ordering key.
+    pub contact_key: String,
+    /// Corrected event time (`timestamp` after the Segment clock-skew rule), Unix ms.
+    pub timestamp_ms: i64,
+    /// Server receive time, Unix ms.
+    pub received_at_ms: i64,
+    /// The normalised event JSON, exactly as it will be replayed and shown.
+    pub raw: Vec<u8>,
+    /// One entry per destination fed by the source.
+    pub deliveries: Vec<NewDelivery>,
+}
+
+/// The initial state of an event's delivery to one destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewDelivery {
+    /// Destination name from the config.
+    pub destination: String,
+    /// `None`: pending, to be delivered. `Some(reason)`: recorded as skipped right away
+    /// (for example "not handled by this destination" or an `integrations` opt-out).
+    pub skip_reason: Option<String>,
+}
+
+/// Input that never became an event (bad item in a batch, failed signature, …), kept with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RejectedInput {
+    /// Source name when known.
+    pub source: Option<String>,
+    /// The raw bytes exactly as received (the item, not the whole batch).
+    pub raw: Vec<u8>,
+    /// Human-readable reason, e.g. `"missing userId and anonymousId"`.
+    pub reason: String,
+    /// Receive time, Unix ms.
+    pub received_at_ms: i64,
+}
+
+/// One atomic append: all of it is committed (fsync) before the call returns, or none of it.
+#[derive(Debug, Clone, Default)]
+pub struct AppendBatch {
+    /// Accepted events, in arrival order.
+    pub events: Vec<NewEvent>,
+    /// Rejected items that must be kept with their reason.
+    pub rejected: Vec<RejectedInput>,
+    /// An event whose `(source, message_id)` was received within this many ms is a duplicate.
+    pub dedup_window_ms: i64,
+}
+
+/// What an append did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppendOutcome {
+    /// Events stored.
+    pub accepted: usize,
+    /// Events recognised as duplicates (acknowledged, not stored again).
+    pub duplicates: usize,
+    /// Rejected inputs recorded.
+    pub rejected: usize,
+}
+
+/// A lease on one (destination, contact key): while held, no other worker or node touches the key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ContactLease {
+    /// Destination name.
+    pub destination: String,
+    /// Contact key.
+    pub contact_key: String,
+    /// Opaque token proving ownership; settle/release with a stale token fail with `LeaseLost`.
+    pub token: String,
+    /// Lease expiry, Unix ms.
+    pub until_ms: i64,
+}
+
+/// A pending delivery as handed to a worker, in per-contact order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingDelivery {
+    /// Delivery row id.
+    pub delivery_id: DeliveryId,
+    /// Event row id (arrival order within the store).
+    pub event_id: EventId,
+    /// Source name.
+    pub source: String,
+    /// Segment `messageId`.
+    pub message_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Event time, Unix ms.
+    pub timestamp_ms: i64,
+    /// Receive time, Unix ms.
+    pub received_at_ms: i64,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// First attempt time, Unix ms (for the retry horizon), if any attempt was made.
+    pub first_attempt_ms: Option<i64>,
+    /// Normalised event JSON.
+    pub raw: Vec<u8>,
+}
+
+/// How one delivery ended (or did not, yet).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Settlement {
+    /// Delivered.
+    Delivered,
+    /// Nothing to send (unchanged since last sent, coalesced into a later event, not handled …).
+    Skipped {
+        /// Why.
+        reason: String,
+    },
+    /// Permanent failure: kept in the dead-letter queue.
+    DeadLettered {
+        /// Why, in words.
+        reason: String,
+    },
+    /// Try again at `at_ms`; the whole contact key waits until then (per-contact FIFO).
+    Retry {
+        /// Next attempt time, Unix ms.
+        at_ms: i64,
+        /// Last error, in words.
+        error: String,
+    },
+}
+
+/// One request/response exchange made for one or more deliveries (coalescing sends one for many).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attempt {
+    /// Deliveries this exchange was made for.
+    pub delivery_ids: Vec<DeliveryId>,
+    /// When, Unix ms.
+    pub at_ms: i64,
+    /// e.g. `POST /contacts/upsert`.
+    pub request_line: String,
+    /// Request body as sent (JSON), if any.
+    pub request_body: Option<String>,
+    /// HTTP status, or `None` when no response arrived (timeout, connection error).
+    pub status: Option<u16>,
+    /// Response body (truncated by the caller) or transport error text.
+    pub response_body: Option<String>,
+    /// Outcome in words: `delivered`, `retry: …`, `dead-lettered: …`.
+    pub outcome: String,
+}
+
+/// The state of a delivery row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeliveryStatus {
+    /// Waiting to be (re)tried.
+    Pending,
+    /// Delivered.
+    Delivered,
+    /// Nothing sent, by design.
+    Skipped,
+    /// Permanent failure.
+    Dead,
+}
+
+impl DeliveryStatus {
+    /// The lower-case name stored in the database.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Skipped => "skipped",
+            Self::Dead => "dead",
+        }
+    }
+}
+
+/// Everything known about one event: for `freshgate events show` and the console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventTrace {
+    /// Event row id.
+    pub event_id: EventId,
+    /// Source name.
+    pub source: String,
+    /// Segment `messageId`.
+    pub message_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Contact key.
+    pub contact_key: String,
+    /// Event time, Unix ms.
+    pub timestamp_ms: i64,
+    /// Receive time, Unix ms.
+    pub received_at_ms: i64,
+    /// Normalised event JSON (lossy UTF-8).
+    pub raw: String,
+    /// One entry per destination.
+    pub deliveries: Vec<DeliveryTrace>,
+}
+
+/// One delivery of an event, with its attempts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryTrace {
+    /// Delivery row id.
+    pub delivery_id: DeliveryId,
+    /// Destination name.
+    pub destination: String,
+    /// Current state.
+    pub status: DeliveryStatus,
+    /// Reason for skip / dead letter, or last retry error.
+    pub reason: Option<String>,
+    /// Next attempt time when pending, Unix ms.
+    pub next_attempt_ms: Option<i64>,
+    /// Attempts, oldest first.
+    pub attempts: Vec<Attempt>,
+}
+
+/// Which dead letters or deliveries an operation applies to. Empty fields match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryFilter {
+    /// Only this destination.
+    pub destination: Option<String>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only this contact key.
+    pub contact_key: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only deliveries whose reason contains this text.
+    pub reason_contains: Option<String>,
+    /// Only events received at or after this time, Unix ms.
+    pub since_ms: Option<i64>,
+    /// Only events received before this time, Unix ms.
+    pub until_ms: Option<i64>,
+    /// At most this many rows (list operations).
+    pub limit: Option<usize>,
+}
+
+/// A dead letter as listed by `freshgate dlq list`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    /// Delivery row id.
+    pub delivery_id: DeliveryId,
+    /// Destination.
+    pub destination: String,
+    /// Source.
+    pub source: String,
+    /// Segment `messageId`.
+    pub message_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Contact key.
+    pub contact_key: String,
+    /// Why it was dead-lettered.
+    pub reason: String,
+    /// When it was dead-lettered, Unix ms.
+    pub dead_at_ms: i64,
+    /// Number of attempts made.
+    pub attempts: u32,
+}
+
+/// A rejected input as listed by the CLI.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RejectedRecord {
+    /// Row id.
+    pub id: i64,
+    /// Source, when known.
+    pub source: Option<String>,
+    /// Reason.
+    pub reason: String,
+    /// Receive time, Unix ms.
+    pub received_at_ms: i64,
+    /// Raw bytes (lossy UTF-8).
+    pub raw: String,
+}
+
+/// Queue figures per destination.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationStats {
+    /// Destination name.
+    pub destination: String,
+    /// Pending deliveries.
+    pub pending: u64,
+    /// Delivered (not yet pruned).
+    pub delivered: u64,
+    /// Skipped (not yet pruned).
+    pub skipped: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Receive time of the oldest pending event, Unix ms.
+    pub oldest_pending_received_ms: Option<i64>,
+    /// Earliest scheduled next attempt among pending contact keys, Unix ms.
+    pub next_attempt_ms: Option<i64>,
+    /// Contact keys with pending work.
+    pub pending_contacts: u64,
+}
+
+/// Queue figures for the whole store.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueStats {
+    /// Events stored.
+    pub events: u64,
+    /// Rejected inputs stored.
+    pub rejected: u64,
+    /// Per destination.
+    pub destinations: Vec<DestinationStats>,
+}
+
+/// What a prune removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PruneOutcome {
+    /// Events removed (all of their deliveries were finished and older than the retention).
+    pub events: u64,
+    /// Dedup entries removed (older than the dedup window).
+    pub dedup_entries: u64,
+}
+
+/// Errors a caller can act on.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The writer's queue is full: answer 503 with `Retry-After` and let the client retry.
+    #[error("store is saturated, retry later")]
+    Saturated,
+    /// The lease was taken over (expired) or released: stop working on this key, do not settle.
+    #[error("lease on {destination}/{contact_key} was lost")]
+    LeaseLost {
+        /// Destination.
+        destination: String,
+        /// Contact key.
+        contact_key: String,
+    },
+    /// The store is shutting down or its writer died: stop.
+    #[error("store is closed")]
+    Closed,
+    /// Anything else from the database: log, count, retry the operation later.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+/// The queue of record. Implemented by `sqlite::SqliteStore` (and the PostgreSQL backend).
+///
+/// Every method that writes is durable when it returns `Ok` (committed with fsync).
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Append a batch atomically, dropping duplicates of `(source, message_id)` seen within the
+    /// dedup window (also duplicates within the batch itself: the first wins).
+    ///
+    /// # Errors
+    /// `Saturated` when the writer's queue is full; `Closed`; `Database`.
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError>;
+
+    /// Lease up to `max` contact keys of `destination` that have pending deliveries due at `now_ms`
+    /// (next attempt reached) and no live lease; the lease lasts until `now_ms + lease_ms`.
+    /// Keys due earliest come first.
+    ///
+    /// # Errors
+    /// `Database`, `Closed`.
+    async fn lease_contacts(
+        &self,
+        destination: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ContactLease>, StoreError>;
+
+    /// The pending deliveries of a leased key in FIFO order (event arrival order), at most `limit`.
+    ///
+    /// # Errors
+    /// `LeaseLost` if the lease is no longer held; `Database`.
+    async fn pending_for(
+        &self,
+        lease: &ContactLease,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, StoreError>;
+
+    /// Record how deliveries ended, and their attempt (if any), in one transaction. A `Retry`
+    /// settlement pushes the key's next attempt to its `at_ms` (the earliest among retries).
+    ///
+    /// # Errors
+    /// `LeaseLost` if the lease was taken over; `Database`.
+    async fn settle(
+        &self,
+        lease: &ContactLease,
+        now_ms: i64,
+        settlements: Vec<(DeliveryId, Settlement)>,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError>;
+
+    /// Give the key back. With `not_before_ms`, the key is not leased again before then
+    /// (used when a destination is paused or its quota is spent).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn release(
+        &self,
+        lease: &ContactLease,
+        not_before_ms: Option<i64>,
+    ) -> Result<(), StoreError>;
+
+    /// Read the shadow (opaque JSON) of what was last sent for this contact to this destination.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn shadow(
+        &self,
+        destination: &str,
+        contact_key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Replace the shadow of a contact.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn put_shadow(
+        &self,
+        destination: &str,
+        contact_key: &str,
+        shadow: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// Add `calls` API calls spent on `account` at `at_ms` to the persisted quota ledger.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn record_calls(&self, account: &str, at_ms: i64, calls: u32) -> Result<(), StoreError>;
+
+    /// Calls spent on `account` at or after `since_ms`, from the persisted ledger.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn calls_since(&self, account: &str, since_ms: i64) -> Result<u64, StoreError>;
+
+    /// Traces of every event with this `messageId` (one per source that sent it).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn event_traces(&self, message_id: &str) -> Result<Vec<EventTrace>, StoreError>;
+
+    /// Dead letters matching the filter, newest first.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn dead_letters(&self, filter: &DeliveryFilter) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Put dead letters matching the filter back to pending (attempts reset), due at `now_ms`.
+    /// Returns how many.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn requeue_dead(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Put every finished delivery (delivered, skipped, dead) of events received in the filter's
+    /// time range back to pending, for `freshgate replay`. Returns how many.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Rejected inputs, newest first.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn rejected(&self, limit: usize) -> Result<Vec<RejectedRecord>, StoreError>;
+
+    /// Queue figures.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Remove events whose deliveries are all finished and that were received before
+    /// `events_before_ms` (dead letters are kept), and dedup entries older than `dedup_before_ms`.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn prune(
+        &self,
+        events_before_ms: i64,
+        dedup_before_ms: i64,
+    ) -> Result<PruneOutcome, StoreError>;
+
+    /// Run the backend's integrity check; `Ok(problems)` with an empty vec means healthy.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn integrity_check(&self) -> Result<Vec<String>, StoreError>;
+
+    /// Wait for in-flight writes to commit and stop accepting new ones.
+    async fn close(&self);
+}
