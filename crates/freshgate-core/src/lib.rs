@@ -5,3 +5,11 @@
 //! unit- and property-tested without a socket or a clock.
 
 pub mod fields;
+pub mod budget;
+pub mod coalesce;
+pub mod delivery;
+pub mod mapping;
+pub mod model;
+pub mod shadow;
+pub mod routing;
+pub mod segment;

@@ -1,0 +1,267 @@
+//! The contact shadow: what freshgate last wrote to one contact of one destination, and the
+//! planning that turns a mapped contact into the fields to send against it.
+//!
+//! The shadow is what makes delivery idempotent and order-safe without reading the CRM back: a
+//! field is never overwritten by an older event (newest event timestamp wins), an update that
+//! changes nothing needs no call, and `MissingTraits::Clear` knows which fields it once set.
+//! Only fields freshgate itself wrote are cleared; values set by people or other integrations
+//! that freshgate never sent are not touched.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::coalesce::MissingTraits;
+use crate::mapping::{MappedContact, MappedField};
+
+/// One field as last written.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ShadowField {
+    /// The value sent (`null` = cleared).
+    pub value: Value,
+    /// Timestamp (Unix ms) of the event that set it.
+    pub ts_ms: i64,
+    /// It lives under `custom_field` (needed to clear it in the right place).
+    #[serde(default)]
+    pub custom: bool,
+}
+
+/// Per destination + contact: the last state freshgate wrote. Stored as JSON.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContactShadow {
+    /// The Freshworks contact id, once a response told it.
+    #[serde(default)]
+    pub contact_id: Option<i64>,
+    /// The (lower-cased) email last used as identifier.
+    #[serde(default)]
+    pub email: Option<String>,
+    /// The `external_id` written on the contact (the Segment `userId`).
+    #[serde(default)]
+    pub external_id: Option<String>,
+    /// Field internal name → last value written.
+    #[serde(default)]
+    pub fields: BTreeMap<String, ShadowField>,
+}
+
+/// What to send for one contact.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UpsertPlan {
+    /// Fields to write (including `null` clears).
+    pub send: BTreeMap<String, MappedField>,
+    /// Everything to send already equals the shadow and the email is the same: no call needed.
+    pub unchanged: bool,
+    /// Fields not sent because the shadow holds a value from a newer event.
+    pub stale: Vec<String>,
+    /// Fields blanked by `MissingTraits::Clear` (also in `send`, as `null`).
+    pub cleared: Vec<String>,
+}
+
+/// Plan the upsert of `mapped` against the shadow.
+///
+/// Every field whose shadow timestamp is not newer than its event is sent (equal timestamps:
+/// the later arrival wins, as when sent one by one); newer shadow values make it `stale`. In
+/// `Clear` mode every non-null shadow field absent from `mapped` is blanked at
+/// `mapped.ts_ms`, unless the shadow's value is newer than that. Clears are JSON `null` for
+/// built-in and custom fields alike: `null` is what Freshworks returns for an empty field
+/// (spec/freshworks.md §2.2), while `""` would be a value for text fields and invalid for
+/// numbers, dates and dropdowns.
+#[must_use]
+pub fn plan(shadow: Option<&ContactShadow>, mapped: &MappedContact, mode: MissingTraits) -> UpsertPlan {
+    let mut out = UpsertPlan::default();
+    let known = |name: &str| shadow.and_then(|s| s.fields.get(name));
+    for (name, field) in &mapped.fields {
+        if known(name).is_some_and(|s| s.ts_ms > field.ts_ms) {
+            out.stale.push(name.clone());
+        } else {
+            out.send.insert(name.clone(), field.clone());
+        }
+    }
+    if let (MissingTraits::Clear, Some(shadow), Some(ts_ms)) = (mode, shadow, mapped.ts_ms) {
+        for (name, old) in &shadow.fields {
+            if mapped.fields.contains_key(name) || old.value.is_null() {
+                continue;
+            }
+            if old.ts_ms > ts_ms {
+                out.stale.push(name.clone());
+                continue;
+            }
+            out.cleared.push(name.clone());
+            out.send.insert(
+                name.clone(),
+                MappedField {
+                    value: Value::Null,
+                    ts_ms,
+                    custom: old.custom,
+                },
+            );
+        }
+    }
+    out.unchanged = shadow.is_some_and(|s| {
+        let same_email = mapped.email.is_none() || mapped.email == s.email;
+        same_email
+            && out
+                .send
+                .iter()
+                .all(|(name, f)| s.fields.get(name).is_some_and(|old| old.value == f.value))
+    });
+    out
+}
+
+/// The shadow after `plan` was delivered (or found `unchanged`: apply it then too, so the
+/// timestamps move forward). `contact_id` is the id from the response, if any; a known id is
+/// kept when the response had none.
+#[must_use]
+pub fn apply(
+    shadow: Option<&ContactShadow>,
+    user_id: &str,
+    email: &str,
+    plan: &UpsertPlan,
+    contact_id: Option<i64>,
+) -> ContactShadow {
+    let mut next = shadow.cloned().unwrap_or_default();
+    next.contact_id = contact_id.or(next.contact_id);
+    next.email = Some(email.trim().to_lowercase());
+    next.external_id = Some(user_id.to_owned());
+    for (name, f) in &plan.send {
+        next.fields.insert(
+            name.clone(),
+            ShadowField {
+                value: f.value.clone(),
+                ts_ms: f.ts_ms,
+                custom: f.custom,
+            },
+        );
+    }
+    next
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use serde_json::json;
+
+    fn mapped(email: &str, ts: i64, fields: &[(&str, Value)]) -> MappedContact {
+        MappedContact {
+            email: Some(email.into()),
+            fields: fields
+                .iter()
+                .map(|(n, v)| {
+                    (
+                        (*n).to_owned(),
+                        MappedField {
+                            value: v.clone(),
+                            ts_ms: ts,
+                            custom: n.starts_with("cf_"),
+                        },
+                    )
+                })
+                .collect(),
+            ts_ms: Some(ts),
+            ..MappedContact::default()
+        }
+    }
+
+    fn shadow_of(fields: &[(&str, Value, i64)]) -> ContactShadow {
+        ContactShadow {
+            contact_id: Some(7),
+            email: Some("a@x.io".into()),
+            external_id: Some("u1".into()),
+            fields: fields
+                .iter()
+                .map(|(n, v, ts)| {
+                    (
+                        (*n).to_owned(),
+                        ShadowField {
+                            value: v.clone(),
+                            ts_ms: *ts,
+                            custom: n.starts_with("cf_"),
+                        },
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn new_contact_sends_everything() {
+        let m = mapped("a@x.io", 5, &[("first_name", json!("A")), ("cf_plan", json!("Pro"))]);
+        let p = plan(None, &m, MissingTraits::Keep);
+        assert_eq!(p.send.len(), 2);
+        assert!(!p.unchanged);
+        // Even with no field at all, a new contact needs its create call.
+        assert!(!plan(None, &mapped("a@x.io", 5, &[]), MissingTraits::Keep).unchanged);
+    }
+
+    #[test]
+    fn an_older_event_never_overwrites_a_newer_value() {
+        let s = shadow_of(&[("first_name", json!("New"), 10), ("city", json!("Oslo"), 3)]);
+        let m = mapped("a@x.io", 5, &[("first_name", json!("Old")), ("city", json!("Bergen"))]);
+        let p = plan(Some(&s), &m, MissingTraits::Keep);
+        assert_eq!(p.stale, vec!["first_name"]);
+        assert_eq!(p.send.keys().collect::<Vec<_>>(), vec!["city"]);
+        // Equal timestamps: the later arrival (this plan) wins.
+        let m = mapped("a@x.io", 10, &[("first_name", json!("Same ts"))]);
+        assert!(plan(Some(&s), &m, MissingTraits::Keep).stale.is_empty());
+    }
+
+    #[test]
+    fn unchanged_when_everything_equals_the_shadow() {
+        let s = shadow_of(&[("first_name", json!("A"), 1), ("city", json!("Oslo"), 1)]);
+        let p = plan(Some(&s), &mapped("a@x.io", 2, &[("city", json!("Oslo"))]), MissingTraits::Keep);
+        assert!(p.unchanged);
+        let p = plan(Some(&s), &mapped("b@x.io", 2, &[("city", json!("Oslo"))]), MissingTraits::Keep);
+        assert!(!p.unchanged, "a changed email is a change");
+        let p = plan(Some(&s), &mapped("a@x.io", 2, &[("city", json!("Bergen"))]), MissingTraits::Keep);
+        assert!(!p.unchanged);
+        // Clear mode: first_name would be blanked, so it is a change.
+        let p = plan(Some(&s), &mapped("a@x.io", 2, &[("city", json!("Oslo"))]), MissingTraits::Clear);
+        assert!(!p.unchanged);
+    }
+
+    #[test]
+    fn clear_blanks_fields_sent_before_and_absent_now() {
+        let s = shadow_of(&[
+            ("first_name", json!("A"), 1),
+            ("cf_plan", json!("Pro"), 1),
+            ("cf_seats", json!(null), 1),
+            ("city", json!("Oslo"), 9),
+        ]);
+        let p = plan(Some(&s), &mapped("a@x.io", 5, &[("last_name", json!("B"))]), MissingTraits::Clear);
+        assert_eq!(p.cleared, vec!["cf_plan", "first_name"]);
+        assert_eq!(p.stale, vec!["city"]);
+        assert_eq!(p.send["cf_plan"].value, Value::Null);
+        assert!(p.send["cf_plan"].custom);
+        assert_eq!(p.send["first_name"].ts_ms, 5);
+        assert!(!p.send.contains_key("cf_seats"), "already blank");
+        // Keep mode leaves them alone.
+        let p = plan(Some(&s), &mapped("a@x.io", 5, &[("last_name", json!("B"))]), MissingTraits::Keep);
+        assert!(p.cleared.is_empty());
+        assert_eq!(p.send.len(), 1);
+    }
+
+    #[test]
+    fn apply_records_values_ids_and_email() {
+        let s = shadow_of(&[("city", json!("Oslo"), 1)]);
+        let m = mapped("B@X.io", 4, &[("city", json!("Bergen")), ("cf_plan", json!(null))]);
+        let p = plan(Some(&s), &m, MissingTraits::Keep);
+        let next = apply(Some(&s), "u1", "B@X.io", &p, None);
+        assert_eq!(next.contact_id, Some(7));
+        assert_eq!(next.email.as_deref(), Some("b@x.io"));
+        assert_eq!(next.fields["city"].value, json!("Bergen"));
+        assert_eq!(next.fields["city"].ts_ms, 4);
+        assert_eq!(next.fields["cf_plan"].value, Value::Null);
+        let fresh = apply(None, "u2", "c@x.io", &p, Some(99));
+        assert_eq!(fresh.contact_id, Some(99));
+        assert_eq!(fresh.external_id.as_deref(), Some("u2"));
+    }
+
+    #[test]
+    fn shadow_json_round_trip() {
+        let s = shadow_of(&[("cf_plan", json!("Pro"), 1)]);
+        let text = serde_json::to_string(&s).unwrap();
+        assert_eq!(serde_json::from_str::<ContactShadow>(&text).unwrap(), s);
+        assert_eq!(serde_json::from_str::<ContactShadow>("{}").unwrap(), ContactShadow::default());
+    }
+}

@@ -1,0 +1,345 @@
+//! The embedded SQLite backend of the queue of record (the default).
+//!
+//! One `std::thread` owns the only read-write connection and applies writes in group commits
+//! (see [`writer`]); reads run on a small pool of read-only connections (see [`queries`]).
+//! The database is in WAL mode with `synchronous=FULL`: every `Ok` from a write is on disk.
+
+mod filter;
+mod queries;
+mod schema;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::thread::JoinHandle;
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use self::queries::ReaderPool;
+use self::writer::{Command, WriteOp, WriteReply, Writer};
+use crate::{
+    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
+    EventTrace, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord, Settlement, Store,
+    StoreError,
+};
+
+/// File name of the database inside a data directory (see [`open_in`]).
+pub const DB_FILE_NAME: &str = "freshgate.db";
+
+/// Tuning of the SQLite backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SqliteOptions {
+    /// Capacity of the writer's queue, in requests. When full, `append` answers `Saturated`.
+    pub writer_queue: usize,
+    /// Most events (roughly rows) committed in one group transaction.
+    pub max_group_commit_events: usize,
+    /// Read-only connections kept open for queries.
+    pub readers: usize,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self {
+            writer_queue: 1024,
+            max_group_commit_events: 5000,
+            readers: 4,
+        }
+    }
+}
+
+/// The SQLite queue of record. Cheap to share behind an `Arc`; see [`Store`] for the operations.
+pub struct SqliteStore {
+    path: PathBuf,
+    /// `None` once closed: new writes get `Closed`.
+    sender: RwLock<Option<mpsc::Sender<Command>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+    }
+}
+
+/// Open (creating if needed) `dir/freshgate.db` with default options, creating `dir` too.
+///
+/// # Errors
+/// `Database` if the directory or database cannot be created, opened or migrated.
+pub fn open_in(dir: &Path) -> Result<SqliteStore, StoreError> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| StoreError::Database(format!("cannot create {}: {e}", dir.display())))?;
+    SqliteStore::open(&dir.join(DB_FILE_NAME), SqliteOptions::default())
+}
+
+impl SqliteStore {
+    /// Open (creating if needed) the database at `path`, migrate it, and start the writer thread.
+    ///
+    /// # Errors
+    /// `Database` if the file cannot be opened, put in WAL mode or migrated.
+    pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
+        let conn = schema::open_writer(path)?;
+        let readers = Arc::new(ReaderPool::new(path.to_path_buf(), options.readers)?);
+        let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
+        let writer = Writer::new(conn, rx, options.max_group_commit_events);
+        let handle = std::thread::Builder::new()
+            .name("freshgate-sqlite-writer".to_owned())
+            .spawn(move || writer.run())
+            .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        tracing::info!(path = %path.display(), "opened SQLite store");
+        Ok(Self {
+            path: path.to_path_buf(),
+            sender: RwLock::new(Some(tx)),
+            writer: Mutex::new(Some(handle)),
+            readers,
+        })
+    }
+
+    /// The database file.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn sender(&self) -> Result<mpsc::Sender<Command>, StoreError> {
+        self.sender
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+            .ok_or(StoreError::Closed)
+    }
+
+    /// Send a write and wait for its commit. With `shed`, a full queue is `Saturated` instead of
+    /// a wait: that is the ingest back-pressure.
+    async fn write(&self, op: WriteOp, shed: bool) -> Result<WriteReply, StoreError> {
+        let tx = self.sender()?;
+        let (reply, answer) = oneshot::channel();
+        let cmd = Command { op, reply };
+        if shed {
+            tx.try_send(cmd).map_err(|e| match e {
+                mpsc::error::TrySendError::Full(_) => StoreError::Saturated,
+                mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+            })?;
+        } else {
+            tx.send(cmd).await.map_err(|_| StoreError::Closed)?;
+        }
+        drop(tx);
+        // A dropped reply means the writer thread is gone (it stopped or panicked).
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+fn unexpected(reply: &WriteReply) -> StoreError {
+    StoreError::Database(format!("writer answered with an unexpected reply: {reply:?}"))
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
+        match self.write(WriteOp::Append(batch), true).await? {
+            WriteReply::Appended(o) => Ok(o),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn lease_contacts(
+        &self,
+        destination: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ContactLease>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let op = WriteOp::Lease {
+            destination: destination.to_owned(),
+            owner: owner.to_owned(),
+            now_ms,
+            lease_ms,
+            max,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Leased(l) => Ok(l),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn pending_for(
+        &self,
+        lease: &ContactLease,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        let lease = lease.clone();
+        self.readers
+            .run(move |c| queries::pending_for(c, &lease, limit))
+            .await
+    }
+
+    async fn settle(
+        &self,
+        lease: &ContactLease,
+        now_ms: i64,
+        settlements: Vec<(DeliveryId, Settlement)>,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::Settle {
+            lease: lease.clone(),
+            now_ms,
+            settlements,
+            attempt,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn release(
+        &self,
+        lease: &ContactLease,
+        not_before_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::Release {
+            lease: lease.clone(),
+            not_before_ms,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn shadow(
+        &self,
+        destination: &str,
+        contact_key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (d, k) = (destination.to_owned(), contact_key.to_owned());
+        self.readers.run(move |c| queries::shadow(c, &d, &k)).await
+    }
+
+    async fn put_shadow(
+        &self,
+        destination: &str,
+        contact_key: &str,
+        shadow: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::PutShadow {
+            destination: destination.to_owned(),
+            contact_key: contact_key.to_owned(),
+            body: shadow,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn record_calls(&self, account: &str, at_ms: i64, calls: u32) -> Result<(), StoreError> {
+        let op = WriteOp::RecordCalls {
+            account: account.to_owned(),
+            at_ms,
+            calls,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn calls_since(&self, account: &str, since_ms: i64) -> Result<u64, StoreError> {
+        let account = account.to_owned();
+        self.readers
+            .run(move |c| queries::calls_since(c, &account, since_ms))
+            .await
+    }
+
+    async fn event_traces(&self, message_id: &str) -> Result<Vec<EventTrace>, StoreError> {
+        let message_id = message_id.to_owned();
+        self.readers
+            .run(move |c| queries::event_traces(c, &message_id))
+            .await
+    }
+
+    async fn dead_letters(&self, filter: &DeliveryFilter) -> Result<Vec<DeadLetter>, StoreError> {
+        let filter = filter.clone();
+        self.readers
+            .run(move |c| queries::dead_letters(c, &filter))
+            .await
+    }
+
+    async fn requeue_dead(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
+        let op = WriteOp::RequeueDead {
+            filter: filter.clone(),
+            now_ms,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
+        let op = WriteOp::Replay {
+            filter: filter.clone(),
+            now_ms,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn rejected(&self, limit: usize) -> Result<Vec<RejectedRecord>, StoreError> {
+        self.readers.run(move |c| queries::rejected(c, limit)).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        self.readers.run(queries::stats).await
+    }
+
+    async fn prune(
+        &self,
+        events_before_ms: i64,
+        dedup_before_ms: i64,
+    ) -> Result<PruneOutcome, StoreError> {
+        let op = WriteOp::Prune {
+            events_before_ms,
+            dedup_before_ms,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Pruned(p) => Ok(p),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        self.readers.run(queries::integrity_check).await
+    }
+
+    async fn close(&self) {
+        // Dropping the last sender ends the writer's loop once the queued commands are done;
+        // writes already holding a sender clone still get in and are answered.
+        drop(
+            self.sender
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
+        let handle = self
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle {
+            match tokio::task::spawn_blocking(move || handle.join()).await {
+                Ok(Ok(())) => tracing::info!(path = %self.path.display(), "closed SQLite store"),
+                Ok(Err(_)) => tracing::error!("SQLite writer thread panicked"),
+                Err(e) => tracing::error!(error = %e, "could not join the SQLite writer thread"),
+            }
+        }
+    }
+}

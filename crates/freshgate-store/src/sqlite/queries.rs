@@ -1,0 +1,351 @@
+//! Read-only queries, run on a small pool of read-only connections off the async runtime.
+//!
+//! WAL mode lets these run while the writer commits; each sees the last committed state.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, PoisonError};
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+
+use super::filter::{filter_sql, limit_value};
+use super::schema::open_reader;
+use super::writer::check_lease;
+use crate::{
+    Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace,
+    DestinationStats, EventTrace, PendingDelivery, QueueStats, RejectedRecord, StoreError,
+};
+
+/// Idle read-only connections; more are opened on demand and the surplus is closed.
+pub(crate) struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    max_idle: usize,
+}
+
+impl ReaderPool {
+    /// A pool of `size` connections to `path`, opened now so that a bad path fails at start.
+    pub(crate) fn new(path: PathBuf, size: usize) -> Result<Self, StoreError> {
+        let max_idle = size.max(1);
+        let idle = (0..max_idle)
+            .map(|_| open_reader(&path))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            path,
+            idle: Mutex::new(idle),
+            max_idle,
+        })
+    }
+
+    /// Run `f` on a pooled connection in a blocking task.
+    pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let taken = pool
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let conn = match taken {
+                Some(c) => c,
+                None => open_reader(&pool.path)?,
+            };
+            let result = f(&conn);
+            let mut idle = pool.idle.lock().unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < pool.max_idle {
+                idle.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Database(format!("reader task failed: {e}")))?
+    }
+}
+
+/// (id, destination, status, reason, next attempt) of one delivery, as read for a trace.
+type DeliveryRow = (i64, String, String, Option<String>, Option<i64>);
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn parse_status(s: &str) -> Result<DeliveryStatus, StoreError> {
+    match s {
+        "pending" => Ok(DeliveryStatus::Pending),
+        "delivered" => Ok(DeliveryStatus::Delivered),
+        "skipped" => Ok(DeliveryStatus::Skipped),
+        "dead" => Ok(DeliveryStatus::Dead),
+        other => Err(StoreError::Database(format!("unknown delivery status {other:?}"))),
+    }
+}
+
+pub(crate) fn pending_for(
+    conn: &Connection,
+    lease: &ContactLease,
+    limit: usize,
+) -> Result<Vec<PendingDelivery>, StoreError> {
+    check_lease(conn, lease)?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn
+        .prepare_cached(
+            "SELECT d.id, d.event_id, e.source, e.message_id, e.event_type, e.timestamp_ms,
+                    e.received_at_ms, d.attempts, d.first_attempt_ms, e.raw
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.destination = ?1 AND d.contact_key = ?2 AND d.status = 'pending'
+             ORDER BY d.event_id, d.id
+             LIMIT ?3",
+        )?
+        .query_map(params![lease.destination, lease.contact_key, limit], |r| {
+            Ok(PendingDelivery {
+                delivery_id: r.get(0)?,
+                event_id: r.get(1)?,
+                source: r.get(2)?,
+                message_id: r.get(3)?,
+                event_type: r.get(4)?,
+                timestamp_ms: r.get(5)?,
+                received_at_ms: r.get(6)?,
+                attempts: to_u32(r.get(7)?),
+                first_attempt_ms: r.get(8)?,
+                raw: r.get(9)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn shadow(
+    conn: &Connection,
+    destination: &str,
+    contact_key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT body FROM shadows WHERE destination = ?1 AND contact_key = ?2")?
+        .query_row(params![destination, contact_key], |r| r.get(0))
+        .optional()?)
+}
+
+pub(crate) fn calls_since(conn: &Connection, account: &str, since_ms: i64) -> Result<u64, StoreError> {
+    let total: i64 = conn
+        .prepare_cached(
+            "SELECT coalesce(sum(calls), 0) FROM quota_ledger WHERE account = ?1 AND bucket_ms >= ?2",
+        )?
+        .query_row(params![account, since_ms], |r| r.get(0))?;
+    Ok(to_u64(total))
+}
+
+fn attempts_of(conn: &Connection, delivery_id: i64) -> Result<Vec<Attempt>, StoreError> {
+    let heads: Vec<(i64, Attempt)> = conn
+        .prepare_cached(
+            "SELECT a.id, a.at_ms, a.request_line, a.request_body, a.status, a.response_body,
+                    a.outcome
+             FROM attempt_deliveries ad JOIN attempts a ON a.id = ad.attempt_id
+             WHERE ad.delivery_id = ?1
+             ORDER BY a.at_ms, a.id",
+        )?
+        .query_map(params![delivery_id], |r| {
+            let status: Option<i64> = r.get(4)?;
+            Ok((
+                r.get(0)?,
+                Attempt {
+                    delivery_ids: Vec::new(),
+                    at_ms: r.get(1)?,
+                    request_line: r.get(2)?,
+                    request_body: r.get(3)?,
+                    status: status.and_then(|s| u16::try_from(s).ok()),
+                    response_body: r.get(5)?,
+                    outcome: r.get(6)?,
+                },
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut out = Vec::with_capacity(heads.len());
+    for (attempt_id, mut attempt) in heads {
+        attempt.delivery_ids = conn
+            .prepare_cached(
+                "SELECT delivery_id FROM attempt_deliveries WHERE attempt_id = ?1 ORDER BY delivery_id",
+            )?
+            .query_map(params![attempt_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        out.push(attempt);
+    }
+    Ok(out)
+}
+
+pub(crate) fn event_traces(conn: &Connection, message_id: &str) -> Result<Vec<EventTrace>, StoreError> {
+    let mut events: Vec<EventTrace> = conn
+        .prepare_cached(
+            "SELECT id, source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
+             FROM events WHERE message_id = ?1 ORDER BY id",
+        )?
+        .query_map(params![message_id], |r| {
+            let raw: Vec<u8> = r.get(7)?;
+            Ok(EventTrace {
+                event_id: r.get(0)?,
+                source: r.get(1)?,
+                message_id: r.get(2)?,
+                event_type: r.get(3)?,
+                contact_key: r.get(4)?,
+                timestamp_ms: r.get(5)?,
+                received_at_ms: r.get(6)?,
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+                deliveries: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    for ev in &mut events {
+        let rows: Vec<DeliveryRow> = conn
+            .prepare_cached(
+                "SELECT d.id, d.destination, d.status, d.reason,
+                        CASE WHEN d.status = 'pending' THEN k.next_attempt_ms END
+                 FROM deliveries d
+                 LEFT JOIN contact_keys k
+                        ON k.destination = d.destination AND k.contact_key = d.contact_key
+                 WHERE d.event_id = ?1 ORDER BY d.id",
+            )?
+            .query_map(params![ev.event_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (delivery_id, destination, status, reason, next_attempt_ms) in rows {
+            ev.deliveries.push(DeliveryTrace {
+                delivery_id,
+                destination,
+                status: parse_status(&status)?,
+                reason,
+                next_attempt_ms,
+                attempts: attempts_of(conn, delivery_id)?,
+            });
+        }
+    }
+    Ok(events)
+}
+
+pub(crate) fn dead_letters(
+    conn: &Connection,
+    filter: &DeliveryFilter,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let f = filter_sql(filter);
+    let sql = format!(
+        "SELECT d.id, d.destination, e.source, e.message_id, e.event_type, d.contact_key,
+                coalesce(d.reason, ''), coalesce(d.finished_ms, 0), d.attempts
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.status = 'dead'{}
+         ORDER BY d.finished_ms DESC, d.id DESC
+         LIMIT {}",
+        f.clause,
+        limit_value(filter)
+    );
+    let rows = conn
+        .prepare(&sql)?
+        .query_map(params_from_iter(f.params.iter()), |r| {
+            Ok(DeadLetter {
+                delivery_id: r.get(0)?,
+                destination: r.get(1)?,
+                source: r.get(2)?,
+                message_id: r.get(3)?,
+                event_type: r.get(4)?,
+                contact_key: r.get(5)?,
+                reason: r.get(6)?,
+                dead_at_ms: r.get(7)?,
+                attempts: to_u32(r.get(8)?),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn rejected(conn: &Connection, limit: usize) -> Result<Vec<RejectedRecord>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn
+        .prepare_cached(
+            "SELECT id, source, reason, received_at_ms, raw FROM rejected
+             ORDER BY received_at_ms DESC, id DESC LIMIT ?1",
+        )?
+        .query_map(params![limit], |r| {
+            let raw: Vec<u8> = r.get(4)?;
+            Ok(RejectedRecord {
+                id: r.get(0)?,
+                source: r.get(1)?,
+                reason: r.get(2)?,
+                received_at_ms: r.get(3)?,
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
+    let events: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+    let rejected: i64 = conn.query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?;
+    let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
+    let counts: Vec<(String, String, i64)> = conn
+        .prepare("SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status")?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (destination, status, n) in counts {
+        let s = dest(&mut per, &destination);
+        let n = to_u64(n);
+        match parse_status(&status)? {
+            DeliveryStatus::Pending => s.pending = n,
+            DeliveryStatus::Delivered => s.delivered = n,
+            DeliveryStatus::Skipped => s.skipped = n,
+            DeliveryStatus::Dead => s.dead = n,
+        }
+    }
+    let oldest: Vec<(String, i64)> = conn
+        .prepare(
+            "SELECT d.destination, min(e.received_at_ms)
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.status = 'pending' GROUP BY d.destination",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    for (destination, at) in oldest {
+        dest(&mut per, &destination).oldest_pending_received_ms = Some(at);
+    }
+    let keys: Vec<(String, i64, i64)> = conn
+        .prepare(
+            "SELECT destination, min(next_attempt_ms), count(*) FROM contact_keys
+             WHERE pending > 0 GROUP BY destination",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    for (destination, next, n) in keys {
+        let s = dest(&mut per, &destination);
+        s.next_attempt_ms = Some(next);
+        s.pending_contacts = to_u64(n);
+    }
+    Ok(QueueStats {
+        events: to_u64(events),
+        rejected: to_u64(rejected),
+        destinations: per.into_values().collect(),
+    })
+}
+
+fn dest<'a>(per: &'a mut BTreeMap<String, DestinationStats>, d: &str) -> &'a mut DestinationStats {
+    per.entry(d.to_owned()).or_insert_with(|| DestinationStats {
+        destination: d.to_owned(),
+        ..DestinationStats::default()
+    })
+}
+
+pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreError> {
+    let lines: Vec<String> = conn
+        .prepare("PRAGMA integrity_check")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if lines.len() == 1 && lines[0] == "ok" {
+        Ok(Vec::new())
+    } else {
+        Ok(lines)
+    }
+}

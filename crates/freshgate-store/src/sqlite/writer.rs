@@ -1,0 +1,646 @@
+//! The single writer thread: owns the read-write connection and applies every write.
+//!
+//! Commands arrive on a bounded channel. The writer takes one, drains whatever else is already
+//! queued (up to a group size counted in events), runs the whole group in ONE transaction with a
+//! savepoint per command, commits once (one fsync for the group, `synchronous=FULL`), and only
+//! then answers every command. A command that fails rolls back its own savepoint and gets its
+//! error; the rest of the group still commits.
+
+use std::collections::HashSet;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
+use tokio::sync::{mpsc, oneshot};
+
+use super::filter::{filter_sql, limit_value};
+use crate::{
+    AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId,
+    DeliveryStatus, PruneOutcome, Settlement, StoreError,
+};
+
+/// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
+/// quota window is one hour, the rest is margin.
+const LEDGER_KEEP_MS: i64 = 2 * 60 * 60 * 1000;
+
+/// One write, as sent to the writer thread.
+pub(crate) enum WriteOp {
+    Append(AppendBatch),
+    Lease {
+        destination: String,
+        owner: String,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+    },
+    Settle {
+        lease: ContactLease,
+        now_ms: i64,
+        settlements: Vec<(DeliveryId, Settlement)>,
+        attempt: Option<Attempt>,
+    },
+    Release {
+        lease: ContactLease,
+        not_before_ms: Option<i64>,
+    },
+    PutShadow {
+        destination: String,
+        contact_key: String,
+        body: Vec<u8>,
+    },
+    RecordCalls {
+        account: String,
+        at_ms: i64,
+        calls: u32,
+    },
+    RequeueDead {
+        filter: DeliveryFilter,
+        now_ms: i64,
+    },
+    Replay {
+        filter: DeliveryFilter,
+        now_ms: i64,
+    },
+    Prune {
+        events_before_ms: i64,
+        dedup_before_ms: i64,
+    },
+}
+
+impl WriteOp {
+    /// How much this command counts towards the group-commit limit (events, roughly rows).
+    fn weight(&self) -> usize {
+        let w = match self {
+            Self::Append(b) => b.events.len() + b.rejected.len(),
+            Self::Settle { settlements, .. } => settlements.len(),
+            _ => 1,
+        };
+        w.max(1)
+    }
+}
+
+/// What a write produced.
+#[derive(Debug)]
+pub(crate) enum WriteReply {
+    Appended(AppendOutcome),
+    Leased(Vec<ContactLease>),
+    Count(u64),
+    Pruned(PruneOutcome),
+    Done,
+}
+
+/// A write and where to send its result once committed.
+pub(crate) struct Command {
+    pub(crate) op: WriteOp,
+    pub(crate) reply: oneshot::Sender<Result<WriteReply, StoreError>>,
+}
+
+/// State owned by the writer thread.
+pub(crate) struct Writer {
+    conn: Connection,
+    rx: mpsc::Receiver<Command>,
+    max_group_events: usize,
+    token_prefix: String,
+    token_counter: u64,
+}
+
+impl Writer {
+    /// A writer over an already migrated connection.
+    pub(crate) fn new(conn: Connection, rx: mpsc::Receiver<Command>, max_group_events: usize) -> Self {
+        // Tokens must be unique across restarts too (a lease can outlive the process that took
+        // it), hence the start time and pid in the prefix.
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        Self {
+            conn,
+            rx,
+            max_group_events: max_group_events.max(1),
+            token_prefix: format!("{nanos:x}-{:x}", std::process::id()),
+            token_counter: 0,
+        }
+    }
+
+    /// Run until every sender is gone and the queue is empty.
+    pub(crate) fn run(mut self) {
+        while let Some(first) = self.rx.blocking_recv() {
+            let mut weight = first.op.weight();
+            let mut group = vec![first];
+            while weight < self.max_group_events {
+                match self.rx.try_recv() {
+                    Ok(cmd) => {
+                        weight += cmd.op.weight();
+                        group.push(cmd);
+                    }
+                    Err(_) => break,
+                }
+            }
+            self.run_group(group);
+        }
+        tracing::debug!("SQLite writer stopped");
+    }
+
+    /// Apply a group in one transaction and answer every command after the commit.
+    fn run_group(&mut self, group: Vec<Command>) {
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let err = StoreError::from(e);
+            tracing::error!(error = %err, "SQLite writer could not begin a transaction");
+            answer_all_with(group, &err);
+            return;
+        }
+        let mut results = Vec::with_capacity(group.len());
+        let mut replies = Vec::with_capacity(group.len());
+        for cmd in group {
+            let result = self.apply_in_savepoint(&cmd.op);
+            match result {
+                Ok(r) => results.push(r),
+                Err(fatal) => {
+                    // The savepoint machinery itself failed: the transaction state is unknown.
+                    let _ = self.conn.execute_batch("ROLLBACK");
+                    tracing::error!(error = %fatal, "SQLite writer lost its transaction");
+                    replies.push(cmd.reply);
+                    for reply in replies {
+                        let _ = reply.send(Err(StoreError::Database(fatal.to_string())));
+                    }
+                    return;
+                }
+            }
+            replies.push(cmd.reply);
+        }
+        if let Err(e) = self.conn.execute_batch("COMMIT") {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            let msg = e.to_string();
+            tracing::error!(error = %msg, "SQLite group commit failed");
+            for reply in replies {
+                let _ = reply.send(Err(StoreError::Database(msg.clone())));
+            }
+            return;
+        }
+        for (reply, result) in replies.into_iter().zip(results) {
+            // The caller may have gone away (request cancelled); the write is committed anyway.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Apply one command inside its own savepoint. The outer `Result` is a failure of the
+    /// savepoint statements themselves; the inner one is the command's own outcome.
+    fn apply_in_savepoint(
+        &mut self,
+        op: &WriteOp,
+    ) -> Result<Result<WriteReply, StoreError>, rusqlite::Error> {
+        self.conn.execute_batch("SAVEPOINT cmd")?;
+        let result = self.apply(op);
+        if result.is_ok() {
+            self.conn.execute_batch("RELEASE cmd")?;
+        } else {
+            self.conn.execute_batch("ROLLBACK TO cmd; RELEASE cmd")?;
+        }
+        Ok(result)
+    }
+
+    fn apply(&mut self, op: &WriteOp) -> Result<WriteReply, StoreError> {
+        match op {
+            WriteOp::Append(batch) => append(&self.conn, batch).map(WriteReply::Appended),
+            WriteOp::Lease {
+                destination,
+                owner,
+                now_ms,
+                lease_ms,
+                max,
+            } => self
+                .lease(destination, owner, *now_ms, *lease_ms, *max)
+                .map(WriteReply::Leased),
+            WriteOp::Settle {
+                lease,
+                now_ms,
+                settlements,
+                attempt,
+            } => settle(&self.conn, lease, *now_ms, settlements, attempt.as_ref())
+                .map(|()| WriteReply::Done),
+            WriteOp::Release {
+                lease,
+                not_before_ms,
+            } => release(&self.conn, lease, *not_before_ms).map(|()| WriteReply::Done),
+            WriteOp::PutShadow {
+                destination,
+                contact_key,
+                body,
+            } => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO shadows (destination, contact_key, body) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (destination, contact_key) DO UPDATE SET body = excluded.body",
+                    )?
+                    .execute(params![destination, contact_key, body])?;
+                Ok(WriteReply::Done)
+            }
+            WriteOp::RecordCalls {
+                account,
+                at_ms,
+                calls,
+            } => {
+                let bucket = at_ms.div_euclid(1000) * 1000;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO quota_ledger (account, bucket_ms, calls) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (account, bucket_ms) DO UPDATE SET calls = calls + excluded.calls",
+                    )?
+                    .execute(params![account, bucket, calls])?;
+                Ok(WriteReply::Done)
+            }
+            WriteOp::RequeueDead { filter, now_ms } => {
+                reopen(&self.conn, filter, &["dead"], *now_ms).map(WriteReply::Count)
+            }
+            WriteOp::Replay { filter, now_ms } => reopen(
+                &self.conn,
+                filter,
+                &["delivered", "skipped", "dead"],
+                *now_ms,
+            )
+            .map(WriteReply::Count),
+            WriteOp::Prune {
+                events_before_ms,
+                dedup_before_ms,
+            } => prune(&self.conn, *events_before_ms, *dedup_before_ms).map(WriteReply::Pruned),
+        }
+    }
+
+    fn next_token(&mut self) -> String {
+        self.token_counter += 1;
+        format!("{}-{:x}", self.token_prefix, self.token_counter)
+    }
+
+    fn lease(
+        &mut self,
+        destination: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ContactLease>, StoreError> {
+        let max = i64::try_from(max).unwrap_or(i64::MAX);
+        let keys: Vec<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT contact_key FROM contact_keys
+                 WHERE destination = ?1 AND next_attempt_ms <= ?2 AND pending > 0
+                   AND (lease_token IS NULL OR lease_until_ms < ?2)
+                 ORDER BY next_attempt_ms, contact_key
+                 LIMIT ?3",
+            )?
+            .query_map(params![destination, now_ms, max], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let until_ms = now_ms.saturating_add(lease_ms);
+        let mut leases = Vec::with_capacity(keys.len());
+        for contact_key in keys {
+            let token = self.next_token();
+            self.conn
+                .prepare_cached(
+                    "UPDATE contact_keys SET lease_owner = ?1, lease_token = ?2, lease_until_ms = ?3
+                     WHERE destination = ?4 AND contact_key = ?5",
+                )?
+                .execute(params![owner, token, until_ms, destination, contact_key])?;
+            leases.push(ContactLease {
+                destination: destination.to_owned(),
+                contact_key,
+                token,
+                until_ms,
+            });
+        }
+        Ok(leases)
+    }
+}
+
+/// Answer every command of a group that could not run with the same error.
+fn answer_all_with(group: Vec<Command>, err: &StoreError) {
+    for cmd in group {
+        let _ = cmd.reply.send(Err(StoreError::Database(err.to_string())));
+    }
+}
+
+fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, StoreError> {
+    let mut outcome = AppendOutcome::default();
+    let mut seen: HashSet<(&str, &str)> = HashSet::new();
+    for ev in &batch.events {
+        if !seen.insert((ev.source.as_str(), ev.message_id.as_str())) {
+            outcome.duplicates += 1;
+            continue;
+        }
+        let prior: Option<i64> = conn
+            .prepare_cached("SELECT received_at_ms FROM dedup WHERE source = ?1 AND message_id = ?2")?
+            .query_row(params![ev.source, ev.message_id], |r| r.get(0))
+            .optional()?;
+        if let Some(prior_ms) = prior
+            && prior_ms >= ev.received_at_ms.saturating_sub(batch.dedup_window_ms)
+        {
+            outcome.duplicates += 1;
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO dedup (source, message_id, received_at_ms) VALUES (?1, ?2, ?3)
+             ON CONFLICT (source, message_id) DO UPDATE SET received_at_ms = excluded.received_at_ms",
+        )?
+        .execute(params![ev.source, ev.message_id, ev.received_at_ms])?;
+        conn.prepare_cached(
+            "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+                                 received_at_ms, raw)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?
+        .execute(params![
+            ev.source,
+            ev.message_id,
+            ev.event_type,
+            ev.contact_key,
+            ev.timestamp_ms,
+            ev.received_at_ms,
+            ev.raw
+        ])?;
+        let event_id = conn.last_insert_rowid();
+        for d in &ev.deliveries {
+            match &d.skip_reason {
+                Some(reason) => {
+                    conn.prepare_cached(
+                        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
+                                                 finished_ms)
+                         VALUES (?1, ?2, ?3, 'skipped', ?4, ?5)",
+                    )?
+                    .execute(params![
+                        event_id,
+                        d.destination,
+                        ev.contact_key,
+                        reason,
+                        ev.received_at_ms
+                    ])?;
+                }
+                None => {
+                    conn.prepare_cached(
+                        "INSERT INTO deliveries (event_id, destination, contact_key, status)
+                         VALUES (?1, ?2, ?3, 'pending')",
+                    )?
+                    .execute(params![event_id, d.destination, ev.contact_key])?;
+                    // An existing key keeps its schedule: a key waiting for a retry must not
+                    // become due earlier because a new event arrived.
+                    add_pending(conn, &d.destination, &ev.contact_key, ev.received_at_ms, false)?;
+                }
+            }
+        }
+        outcome.accepted += 1;
+    }
+    for r in &batch.rejected {
+        conn.prepare_cached(
+            "INSERT INTO rejected (source, raw, reason, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![r.source, r.raw, r.reason, r.received_at_ms])?;
+        outcome.rejected += 1;
+    }
+    Ok(outcome)
+}
+
+/// Count one more pending delivery on a key, creating the key due at `due_ms` if absent.
+/// With `pull_forward`, an existing key's schedule moves to `due_ms` if that is earlier.
+fn add_pending(
+    conn: &Connection,
+    destination: &str,
+    contact_key: &str,
+    due_ms: i64,
+    pull_forward: bool,
+) -> Result<(), StoreError> {
+    let sql = if pull_forward {
+        "INSERT INTO contact_keys (destination, contact_key, next_attempt_ms, pending)
+         VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (destination, contact_key) DO UPDATE SET pending = pending + 1,
+             next_attempt_ms = min(next_attempt_ms, excluded.next_attempt_ms)"
+    } else {
+        "INSERT INTO contact_keys (destination, contact_key, next_attempt_ms, pending)
+         VALUES (?1, ?2, ?3, 1)
+         ON CONFLICT (destination, contact_key) DO UPDATE SET pending = pending + 1"
+    };
+    conn.prepare_cached(sql)?
+        .execute(params![destination, contact_key, due_ms])?;
+    Ok(())
+}
+
+/// `Ok` if `lease` is still the live lease of its key.
+pub(crate) fn check_lease(conn: &Connection, lease: &ContactLease) -> Result<(), StoreError> {
+    let token: Option<Option<String>> = conn
+        .prepare_cached(
+            "SELECT lease_token FROM contact_keys WHERE destination = ?1 AND contact_key = ?2",
+        )?
+        .query_row(params![lease.destination, lease.contact_key], |r| r.get(0))
+        .optional()?;
+    if token.flatten().as_deref() == Some(lease.token.as_str()) {
+        Ok(())
+    } else {
+        Err(StoreError::LeaseLost {
+            destination: lease.destination.clone(),
+            contact_key: lease.contact_key.clone(),
+        })
+    }
+}
+
+fn settle(
+    conn: &Connection,
+    lease: &ContactLease,
+    now_ms: i64,
+    settlements: &[(DeliveryId, Settlement)],
+    attempt: Option<&Attempt>,
+) -> Result<(), StoreError> {
+    check_lease(conn, lease)?;
+    // An attempt that names no delivery is taken to cover every delivery settled with it.
+    let covered: HashSet<DeliveryId> = match attempt {
+        Some(a) if a.delivery_ids.is_empty() => settlements.iter().map(|(id, _)| *id).collect(),
+        Some(a) => a.delivery_ids.iter().copied().collect(),
+        None => HashSet::new(),
+    };
+    if let Some(a) = attempt {
+        conn.prepare_cached(
+            "INSERT INTO attempts (at_ms, request_line, request_body, status, response_body, outcome)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            a.at_ms,
+            a.request_line,
+            a.request_body,
+            a.status,
+            a.response_body,
+            a.outcome
+        ])?;
+        let attempt_id = conn.last_insert_rowid();
+        for id in &covered {
+            // Through a SELECT so that an unknown delivery id is skipped, not a foreign-key error.
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO attempt_deliveries (attempt_id, delivery_id)
+                 SELECT ?1, id FROM deliveries WHERE id = ?2",
+            )?
+            .execute(params![attempt_id, id])?;
+        }
+    }
+    let attempt_at = attempt.map_or(now_ms, |a| a.at_ms);
+    let mut finished: i64 = 0;
+    let mut retry_at: Option<i64> = None;
+    for (id, settlement) in settlements {
+        let counted = i64::from(attempt.is_some() && covered.contains(id));
+        let changed = match settlement {
+            Settlement::Retry { at_ms, error } => {
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET attempts = attempts + 1,
+                             first_attempt_ms = coalesce(first_attempt_ms, ?1), reason = ?2
+                         WHERE id = ?3 AND destination = ?4 AND contact_key = ?5
+                           AND status = 'pending'",
+                    )?
+                    .execute(params![attempt_at, error, id, lease.destination, lease.contact_key])?;
+                if n == 1 {
+                    retry_at = Some(retry_at.map_or(*at_ms, |r| r.min(*at_ms)));
+                }
+                n
+            }
+            Settlement::Delivered | Settlement::Skipped { .. } | Settlement::DeadLettered { .. } => {
+                let (status, reason) = match settlement {
+                    Settlement::Skipped { reason } => (DeliveryStatus::Skipped, Some(reason)),
+                    Settlement::DeadLettered { reason } => (DeliveryStatus::Dead, Some(reason)),
+                    _ => (DeliveryStatus::Delivered, None),
+                };
+                let n = conn
+                    .prepare_cached(
+                        "UPDATE deliveries SET status = ?1, reason = ?2, finished_ms = ?3,
+                             attempts = attempts + ?4,
+                             first_attempt_ms = CASE WHEN ?4 > 0
+                                 THEN coalesce(first_attempt_ms, ?5) ELSE first_attempt_ms END
+                         WHERE id = ?6 AND destination = ?7 AND contact_key = ?8
+                           AND status = 'pending'",
+                    )?
+                    .execute(params![
+                        status.as_str(),
+                        reason,
+                        now_ms,
+                        counted,
+                        attempt_at,
+                        id,
+                        lease.destination,
+                        lease.contact_key
+                    ])?;
+                if n == 1 {
+                    finished += 1;
+                }
+                n
+            }
+        };
+        if changed == 0 {
+            // Already settled (a repeated settle) or not a pending delivery of this key.
+            tracing::warn!(
+                delivery_id = id,
+                destination = %lease.destination,
+                contact_key = %lease.contact_key,
+                "settlement ignored: not a pending delivery of the leased key"
+            );
+        }
+    }
+    conn.prepare_cached(
+        "UPDATE contact_keys SET pending = pending - ?1,
+             next_attempt_ms = coalesce(?2, next_attempt_ms)
+         WHERE destination = ?3 AND contact_key = ?4",
+    )?
+    .execute(params![finished, retry_at, lease.destination, lease.contact_key])?;
+    Ok(())
+}
+
+fn release(
+    conn: &Connection,
+    lease: &ContactLease,
+    not_before_ms: Option<i64>,
+) -> Result<(), StoreError> {
+    // A stale token releases nothing: the key belongs to whoever took it over.
+    conn.prepare_cached(
+        "UPDATE contact_keys SET lease_owner = NULL, lease_token = NULL, lease_until_ms = NULL,
+             next_attempt_ms = max(next_attempt_ms, coalesce(?1, next_attempt_ms))
+         WHERE destination = ?2 AND contact_key = ?3 AND lease_token = ?4",
+    )?
+    .execute(params![
+        not_before_ms,
+        lease.destination,
+        lease.contact_key,
+        lease.token
+    ])?;
+    conn.prepare_cached(
+        "DELETE FROM contact_keys
+         WHERE destination = ?1 AND contact_key = ?2 AND pending <= 0 AND lease_token IS NULL",
+    )?
+    .execute(params![lease.destination, lease.contact_key])?;
+    Ok(())
+}
+
+/// Put finished deliveries (in `statuses`) matching `filter` back to pending, due at `now_ms`.
+fn reopen(
+    conn: &Connection,
+    filter: &DeliveryFilter,
+    statuses: &[&str],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let f = filter_sql(filter);
+    let status_list = statuses
+        .iter()
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = format!(
+        "SELECT d.id, d.destination, d.contact_key FROM deliveries d
+         JOIN events e ON e.id = d.event_id
+         WHERE d.status IN ({status_list}){} ORDER BY d.id LIMIT {}",
+        f.clause,
+        limit_value(filter)
+    );
+    let rows: Vec<(i64, String, String)> = conn
+        .prepare(&sql)?
+        .query_map(params_from_iter(f.params.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    for (id, destination, contact_key) in &rows {
+        conn.prepare_cached(
+            "UPDATE deliveries SET status = 'pending', attempts = 0, reason = NULL,
+                 first_attempt_ms = NULL, finished_ms = NULL
+             WHERE id = ?1",
+        )?
+        .execute(params![id])?;
+        add_pending(conn, destination, contact_key, now_ms, true)?;
+    }
+    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+}
+
+fn prune(
+    conn: &Connection,
+    events_before_ms: i64,
+    dedup_before_ms: i64,
+) -> Result<PruneOutcome, StoreError> {
+    // Deliveries and their attempt links go with the event (ON DELETE CASCADE).
+    let events = conn.execute(
+        "DELETE FROM events WHERE received_at_ms < ?1 AND NOT EXISTS (
+             SELECT 1 FROM deliveries d
+             WHERE d.event_id = events.id AND d.status IN ('pending', 'dead'))",
+        params![events_before_ms],
+    )?;
+    conn.execute(
+        "DELETE FROM attempts WHERE NOT EXISTS (
+             SELECT 1 FROM attempt_deliveries ad WHERE ad.attempt_id = attempts.id)",
+        [],
+    )?;
+    let dedup_entries = conn.execute(
+        "DELETE FROM dedup WHERE received_at_ms < ?1",
+        params![dedup_before_ms],
+    )?;
+    conn.execute(
+        "DELETE FROM quota_ledger
+         WHERE bucket_ms < (SELECT max(bucket_ms) FROM quota_ledger) - ?1",
+        params![LEDGER_KEEP_MS],
+    )?;
+    // Keys left behind by a worker that died after settling everything but before releasing.
+    conn.execute(
+        "DELETE FROM contact_keys WHERE pending <= 0
+           AND (lease_token IS NULL OR lease_until_ms < ?1)",
+        params![events_before_ms],
+    )?;
+    Ok(PruneOutcome {
+        events: u64::try_from(events).unwrap_or(u64::MAX),
+        dedup_entries: u64::try_from(dedup_entries).unwrap_or(u64::MAX),
+    })
+}

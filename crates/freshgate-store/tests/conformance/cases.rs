@@ -1,0 +1,589 @@
+//! The conformance cases: what every `Store` backend must do, whatever it is built on.
+
+use freshgate_store::{
+    AppendBatch, DeliveryFilter, DeliveryStatus, RejectedInput, Settlement, StoreError,
+};
+
+use crate::harness::{
+    DEST, Fixture, LEASE_MS, OTHER, WINDOW_MS, append_all, attempt, batch, ev, ev_with_skip,
+    lease_all, lease_key, mids, pending,
+};
+
+fn delivered() -> Settlement {
+    Settlement::Delivered
+}
+
+pub async fn dedup_within_batch(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let out = s
+        .append(batch(vec![ev("m1", "k1", 1000), ev("m1", "k1", 1001), ev("m2", "k1", 1002)]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates, out.rejected), (2, 1, 0));
+    let lease = lease_key(s, "k1", 2000).await;
+    assert_eq!(mids(&pending(s, &lease).await), ["m1", "m2"]);
+    // The first copy wins: the stored bytes are those of the first.
+    assert_eq!(s.event_traces("m1").await.unwrap().len(), 1);
+}
+
+pub async fn dedup_across_batches_and_window(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("m1", "k1", 1000)]).await;
+    // Within the window: duplicate, even in a batch with new events.
+    let out = s
+        .append(batch(vec![ev("m1", "k1", 1000 + WINDOW_MS), ev("m2", "k1", 1000 + WINDOW_MS)]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 1));
+    // The same messageId from another source is another event.
+    let mut other_source = ev("m1", "k1", 2000);
+    other_source.source = "ios".to_owned();
+    assert_eq!(s.append(batch(vec![other_source])).await.unwrap().accepted, 1);
+    // Past the window: accepted again, and the dedup entry is renewed from that time.
+    let late = 1000 + WINDOW_MS + 1;
+    let out = s.append(batch(vec![ev("m1", "k1", late)])).await.unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 0));
+    let out = s
+        .append(batch(vec![ev("m1", "k1", late + WINDOW_MS)]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 1));
+    assert_eq!(s.event_traces("m1").await.unwrap().len(), 3);
+}
+
+pub async fn rejected_inputs_kept(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let out = s
+        .append(AppendBatch {
+            events: vec![ev("m1", "k1", 1000)],
+            rejected: vec![
+                RejectedInput {
+                    source: Some("web".to_owned()),
+                    raw: br#"{"type":"identify"}"#.to_vec(),
+                    reason: "missing userId and anonymousId".to_owned(),
+                    received_at_ms: 1000,
+                },
+                RejectedInput {
+                    source: None,
+                    raw: b"not json".to_vec(),
+                    reason: "bad signature".to_owned(),
+                    received_at_ms: 2000,
+                },
+            ],
+            dedup_window_ms: WINDOW_MS,
+        })
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.rejected), (1, 2));
+    let rows = s.rejected(10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].reason, "bad signature", "newest first");
+    assert_eq!(rows[0].source, None);
+    assert_eq!(rows[0].raw, "not json");
+    assert_eq!(rows[1].source.as_deref(), Some("web"));
+    assert_eq!(rows[1].raw, r#"{"type":"identify"}"#);
+    assert_eq!(rows[1].received_at_ms, 1000);
+    assert_eq!(s.rejected(1).await.unwrap().len(), 1);
+    assert_eq!(s.stats().await.unwrap().rejected, 2);
+}
+
+pub async fn fifo_per_key(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000), ev("b1", "k2", 1000)]).await;
+    append_all(s, vec![ev("a2", "k1", 1001)]).await;
+    append_all(s, vec![ev("b2", "k2", 1002), ev("a3", "k1", 1002)]).await;
+    let l1 = lease_key(s, "k1", 2000).await;
+    let all = pending(s, &l1).await;
+    assert_eq!(mids(&all), ["a1", "a2", "a3"]);
+    assert!(all.windows(2).all(|w| w[0].event_id < w[1].event_id));
+    assert_eq!(all[0].attempts, 0);
+    assert_eq!(all[0].first_attempt_ms, None);
+    assert_eq!(all[0].source, "web");
+    assert_eq!(all[0].event_type, "identify");
+    assert_eq!(all[0].raw, br#"{"messageId":"a1","userId":"k1"}"#);
+    assert_eq!(mids(&s.pending_for(&l1, 1).await.unwrap()), ["a1"]);
+    s.settle(&l1, 2001, vec![(all[0].delivery_id, delivered())], None)
+        .await
+        .unwrap();
+    assert_eq!(mids(&pending(s, &l1).await), ["a2", "a3"]);
+    let l2 = s
+        .lease_contacts(DEST, "w", 2000, LEASE_MS, 10)
+        .await
+        .unwrap();
+    assert!(l2.is_empty(), "k2 was leased with k1 by lease_key");
+}
+
+pub async fn leases_exclusive(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000), ev("b1", "k2", 1000), ev("c1", "k3", 900)]).await;
+    assert!(s.lease_contacts(DEST, "w1", 899, LEASE_MS, 10).await.unwrap().is_empty());
+    let first = s.lease_contacts(DEST, "w1", 1000, LEASE_MS, 1).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].contact_key, "k3", "due earliest first");
+    assert_eq!(first[0].until_ms, 1000 + LEASE_MS);
+    let rest = s.lease_contacts(DEST, "w2", 1000, LEASE_MS, 10).await.unwrap();
+    let mut keys: Vec<_> = rest.iter().map(|l| l.contact_key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["k1", "k2"]);
+    assert!(s.lease_contacts(DEST, "w3", 1000, LEASE_MS, 10).await.unwrap().is_empty());
+    assert!(
+        s.lease_contacts(OTHER, "w3", 1000, LEASE_MS, 10).await.unwrap().is_empty(),
+        "other destinations have nothing"
+    );
+    let tokens: std::collections::HashSet<_> =
+        first.iter().chain(&rest).map(|l| l.token.clone()).collect();
+    assert_eq!(tokens.len(), 3, "tokens are unique");
+}
+
+pub async fn expired_lease_taken_over(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000)]).await;
+    let old = s.lease_contacts(DEST, "w1", 1000, 100, 10).await.unwrap().remove(0);
+    assert!(s.lease_contacts(DEST, "w2", 1100, 100, 10).await.unwrap().is_empty());
+    let new = s.lease_contacts(DEST, "w2", 1101, 100, 10).await.unwrap().remove(0);
+    assert_ne!(old.token, new.token);
+    let id = pending(s, &new).await[0].delivery_id;
+    let err = s
+        .settle(&old, 1102, vec![(id, delivered())], None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { ref contact_key, .. } if contact_key == "k1"));
+    assert!(matches!(
+        s.pending_for(&old, 10).await.unwrap_err(),
+        StoreError::LeaseLost { .. }
+    ));
+    // A stale release does not free the key from under its new owner.
+    s.release(&old, None).await.unwrap();
+    assert!(s.lease_contacts(DEST, "w3", 1102, 100, 10).await.unwrap().is_empty());
+    assert_eq!(mids(&pending(s, &new).await), ["a1"], "the stale settle changed nothing");
+    s.settle(&new, 1102, vec![(id, delivered())], None).await.unwrap();
+    s.release(&new, None).await.unwrap();
+    // Released: a released token is stale too.
+    assert!(matches!(
+        s.settle(&new, 1103, vec![], None).await.unwrap_err(),
+        StoreError::LeaseLost { .. }
+    ));
+    assert!(s.lease_contacts(DEST, "w3", 5000, 100, 10).await.unwrap().is_empty());
+}
+
+pub async fn retry_schedules_key(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000), ev("a2", "k1", 1000)]).await;
+    let lease = lease_key(s, "k1", 1000).await;
+    let p = pending(s, &lease).await;
+    let retry = Settlement::Retry {
+        at_ms: 5000,
+        error: "503 Service Unavailable".to_owned(),
+    };
+    s.settle(
+        &lease,
+        1010,
+        vec![(p[0].delivery_id, retry)],
+        Some(attempt(&[p[0].delivery_id], 1005, 503, "retry: 503")),
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    // A new event for the key does not make it due earlier than the retry.
+    append_all(s, vec![ev("a3", "k1", 2000)]).await;
+    assert!(lease_all(s, 4999).await.is_empty());
+    let lease = lease_key(s, "k1", 5000).await;
+    let p = pending(s, &lease).await;
+    assert_eq!(mids(&p), ["a1", "a2", "a3"]);
+    assert_eq!(p[0].attempts, 1);
+    assert_eq!(p[0].first_attempt_ms, Some(1005));
+    assert_eq!(p[1].attempts, 0);
+    // A second retry keeps the first attempt time.
+    let retry = Settlement::Retry {
+        at_ms: 9000,
+        error: "timeout".to_owned(),
+    };
+    s.settle(&lease, 5010, vec![(p[0].delivery_id, retry)], None)
+        .await
+        .unwrap();
+    s.release(&lease, None).await.unwrap();
+    let lease = lease_key(s, "k1", 9000).await;
+    let p = pending(s, &lease).await;
+    assert_eq!((p[0].attempts, p[0].first_attempt_ms), (2, Some(1005)));
+    let trace = &s.event_traces("a1").await.unwrap()[0].deliveries[0];
+    assert_eq!(trace.status, DeliveryStatus::Pending);
+    assert_eq!(trace.reason.as_deref(), Some("timeout"));
+}
+
+pub async fn release_not_before(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000)]).await;
+    let lease = lease_key(s, "k1", 1000).await;
+    s.release(&lease, Some(9000)).await.unwrap();
+    assert!(lease_all(s, 8999).await.is_empty());
+    let lease = lease_key(s, "k1", 9000).await;
+    // A not-before earlier than the schedule does not pull it forward.
+    let p = pending(s, &lease).await;
+    let retry = Settlement::Retry {
+        at_ms: 20_000,
+        error: "429".to_owned(),
+    };
+    s.settle(&lease, 9001, vec![(p[0].delivery_id, retry)], None)
+        .await
+        .unwrap();
+    s.release(&lease, Some(10_000)).await.unwrap();
+    assert!(lease_all(s, 19_999).await.is_empty());
+    lease_key(s, "k1", 20_000).await;
+}
+
+pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000), ev("b1", "k2", 1000), ev("b2", "k2", 1001)]).await;
+    let leases = lease_all(s, 1000).await;
+    for lease in &leases {
+        let p = pending(s, lease).await;
+        let (reason, at) = if lease.contact_key == "k1" {
+            ("400: email is invalid", 2000)
+        } else {
+            ("404: no such field", 3000)
+        };
+        let settlements = p
+            .iter()
+            .map(|d| {
+                (
+                    d.delivery_id,
+                    Settlement::DeadLettered {
+                        reason: reason.to_owned(),
+                    },
+                )
+            })
+            .collect();
+        let ids: Vec<_> = p.iter().map(|d| d.delivery_id).collect();
+        s.settle(lease, at, settlements, Some(attempt(&ids, at, 400, "dead-lettered")))
+            .await
+            .unwrap();
+        s.release(lease, None).await.unwrap();
+    }
+    let all = s.dead_letters(&DeliveryFilter::default()).await.unwrap();
+    assert_eq!(all.len(), 3);
+    assert_eq!(all[0].dead_at_ms, 3000, "newest first");
+    assert_eq!(all[2].message_id, "a1");
+    assert_eq!(all[2].reason, "400: email is invalid");
+    assert_eq!(all[2].attempts, 1);
+    assert_eq!(all[2].destination, DEST);
+    assert_eq!(all[2].source, "web");
+    assert_eq!(all[2].contact_key, "k1");
+    let by_key = DeliveryFilter {
+        contact_key: Some("k1".to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.dead_letters(&by_key).await.unwrap().len(), 1);
+    let by_reason = DeliveryFilter {
+        reason_contains: Some("no such".to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.dead_letters(&by_reason).await.unwrap().len(), 2);
+    let limited = DeliveryFilter {
+        limit: Some(1),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.dead_letters(&limited).await.unwrap().len(), 1);
+    let wrong_dest = DeliveryFilter {
+        destination: Some(OTHER.to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert!(s.dead_letters(&wrong_dest).await.unwrap().is_empty());
+    assert!(lease_all(s, 10_000).await.is_empty(), "dead letters are not pending");
+
+    assert_eq!(s.requeue_dead(&by_key, 10_000).await.unwrap(), 1);
+    assert_eq!(s.dead_letters(&DeliveryFilter::default()).await.unwrap().len(), 2);
+    let lease = lease_key(s, "k1", 10_000).await;
+    let p = pending(s, &lease).await;
+    assert_eq!(mids(&p), ["a1"]);
+    assert_eq!((p[0].attempts, p[0].first_attempt_ms), (0, None));
+    assert_eq!(s.requeue_dead(&DeliveryFilter::default(), 10_000).await.unwrap(), 2);
+    assert!(s.dead_letters(&DeliveryFilter::default()).await.unwrap().is_empty());
+    let lease = lease_key(s, "k2", 10_000).await;
+    assert_eq!(mids(&pending(s, &lease).await), ["b1", "b2"]);
+}
+
+pub async fn replay_reopens_finished(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000), ev("a2", "k1", 1500), ev("b1", "k2", 5000)]).await;
+    for lease in lease_all(s, 5000).await {
+        let settlements = pending(s, &lease)
+            .await
+            .iter()
+            .map(|d| (d.delivery_id, Settlement::Delivered))
+            .collect();
+        s.settle(&lease, 5001, settlements, None).await.unwrap();
+        s.release(&lease, None).await.unwrap();
+    }
+    assert!(lease_all(s, 6000).await.is_empty());
+    let range = DeliveryFilter {
+        since_ms: Some(0),
+        until_ms: Some(5000),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.replay(&range, 6000).await.unwrap(), 2);
+    let leases = lease_all(s, 6000).await;
+    assert_eq!(leases.len(), 1);
+    assert_eq!(mids(&pending(s, &leases[0]).await), ["a1", "a2"]);
+    let stats = s.stats().await.unwrap();
+    let crm = stats.destinations.iter().find(|d| d.destination == DEST).unwrap();
+    assert_eq!((crm.pending, crm.delivered), (2, 1));
+}
+
+pub async fn skipped_at_append_never_pending(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let mut only_skipped = ev("s1", "k2", 1000);
+    only_skipped.deliveries[0].skip_reason = Some("integrations opt-out".to_owned());
+    append_all(s, vec![ev_with_skip("m1", "k1", 1000), only_skipped]).await;
+    assert!(
+        s.lease_contacts(OTHER, "w", 1_000_000, LEASE_MS, 10).await.unwrap().is_empty()
+    );
+    let leases = lease_all(s, 1_000_000).await;
+    assert_eq!(leases.len(), 1, "k2 has nothing pending");
+    assert_eq!(leases[0].contact_key, "k1");
+    let trace = &s.event_traces("m1").await.unwrap()[0];
+    let other = trace.deliveries.iter().find(|d| d.destination == OTHER).unwrap();
+    assert_eq!(other.status, DeliveryStatus::Skipped);
+    assert_eq!(other.reason.as_deref(), Some("not handled by this destination"));
+    assert_eq!(other.next_attempt_ms, None);
+    let stats = s.stats().await.unwrap();
+    let o = stats.destinations.iter().find(|d| d.destination == OTHER).unwrap();
+    assert_eq!((o.pending, o.skipped, o.pending_contacts), (0, 1, 0));
+}
+
+pub async fn shadow_get_put(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert_eq!(s.shadow(DEST, "k1").await.unwrap(), None);
+    s.put_shadow(DEST, "k1", br#"{"a":1}"#.to_vec()).await.unwrap();
+    assert_eq!(s.shadow(DEST, "k1").await.unwrap().unwrap(), br#"{"a":1}"#);
+    s.put_shadow(DEST, "k1", br#"{"a":2}"#.to_vec()).await.unwrap();
+    assert_eq!(s.shadow(DEST, "k1").await.unwrap().unwrap(), br#"{"a":2}"#);
+    assert_eq!(s.shadow(OTHER, "k1").await.unwrap(), None);
+    assert_eq!(s.shadow(DEST, "k2").await.unwrap(), None);
+}
+
+pub async fn quota_ledger_windows(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    s.record_calls("acct", 10_500, 3).await.unwrap();
+    s.record_calls("acct", 10_999, 2).await.unwrap();
+    s.record_calls("acct", 11_000, 1).await.unwrap();
+    s.record_calls("acct", 70_000, 4).await.unwrap();
+    s.record_calls("other", 70_000, 100).await.unwrap();
+    assert_eq!(s.calls_since("acct", 0).await.unwrap(), 10);
+    assert_eq!(s.calls_since("acct", 10_000).await.unwrap(), 10);
+    assert_eq!(s.calls_since("acct", 11_000).await.unwrap(), 5);
+    assert_eq!(s.calls_since("acct", 12_000).await.unwrap(), 4);
+    assert_eq!(s.calls_since("acct", 71_000).await.unwrap(), 0);
+    assert_eq!(s.calls_since("nobody", 0).await.unwrap(), 0);
+    // Pruning keeps the recent hour.
+    s.prune(0, 0).await.unwrap();
+    assert_eq!(s.calls_since("acct", 0).await.unwrap(), 10);
+}
+
+pub async fn stats_figures(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(
+        s,
+        vec![ev_with_skip("a1", "k1", 1000), ev("b1", "k2", 1500), ev("a2", "k1", 2000)],
+    )
+    .await;
+    s.append(AppendBatch {
+        rejected: vec![RejectedInput {
+            source: None,
+            raw: b"{}".to_vec(),
+            reason: "empty".to_owned(),
+            received_at_ms: 1000,
+        }],
+        ..AppendBatch::default()
+    })
+    .await
+    .unwrap();
+    let st = s.stats().await.unwrap();
+    assert_eq!((st.events, st.rejected), (3, 1));
+    let crm = st.destinations.iter().find(|d| d.destination == DEST).unwrap();
+    assert_eq!((crm.pending, crm.delivered, crm.skipped, crm.dead), (3, 0, 0, 0));
+    assert_eq!(crm.pending_contacts, 2);
+    assert_eq!(crm.oldest_pending_received_ms, Some(1000));
+    assert_eq!(crm.next_attempt_ms, Some(1000));
+
+    let lease = lease_key(s, "k1", 3000).await;
+    let p = pending(s, &lease).await;
+    s.settle(
+        &lease,
+        3000,
+        vec![
+            (p[0].delivery_id, Settlement::Delivered),
+            (
+                p[1].delivery_id,
+                Settlement::DeadLettered {
+                    reason: "400".to_owned(),
+                },
+            ),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    let st = s.stats().await.unwrap();
+    let crm = st.destinations.iter().find(|d| d.destination == DEST).unwrap();
+    assert_eq!((crm.pending, crm.delivered, crm.skipped, crm.dead), (1, 1, 0, 1));
+    assert_eq!(crm.pending_contacts, 1);
+    assert_eq!(crm.oldest_pending_received_ms, Some(1500));
+    assert_eq!(crm.next_attempt_ms, Some(1500));
+    let other = st.destinations.iter().find(|d| d.destination == OTHER).unwrap();
+    assert_eq!((other.pending, other.skipped), (0, 1));
+    assert_eq!(other.oldest_pending_received_ms, None);
+}
+
+pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let mut skipped_only = ev("s1", "k4", 1000);
+    skipped_only.deliveries[0].skip_reason = Some("opt-out".to_owned());
+    append_all(
+        s,
+        vec![
+            ev("del", "k1", 1000),
+            ev("dead", "k2", 1000),
+            ev("pend", "k3", 1000),
+            skipped_only,
+            ev("new", "k5", 10_000),
+        ],
+    )
+    .await;
+    for lease in lease_all(s, 10_000).await {
+        let p = pending(s, &lease).await;
+        let settlement = match lease.contact_key.as_str() {
+            "k1" | "k5" => Settlement::Delivered,
+            "k2" => Settlement::DeadLettered {
+                reason: "400".to_owned(),
+            },
+            _ => {
+                s.release(&lease, None).await.unwrap();
+                continue;
+            }
+        };
+        let id = p[0].delivery_id;
+        s.settle(&lease, 10_001, vec![(id, settlement)], Some(attempt(&[id], 10_001, 200, "x")))
+            .await
+            .unwrap();
+        s.release(&lease, None).await.unwrap();
+    }
+    let out = s.prune(5000, 5000).await.unwrap();
+    assert_eq!(out.events, 2, "the delivered and the skipped-only old events");
+    assert_eq!(out.dedup_entries, 4, "every event received before 5000");
+    assert!(s.event_traces("del").await.unwrap().is_empty());
+    assert!(s.event_traces("s1").await.unwrap().is_empty());
+    for kept in ["dead", "pend", "new"] {
+        assert_eq!(s.event_traces(kept).await.unwrap().len(), 1, "{kept} kept");
+    }
+    assert_eq!(s.stats().await.unwrap().events, 3);
+    assert_eq!(s.dead_letters(&DeliveryFilter::default()).await.unwrap().len(), 1);
+    assert_eq!(mids(&pending(s, &lease_key(s, "k3", 20_000).await).await), ["pend"]);
+    // The dedup entry of a pruned event is gone: the same messageId is accepted again.
+    let out = s.append(batch(vec![ev("del", "k1", 5500)])).await.unwrap();
+    assert_eq!(out.accepted, 1);
+    assert!(s.integrity_check().await.unwrap().is_empty());
+}
+
+pub async fn traces_show_attempts(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev_with_skip("m1", "k1", 1000), ev("m2", "k1", 1001)]).await;
+    let mut ios = ev("m1", "k9", 1000);
+    ios.source = "ios".to_owned();
+    append_all(s, vec![ios]).await;
+    let lease = lease_key(s, "k1", 1000).await;
+    let p = pending(s, &lease).await;
+    let (d1, d2) = (p[0].delivery_id, p[1].delivery_id);
+    s.settle(
+        &lease,
+        1100,
+        vec![(
+            d1,
+            Settlement::Retry {
+                at_ms: 2000,
+                error: "503".to_owned(),
+            },
+        )],
+        Some(attempt(&[d1], 1100, 503, "retry: 503")),
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    let traces = s.event_traces("m1").await.unwrap();
+    assert_eq!(traces.len(), 2, "one per source");
+    let web = traces.iter().find(|t| t.source == "web").unwrap();
+    assert_eq!(web.contact_key, "k1");
+    assert_eq!(web.raw, r#"{"messageId":"m1","userId":"k1"}"#);
+    let crm = web.deliveries.iter().find(|d| d.destination == DEST).unwrap();
+    assert_eq!(crm.status, DeliveryStatus::Pending);
+    assert_eq!(crm.next_attempt_ms, Some(2000));
+    assert_eq!(crm.attempts.len(), 1);
+    assert_eq!(crm.attempts[0].status, Some(503));
+
+    // One coalesced exchange for both deliveries.
+    let lease = lease_key(s, "k1", 2000).await;
+    let mut coalesced = attempt(&[d1, d2], 2000, 200, "delivered");
+    coalesced.status = None;
+    coalesced.response_body = Some("connection reset".to_owned());
+    coalesced.request_body = None;
+    s.settle(
+        &lease,
+        2001,
+        vec![(d1, Settlement::Delivered), (d2, Settlement::Delivered)],
+        Some(coalesced.clone()),
+    )
+    .await
+    .unwrap();
+    let traces = s.event_traces("m1").await.unwrap();
+    let web = traces.iter().find(|t| t.source == "web").unwrap();
+    let crm = web.deliveries.iter().find(|d| d.destination == DEST).unwrap();
+    assert_eq!(crm.status, DeliveryStatus::Delivered);
+    assert_eq!(crm.next_attempt_ms, None);
+    assert_eq!(crm.attempts.len(), 2, "oldest first");
+    assert_eq!(crm.attempts[0].outcome, "retry: 503");
+    assert_eq!(crm.attempts[0].delivery_ids, [d1]);
+    assert_eq!(crm.attempts[1], coalesced);
+    let m2 = &s.event_traces("m2").await.unwrap()[0].deliveries[0];
+    assert_eq!(m2.attempts, [coalesced]);
+    let p2 = s.dead_letters(&DeliveryFilter::default()).await.unwrap();
+    assert!(p2.is_empty());
+    assert!(s.event_traces("nope").await.unwrap().is_empty());
+}
+
+pub async fn survives_reopen(fx: &mut dyn Fixture) {
+    append_all(fx.store(), vec![ev("a1", "k1", 1000), ev("a2", "k1", 1001)]).await;
+    {
+        let s = fx.store();
+        let lease = lease_key(s, "k1", 1000).await;
+        let id = pending(s, &lease).await[0].delivery_id;
+        s.settle(&lease, 1002, vec![(id, Settlement::Delivered)], None).await.unwrap();
+        s.release(&lease, None).await.unwrap();
+        s.put_shadow(DEST, "k1", b"{}".to_vec()).await.unwrap();
+        s.record_calls("acct", 1000, 7).await.unwrap();
+    }
+    fx.reopen().await;
+    let s = fx.store();
+    let lease = lease_key(s, "k1", 2000).await;
+    assert_eq!(mids(&pending(s, &lease).await), ["a2"]);
+    assert_eq!(s.shadow(DEST, "k1").await.unwrap().unwrap(), b"{}");
+    assert_eq!(s.calls_since("acct", 0).await.unwrap(), 7);
+    let out = s.append(batch(vec![ev("a1", "k1", 3000)])).await.unwrap();
+    assert_eq!(out.duplicates, 1, "dedup survives a restart");
+    assert!(s.integrity_check().await.unwrap().is_empty());
+}
+
+pub async fn closed_store_refuses_writes(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000)]).await;
+    s.close().await;
+    assert!(matches!(
+        s.append(batch(vec![ev("a2", "k1", 1000)])).await.unwrap_err(),
+        StoreError::Closed
+    ));
+    assert!(matches!(
+        s.put_shadow(DEST, "k1", vec![]).await.unwrap_err(),
+        StoreError::Closed
+    ));
+    // Closing twice is harmless.
+    s.close().await;
+}

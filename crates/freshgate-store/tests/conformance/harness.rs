@@ -1,0 +1,128 @@
+//! The backend factory the suite is written against, and builders for test data.
+
+use async_trait::async_trait;
+use freshgate_store::{
+    AppendBatch, Attempt, ContactLease, NewDelivery, NewEvent, PendingDelivery, Store,
+};
+
+/// The destination most cases deliver to.
+pub const DEST: &str = "crm";
+/// A second destination, to check isolation and skipped-at-append deliveries.
+pub const OTHER: &str = "other";
+/// Dedup window used by `batch`.
+pub const WINDOW_MS: i64 = 60_000;
+/// Lease length used by the helpers.
+pub const LEASE_MS: i64 = 30_000;
+
+/// A store under test together with whatever keeps its data alive (a temp dir, a schema).
+#[async_trait]
+pub trait Fixture: Send + Sync {
+    /// The store.
+    fn store(&self) -> &dyn Store;
+    /// Close the store and open a new one on the same data.
+    async fn reopen(&mut self);
+}
+
+/// Creates fresh, empty stores of one backend.
+#[async_trait]
+pub trait Backend: Send + Sync {
+    /// A new empty store.
+    async fn fresh(&self) -> Box<dyn Fixture>;
+}
+
+/// An event from source `web` for `key`, received (and timestamped) at `at`, to `DEST`.
+pub fn ev(message_id: &str, key: &str, at: i64) -> NewEvent {
+    NewEvent {
+        source: "web".to_owned(),
+        message_id: message_id.to_owned(),
+        event_type: "identify".to_owned(),
+        contact_key: key.to_owned(),
+        timestamp_ms: at,
+        received_at_ms: at,
+        raw: format!(r#"{{"messageId":"{message_id}","userId":"{key}"}}"#).into_bytes(),
+        deliveries: vec![NewDelivery {
+            destination: DEST.to_owned(),
+            skip_reason: None,
+        }],
+    }
+}
+
+/// `ev` with an extra delivery to `OTHER`, skipped at append.
+pub fn ev_with_skip(message_id: &str, key: &str, at: i64) -> NewEvent {
+    let mut e = ev(message_id, key, at);
+    e.deliveries.push(NewDelivery {
+        destination: OTHER.to_owned(),
+        skip_reason: Some("not handled by this destination".to_owned()),
+    });
+    e
+}
+
+/// A batch of `events` with the default dedup window.
+pub fn batch(events: Vec<NewEvent>) -> AppendBatch {
+    AppendBatch {
+        events,
+        rejected: Vec::new(),
+        dedup_window_ms: WINDOW_MS,
+    }
+}
+
+/// Append and assert nothing was a duplicate.
+pub async fn append_all(store: &dyn Store, events: Vec<NewEvent>) {
+    let n = events.len();
+    let out = store.append(batch(events)).await.unwrap();
+    assert_eq!(out.accepted, n, "all appended");
+}
+
+/// Lease every due key of `DEST` at `now`.
+pub async fn lease_all(store: &dyn Store, now: i64) -> Vec<ContactLease> {
+    store
+        .lease_contacts(DEST, "worker-1", now, LEASE_MS, 100)
+        .await
+        .unwrap()
+}
+
+/// Lease every due key at `now` and return the one for `key` (which must be due).
+pub async fn lease_key(store: &dyn Store, key: &str, now: i64) -> ContactLease {
+    lease_all(store, now)
+        .await
+        .into_iter()
+        .find(|l| l.contact_key == key)
+        .unwrap_or_else(|| panic!("{key} should be leasable at {now}"))
+}
+
+/// Message ids of pending deliveries, in the order returned.
+pub fn mids(pending: &[PendingDelivery]) -> Vec<&str> {
+    pending.iter().map(|p| p.message_id.as_str()).collect()
+}
+
+/// The pending deliveries of a lease (up to 100).
+pub async fn pending(store: &dyn Store, lease: &ContactLease) -> Vec<PendingDelivery> {
+    store.pending_for(lease, 100).await.unwrap()
+}
+
+/// An attempt record for `ids` at `at` with HTTP `status`.
+pub fn attempt(ids: &[i64], at: i64, status: u16, outcome: &str) -> Attempt {
+    Attempt {
+        delivery_ids: ids.to_vec(),
+        at_ms: at,
+        request_line: "POST /crm/sales/api/contacts/upsert".to_owned(),
+        request_body: Some(r#"{"unique_identifier":{"emails":"a@example.com"}}"#.to_owned()),
+        status: Some(status),
+        response_body: Some(format!("status {status}")),
+        outcome: outcome.to_owned(),
+    }
+}
+
+/// Instantiate every conformance case as a `#[tokio::test]` for one backend expression.
+#[macro_export]
+macro_rules! conformance {
+    ($backend:expr => $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let mut fixture = $crate::harness::Backend::fresh(&$backend).await;
+                $crate::cases::$case(&mut *fixture).await;
+            }
+        )*
+    };
+}

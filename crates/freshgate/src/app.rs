@@ -1,0 +1,193 @@
+//! Assembling the running gateway: store, HTTP server, one dispatcher per destination, and
+//! housekeeping (pruning, queue gauges). [`App::run`] takes an already-bound listener and a
+//! shutdown future, so tests start it on `127.0.0.1:0` (mini-redis style).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use freshgate_core::budget::BudgetConfig;
+use freshgate_store::Store;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Resolved;
+use crate::http::{self, HttpState};
+use crate::pipeline::budget::BudgetGate;
+use crate::pipeline::deliver::DestinationWorker;
+use crate::pipeline::ingest::Ingestor;
+use crate::pipeline::{dispatcher, now_ms};
+use crate::telemetry::events;
+
+/// Knobs that are not user configuration (tests shorten them).
+#[derive(Debug, Clone)]
+pub struct AppOptions {
+    /// Identifies this process in leases.
+    pub node_id: String,
+    /// How long a 401/403 pause lasts before the next probe.
+    pub pause_probe: Duration,
+    /// How often housekeeping runs.
+    pub housekeeping_every: Duration,
+}
+
+impl Default for AppOptions {
+    fn default() -> Self {
+        Self {
+            node_id: format!("node-{}", uuid::Uuid::new_v4()),
+            pause_probe: Duration::from_secs(60),
+            housekeeping_every: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A built gateway, ready to run.
+pub struct App {
+    config: Arc<Resolved>,
+    store: Arc<dyn Store>,
+    workers: Vec<(Arc<DestinationWorker>, usize)>,
+    options: AppOptions,
+    wake: Arc<Notify>,
+}
+
+impl App {
+    /// Build the gateway over an opened store.
+    ///
+    /// # Errors
+    /// When a destination's client cannot be built or the quota ledger cannot be read.
+    pub async fn build(
+        config: Resolved,
+        store: Arc<dyn Store>,
+        options: AppOptions,
+    ) -> anyhow::Result<Self> {
+        let mut workers = Vec::new();
+        let mut gates: Vec<(String, Arc<BudgetGate>)> = Vec::new();
+        for d in &config.destinations {
+            // One budget per account: destinations on the same base URL share it.
+            let account = d.base_url.clone();
+            let gate = match gates.iter().find(|(a, _)| *a == account) {
+                Some((_, g)) => Arc::clone(g),
+                None => {
+                    let g = Arc::new(
+                        BudgetGate::restore(
+                            account.clone(),
+                            d.config.name.clone(),
+                            BudgetConfig {
+                                hourly_limit: d.config.effective_hourly_limit(),
+                                minute_limit: d.config.minute_limit,
+                                headroom: d.config.headroom,
+                            },
+                            Arc::clone(&store),
+                        )
+                        .await?,
+                    );
+                    gates.push((account, Arc::clone(&g)));
+                    g
+                }
+            };
+            let worker = DestinationWorker::new(d, Arc::clone(&store), gate, options.pause_probe)?;
+            workers.push((Arc::new(worker), d.config.concurrency));
+        }
+        Ok(Self {
+            config: Arc::new(config),
+            store,
+            workers,
+            options,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// Serve on `listener` until `shutdown` resolves, then drain: stop taking requests, let
+    /// in-flight commits finish, let in-flight deliveries settle, close the store.
+    ///
+    /// # Errors
+    /// When the HTTP server fails.
+    pub async fn run(
+        self,
+        listener: TcpListener,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let ready = Arc::new(AtomicBool::new(false));
+        let ingestor = Arc::new(Ingestor::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.config),
+            Arc::clone(&self.wake),
+        ));
+        let state = HttpState {
+            ingestor,
+            max_request_bytes: self.config.config.server.max_request_bytes,
+            ready: Arc::clone(&ready),
+        };
+        let stop = CancellationToken::new();
+        let mut background = tokio::task::JoinSet::new();
+        for (worker, concurrency) in &self.workers {
+            background.spawn(dispatcher::run(
+                Arc::clone(worker),
+                self.options.node_id.clone(),
+                *concurrency,
+                Arc::clone(&self.wake),
+                stop.clone(),
+            ));
+        }
+        background.spawn(housekeeping(
+            Arc::clone(&self.store),
+            Arc::clone(&self.config),
+            self.options.housekeeping_every,
+            stop.clone(),
+        ));
+
+        let http_stop = stop.clone();
+        let ready_flag = Arc::clone(&ready);
+        let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+            shutdown.await;
+            ready_flag.store(false, Ordering::Release);
+            tracing::info!("shutting down: draining requests and deliveries");
+            http_stop.cancel();
+        });
+        ready.store(true, Ordering::Release);
+        let served = server.await;
+        stop.cancel();
+        while background.join_next().await.is_some() {}
+        self.store.close().await;
+        tracing::info!("stopped");
+        served.map_err(anyhow::Error::from)
+    }
+}
+
+/// Prune old events and publish queue gauges, until stopped.
+async fn housekeeping(
+    store: Arc<dyn Store>,
+    config: Arc<Resolved>,
+    every: Duration,
+    stop: CancellationToken,
+) {
+    let retention_ms =
+        i64::try_from(config.config.server.retention_hours).unwrap_or(72).saturating_mul(3_600_000);
+    let dedup_ms = i64::try_from(config.config.server.dedup_window_hours)
+        .unwrap_or(168)
+        .saturating_mul(3_600_000);
+    let mut ticks: u64 = 0;
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            () = tokio::time::sleep(every) => {}
+        }
+        if let Ok(stats) = store.stats().await {
+            for d in &stats.destinations {
+                events::queue(&d.destination, d.pending, d.dead);
+            }
+        }
+        // Pruning is heavier: once a minute at the default interval.
+        ticks += 1;
+        if ticks % 6 == 0 {
+            let now = now_ms();
+            match store.prune(now - retention_ms, now - dedup_ms).await {
+                Ok(p) if p.events > 0 || p.dedup_entries > 0 => {
+                    tracing::info!(events = p.events, dedup_entries = p.dedup_entries, "pruned");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "prune failed"),
+            }
+        }
+    }
+}

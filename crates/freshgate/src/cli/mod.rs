@@ -1,0 +1,257 @@
+//! The command line: `serve`, `emulator`, `send`, `queue`, `dlq`, `events`, `replay`, `config`,
+//! `doctor`, `destinations`. Each command lives in its own module; this one holds the clap tree
+//! and the shared bits (loading the configuration, opening the store, printing results).
+
+pub mod inspect;
+pub mod send;
+pub mod serve;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+use freshgate_store::Store;
+use freshgate_store::sqlite::SqliteStore;
+
+use crate::config::{self, Config, ProcessEnv, Resolved};
+use crate::telemetry::{self, LogFormat};
+
+/// freshgate: a Segment-compatible gateway that delivers to Freshworks CRM.
+///
+/// Point Segment's official libraries (or Segment webhooks) at freshgate instead of
+/// api.segment.io; it stores every event durably, then creates and updates Freshworks contacts
+/// from identify calls, within your account's API quota.
+///
+/// Quick start, with no Freshworks account (built-in emulator, embedded SQLite):
+///
+///   freshgate serve --emulator
+///   freshgate send examples/events.ndjson --write-key freshgate-dev
+#[derive(Debug, Parser)]
+#[command(name = "freshgate", version, about, long_about, propagate_version = true)]
+pub struct Cli {
+    /// Log format on stderr: json (default when stderr is not a terminal) or pretty.
+    #[arg(long, global = true, value_enum, default_value = "auto", env = "FRESHGATE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Where the configuration and data are.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// Configuration file (TOML). Without it: defaults plus environment variables
+    /// (FRESHGATE_WRITE_KEY, FRESHWORKS_API_KEY, FRESHWORKS_DOMAIN or FRESHWORKS_BASE_URL).
+    #[arg(long, short = 'c', env = "FRESHGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory of the embedded store (overrides server.data_dir).
+    #[arg(long, env = "FRESHGATE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the gateway: Tracking API and webhook ingest, delivery to Freshworks.
+    Serve(serve::ServeArgs),
+    /// Run the built-in Freshworks CRM emulator alone (for trying things and for tests).
+    Emulator(freshworks_emulator::EmulatorArgs),
+    /// Post events from a file (JSON array, NDJSON or a Segment batch body) to a running gateway.
+    Send(send::SendArgs),
+    /// Queue figures.
+    Queue {
+        /// What to show.
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// The dead-letter queue: events Freshworks refused for good.
+    Dlq {
+        /// What to do.
+        #[command(subcommand)]
+        command: DlqCommand,
+    },
+    /// What happened to events.
+    Events {
+        /// What to show.
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// Resend stored events received in a time range (delivered, skipped or dead).
+    Replay(inspect::ReplayArgs),
+    /// Configuration files.
+    Config {
+        /// What to do.
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Check the store's integrity and the configuration.
+    Doctor(inspect::DoctorArgs),
+    /// Freshworks destinations.
+    Destinations {
+        /// What to do.
+        #[command(subcommand)]
+        command: DestinationsCommand,
+    },
+}
+
+/// `queue …`
+#[derive(Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Backlog, dead letters, oldest event, next attempt, per destination.
+    Stats(inspect::StatsArgs),
+}
+
+/// `dlq …`
+#[derive(Debug, Subcommand)]
+pub enum DlqCommand {
+    /// List dead letters, newest first.
+    List(inspect::DlqArgs),
+    /// Show the dead letters of one event, with every attempt.
+    Show(inspect::ShowArgs),
+    /// Put dead letters back in the queue (after fixing the cause, e.g. a missing field).
+    Replay(inspect::DlqArgs),
+}
+
+/// `events …`
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Everything about one event: received, routed, each attempt with status and response.
+    Show(inspect::ShowArgs),
+    /// Input that never became an event (bad batch items, bad signatures), newest first.
+    Rejected(inspect::RejectedArgs),
+}
+
+/// `config …`
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate a configuration and list every problem at once.
+    Check(inspect::CheckArgs),
+}
+
+/// `destinations …`
+#[derive(Debug, Subcommand)]
+pub enum DestinationsCommand {
+    /// Check each destination's API key against its account with one cheap call.
+    Test(inspect::CheckArgs),
+}
+
+/// Entry point: run a command, map its result to an exit code.
+#[must_use]
+pub fn main(cli: Cli) -> ExitCode {
+    telemetry::init_logging(cli.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Emulator(args) => freshworks_emulator::run_cli(args, shutdown_signal())
+                .await
+                .map(|()| ExitCode::SUCCESS)
+                .map_err(anyhow::Error::from),
+            Command::Send(args) => send::run(args).await,
+            Command::Queue {
+                command: QueueCommand::Stats(a),
+            } => inspect::stats(a).await,
+            Command::Dlq { command } => match command {
+                DlqCommand::List(a) => inspect::dlq_list(a).await,
+                DlqCommand::Show(a) => inspect::show(a, true).await,
+                DlqCommand::Replay(a) => inspect::dlq_replay(a).await,
+            },
+            Command::Events { command } => match command {
+                EventsCommand::Show(a) => inspect::show(a, false).await,
+                EventsCommand::Rejected(a) => inspect::rejected(a).await,
+            },
+            Command::Replay(a) => inspect::replay(a).await,
+            Command::Config {
+                command: ConfigCommand::Check(a),
+            } => inspect::config_check(a),
+            Command::Doctor(a) => inspect::doctor(a).await,
+            Command::Destinations {
+                command: DestinationsCommand::Test(a),
+            } => inspect::destinations_test(a).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+/// Load the file, apply environment overrides and the `--data-dir` flag (not yet validated).
+///
+/// # Errors
+/// When the file cannot be read or parsed.
+pub fn load_config(args: &ConfigArgs) -> Result<(Config, String), config::ConfigError> {
+    let (mut cfg, origin) = config::load(args.config.as_deref())?;
+    config::apply_env_overrides(&mut cfg, &ProcessEnv);
+    if let Some(dir) = &args.data_dir {
+        cfg.server.data_dir.clone_from(dir);
+    }
+    Ok((cfg, origin))
+}
+
+/// Load and validate.
+///
+/// # Errors
+/// Every problem of the configuration.
+pub fn resolve_config(args: &ConfigArgs) -> Result<Resolved, config::ConfigError> {
+    let (cfg, origin) = load_config(args)?;
+    config::resolve(cfg, &origin, &ProcessEnv)
+}
+
+/// Open the store named by the configuration.
+///
+/// # Errors
+/// When the database cannot be opened.
+pub fn open_store(data_dir: &Path, writer_queue: usize) -> anyhow::Result<Arc<dyn Store>> {
+    std::fs::create_dir_all(data_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
+    let options = freshgate_store::sqlite::SqliteOptions {
+        writer_queue,
+        ..freshgate_store::sqlite::SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&data_dir.join("freshgate.db"), options).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot open the store in {}: {e}",
+            data_dir.display()
+        )
+    })?;
+    Ok(Arc::new(store))
+}
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}

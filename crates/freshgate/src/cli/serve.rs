@@ -1,0 +1,132 @@
+//! `freshgate serve`: run the gateway, optionally with the built-in Freshworks emulator.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{ConfigArgs, load_config, open_store, shutdown_signal};
+use crate::app::{App, AppOptions};
+use crate::config::{
+    self, DEFAULT_DESTINATION, DEFAULT_SOURCE, DestinationConfig, Env, ProcessEnv, SourceConfig,
+};
+
+/// Write key used with `--emulator` when the configuration has none.
+pub const DEV_WRITE_KEY: &str = "freshgate-dev";
+/// Variable name under which `--emulator` hands its API key to the destination.
+const EMULATOR_KEY_VAR: &str = "FRESHGATE_EMULATOR_API_KEY";
+
+/// `freshgate serve`
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Configuration and data directory.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Address to listen on (overrides server.listen).
+    #[arg(long, env = "FRESHGATE_LISTEN")]
+    pub listen: Option<SocketAddr>,
+    /// Also start the built-in Freshworks emulator and deliver to it (no Freshworks account
+    /// needed). Adds the write key "freshgate-dev" when no source is configured.
+    #[arg(long)]
+    pub emulator: bool,
+    /// Address of the built-in emulator.
+    #[arg(long, default_value = "127.0.0.1:9090", requires = "emulator")]
+    pub emulator_listen: SocketAddr,
+}
+
+/// The process environment with a few entries laid over it.
+struct Overlay(BTreeMap<String, String>);
+
+impl Env for Overlay {
+    fn var(&self, name: &str) -> Option<String> {
+        self.0.var(name).or_else(|| ProcessEnv.var(name))
+    }
+}
+
+/// Run the gateway until Ctrl-C / SIGTERM.
+///
+/// # Errors
+/// Configuration problems (all of them), a port in use, a store that cannot be opened.
+pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let (mut cfg, origin) = load_config(&args.config)?;
+    if let Some(listen) = args.listen {
+        cfg.server.listen = listen;
+    }
+    let mut overlay = BTreeMap::new();
+    let mut emulator = None;
+    if args.emulator {
+        let emu_config = freshworks_emulator::EmulatorConfig::default();
+        let listener = tokio::net::TcpListener::bind(args.emulator_listen)
+            .await
+            .with_context(|| format!("cannot listen on {} for the emulator", args.emulator_listen))?;
+        let addr = listener.local_addr()?;
+        let state = freshworks_emulator::EmulatorState::new(emu_config.clone())?;
+        overlay.insert(EMULATOR_KEY_VAR.to_owned(), emu_config.api_key.clone());
+        let base_url = format!("http://{addr}/crm/sales/api");
+        let task = tokio::spawn(freshworks_emulator::serve(listener, state, shutdown_signal()));
+        emulator = Some((base_url.clone(), task));
+        cfg.destinations.retain(|d| d.name != DEFAULT_DESTINATION);
+        cfg.destinations.insert(
+            0,
+            DestinationConfig {
+                name: DEFAULT_DESTINATION.into(),
+                base_url: Some(base_url),
+                api_key_env: EMULATOR_KEY_VAR.into(),
+                hourly_limit: Some(emu_config.hourly_limit),
+                minute_limit: emu_config.minute_limit,
+                ..DestinationConfig::default()
+            },
+        );
+        if cfg.sources.is_empty() {
+            cfg.sources.push(SourceConfig {
+                name: DEFAULT_SOURCE.into(),
+                write_keys: vec![DEV_WRITE_KEY.into()],
+                ..SourceConfig::default()
+            });
+        }
+    }
+    let resolved = config::resolve(cfg, &origin, &Overlay(overlay))?;
+    if resolved.sources.is_empty() {
+        anyhow::bail!(
+            "no source is configured: add [[sources]] to the config file, set {} or use --emulator",
+            config::ENV_WRITE_KEY
+        );
+    }
+    let listener = tokio::net::TcpListener::bind(resolved.config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", resolved.config.server.listen))?;
+    let addr = listener.local_addr()?;
+    let store = open_store(
+        &resolved.config.server.data_dir,
+        resolved.config.store.writer_queue,
+    )?;
+
+    println!("freshgate listening on http://{addr}");
+    println!("  ingest URL:  http://{addr}/v1/batch   (set your Segment library's host to http://{addr})");
+    println!("  store:       {}", resolved.config.server.data_dir.join("freshgate.db").display());
+    if let Some((url, _)) = &emulator {
+        println!("  emulator:    {url}   (state: {}/__emulator/state)", url.trim_end_matches("/crm/sales/api"));
+        if resolved.source_for_key(DEV_WRITE_KEY).is_some() {
+            println!("  write key:   {DEV_WRITE_KEY}");
+            println!("  try:         freshgate send examples/events.ndjson --url http://{addr} --write-key {DEV_WRITE_KEY}");
+        }
+    }
+    for d in &resolved.destinations {
+        println!(
+            "  destination: {} -> {} ({} calls/h, {} /min)",
+            d.config.name,
+            d.base_url,
+            d.config.effective_hourly_limit(),
+            d.config.minute_limit
+        );
+    }
+
+    let app = App::build(resolved, store, AppOptions::default()).await?;
+    app.run(listener, shutdown_signal()).await?;
+    if let Some((_, task)) = emulator {
+        let _ = task.await;
+    }
+    Ok(ExitCode::SUCCESS)
+}

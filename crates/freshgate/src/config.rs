@@ -1,0 +1,705 @@
+//! Configuration: a TOML file, environment overrides for quick starts, validation that reports
+//! every problem at once with its key and file, and secrets that only ever come from the
+//! environment and are never printed.
+//!
+//! Precedence: command-line flag > environment > file > default.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use freshgate_core::mapping::MissingTraits;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+/// Name of the source created by `FRESHGATE_WRITE_KEY` when the file defines none.
+pub const DEFAULT_SOURCE: &str = "default";
+/// Name of the destination created by `FRESHWORKS_*` variables or `--emulator`.
+pub const DEFAULT_DESTINATION: &str = "freshworks";
+/// Environment variable adding a write key to the default source.
+pub const ENV_WRITE_KEY: &str = "FRESHGATE_WRITE_KEY";
+/// Default environment variable holding the Freshworks API key.
+pub const ENV_FRESHWORKS_API_KEY: &str = "FRESHWORKS_API_KEY";
+/// Environment variable naming the Freshworks bundle alias or host.
+pub const ENV_FRESHWORKS_DOMAIN: &str = "FRESHWORKS_DOMAIN";
+/// Environment variable giving a full Freshworks API base URL (emulators, proxies).
+pub const ENV_FRESHWORKS_BASE_URL: &str = "FRESHWORKS_BASE_URL";
+
+/// The whole configuration file.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// HTTP server and local storage.
+    pub server: ServerConfig,
+    /// The queue of record.
+    pub store: StoreConfig,
+    /// Where events come from: one entry per Segment source (write keys, webhook secret).
+    pub sources: Vec<SourceConfig>,
+    /// Where events go: Freshworks CRM accounts.
+    pub destinations: Vec<DestinationConfig>,
+}
+
+/// `[server]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address the HTTP server listens on.
+    pub listen: SocketAddr,
+    /// Directory of the embedded SQLite store.
+    pub data_dir: PathBuf,
+    /// Largest request body accepted, after gzip decompression (Segment: 500 KiB).
+    pub max_request_bytes: usize,
+    /// Largest single event (Segment: 32 KiB).
+    pub max_event_bytes: usize,
+    /// A `messageId` seen again from the same source within this many hours is a duplicate.
+    pub dedup_window_hours: u64,
+    /// Delivered and skipped events are removed after this many hours.
+    pub retention_hours: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./freshgate-data"),
+            max_request_bytes: 500 * 1024,
+            max_event_bytes: 32 * 1024,
+            dedup_window_hours: 24 * 7,
+            retention_hours: 72,
+        }
+    }
+}
+
+/// `[store]`
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `sqlite` (embedded, default) or `postgres` (several nodes).
+    pub kind: StoreKind,
+    /// Environment variable holding the PostgreSQL URL (kind = "postgres").
+    pub database_url_env: String,
+    /// Bound of the writer queue, in requests; beyond it ingest answers 503.
+    pub writer_queue: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            kind: StoreKind::Sqlite,
+            database_url_env: "DATABASE_URL".into(),
+            writer_queue: 1024,
+        }
+    }
+}
+
+/// Which backend holds the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Embedded SQLite in `data_dir`.
+    Sqlite,
+    /// A shared PostgreSQL database.
+    Postgres,
+}
+
+/// `[[sources]]`
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SourceConfig {
+    /// Name, used in traces, stats and `/webhook/{name}`.
+    pub name: String,
+    /// Write keys accepted for this source. Segment write keys are not secret (analytics.js puts
+    /// them in every web page), so they may be written here; `write_keys_env` also works.
+    pub write_keys: Vec<String>,
+    /// Environment variables each holding one more write key.
+    pub write_keys_env: Vec<String>,
+    /// Environment variable holding the shared secret of Segment webhook deliveries (HMAC-SHA1
+    /// `X-Signature`). Without it, `/webhook/{name}` is refused.
+    pub webhook_secret_env: Option<String>,
+}
+
+/// `[[destinations]]`: one Freshworks CRM account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DestinationConfig {
+    /// Name, used in traces, stats and the CLI.
+    pub name: String,
+    /// Bundle alias (`acme`) or host (`acme.myfreshworks.com`).
+    pub domain: Option<String>,
+    /// Full API base URL instead of `domain` (emulator, proxy), e.g.
+    /// `http://127.0.0.1:9090/crm/sales/api`.
+    pub base_url: Option<String>,
+    /// Environment variable holding the API key.
+    pub api_key_env: String,
+    /// Plan, which sets the hourly limit: `free`, `growth`, `pro`, `enterprise`
+    /// (also the older names `blossom`, `garden`, `estate`, `forest`).
+    pub plan: Option<String>,
+    /// Explicit hourly call limit (overrides `plan`).
+    pub hourly_limit: Option<u32>,
+    /// Per-minute call limit of the account.
+    pub minute_limit: u32,
+    /// Share of each limit freshgate allows itself (other integrations share the account).
+    pub headroom: f64,
+    /// Sources feeding this destination; empty means all.
+    pub sources: Vec<String>,
+    /// Key of this destination in Segment's `integrations` object.
+    pub integration_key: String,
+    /// What happens to a field sent earlier and absent from a later identify: `keep` it, or
+    /// `clear` it (Segment's Freshmarketer destination behaviour).
+    pub missing_traits: MissingTraits,
+    /// Contacts delivered in parallel.
+    pub concurrency: usize,
+    /// Per-request timeout, seconds.
+    pub timeout_secs: u64,
+    /// How long the account's field metadata is cached, seconds.
+    pub fields_ttl_secs: u64,
+    /// Retryable failures are retried for this many hours, then dead-lettered.
+    pub retry_horizon_hours: u64,
+}
+
+impl Default for DestinationConfig {
+    fn default() -> Self {
+        Self {
+            name: DEFAULT_DESTINATION.into(),
+            domain: None,
+            base_url: None,
+            api_key_env: ENV_FRESHWORKS_API_KEY.into(),
+            plan: None,
+            hourly_limit: None,
+            minute_limit: 400,
+            headroom: 0.9,
+            sources: Vec::new(),
+            integration_key: "Freshmarketer".into(),
+            missing_traits: MissingTraits::Keep,
+            concurrency: 8,
+            timeout_secs: 10,
+            fields_ttl_secs: 600,
+            retry_horizon_hours: 72,
+        }
+    }
+}
+
+impl DestinationConfig {
+    /// The hourly limit: explicit, else from the plan, else the lowest paid plan's 1,000.
+    #[must_use]
+    pub fn effective_hourly_limit(&self) -> u32 {
+        self.hourly_limit
+            .or_else(|| self.plan.as_deref().and_then(plan_hourly_limit))
+            .unwrap_or(1000)
+    }
+
+    /// Whether `source` feeds this destination.
+    #[must_use]
+    pub fn takes_source(&self, source: &str) -> bool {
+        self.sources.is_empty() || self.sources.iter().any(|s| s == source)
+    }
+}
+
+/// Hourly limit of a Freshworks plan (spec/freshworks.md §8).
+#[must_use]
+pub fn plan_hourly_limit(plan: &str) -> Option<u32> {
+    match plan.to_ascii_lowercase().as_str() {
+        "free" | "growth" | "blossom" | "garden" => Some(1000),
+        "pro" | "estate" => Some(2000),
+        "enterprise" | "forest" => Some(5000),
+        _ => None,
+    }
+}
+
+/// One problem found in a configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConfigProblem {
+    /// File the problem is in (or `environment`).
+    pub file: String,
+    /// Dotted key, e.g. `destinations[0].domain`.
+    pub key: String,
+    /// What is wrong and what would be right.
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.file, self.key, self.message)
+    }
+}
+
+/// A configuration that failed to load or validate: every problem, not just the first.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration:\n{}", .problems.iter().map(|p| format!("  - {p}")).collect::<Vec<_>>().join("\n"))]
+pub struct ConfigError {
+    /// All problems found.
+    pub problems: Vec<ConfigProblem>,
+}
+
+/// Read access to the environment, passed in so tests do not touch the process environment.
+pub trait Env {
+    /// The variable's value, if set and valid UTF-8.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The real process environment.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProcessEnv;
+
+impl Env for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+impl Env for BTreeMap<String, String> {
+    fn var(&self, name: &str) -> Option<String> {
+        self.get(name).cloned().filter(|v| !v.is_empty())
+    }
+}
+
+/// A validated configuration with secrets resolved from the environment.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    /// The configuration as read (after environment overrides).
+    pub config: Config,
+    /// Where it came from, for messages.
+    pub origin: String,
+    /// Sources with their keys.
+    pub sources: Vec<ResolvedSource>,
+    /// Destinations with their URLs and keys.
+    pub destinations: Vec<ResolvedDestination>,
+}
+
+/// A source ready for ingest.
+#[derive(Debug, Clone)]
+pub struct ResolvedSource {
+    /// Name.
+    pub name: String,
+    /// Accepted write keys.
+    pub write_keys: Vec<SecretString>,
+    /// Webhook shared secret, if configured.
+    pub webhook_secret: Option<SecretString>,
+}
+
+/// A destination ready for delivery.
+#[derive(Debug, Clone)]
+pub struct ResolvedDestination {
+    /// The configuration entry.
+    pub config: DestinationConfig,
+    /// Normalised API base URL.
+    pub base_url: String,
+    /// The API key.
+    pub api_key: SecretString,
+}
+
+impl Resolved {
+    /// The source owning a write key.
+    #[must_use]
+    pub fn source_for_key(&self, key: &str) -> Option<&ResolvedSource> {
+        self.sources
+            .iter()
+            .find(|s| s.write_keys.iter().any(|k| k.expose_secret() == key))
+    }
+
+    /// A source by name.
+    #[must_use]
+    pub fn source(&self, name: &str) -> Option<&ResolvedSource> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+/// Parse a TOML file's text. `origin` names it in errors.
+///
+/// # Errors
+/// A `ConfigError` with the TOML error (line and column) or the unknown key.
+pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+    toml::from_str::<Config>(text).map_err(|e| ConfigError {
+        problems: vec![ConfigProblem {
+            file: origin.to_owned(),
+            key: e
+                .span()
+                .map(|s| format!("at byte {}..{}", s.start, s.end))
+                .unwrap_or_else(|| "(file)".into()),
+            message: e.message().trim().to_owned(),
+        }],
+    })
+}
+
+/// Read a file, or the defaults when `path` is `None`.
+///
+/// # Errors
+/// A `ConfigError` naming the file when it cannot be read or parsed.
+pub fn load(path: Option<&Path>) -> Result<(Config, String), ConfigError> {
+    match path {
+        None => Ok((Config::default(), "(defaults)".into())),
+        Some(p) => {
+            let origin = p.display().to_string();
+            let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
+                problems: vec![ConfigProblem {
+                    file: origin.clone(),
+                    key: "(file)".into(),
+                    message: format!("cannot read: {e}"),
+                }],
+            })?;
+            Ok((parse(&text, &origin)?, origin))
+        }
+    }
+}
+
+/// Apply the quick-start environment overrides (`FRESHGATE_WRITE_KEY`, `FRESHWORKS_*`).
+pub fn apply_env_overrides(config: &mut Config, env: &dyn Env) {
+    if env.var(ENV_WRITE_KEY).is_some() {
+        let source = match config.sources.iter().position(|s| s.name == DEFAULT_SOURCE) {
+            Some(i) => &mut config.sources[i],
+            None => {
+                config.sources.push(SourceConfig {
+                    name: DEFAULT_SOURCE.into(),
+                    ..SourceConfig::default()
+                });
+                let last = config.sources.len() - 1;
+                &mut config.sources[last]
+            }
+        };
+        if !source.write_keys_env.iter().any(|v| v == ENV_WRITE_KEY) {
+            source.write_keys_env.push(ENV_WRITE_KEY.into());
+        }
+    }
+    let base_url = env.var(ENV_FRESHWORKS_BASE_URL);
+    let domain = env.var(ENV_FRESHWORKS_DOMAIN);
+    if base_url.is_some() || domain.is_some() {
+        if config.destinations.is_empty() {
+            config.destinations.push(DestinationConfig::default());
+        }
+        // The variables address the first destination: that is the quick-start case.
+        let first = &mut config.destinations[0];
+        if let Some(url) = base_url {
+            first.base_url = Some(url);
+            first.domain = None;
+        } else if let Some(d) = domain {
+            first.domain = Some(d);
+            first.base_url = None;
+        }
+    }
+}
+
+/// Validate and resolve secrets; reports every problem at once.
+///
+/// # Errors
+/// A `ConfigError` listing every problem with its key.
+pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, ConfigError> {
+    let mut problems = Vec::new();
+    let mut problem = |key: String, message: String| {
+        problems.push(ConfigProblem {
+            file: origin.to_owned(),
+            key,
+            message,
+        });
+    };
+
+    if config.server.max_request_bytes < config.server.max_event_bytes {
+        problem(
+            "server.max_request_bytes".into(),
+            "must be at least server.max_event_bytes".into(),
+        );
+    }
+    if config.server.dedup_window_hours == 0 {
+        problem(
+            "server.dedup_window_hours".into(),
+            "must be at least 1 (duplicates from client retries arrive within minutes)".into(),
+        );
+    }
+    if config.store.writer_queue == 0 {
+        problem("store.writer_queue".into(), "must be at least 1".into());
+    }
+    if config.store.kind == StoreKind::Postgres {
+        problem(
+            "store.kind".into(),
+            "\"postgres\" is not available in this build; use \"sqlite\"".into(),
+        );
+    }
+
+    let mut sources = Vec::new();
+    let mut seen_keys: BTreeMap<String, String> = BTreeMap::new();
+    for (i, s) in config.sources.iter().enumerate() {
+        let at = format!("sources[{i}]");
+        if s.name.trim().is_empty() {
+            problem(format!("{at}.name"), "must not be empty".into());
+        } else if !s
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            problem(
+                format!("{at}.name"),
+                format!(
+                    "{:?} may only contain letters, digits, '-' and '_' (it is part of the webhook URL)",
+                    s.name
+                ),
+            );
+        }
+        if config.sources[..i].iter().any(|o| o.name == s.name) {
+            problem(format!("{at}.name"), format!("duplicate source {:?}", s.name));
+        }
+        let mut keys: Vec<SecretString> = Vec::new();
+        for (k, key) in s.write_keys.iter().enumerate() {
+            if key.trim().is_empty() {
+                problem(format!("{at}.write_keys[{k}]"), "must not be empty".into());
+            } else {
+                keys.push(SecretString::from(key.clone()));
+            }
+        }
+        for (k, var) in s.write_keys_env.iter().enumerate() {
+            match env.var(var) {
+                Some(v) => keys.push(SecretString::from(v)),
+                None => problem(
+                    format!("{at}.write_keys_env[{k}]"),
+                    format!("environment variable {var} is not set"),
+                ),
+            }
+        }
+        for key in &keys {
+            let k = key.expose_secret().to_owned();
+            if let Some(other) = seen_keys.insert(k, s.name.clone())
+                && other != s.name
+            {
+                problem(
+                    format!("{at}.write_keys"),
+                    format!("a write key is also used by source {other:?}"),
+                );
+            }
+        }
+        let webhook_secret = match &s.webhook_secret_env {
+            None => None,
+            Some(var) => match env.var(var) {
+                Some(v) => Some(SecretString::from(v)),
+                None => {
+                    problem(
+                        format!("{at}.webhook_secret_env"),
+                        format!("environment variable {var} is not set"),
+                    );
+                    None
+                }
+            },
+        };
+        if keys.is_empty() && webhook_secret.is_none() {
+            problem(
+                format!("{at}.write_keys"),
+                "a source needs at least one write key (or a webhook secret)".into(),
+            );
+        }
+        sources.push(ResolvedSource {
+            name: s.name.clone(),
+            write_keys: keys,
+            webhook_secret,
+        });
+    }
+
+    let mut destinations = Vec::new();
+    for (i, d) in config.destinations.iter().enumerate() {
+        let at = format!("destinations[{i}]");
+        if d.name.trim().is_empty() {
+            problem(format!("{at}.name"), "must not be empty".into());
+        }
+        if config.destinations[..i].iter().any(|o| o.name == d.name) {
+            problem(
+                format!("{at}.name"),
+                format!("duplicate destination {:?}", d.name),
+            );
+        }
+        let base_url = match (&d.domain, &d.base_url) {
+            (Some(_), Some(_)) => {
+                problem(
+                    format!("{at}.domain"),
+                    "set either domain or base_url, not both".into(),
+                );
+                None
+            }
+            (None, None) => {
+                problem(
+                    format!("{at}.domain"),
+                    format!(
+                        "missing: set domain (bundle alias like \"acme\" or host like \"acme.myfreshworks.com\"), base_url, or the {ENV_FRESHWORKS_DOMAIN} / {ENV_FRESHWORKS_BASE_URL} environment variables"
+                    ),
+                );
+                None
+            }
+            (Some(domain), None) => match freshworks_client::base_url_for_domain(domain) {
+                Ok(url) => Some(url),
+                Err(e) => {
+                    problem(format!("{at}.domain"), e.to_string());
+                    None
+                }
+            },
+            (None, Some(url)) => {
+                if url.starts_with("http://") || url.starts_with("https://") {
+                    Some(url.trim_end_matches('/').to_owned())
+                } else {
+                    problem(
+                        format!("{at}.base_url"),
+                        format!("{url:?} must start with http:// or https://"),
+                    );
+                    None
+                }
+            }
+        };
+        if let Some(plan) = &d.plan
+            && plan_hourly_limit(plan).is_none()
+        {
+            problem(
+                format!("{at}.plan"),
+                format!(
+                    "unknown plan {plan:?}; expected free, growth, pro or enterprise (or set hourly_limit)"
+                ),
+            );
+        }
+        if d.hourly_limit == Some(0) {
+            problem(format!("{at}.hourly_limit"), "must be at least 1".into());
+        }
+        if d.minute_limit == 0 {
+            problem(format!("{at}.minute_limit"), "must be at least 1".into());
+        }
+        if !(d.headroom > 0.0 && d.headroom <= 1.0) {
+            problem(
+                format!("{at}.headroom"),
+                "must be a fraction in (0, 1], e.g. 0.9".into(),
+            );
+        }
+        if d.concurrency == 0 {
+            problem(format!("{at}.concurrency"), "must be at least 1".into());
+        }
+        if d.timeout_secs == 0 {
+            problem(format!("{at}.timeout_secs"), "must be at least 1".into());
+        }
+        for (k, s) in d.sources.iter().enumerate() {
+            if !config.sources.iter().any(|o| &o.name == s) {
+                problem(
+                    format!("{at}.sources[{k}]"),
+                    format!("no source named {s:?}"),
+                );
+            }
+        }
+        let api_key = match env.var(&d.api_key_env) {
+            Some(v) => Some(SecretString::from(v)),
+            None => {
+                problem(
+                    format!("{at}.api_key_env"),
+                    format!(
+                        "environment variable {} is not set (the Freshworks API key: Profile Settings > API Settings)",
+                        d.api_key_env
+                    ),
+                );
+                None
+            }
+        };
+        if let (Some(base_url), Some(api_key)) = (base_url, api_key) {
+            destinations.push(ResolvedDestination {
+                config: d.clone(),
+                base_url,
+                api_key,
+            });
+        }
+    }
+
+    if problems.is_empty() {
+        Ok(Resolved {
+            config,
+            origin: origin.to_owned(),
+            sources,
+            destinations,
+        })
+    } else {
+        Err(ConfigError { problems })
+    }
+}
+
+/// The configuration as TOML with every secret replaced by where it comes from.
+#[must_use]
+pub fn redacted_toml(config: &Config) -> String {
+    let mut shown = config.clone();
+    for s in &mut shown.sources {
+        for k in &mut s.write_keys {
+            *k = "<redacted>".into();
+        }
+    }
+    toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let text = r#"
+[[sources]]
+name = "web site"
+write_keys_env = ["MISSING_KEY"]
+
+[[destinations]]
+name = "crm"
+domain = "not a domain!"
+plan = "platinum"
+minute_limit = 0
+sources = ["nope"]
+"#;
+        let cfg = parse(text, "bad.toml").unwrap();
+        let err = resolve(cfg, "bad.toml", &env(&[])).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        for expected in [
+            "sources[0].name",
+            "sources[0].write_keys_env[0]",
+            "destinations[0].domain",
+            "destinations[0].plan",
+            "destinations[0].minute_limit",
+            "destinations[0].sources[0]",
+            "destinations[0].api_key_env",
+        ] {
+            assert!(keys.contains(&expected), "{expected} missing from {keys:?}");
+        }
+        assert!(err.problems.iter().all(|p| p.file == "bad.toml"));
+    }
+
+    #[test]
+    fn unknown_keys_name_the_file() {
+        let err = parse("[server]\nlisten_on = \"x\"\n", "f.toml").unwrap_err();
+        assert_eq!(err.problems[0].file, "f.toml");
+        assert!(err.problems[0].message.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn env_overrides_make_a_quick_start() {
+        let mut cfg = Config::default();
+        let e = env(&[
+            (ENV_WRITE_KEY, "wk"),
+            (ENV_FRESHWORKS_DOMAIN, "acme"),
+            (ENV_FRESHWORKS_API_KEY, "secret"),
+        ]);
+        apply_env_overrides(&mut cfg, &e);
+        let r = resolve(cfg, "(defaults)", &e).unwrap();
+        assert_eq!(r.source_for_key("wk").unwrap().name, DEFAULT_SOURCE);
+        assert_eq!(
+            r.destinations[0].base_url,
+            "https://acme.myfreshworks.com/crm/sales/api"
+        );
+        assert_eq!(r.destinations[0].config.effective_hourly_limit(), 1000);
+    }
+
+    #[test]
+    fn secrets_are_not_printed() {
+        let mut cfg = Config::default();
+        cfg.sources.push(SourceConfig {
+            name: "s".into(),
+            write_keys: vec!["very-secret".into()],
+            ..SourceConfig::default()
+        });
+        let e = env(&[(ENV_FRESHWORKS_API_KEY, "api-secret")]);
+        let shown = redacted_toml(&cfg);
+        assert!(!shown.contains("very-secret"));
+        let r = resolve(cfg, "x", &e).unwrap();
+        assert!(!format!("{r:?}").contains("very-secret"));
+    }
+}

@@ -1,0 +1,37 @@
+//! `/healthz` (the process answers), `/readyz` (start-up done, not shutting down), `/metrics`.
+
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::IntoResponse;
+
+use super::HttpState;
+use super::error::ApiError;
+
+/// Liveness.
+pub async fn healthz() -> impl IntoResponse {
+    (StatusCode::OK, "ok\n")
+}
+
+/// Readiness: 503 while starting or draining, so load balancers stop sending.
+pub async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
+    if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    }
+}
+
+/// Prometheus text exposition.
+pub async fn metrics() -> impl IntoResponse {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        crate::telemetry::prometheus().render(),
+    )
+}
+
+/// Anything else.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint; the Tracking API lives under /v1/")
+}

@@ -1,0 +1,111 @@
+//! The quota gate of one Freshworks account: the pure [`freshgate_core::budget::Budget`]
+//! arithmetic behind a mutex, with every call persisted in the store's ledger so a restart
+//! (or a crash loop) cannot re-spend the hour.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use freshgate_core::budget::{Budget, BudgetConfig};
+use freshgate_store::Store;
+
+use super::now_ms;
+use crate::telemetry::events;
+
+/// Longest a worker sleeps in place for quota; longer waits release the contact instead.
+const MAX_INLINE_WAIT: Duration = Duration::from_secs(2);
+
+/// The quota of one account, shared by every worker of the process.
+pub struct BudgetGate {
+    account: String,
+    destination: String,
+    budget: Mutex<Budget>,
+    store: Arc<dyn Store>,
+}
+
+impl BudgetGate {
+    /// A gate restored from the persisted ledger.
+    ///
+    /// # Errors
+    /// When the ledger cannot be read.
+    pub async fn restore(
+        account: String,
+        destination: String,
+        config: BudgetConfig,
+        store: Arc<dyn Store>,
+    ) -> Result<Self, freshgate_store::StoreError> {
+        let now = now_ms();
+        // The ledger gives sums; placing them at the latest possible moment of their window is
+        // conservative (the windows free up no earlier than they really would).
+        let last_minute = store.calls_since(&account, now - 60_000).await?;
+        let last_hour = store.calls_since(&account, now - 3_600_000).await?;
+        let mut budget = Budget::new(config);
+        let mut spent = Vec::new();
+        if last_hour > last_minute {
+            spent.push((now - 60_000, u32::try_from(last_hour - last_minute).unwrap_or(u32::MAX)));
+        }
+        if last_minute > 0 {
+            spent.push((now, u32::try_from(last_minute).unwrap_or(u32::MAX)));
+        }
+        budget.load(spent);
+        Ok(Self {
+            account,
+            destination,
+            budget: Mutex::new(budget),
+            store,
+        })
+    }
+
+    /// Take `calls` from the budget, waiting in place up to a short while.
+    ///
+    /// # Errors
+    /// `Err(until_ms)` when the budget frees up only later: the caller gives the contact back
+    /// until then.
+    pub async fn acquire(&self, calls: u32) -> Result<(), i64> {
+        loop {
+            let now = now_ms();
+            let verdict = {
+                let mut b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let verdict = b.try_acquire(now, calls);
+                let (hour, minute) = b.remaining(now);
+                events::budget(&self.destination, hour, minute);
+                verdict
+            };
+            match verdict {
+                Ok(()) => {
+                    if let Err(e) = self.store.record_calls(&self.account, now, calls).await {
+                        // The call is still made: losing a ledger entry only makes a restart
+                        // slightly less conservative.
+                        tracing::warn!(error = %e, "could not persist quota spend");
+                    }
+                    return Ok(());
+                }
+                Err(wait) => {
+                    let until = wait.0;
+                    let delay = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
+                    if delay > MAX_INLINE_WAIT {
+                        return Err(until);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+            }
+        }
+    }
+
+    /// The account answered 429: it is busier than our own spend says.
+    pub fn observe_429(&self) {
+        let mut b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.observe_429(now_ms());
+    }
+
+    /// The account reported how many calls remain.
+    pub fn observe_remaining(&self, remaining: u32) {
+        let mut b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.observe_remaining(now_ms(), remaining);
+    }
+
+    /// Calls left this hour and minute.
+    pub fn remaining(&self) -> (u64, u64) {
+        let b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        b.remaining(now_ms())
+    }
+}

@@ -1,0 +1,521 @@
+//! Delivering one leased contact: its pending events in FIFO order, consecutive identifies
+//! coalesced into one upsert, the contact shadow consulted (newest event wins per field,
+//! unchanged contacts cost no call), the outcome classified and settled.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use freshgate_core::delivery::{self, Outcome};
+use freshgate_core::mapping::{
+    self, ContactShadow, FieldIndex, IdentifyInput, MappedContact, MappingReport, MissingTraits,
+};
+use freshgate_core::segment::{self, EventType};
+use freshgate_store::{Attempt, ContactLease, PendingDelivery, Settlement, Store, StoreError};
+use freshworks_client::{FreshworksClient, FreshworksError};
+use serde_json::Value;
+
+use super::budget::BudgetGate;
+use super::fields::{self, FieldCache, FieldsError};
+use super::now_ms;
+use crate::config::ResolvedDestination;
+use crate::telemetry::events;
+
+/// Pending deliveries read per round.
+const ROUND: usize = 100;
+/// Response bodies kept in traces are cut to this many bytes.
+const MAX_KEPT_BODY: usize = 4096;
+
+/// A destination's shared delivery context.
+pub struct DestinationWorker {
+    /// Destination name.
+    pub name: String,
+    /// Missing-traits mode.
+    pub mode: MissingTraits,
+    /// Retry horizon.
+    pub horizon_ms: i64,
+    /// How long a pause (401/403) lasts before the next probe.
+    pub pause_probe: Duration,
+    /// The API client.
+    pub client: FreshworksClient,
+    /// The queue.
+    pub store: Arc<dyn Store>,
+    /// The account's quota.
+    pub budget: Arc<BudgetGate>,
+    /// The account's field metadata.
+    pub fields: FieldCache,
+    /// Set while paused by an authentication failure: (until ms, reason).
+    pub paused: Mutex<Option<(i64, String)>>,
+}
+
+/// What became of a lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeaseResult {
+    /// Everything pending was settled; lease released.
+    Drained,
+    /// The contact waits (retry scheduled, quota spent, paused); lease released.
+    Waiting,
+    /// The lease was lost to another worker; nothing more was done.
+    Lost,
+}
+
+/// A failure that stops work on this lease.
+enum Stop {
+    /// Retry later (already settled, or give the key back until then).
+    Later(Option<i64>),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl From<StoreError> for Stop {
+    fn from(e: StoreError) -> Self {
+        Stop::Store(e)
+    }
+}
+
+impl DestinationWorker {
+    /// Build from a resolved destination.
+    ///
+    /// # Errors
+    /// When the HTTP client cannot be built.
+    pub fn new(
+        destination: &ResolvedDestination,
+        store: Arc<dyn Store>,
+        budget: Arc<BudgetGate>,
+        pause_probe: Duration,
+    ) -> anyhow::Result<Self> {
+        use secrecy::ExposeSecret;
+        let client = FreshworksClient::new(freshworks_client::ClientConfig {
+            base_url: destination.base_url.clone(),
+            api_key: destination.api_key.expose_secret().to_owned(),
+            timeout: Duration::from_secs(destination.config.timeout_secs),
+            user_agent: format!("freshgate/{}", env!("CARGO_PKG_VERSION")),
+        })?;
+        let horizon_hours = i64::try_from(destination.config.retry_horizon_hours).unwrap_or(72);
+        Ok(Self {
+            name: destination.config.name.clone(),
+            mode: destination.config.missing_traits,
+            horizon_ms: horizon_hours.saturating_mul(3_600_000),
+            pause_probe,
+            client,
+            store,
+            budget,
+            fields: FieldCache::new(Duration::from_secs(destination.config.fields_ttl_secs)),
+            paused: Mutex::new(None),
+        })
+    }
+
+    /// When the destination is paused, until when (Unix ms).
+    pub fn paused_until(&self) -> Option<i64> {
+        self.paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .map(|(until, _)| *until)
+    }
+
+    fn pause(&self, reason: &str) -> i64 {
+        let until = now_ms() + i64::try_from(self.pause_probe.as_millis()).unwrap_or(60_000);
+        let mut p = self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if p.is_none() {
+            tracing::error!(
+                destination = self.name,
+                reason,
+                "DESTINATION PAUSED: Freshworks refused the API key; events are kept and delivery resumes when the key works again"
+            );
+            events::paused(&self.name, true);
+        }
+        *p = Some((until, reason.to_owned()));
+        until
+    }
+
+    fn resume(&self) {
+        let mut p = self
+            .paused
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if p.take().is_some() {
+            tracing::warn!(destination = self.name, "destination resumed");
+            events::paused(&self.name, false);
+        }
+    }
+
+    /// Deliver what the lease covers.
+    pub async fn run_lease(&self, lease: &ContactLease, stop: &tokio_util::sync::CancellationToken) -> LeaseResult {
+        match self.drain(lease, stop).await {
+            Ok(()) => match self.store.release(lease, None).await {
+                Err(StoreError::LeaseLost { .. }) => LeaseResult::Lost,
+                _ => LeaseResult::Drained,
+            },
+            Err(Stop::Later(not_before)) => {
+                let _ = self.store.release(lease, not_before).await;
+                LeaseResult::Waiting
+            }
+            Err(Stop::Store(StoreError::LeaseLost { .. })) => LeaseResult::Lost,
+            Err(Stop::Store(e)) => {
+                tracing::warn!(destination = self.name, error = %e, "store error while delivering");
+                let _ = self.store.release(lease, Some(now_ms() + 1000)).await;
+                LeaseResult::Waiting
+            }
+        }
+    }
+
+    async fn drain(&self, lease: &ContactLease, stop: &tokio_util::sync::CancellationToken) -> Result<(), Stop> {
+        loop {
+            if stop.is_cancelled() || now_ms() + 5_000 > lease.until_ms {
+                return Err(Stop::Later(None));
+            }
+            if let Some(until) = self.paused_until()
+                && until > now_ms()
+            {
+                return Err(Stop::Later(Some(until)));
+            }
+            let pending = self.store.pending_for(lease, ROUND).await?;
+            if pending.is_empty() {
+                return Ok(());
+            }
+            self.round(lease, pending).await?;
+        }
+    }
+
+    /// One round: skip what this destination does not send, reject invalid identifies, then
+    /// coalesce the leading run of identifies into one upsert.
+    async fn round(&self, lease: &ContactLease, pending: Vec<PendingDelivery>) -> Result<(), Stop> {
+        let now = now_ms();
+        let mut settle_now: Vec<(i64, Settlement)> = Vec::new();
+        let mut group: Vec<(PendingDelivery, segment::StoredEvent)> = Vec::new();
+        for p in pending {
+            let parsed = match segment::parse_stored_event(&p.raw) {
+                Ok(e) => e,
+                Err(e) => {
+                    settle_now.push((
+                        p.delivery_id,
+                        Settlement::DeadLettered {
+                            reason: format!("stored event cannot be read: {e}"),
+                        },
+                    ));
+                    continue;
+                }
+            };
+            if parsed.event_type != EventType::Identify {
+                if group.is_empty() {
+                    settle_now.push((
+                        p.delivery_id,
+                        Settlement::Skipped {
+                            reason: format!(
+                                "not handled by this destination: {}",
+                                parsed.event_type.as_str()
+                            ),
+                        },
+                    ));
+                    continue;
+                }
+                // Per-contact order: later events wait for the group before them.
+                break;
+            }
+            if let Some(reason) = identify_rejection(&parsed) {
+                events::deliveries(&self.name, "rejected", 1);
+                settle_now.push((p.delivery_id, Settlement::Skipped { reason }));
+                continue;
+            }
+            group.push((p, parsed));
+        }
+        if !settle_now.is_empty() {
+            self.store.settle(lease, now, settle_now, None).await?;
+        }
+        if group.is_empty() {
+            return Ok(());
+        }
+        self.deliver_identifies(lease, group).await
+    }
+
+    async fn field_index(&self) -> Result<Arc<FieldIndex>, Stop> {
+        let result = self
+            .fields
+            .get(|| async {
+                self.budget.acquire(1).await.map_err(FieldsError::Budget)?;
+                let started = Instant::now();
+                let r = fields::fetch(&self.client).await;
+                events::freshworks_call(
+                    &self.name,
+                    "fields",
+                    r.as_ref().map_or_else(FreshworksError::status, |_| Some(200)),
+                    started.elapsed().as_secs_f64(),
+                );
+                r.map_err(FieldsError::Call)
+            })
+            .await;
+        match result {
+            Ok((index, _)) => Ok(index),
+            Err(FieldsError::Budget(until)) => Err(Stop::Later(Some(until))),
+            Err(FieldsError::Call(e)) => {
+                let status = e.status();
+                let outcome = match &e {
+                    FreshworksError::Http { status, retry_after, response_body, .. } => {
+                        delivery::classify(*status, retry_after.as_deref(), response_body.as_bytes())
+                    }
+                    _ => delivery::classify_transport(),
+                };
+                tracing::warn!(destination = self.name, ?status, error = %e, "cannot read contact fields");
+                match outcome {
+                    Outcome::Pause { reason } => Err(Stop::Later(Some(self.pause(&reason)))),
+                    Outcome::Retry { after, .. } => {
+                        if status == Some(429) {
+                            self.budget.observe_429();
+                        }
+                        let wait = after.unwrap_or(Duration::from_secs(5));
+                        Err(Stop::Later(Some(now_ms() + duration_ms(wait))))
+                    }
+                    // A 4xx on a GET of metadata is not the events' fault: keep them, retry later.
+                    _ => Err(Stop::Later(Some(now_ms() + 60_000))),
+                }
+            }
+        }
+    }
+
+    async fn deliver_identifies(
+        &self,
+        lease: &ContactLease,
+        group: Vec<(PendingDelivery, segment::StoredEvent)>,
+    ) -> Result<(), Stop> {
+        let delivery_ids: Vec<i64> = group.iter().map(|(p, _)| p.delivery_id).collect();
+        let user_id = group
+            .iter()
+            .rev()
+            .find_map(|(_, e)| e.user_id.clone())
+            .unwrap_or_else(|| lease.contact_key.clone());
+        let inputs: Vec<IdentifyInput> = group
+            .iter()
+            .map(|(p, e)| IdentifyInput {
+                seq: p.event_id,
+                ts_ms: p.timestamp_ms,
+                traits: e.traits.clone(),
+            })
+            .collect();
+        let coalesced = mapping::coalesce(&inputs, self.mode);
+
+        let mut index = self.field_index().await?;
+        let mut mapped = mapping::map_traits(&index, &coalesced);
+        if !mapped.report.unmapped.is_empty() && self.fields.invalidate_for_unmapped().await {
+            index = self.field_index().await?;
+            mapped = mapping::map_traits(&index, &coalesced);
+        }
+        self.report(&mapped.report);
+
+        let shadow: Option<ContactShadow> = self
+            .store
+            .shadow(&self.name, &lease.contact_key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        let Some(email) = mapped.email.clone().or_else(|| shadow.as_ref().and_then(|s| s.email.clone()))
+        else {
+            let reason = "rejected: identify has no traits.email (Freshmarketer requires it)".to_owned();
+            events::deliveries(&self.name, "rejected", delivery_ids.len());
+            let settlements = delivery_ids.iter().map(|id| (*id, Settlement::Skipped { reason: reason.clone() })).collect();
+            self.store.settle(lease, now_ms(), settlements, None).await?;
+            return Ok(());
+        };
+        let plan = mapping::plan(shadow.as_ref(), &mapped, self.mode);
+        let summary = report_summary(&mapped.report, &plan.stale);
+        let email_unchanged = shadow.as_ref().and_then(|s| s.email.as_deref()) == Some(email.as_str());
+        if plan.unchanged && email_unchanged && shadow.as_ref().is_some_and(|s| s.contact_id.is_some()) {
+            events::deliveries(&self.name, "unchanged", delivery_ids.len());
+            let reason = format!("unchanged: every mapped field equals what was last sent{summary}");
+            let settlements = delivery_ids.iter().map(|id| (*id, Settlement::Skipped { reason: reason.clone() })).collect();
+            self.store.settle(lease, now_ms(), settlements, None).await?;
+            return Ok(());
+        }
+
+        let body = mapping::upsert_body(&user_id, &email, &plan, shadow.as_ref());
+        if let Err(until) = self.budget.acquire(1).await {
+            return Err(Stop::Later(Some(until)));
+        }
+        let started = Instant::now();
+        let result = self.client.upsert_contact(&body).await;
+        let at = now_ms();
+        events::freshworks_call(
+            &self.name,
+            "contacts_upsert",
+            result.as_ref().map_or_else(FreshworksError::status, |x| Some(x.status)),
+            started.elapsed().as_secs_f64(),
+        );
+        match result {
+            Ok(exchange) => {
+                self.resume();
+                if let Some(remaining) = exchange.rate_limit_remaining {
+                    self.budget.observe_remaining(remaining);
+                }
+                let contact_id = Some(exchange.body.contact.id);
+                let new_shadow = mapping::apply(shadow.as_ref(), &user_id, &email, &plan, contact_id);
+                if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
+                    self.store.put_shadow(&self.name, &lease.contact_key, bytes).await?;
+                }
+                let attempt = Attempt {
+                    delivery_ids: delivery_ids.clone(),
+                    at_ms: at,
+                    request_line: exchange.request_line.clone(),
+                    request_body: exchange.request_body.clone(),
+                    status: Some(exchange.status),
+                    response_body: Some(truncate(&exchange.raw)),
+                    outcome: format!("delivered to contact {}{summary}", exchange.body.contact.id),
+                };
+                events::deliveries(&self.name, "delivered", delivery_ids.len());
+                let settlements = delivery_ids.iter().map(|id| (*id, Settlement::Delivered)).collect();
+                self.store.settle(lease, at, settlements, Some(attempt)).await?;
+                Ok(())
+            }
+            Err(e) => self.failed(lease, &group, delivery_ids, e, at, &summary).await,
+        }
+    }
+
+    async fn failed(
+        &self,
+        lease: &ContactLease,
+        group: &[(PendingDelivery, segment::StoredEvent)],
+        delivery_ids: Vec<i64>,
+        error: FreshworksError,
+        at: i64,
+        summary: &str,
+    ) -> Result<(), Stop> {
+        let outcome = match &error {
+            FreshworksError::Http { status, retry_after, body, .. } => {
+                delivery::classify(*status, retry_after.as_deref(), body.as_bytes())
+            }
+            FreshworksError::Transport { .. } => delivery::classify_transport(),
+            // 2xx we could not read: the write most likely happened; do not resend blindly.
+            FreshworksError::Decode { .. } => Outcome::Success,
+        };
+        let mut attempt = Attempt {
+            delivery_ids: delivery_ids.clone(),
+            at_ms: at,
+            request_line: error.request_line().to_owned(),
+            request_body: error.request_body().map(str::to_owned),
+            status: error.status(),
+            response_body: Some(truncate(error.response_body().unwrap_or(&error.to_string()))),
+            outcome: String::new(),
+        };
+        let (settlement, label, stop) = match outcome {
+            Outcome::Success => {
+                attempt.outcome = format!("delivered (response unreadable: {error}){summary}");
+                (Settlement::Delivered, "delivered", None)
+            }
+            Outcome::DeadLetter { reason } => {
+                attempt.outcome = format!("dead-lettered: {reason}{summary}");
+                (Settlement::DeadLettered { reason }, "dead", None)
+            }
+            Outcome::Pause { reason } => {
+                let until = self.pause(&reason);
+                attempt.outcome = format!("paused: {reason}");
+                // Events stay pending and untouched; the attempt is still recorded.
+                self.store.settle(lease, at, Vec::new(), Some(attempt)).await?;
+                return Err(Stop::Later(Some(until)));
+            }
+            Outcome::Retry { after, reason } => {
+                if error.status() == Some(429) {
+                    self.budget.observe_429();
+                }
+                let first = group.iter().filter_map(|(p, _)| p.first_attempt_ms).min().unwrap_or(at);
+                if delivery::horizon_exceeded(first, at, self.horizon_ms) {
+                    let reason = format!("retry horizon exceeded; last error: {reason}");
+                    attempt.outcome = format!("dead-lettered: {reason}");
+                    (Settlement::DeadLettered { reason }, "dead", None)
+                } else {
+                    let attempts = group.iter().map(|(p, _)| p.attempts).max().unwrap_or(0);
+                    let delay = delivery::retry_delay(attempts, after, rand::random::<f64>());
+                    let at_ms = at + duration_ms(delay);
+                    attempt.outcome = format!("retry in {} ms: {reason}", duration_ms(delay));
+                    (Settlement::Retry { at_ms, error: reason }, "retry", Some(at_ms))
+                }
+            }
+        };
+        tracing::info!(destination = self.name, contact = lease.contact_key, outcome = attempt.outcome, "delivery attempt failed");
+        events::deliveries(&self.name, label, delivery_ids.len());
+        let settlements = delivery_ids.iter().map(|id| (*id, settlement.clone())).collect();
+        self.store.settle(lease, at, settlements, Some(attempt)).await?;
+        match stop {
+            Some(at_ms) => Err(Stop::Later(Some(at_ms))),
+            None => Ok(()),
+        }
+    }
+
+    fn report(&self, report: &MappingReport) {
+        for key in &report.unmapped {
+            events::unmapped_trait(&self.name, key);
+        }
+        for f in &report.coercion_failures {
+            events::coercion_failure(&self.name, &f.field);
+        }
+    }
+}
+
+/// Why an identify is not sent at all (the seed's rules), if it is not.
+fn identify_rejection(event: &segment::StoredEvent) -> Option<String> {
+    if event.user_id.as_deref().is_none_or(str::is_empty) {
+        return Some("rejected: identify has no userId (Freshmarketer requires it)".into());
+    }
+    let email = event.traits.get("email").and_then(Value::as_str).map(str::trim);
+    if email.is_none_or(str::is_empty) {
+        return Some("rejected: identify has no traits.email (Freshmarketer requires it)".into());
+    }
+    None
+}
+
+/// The mapping report as a suffix for traces: what was not sent and why.
+fn report_summary(report: &MappingReport, stale: &[String]) -> String {
+    let mut parts = Vec::new();
+    if !report.unmapped.is_empty() {
+        parts.push(format!("unmapped traits: {}", report.unmapped.join(", ")));
+    }
+    if !report.ambiguous.is_empty() {
+        let a: Vec<String> = report
+            .ambiguous
+            .iter()
+            .map(|(k, fields)| format!("{k} -> {}", fields.join("|")))
+            .collect();
+        parts.push(format!("ambiguous traits: {}", a.join(", ")));
+    }
+    if !report.coercion_failures.is_empty() {
+        let c: Vec<String> = report
+            .coercion_failures
+            .iter()
+            .map(|f| format!("{} -> {}: {}", f.trait_key, f.field, f.reason))
+            .collect();
+        parts.push(format!("dropped values: {}", c.join("; ")));
+    }
+    if !stale.is_empty() {
+        parts.push(format!("older than last sent, kept: {}", stale.join(", ")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join("; "))
+    }
+}
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_KEPT_BODY {
+        return s.to_owned();
+    }
+    let mut end = MAX_KEPT_BODY;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end])
+}
+
+fn duration_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
+}
+
+/// Mapped fields as shown in traces (unused fields dropped).
+#[must_use]
+pub fn mapped_fields(mapped: &MappedContact) -> BTreeMap<String, Value> {
+    mapped
+        .fields
+        .iter()
+        .map(|(k, f)| (k.clone(), f.value.clone()))
+        .collect()
+}
