@@ -570,12 +570,6 @@ impl EmulatorState {
             .map(|c| c.id)
     }
 
-    /// Contacts whose email equals `email` (case per switch).
-    pub(crate) fn find_by_email(&self, store: &Store, sw: &Switches, email: &str) -> Vec<i64> {
-        let ident = Identifier { key: IdKey::Emails, value: email.to_owned() };
-        self.find(store, sw, &ident).into_iter().collect()
-    }
-
     /// Validates a contact payload against the field set.
     pub(crate) fn parse_patch(&self, sw: &Switches, contact: &Value) -> Result<ContactPatch, Msg> {
         let obj = match contact {

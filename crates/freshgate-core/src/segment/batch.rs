@@ -51,7 +51,8 @@ pub fn parse_tracking_request(
             let items = get(&entries, "batch")
                 .and_then(array_elements)
                 .ok_or(RequestError::MissingBatch)?;
-            let shared = Shared::new(Source::Tracking, None, received_at).with_batch_members(&entries);
+            let shared =
+                Shared::new(Source::Tracking, None, received_at).with_batch_members(&entries);
             Ok(ParsedRequest {
                 write_key: write_key(&entries),
                 items: split_items(&items, &shared, limits, new_message_id),

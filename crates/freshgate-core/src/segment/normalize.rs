@@ -6,7 +6,9 @@ use serde_json::value::RawValue;
 use time::OffsetDateTime;
 
 use super::envelope::{Entries, Kind, ObjectWriter, get, kind, object_entries};
-use super::timestamp::{corrected_timestamp, format_timestamp, parse_timestamp, truncate_to_millis};
+use super::timestamp::{
+    corrected_timestamp, format_timestamp, parse_timestamp, truncate_to_millis,
+};
 use super::validate::{self, ItemError};
 use super::{EventType, NormalizedEvent};
 use crate::segment::envelope::as_str;
@@ -34,7 +36,11 @@ pub(crate) struct Shared<'a> {
 }
 
 impl<'a> Shared<'a> {
-    pub(crate) fn new(source: Source, forced_type: Option<EventType>, received_at: OffsetDateTime) -> Self {
+    pub(crate) fn new(
+        source: Source,
+        forced_type: Option<EventType>,
+        received_at: OffsetDateTime,
+    ) -> Self {
         let received_at = truncate_to_millis(received_at);
         Shared {
             source,
@@ -49,7 +55,8 @@ impl<'a> Shared<'a> {
 
     /// Takes the batch envelope's `context`, `integrations` (objects only) and `sentAt`.
     pub(crate) fn with_batch_members(mut self, envelope: &Entries<'a>) -> Self {
-        let object = |key: &str| get(envelope, key).and_then(|raw| object_entries(raw).map(|e| (raw, e)));
+        let object =
+            |key: &str| get(envelope, key).and_then(|raw| object_entries(raw).map(|e| (raw, e)));
         self.context = object("context");
         self.integrations = object("integrations");
         self.sent_at = present(get(envelope, "sentAt"));
@@ -122,7 +129,11 @@ pub(crate) fn normalize(
         *slot = Some(*value);
     }
 
-    let event_type = validate::event_type(shared.forced_type, m.event_type, shared.source == Source::Webhook)?;
+    let event_type = validate::event_type(
+        shared.forced_type,
+        m.event_type,
+        shared.source == Source::Webhook,
+    )?;
     let user_id = validate::id_value("userId", m.user_id)?;
     let anonymous_id = validate::id_value("anonymousId", m.anonymous_id)?;
     let contact_key = user_id
@@ -131,9 +142,15 @@ pub(crate) fn normalize(
         .ok_or(ItemError::MissingIds)?
         .to_owned();
     match event_type {
-        EventType::Track if !validate::has_event_name(m.event) => return Err(ItemError::MissingEvent),
-        EventType::Group if !validate::has_reference(m.group_id) => return Err(ItemError::MissingGroupId),
-        EventType::Alias if !validate::has_reference(m.previous_id) => return Err(ItemError::MissingPreviousId),
+        EventType::Track if !validate::has_event_name(m.event) => {
+            return Err(ItemError::MissingEvent);
+        }
+        EventType::Group if !validate::has_reference(m.group_id) => {
+            return Err(ItemError::MissingGroupId);
+        }
+        EventType::Alias if !validate::has_reference(m.previous_id) => {
+            return Err(ItemError::MissingPreviousId);
+        }
         _ => {}
     }
     let message_id = match validate::message_id(m.message_id)? {
@@ -142,12 +159,18 @@ pub(crate) fn normalize(
     };
 
     let client_timestamp = present(m.timestamp);
-    let original = client_timestamp.and_then(as_str).and_then(|s| parse_timestamp(&s));
+    let original = client_timestamp
+        .and_then(as_str)
+        .and_then(|s| parse_timestamp(&s));
     let (timestamp, original_out, sent_out) = match shared.source {
         Source::Tracking => {
             let sent_raw = present(m.sent_at).or(shared.sent_at);
             let sent = sent_raw.and_then(as_str).and_then(|s| parse_timestamp(&s));
-            (corrected_timestamp(shared.received_at, sent, original), client_timestamp, sent_raw)
+            (
+                corrected_timestamp(shared.received_at, sent, original),
+                client_timestamp,
+                sent_raw,
+            )
         }
         // Segment already corrected it; keep its originalTimestamp when it sent one.
         Source::Webhook => (
@@ -159,7 +182,11 @@ pub(crate) fn normalize(
     let timestamp = truncate_to_millis(timestamp);
 
     let mut integrations = Vec::new();
-    write_merged(&mut integrations, m.integrations, shared.integrations.as_ref());
+    write_merged(
+        &mut integrations,
+        m.integrations,
+        shared.integrations.as_ref(),
+    );
 
     let mut raw = Vec::with_capacity(size_hint + 160);
     let mut w = ObjectWriter::new(&mut raw);

@@ -48,14 +48,14 @@ pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
     let offset = match c.next() {
         None | Some(b'Z' | b'z') => UtcOffset::UTC,
         Some(sign @ (b'+' | b'-')) => {
-            let h = i8::try_from(c.digits(2, 2)?).ok()?;
+            let h = c.two_digits()?;
             let m = match c.peek() {
                 None => 0,
                 Some(b':') => {
                     c.i += 1;
-                    i8::try_from(c.digits(2, 2)?).ok()?
+                    c.two_digits()?
                 }
-                Some(_) => i8::try_from(c.digits(2, 2)?).ok()?,
+                Some(_) => c.two_digits()?,
             };
             let (h, m) = if sign == b'-' { (-h, -m) } else { (h, m) };
             UtcOffset::from_hms(h, m, 0).ok()?
@@ -153,6 +153,13 @@ impl Cursor<'_> {
         (n >= min).then_some(value)
     }
 
+    /// Exactly two digits, whatever follows (`+hhmm` offsets run on without a separator).
+    fn two_digits(&mut self) -> Option<i8> {
+        let tens = self.next().filter(u8::is_ascii_digit)?;
+        let ones = self.next().filter(u8::is_ascii_digit)?;
+        i8::try_from((tens - b'0') * 10 + (ones - b'0')).ok()
+    }
+
     /// At least one fractional digit, scaled to nanoseconds; digits past the ninth are dropped.
     fn fraction(&mut self) -> Option<u32> {
         let mut nanos = 0u32;
@@ -183,23 +190,47 @@ mod tests {
     #[test]
     fn parses_what_clients_send() {
         let cases = [
-            ("2025-11-07T17:00:00.000Z", datetime!(2025-11-07 17:00:00 UTC)),
+            (
+                "2025-11-07T17:00:00.000Z",
+                datetime!(2025-11-07 17:00:00 UTC),
+            ),
             // python 2.x
-            ("2025-11-07T17:00:00.123+00:00", datetime!(2025-11-07 17:00:00.123 UTC)),
-            ("2025-11-07T17:00:00.123456+00:00", datetime!(2025-11-07 17:00:00.123456 UTC)),
+            (
+                "2025-11-07T17:00:00.123+00:00",
+                datetime!(2025-11-07 17:00:00.123 UTC),
+            ),
+            (
+                "2025-11-07T17:00:00.123456+00:00",
+                datetime!(2025-11-07 17:00:00.123456 UTC),
+            ),
             // go: nanoseconds and a local offset
-            ("2025-11-07T18:00:00.123456789+01:00", datetime!(2025-11-07 17:00:00.123456789 UTC)),
-            ("2025-11-07T12:30:00-0430", datetime!(2025-11-07 17:00:00 UTC)),
+            (
+                "2025-11-07T18:00:00.123456789+01:00",
+                datetime!(2025-11-07 17:00:00.123456789 UTC),
+            ),
+            (
+                "2025-11-07T12:30:00-0430",
+                datetime!(2025-11-07 17:00:00 UTC),
+            ),
             ("2025-11-07T19:00:00+02", datetime!(2025-11-07 17:00:00 UTC)),
             // Segment docs
-            ("2015-2-02T00:30:08.276Z", datetime!(2015-02-02 00:30:08.276 UTC)),
-            ("2020-04-23T22:38:48.55Z", datetime!(2020-04-23 22:38:48.55 UTC)),
+            (
+                "2015-2-02T00:30:08.276Z",
+                datetime!(2015-02-02 00:30:08.276 UTC),
+            ),
+            (
+                "2020-04-23T22:38:48.55Z",
+                datetime!(2020-04-23 22:38:48.55 UTC),
+            ),
             ("2015-2-2", datetime!(2015-02-02 00:00:00 UTC)),
             ("2025-11-07", datetime!(2025-11-07 00:00:00 UTC)),
             ("2025-11-07 17:00:00", datetime!(2025-11-07 17:00:00 UTC)),
             ("2025-11-07t17:00z", datetime!(2025-11-07 17:00:00 UTC)),
             ("2016-12-31T23:59:60Z", datetime!(2016-12-31 23:59:59 UTC)),
-            ("2025-11-07T17:00:00.1234567891234Z", datetime!(2025-11-07 17:00:00.123456789 UTC)),
+            (
+                "2025-11-07T17:00:00.1234567891234Z",
+                datetime!(2025-11-07 17:00:00.123456789 UTC),
+            ),
             (" 2025-11-07T17:00:00Z ", datetime!(2025-11-07 17:00:00 UTC)),
         ];
         for (input, want) in cases {
@@ -235,7 +266,10 @@ mod tests {
     fn formats_with_millis_in_utc() {
         let t = datetime!(2025-11-07 18:00:00.123456789 +01:00);
         assert_eq!(format_timestamp(t), "2025-11-07T17:00:00.123Z");
-        assert_eq!(format_timestamp(datetime!(0005-01-02 03:04:05 UTC)), "0005-01-02T03:04:05.000Z");
+        assert_eq!(
+            format_timestamp(datetime!(0005-01-02 03:04:05 UTC)),
+            "0005-01-02T03:04:05.000Z"
+        );
     }
 
     #[test]
@@ -248,18 +282,27 @@ mod tests {
             corrected_timestamp(received, Some(sent), Some(original)),
             datetime!(2025-11-07 17:00:05 UTC)
         );
-        assert_eq!(corrected_timestamp(received, None, Some(original)), original);
+        assert_eq!(
+            corrected_timestamp(received, None, Some(original)),
+            original
+        );
         assert_eq!(corrected_timestamp(received, Some(sent), None), received);
         assert_eq!(corrected_timestamp(received, None, None), received);
         // absurd skew: keep the client's time rather than leave the supported range
         let ancient = datetime!(0001-01-01 00:00:00 UTC);
         let far = datetime!(9998-01-01 00:00:00 UTC);
-        assert_eq!(corrected_timestamp(received, Some(far), Some(ancient)), ancient);
+        assert_eq!(
+            corrected_timestamp(received, Some(far), Some(ancient)),
+            ancient
+        );
     }
 
     #[test]
     fn truncates_to_millis() {
         let t = datetime!(2025-11-07 17:00:00.123456789 UTC);
-        assert_eq!(truncate_to_millis(t), datetime!(2025-11-07 17:00:00.123 UTC));
+        assert_eq!(
+            truncate_to_millis(t),
+            datetime!(2025-11-07 17:00:00.123 UTC)
+        );
     }
 }

@@ -32,7 +32,11 @@ pub enum SignatureError {
 /// element for an array (Segment signs `JSON.stringify(data[0])` in batch mode). The slice is
 /// taken from the body as received, never re-serialised: JS and serde_json format numbers and
 /// escapes differently.
-pub fn verify_signature(secret: &[u8], body: &[u8], header_hex: &str) -> Result<(), SignatureError> {
+pub fn verify_signature(
+    secret: &[u8],
+    body: &[u8],
+    header_hex: &str,
+) -> Result<(), SignatureError> {
     let expected = hex::decode(header_hex.trim()).map_err(|_| SignatureError::MalformedHeader)?;
     let elements: Vec<&RawValue>;
     let signed: &[u8] = if body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'[') {
@@ -46,9 +50,11 @@ pub fn verify_signature(secret: &[u8], body: &[u8], header_hex: &str) -> Result<
         body
     };
     // HMAC takes keys of any length, so this cannot fail; a failure would still only refuse.
-    let mut mac = <Hmac<Sha1> as Mac>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
+    let mut mac =
+        <Hmac<Sha1> as Mac>::new_from_slice(secret).map_err(|_| SignatureError::Mismatch)?;
     mac.update(signed);
-    mac.verify_slice(&expected).map_err(|_| SignatureError::Mismatch)
+    mac.verify_slice(&expected)
+        .map_err(|_| SignatureError::Mismatch)
 }
 
 /// Parses a webhook body (signature already checked): one event object, or an array of them.

@@ -59,7 +59,9 @@ pub struct SqliteStore {
 
 impl std::fmt::Debug for SqliteStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SqliteStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -131,7 +133,9 @@ impl SqliteStore {
 }
 
 fn unexpected(reply: &WriteReply) -> StoreError {
-    StoreError::Database(format!("writer answered with an unexpected reply: {reply:?}"))
+    StoreError::Database(format!(
+        "writer answered with an unexpected reply: {reply:?}"
+    ))
 }
 
 #[async_trait]

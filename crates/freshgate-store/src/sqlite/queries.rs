@@ -83,7 +83,9 @@ fn parse_status(s: &str) -> Result<DeliveryStatus, StoreError> {
         "delivered" => Ok(DeliveryStatus::Delivered),
         "skipped" => Ok(DeliveryStatus::Skipped),
         "dead" => Ok(DeliveryStatus::Dead),
-        other => Err(StoreError::Database(format!("unknown delivery status {other:?}"))),
+        other => Err(StoreError::Database(format!(
+            "unknown delivery status {other:?}"
+        ))),
     }
 }
 
@@ -132,7 +134,11 @@ pub(crate) fn shadow(
         .optional()?)
 }
 
-pub(crate) fn calls_since(conn: &Connection, account: &str, since_ms: i64) -> Result<u64, StoreError> {
+pub(crate) fn calls_since(
+    conn: &Connection,
+    account: &str,
+    since_ms: i64,
+) -> Result<u64, StoreError> {
     let total: i64 = conn
         .prepare_cached(
             "SELECT coalesce(sum(calls), 0) FROM quota_ledger WHERE account = ?1 AND bucket_ms >= ?2",
@@ -179,7 +185,10 @@ fn attempts_of(conn: &Connection, delivery_id: i64) -> Result<Vec<Attempt>, Stor
     Ok(out)
 }
 
-pub(crate) fn event_traces(conn: &Connection, message_id: &str) -> Result<Vec<EventTrace>, StoreError> {
+pub(crate) fn event_traces(
+    conn: &Connection,
+    message_id: &str,
+) -> Result<Vec<EventTrace>, StoreError> {
     let mut events: Vec<EventTrace> = conn
         .prepare_cached(
             "SELECT id, source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
@@ -288,7 +297,9 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
     let rejected: i64 = conn.query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?;
     let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
     let counts: Vec<(String, String, i64)> = conn
-        .prepare("SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status")?
+        .prepare(
+            "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status",
+        )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (destination, status, n) in counts {

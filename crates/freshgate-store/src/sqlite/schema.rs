@@ -60,9 +60,11 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
             "database schema version {current} is unknown to this freshgate (latest {known})"
         )));
     }
-    for (index, sql) in MIGRATIONS.iter().enumerate().skip(
-        usize::try_from(current).expect("checked non-negative and at most MIGRATIONS.len()"),
-    ) {
+    for (index, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(current).expect("checked non-negative and at most MIGRATIONS.len()"))
+    {
         let version = index + 1;
         conn.execute_batch(&format!(
             "BEGIN IMMEDIATE;\n{sql}\nPRAGMA user_version = {version};\nCOMMIT;"

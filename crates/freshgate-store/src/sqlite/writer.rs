@@ -14,8 +14,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::filter::{filter_sql, limit_value};
 use crate::{
-    AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId,
-    DeliveryStatus, PruneOutcome, Settlement, StoreError,
+    AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus,
+    PruneOutcome, Settlement, StoreError,
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
@@ -105,7 +105,11 @@ pub(crate) struct Writer {
 
 impl Writer {
     /// A writer over an already migrated connection.
-    pub(crate) fn new(conn: Connection, rx: mpsc::Receiver<Command>, max_group_events: usize) -> Self {
+    pub(crate) fn new(
+        conn: Connection,
+        rx: mpsc::Receiver<Command>,
+        max_group_events: usize,
+    ) -> Self {
         // Tokens must be unique across restarts too (a lease can outlive the process that took
         // it), hence the start time and pid in the prefix.
         let nanos = SystemTime::now()
@@ -326,7 +330,9 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, Store
             continue;
         }
         let prior: Option<i64> = conn
-            .prepare_cached("SELECT received_at_ms FROM dedup WHERE source = ?1 AND message_id = ?2")?
+            .prepare_cached(
+                "SELECT received_at_ms FROM dedup WHERE source = ?1 AND message_id = ?2",
+            )?
             .query_row(params![ev.source, ev.message_id], |r| r.get(0))
             .optional()?;
         if let Some(prior_ms) = prior
@@ -376,10 +382,20 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, Store
                         "INSERT INTO deliveries (event_id, destination, contact_key, status)
                          VALUES (?1, ?2, ?3, 'pending')",
                     )?
-                    .execute(params![event_id, d.destination, ev.contact_key])?;
+                    .execute(params![
+                        event_id,
+                        d.destination,
+                        ev.contact_key
+                    ])?;
                     // An existing key keeps its schedule: a key waiting for a retry must not
                     // become due earlier because a new event arrived.
-                    add_pending(conn, &d.destination, &ev.contact_key, ev.received_at_ms, false)?;
+                    add_pending(
+                        conn,
+                        &d.destination,
+                        &ev.contact_key,
+                        ev.received_at_ms,
+                        false,
+                    )?;
                 }
             }
         }
@@ -488,13 +504,21 @@ fn settle(
                          WHERE id = ?3 AND destination = ?4 AND contact_key = ?5
                            AND status = 'pending'",
                     )?
-                    .execute(params![attempt_at, error, id, lease.destination, lease.contact_key])?;
+                    .execute(params![
+                        attempt_at,
+                        error,
+                        id,
+                        lease.destination,
+                        lease.contact_key
+                    ])?;
                 if n == 1 {
                     retry_at = Some(retry_at.map_or(*at_ms, |r| r.min(*at_ms)));
                 }
                 n
             }
-            Settlement::Delivered | Settlement::Skipped { .. } | Settlement::DeadLettered { .. } => {
+            Settlement::Delivered
+            | Settlement::Skipped { .. }
+            | Settlement::DeadLettered { .. } => {
                 let (status, reason) = match settlement {
                     Settlement::Skipped { reason } => (DeliveryStatus::Skipped, Some(reason)),
                     Settlement::DeadLettered { reason } => (DeliveryStatus::Dead, Some(reason)),
@@ -540,7 +564,12 @@ fn settle(
              next_attempt_ms = coalesce(?2, next_attempt_ms)
          WHERE destination = ?3 AND contact_key = ?4",
     )?
-    .execute(params![finished, retry_at, lease.destination, lease.contact_key])?;
+    .execute(params![
+        finished,
+        retry_at,
+        lease.destination,
+        lease.contact_key
+    ])?;
     Ok(())
 }
 

@@ -13,10 +13,15 @@ fn delivered() -> Settlement {
     Settlement::Delivered
 }
 
+/// A messageId repeated inside one batch is stored once; the first copy wins.
 pub async fn dedup_within_batch(fx: &mut dyn Fixture) {
     let s = fx.store();
     let out = s
-        .append(batch(vec![ev("m1", "k1", 1000), ev("m1", "k1", 1001), ev("m2", "k1", 1002)]))
+        .append(batch(vec![
+            ev("m1", "k1", 1000),
+            ev("m1", "k1", 1001),
+            ev("m2", "k1", 1002),
+        ]))
         .await
         .unwrap();
     assert_eq!((out.accepted, out.duplicates, out.rejected), (2, 1, 0));
@@ -26,19 +31,26 @@ pub async fn dedup_within_batch(fx: &mut dyn Fixture) {
     assert_eq!(s.event_traces("m1").await.unwrap().len(), 1);
 }
 
+/// Dedup spans batches and sources are separate; past the window the event is new again.
 pub async fn dedup_across_batches_and_window(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(s, vec![ev("m1", "k1", 1000)]).await;
     // Within the window: duplicate, even in a batch with new events.
     let out = s
-        .append(batch(vec![ev("m1", "k1", 1000 + WINDOW_MS), ev("m2", "k1", 1000 + WINDOW_MS)]))
+        .append(batch(vec![
+            ev("m1", "k1", 1000 + WINDOW_MS),
+            ev("m2", "k1", 1000 + WINDOW_MS),
+        ]))
         .await
         .unwrap();
     assert_eq!((out.accepted, out.duplicates), (1, 1));
     // The same messageId from another source is another event.
     let mut other_source = ev("m1", "k1", 2000);
     other_source.source = "ios".to_owned();
-    assert_eq!(s.append(batch(vec![other_source])).await.unwrap().accepted, 1);
+    assert_eq!(
+        s.append(batch(vec![other_source])).await.unwrap().accepted,
+        1
+    );
     // Past the window: accepted again, and the dedup entry is renewed from that time.
     let late = 1000 + WINDOW_MS + 1;
     let out = s.append(batch(vec![ev("m1", "k1", late)])).await.unwrap();
@@ -51,6 +63,7 @@ pub async fn dedup_across_batches_and_window(fx: &mut dyn Fixture) {
     assert_eq!(s.event_traces("m1").await.unwrap().len(), 3);
 }
 
+/// Rejected inputs are kept with their reason and raw bytes, newest first.
 pub async fn rejected_inputs_kept(fx: &mut dyn Fixture) {
     let s = fx.store();
     let out = s
@@ -87,6 +100,7 @@ pub async fn rejected_inputs_kept(fx: &mut dyn Fixture) {
     assert_eq!(s.stats().await.unwrap().rejected, 2);
 }
 
+/// Pending deliveries of a key come out in append order, across batches.
 pub async fn fifo_per_key(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(s, vec![ev("a1", "k1", 1000), ev("b1", "k2", 1000)]).await;
@@ -113,21 +127,49 @@ pub async fn fifo_per_key(fx: &mut dyn Fixture) {
     assert!(l2.is_empty(), "k2 was leased with k1 by lease_key");
 }
 
+/// A leased key is not handed out again; keys due earliest come first; tokens are unique.
 pub async fn leases_exclusive(fx: &mut dyn Fixture) {
     let s = fx.store();
-    append_all(s, vec![ev("a1", "k1", 1000), ev("b1", "k2", 1000), ev("c1", "k3", 900)]).await;
-    assert!(s.lease_contacts(DEST, "w1", 899, LEASE_MS, 10).await.unwrap().is_empty());
-    let first = s.lease_contacts(DEST, "w1", 1000, LEASE_MS, 1).await.unwrap();
+    append_all(
+        s,
+        vec![
+            ev("a1", "k1", 1000),
+            ev("b1", "k2", 1000),
+            ev("c1", "k3", 900),
+        ],
+    )
+    .await;
+    assert!(
+        s.lease_contacts(DEST, "w1", 899, LEASE_MS, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let first = s
+        .lease_contacts(DEST, "w1", 1000, LEASE_MS, 1)
+        .await
+        .unwrap();
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].contact_key, "k3", "due earliest first");
     assert_eq!(first[0].until_ms, 1000 + LEASE_MS);
-    let rest = s.lease_contacts(DEST, "w2", 1000, LEASE_MS, 10).await.unwrap();
+    let rest = s
+        .lease_contacts(DEST, "w2", 1000, LEASE_MS, 10)
+        .await
+        .unwrap();
     let mut keys: Vec<_> = rest.iter().map(|l| l.contact_key.as_str()).collect();
     keys.sort_unstable();
     assert_eq!(keys, ["k1", "k2"]);
-    assert!(s.lease_contacts(DEST, "w3", 1000, LEASE_MS, 10).await.unwrap().is_empty());
     assert!(
-        s.lease_contacts(OTHER, "w3", 1000, LEASE_MS, 10).await.unwrap().is_empty(),
+        s.lease_contacts(DEST, "w3", 1000, LEASE_MS, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.lease_contacts(OTHER, "w3", 1000, LEASE_MS, 10)
+            .await
+            .unwrap()
+            .is_empty(),
         "other destinations have nothing"
     );
     let tokens: std::collections::HashSet<_> =
@@ -135,12 +177,26 @@ pub async fn leases_exclusive(fx: &mut dyn Fixture) {
     assert_eq!(tokens.len(), 3, "tokens are unique");
 }
 
+/// An expired lease is taken over; the old token gets `LeaseLost` and cannot release.
 pub async fn expired_lease_taken_over(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(s, vec![ev("a1", "k1", 1000)]).await;
-    let old = s.lease_contacts(DEST, "w1", 1000, 100, 10).await.unwrap().remove(0);
-    assert!(s.lease_contacts(DEST, "w2", 1100, 100, 10).await.unwrap().is_empty());
-    let new = s.lease_contacts(DEST, "w2", 1101, 100, 10).await.unwrap().remove(0);
+    let old = s
+        .lease_contacts(DEST, "w1", 1000, 100, 10)
+        .await
+        .unwrap()
+        .remove(0);
+    assert!(
+        s.lease_contacts(DEST, "w2", 1100, 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let new = s
+        .lease_contacts(DEST, "w2", 1101, 100, 10)
+        .await
+        .unwrap()
+        .remove(0);
     assert_ne!(old.token, new.token);
     let id = pending(s, &new).await[0].delivery_id;
     let err = s
@@ -154,18 +210,35 @@ pub async fn expired_lease_taken_over(fx: &mut dyn Fixture) {
     ));
     // A stale release does not free the key from under its new owner.
     s.release(&old, None).await.unwrap();
-    assert!(s.lease_contacts(DEST, "w3", 1102, 100, 10).await.unwrap().is_empty());
-    assert_eq!(mids(&pending(s, &new).await), ["a1"], "the stale settle changed nothing");
-    s.settle(&new, 1102, vec![(id, delivered())], None).await.unwrap();
+    assert!(
+        s.lease_contacts(DEST, "w3", 1102, 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        mids(&pending(s, &new).await),
+        ["a1"],
+        "the stale settle changed nothing"
+    );
+    s.settle(&new, 1102, vec![(id, delivered())], None)
+        .await
+        .unwrap();
     s.release(&new, None).await.unwrap();
     // Released: a released token is stale too.
     assert!(matches!(
         s.settle(&new, 1103, vec![], None).await.unwrap_err(),
         StoreError::LeaseLost { .. }
     ));
-    assert!(s.lease_contacts(DEST, "w3", 5000, 100, 10).await.unwrap().is_empty());
+    assert!(
+        s.lease_contacts(DEST, "w3", 5000, 100, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
+/// A retry makes the whole key wait until its time, even when new events arrive.
 pub async fn retry_schedules_key(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(s, vec![ev("a1", "k1", 1000), ev("a2", "k1", 1000)]).await;
@@ -210,6 +283,7 @@ pub async fn retry_schedules_key(fx: &mut dyn Fixture) {
     assert_eq!(trace.reason.as_deref(), Some("timeout"));
 }
 
+/// `release` with a not-before delays the key but never pulls a later schedule forward.
 pub async fn release_not_before(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(s, vec![ev("a1", "k1", 1000)]).await;
@@ -231,9 +305,18 @@ pub async fn release_not_before(fx: &mut dyn Fixture) {
     lease_key(s, "k1", 20_000).await;
 }
 
+/// Dead letters are listed newest first with filters, and requeued to pending.
 pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
     let s = fx.store();
-    append_all(s, vec![ev("a1", "k1", 1000), ev("b1", "k2", 1000), ev("b2", "k2", 1001)]).await;
+    append_all(
+        s,
+        vec![
+            ev("a1", "k1", 1000),
+            ev("b1", "k2", 1000),
+            ev("b2", "k2", 1001),
+        ],
+    )
+    .await;
     let leases = lease_all(s, 1000).await;
     for lease in &leases {
         let p = pending(s, lease).await;
@@ -254,9 +337,14 @@ pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
             })
             .collect();
         let ids: Vec<_> = p.iter().map(|d| d.delivery_id).collect();
-        s.settle(lease, at, settlements, Some(attempt(&ids, at, 400, "dead-lettered")))
-            .await
-            .unwrap();
+        s.settle(
+            lease,
+            at,
+            settlements,
+            Some(attempt(&ids, at, 400, "dead-lettered")),
+        )
+        .await
+        .unwrap();
         s.release(lease, None).await.unwrap();
     }
     let all = s.dead_letters(&DeliveryFilter::default()).await.unwrap();
@@ -288,23 +376,51 @@ pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
         ..DeliveryFilter::default()
     };
     assert!(s.dead_letters(&wrong_dest).await.unwrap().is_empty());
-    assert!(lease_all(s, 10_000).await.is_empty(), "dead letters are not pending");
+    assert!(
+        lease_all(s, 10_000).await.is_empty(),
+        "dead letters are not pending"
+    );
 
     assert_eq!(s.requeue_dead(&by_key, 10_000).await.unwrap(), 1);
-    assert_eq!(s.dead_letters(&DeliveryFilter::default()).await.unwrap().len(), 2);
+    assert_eq!(
+        s.dead_letters(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     let lease = lease_key(s, "k1", 10_000).await;
     let p = pending(s, &lease).await;
     assert_eq!(mids(&p), ["a1"]);
     assert_eq!((p[0].attempts, p[0].first_attempt_ms), (0, None));
-    assert_eq!(s.requeue_dead(&DeliveryFilter::default(), 10_000).await.unwrap(), 2);
-    assert!(s.dead_letters(&DeliveryFilter::default()).await.unwrap().is_empty());
+    assert_eq!(
+        s.requeue_dead(&DeliveryFilter::default(), 10_000)
+            .await
+            .unwrap(),
+        2
+    );
+    assert!(
+        s.dead_letters(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let lease = lease_key(s, "k2", 10_000).await;
     assert_eq!(mids(&pending(s, &lease).await), ["b1", "b2"]);
 }
 
+/// `replay` puts finished deliveries of a time range back to pending.
 pub async fn replay_reopens_finished(fx: &mut dyn Fixture) {
     let s = fx.store();
-    append_all(s, vec![ev("a1", "k1", 1000), ev("a2", "k1", 1500), ev("b1", "k2", 5000)]).await;
+    append_all(
+        s,
+        vec![
+            ev("a1", "k1", 1000),
+            ev("a2", "k1", 1500),
+            ev("b1", "k2", 5000),
+        ],
+    )
+    .await;
     for lease in lease_all(s, 5000).await {
         let settlements = pending(s, &lease)
             .await
@@ -325,42 +441,67 @@ pub async fn replay_reopens_finished(fx: &mut dyn Fixture) {
     assert_eq!(leases.len(), 1);
     assert_eq!(mids(&pending(s, &leases[0]).await), ["a1", "a2"]);
     let stats = s.stats().await.unwrap();
-    let crm = stats.destinations.iter().find(|d| d.destination == DEST).unwrap();
+    let crm = stats
+        .destinations
+        .iter()
+        .find(|d| d.destination == DEST)
+        .unwrap();
     assert_eq!((crm.pending, crm.delivered), (2, 1));
 }
 
+/// Deliveries skipped at append are recorded but never leased.
 pub async fn skipped_at_append_never_pending(fx: &mut dyn Fixture) {
     let s = fx.store();
     let mut only_skipped = ev("s1", "k2", 1000);
     only_skipped.deliveries[0].skip_reason = Some("integrations opt-out".to_owned());
     append_all(s, vec![ev_with_skip("m1", "k1", 1000), only_skipped]).await;
     assert!(
-        s.lease_contacts(OTHER, "w", 1_000_000, LEASE_MS, 10).await.unwrap().is_empty()
+        s.lease_contacts(OTHER, "w", 1_000_000, LEASE_MS, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
     let leases = lease_all(s, 1_000_000).await;
     assert_eq!(leases.len(), 1, "k2 has nothing pending");
     assert_eq!(leases[0].contact_key, "k1");
     let trace = &s.event_traces("m1").await.unwrap()[0];
-    let other = trace.deliveries.iter().find(|d| d.destination == OTHER).unwrap();
+    let other = trace
+        .deliveries
+        .iter()
+        .find(|d| d.destination == OTHER)
+        .unwrap();
     assert_eq!(other.status, DeliveryStatus::Skipped);
-    assert_eq!(other.reason.as_deref(), Some("not handled by this destination"));
+    assert_eq!(
+        other.reason.as_deref(),
+        Some("not handled by this destination")
+    );
     assert_eq!(other.next_attempt_ms, None);
     let stats = s.stats().await.unwrap();
-    let o = stats.destinations.iter().find(|d| d.destination == OTHER).unwrap();
+    let o = stats
+        .destinations
+        .iter()
+        .find(|d| d.destination == OTHER)
+        .unwrap();
     assert_eq!((o.pending, o.skipped, o.pending_contacts), (0, 1, 0));
 }
 
+/// Shadows are stored per (destination, contact) and replaced on put.
 pub async fn shadow_get_put(fx: &mut dyn Fixture) {
     let s = fx.store();
     assert_eq!(s.shadow(DEST, "k1").await.unwrap(), None);
-    s.put_shadow(DEST, "k1", br#"{"a":1}"#.to_vec()).await.unwrap();
+    s.put_shadow(DEST, "k1", br#"{"a":1}"#.to_vec())
+        .await
+        .unwrap();
     assert_eq!(s.shadow(DEST, "k1").await.unwrap().unwrap(), br#"{"a":1}"#);
-    s.put_shadow(DEST, "k1", br#"{"a":2}"#.to_vec()).await.unwrap();
+    s.put_shadow(DEST, "k1", br#"{"a":2}"#.to_vec())
+        .await
+        .unwrap();
     assert_eq!(s.shadow(DEST, "k1").await.unwrap().unwrap(), br#"{"a":2}"#);
     assert_eq!(s.shadow(OTHER, "k1").await.unwrap(), None);
     assert_eq!(s.shadow(DEST, "k2").await.unwrap(), None);
 }
 
+/// The quota ledger sums calls per account since a time, at one-second granularity.
 pub async fn quota_ledger_windows(fx: &mut dyn Fixture) {
     let s = fx.store();
     s.record_calls("acct", 10_500, 3).await.unwrap();
@@ -379,11 +520,16 @@ pub async fn quota_ledger_windows(fx: &mut dyn Fixture) {
     assert_eq!(s.calls_since("acct", 0).await.unwrap(), 10);
 }
 
+/// Queue figures per destination follow appends and settlements.
 pub async fn stats_figures(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(
         s,
-        vec![ev_with_skip("a1", "k1", 1000), ev("b1", "k2", 1500), ev("a2", "k1", 2000)],
+        vec![
+            ev_with_skip("a1", "k1", 1000),
+            ev("b1", "k2", 1500),
+            ev("a2", "k1", 2000),
+        ],
     )
     .await;
     s.append(AppendBatch {
@@ -399,8 +545,15 @@ pub async fn stats_figures(fx: &mut dyn Fixture) {
     .unwrap();
     let st = s.stats().await.unwrap();
     assert_eq!((st.events, st.rejected), (3, 1));
-    let crm = st.destinations.iter().find(|d| d.destination == DEST).unwrap();
-    assert_eq!((crm.pending, crm.delivered, crm.skipped, crm.dead), (3, 0, 0, 0));
+    let crm = st
+        .destinations
+        .iter()
+        .find(|d| d.destination == DEST)
+        .unwrap();
+    assert_eq!(
+        (crm.pending, crm.delivered, crm.skipped, crm.dead),
+        (3, 0, 0, 0)
+    );
     assert_eq!(crm.pending_contacts, 2);
     assert_eq!(crm.oldest_pending_received_ms, Some(1000));
     assert_eq!(crm.next_attempt_ms, Some(1000));
@@ -425,16 +578,28 @@ pub async fn stats_figures(fx: &mut dyn Fixture) {
     .unwrap();
     s.release(&lease, None).await.unwrap();
     let st = s.stats().await.unwrap();
-    let crm = st.destinations.iter().find(|d| d.destination == DEST).unwrap();
-    assert_eq!((crm.pending, crm.delivered, crm.skipped, crm.dead), (1, 1, 0, 1));
+    let crm = st
+        .destinations
+        .iter()
+        .find(|d| d.destination == DEST)
+        .unwrap();
+    assert_eq!(
+        (crm.pending, crm.delivered, crm.skipped, crm.dead),
+        (1, 1, 0, 1)
+    );
     assert_eq!(crm.pending_contacts, 1);
     assert_eq!(crm.oldest_pending_received_ms, Some(1500));
     assert_eq!(crm.next_attempt_ms, Some(1500));
-    let other = st.destinations.iter().find(|d| d.destination == OTHER).unwrap();
+    let other = st
+        .destinations
+        .iter()
+        .find(|d| d.destination == OTHER)
+        .unwrap();
     assert_eq!((other.pending, other.skipped), (0, 1));
     assert_eq!(other.oldest_pending_received_ms, None);
 }
 
+/// Prune removes old finished events and dedup entries, keeps dead and pending.
 pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
     let s = fx.store();
     let mut skipped_only = ev("s1", "k4", 1000);
@@ -463,13 +628,21 @@ pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
             }
         };
         let id = p[0].delivery_id;
-        s.settle(&lease, 10_001, vec![(id, settlement)], Some(attempt(&[id], 10_001, 200, "x")))
-            .await
-            .unwrap();
+        s.settle(
+            &lease,
+            10_001,
+            vec![(id, settlement)],
+            Some(attempt(&[id], 10_001, 200, "x")),
+        )
+        .await
+        .unwrap();
         s.release(&lease, None).await.unwrap();
     }
     let out = s.prune(5000, 5000).await.unwrap();
-    assert_eq!(out.events, 2, "the delivered and the skipped-only old events");
+    assert_eq!(
+        out.events, 2,
+        "the delivered and the skipped-only old events"
+    );
     assert_eq!(out.dedup_entries, 4, "every event received before 5000");
     assert!(s.event_traces("del").await.unwrap().is_empty());
     assert!(s.event_traces("s1").await.unwrap().is_empty());
@@ -477,17 +650,31 @@ pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
         assert_eq!(s.event_traces(kept).await.unwrap().len(), 1, "{kept} kept");
     }
     assert_eq!(s.stats().await.unwrap().events, 3);
-    assert_eq!(s.dead_letters(&DeliveryFilter::default()).await.unwrap().len(), 1);
-    assert_eq!(mids(&pending(s, &lease_key(s, "k3", 20_000).await).await), ["pend"]);
+    assert_eq!(
+        s.dead_letters(&DeliveryFilter::default())
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        mids(&pending(s, &lease_key(s, "k3", 20_000).await).await),
+        ["pend"]
+    );
     // The dedup entry of a pruned event is gone: the same messageId is accepted again.
     let out = s.append(batch(vec![ev("del", "k1", 5500)])).await.unwrap();
     assert_eq!(out.accepted, 1);
     assert!(s.integrity_check().await.unwrap().is_empty());
 }
 
+/// Traces list every delivery with its attempts, coalesced attempts included.
 pub async fn traces_show_attempts(fx: &mut dyn Fixture) {
     let s = fx.store();
-    append_all(s, vec![ev_with_skip("m1", "k1", 1000), ev("m2", "k1", 1001)]).await;
+    append_all(
+        s,
+        vec![ev_with_skip("m1", "k1", 1000), ev("m2", "k1", 1001)],
+    )
+    .await;
     let mut ios = ev("m1", "k9", 1000);
     ios.source = "ios".to_owned();
     append_all(s, vec![ios]).await;
@@ -514,7 +701,11 @@ pub async fn traces_show_attempts(fx: &mut dyn Fixture) {
     let web = traces.iter().find(|t| t.source == "web").unwrap();
     assert_eq!(web.contact_key, "k1");
     assert_eq!(web.raw, r#"{"messageId":"m1","userId":"k1"}"#);
-    let crm = web.deliveries.iter().find(|d| d.destination == DEST).unwrap();
+    let crm = web
+        .deliveries
+        .iter()
+        .find(|d| d.destination == DEST)
+        .unwrap();
     assert_eq!(crm.status, DeliveryStatus::Pending);
     assert_eq!(crm.next_attempt_ms, Some(2000));
     assert_eq!(crm.attempts.len(), 1);
@@ -536,7 +727,11 @@ pub async fn traces_show_attempts(fx: &mut dyn Fixture) {
     .unwrap();
     let traces = s.event_traces("m1").await.unwrap();
     let web = traces.iter().find(|t| t.source == "web").unwrap();
-    let crm = web.deliveries.iter().find(|d| d.destination == DEST).unwrap();
+    let crm = web
+        .deliveries
+        .iter()
+        .find(|d| d.destination == DEST)
+        .unwrap();
     assert_eq!(crm.status, DeliveryStatus::Delivered);
     assert_eq!(crm.next_attempt_ms, None);
     assert_eq!(crm.attempts.len(), 2, "oldest first");
@@ -550,13 +745,16 @@ pub async fn traces_show_attempts(fx: &mut dyn Fixture) {
     assert!(s.event_traces("nope").await.unwrap().is_empty());
 }
 
+/// Everything committed survives closing and reopening the store.
 pub async fn survives_reopen(fx: &mut dyn Fixture) {
     append_all(fx.store(), vec![ev("a1", "k1", 1000), ev("a2", "k1", 1001)]).await;
     {
         let s = fx.store();
         let lease = lease_key(s, "k1", 1000).await;
         let id = pending(s, &lease).await[0].delivery_id;
-        s.settle(&lease, 1002, vec![(id, Settlement::Delivered)], None).await.unwrap();
+        s.settle(&lease, 1002, vec![(id, Settlement::Delivered)], None)
+            .await
+            .unwrap();
         s.release(&lease, None).await.unwrap();
         s.put_shadow(DEST, "k1", b"{}".to_vec()).await.unwrap();
         s.record_calls("acct", 1000, 7).await.unwrap();
@@ -572,12 +770,15 @@ pub async fn survives_reopen(fx: &mut dyn Fixture) {
     assert!(s.integrity_check().await.unwrap().is_empty());
 }
 
+/// A closed store answers `Closed` to writes; closing twice is harmless.
 pub async fn closed_store_refuses_writes(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(s, vec![ev("a1", "k1", 1000)]).await;
     s.close().await;
     assert!(matches!(
-        s.append(batch(vec![ev("a2", "k1", 1000)])).await.unwrap_err(),
+        s.append(batch(vec![ev("a2", "k1", 1000)]))
+            .await
+            .unwrap_err(),
         StoreError::Closed
     ));
     assert!(matches!(

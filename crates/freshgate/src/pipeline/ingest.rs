@@ -82,7 +82,7 @@ impl Ingestor {
                 ItemOutcome::Accepted(event) => batch.events.push(self.new_event(source, event)),
                 ItemOutcome::Rejected(rejected) => {
                     tracing::warn!(source, reason = %rejected.reason, "event in batch rejected");
-                    events::rejected(source, "invalid_event");
+                    events::rejected(source, rejected.code);
                     batch.rejected.push(RejectedInput {
                         source: Some(source.to_owned()),
                         raw: rejected.raw,
@@ -158,10 +158,7 @@ impl Ingestor {
                         "not handled by this destination: {}",
                         event.event_type.as_str()
                     ))
-                } else if !freshgate_core::routing::destination_enabled(
-                    event.integrations.as_deref(),
-                    &d.config.integration_key,
-                ) {
+                } else if !event.destination_enabled(&d.config.integration_key) {
                     Some(format!(
                         "disabled by the integrations object (key {:?})",
                         d.config.integration_key

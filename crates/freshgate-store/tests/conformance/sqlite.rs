@@ -1,0 +1,240 @@
+//! The suite run against the SQLite backend, plus what only SQLite has: the bounded writer queue
+//! (back-pressure), group commit with per-command savepoints, the file on disk.
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::Poll;
+
+use async_trait::async_trait;
+use freshgate_store::sqlite::{SqliteOptions, SqliteStore, open_in};
+use freshgate_store::{AppendOutcome, Settlement, Store, StoreError};
+use tempfile::TempDir;
+
+use crate::harness::{Backend, Fixture, append_all, batch, ev, lease_key, pending};
+
+/// Creates SQLite stores in fresh temp dirs.
+pub struct Sqlite;
+
+struct SqliteFixture {
+    dir: TempDir,
+    store: SqliteStore,
+}
+
+#[async_trait]
+impl Fixture for SqliteFixture {
+    fn store(&self) -> &dyn Store {
+        &self.store
+    }
+
+    async fn reopen(&mut self) {
+        self.store.close().await;
+        self.store = open_in(self.dir.path()).unwrap();
+    }
+}
+
+#[async_trait]
+impl Backend for Sqlite {
+    async fn fresh(&self) -> Box<dyn Fixture> {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open_in(dir.path()).unwrap();
+        Box::new(SqliteFixture { dir, store })
+    }
+}
+
+crate::conformance!(Sqlite =>
+    dedup_within_batch,
+    dedup_across_batches_and_window,
+    rejected_inputs_kept,
+    fifo_per_key,
+    leases_exclusive,
+    expired_lease_taken_over,
+    retry_schedules_key,
+    release_not_before,
+    dead_letters_listed_and_requeued,
+    replay_reopens_finished,
+    skipped_at_append_never_pending,
+    shadow_get_put,
+    quota_ledger_windows,
+    stats_figures,
+    prune_keeps_dead_and_pending,
+    traces_show_attempts,
+    survives_reopen,
+    closed_store_refuses_writes,
+);
+
+fn db_path(dir: &TempDir) -> PathBuf {
+    dir.path().join("q.db")
+}
+
+type Pending<T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'static>>;
+
+/// Poll a future once: `Ready` with its output, or the future back to be awaited later.
+async fn poll_once<'a, T>(
+    mut fut: Pin<Box<dyn Future<Output = T> + Send + 'a>>,
+) -> Result<T, Pin<Box<dyn Future<Output = T> + Send + 'a>>> {
+    let polled = std::future::poll_fn(|cx| Poll::Ready(fut.as_mut().poll(cx))).await;
+    match polled {
+        Poll::Ready(v) => Ok(v),
+        Poll::Pending => Err(fut),
+    }
+}
+
+/// Hold SQLite's write lock from another connection so the writer thread blocks in `BEGIN`.
+fn block_writer(path: &std::path::Path) -> rusqlite::Connection {
+    let conn = rusqlite::Connection::open(path).unwrap();
+    conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+    conn
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_writer_queue_answers_saturated() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        writer_queue: 1,
+        max_group_commit_events: 1,
+        readers: 1,
+    };
+    let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
+    let blocker = block_writer(&db_path(&dir));
+    // The writer takes at most one command and then waits for the lock; the queue holds one
+    // more: of twenty appends at most two get in, the others must be shed at once.
+    let mut waiting: Vec<(String, Pending<AppendOutcome>)> = Vec::new();
+    let mut saturated = 0;
+    for i in 0..20 {
+        let mid = format!("m{i}");
+        let s = std::sync::Arc::clone(&store);
+        let ev = ev(&mid, "k1", 1000);
+        let fut: Pending<AppendOutcome> = Box::pin(async move { s.append(batch(vec![ev])).await });
+        match poll_once(fut).await {
+            Ok(Err(StoreError::Saturated)) => saturated += 1,
+            Ok(other) => panic!("writer is blocked, yet append answered {other:?}"),
+            Err(fut) => waiting.push((mid, fut)),
+        }
+    }
+    assert!(saturated >= 18, "saturated {saturated} of 20");
+    blocker.execute_batch("COMMIT").unwrap();
+    for (mid, fut) in waiting {
+        assert_eq!(fut.await.unwrap().accepted, 1);
+        assert_eq!(store.event_traces(&mid).await.unwrap().len(), 1);
+    }
+    // Once drained, appends are accepted again.
+    append_all(&*store, vec![ev("after", "k1", 1000)]).await;
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flood_of_appends_is_stored_or_shed() {
+    let dir = tempfile::tempdir().unwrap();
+    let options = SqliteOptions {
+        writer_queue: 2,
+        max_group_commit_events: 8,
+        readers: 2,
+    };
+    let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let s = std::sync::Arc::clone(&store);
+            tokio::spawn(async move {
+                let mid = format!("m{i}");
+                let r = s
+                    .append(batch(vec![ev(&mid, &format!("k{}", i % 7), 1000)]))
+                    .await;
+                (mid, r)
+            })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            (mid, Ok(out)) => {
+                assert_eq!(out.accepted, 1);
+                stored.push(mid);
+            }
+            (_, Err(StoreError::Saturated)) => {}
+            (mid, Err(e)) => panic!("{mid}: unexpected {e}"),
+        }
+    }
+    assert_eq!(store.stats().await.unwrap().events, stored.len() as u64);
+    for mid in &stored {
+        assert_eq!(
+            store.event_traces(mid).await.unwrap().len(),
+            1,
+            "{mid} stored"
+        );
+    }
+    store.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_command_does_not_fail_its_group() {
+    let dir = tempfile::tempdir().unwrap();
+    let store =
+        std::sync::Arc::new(SqliteStore::open(&db_path(&dir), SqliteOptions::default()).unwrap());
+    append_all(&*store, vec![ev("a1", "k1", 1000)]).await;
+    let lease = lease_key(&*store, "k1", 1000).await;
+    let id = pending(&*store, &lease).await[0].delivery_id;
+    let stale = freshgate_store::ContactLease {
+        token: "not-the-token".to_owned(),
+        ..lease.clone()
+    };
+    // Queue a stale settle between two appends while the writer is blocked, so that they are
+    // committed together (or at least in order) once it resumes.
+    let blocker = block_writer(&db_path(&dir));
+    let mut futs: Vec<Pending<()>> = Vec::new();
+    for (i, mid) in ["b1", "b2"].into_iter().enumerate() {
+        let s = std::sync::Arc::clone(&store);
+        futs.push(Box::pin(async move {
+            s.append(batch(vec![ev(mid, "k2", 1000)])).await.map(|_| ())
+        }));
+        if i == 0 {
+            let s = std::sync::Arc::clone(&store);
+            let stale = stale.clone();
+            futs.push(Box::pin(async move {
+                s.settle(&stale, 1001, vec![(id, Settlement::Delivered)], None)
+                    .await
+            }));
+        }
+    }
+    let mut waiting = Vec::new();
+    for f in futs {
+        match poll_once(f).await {
+            Ok(r) => panic!("writer is blocked, yet answered {r:?}"),
+            Err(f) => waiting.push(f),
+        }
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+    let results: Vec<_> = futures_all(waiting).await;
+    assert!(results[0].is_ok());
+    assert!(matches!(results[1], Err(StoreError::LeaseLost { .. })));
+    assert!(results[2].is_ok());
+    assert_eq!(store.stats().await.unwrap().events, 3);
+    assert_eq!(
+        pending(&*store, &lease).await.len(),
+        1,
+        "the stale settle was rolled back"
+    );
+    store.close().await;
+}
+
+async fn futures_all<T>(futs: Vec<Pin<Box<dyn Future<Output = T> + Send + '_>>>) -> Vec<T> {
+    let mut out = Vec::with_capacity(futs.len());
+    for f in futs {
+        out.push(f.await);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_in_creates_the_directory_and_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let nested = dir.path().join("a/b");
+    let store = open_in(&nested).unwrap();
+    append_all(&store, vec![ev("a1", "k1", 1000)]).await;
+    store.close().await;
+    assert!(nested.join(freshgate_store::sqlite::DB_FILE_NAME).is_file());
+    let store = open_in(&nested).unwrap();
+    assert_eq!(store.stats().await.unwrap().events, 1);
+    assert!(store.integrity_check().await.unwrap().is_empty());
+    store.close().await;
+}

@@ -1,0 +1,247 @@
+//! Identify → Freshworks contact, end to end through the real server into the emulator.
+
+use freshgate_store::{DeliveryFilter, DeliveryStatus};
+use freshworks_emulator::Fault;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+async fn trace_status(app: &TestApp, message_id: &str) -> (DeliveryStatus, String) {
+    let t = app.store.event_traces(message_id).await.unwrap();
+    let d = &t[0].deliveries[0];
+    let mut text = d.reason.clone().unwrap_or_default();
+    for a in &d.attempts {
+        text.push_str(" | ");
+        text.push_str(&a.outcome);
+    }
+    (d.status, text)
+}
+
+fn upsert_bodies(app: &TestApp) -> Vec<Value> {
+    app.emulator
+        .state
+        .request_log()
+        .iter()
+        .filter(|r| r.path.ends_with("/contacts/upsert"))
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn new_contact_with_reserved_traits_and_custom_fields_of_every_type() {
+    let app = spawn_app().await;
+    app.batch(vec![identify(
+        "u-1",
+        "Jane.Doe@Example.com",
+        json!({
+            "firstName": "Jane", "last_name": "Doe", "title": "CTO", "phone": "+1 555 0100",
+            "address": {"street": "1 Main St", "city": "Austin", "state": "TX", "postalCode": "78701", "country": "US"},
+            "Industry": "Music", "employees": "42", "is active": "true", "plan": "pro",
+            "Preferred Channel": "sms", "interests": ["music", "Tech"], "signup_date": "2026-01-15T10:00:00Z",
+            "favourite_colour": "teal"
+        }),
+        "2026-11-20T10:00:00.000Z",
+        "new-1",
+    )])
+    .await;
+    app.drain().await;
+    let c = app.contact_by_email("jane.doe@example.com").expect("contact created");
+    assert_eq!(c["first_name"], "Jane");
+    assert_eq!(c["last_name"], "Doe");
+    assert_eq!(c["job_title"], "CTO");
+    assert_eq!(c["work_number"], "+1 555 0100");
+    assert_eq!(c["city"], "Austin");
+    assert_eq!(c["zipcode"], "78701");
+    assert_eq!(c["external_id"], "u-1");
+    let cf = &c["custom_field"];
+    assert_eq!(cf["cf_industry"], "Music");
+    assert_eq!(cf["cf_employees"], 42);
+    assert_eq!(cf["cf_is_active"], true);
+    assert_eq!(cf["cf_plan"], "Pro");
+    assert_eq!(cf["cf_preferred_channel"], "SMS");
+    assert_eq!(cf["cf_interests"], "Music;Tech");
+    assert_eq!(cf["cf_signup_date"], "2026-01-15");
+    let (status, text) = trace_status(&app, "new-1").await;
+    assert_eq!(status, DeliveryStatus::Delivered);
+    assert!(text.contains("favourite_colour"), "unmapped trait reported: {text}");
+    insta::assert_json_snapshot!("new_contact_upsert_body", upsert_bodies(&app)[0]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn update_by_user_id_and_changed_email_keep_one_contact() {
+    let app = spawn_app().await;
+    app.batch(vec![identify("u-2", "old@example.com", json!({"firstName": "Omar"}), "2026-11-20T10:00:00Z", "u2-a")]).await;
+    app.drain().await;
+    app.batch(vec![identify("u-2", "new@example.com", json!({"firstName": "Omar", "lastName": "Haddad"}), "2026-11-20T11:00:00Z", "u2-b")]).await;
+    app.drain().await;
+    let contacts = app.contacts();
+    assert_eq!(contacts.len(), 1, "no duplicate: {contacts:?}");
+    assert_eq!(contacts[0]["email"], "new@example.com");
+    assert_eq!(contacts[0]["last_name"], "Haddad");
+    insta::assert_json_snapshot!("changed_email_upsert_body", upsert_bodies(&app)[1]);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_value_that_cannot_be_coerced_drops_that_field_alone() {
+    let app = spawn_app().await;
+    app.batch(vec![identify("u-3", "c@example.com", json!({"employees": "many", "plan": "Platinum", "firstName": "Cy"}), "2026-11-20T10:00:00Z", "coerce-1")]).await;
+    app.drain().await;
+    let c = app.contact_by_email("c@example.com").unwrap();
+    assert_eq!(c["first_name"], "Cy");
+    assert!(c["custom_field"].get("cf_employees").is_none_or(Value::is_null));
+    let (status, text) = trace_status(&app, "coerce-1").await;
+    assert_eq!(status, DeliveryStatus::Delivered);
+    assert!(text.contains("cf_employees") && text.contains("cf_plan"), "{text}");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn identifies_without_user_id_or_email_are_rejected_with_a_reason() {
+    let app = spawn_app().await;
+    app.batch(vec![
+        json!({"type": "identify", "anonymousId": "anon-1", "traits": {"email": "a@example.com"}, "messageId": "no-user"}),
+        json!({"type": "identify", "userId": "u-4", "traits": {"firstName": "No Email"}, "messageId": "no-email"}),
+    ])
+    .await;
+    app.drain().await;
+    for id in ["no-user", "no-email"] {
+        let (status, text) = trace_status(&app, id).await;
+        assert_eq!(status, DeliveryStatus::Skipped);
+        assert!(text.starts_with("rejected:"), "{text}");
+    }
+    assert_eq!(app.calls("/contacts/upsert"), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn integrations_opt_out_and_engage_audience_traits() {
+    let app = spawn_app().await;
+    app.batch(vec![
+        json!({"type": "identify", "userId": "u-5", "traits": {"email": "out@example.com"}, "integrations": {"Freshmarketer": false}, "messageId": "opt-out"}),
+        json!({"type": "identify", "userId": "u-6", "traits": {"email": "aud@example.com", "order_completed_last_30days": "true"},
+               "context": {"personas": {"computation_class": "audience", "computation_key": "order_completed_last_30days"}},
+               "integrations": {"All": false, "Freshmarketer": true}, "messageId": "audience"}),
+    ])
+    .await;
+    app.drain().await;
+    assert!(app.contact_by_email("out@example.com").is_none());
+    assert_eq!(trace_status(&app, "opt-out").await.0, DeliveryStatus::Skipped);
+    let c = app.contact_by_email("aud@example.com").unwrap();
+    assert_eq!(c["custom_field"]["cf_order_completed_last_30days"], true);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn duplicates_identical_identifies_and_older_events_cost_nothing() {
+    let app = spawn_app().await;
+    let e = identify("u-7", "d@example.com", json!({"plan": "Pro"}), "2026-11-20T10:00:00Z", "dup");
+    app.batch(vec![e.clone()]).await;
+    app.drain().await;
+    app.batch(vec![e]).await; // same messageId: deduplicated
+    app.batch(vec![identify("u-7", "d@example.com", json!({"plan": "Pro"}), "2026-11-20T10:05:00Z", "same-again")]).await;
+    app.drain().await;
+    assert_eq!(app.calls("/contacts/upsert"), 1, "identical identify costs no call");
+    assert!(trace_status(&app, "same-again").await.1.contains("unchanged"));
+    // An older event arriving late changes nothing it should not.
+    app.batch(vec![identify("u-7", "d@example.com", json!({"plan": "Free", "firstName": "Dee"}), "2026-11-19T10:00:00Z", "older")]).await;
+    app.drain().await;
+    let c = app.contact_by_email("d@example.com").unwrap();
+    assert_eq!(c["custom_field"]["cf_plan"], "Pro", "older event must not overwrite");
+    assert_eq!(c["first_name"], "Dee", "a field the newer event never set is still filled");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn missing_traits_keep_and_clear() {
+    for (mode, expect_cleared) in [(freshgate_core::mapping::MissingTraits::Keep, false), (freshgate_core::mapping::MissingTraits::Clear, true)] {
+        let mut setup = Setup::default();
+        setup.destination.missing_traits = mode;
+        let app = spawn_app_with(setup).await;
+        app.batch(vec![identify("u-8", "m@example.com", json!({"firstName": "Mo", "plan": "Pro"}), "2026-11-20T10:00:00Z", "m1")]).await;
+        app.drain().await;
+        app.batch(vec![identify("u-8", "m@example.com", json!({"firstName": "Mo", "plan": "Free"}), "2026-11-20T11:00:00Z", "m2")]).await;
+        app.drain().await;
+        app.batch(vec![identify("u-8", "m@example.com", json!({"plan": "Free"}), "2026-11-20T12:00:00Z", "m3")]).await;
+        app.drain().await;
+        let c = app.contact_by_email("m@example.com").unwrap();
+        assert_eq!(c["custom_field"]["cf_plan"], "Free");
+        if expect_cleared {
+            assert!(c["first_name"].is_null() || c["first_name"] == "", "clear mode empties first_name: {c}");
+        } else {
+            assert_eq!(c["first_name"], "Mo");
+        }
+        app.stop().await;
+    }
+}
+
+#[tokio::test]
+async fn burst_of_identifies_is_coalesced() {
+    let app = spawn_app().await;
+    // Hold delivery back while the burst arrives: the first call is slow.
+    app.emulator.state.inject(Fault::Latency { ms: 300 });
+    let mut events = Vec::new();
+    for i in 0..5 {
+        events.push(identify("u-9", "burst@example.com", json!({"cf_employees": i}), &format!("2026-11-20T10:00:0{i}Z"), &format!("burst-{i}")));
+    }
+    app.batch(events[..1].to_vec()).await;
+    app.batch(events[1..].to_vec()).await;
+    app.drain().await;
+    let c = app.contact_by_email("burst@example.com").unwrap();
+    assert_eq!(c["custom_field"]["cf_employees"], 4);
+    assert!(app.calls("/contacts/upsert") <= 2, "coalesced: {}", app.calls("/contacts/upsert"));
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn retries_on_5xx_and_429() {
+    let app = spawn_app().await;
+    app.emulator.state.inject(Fault::NextStatus { count: 2, status: 503, path_contains: Some("upsert".into()), body: None });
+    app.batch(vec![identify("u-10", "r@example.com", json!({}), "2026-11-20T10:00:00Z", "retry-5xx")]).await;
+    app.drain().await;
+    assert!(app.contact_by_email("r@example.com").is_some());
+    let t = app.store.event_traces("retry-5xx").await.unwrap();
+    assert_eq!(t[0].deliveries[0].attempts.len(), 3);
+    app.emulator.state.inject(Fault::NextStatus { count: 1, status: 429, path_contains: Some("upsert".into()), body: None });
+    app.batch(vec![identify("u-11", "r2@example.com", json!({}), "2026-11-20T10:00:00Z", "retry-429")]).await;
+    app.drain().await;
+    assert!(app.contact_by_email("r2@example.com").is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_400_is_dead_lettered_then_replayed_after_the_cause_is_fixed() {
+    let app = spawn_app().await;
+    app.batch(vec![identify("owner", "owner@example.com", json!({"mobile": "+1 555 9999"}), "2026-11-20T10:00:00Z", "owner-1")]).await;
+    app.drain().await;
+    app.batch(vec![identify("other", "other@example.com", json!({"mobile": "+1 555 9999"}), "2026-11-20T10:00:00Z", "clash")]).await;
+    app.drain().await;
+    let (status, text) = trace_status(&app, "clash").await;
+    assert_eq!(status, DeliveryStatus::Dead, "{text}");
+    assert!(text.contains("not unique"), "{text}");
+    let dead = app.store.dead_letters(&DeliveryFilter::default()).await.unwrap();
+    assert_eq!(dead.len(), 1);
+    // Fix the cause: the first contact gives up the number.
+    app.batch(vec![identify("owner", "owner@example.com", json!({"mobile": "+1 555 0000"}), "2026-11-20T11:00:00Z", "owner-2")]).await;
+    app.drain().await;
+    let n = app.store.requeue_dead(&DeliveryFilter::default(), freshgate::pipeline::now_ms()).await.unwrap();
+    assert_eq!(n, 1);
+    app.drain().await;
+    assert_eq!(trace_status(&app, "clash").await.0, DeliveryStatus::Delivered);
+    assert_eq!(app.contact_by_email("other@example.com").unwrap()["mobile_number"], "+1 555 9999");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_401_pauses_the_destination_and_keeps_its_events_until_the_key_works() {
+    let app = spawn_app().await;
+    app.emulator.state.inject(Fault::NextStatus { count: 1, status: 401, path_contains: None, body: None });
+    app.batch(vec![identify("u-12", "p@example.com", json!({}), "2026-11-20T10:00:00Z", "paused")]).await;
+    app.wait_for("a 401 answered", || async { app.emulator.state.request_log().iter().any(|r| r.status == 401) }).await;
+    let t = app.store.event_traces("paused").await.unwrap();
+    assert_eq!(t[0].deliveries[0].status, DeliveryStatus::Pending);
+    app.drain().await; // the pause probe (500 ms in tests) finds the key working again
+    assert!(app.contact_by_email("p@example.com").is_some());
+    app.stop().await;
+}

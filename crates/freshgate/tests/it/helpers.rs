@@ -1,0 +1,223 @@
+//! `spawn_app()`: a temp data dir, the emulator on :0, the gateway on :0, a reqwest client.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use freshgate::app::{App, AppOptions};
+use freshgate::config::{self, Config, DestinationConfig, SourceConfig};
+use freshgate_store::Store;
+use freshworks_emulator::{EmulatorConfig, RunningEmulator};
+use serde_json::Value;
+use tokio::sync::oneshot;
+
+pub const WRITE_KEY: &str = "test-write-key";
+pub const OTHER_WRITE_KEY: &str = "other-write-key";
+pub const WEBHOOK_SECRET: &str = "s3cr3t";
+
+/// How a test wants the app.
+pub struct Setup {
+    pub emulator: EmulatorConfig,
+    pub destination: DestinationConfig,
+    pub with_destination: bool,
+    pub pause_probe: Duration,
+    pub writer_queue: usize,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Self {
+            emulator: EmulatorConfig::default(),
+            destination: DestinationConfig {
+                concurrency: 4,
+                ..DestinationConfig::default()
+            },
+            with_destination: true,
+            pause_probe: Duration::from_millis(500),
+            writer_queue: 1024,
+        }
+    }
+}
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub client: reqwest::Client,
+    pub emulator: RunningEmulator,
+    pub store: Arc<dyn Store>,
+    pub data_dir: tempfile::TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+pub async fn spawn_app() -> TestApp {
+    spawn_app_with(Setup::default()).await
+}
+
+pub fn test_config(emulator_url: &str, setup: &Setup, data_dir: PathBuf) -> Config {
+    let mut cfg = Config::default();
+    cfg.server.data_dir = data_dir;
+    cfg.store.writer_queue = setup.writer_queue;
+    cfg.sources.push(SourceConfig {
+        name: "web".into(),
+        write_keys: vec![WRITE_KEY.into()],
+        webhook_secret_env: Some("TEST_WEBHOOK_SECRET".into()),
+        ..SourceConfig::default()
+    });
+    cfg.sources.push(SourceConfig {
+        name: "backend".into(),
+        write_keys: vec![OTHER_WRITE_KEY.into()],
+        ..SourceConfig::default()
+    });
+    if setup.with_destination {
+        let mut d = setup.destination.clone();
+        d.base_url = Some(emulator_url.to_owned());
+        d.api_key_env = "TEST_FRESHWORKS_KEY".into();
+        cfg.destinations.push(d);
+    }
+    cfg
+}
+
+pub async fn spawn_app_with(setup: Setup) -> TestApp {
+    let emulator = RunningEmulator::start(setup.emulator.clone()).await.unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let cfg = test_config(&emulator.base_url, &setup, data_dir.path().to_path_buf());
+    let mut env = BTreeMap::new();
+    env.insert("TEST_WEBHOOK_SECRET".to_owned(), WEBHOOK_SECRET.to_owned());
+    env.insert(
+        "TEST_FRESHWORKS_KEY".to_owned(),
+        setup.emulator.api_key.clone(),
+    );
+    let resolved = config::resolve(cfg, "test", &env).unwrap();
+    let store = freshgate::cli::open_store(data_dir.path(), setup.writer_queue).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let options = AppOptions {
+        pause_probe: setup.pause_probe,
+        housekeeping_every: Duration::from_millis(200),
+        ..AppOptions::default()
+    };
+    let app = App::build(resolved, Arc::clone(&store), options)
+        .await
+        .unwrap();
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(listener, async move {
+        let _ = rx.await;
+    }));
+    TestApp {
+        addr,
+        url: format!("http://{addr}"),
+        client: reqwest::Client::new(),
+        emulator,
+        store,
+        data_dir,
+        shutdown: Some(tx),
+        handle: Some(handle),
+    }
+}
+
+impl TestApp {
+    /// POST a JSON body to a path with Basic auth.
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(format!("{}{path}", self.url))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POST raw bytes with chosen headers.
+    pub async fn post_raw(
+        &self,
+        path: &str,
+        body: Vec<u8>,
+        headers: &[(&str, &str)],
+    ) -> reqwest::Response {
+        let mut req = self.client.post(format!("{}{path}", self.url)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap()
+    }
+
+    pub async fn batch(&self, events: Vec<Value>) {
+        let r = self.post("/v1/batch", &serde_json::json!({"batch": events})).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+
+    /// Contacts in the emulator, by email.
+    pub fn contacts(&self) -> Vec<Value> {
+        self.emulator.state.contacts()
+    }
+
+    pub fn contact_by_email(&self, email: &str) -> Option<Value> {
+        self.contacts()
+            .into_iter()
+            .find(|c| c["email"].as_str() == Some(email))
+    }
+
+    /// Calls the emulator received, optionally only those whose path contains `needle`.
+    pub fn calls(&self, needle: &str) -> usize {
+        self.emulator
+            .state
+            .request_log()
+            .iter()
+            .filter(|r| r.path.contains(needle))
+            .count()
+    }
+
+    /// Wait until nothing is pending for any destination.
+    pub async fn drain(&self) {
+        self.wait_for("queue drained", || async {
+            let s = self.store.stats().await.unwrap();
+            s.destinations.iter().all(|d| d.pending == 0)
+        })
+        .await;
+    }
+
+    pub async fn wait_for<F, Fut>(&self, what: &str, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        wait_for(what, Duration::from_secs(30), &mut check).await;
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            h.await.unwrap().unwrap();
+        }
+        self.emulator.stop().await;
+    }
+}
+
+pub async fn wait_for<F, Fut>(what: &str, limit: Duration, check: &mut F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// A minimal valid identify.
+pub fn identify(user: &str, email: &str, traits: Value, ts: &str, message_id: &str) -> Value {
+    let mut t = traits;
+    t["email"] = Value::String(email.to_owned());
+    serde_json::json!({
+        "type": "identify", "userId": user, "traits": t, "timestamp": ts, "messageId": message_id
+    })
+}

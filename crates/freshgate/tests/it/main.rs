@@ -1,0 +1,11 @@
+//! The one integration-test binary of the `freshgate` crate: the real server on `127.0.0.1:0`
+//! against the built-in emulator (zero-to-production's `spawn_app()` pattern).
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod helpers;
+
+mod cli;
+mod compat;
+mod crash;
+mod delivery;
+mod ingest;
