@@ -50,7 +50,11 @@ impl BudgetConfig {
 }
 
 fn cap(limit: u32, headroom: f64) -> u32 {
-    let h = if headroom.is_finite() { headroom.clamp(0.0, 1.0) } else { 1.0 };
+    let h = if headroom.is_finite() {
+        headroom.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     // The product is within 0..=limit, so the cast cannot truncate beyond the intended floor.
     #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
     let c = (f64::from(limit) * h).floor() as u32;
@@ -235,7 +239,11 @@ impl Budget {
     }
 
     fn prune(&mut self, now_ms: i64) {
-        while self.entries.front().is_some_and(|e| now_ms - e.at >= HOUR_MS) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| now_ms - e.at >= HOUR_MS)
+        {
             self.entries.pop_front();
         }
     }
@@ -296,13 +304,19 @@ mod tests {
         b.try_acquire(0, 2).unwrap();
         b.observe_429(1_000);
         assert_eq!(b.remaining(1_000), (98, 0));
-        assert_eq!(b.try_acquire(1_000, 1), Err(WaitUntil(61_000)));
+        // The 2 real calls at 0 slide out first; the phantom 8 at 1_000 a second later.
+        assert_eq!(b.try_acquire(1_000, 1), Err(WaitUntil(60_000)));
+        assert_eq!(b.try_acquire(1_000, 3), Err(WaitUntil(61_000)));
         assert!(b.try_acquire(61_000, 1).is_ok());
         // Still 429 after waiting out the minute: the hour is used up.
         b.observe_429(62_000);
         assert_eq!(b.remaining(62_000), (0, 0));
         assert_eq!(b.try_acquire(70_000, 1), Err(WaitUntil(HOUR_MS)));
-        assert_eq!(b.ledger(70_000), vec![(0, 2), (61_000, 1)], "phantoms are not persisted");
+        assert_eq!(
+            b.ledger(70_000),
+            vec![(0, 2), (61_000, 1)],
+            "phantoms are not persisted"
+        );
     }
 
     #[test]

@@ -139,7 +139,11 @@ mod tests {
     #[test]
     fn address_objects_merge_per_leaf() {
         let events = [
-            ev(1, 100, json!({"address": {"street": "1 Main", "city": "Oslo"}})),
+            ev(
+                1,
+                100,
+                json!({"address": {"street": "1 Main", "city": "Oslo"}}),
+            ),
             ev(2, 200, json!({"address": {"city": "Bergen"}})),
         ];
         let out = coalesce(&events, MissingTraits::Keep);
@@ -154,9 +158,294 @@ mod tests {
         assert!(coalesce(&[], MissingTraits::Clear).is_empty());
     }
 
+    mod equivalence {
+        //! Coalescing N identifies and sending once must leave the contact as sending each of
+        //! them in order would. "In order" is the newest-wins order the shadow enforces:
+        //! events are applied by (timestamp, seq), each planned against the shadow the
+        //! previous one left. What is compared is the end state of the shadow, i.e. what
+        //! freshgate has written to the CRM: in `Keep` mode value and timestamp of every
+        //! field must be identical; in `Clear` mode values must be identical once a field that
+        //! was never written and a field written as empty (`null`) count as the same thing
+        //! (sending one by one may set then blank a field the coalesced send never touches).
+        //! Generated values are always valid for their field: a value that fails coercion
+        //! hides an older value of the same key, which sending one by one would have written.
+        use super::super::*;
+        use crate::fields::{Choice, FieldDef, FieldType};
+        use crate::mapping::{FieldIndex, map_traits};
+        use crate::model::{ModelEvent, expected_state};
+        use crate::shadow::{ContactShadow, ShadowField, apply, plan};
+        use proptest::prelude::*;
+        use serde_json::{Value, json};
+
+        fn def(name: &str, label: &str, ty: FieldType, choices: &[&str]) -> FieldDef {
+            FieldDef {
+                id: json!(name),
+                name: name.into(),
+                label: label.into(),
+                field_type: ty,
+                default: !name.starts_with("cf_"),
+                required: false,
+                choices: choices
+                    .iter()
+                    .map(|v| Choice {
+                        id: json!(v),
+                        value: (*v).to_owned(),
+                    })
+                    .collect(),
+            }
+        }
+
+        fn index() -> FieldIndex {
+            FieldIndex::new(&[
+                def("first_name", "First name", FieldType::Text, &[]),
+                def("last_name", "Last name", FieldType::Text, &[]),
+                def("work_number", "Work", FieldType::Text, &[]),
+                def("job_title", "Job title", FieldType::Text, &[]),
+                def("address", "Address", FieldType::Textarea, &[]),
+                def("city", "City", FieldType::Text, &[]),
+                def("zipcode", "Zipcode", FieldType::Text, &[]),
+                def("cf_plan", "Plan", FieldType::Dropdown, &["Free", "Pro"]),
+                def("cf_seats", "Seats", FieldType::Number, &[]),
+                def("cf_active", "Active", FieldType::Checkbox, &[]),
+                def(
+                    "cf_colors",
+                    "Colors",
+                    FieldType::MultiSelectDropdown,
+                    &["Red", "Blue"],
+                ),
+                def("cf_renewal", "Renewal", FieldType::Date, &[]),
+            ])
+        }
+
+        const FIELDS: &[&str] = &[
+            "first_name",
+            "last_name",
+            "work_number",
+            "job_title",
+            "address",
+            "city",
+            "zipcode",
+            "cf_plan",
+            "cf_seats",
+            "cf_active",
+            "cf_colors",
+            "cf_renewal",
+        ];
+
+        fn text() -> impl Strategy<Value = Value> {
+            prop_oneof![
+                Just(json!("a")),
+                Just(json!("b c")),
+                Just(json!("Dd")),
+                Just(Value::Null)
+            ]
+        }
+
+        /// A trait key and a value valid for every field it can reach. Several keys alias
+        /// one field (`first_name`, `firstName`, `First Name`, `name`) on purpose.
+        fn trait_kv() -> impl Strategy<Value = (String, Value)> {
+            let address = prop_oneof![
+                text(),
+                (
+                    proptest::option::of(text()),
+                    proptest::option::of(text()),
+                    proptest::option::of(text())
+                )
+                    .prop_map(|(street, city, zip)| {
+                        let mut m = serde_json::Map::new();
+                        if let Some(v) = street {
+                            m.insert("street".into(), v);
+                        }
+                        if let Some(v) = city {
+                            m.insert("city".into(), v);
+                        }
+                        if let Some(v) = zip {
+                            m.insert("postalCode".into(), v);
+                        }
+                        Value::Object(m)
+                    }),
+            ];
+            prop_oneof![
+                (
+                    "first_name|firstName|First Name|lastName|phone|title|city|name|unknown_trait",
+                    text()
+                )
+                    .prop_map(|(k, v)| (k, v)),
+                Just("address".to_owned())
+                    .prop_flat_map(move |k| address.clone().prop_map(move |v| (k.clone(), v))),
+                (
+                    "cf_plan|Plan",
+                    prop_oneof![Just(json!("free")), Just(json!("Pro")), Just(Value::Null)]
+                ),
+                (
+                    "cfSeats|Seats",
+                    prop_oneof![Just(json!(3)), Just(json!("4")), Just(Value::Null)]
+                ),
+                (
+                    "cf_active",
+                    prop_oneof![Just(json!(true)), Just(json!("no")), Just(Value::Null)]
+                ),
+                (
+                    "Colors",
+                    prop_oneof![
+                        Just(json!(["red"])),
+                        Just(json!("blue;red")),
+                        Just(Value::Null)
+                    ]
+                ),
+                (
+                    "cf_renewal",
+                    prop_oneof![
+                        Just(json!("2024-01-02")),
+                        Just(json!(1_700_000_000)),
+                        Just(Value::Null)
+                    ]
+                ),
+            ]
+        }
+
+        fn events() -> impl Strategy<Value = Vec<IdentifyInput>> {
+            let one = (
+                0i64..4,
+                prop_oneof![Just("a@x.io"), Just("A@X.io"), Just("b@x.io")],
+                proptest::collection::vec(trait_kv(), 0..6),
+            );
+            proptest::collection::vec(one, 1..7).prop_map(|evs| {
+                evs.into_iter()
+                    .enumerate()
+                    .map(|(i, (ts, email, kvs))| {
+                        let mut traits: serde_json::Map<String, Value> = kvs.into_iter().collect();
+                        // Every identify carries its email (Freshmarketer requires it).
+                        traits.insert("email".into(), json!(email));
+                        IdentifyInput {
+                            seq: i64::try_from(i).unwrap_or(0) + 1,
+                            ts_ms: ts * 1000,
+                            traits,
+                        }
+                    })
+                    .collect()
+            })
+        }
+
+        fn shadow0() -> impl Strategy<Value = Option<ContactShadow>> {
+            let field = (
+                0usize..FIELDS.len(),
+                0i64..5,
+                prop_oneof![Just(json!("old")), Just(Value::Null)],
+            );
+            proptest::option::of(proptest::collection::vec(field, 0..6).prop_map(|fs| {
+                ContactShadow {
+                    contact_id: Some(1),
+                    email: Some("a@x.io".into()),
+                    external_id: Some("u1".into()),
+                    fields: fs
+                        .into_iter()
+                        .map(|(i, ts, value)| {
+                            (
+                                FIELDS[i].to_owned(),
+                                ShadowField {
+                                    value,
+                                    ts_ms: ts * 1000,
+                                    custom: FIELDS[i].starts_with("cf_"),
+                                },
+                            )
+                        })
+                        .collect(),
+                }
+            }))
+        }
+
+        fn send(
+            ix: &FieldIndex,
+            shadow: Option<&ContactShadow>,
+            evs: &[IdentifyInput],
+            mode: MissingTraits,
+        ) -> ContactShadow {
+            let mapped = map_traits(ix, &coalesce(evs, mode));
+            let p = plan(shadow, &mapped, mode);
+            let email = mapped.email.clone().unwrap_or_default();
+            apply(shadow, "u1", &email, &p, Some(1))
+        }
+
+        fn effective(s: &ContactShadow) -> BTreeMap<String, Value> {
+            s.fields
+                .iter()
+                .filter(|(_, f)| !f.value.is_null())
+                .map(|(k, f)| (k.clone(), f.value.clone()))
+                .collect()
+        }
+
+        fn check(
+            shadow: Option<ContactShadow>,
+            evs: &[IdentifyInput],
+            mode: MissingTraits,
+        ) -> Result<(), TestCaseError> {
+            let ix = index();
+            let at_once = send(&ix, shadow.as_ref(), evs, mode);
+            let mut ordered: Vec<&IdentifyInput> = evs.iter().collect();
+            ordered.sort_by_key(|e| (e.ts_ms, e.seq));
+            let mut one_by_one = shadow;
+            for e in ordered {
+                one_by_one = Some(send(
+                    &ix,
+                    one_by_one.as_ref(),
+                    std::slice::from_ref(e),
+                    mode,
+                ));
+            }
+            let one_by_one = one_by_one.unwrap_or_default();
+            prop_assert_eq!(&at_once.email, &one_by_one.email);
+            match mode {
+                MissingTraits::Keep => prop_assert_eq!(&at_once.fields, &one_by_one.fields),
+                MissingTraits::Clear => {
+                    prop_assert_eq!(effective(&at_once), effective(&one_by_one))
+                }
+            }
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(512))]
+
+            #[test]
+            fn coalesce_then_plan_equals_applying_in_order_keep(s in shadow0(), evs in events()) {
+                check(s, &evs, MissingTraits::Keep)?;
+            }
+
+            #[test]
+            fn coalesce_then_plan_equals_applying_in_order_clear(s in shadow0(), evs in events()) {
+                check(s, &evs, MissingTraits::Clear)?;
+            }
+
+            #[test]
+            fn coalesce_agrees_with_the_reference_model(evs in events(), clear in any::<bool>()) {
+                let mode = if clear { MissingTraits::Clear } else { MissingTraits::Keep };
+                let model_events: Vec<ModelEvent> = evs
+                    .iter()
+                    .map(|e| ModelEvent { user_id: "u1".into(), seq: e.seq, ts_ms: e.ts_ms, traits: e.traits.clone() })
+                    .collect();
+                let expected = expected_state(&model_events, mode);
+                let contact = &expected["u1"];
+                prop_assert_eq!(&contact.traits, &coalesce(&evs, mode));
+                // From an empty CRM, what freshgate writes is what the model expects.
+                let written = send(&index(), None, &evs, mode);
+                let want: BTreeMap<String, Value> = contact
+                    .expected_fields(&index())
+                    .into_iter()
+                    .filter(|(_, v)| !v.is_null())
+                    .collect();
+                prop_assert_eq!(effective(&written), want);
+                prop_assert_eq!(written.email, contact.email.clone());
+            }
+        }
+    }
+
     #[test]
     fn mode_serialises_lowercase_and_defaults_to_keep() {
-        assert_eq!(serde_json::to_string(&MissingTraits::Clear).unwrap(), "\"clear\"");
+        assert_eq!(
+            serde_json::to_string(&MissingTraits::Clear).unwrap(),
+            "\"clear\""
+        );
         assert_eq!(MissingTraits::default(), MissingTraits::Keep);
     }
 }

@@ -51,20 +51,40 @@ pub const RETRY_FLOOR: Duration = Duration::from_millis(100);
 /// use [`classify_at`] to honour both.
 #[must_use]
 pub fn classify(status: u16, retry_after: Option<&str>, body: &[u8]) -> Outcome {
-    classify_inner(status, retry_after.and_then(|v| parse_retry_after(v, None)), body, false)
+    classify_inner(
+        status,
+        retry_after.and_then(|v| parse_retry_after(v, None)),
+        body,
+        false,
+    )
 }
 
 /// [`classify`], with the clock for HTTP-date `Retry-After` values.
 #[must_use]
-pub fn classify_at(status: u16, retry_after: Option<&str>, body: &[u8], now: OffsetDateTime) -> Outcome {
-    classify_inner(status, retry_after.and_then(|v| parse_retry_after(v, Some(now))), body, false)
+pub fn classify_at(
+    status: u16,
+    retry_after: Option<&str>,
+    body: &[u8],
+    now: OffsetDateTime,
+) -> Outcome {
+    classify_inner(
+        status,
+        retry_after.and_then(|v| parse_retry_after(v, Some(now))),
+        body,
+        false,
+    )
 }
 
 /// Classify a response of `/contacts/bulk_upsert`, where 405 is a transient refusal in
 /// practice (spec/freshworks.md §3) and so retried.
 #[must_use]
 pub fn classify_bulk(status: u16, retry_after: Option<&str>, body: &[u8]) -> Outcome {
-    classify_inner(status, retry_after.and_then(|v| parse_retry_after(v, None)), body, true)
+    classify_inner(
+        status,
+        retry_after.and_then(|v| parse_retry_after(v, None)),
+        body,
+        true,
+    )
 }
 
 /// [`classify_bulk`], with the clock for HTTP-date `Retry-After` values.
@@ -75,7 +95,12 @@ pub fn classify_bulk_at(
     body: &[u8],
     now: OffsetDateTime,
 ) -> Outcome {
-    classify_inner(status, retry_after.and_then(|v| parse_retry_after(v, Some(now))), body, true)
+    classify_inner(
+        status,
+        retry_after.and_then(|v| parse_retry_after(v, Some(now))),
+        body,
+        true,
+    )
 }
 
 /// No HTTP status at all (connect error, timeout, reset): always transient.
@@ -118,20 +143,22 @@ fn is_wrapped_429(message: &str) -> bool {
 /// `message`, else the body itself (trimmed, at most 300 characters).
 #[must_use]
 pub fn error_message(body: &[u8]) -> String {
-    let from_json = serde_json::from_slice::<serde_json::Value>(body).ok().and_then(|v| {
-        let msg = v.pointer("/errors/message").or_else(|| v.get("message"))?;
-        match msg {
-            serde_json::Value::String(s) => Some(s.clone()),
-            serde_json::Value::Array(items) => Some(
-                items
-                    .iter()
-                    .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
-                    .collect::<Vec<_>>()
-                    .join("; "),
-            ),
-            other => Some(other.to_string()),
-        }
-    });
+    let from_json = serde_json::from_slice::<serde_json::Value>(body)
+        .ok()
+        .and_then(|v| {
+            let msg = v.pointer("/errors/message").or_else(|| v.get("message"))?;
+            match msg {
+                serde_json::Value::String(s) => Some(s.clone()),
+                serde_json::Value::Array(items) => Some(
+                    items
+                        .iter()
+                        .map(|i| i.as_str().map_or_else(|| i.to_string(), str::to_owned))
+                        .collect::<Vec<_>>()
+                        .join("; "),
+                ),
+                other => Some(other.to_string()),
+            }
+        });
     let text = from_json.unwrap_or_else(|| String::from_utf8_lossy(body).trim().to_owned());
     if text.is_empty() {
         return "(empty body)".to_owned();
@@ -174,7 +201,11 @@ fn parse_http_date(v: &str) -> Option<OffsetDateTime> {
 pub fn retry_delay(attempt: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
     let exp = attempt.saturating_sub(1).min(20);
     let ceiling = RETRY_BASE.saturating_mul(1 << exp).min(RETRY_CAP);
-    let jitter = if jitter.is_finite() { jitter.clamp(0.0, 1.0) } else { 1.0 };
+    let jitter = if jitter.is_finite() {
+        jitter.clamp(0.0, 1.0)
+    } else {
+        1.0
+    };
     let jittered = ceiling.mul_f64(jitter).max(RETRY_FLOOR);
     match retry_after {
         Some(after) => jittered.max(after.min(RETRY_AFTER_CAP)),
@@ -229,28 +260,64 @@ mod tests {
             (100, "retry", "retry"),
         ] {
             assert_eq!(kind(&classify(status, None, body)), want, "{status}");
-            assert_eq!(kind(&classify_bulk(status, None, body)), want_bulk, "bulk {status}");
+            assert_eq!(
+                kind(&classify_bulk(status, None, body)),
+                want_bulk,
+                "bulk {status}"
+            );
         }
         assert_eq!(kind(&transport_error("connection reset")), "retry");
     }
 
     #[test]
     fn reasons_come_from_errors_message() {
-        let o = classify(400, None, br#"{"errors":{"code":400,"message":["Email is not unique","x"]}}"#);
+        let o = classify(
+            400,
+            None,
+            br#"{"errors":{"code":400,"message":["Email is not unique","x"]}}"#,
+        );
         assert_eq!(
             o,
             Outcome::DeadLetter {
                 reason: "HTTP 400: Email is not unique; x".into()
             }
         );
-        let o = classify(404, None, br#"{"errors":{"code":404,"message":"Not found"}}"#);
-        assert_eq!(o, Outcome::DeadLetter { reason: "HTTP 404: Not found".into() });
-        let o = classify(401, None, br#"{"login":"failed","message":"Incorrect or expired API key"}"#);
-        assert_eq!(o, Outcome::Pause { reason: "HTTP 401: Incorrect or expired API key".into() });
+        let o = classify(
+            404,
+            None,
+            br#"{"errors":{"code":404,"message":"Not found"}}"#,
+        );
+        assert_eq!(
+            o,
+            Outcome::DeadLetter {
+                reason: "HTTP 404: Not found".into()
+            }
+        );
+        let o = classify(
+            401,
+            None,
+            br#"{"login":"failed","message":"Incorrect or expired API key"}"#,
+        );
+        assert_eq!(
+            o,
+            Outcome::Pause {
+                reason: "HTTP 401: Incorrect or expired API key".into()
+            }
+        );
         let o = classify(422, None, b"plain text");
-        assert_eq!(o, Outcome::DeadLetter { reason: "HTTP 422: plain text".into() });
+        assert_eq!(
+            o,
+            Outcome::DeadLetter {
+                reason: "HTTP 422: plain text".into()
+            }
+        );
         let o = classify(400, None, b"");
-        assert_eq!(o, Outcome::DeadLetter { reason: "HTTP 400: (empty body)".into() });
+        assert_eq!(
+            o,
+            Outcome::DeadLetter {
+                reason: "HTTP 400: (empty body)".into()
+            }
+        );
     }
 
     #[test]
@@ -267,8 +334,14 @@ mod tests {
             Outcome::Retry { after, .. } => after,
             other => panic!("not a retry: {other:?}"),
         };
-        assert_eq!(after(classify(429, Some("30"), b"")), Some(Duration::from_secs(30)));
-        assert_eq!(after(classify(503, Some("99999"), b"")), Some(RETRY_AFTER_CAP));
+        assert_eq!(
+            after(classify(429, Some("30"), b"")),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            after(classify(503, Some("99999"), b"")),
+            Some(RETRY_AFTER_CAP)
+        );
         assert_eq!(after(classify(429, Some("soon"), b"")), None);
         let now = OffsetDateTime::from_unix_timestamp(1_445_412_000).unwrap(); // 07:20:00 GMT
         let date = "Wed, 21 Oct 2015 07:28:00 GMT";
@@ -276,14 +349,24 @@ mod tests {
             after(classify_at(429, Some(date), b"", now)),
             Some(Duration::from_secs(480))
         );
-        assert_eq!(after(classify(429, Some(date), b"")), None, "no clock, no date");
+        assert_eq!(
+            after(classify(429, Some(date), b"")),
+            None,
+            "no clock, no date"
+        );
         let later = now + time::Duration::hours(1);
-        assert_eq!(after(classify_bulk_at(405, Some(date), b"", later)), Some(Duration::ZERO));
+        assert_eq!(
+            after(classify_bulk_at(405, Some(date), b"", later)),
+            Some(Duration::ZERO)
+        );
     }
 
     #[test]
     fn retry_delay_grows_caps_and_honours_retry_after() {
-        assert_eq!(retry_delay(1, None, 0.999_999), Duration::from_secs(1).mul_f64(0.999_999));
+        assert_eq!(
+            retry_delay(1, None, 0.999_999),
+            Duration::from_secs(1).mul_f64(0.999_999)
+        );
         assert_eq!(retry_delay(4, None, 0.5), Duration::from_secs(4));
         assert_eq!(retry_delay(30, None, 0.5), Duration::from_secs(300));
         assert_eq!(retry_delay(1, None, 0.0), RETRY_FLOOR);
@@ -302,7 +385,10 @@ mod tests {
     fn horizon() {
         assert!(!horizon_exceeded(1_000, 1_999, 1_000));
         assert!(horizon_exceeded(1_000, 2_000, 1_000));
-        assert!(horizon_exceeded(i64::MIN, 0, i64::MAX), "saturates, no overflow");
+        assert!(
+            horizon_exceeded(i64::MIN, 0, i64::MAX),
+            "saturates, no overflow"
+        );
     }
 
     proptest! {

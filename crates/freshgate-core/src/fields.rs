@@ -166,6 +166,9 @@ mod tests {
         assert_eq!(parsed.fields[1].choices[1].value, "Pro");
         assert!(parsed.fields[1].is_custom());
         assert!(!parsed.fields[0].is_custom());
-        assert_eq!(parsed.fields[2].field_type, FieldType::Other("formula".into()));
+        assert_eq!(
+            parsed.fields[2].field_type,
+            FieldType::Other("formula".into())
+        );
     }
 }

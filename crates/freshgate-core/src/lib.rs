@@ -4,12 +4,12 @@
 //! contact field does a trait go to? retry when? how many calls are left this hour?) so it can be
 //! unit- and property-tested without a socket or a clock.
 
-pub mod fields;
 pub mod budget;
 pub mod coalesce;
 pub mod delivery;
+pub mod fields;
 pub mod mapping;
 pub mod model;
-pub mod shadow;
 pub mod routing;
 pub mod segment;
+pub mod shadow;

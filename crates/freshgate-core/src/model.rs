@@ -54,7 +54,10 @@ impl ExpectedContact {
 
 /// The expected end state of every contact the events name.
 #[must_use]
-pub fn expected_state(events: &[ModelEvent], mode: MissingTraits) -> BTreeMap<String, ExpectedContact> {
+pub fn expected_state(
+    events: &[ModelEvent],
+    mode: MissingTraits,
+) -> BTreeMap<String, ExpectedContact> {
     let mut newest_event: BTreeMap<&str, &ModelEvent> = BTreeMap::new();
     let mut by_leaf: BTreeMap<&str, BTreeMap<String, TraitValue>> = BTreeMap::new();
     let mut email: BTreeMap<&str, (i64, i64, String)> = BTreeMap::new();
@@ -69,7 +72,9 @@ pub fn expected_state(events: &[ModelEvent], mode: MissingTraits) -> BTreeMap<St
             }
         }
         if let Some(Value::String(addr)) = e.traits.get("email")
-            && email.get(user).is_none_or(|(ts, seq, _)| is_newer(*ts, *seq))
+            && email
+                .get(user)
+                .is_none_or(|(ts, seq, _)| is_newer(*ts, *seq))
         {
             email.insert(user, (e.ts_ms, e.seq, addr.trim().to_lowercase()));
         }
@@ -154,8 +159,13 @@ mod tests {
     fn newest_timestamp_wins_per_leaf_and_email_change_keeps_the_contact() {
         let events = [
             ev("u1", 1, 300, json!({"email": "New@x.io", "plan": "Pro"})),
-            ev("u1", 2, 100, json!({"email": "old@x.io", "plan": "Free", "city": "Oslo",
-                                    "address": {"street": "1 Main"}})),
+            ev(
+                "u1",
+                2,
+                100,
+                json!({"email": "old@x.io", "plan": "Free", "city": "Oslo",
+                                    "address": {"street": "1 Main"}}),
+            ),
             ev("u2", 3, 100, json!({"email": "b@x.io"})),
         ];
         let keep = expected_state(&events, MissingTraits::Keep);
@@ -167,7 +177,10 @@ mod tests {
         assert_eq!(u1.traits["address.street"].value, json!("1 Main"));
         assert!(!u1.exhaustive);
         let clear = expected_state(&events, MissingTraits::Clear);
-        assert_eq!(clear["u1"].traits.keys().collect::<Vec<_>>(), vec!["email", "plan"]);
+        assert_eq!(
+            clear["u1"].traits.keys().collect::<Vec<_>>(),
+            vec!["email", "plan"]
+        );
         assert!(clear["u1"].exhaustive);
     }
 

@@ -67,7 +67,11 @@ pub struct UpsertPlan {
 /// (spec/freshworks.md §2.2), while `""` would be a value for text fields and invalid for
 /// numbers, dates and dropdowns.
 #[must_use]
-pub fn plan(shadow: Option<&ContactShadow>, mapped: &MappedContact, mode: MissingTraits) -> UpsertPlan {
+pub fn plan(
+    shadow: Option<&ContactShadow>,
+    mapped: &MappedContact,
+    mode: MissingTraits,
+) -> UpsertPlan {
     let mut out = UpsertPlan::default();
     let known = |name: &str| shadow.and_then(|s| s.fields.get(name));
     for (name, field) in &mapped.fields {
@@ -186,7 +190,11 @@ mod tests {
 
     #[test]
     fn new_contact_sends_everything() {
-        let m = mapped("a@x.io", 5, &[("first_name", json!("A")), ("cf_plan", json!("Pro"))]);
+        let m = mapped(
+            "a@x.io",
+            5,
+            &[("first_name", json!("A")), ("cf_plan", json!("Pro"))],
+        );
         let p = plan(None, &m, MissingTraits::Keep);
         assert_eq!(p.send.len(), 2);
         assert!(!p.unchanged);
@@ -197,7 +205,11 @@ mod tests {
     #[test]
     fn an_older_event_never_overwrites_a_newer_value() {
         let s = shadow_of(&[("first_name", json!("New"), 10), ("city", json!("Oslo"), 3)]);
-        let m = mapped("a@x.io", 5, &[("first_name", json!("Old")), ("city", json!("Bergen"))]);
+        let m = mapped(
+            "a@x.io",
+            5,
+            &[("first_name", json!("Old")), ("city", json!("Bergen"))],
+        );
         let p = plan(Some(&s), &m, MissingTraits::Keep);
         assert_eq!(p.stale, vec!["first_name"]);
         assert_eq!(p.send.keys().collect::<Vec<_>>(), vec!["city"]);
@@ -209,14 +221,30 @@ mod tests {
     #[test]
     fn unchanged_when_everything_equals_the_shadow() {
         let s = shadow_of(&[("first_name", json!("A"), 1), ("city", json!("Oslo"), 1)]);
-        let p = plan(Some(&s), &mapped("a@x.io", 2, &[("city", json!("Oslo"))]), MissingTraits::Keep);
+        let p = plan(
+            Some(&s),
+            &mapped("a@x.io", 2, &[("city", json!("Oslo"))]),
+            MissingTraits::Keep,
+        );
         assert!(p.unchanged);
-        let p = plan(Some(&s), &mapped("b@x.io", 2, &[("city", json!("Oslo"))]), MissingTraits::Keep);
+        let p = plan(
+            Some(&s),
+            &mapped("b@x.io", 2, &[("city", json!("Oslo"))]),
+            MissingTraits::Keep,
+        );
         assert!(!p.unchanged, "a changed email is a change");
-        let p = plan(Some(&s), &mapped("a@x.io", 2, &[("city", json!("Bergen"))]), MissingTraits::Keep);
+        let p = plan(
+            Some(&s),
+            &mapped("a@x.io", 2, &[("city", json!("Bergen"))]),
+            MissingTraits::Keep,
+        );
         assert!(!p.unchanged);
         // Clear mode: first_name would be blanked, so it is a change.
-        let p = plan(Some(&s), &mapped("a@x.io", 2, &[("city", json!("Oslo"))]), MissingTraits::Clear);
+        let p = plan(
+            Some(&s),
+            &mapped("a@x.io", 2, &[("city", json!("Oslo"))]),
+            MissingTraits::Clear,
+        );
         assert!(!p.unchanged);
     }
 
@@ -228,7 +256,11 @@ mod tests {
             ("cf_seats", json!(null), 1),
             ("city", json!("Oslo"), 9),
         ]);
-        let p = plan(Some(&s), &mapped("a@x.io", 5, &[("last_name", json!("B"))]), MissingTraits::Clear);
+        let p = plan(
+            Some(&s),
+            &mapped("a@x.io", 5, &[("last_name", json!("B"))]),
+            MissingTraits::Clear,
+        );
         assert_eq!(p.cleared, vec!["cf_plan", "first_name"]);
         assert_eq!(p.stale, vec!["city"]);
         assert_eq!(p.send["cf_plan"].value, Value::Null);
@@ -236,7 +268,11 @@ mod tests {
         assert_eq!(p.send["first_name"].ts_ms, 5);
         assert!(!p.send.contains_key("cf_seats"), "already blank");
         // Keep mode leaves them alone.
-        let p = plan(Some(&s), &mapped("a@x.io", 5, &[("last_name", json!("B"))]), MissingTraits::Keep);
+        let p = plan(
+            Some(&s),
+            &mapped("a@x.io", 5, &[("last_name", json!("B"))]),
+            MissingTraits::Keep,
+        );
         assert!(p.cleared.is_empty());
         assert_eq!(p.send.len(), 1);
     }
@@ -244,7 +280,11 @@ mod tests {
     #[test]
     fn apply_records_values_ids_and_email() {
         let s = shadow_of(&[("city", json!("Oslo"), 1)]);
-        let m = mapped("B@X.io", 4, &[("city", json!("Bergen")), ("cf_plan", json!(null))]);
+        let m = mapped(
+            "B@X.io",
+            4,
+            &[("city", json!("Bergen")), ("cf_plan", json!(null))],
+        );
         let p = plan(Some(&s), &m, MissingTraits::Keep);
         let next = apply(Some(&s), "u1", "B@X.io", &p, None);
         assert_eq!(next.contact_id, Some(7));
@@ -262,6 +302,9 @@ mod tests {
         let s = shadow_of(&[("cf_plan", json!("Pro"), 1)]);
         let text = serde_json::to_string(&s).unwrap();
         assert_eq!(serde_json::from_str::<ContactShadow>(&text).unwrap(), s);
-        assert_eq!(serde_json::from_str::<ContactShadow>("{}").unwrap(), ContactShadow::default());
+        assert_eq!(
+            serde_json::from_str::<ContactShadow>("{}").unwrap(),
+            ContactShadow::default()
+        );
     }
 }

@@ -10,6 +10,8 @@
 //! The store knows nothing of Freshworks or HTTP: the pipeline decides, the store remembers.
 //! All times are Unix milliseconds (`i64`) passed in by the caller, so tests control the clock.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;

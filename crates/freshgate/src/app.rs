@@ -60,6 +60,8 @@ impl App {
         store: Arc<dyn Store>,
         options: AppOptions,
     ) -> anyhow::Result<Self> {
+        // Install the metrics recorder before anything records.
+        let _ = crate::telemetry::prometheus();
         let mut workers = Vec::new();
         let mut gates: Vec<(String, Arc<BudgetGate>)> = Vec::new();
         for d in &config.destinations {
@@ -138,12 +140,13 @@ impl App {
 
         let http_stop = stop.clone();
         let ready_flag = Arc::clone(&ready);
-        let server = axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-            shutdown.await;
-            ready_flag.store(false, Ordering::Release);
-            tracing::info!("shutting down: draining requests and deliveries");
-            http_stop.cancel();
-        });
+        let server =
+            axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
+                shutdown.await;
+                ready_flag.store(false, Ordering::Release);
+                tracing::info!("shutting down: draining requests and deliveries");
+                http_stop.cancel();
+            });
         ready.store(true, Ordering::Release);
         let served = server.await;
         stop.cancel();
@@ -161,8 +164,9 @@ async fn housekeeping(
     every: Duration,
     stop: CancellationToken,
 ) {
-    let retention_ms =
-        i64::try_from(config.config.server.retention_hours).unwrap_or(72).saturating_mul(3_600_000);
+    let retention_ms = i64::try_from(config.config.server.retention_hours)
+        .unwrap_or(72)
+        .saturating_mul(3_600_000);
     let dedup_ms = i64::try_from(config.config.server.dedup_window_hours)
         .unwrap_or(168)
         .saturating_mul(3_600_000);

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use freshgate_core::mapping::MissingTraits;
+use freshgate_core::coalesce::MissingTraits;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -103,7 +103,7 @@ pub enum StoreKind {
 }
 
 /// `[[sources]]`
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SourceConfig {
     /// Name, used in traces, stats and `/webhook/{name}`.
@@ -116,6 +116,21 @@ pub struct SourceConfig {
     /// Environment variable holding the shared secret of Segment webhook deliveries (HMAC-SHA1
     /// `X-Signature`). Without it, `/webhook/{name}` is refused.
     pub webhook_secret_env: Option<String>,
+}
+
+impl std::fmt::Debug for SourceConfig {
+    // Write keys are redacted: Debug output ends up in logs.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SourceConfig")
+            .field("name", &self.name)
+            .field(
+                "write_keys",
+                &format_args!("[{} redacted]", self.write_keys.len()),
+            )
+            .field("write_keys_env", &self.write_keys_env)
+            .field("webhook_secret_env", &self.webhook_secret_env)
+            .finish()
+    }
 }
 
 /// `[[destinations]]`: one Freshworks CRM account.
@@ -434,7 +449,10 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
             );
         }
         if config.sources[..i].iter().any(|o| o.name == s.name) {
-            problem(format!("{at}.name"), format!("duplicate source {:?}", s.name));
+            problem(
+                format!("{at}.name"),
+                format!("duplicate source {:?}", s.name),
+            );
         }
         let mut keys: Vec<SecretString> = Vec::new();
         for (k, key) in s.write_keys.iter().enumerate() {

@@ -178,7 +178,13 @@ impl FreshworksClient {
         &self,
         job_status_url: &str,
     ) -> Result<Exchange<JobStatus>, FreshworksError> {
-        let url = self.job_url(job_status_url)?;
+        let url = self
+            .job_url(job_status_url)
+            .map_err(|message| FreshworksError::InvalidUrl {
+                url: job_status_url.to_owned(),
+                message,
+                request_line: format!("GET {job_status_url}"),
+            })?;
         self.send(Method::GET, url, None).await
     }
 
@@ -300,18 +306,14 @@ impl FreshworksClient {
         url
     }
 
-    fn job_url(&self, raw: &str) -> Result<Url, FreshworksError> {
-        let refuse = |message: String| FreshworksError::InvalidUrl {
-            url: raw.to_owned(),
-            message,
-            request_line: format!("GET {raw}"),
-        };
+    /// Resolve and vet a job status URL; the error is the reason for refusing it.
+    fn job_url(&self, raw: &str) -> Result<Url, String> {
         let url = if raw.starts_with('/') && !raw.starts_with("//") {
             self.inner.base.join(raw)
         } else {
             Url::parse(raw)
         }
-        .map_err(|e| refuse(format!("not a URL: {e}")))?;
+        .map_err(|e| format!("not a URL: {e}"))?;
         let base = &self.inner.base;
         let same_origin = url.origin() == base.origin();
         let trusted = url.scheme() == "https"
@@ -323,10 +325,10 @@ impl FreshworksClient {
         if same_origin || trusted {
             Ok(url)
         } else {
-            Err(refuse(format!(
+            Err(format!(
                 "it is neither on {} nor an https Freshworks host, and the API key would be sent to it",
                 base.origin().ascii_serialization()
-            )))
+            ))
         }
     }
 

@@ -83,7 +83,11 @@ async fn quota(State(st): State<EmulatorState>) -> Response {
 
 async fn time_scale(State(st): State<EmulatorState>, axum::Json(s): axum::Json<Scale>) -> Response {
     if !(s.time_scale.is_finite() && s.time_scale > 0.0) {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "time_scale must be > 0"}))).into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "time_scale must be > 0"})),
+        )
+            .into_response();
     }
     st.set_time_scale(s.time_scale);
     axum::Json(st.quota_snapshot()).into_response()
@@ -93,9 +97,15 @@ async fn switches_get(State(st): State<EmulatorState>) -> Response {
     axum::Json(st.switches()).into_response()
 }
 
-async fn switches_put(State(st): State<EmulatorState>, axum::Json(sw): axum::Json<Switches>) -> Response {
+async fn switches_put(
+    State(st): State<EmulatorState>,
+    axum::Json(sw): axum::Json<Switches>,
+) -> Response {
     if !matches!(sw.create_status, 200 | 201) {
-        return (StatusCode::BAD_REQUEST, axum::Json(json!({"error": "create_status must be 200 or 201"})))
+        return (
+            StatusCode::BAD_REQUEST,
+            axum::Json(json!({"error": "create_status must be 200 or 201"})),
+        )
             .into_response();
     }
     st.set_switches(sw);

@@ -4,7 +4,9 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use crate::config::{BulkDataFormat, EmulatorConfig, EmulatorError, Locale, Switches, UnknownFieldPolicy};
+use crate::config::{
+    BulkDataFormat, EmulatorConfig, EmulatorError, Locale, Switches, UnknownFieldPolicy,
+};
 use crate::state::EmulatorState;
 
 /// Arguments of the emulator command.
@@ -14,7 +16,12 @@ pub struct EmulatorArgs {
     #[arg(long, default_value = "127.0.0.1:9090")]
     pub listen: SocketAddr,
     /// API key clients must send as `Authorization: Token token=<key>`.
-    #[arg(long, env = "FRESHWORKS_API_KEY", default_value = "emulator-key", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "FRESHWORKS_API_KEY",
+        default_value = "emulator-key",
+        hide_env_values = true
+    )]
     pub api_key: String,
     /// Calls per sliding hour for the account.
     #[arg(long, default_value_t = 5000)]
@@ -71,12 +78,14 @@ impl EmulatorArgs {
     pub fn to_config(&self) -> Result<EmulatorConfig, EmulatorError> {
         let fields = match &self.fields {
             Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|source| EmulatorError::ReadFields { path: path.display().to_string(), source })?;
-                Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| EmulatorError::InvalidFields(format!("{}: {e}", path.display())))?,
-                )
+                let text =
+                    std::fs::read_to_string(path).map_err(|source| EmulatorError::ReadFields {
+                        path: path.display().to_string(),
+                        source,
+                    })?;
+                Some(serde_json::from_str(&text).map_err(|e| {
+                    EmulatorError::InvalidFields(format!("{}: {e}", path.display()))
+                })?)
             }
             None => None,
         };
@@ -105,11 +114,17 @@ impl EmulatorArgs {
 }
 
 /// Binds, prints `freshworks emulator listening: http://ADDR/crm/sales/api` to stdout, serves until `shutdown`.
-pub async fn run_cli(args: EmulatorArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), EmulatorError> {
+pub async fn run_cli(
+    args: EmulatorArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), EmulatorError> {
     let state = EmulatorState::new(args.to_config()?)?;
     let listener = tokio::net::TcpListener::bind(args.listen).await?;
     let addr = listener.local_addr()?;
-    println!("freshworks emulator listening: http://{addr}{}", crate::routes::BASE);
+    println!(
+        "freshworks emulator listening: http://{addr}{}",
+        crate::routes::BASE
+    );
     crate::serve(listener, state, shutdown).await?;
     Ok(())
 }

@@ -180,11 +180,15 @@ impl Msg {
                 Msg::Blank(label) => format!("{label} mag niet leeg zijn"),
                 Msg::Invalid(label) => format!("{label} is ongeldig"),
                 Msg::UnknownField(name) => format!("Onbekend veld {name}"),
-                Msg::MissingIdentifier => "Unieke identificatie ontbreekt of is ongeldig".to_owned(),
+                Msg::MissingIdentifier => {
+                    "Unieke identificatie ontbreekt of is ongeldig".to_owned()
+                }
                 Msg::BadJson => "Ongeldige JSON in de aanvraag".to_owned(),
                 Msg::NotFound(what) => format!("{what} niet gevonden"),
                 Msg::TooManyRequests => "Te veel aanvragen".to_owned(),
-                Msg::BulkTooLarge(max) => format!("U kunt maximaal {max} records tegelijk bijwerken"),
+                Msg::BulkTooLarge(max) => {
+                    format!("U kunt maximaal {max} records tegelijk bijwerken")
+                }
                 Msg::Required(what) => format!("{what} is verplicht"),
                 Msg::Injected => "Interne serverfout".to_owned(),
             },

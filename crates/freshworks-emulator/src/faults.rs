@@ -79,19 +79,32 @@ pub(crate) struct Faults {
 
 impl Faults {
     pub(crate) fn new(seed: u64) -> Self {
-        Self { pending: Vec::new(), rate: 0.0, rng: StdRng::seed_from_u64(seed), latency_ms: 0, drops: 0 }
+        Self {
+            pending: Vec::new(),
+            rate: 0.0,
+            rng: StdRng::seed_from_u64(seed),
+            latency_ms: 0,
+            drops: 0,
+        }
     }
 
     pub(crate) fn inject(&mut self, fault: Fault) {
         match fault {
-            Fault::NextStatus { count, status, path_contains, body } => self.pending.push(Pending {
+            Fault::NextStatus {
+                count,
+                status,
+                path_contains,
+                body,
+            } => self.pending.push(Pending {
                 remaining: count,
                 path_contains,
                 answer: Injected::Status { status, body },
             }),
-            Fault::Wrapped429 { count } => {
-                self.pending.push(Pending { remaining: count, path_contains: None, answer: Injected::Wrapped429 })
-            }
+            Fault::Wrapped429 { count } => self.pending.push(Pending {
+                remaining: count,
+                path_contains: None,
+                answer: Injected::Wrapped429,
+            }),
             Fault::FailureRate { rate } => self.rate = rate.clamp(0.0, 1.0),
             Fault::Latency { ms } => self.latency_ms = ms,
             Fault::DropConnections { count } => self.drops = self.drops.saturating_add(count),
@@ -123,7 +136,10 @@ impl Faults {
     /// Consumes the first matching status fault, else rolls the failure rate.
     pub(crate) fn take_status(&mut self, path: &str) -> Option<Injected> {
         let hit = self.pending.iter().position(|p| {
-            p.remaining > 0 && p.path_contains.as_deref().is_none_or(|needle| path.contains(needle))
+            p.remaining > 0
+                && p.path_contains
+                    .as_deref()
+                    .is_none_or(|needle| path.contains(needle))
         });
         if let Some(i) = hit {
             let p = &mut self.pending[i];
@@ -149,7 +165,12 @@ mod tests {
     #[test]
     fn next_status_respects_path_and_count() {
         let mut f = Faults::new(1);
-        f.inject(Fault::NextStatus { count: 2, status: 405, path_contains: Some("bulk_upsert".into()), body: None });
+        f.inject(Fault::NextStatus {
+            count: 2,
+            status: 405,
+            path_contains: Some("bulk_upsert".into()),
+            body: None,
+        });
         assert_eq!(f.take_status("/contacts/upsert"), None);
         assert!(f.take_status("/contacts/bulk_upsert").is_some());
         assert!(f.take_status("/contacts/bulk_upsert").is_some());
@@ -161,7 +182,9 @@ mod tests {
         let run = |seed| {
             let mut f = Faults::new(seed);
             f.inject(Fault::FailureRate { rate: 0.5 });
-            (0..64).map(|_| f.take_status("/x").is_some()).collect::<Vec<_>>()
+            (0..64)
+                .map(|_| f.take_status("/x").is_some())
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(7), run(7));
         let hits = run(7).iter().filter(|h| **h).count();

@@ -55,17 +55,19 @@ pub(crate) struct FieldSet {
 impl FieldSet {
     /// Parses and checks a `{"fields":[...]}` document.
     pub(crate) fn parse(raw: Value) -> Result<Self, EmulatorError> {
-        let list = raw
-            .get("fields")
-            .and_then(Value::as_array)
-            .ok_or_else(|| EmulatorError::InvalidFields("expected {\"fields\":[...]}".to_owned()))?;
+        let list = raw.get("fields").and_then(Value::as_array).ok_or_else(|| {
+            EmulatorError::InvalidFields("expected {\"fields\":[...]}".to_owned())
+        })?;
         let mut defs = Vec::with_capacity(list.len());
         let mut by_name = HashMap::new();
         for (i, f) in list.iter().enumerate() {
             let text = |key: &str| {
-                f.get(key).and_then(Value::as_str).map(str::to_owned).ok_or_else(|| {
-                    EmulatorError::InvalidFields(format!("field #{i} lacks string \"{key}\""))
-                })
+                f.get(key)
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+                    .ok_or_else(|| {
+                        EmulatorError::InvalidFields(format!("field #{i} lacks string \"{key}\""))
+                    })
             };
             let name = text("name")?;
             let label = text("label")?;
@@ -75,7 +77,10 @@ impl FieldSet {
                     "field {name} has unverified type {ftype}"
                 )));
             }
-            let builtin = f.get("default").and_then(Value::as_bool).unwrap_or(!name.starts_with("cf_"));
+            let builtin = f
+                .get("default")
+                .and_then(Value::as_bool)
+                .unwrap_or(!name.starts_with("cf_"));
             let required = f.get("required").and_then(Value::as_bool).unwrap_or(false);
             let mut choices = Vec::new();
             if let Some(cs) = f.get("choices").and_then(Value::as_array) {
@@ -89,13 +94,25 @@ impl FieldSet {
                             )));
                         }
                     };
-                    choices.push(Choice { id: c.get("id").cloned().unwrap_or(Value::Null), value });
+                    choices.push(Choice {
+                        id: c.get("id").cloned().unwrap_or(Value::Null),
+                        value,
+                    });
                 }
             }
             if by_name.insert(name.clone(), defs.len()).is_some() {
-                return Err(EmulatorError::InvalidFields(format!("duplicate field {name}")));
+                return Err(EmulatorError::InvalidFields(format!(
+                    "duplicate field {name}"
+                )));
             }
-            defs.push(FieldDef { name, label, ftype, builtin, required, choices });
+            defs.push(FieldDef {
+                name,
+                label,
+                ftype,
+                builtin,
+                required,
+                choices,
+            });
         }
         Ok(Self { raw, defs, by_name })
     }
@@ -133,7 +150,10 @@ fn as_number(v: &Value) -> Option<Value> {
             if let Ok(i) = s.parse::<i64>() {
                 Some(Value::from(i))
             } else {
-                s.parse::<f64>().ok().filter(|f| f.is_finite()).map(Value::from)
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|f| f.is_finite())
+                    .map(Value::from)
             }
         }
         _ => None,
@@ -173,13 +193,18 @@ pub(crate) fn validate(def: &FieldDef, v: &Value, sw: &Switches) -> Result<Value
                     Err(invalid())
                 }
             } else {
-                pick_choice(def, v, sw).map(Value::String).ok_or_else(invalid)
+                pick_choice(def, v, sw)
+                    .map(Value::String)
+                    .ok_or_else(invalid)
             }
         }
         "multi_select_dropdown" => {
             let parts: Vec<Value> = match v {
                 Value::String(s) if s.is_empty() => return Ok(Value::Null),
-                Value::String(s) => s.split(';').map(|p| Value::String(p.trim().to_owned())).collect(),
+                Value::String(s) => s
+                    .split(';')
+                    .map(|p| Value::String(p.trim().to_owned()))
+                    .collect(),
                 Value::Array(items) => items.clone(),
                 _ => return Err(invalid()),
             };
@@ -192,7 +217,9 @@ pub(crate) fn validate(def: &FieldDef, v: &Value, sw: &Switches) -> Result<Value
         "date" => match v {
             Value::String(s) => {
                 let fmt = time::macros::format_description!("[year]-[month]-[day]");
-                time::Date::parse(s, fmt).map(|_| v.clone()).map_err(|_| invalid())
+                time::Date::parse(s, fmt)
+                    .map(|_| v.clone())
+                    .map_err(|_| invalid())
             }
             _ => Err(invalid()),
         },
@@ -209,7 +236,11 @@ fn pick_choice(def: &FieldDef, v: &Value, sw: &Switches) -> Option<String> {
         return Some(c.value.clone());
     }
     if sw.dropdown_accepts_id {
-        return def.choices.iter().find(|c| id_matches(&c.id, v)).map(|c| c.value.clone());
+        return def
+            .choices
+            .iter()
+            .find(|c| id_matches(&c.id, v))
+            .map(|c| c.value.clone());
     }
     None
 }
@@ -223,8 +254,20 @@ mod tests {
     #[test]
     fn default_set_has_every_verified_custom_type_and_the_engage_key() {
         let fs = FieldSet::default_set().unwrap();
-        for t in ["text", "number", "checkbox", "dropdown", "radio", "multi_select_dropdown", "date", "textarea"] {
-            assert!(fs.defs.iter().any(|d| !d.builtin && d.ftype == t), "no custom {t}");
+        for t in [
+            "text",
+            "number",
+            "checkbox",
+            "dropdown",
+            "radio",
+            "multi_select_dropdown",
+            "date",
+            "textarea",
+        ] {
+            assert!(
+                fs.defs.iter().any(|d| !d.builtin && d.ftype == t),
+                "no custom {t}"
+            );
         }
         let engage = fs.get("cf_order_completed_last_30days").unwrap();
         assert_eq!(engage.label, "order_completed_last_30days");
@@ -245,18 +288,36 @@ mod tests {
         assert_eq!(v("cf_plan", json!("Pro")).unwrap(), json!("Pro"));
         assert!(v("cf_plan", json!("pro")).is_err());
         assert!(v("cf_plan", json!(70000002)).is_err());
-        assert_eq!(v("cf_interests", json!(["Music", "Tech"])).unwrap(), json!("Music;Tech"));
+        assert_eq!(
+            v("cf_interests", json!(["Music", "Tech"])).unwrap(),
+            json!("Music;Tech")
+        );
         assert!(v("cf_interests", json!("Music;Cooking")).is_err());
         assert!(v("cf_signup_date", json!("2024-02-30")).is_err());
-        assert_eq!(v("cf_signup_date", json!("2024-02-29")).unwrap(), json!("2024-02-29"));
-        assert_eq!(v("lifecycle_stage_id", json!("71012139273")).unwrap(), json!(71012139273_i64));
-        let sw = Switches { dropdown_accepts_id: true, ..Switches::default() };
-        assert_eq!(validate(fs.get("cf_plan").unwrap(), &json!(70000002), &sw).unwrap(), json!("Pro"));
+        assert_eq!(
+            v("cf_signup_date", json!("2024-02-29")).unwrap(),
+            json!("2024-02-29")
+        );
+        assert_eq!(
+            v("lifecycle_stage_id", json!("71012139273")).unwrap(),
+            json!(71012139273_i64)
+        );
+        let sw = Switches {
+            dropdown_accepts_id: true,
+            ..Switches::default()
+        };
+        assert_eq!(
+            validate(fs.get("cf_plan").unwrap(), &json!(70000002), &sw).unwrap(),
+            json!("Pro")
+        );
     }
 
     #[test]
     fn unverified_types_are_rejected_in_fixtures() {
         let raw = json!({"fields":[{"name":"cf_x","label":"X","type":"datetime","default":false}]});
-        assert!(matches!(FieldSet::parse(raw), Err(EmulatorError::InvalidFields(_))));
+        assert!(matches!(
+            FieldSet::parse(raw),
+            Err(EmulatorError::InvalidFields(_))
+        ));
     }
 }

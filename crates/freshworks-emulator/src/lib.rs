@@ -14,7 +14,9 @@ mod server;
 mod state;
 
 pub use cli::{EmulatorArgs, run_cli};
-pub use config::{BulkDataFormat, EmulatorConfig, EmulatorError, Locale, Switches, UnknownFieldPolicy};
+pub use config::{
+    BulkDataFormat, EmulatorConfig, EmulatorError, Locale, Switches, UnknownFieldPolicy,
+};
 pub use faults::Fault;
 pub use server::{RunningEmulator, serve};
 pub use state::{EmulatorState, LoggedRequest};

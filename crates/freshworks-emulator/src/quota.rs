@@ -80,16 +80,26 @@ impl Quota {
         if hour_used >= self.hourly as usize {
             self.refused += 1;
             let secs = self.wait(now, self.hourly, HOUR);
-            return Err(Refused { limit: self.hourly, retry_after_wall_secs: secs / self.scale });
+            return Err(Refused {
+                limit: self.hourly,
+                retry_after_wall_secs: secs / self.scale,
+            });
         }
         if minute_used >= self.minute as usize {
             self.refused += 1;
             let secs = self.wait(now, self.minute, MINUTE);
-            return Err(Refused { limit: self.minute, retry_after_wall_secs: secs / self.scale });
+            return Err(Refused {
+                limit: self.minute,
+                retry_after_wall_secs: secs / self.scale,
+            });
         }
         self.calls.push_back(now);
-        let remaining = (self.hourly as usize - hour_used - 1).min(self.minute as usize - minute_used - 1);
-        Ok(Granted { limit: self.hourly, remaining: u32::try_from(remaining).unwrap_or(u32::MAX) })
+        let remaining =
+            (self.hourly as usize - hour_used - 1).min(self.minute as usize - minute_used - 1);
+        Ok(Granted {
+            limit: self.hourly,
+            remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
+        })
     }
 
     /// Counts `n` calls made by "another integration" of the account right now.

@@ -71,7 +71,10 @@ pub async fn serve(
         }
     }
     drop(listener);
-    if tokio::time::timeout(GRACE, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(GRACE, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("emulator connections still open after the grace period");
     }
     Ok(())
@@ -93,7 +96,8 @@ pub struct RunningEmulator {
 impl RunningEmulator {
     /// Builds the state and serves it on `127.0.0.1:0`.
     pub async fn start(config: EmulatorConfig) -> std::io::Result<Self> {
-        let state = EmulatorState::new(config).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let state = EmulatorState::new(config)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let listener = TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let (stop, rx) = oneshot::channel::<()>();

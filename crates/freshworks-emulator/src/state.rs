@@ -250,10 +250,15 @@ impl EmulatorState {
     /// Builds an emulator from its configuration.
     pub fn new(config: EmulatorConfig) -> Result<Self, EmulatorError> {
         if !(config.time_scale.is_finite() && config.time_scale > 0.0) {
-            return Err(EmulatorError::InvalidConfig(format!("time scale {} must be > 0", config.time_scale)));
+            return Err(EmulatorError::InvalidConfig(format!(
+                "time scale {} must be > 0",
+                config.time_scale
+            )));
         }
         if !matches!(config.switches.create_status, 200 | 201) {
-            return Err(EmulatorError::InvalidConfig("create status must be 200 or 201".to_owned()));
+            return Err(EmulatorError::InvalidConfig(
+                "create status must be 200 or 201".to_owned(),
+            ));
         }
         let fields = match config.fields {
             Some(raw) => FieldSet::parse(raw)?,
@@ -268,7 +273,11 @@ impl EmulatorState {
                 offset,
                 switches: Mutex::new(config.switches),
                 store: Mutex::new(Store::new(config.seed)),
-                quota: Mutex::new(Quota::new(config.hourly_limit, config.minute_limit, config.time_scale)),
+                quota: Mutex::new(Quota::new(
+                    config.hourly_limit,
+                    config.minute_limit,
+                    config.time_scale,
+                )),
                 faults: Mutex::new(Faults::new(config.seed)),
             }),
         })
@@ -277,7 +286,11 @@ impl EmulatorState {
     /// Every contact, as `GET /contacts/{id}` returns it inside `"contact"`.
     pub fn contacts(&self) -> Vec<Value> {
         let store = lock(&self.inner.store);
-        store.contacts.values().map(|c| self.render_contact(&store, c, false, true)).collect()
+        store
+            .contacts
+            .values()
+            .map(|c| self.render_contact(&store, c, false, true))
+            .collect()
     }
 
     /// The request log of API calls (admin calls are not logged).
@@ -342,15 +355,26 @@ impl EmulatorState {
     /// The whole account as JSON (admin API).
     pub fn snapshot(&self) -> Value {
         let store = lock(&self.inner.store);
-        let contacts: Vec<Value> =
-            store.contacts.values().map(|c| self.render_contact(&store, c, true, true)).collect();
+        let contacts: Vec<Value> = store
+            .contacts
+            .values()
+            .map(|c| self.render_contact(&store, c, true, true))
+            .collect();
         let lists: Vec<Value> = store
             .lists
             .values()
             .map(|l| json!({"id": l.id, "name": l.name, "contact_ids": l.members.iter().collect::<Vec<_>>()}))
             .collect();
-        let accounts: Vec<Value> = store.accounts.values().map(|a| self.render_account(a)).collect();
-        let jobs: Vec<Value> = store.jobs.values().map(|j| self.render_job(j, false)).collect();
+        let accounts: Vec<Value> = store
+            .accounts
+            .values()
+            .map(|a| self.render_account(a))
+            .collect();
+        let jobs: Vec<Value> = store
+            .jobs
+            .values()
+            .map(|j| self.render_job(j, false))
+            .collect();
         json!({
             "contacts": contacts,
             "lists": lists,
@@ -380,9 +404,20 @@ impl EmulatorState {
     }
 
     /// Full contact JSON (spec §2.2 sample keys), optionally with `sales_accounts` and `custom_field`.
-    pub(crate) fn render_contact(&self, store: &Store, c: &Contact, with_accounts: bool, with_custom: bool) -> Value {
+    pub(crate) fn render_contact(
+        &self,
+        store: &Store,
+        c: &Contact,
+        with_accounts: bool,
+        with_custom: bool,
+    ) -> Value {
         let s = |k: &str| c.scalars.get(k).cloned().unwrap_or(Value::Null);
-        let primary = c.emails.iter().find(|e| e.is_primary).or(c.emails.first()).map(|e| e.value.clone());
+        let primary = c
+            .emails
+            .iter()
+            .find(|e| e.is_primary)
+            .or(c.emails.first())
+            .map(|e| e.value.clone());
         let name = [s("first_name"), s("last_name")]
             .iter()
             .filter_map(|v| v.as_str().filter(|x| !x.is_empty()).map(str::to_owned))
@@ -456,10 +491,19 @@ impl EmulatorState {
         o.insert("team_user_ids".into(), Value::Null);
         o.insert("external_id".into(), s("external_id"));
         o.insert("work_email".into(), s("work_email"));
-        o.insert("subscription_status".into(), c.scalars.get("subscription_status").cloned().unwrap_or(json!(1)));
+        o.insert(
+            "subscription_status".into(),
+            c.scalars
+                .get("subscription_status")
+                .cloned()
+                .unwrap_or(json!(1)),
+        );
         o.insert(
             "subscription_types".into(),
-            c.scalars.get("subscription_types").cloned().unwrap_or(json!("2;3;4;5;1")),
+            c.scalars
+                .get("subscription_types")
+                .cloned()
+                .unwrap_or(json!("2;3;4;5;1")),
         );
         o.insert("customer_fit".into(), json!(0));
         o.insert("record_type_id".into(), json!(CONTACT_RECORD_TYPE));
@@ -468,11 +512,20 @@ impl EmulatorState {
         }
         o.insert("locale".into(), s("locale"));
         o.insert("total_sessions".into(), Value::Null);
-        o.insert("phone_numbers".into(), Value::Array(c.phone_numbers.clone()));
+        o.insert(
+            "phone_numbers".into(),
+            Value::Array(c.phone_numbers.clone()),
+        );
         o.insert("web_form_ids".into(), Value::Null);
         o.insert("last_assigned_at".into(), Value::Null);
-        for k in ["owner_id", "lifecycle_stage_id", "contact_status_id", "lead_source_id", "territory_id", "campaign_id"]
-        {
+        for k in [
+            "owner_id",
+            "lifecycle_stage_id",
+            "contact_status_id",
+            "lead_source_id",
+            "territory_id",
+            "campaign_id",
+        ] {
             o.insert(k.into(), s(k));
         }
         // Any other built-in field of the account's field set that was written.
@@ -535,7 +588,11 @@ impl EmulatorState {
                 "record_status": {"succeeded": j.succeeded, "failed": j.failed},
                 "detailed_failure_report": j.report,
             });
-            if data_as_string { Value::String(d.to_string()) } else { d }
+            if data_as_string {
+                Value::String(d.to_string())
+            } else {
+                d
+            }
         } else {
             Value::Null
         };
@@ -551,7 +608,11 @@ impl EmulatorState {
     }
 
     fn emails_equal(sw: &Switches, a: &str, b: &str) -> bool {
-        if sw.email_case_insensitive { a.eq_ignore_ascii_case(b) } else { a == b }
+        if sw.email_case_insensitive {
+            a.eq_ignore_ascii_case(b)
+        } else {
+            a == b
+        }
     }
 
     /// Finds a contact by identifier.
@@ -607,7 +668,11 @@ impl EmulatorState {
                 "tags" => match v {
                     Value::Array(a) => p.tags = Some(a.clone()),
                     Value::String(s) => {
-                        p.tags = Some(s.split(',').map(|t| Value::String(t.trim().to_owned())).collect())
+                        p.tags = Some(
+                            s.split(',')
+                                .map(|t| Value::String(t.trim().to_owned()))
+                                .collect(),
+                        )
                     }
                     Value::Null => p.tags = Some(Vec::new()),
                     _ => return Err(Msg::Invalid("Tags".to_owned())),
@@ -664,7 +729,11 @@ impl EmulatorState {
             c.phone_numbers = n.clone();
         }
         if let Some(a) = &p.sales_accounts {
-            c.sales_accounts = a.iter().filter(|(id, _)| store.accounts.contains_key(id)).copied().collect();
+            c.sales_accounts = a
+                .iter()
+                .filter(|(id, _)| store.accounts.contains_key(id))
+                .copied()
+                .collect();
         }
         match &p.emails {
             None => {}
@@ -680,14 +749,31 @@ impl EmulatorState {
                     primary.value = addr.clone();
                 } else {
                     let id = store.new_id();
-                    c.emails.insert(0, Email { id, value: addr.clone(), is_primary: true, label: None });
+                    c.emails.insert(
+                        0,
+                        Email {
+                            id,
+                            value: addr.clone(),
+                            is_primary: true,
+                            label: None,
+                        },
+                    );
                 }
             }
             Some(EmailsPatch::Replace(list)) => {
                 let mut out = Vec::with_capacity(list.len());
                 for (value, is_primary, label) in list {
-                    let id = c.emails.iter().find(|e| e.value == *value).map_or_else(|| store.new_id(), |e| e.id);
-                    out.push(Email { id, value: value.clone(), is_primary: *is_primary, label: label.clone() });
+                    let id = c
+                        .emails
+                        .iter()
+                        .find(|e| e.value == *value)
+                        .map_or_else(|| store.new_id(), |e| e.id);
+                    out.push(Email {
+                        id,
+                        value: value.clone(),
+                        is_primary: *is_primary,
+                        label: label.clone(),
+                    });
                 }
                 if !out.iter().any(|e| e.is_primary)
                     && let Some(first) = out.first_mut()
@@ -702,11 +788,22 @@ impl EmulatorState {
     /// Rejects a candidate contact whose email or mobile number another contact owns.
     fn check_unique(&self, store: &Store, sw: &Switches, c: &Contact) -> Result<(), Msg> {
         for other in store.contacts.values().filter(|o| o.id != c.id) {
-            if c.emails.iter().any(|e| other.emails.iter().any(|o| Self::emails_equal(sw, &e.value, &o.value))) {
+            if c.emails.iter().any(|e| {
+                other
+                    .emails
+                    .iter()
+                    .any(|o| Self::emails_equal(sw, &e.value, &o.value))
+            }) {
                 return Err(Msg::EmailNotUnique);
             }
-            let mobile = c.scalars.get("mobile_number").and_then(Value::as_str).filter(|m| !m.is_empty());
-            if mobile.is_some() && mobile == other.scalars.get("mobile_number").and_then(Value::as_str) {
+            let mobile = c
+                .scalars
+                .get("mobile_number")
+                .and_then(Value::as_str)
+                .filter(|m| !m.is_empty());
+            if mobile.is_some()
+                && mobile == other.scalars.get("mobile_number").and_then(Value::as_str)
+            {
                 return Err(Msg::MobileNotUnique);
             }
         }
@@ -752,7 +849,12 @@ impl EmulatorState {
             match &ident.key {
                 IdKey::Emails => {
                     let id = store.new_id();
-                    c.emails.push(Email { id, value: ident.value.clone(), is_primary: true, label: None });
+                    c.emails.push(Email {
+                        id,
+                        value: ident.value.clone(),
+                        is_primary: true,
+                        label: None,
+                    });
                 }
                 IdKey::Mobile => {
                     c.scalars.insert("mobile_number".into(), json!(ident.value));
@@ -776,8 +878,18 @@ impl EmulatorState {
     }
 
     /// Updates an existing contact with a patch.
-    pub(crate) fn update_contact(&self, store: &mut Store, sw: &Switches, id: i64, p: &ContactPatch) -> Result<(), Msg> {
-        let mut c = store.contacts.get(&id).cloned().ok_or(Msg::NotFound("Contact"))?;
+    pub(crate) fn update_contact(
+        &self,
+        store: &mut Store,
+        sw: &Switches,
+        id: i64,
+        p: &ContactPatch,
+    ) -> Result<(), Msg> {
+        let mut c = store
+            .contacts
+            .get(&id)
+            .cloned()
+            .ok_or(Msg::NotFound("Contact"))?;
         self.apply(store, &mut c, p);
         self.check_unique(store, sw, &c)?;
         c.updated_at = self.now();
@@ -796,7 +908,9 @@ impl EmulatorState {
         let p = self.parse_patch(sw, contact)?;
         match self.find(store, sw, ident) {
             Some(id) => self.update_contact(store, sw, id, &p).map(|()| (id, false)),
-            None => self.create_contact(store, sw, Some(ident), &p).map(|id| (id, true)),
+            None => self
+                .create_contact(store, sw, Some(ident), &p)
+                .map(|id| (id, true)),
         }
     }
 
@@ -870,8 +984,13 @@ fn parse_emails(v: &Value) -> Result<EmailsPatch, Msg> {
                 let (value, primary, label, destroy) = match it {
                     Value::String(s) => (s.clone(), false, None, false),
                     Value::Object(o) => (
-                        o.get("value").and_then(Value::as_str).ok_or_else(bad)?.to_owned(),
-                        o.get("is_primary").and_then(Value::as_bool).unwrap_or(false),
+                        o.get("value")
+                            .and_then(Value::as_str)
+                            .ok_or_else(bad)?
+                            .to_owned(),
+                        o.get("is_primary")
+                            .and_then(Value::as_bool)
+                            .unwrap_or(false),
                         o.get("label").and_then(Value::as_str).map(str::to_owned),
                         o.get("_destroy").and_then(Value::as_bool).unwrap_or(false),
                     ),
@@ -893,12 +1012,19 @@ fn parse_emails(v: &Value) -> Result<EmailsPatch, Msg> {
 /// `sales_accounts: [{"id":..,"is_primary":..}]`.
 fn parse_account_links(v: &Value) -> Result<Vec<(i64, bool)>, Msg> {
     let bad = || Msg::Invalid("Sales accounts".to_owned());
-    let Value::Array(items) = v else { return Err(bad()) };
+    let Value::Array(items) = v else {
+        return Err(bad());
+    };
     items
         .iter()
         .map(|it| {
             let id = it.get("id").and_then(json_i64).ok_or_else(bad)?;
-            Ok((id, it.get("is_primary").and_then(Value::as_bool).unwrap_or(false)))
+            Ok((
+                id,
+                it.get("is_primary")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
+            ))
         })
         .collect()
 }

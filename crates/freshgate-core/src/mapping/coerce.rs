@@ -163,7 +163,11 @@ fn date_from_unix(n: f64) -> Option<Date> {
     if !n.is_finite() {
         return None;
     }
-    let secs = if n.abs() >= MS_THRESHOLD { n / 1000.0 } else { n };
+    let secs = if n.abs() >= MS_THRESHOLD {
+        n / 1000.0
+    } else {
+        n
+    };
     // Truncation to whole seconds is intended: only the date is kept.
     #[allow(clippy::cast_possible_truncation)]
     let secs = secs.floor() as i64;
@@ -254,7 +258,10 @@ mod tests {
         let c = ["Free", "Pro"];
         assert_eq!(ok(FieldType::Dropdown, &c, json!("pro")), json!("Pro"));
         assert_eq!(ok(FieldType::Radio, &c, json!(" FREE ")), json!("Free"));
-        assert_eq!(ok(FieldType::Dropdown, &["10", "20"], json!(10)), json!("10"));
+        assert_eq!(
+            ok(FieldType::Dropdown, &["10", "20"], json!(10)),
+            json!("10")
+        );
         assert!(fails(FieldType::Dropdown, &c, json!("Gold")).contains("choices"));
         fails(FieldType::Radio, &c, json!({"a": 1}));
         // No choices in the metadata: nothing to check against.
@@ -267,7 +274,10 @@ mod tests {
         let m = FieldType::MultiSelectDropdown;
         assert_eq!(ok(m.clone(), &c, json!(["red", "BLUE"])), json!("Red;Blue"));
         assert_eq!(ok(m.clone(), &c, json!("green; red")), json!("Green;Red"));
-        assert_eq!(ok(m.clone(), &c, json!("green,red,green")), json!("Green;Red"));
+        assert_eq!(
+            ok(m.clone(), &c, json!("green,red,green")),
+            json!("Green;Red")
+        );
         assert_eq!(ok(m.clone(), &c, json!([])), json!(""));
         assert!(fails(m.clone(), &c, json!(["red", "pink"])).contains("pink"));
         fails(m.clone(), &c, json!([{"a": 1}]));
@@ -290,7 +300,10 @@ mod tests {
             ok(d.clone(), &[], json!("2024-03-05T10:00:00")),
             json!("2024-03-05")
         );
-        assert_eq!(ok(d.clone(), &[], json!(1_709_596_800)), json!("2024-03-05"));
+        assert_eq!(
+            ok(d.clone(), &[], json!(1_709_596_800)),
+            json!("2024-03-05")
+        );
         assert_eq!(
             ok(d.clone(), &[], json!(1_709_596_800_000_i64)),
             json!("2024-03-05")
@@ -303,7 +316,11 @@ mod tests {
 
     #[test]
     fn text_like() {
-        for ty in [FieldType::Text, FieldType::Textarea, FieldType::AutoComplete] {
+        for ty in [
+            FieldType::Text,
+            FieldType::Textarea,
+            FieldType::AutoComplete,
+        ] {
             assert_eq!(ok(ty.clone(), &[], json!("as is ")), json!("as is "));
             assert_eq!(ok(ty.clone(), &[], json!(12.5)), json!("12.5"));
             assert_eq!(ok(ty.clone(), &[], json!(true)), json!("true"));

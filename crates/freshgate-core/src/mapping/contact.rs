@@ -49,11 +49,17 @@ pub fn email_changed(user_id: &str, email: &str, shadow: Option<&ContactShadow>)
     shadow.is_some_and(|s| {
         s.contact_id.is_some()
             && s.external_id.as_deref() == Some(user_id)
-            && s.email.as_deref().is_some_and(|old| old != normalize_email(email))
+            && s.email
+                .as_deref()
+                .is_some_and(|old| old != normalize_email(email))
     })
 }
 
-fn identifier(user_id: &str, email: &str, shadow: Option<&ContactShadow>) -> (&'static str, String) {
+fn identifier(
+    user_id: &str,
+    email: &str,
+    shadow: Option<&ContactShadow>,
+) -> (&'static str, String) {
     if email_changed(user_id, email, shadow) {
         ("external_id", user_id.to_owned())
     } else {
@@ -71,7 +77,11 @@ fn contact_object(user_id: &str, email: &str, plan: &UpsertPlan) -> Value {
     contact.insert("emails".into(), Value::String(normalize_email(email)));
     contact.insert("external_id".into(), Value::String(user_id.to_owned()));
     for (name, field) in &plan.send {
-        let target = if field.custom { &mut custom } else { &mut contact };
+        let target = if field.custom {
+            &mut custom
+        } else {
+            &mut contact
+        };
         target.insert(name.clone(), field.value.clone());
     }
     if !custom.is_empty() {
@@ -126,7 +136,12 @@ mod tests {
             def("cf_is_active", "Is active", FieldType::Checkbox, &[]),
             def("cf_plan", "Plan", FieldType::Dropdown, &["Free", "Pro"]),
             def("cf_tier", "Tier", FieldType::Radio, &["Gold", "Silver"]),
-            def("cf_colors", "Colors", FieldType::MultiSelectDropdown, &["Red", "Green", "Blue"]),
+            def(
+                "cf_colors",
+                "Colors",
+                FieldType::MultiSelectDropdown,
+                &["Red", "Green", "Blue"],
+            ),
             def("cf_renewal", "Renewal", FieldType::Date, &[]),
             def("cf_score", "Score", FieldType::Other("formula".into()), &[]),
             def("cf_group", "Group", FieldType::GroupField, &[]),
@@ -191,7 +206,11 @@ mod tests {
         let (upsert, bulk, p) = bodies(
             "u-123",
             &[
-                event(1, 1_000, json!({"email": "derek@example.org", "Plan": "free"})),
+                event(
+                    1,
+                    1_000,
+                    json!({"email": "derek@example.org", "Plan": "free"}),
+                ),
                 event(
                     2,
                     2_000,
@@ -217,7 +236,10 @@ mod tests {
         );
         insta::assert_json_snapshot!("update_custom_fields_upsert", upsert);
         insta::assert_json_snapshot!("update_custom_fields_bulk", bulk);
-        assert_eq!(upsert["unique_identifier"], json!({"emails": "derek@example.org"}));
+        assert_eq!(
+            upsert["unique_identifier"],
+            json!({"emails": "derek@example.org"})
+        );
         assert_eq!(p.send.len(), 13);
     }
 
@@ -229,7 +251,11 @@ mod tests {
             external_id: Some("u-123".into()),
             fields: BTreeMap::new(),
         };
-        let evs = [event(3, 3_000, json!({"email": "New@Example.org", "lastName": "Sivers"}))];
+        let evs = [event(
+            3,
+            3_000,
+            json!({"email": "New@Example.org", "lastName": "Sivers"}),
+        )];
         let (upsert, bulk, _) = bodies("u-123", &evs, Some(&shadow), MissingTraits::Keep);
         insta::assert_json_snapshot!("changed_email_upsert", upsert);
         insta::assert_json_snapshot!("changed_email_bulk", bulk);
@@ -237,12 +263,18 @@ mod tests {
         // Written under another userId: the external id proves nothing, use the email.
         shadow.external_id = Some("someone-else".into());
         let (upsert, _, _) = bodies("u-123", &evs, Some(&shadow), MissingTraits::Keep);
-        assert_eq!(upsert["unique_identifier"], json!({"emails": "new@example.org"}));
+        assert_eq!(
+            upsert["unique_identifier"],
+            json!({"emails": "new@example.org"})
+        );
         // No known contact id: nothing to protect yet.
         shadow.external_id = Some("u-123".into());
         shadow.contact_id = None;
         let (upsert, _, _) = bodies("u-123", &evs, Some(&shadow), MissingTraits::Keep);
-        assert_eq!(upsert["unique_identifier"], json!({"emails": "new@example.org"}));
+        assert_eq!(
+            upsert["unique_identifier"],
+            json!({"emails": "new@example.org"})
+        );
     }
 
     #[test]
@@ -257,7 +289,11 @@ mod tests {
         let shadow = apply(None, "u-123", "derek@example.org", &p1, Some(7));
         let (upsert, bulk, p2) = bodies(
             "u-123",
-            &[event(2, 2_000, json!({"email": "derek@example.org", "first_name": "Derek"}))],
+            &[event(
+                2,
+                2_000,
+                json!({"email": "derek@example.org", "first_name": "Derek"}),
+            )],
             Some(&shadow),
             MissingTraits::Clear,
         );

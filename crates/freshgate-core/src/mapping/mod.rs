@@ -86,13 +86,17 @@ impl Candidate {
     /// Newest event first; inside one event the stronger level, then the smaller key, so the
     /// choice never depends on map iteration order.
     fn beats(&self, other: &Self) -> bool {
-        (self.ts_ms, self.seq, std::cmp::Reverse(self.level), std::cmp::Reverse(&self.key))
-            > (
-                other.ts_ms,
-                other.seq,
-                std::cmp::Reverse(other.level),
-                std::cmp::Reverse(&other.key),
-            )
+        (
+            self.ts_ms,
+            self.seq,
+            std::cmp::Reverse(self.level),
+            std::cmp::Reverse(&self.key),
+        ) > (
+            other.ts_ms,
+            other.seq,
+            std::cmp::Reverse(other.level),
+            std::cmp::Reverse(&other.key),
+        )
     }
 }
 
@@ -110,14 +114,20 @@ pub fn map_traits(index: &FieldIndex, traits: &BTreeMap<String, TraitValue>) -> 
     for (raw_key, tv) in traits {
         out.ts_ms = Some(out.ts_ms.map_or(tv.ts_ms, |t| t.max(tv.ts_ms)));
         for (key, value) in flatten_trait(raw_key, &tv.value) {
-            let push = |candidates: &mut BTreeMap<String, Vec<Candidate>>, name: &str, value: Value, level| {
-                candidates.entry(name.to_owned()).or_default().push(Candidate {
-                    value,
-                    ts_ms: tv.ts_ms,
-                    seq: tv.seq,
-                    level,
-                    key: key.clone(),
-                });
+            let push = |candidates: &mut BTreeMap<String, Vec<Candidate>>,
+                        name: &str,
+                        value: Value,
+                        level| {
+                candidates
+                    .entry(name.to_owned())
+                    .or_default()
+                    .push(Candidate {
+                        value,
+                        ts_ms: tv.ts_ms,
+                        seq: tv.seq,
+                        level,
+                        key: key.clone(),
+                    });
             };
             if key == "email" {
                 match &value {
@@ -323,12 +333,18 @@ mod tests {
     #[test]
     fn name_split_fills_only_what_first_and_last_do_not() {
         let m = map_traits(&index(), &traits(1, json!({"name": "Derek Sivers"})));
-        assert_eq!(values(&m), json!({"first_name": "Derek", "last_name": "Sivers"}));
+        assert_eq!(
+            values(&m),
+            json!({"first_name": "Derek", "last_name": "Sivers"})
+        );
         let m = map_traits(
             &index(),
             &traits(1, json!({"name": "Derek van Sivers", "first_name": "D."})),
         );
-        assert_eq!(values(&m), json!({"first_name": "D.", "last_name": "van Sivers"}));
+        assert_eq!(
+            values(&m),
+            json!({"first_name": "D.", "last_name": "van Sivers"})
+        );
         let m = map_traits(&index(), &traits(1, json!({"name": "Cher"})));
         assert_eq!(values(&m), json!({"first_name": "Cher", "last_name": null}));
     }
@@ -348,7 +364,10 @@ mod tests {
         assert_eq!(m.fields["first_name"].value, json!("New"));
         assert_eq!(m.fields["first_name"].ts_ms, 2);
         // Same event: the stronger level wins (internal name over label).
-        let m = map_traits(&index(), &traits(1, json!({"first_name": "A", "First Name": "B"})));
+        let m = map_traits(
+            &index(),
+            &traits(1, json!({"first_name": "A", "First Name": "B"})),
+        );
         assert_eq!(m.fields["first_name"].value, json!("A"));
     }
 
@@ -356,7 +375,10 @@ mod tests {
     fn a_bad_value_drops_its_field_alone() {
         let m = map_traits(
             &index(),
-            &traits(1, json!({"cf_plan": "Gold", "cf_seats": "many", "city": "Oslo", "first_name": {"x": 1}})),
+            &traits(
+                1,
+                json!({"cf_plan": "Gold", "cf_seats": "many", "city": "Oslo", "first_name": {"x": 1}}),
+            ),
         );
         assert_eq!(values(&m), json!({"city": "Oslo"}));
         let failed: Vec<_> = m
@@ -370,14 +392,20 @@ mod tests {
 
     #[test]
     fn null_is_kept_as_clear() {
-        let m = map_traits(&index(), &traits(1, json!({"cf_seats": null, "email": null})));
+        let m = map_traits(
+            &index(),
+            &traits(1, json!({"cf_seats": null, "email": null})),
+        );
         assert_eq!(values(&m), json!({"cf_seats": null}));
         assert_eq!(m.email, None);
     }
 
     #[test]
     fn flattened_address_keys_map_like_the_object() {
-        let m = map_traits(&index(), &traits(1, json!({"address.city": "Oslo", "address": "str"})));
+        let m = map_traits(
+            &index(),
+            &traits(1, json!({"address.city": "Oslo", "address": "str"})),
+        );
         assert_eq!(values(&m), json!({"city": "Oslo", "address": "str"}));
     }
 }

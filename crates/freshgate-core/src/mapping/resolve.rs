@@ -258,7 +258,11 @@ mod tests {
         is_field(ix.resolve("Industry"), "cf_industry", Level::Label);
         is_field(ix.resolve("industry"), "cf_industry", Level::Label);
         is_field(ix.resolve("first name"), "first_name", Level::Label);
-        is_field(ix.resolve("Alternate-Number"), "cf_alternate_number", Level::Label);
+        is_field(
+            ix.resolve("Alternate-Number"),
+            "cf_alternate_number",
+            Level::Label,
+        );
         is_field(ix.resolve("mobile"), "mobile_number", Level::Label);
     }
 

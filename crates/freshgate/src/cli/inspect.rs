@@ -147,16 +147,16 @@ fn store_for(args: &ConfigArgs) -> anyhow::Result<std::sync::Arc<dyn freshgate_s
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
-    ms.and_then(|m| {
-        time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000).ok()
-    })
-    .map_or_else(|| "-".to_owned(), freshgate_core::segment::format_timestamp)
+    ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000).ok())
+        .map_or_else(|| "-".to_owned(), freshgate_core::segment::format_timestamp)
 }
 
 fn parse_time(s: &str, flag: &str) -> anyhow::Result<i64> {
     freshgate_core::segment::parse_timestamp(s)
         .map(crate::pipeline::ingest::unix_ms)
-        .ok_or_else(|| anyhow::anyhow!("{flag}: {s:?} is not a time; use RFC 3339, e.g. 2026-11-25T00:00:00Z"))
+        .ok_or_else(|| {
+            anyhow::anyhow!("{flag}: {s:?} is not a time; use RFC 3339, e.g. 2026-11-25T00:00:00Z")
+        })
 }
 
 /// `queue stats`
@@ -172,7 +172,9 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     for d in &cfg.destinations {
         let account = match (&d.base_url, &d.domain) {
             (Some(url), _) => url.trim_end_matches('/').to_owned(),
-            (None, Some(domain)) => freshworks_client::base_url_for_domain(domain).unwrap_or_default(),
+            (None, Some(domain)) => {
+                freshworks_client::base_url_for_domain(domain).unwrap_or_default()
+            }
             (None, None) => continue,
         };
         let hour = store.calls_since(&account, now - 3_600_000).await?;
@@ -205,7 +207,10 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             "budgets": budgets,
         }))?;
     } else {
-        println!("events stored: {}   rejected inputs: {}", stats.events, stats.rejected);
+        println!(
+            "events stored: {}   rejected inputs: {}",
+            stats.events, stats.rejected
+        );
         for b in &budgets {
             println!(
                 "{}: Freshworks calls {} in the last hour ({} left), {} in the last minute ({} left)",

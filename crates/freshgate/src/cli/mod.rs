@@ -28,10 +28,22 @@ use crate::telemetry::{self, LogFormat};
 ///   freshgate serve --emulator
 ///   freshgate send examples/events.ndjson --write-key freshgate-dev
 #[derive(Debug, Parser)]
-#[command(name = "freshgate", version, about, long_about, propagate_version = true)]
+#[command(
+    name = "freshgate",
+    version,
+    about,
+    long_about,
+    propagate_version = true
+)]
 pub struct Cli {
     /// Log format on stderr: json (default when stderr is not a terminal) or pretty.
-    #[arg(long, global = true, value_enum, default_value = "auto", env = "FRESHGATE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "auto",
+        env = "FRESHGATE_LOG_FORMAT"
+    )]
     pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
@@ -140,7 +152,10 @@ pub enum DestinationsCommand {
 #[must_use]
 pub fn main(cli: Cli) -> ExitCode {
     telemetry::init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -241,12 +256,8 @@ pub fn open_store(data_dir: &Path, writer_queue: usize) -> anyhow::Result<Arc<dy
         writer_queue,
         ..freshgate_store::sqlite::SqliteOptions::default()
     };
-    let store = SqliteStore::open(&data_dir.join("freshgate.db"), options).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot open the store in {}: {e}",
-            data_dir.display()
-        )
-    })?;
+    let store = SqliteStore::open(&data_dir.join("freshgate.db"), options)
+        .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
     Ok(Arc::new(store))
 }
 

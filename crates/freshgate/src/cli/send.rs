@@ -94,7 +94,10 @@ pub fn batches(events: &[Box<RawValue>], batch_size: usize) -> Vec<(usize, Strin
     let mut size = 0;
     let flush = |current: &mut Vec<&str>, out: &mut Vec<(usize, String)>| {
         if !current.is_empty() {
-            out.push((current.len(), format!("{{\"batch\":[{}]}}", current.join(","))));
+            out.push((
+                current.len(),
+                format!("{{\"batch\":[{}]}}", current.join(",")),
+            ));
             current.clear();
         }
     };

@@ -60,12 +60,18 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         let emu_config = freshworks_emulator::EmulatorConfig::default();
         let listener = tokio::net::TcpListener::bind(args.emulator_listen)
             .await
-            .with_context(|| format!("cannot listen on {} for the emulator", args.emulator_listen))?;
+            .with_context(|| {
+                format!("cannot listen on {} for the emulator", args.emulator_listen)
+            })?;
         let addr = listener.local_addr()?;
         let state = freshworks_emulator::EmulatorState::new(emu_config.clone())?;
         overlay.insert(EMULATOR_KEY_VAR.to_owned(), emu_config.api_key.clone());
         let base_url = format!("http://{addr}/crm/sales/api");
-        let task = tokio::spawn(freshworks_emulator::serve(listener, state, shutdown_signal()));
+        let task = tokio::spawn(freshworks_emulator::serve(
+            listener,
+            state,
+            shutdown_signal(),
+        ));
         emulator = Some((base_url.clone(), task));
         cfg.destinations.retain(|d| d.name != DEFAULT_DESTINATION);
         cfg.destinations.insert(
@@ -104,13 +110,28 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     )?;
 
     println!("freshgate listening on http://{addr}");
-    println!("  ingest URL:  http://{addr}/v1/batch   (set your Segment library's host to http://{addr})");
-    println!("  store:       {}", resolved.config.server.data_dir.join("freshgate.db").display());
+    println!(
+        "  ingest URL:  http://{addr}/v1/batch   (set your Segment library's host to http://{addr})"
+    );
+    println!(
+        "  store:       {}",
+        resolved
+            .config
+            .server
+            .data_dir
+            .join("freshgate.db")
+            .display()
+    );
     if let Some((url, _)) = &emulator {
-        println!("  emulator:    {url}   (state: {}/__emulator/state)", url.trim_end_matches("/crm/sales/api"));
+        println!(
+            "  emulator:    {url}   (state: {}/__emulator/state)",
+            url.trim_end_matches("/crm/sales/api")
+        );
         if resolved.source_for_key(DEV_WRITE_KEY).is_some() {
             println!("  write key:   {DEV_WRITE_KEY}");
-            println!("  try:         freshgate send examples/events.ndjson --url http://{addr} --write-key {DEV_WRITE_KEY}");
+            println!(
+                "  try:         freshgate send examples/events.ndjson --url http://{addr} --write-key {DEV_WRITE_KEY}"
+            );
         }
     }
     for d in &resolved.destinations {

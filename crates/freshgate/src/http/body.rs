@@ -18,7 +18,11 @@ use super::error::ApiError;
 /// # Errors
 /// `400 payload_too_large`, `400 unsupported_encoding`, `400 malformed_gzip`, or
 /// `400 body_read_error` when the client stopped sending.
-pub async fn read_limited(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, ApiError> {
+pub async fn read_limited(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
     let encoding = headers
         .get(CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok())
@@ -66,7 +70,9 @@ fn inflate(compressed: &[u8], limit: usize) -> Result<Bytes, ApiError> {
     decoder
         .take(limit as u64 + 1)
         .read_to_end(&mut out)
-        .map_err(|e| ApiError::bad_request("malformed_gzip", format!("gzip body is invalid: {e}")))?;
+        .map_err(|e| {
+            ApiError::bad_request("malformed_gzip", format!("gzip body is invalid: {e}"))
+        })?;
     if out.len() > limit {
         return Err(too_large(limit));
     }
@@ -101,6 +107,9 @@ mod tests {
 
     #[test]
     fn garbage_is_a_clear_error() {
-        assert_eq!(inflate(b"not gzip", 100).unwrap_err().code, "malformed_gzip");
+        assert_eq!(
+            inflate(b"not gzip", 100).unwrap_err().code,
+            "malformed_gzip"
+        );
     }
 }

@@ -92,7 +92,9 @@ impl IntoResponse for ApiError {
         if let Some(secs) = self.retry_after_secs
             && let Ok(v) = HeaderValue::from_str(&secs.to_string())
         {
-            response.headers_mut().insert(header::RETRY_AFTER, v.clone());
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, v.clone());
             response.headers_mut().insert("x-ratelimit-reset", v);
         }
         response

@@ -47,11 +47,16 @@ pub async fn tracking(
         ..Limits::default()
     };
     let mut new_id = || uuid::Uuid::new_v4().to_string();
-    let parsed = segment::parse_tracking_request(endpoint, &bytes, received_at, &limits, &mut new_id);
+    let parsed =
+        segment::parse_tracking_request(endpoint, &bytes, received_at, &limits, &mut new_id);
 
     let source = match (&header_source, &parsed) {
         (Some(s), _) => s.clone(),
-        (None, Ok(p)) => match p.write_key.as_deref().and_then(|k| config.source_for_key(k)) {
+        (None, Ok(p)) => match p
+            .write_key
+            .as_deref()
+            .and_then(|k| config.source_for_key(k))
+        {
             Some(s) => s.name.clone(),
             None => return Err(auth_error(header_key.is_some() || p.write_key.is_some())),
         },
@@ -119,7 +124,10 @@ pub(super) fn request_error(e: &RequestError) -> ApiError {
 
 fn auth_error(key_given: bool) -> ApiError {
     if key_given {
-        ApiError::unauthorized("invalid_write_key", "the write key is not known to this server")
+        ApiError::unauthorized(
+            "invalid_write_key",
+            "the write key is not known to this server",
+        )
     } else {
         ApiError::unauthorized(
             "missing_write_key",
@@ -153,9 +161,15 @@ mod tests {
     #[test]
     fn basic_keys_with_and_without_colon() {
         let mut h = HeaderMap::new();
-        h.insert(AUTHORIZATION, HeaderValue::from_static("Basic V1JJVEVLRVk6"));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("Basic V1JJVEVLRVk6"),
+        );
         assert_eq!(basic_auth_key(&h).as_deref(), Some("WRITEKEY"));
-        h.insert(AUTHORIZATION, HeaderValue::from_static("basic V1JJVEVLRVk="));
+        h.insert(
+            AUTHORIZATION,
+            HeaderValue::from_static("basic V1JJVEVLRVk="),
+        );
         assert_eq!(basic_auth_key(&h).as_deref(), Some("WRITEKEY"));
         h.insert(AUTHORIZATION, HeaderValue::from_static("Bearer abc"));
         assert_eq!(basic_auth_key(&h), None);

@@ -31,7 +31,9 @@ pub async fn receive(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let config = state.ingestor.config();
     let Some(source) = config.source(&source_name) else {
-        return Err(ApiError::not_found(format!("no source named {source_name:?}")));
+        return Err(ApiError::not_found(format!(
+            "no source named {source_name:?}"
+        )));
     };
     let Some(secret) = source.webhook_secret.clone() else {
         return Err(ApiError::unauthorized(

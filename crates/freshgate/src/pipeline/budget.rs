@@ -41,7 +41,10 @@ impl BudgetGate {
         let mut budget = Budget::new(config);
         let mut spent = Vec::new();
         if last_hour > last_minute {
-            spent.push((now - 60_000, u32::try_from(last_hour - last_minute).unwrap_or(u32::MAX)));
+            spent.push((
+                now - 60_000,
+                u32::try_from(last_hour - last_minute).unwrap_or(u32::MAX),
+            ));
         }
         if last_minute > 0 {
             spent.push((now, u32::try_from(last_minute).unwrap_or(u32::MAX)));
@@ -64,10 +67,13 @@ impl BudgetGate {
         loop {
             let now = now_ms();
             let verdict = {
-                let mut b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut b = self
+                    .budget
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
                 let verdict = b.try_acquire(now, calls);
                 let (hour, minute) = b.remaining(now);
-                events::budget(&self.destination, hour, minute);
+                events::budget(&self.destination, u64::from(hour), u64::from(minute));
                 verdict
             };
             match verdict {
@@ -93,19 +99,28 @@ impl BudgetGate {
 
     /// The account answered 429: it is busier than our own spend says.
     pub fn observe_429(&self) {
-        let mut b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         b.observe_429(now_ms());
     }
 
     /// The account reported how many calls remain.
     pub fn observe_remaining(&self, remaining: u32) {
-        let mut b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         b.observe_remaining(now_ms(), remaining);
     }
 
     /// Calls left this hour and minute.
-    pub fn remaining(&self) -> (u64, u64) {
-        let b = self.budget.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pub fn remaining(&self) -> (u32, u32) {
+        let b = self
+            .budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         b.remaining(now_ms())
     }
 }

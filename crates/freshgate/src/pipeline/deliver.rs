@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use freshgate_core::coalesce::{IdentifyInput, MissingTraits};
 use freshgate_core::delivery::{self, Outcome};
-use freshgate_core::mapping::{
-    self, ContactShadow, FieldIndex, IdentifyInput, MappedContact, MappingReport, MissingTraits,
-};
+use freshgate_core::mapping::{self, FieldIndex, MappedContact, MappingReport};
 use freshgate_core::segment::{self, EventType};
+use freshgate_core::shadow::{self, ContactShadow};
 use freshgate_store::{Attempt, ContactLease, PendingDelivery, Settlement, Store, StoreError};
 use freshworks_client::{FreshworksClient, FreshworksError};
 use serde_json::Value;
@@ -144,7 +144,11 @@ impl DestinationWorker {
     }
 
     /// Deliver what the lease covers.
-    pub async fn run_lease(&self, lease: &ContactLease, stop: &tokio_util::sync::CancellationToken) -> LeaseResult {
+    pub async fn run_lease(
+        &self,
+        lease: &ContactLease,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> LeaseResult {
         match self.drain(lease, stop).await {
             Ok(()) => match self.store.release(lease, None).await {
                 Err(StoreError::LeaseLost { .. }) => LeaseResult::Lost,
@@ -163,7 +167,11 @@ impl DestinationWorker {
         }
     }
 
-    async fn drain(&self, lease: &ContactLease, stop: &tokio_util::sync::CancellationToken) -> Result<(), Stop> {
+    async fn drain(
+        &self,
+        lease: &ContactLease,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Result<(), Stop> {
         loop {
             if stop.is_cancelled() || now_ms() + 5_000 > lease.until_ms {
                 return Err(Stop::Later(None));
@@ -242,7 +250,8 @@ impl DestinationWorker {
                 events::freshworks_call(
                     &self.name,
                     "fields",
-                    r.as_ref().map_or_else(FreshworksError::status, |_| Some(200)),
+                    r.as_ref()
+                        .map_or_else(FreshworksError::status, |_| Some(200)),
                     started.elapsed().as_secs_f64(),
                 );
                 r.map_err(FieldsError::Call)
@@ -254,10 +263,18 @@ impl DestinationWorker {
             Err(FieldsError::Call(e)) => {
                 let status = e.status();
                 let outcome = match &e {
-                    FreshworksError::Http { status, retry_after, response_body, .. } => {
-                        delivery::classify(*status, retry_after.as_deref(), response_body.as_bytes())
-                    }
-                    _ => delivery::classify_transport(),
+                    FreshworksError::Http {
+                        status,
+                        retry_after,
+                        body,
+                        ..
+                    } => delivery::classify_at(
+                        *status,
+                        retry_after.as_deref(),
+                        body.as_bytes(),
+                        time::OffsetDateTime::now_utc(),
+                    ),
+                    other => delivery::transport_error(&other.to_string()),
                 };
                 tracing::warn!(destination = self.name, ?status, error = %e, "cannot read contact fields");
                 match outcome {
@@ -295,7 +312,7 @@ impl DestinationWorker {
                 traits: e.traits.clone(),
             })
             .collect();
-        let coalesced = mapping::coalesce(&inputs, self.mode);
+        let coalesced = freshgate_core::coalesce::coalesce(&inputs, self.mode);
 
         let mut index = self.field_index().await?;
         let mut mapped = mapping::map_traits(&index, &coalesced);
@@ -310,22 +327,69 @@ impl DestinationWorker {
             .shadow(&self.name, &lease.contact_key)
             .await?
             .and_then(|b| serde_json::from_slice(&b).ok());
-        let Some(email) = mapped.email.clone().or_else(|| shadow.as_ref().and_then(|s| s.email.clone()))
+        let Some(email) = mapped
+            .email
+            .clone()
+            .or_else(|| shadow.as_ref().and_then(|s| s.email.clone()))
         else {
-            let reason = "rejected: identify has no traits.email (Freshmarketer requires it)".to_owned();
+            let reason =
+                "rejected: identify has no traits.email (Freshmarketer requires it)".to_owned();
             events::deliveries(&self.name, "rejected", delivery_ids.len());
-            let settlements = delivery_ids.iter().map(|id| (*id, Settlement::Skipped { reason: reason.clone() })).collect();
-            self.store.settle(lease, now_ms(), settlements, None).await?;
+            let settlements = delivery_ids
+                .iter()
+                .map(|id| {
+                    (
+                        *id,
+                        Settlement::Skipped {
+                            reason: reason.clone(),
+                        },
+                    )
+                })
+                .collect();
+            self.store
+                .settle(lease, now_ms(), settlements, None)
+                .await?;
             return Ok(());
         };
-        let plan = mapping::plan(shadow.as_ref(), &mapped, self.mode);
+        let plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
         let summary = report_summary(&mapped.report, &plan.stale);
-        let email_unchanged = shadow.as_ref().and_then(|s| s.email.as_deref()) == Some(email.as_str());
-        if plan.unchanged && email_unchanged && shadow.as_ref().is_some_and(|s| s.contact_id.is_some()) {
+        let email_unchanged =
+            shadow.as_ref().and_then(|s| s.email.as_deref()) == Some(email.as_str());
+        if plan.unchanged
+            && email_unchanged
+            && shadow.as_ref().is_some_and(|s| s.contact_id.is_some())
+        {
             events::deliveries(&self.name, "unchanged", delivery_ids.len());
-            let reason = format!("unchanged: every mapped field equals what was last sent{summary}");
-            let settlements = delivery_ids.iter().map(|id| (*id, Settlement::Skipped { reason: reason.clone() })).collect();
-            self.store.settle(lease, now_ms(), settlements, None).await?;
+            // Move the shadow's timestamps forward: these events confirmed the values, so an
+            // older event arriving later must still count as stale.
+            let confirmed = shadow::apply(
+                shadow.as_ref(),
+                &user_id,
+                &email,
+                &plan,
+                shadow.as_ref().and_then(|s| s.contact_id),
+            );
+            if let Ok(bytes) = serde_json::to_vec(&confirmed) {
+                self.store
+                    .put_shadow(&self.name, &lease.contact_key, bytes)
+                    .await?;
+            }
+            let reason =
+                format!("unchanged: every mapped field equals what was last sent{summary}");
+            let settlements = delivery_ids
+                .iter()
+                .map(|id| {
+                    (
+                        *id,
+                        Settlement::Skipped {
+                            reason: reason.clone(),
+                        },
+                    )
+                })
+                .collect();
+            self.store
+                .settle(lease, now_ms(), settlements, None)
+                .await?;
             return Ok(());
         }
 
@@ -339,7 +403,9 @@ impl DestinationWorker {
         events::freshworks_call(
             &self.name,
             "contacts_upsert",
-            result.as_ref().map_or_else(FreshworksError::status, |x| Some(x.status)),
+            result
+                .as_ref()
+                .map_or_else(FreshworksError::status, |x| Some(x.status)),
             started.elapsed().as_secs_f64(),
         );
         match result {
@@ -349,9 +415,12 @@ impl DestinationWorker {
                     self.budget.observe_remaining(remaining);
                 }
                 let contact_id = Some(exchange.body.contact.id);
-                let new_shadow = mapping::apply(shadow.as_ref(), &user_id, &email, &plan, contact_id);
+                let new_shadow =
+                    shadow::apply(shadow.as_ref(), &user_id, &email, &plan, contact_id);
                 if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
-                    self.store.put_shadow(&self.name, &lease.contact_key, bytes).await?;
+                    self.store
+                        .put_shadow(&self.name, &lease.contact_key, bytes)
+                        .await?;
                 }
                 let attempt = Attempt {
                     delivery_ids: delivery_ids.clone(),
@@ -363,11 +432,19 @@ impl DestinationWorker {
                     outcome: format!("delivered to contact {}{summary}", exchange.body.contact.id),
                 };
                 events::deliveries(&self.name, "delivered", delivery_ids.len());
-                let settlements = delivery_ids.iter().map(|id| (*id, Settlement::Delivered)).collect();
-                self.store.settle(lease, at, settlements, Some(attempt)).await?;
+                let settlements = delivery_ids
+                    .iter()
+                    .map(|id| (*id, Settlement::Delivered))
+                    .collect();
+                self.store
+                    .settle(lease, at, settlements, Some(attempt))
+                    .await?;
                 Ok(())
             }
-            Err(e) => self.failed(lease, &group, delivery_ids, e, at, &summary).await,
+            Err(e) => {
+                self.failed(lease, &group, delivery_ids, e, at, &summary)
+                    .await
+            }
         }
     }
 
@@ -381,12 +458,20 @@ impl DestinationWorker {
         summary: &str,
     ) -> Result<(), Stop> {
         let outcome = match &error {
-            FreshworksError::Http { status, retry_after, body, .. } => {
-                delivery::classify(*status, retry_after.as_deref(), body.as_bytes())
-            }
-            FreshworksError::Transport { .. } => delivery::classify_transport(),
+            FreshworksError::Http {
+                status,
+                retry_after,
+                body,
+                ..
+            } => delivery::classify_at(
+                *status,
+                retry_after.as_deref(),
+                body.as_bytes(),
+                time::OffsetDateTime::now_utc(),
+            ),
             // 2xx we could not read: the write most likely happened; do not resend blindly.
             FreshworksError::Decode { .. } => Outcome::Success,
+            other => delivery::transport_error(&other.to_string()),
         };
         let mut attempt = Attempt {
             delivery_ids: delivery_ids.clone(),
@@ -394,7 +479,9 @@ impl DestinationWorker {
             request_line: error.request_line().to_owned(),
             request_body: error.request_body().map(str::to_owned),
             status: error.status(),
-            response_body: Some(truncate(error.response_body().unwrap_or(&error.to_string()))),
+            response_body: Some(truncate(
+                error.response_body().unwrap_or(&error.to_string()),
+            )),
             outcome: String::new(),
         };
         let (settlement, label, stop) = match outcome {
@@ -410,14 +497,20 @@ impl DestinationWorker {
                 let until = self.pause(&reason);
                 attempt.outcome = format!("paused: {reason}");
                 // Events stay pending and untouched; the attempt is still recorded.
-                self.store.settle(lease, at, Vec::new(), Some(attempt)).await?;
+                self.store
+                    .settle(lease, at, Vec::new(), Some(attempt))
+                    .await?;
                 return Err(Stop::Later(Some(until)));
             }
             Outcome::Retry { after, reason } => {
                 if error.status() == Some(429) {
                     self.budget.observe_429();
                 }
-                let first = group.iter().filter_map(|(p, _)| p.first_attempt_ms).min().unwrap_or(at);
+                let first = group
+                    .iter()
+                    .filter_map(|(p, _)| p.first_attempt_ms)
+                    .min()
+                    .unwrap_or(at);
                 if delivery::horizon_exceeded(first, at, self.horizon_ms) {
                     let reason = format!("retry horizon exceeded; last error: {reason}");
                     attempt.outcome = format!("dead-lettered: {reason}");
@@ -427,14 +520,31 @@ impl DestinationWorker {
                     let delay = delivery::retry_delay(attempts, after, rand::random::<f64>());
                     let at_ms = at + duration_ms(delay);
                     attempt.outcome = format!("retry in {} ms: {reason}", duration_ms(delay));
-                    (Settlement::Retry { at_ms, error: reason }, "retry", Some(at_ms))
+                    (
+                        Settlement::Retry {
+                            at_ms,
+                            error: reason,
+                        },
+                        "retry",
+                        Some(at_ms),
+                    )
                 }
             }
         };
-        tracing::info!(destination = self.name, contact = lease.contact_key, outcome = attempt.outcome, "delivery attempt failed");
+        tracing::info!(
+            destination = self.name,
+            contact = lease.contact_key,
+            outcome = attempt.outcome,
+            "delivery attempt failed"
+        );
         events::deliveries(&self.name, label, delivery_ids.len());
-        let settlements = delivery_ids.iter().map(|id| (*id, settlement.clone())).collect();
-        self.store.settle(lease, at, settlements, Some(attempt)).await?;
+        let settlements = delivery_ids
+            .iter()
+            .map(|id| (*id, settlement.clone()))
+            .collect();
+        self.store
+            .settle(lease, at, settlements, Some(attempt))
+            .await?;
         match stop {
             Some(at_ms) => Err(Stop::Later(Some(at_ms))),
             None => Ok(()),
@@ -456,7 +566,11 @@ fn identify_rejection(event: &segment::StoredEvent) -> Option<String> {
     if event.user_id.as_deref().is_none_or(str::is_empty) {
         return Some("rejected: identify has no userId (Freshmarketer requires it)".into());
     }
-    let email = event.traits.get("email").and_then(Value::as_str).map(str::trim);
+    let email = event
+        .traits
+        .get("email")
+        .and_then(Value::as_str)
+        .map(str::trim);
     if email.is_none_or(str::is_empty) {
         return Some("rejected: identify has no traits.email (Freshmarketer requires it)".into());
     }

@@ -42,7 +42,10 @@ pub const BUDGET_REMAINING: &str = "freshgate_budget_remaining";
 pub fn describe() {
     describe_counter!(HTTP_REQUESTS, "HTTP requests by route and status");
     describe_counter!(EVENTS_ACCEPTED, "Events accepted and stored");
-    describe_counter!(EVENTS_REJECTED, "Events rejected, kept in the rejected table");
+    describe_counter!(
+        EVENTS_REJECTED,
+        "Events rejected, kept in the rejected table"
+    );
     describe_counter!(
         EVENTS_DEDUPLICATED,
         "Duplicate messageIds acknowledged, not stored"
@@ -52,7 +55,10 @@ pub fn describe() {
     describe_histogram!(COMMIT_SECONDS, "Seconds waiting for the durable commit");
     describe_gauge!(QUEUE_DEPTH, "Pending deliveries");
     describe_gauge!(QUEUE_DEAD, "Dead letters");
-    describe_counter!(INGEST_SATURATED, "Requests refused with 503: writer saturated");
+    describe_counter!(
+        INGEST_SATURATED,
+        "Requests refused with 503: writer saturated"
+    );
     describe_counter!(FRESHWORKS_CALLS, "Freshworks API calls");
     describe_histogram!(FRESHWORKS_SECONDS, "Freshworks API call latency");
     describe_counter!(DELIVERIES, "Deliveries settled by outcome");
@@ -126,8 +132,11 @@ pub fn coercion_failure(destination: &str, field: &str) {
 
 /// A destination paused (true) or resumed (false).
 pub fn paused(destination: &str, paused: bool) {
-    gauge!(DESTINATION_PAUSED, "destination" => destination.to_owned())
-        .set(if paused { 1.0 } else { 0.0 });
+    gauge!(DESTINATION_PAUSED, "destination" => destination.to_owned()).set(if paused {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Budget left.

@@ -24,11 +24,18 @@ fn config_check_lists_every_problem_with_key_and_file() {
     assert!(!out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let problems = v["problems"].as_array().unwrap();
-    let keys: Vec<&str> = problems.iter().map(|p| p["key"].as_str().unwrap()).collect();
+    let keys: Vec<&str> = problems
+        .iter()
+        .map(|p| p["key"].as_str().unwrap())
+        .collect();
     assert!(keys.contains(&"destinations[0].domain"), "{keys:?}");
     assert!(keys.contains(&"destinations[0].plan"), "{keys:?}");
     assert!(keys.contains(&"destinations[0].api_key_env"), "{keys:?}");
-    assert!(problems.iter().all(|p| p["file"].as_str().unwrap().ends_with("bad.toml")));
+    assert!(
+        problems
+            .iter()
+            .all(|p| p["file"].as_str().unwrap().ends_with("bad.toml"))
+    );
 }
 
 #[test]
@@ -36,7 +43,9 @@ fn help_teaches_the_quick_start() {
     let out = freshgate().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("serve --emulator"), "{text}");
-    for cmd in ["serve", "emulator", "send", "queue", "dlq", "events", "replay", "doctor"] {
+    for cmd in [
+        "serve", "emulator", "send", "queue", "dlq", "events", "replay", "doctor",
+    ] {
         assert!(text.contains(cmd), "{cmd} missing from --help");
     }
 }
@@ -57,7 +66,11 @@ fn doctor_and_queue_stats_on_a_fresh_data_dir() {
         .arg(dir.path())
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["events"], 0);
 }

@@ -16,7 +16,9 @@ fn cache_dir() -> PathBuf {
 }
 
 fn run(cmd: &mut Command, what: &str) {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{what}: cannot start: {e}"));
     assert!(
         out.status.success(),
         "{what} failed:\n{}\n{}",
@@ -29,7 +31,10 @@ fn run(cmd: &mut Command, what: &str) {
 async fn official_analytics_node_3_1_0() {
     let dir = cache_dir().join("node");
     std::fs::create_dir_all(&dir).unwrap();
-    if !dir.join("node_modules/@segment/analytics-node/package.json").exists() {
+    if !dir
+        .join("node_modules/@segment/analytics-node/package.json")
+        .exists()
+    {
         run(
             Command::new("npm")
                 .args(["install", "--no-audit", "--no-fund", "--prefix"])
@@ -50,14 +55,20 @@ a.closeAndFlush().then(() => console.log('flushed'));
         url = app.url
     );
     run(
-        Command::new("node").arg("-e").arg(&script).current_dir(&dir),
+        Command::new("node")
+            .arg("-e")
+            .arg(&script)
+            .current_dir(&dir),
         "node analytics-node",
     );
     for id in ["node-compat-1", "node-compat-2"] {
         assert_eq!(app.store.event_traces(id).await.unwrap().len(), 1, "{id}");
     }
     app.drain().await;
-    assert_eq!(app.contact_by_email("node@example.com").unwrap()["first_name"], "Node");
+    assert_eq!(
+        app.contact_by_email("node@example.com").unwrap()["first_name"],
+        "Node"
+    );
     app.stop().await;
 }
 
@@ -66,12 +77,24 @@ async fn official_analytics_python_2_4_0_with_gzip() {
     let venv = cache_dir().join("py-venv");
     let python = venv.join("bin/python");
     if !python.exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv), "python3 -m venv");
+        run(
+            Command::new("python3").args(["-m", "venv"]).arg(&venv),
+            "python3 -m venv",
+        );
     }
-    let check = Command::new(&python).args(["-c", "import segment.analytics"]).output().unwrap();
+    let check = Command::new(&python)
+        .args(["-c", "import segment.analytics"])
+        .output()
+        .unwrap();
     if !check.status.success() {
         run(
-            Command::new(&python).args(["-m", "pip", "install", "--quiet", "segment-analytics-python==2.4.0"]),
+            Command::new(&python).args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "segment-analytics-python==2.4.0",
+            ]),
             "pip install segment-analytics-python==2.4.0",
         );
     }
@@ -93,11 +116,17 @@ print('ok')
 "#,
         url = app.url
     );
-    run(Command::new(&python).arg("-c").arg(&script), "python analytics");
+    run(
+        Command::new(&python).arg("-c").arg(&script),
+        "python analytics",
+    );
     for id in ["py-compat-1", "py-compat-2"] {
         assert_eq!(app.store.event_traces(id).await.unwrap().len(), 1, "{id}");
     }
     app.drain().await;
-    assert_eq!(app.contact_by_email("py@example.com").unwrap()["first_name"], "Py");
+    assert_eq!(
+        app.contact_by_email("py@example.com").unwrap()["first_name"],
+        "Py"
+    );
     app.stop().await;
 }

@@ -14,7 +14,14 @@ use crate::helpers::WRITE_KEY;
 /// Start `freshgate serve` on port 0 and return it with its address.
 pub fn start_server(config: &Path, data_dir: &Path) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_freshgate"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json", "--config"])
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--config",
+        ])
         .arg(config)
         .arg("--data-dir")
         .arg(data_dir)
@@ -91,7 +98,11 @@ async fn kill_9_never_loses_an_acknowledged_event() {
         }
     }
     let acked = acked.lock().unwrap().clone();
-    assert!(acked.len() > trials * 50, "the server acknowledged too little to prove anything: {}", acked.len());
+    assert!(
+        acked.len() > trials * 50,
+        "the server acknowledged too little to prove anything: {}",
+        acked.len()
+    );
     let store = freshgate::cli::open_store(&data, 16).unwrap();
     assert!(store.integrity_check().await.unwrap().is_empty());
     let mut missing = Vec::new();
@@ -102,5 +113,11 @@ async fn kill_9_never_loses_an_acknowledged_event() {
         }
     }
     store.close().await;
-    assert!(missing.is_empty(), "{} of {} acknowledged events not stored exactly once: {:?}", missing.len(), acked.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} of {} acknowledged events not stored exactly once: {:?}",
+        missing.len(),
+        acked.len(),
+        &missing[..missing.len().min(5)]
+    );
 }

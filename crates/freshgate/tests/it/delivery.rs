@@ -45,7 +45,9 @@ async fn new_contact_with_reserved_traits_and_custom_fields_of_every_type() {
     )])
     .await;
     app.drain().await;
-    let c = app.contact_by_email("jane.doe@example.com").expect("contact created");
+    let c = app
+        .contact_by_email("jane.doe@example.com")
+        .expect("contact created");
     assert_eq!(c["first_name"], "Jane");
     assert_eq!(c["last_name"], "Doe");
     assert_eq!(c["job_title"], "CTO");
@@ -63,7 +65,10 @@ async fn new_contact_with_reserved_traits_and_custom_fields_of_every_type() {
     assert_eq!(cf["cf_signup_date"], "2026-01-15");
     let (status, text) = trace_status(&app, "new-1").await;
     assert_eq!(status, DeliveryStatus::Delivered);
-    assert!(text.contains("favourite_colour"), "unmapped trait reported: {text}");
+    assert!(
+        text.contains("favourite_colour"),
+        "unmapped trait reported: {text}"
+    );
     insta::assert_json_snapshot!("new_contact_upsert_body", upsert_bodies(&app)[0]);
     app.stop().await;
 }
@@ -71,9 +76,23 @@ async fn new_contact_with_reserved_traits_and_custom_fields_of_every_type() {
 #[tokio::test]
 async fn update_by_user_id_and_changed_email_keep_one_contact() {
     let app = spawn_app().await;
-    app.batch(vec![identify("u-2", "old@example.com", json!({"firstName": "Omar"}), "2026-11-20T10:00:00Z", "u2-a")]).await;
+    app.batch(vec![identify(
+        "u-2",
+        "old@example.com",
+        json!({"firstName": "Omar"}),
+        "2026-11-20T10:00:00Z",
+        "u2-a",
+    )])
+    .await;
     app.drain().await;
-    app.batch(vec![identify("u-2", "new@example.com", json!({"firstName": "Omar", "lastName": "Haddad"}), "2026-11-20T11:00:00Z", "u2-b")]).await;
+    app.batch(vec![identify(
+        "u-2",
+        "new@example.com",
+        json!({"firstName": "Omar", "lastName": "Haddad"}),
+        "2026-11-20T11:00:00Z",
+        "u2-b",
+    )])
+    .await;
     app.drain().await;
     let contacts = app.contacts();
     assert_eq!(contacts.len(), 1, "no duplicate: {contacts:?}");
@@ -86,14 +105,28 @@ async fn update_by_user_id_and_changed_email_keep_one_contact() {
 #[tokio::test]
 async fn a_value_that_cannot_be_coerced_drops_that_field_alone() {
     let app = spawn_app().await;
-    app.batch(vec![identify("u-3", "c@example.com", json!({"employees": "many", "plan": "Platinum", "firstName": "Cy"}), "2026-11-20T10:00:00Z", "coerce-1")]).await;
+    app.batch(vec![identify(
+        "u-3",
+        "c@example.com",
+        json!({"employees": "many", "plan": "Platinum", "firstName": "Cy"}),
+        "2026-11-20T10:00:00Z",
+        "coerce-1",
+    )])
+    .await;
     app.drain().await;
     let c = app.contact_by_email("c@example.com").unwrap();
     assert_eq!(c["first_name"], "Cy");
-    assert!(c["custom_field"].get("cf_employees").is_none_or(Value::is_null));
+    assert!(
+        c["custom_field"]
+            .get("cf_employees")
+            .is_none_or(Value::is_null)
+    );
     let (status, text) = trace_status(&app, "coerce-1").await;
     assert_eq!(status, DeliveryStatus::Delivered);
-    assert!(text.contains("cf_employees") && text.contains("cf_plan"), "{text}");
+    assert!(
+        text.contains("cf_employees") && text.contains("cf_plan"),
+        "{text}"
+    );
     app.stop().await;
 }
 
@@ -127,7 +160,10 @@ async fn integrations_opt_out_and_engage_audience_traits() {
     .await;
     app.drain().await;
     assert!(app.contact_by_email("out@example.com").is_none());
-    assert_eq!(trace_status(&app, "opt-out").await.0, DeliveryStatus::Skipped);
+    assert_eq!(
+        trace_status(&app, "opt-out").await.0,
+        DeliveryStatus::Skipped
+    );
     let c = app.contact_by_email("aud@example.com").unwrap();
     assert_eq!(c["custom_field"]["cf_order_completed_last_30days"], true);
     app.stop().await;
@@ -136,39 +172,101 @@ async fn integrations_opt_out_and_engage_audience_traits() {
 #[tokio::test]
 async fn duplicates_identical_identifies_and_older_events_cost_nothing() {
     let app = spawn_app().await;
-    let e = identify("u-7", "d@example.com", json!({"plan": "Pro"}), "2026-11-20T10:00:00Z", "dup");
+    let e = identify(
+        "u-7",
+        "d@example.com",
+        json!({"plan": "Pro"}),
+        "2026-11-20T10:00:00Z",
+        "dup",
+    );
     app.batch(vec![e.clone()]).await;
     app.drain().await;
     app.batch(vec![e]).await; // same messageId: deduplicated
-    app.batch(vec![identify("u-7", "d@example.com", json!({"plan": "Pro"}), "2026-11-20T10:05:00Z", "same-again")]).await;
+    app.batch(vec![identify(
+        "u-7",
+        "d@example.com",
+        json!({"plan": "Pro"}),
+        "2026-11-20T10:05:00Z",
+        "same-again",
+    )])
+    .await;
     app.drain().await;
-    assert_eq!(app.calls("/contacts/upsert"), 1, "identical identify costs no call");
-    assert!(trace_status(&app, "same-again").await.1.contains("unchanged"));
+    assert_eq!(
+        app.calls("/contacts/upsert"),
+        1,
+        "identical identify costs no call"
+    );
+    assert!(
+        trace_status(&app, "same-again")
+            .await
+            .1
+            .contains("unchanged")
+    );
     // An older event arriving late changes nothing it should not.
-    app.batch(vec![identify("u-7", "d@example.com", json!({"plan": "Free", "firstName": "Dee"}), "2026-11-19T10:00:00Z", "older")]).await;
+    app.batch(vec![identify(
+        "u-7",
+        "d@example.com",
+        json!({"plan": "Free", "firstName": "Dee"}),
+        "2026-11-19T10:00:00Z",
+        "older",
+    )])
+    .await;
     app.drain().await;
     let c = app.contact_by_email("d@example.com").unwrap();
-    assert_eq!(c["custom_field"]["cf_plan"], "Pro", "older event must not overwrite");
-    assert_eq!(c["first_name"], "Dee", "a field the newer event never set is still filled");
+    assert_eq!(
+        c["custom_field"]["cf_plan"], "Pro",
+        "older event must not overwrite"
+    );
+    assert_eq!(
+        c["first_name"], "Dee",
+        "a field the newer event never set is still filled"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn missing_traits_keep_and_clear() {
-    for (mode, expect_cleared) in [(freshgate_core::mapping::MissingTraits::Keep, false), (freshgate_core::mapping::MissingTraits::Clear, true)] {
+    for (mode, expect_cleared) in [
+        (freshgate_core::coalesce::MissingTraits::Keep, false),
+        (freshgate_core::coalesce::MissingTraits::Clear, true),
+    ] {
         let mut setup = Setup::default();
         setup.destination.missing_traits = mode;
         let app = spawn_app_with(setup).await;
-        app.batch(vec![identify("u-8", "m@example.com", json!({"firstName": "Mo", "plan": "Pro"}), "2026-11-20T10:00:00Z", "m1")]).await;
+        app.batch(vec![identify(
+            "u-8",
+            "m@example.com",
+            json!({"firstName": "Mo", "plan": "Pro"}),
+            "2026-11-20T10:00:00Z",
+            "m1",
+        )])
+        .await;
         app.drain().await;
-        app.batch(vec![identify("u-8", "m@example.com", json!({"firstName": "Mo", "plan": "Free"}), "2026-11-20T11:00:00Z", "m2")]).await;
+        app.batch(vec![identify(
+            "u-8",
+            "m@example.com",
+            json!({"firstName": "Mo", "plan": "Free"}),
+            "2026-11-20T11:00:00Z",
+            "m2",
+        )])
+        .await;
         app.drain().await;
-        app.batch(vec![identify("u-8", "m@example.com", json!({"plan": "Free"}), "2026-11-20T12:00:00Z", "m3")]).await;
+        app.batch(vec![identify(
+            "u-8",
+            "m@example.com",
+            json!({"plan": "Free"}),
+            "2026-11-20T12:00:00Z",
+            "m3",
+        )])
+        .await;
         app.drain().await;
         let c = app.contact_by_email("m@example.com").unwrap();
         assert_eq!(c["custom_field"]["cf_plan"], "Free");
         if expect_cleared {
-            assert!(c["first_name"].is_null() || c["first_name"] == "", "clear mode empties first_name: {c}");
+            assert!(
+                c["first_name"].is_null() || c["first_name"] == "",
+                "clear mode empties first_name: {c}"
+            );
         } else {
             assert_eq!(c["first_name"], "Mo");
         }
@@ -183,62 +281,177 @@ async fn burst_of_identifies_is_coalesced() {
     app.emulator.state.inject(Fault::Latency { ms: 300 });
     let mut events = Vec::new();
     for i in 0..5 {
-        events.push(identify("u-9", "burst@example.com", json!({"cf_employees": i}), &format!("2026-11-20T10:00:0{i}Z"), &format!("burst-{i}")));
+        events.push(identify(
+            "u-9",
+            "burst@example.com",
+            json!({"cf_employees": i}),
+            &format!("2026-11-20T10:00:0{i}Z"),
+            &format!("burst-{i}"),
+        ));
     }
     app.batch(events[..1].to_vec()).await;
     app.batch(events[1..].to_vec()).await;
     app.drain().await;
     let c = app.contact_by_email("burst@example.com").unwrap();
     assert_eq!(c["custom_field"]["cf_employees"], 4);
-    assert!(app.calls("/contacts/upsert") <= 2, "coalesced: {}", app.calls("/contacts/upsert"));
+    assert!(
+        app.calls("/contacts/upsert") <= 2,
+        "coalesced: {}",
+        app.calls("/contacts/upsert")
+    );
     app.stop().await;
 }
 
 #[tokio::test]
-async fn retries_on_5xx_and_429() {
+async fn retries_on_5xx() {
     let app = spawn_app().await;
-    app.emulator.state.inject(Fault::NextStatus { count: 2, status: 503, path_contains: Some("upsert".into()), body: None });
-    app.batch(vec![identify("u-10", "r@example.com", json!({}), "2026-11-20T10:00:00Z", "retry-5xx")]).await;
+    app.emulator.state.inject(Fault::NextStatus {
+        count: 2,
+        status: 503,
+        path_contains: Some("upsert".into()),
+        body: None,
+    });
+    app.batch(vec![identify(
+        "u-10",
+        "r@example.com",
+        json!({}),
+        "2026-11-20T10:00:00Z",
+        "retry-5xx",
+    )])
+    .await;
     app.drain().await;
     assert!(app.contact_by_email("r@example.com").is_some());
     let t = app.store.event_traces("retry-5xx").await.unwrap();
     assert_eq!(t[0].deliveries[0].attempts.len(), 3);
-    app.emulator.state.inject(Fault::NextStatus { count: 1, status: 429, path_contains: Some("upsert".into()), body: None });
-    app.batch(vec![identify("u-11", "r2@example.com", json!({}), "2026-11-20T10:00:00Z", "retry-429")]).await;
-    app.drain().await;
-    assert!(app.contact_by_email("r2@example.com").is_some());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_429_is_obeyed_the_minute_window_is_left_alone_then_delivery_resumes() {
+    let app = spawn_app().await;
+    app.emulator.state.inject(Fault::NextStatus {
+        count: 1,
+        status: 429,
+        path_contains: Some("upsert".into()),
+        body: None,
+    });
+    app.batch(vec![identify(
+        "u-11",
+        "r2@example.com",
+        json!({}),
+        "2026-11-20T10:00:00Z",
+        "retry-429",
+    )])
+    .await;
+    app.wait_for("the 429", || async {
+        app.emulator
+            .state
+            .request_log()
+            .iter()
+            .any(|r| r.status == 429)
+    })
+    .await;
+    let at_429 = app.emulator.state.request_log().len();
+    // The account said it is busy: freshgate treats this minute as spent and sends nothing more
+    // until it slides (up to 60 s), instead of retrying into the same window.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        app.emulator.state.request_log().len(),
+        at_429,
+        "no call right after a 429"
+    );
+    wait_for(
+        "delivery after the window",
+        std::time::Duration::from_secs(90),
+        &mut || async { app.contact_by_email("r2@example.com").is_some() },
+    )
+    .await;
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_400_is_dead_lettered_then_replayed_after_the_cause_is_fixed() {
     let app = spawn_app().await;
-    app.batch(vec![identify("owner", "owner@example.com", json!({"mobile": "+1 555 9999"}), "2026-11-20T10:00:00Z", "owner-1")]).await;
+    app.batch(vec![identify(
+        "owner",
+        "owner@example.com",
+        json!({"mobile": "+1 555 9999"}),
+        "2026-11-20T10:00:00Z",
+        "owner-1",
+    )])
+    .await;
     app.drain().await;
-    app.batch(vec![identify("other", "other@example.com", json!({"mobile": "+1 555 9999"}), "2026-11-20T10:00:00Z", "clash")]).await;
+    app.batch(vec![identify(
+        "other",
+        "other@example.com",
+        json!({"mobile": "+1 555 9999"}),
+        "2026-11-20T10:00:00Z",
+        "clash",
+    )])
+    .await;
     app.drain().await;
     let (status, text) = trace_status(&app, "clash").await;
     assert_eq!(status, DeliveryStatus::Dead, "{text}");
     assert!(text.contains("not unique"), "{text}");
-    let dead = app.store.dead_letters(&DeliveryFilter::default()).await.unwrap();
+    let dead = app
+        .store
+        .dead_letters(&DeliveryFilter::default())
+        .await
+        .unwrap();
     assert_eq!(dead.len(), 1);
     // Fix the cause: the first contact gives up the number.
-    app.batch(vec![identify("owner", "owner@example.com", json!({"mobile": "+1 555 0000"}), "2026-11-20T11:00:00Z", "owner-2")]).await;
+    app.batch(vec![identify(
+        "owner",
+        "owner@example.com",
+        json!({"mobile": "+1 555 0000"}),
+        "2026-11-20T11:00:00Z",
+        "owner-2",
+    )])
+    .await;
     app.drain().await;
-    let n = app.store.requeue_dead(&DeliveryFilter::default(), freshgate::pipeline::now_ms()).await.unwrap();
+    let n = app
+        .store
+        .requeue_dead(&DeliveryFilter::default(), freshgate::pipeline::now_ms())
+        .await
+        .unwrap();
     assert_eq!(n, 1);
     app.drain().await;
-    assert_eq!(trace_status(&app, "clash").await.0, DeliveryStatus::Delivered);
-    assert_eq!(app.contact_by_email("other@example.com").unwrap()["mobile_number"], "+1 555 9999");
+    assert_eq!(
+        trace_status(&app, "clash").await.0,
+        DeliveryStatus::Delivered
+    );
+    assert_eq!(
+        app.contact_by_email("other@example.com").unwrap()["mobile_number"],
+        "+1 555 9999"
+    );
     app.stop().await;
 }
 
 #[tokio::test]
 async fn a_401_pauses_the_destination_and_keeps_its_events_until_the_key_works() {
     let app = spawn_app().await;
-    app.emulator.state.inject(Fault::NextStatus { count: 1, status: 401, path_contains: None, body: None });
-    app.batch(vec![identify("u-12", "p@example.com", json!({}), "2026-11-20T10:00:00Z", "paused")]).await;
-    app.wait_for("a 401 answered", || async { app.emulator.state.request_log().iter().any(|r| r.status == 401) }).await;
+    app.emulator.state.inject(Fault::NextStatus {
+        count: 1,
+        status: 401,
+        path_contains: None,
+        body: None,
+    });
+    app.batch(vec![identify(
+        "u-12",
+        "p@example.com",
+        json!({}),
+        "2026-11-20T10:00:00Z",
+        "paused",
+    )])
+    .await;
+    app.wait_for("a 401 answered", || async {
+        app.emulator
+            .state
+            .request_log()
+            .iter()
+            .any(|r| r.status == 401)
+    })
+    .await;
     let t = app.store.event_traces("paused").await.unwrap();
     assert_eq!(t[0].deliveries[0].status, DeliveryStatus::Pending);
     app.drain().await; // the pause probe (500 ms in tests) finds the key working again

@@ -81,7 +81,9 @@ pub fn test_config(emulator_url: &str, setup: &Setup, data_dir: PathBuf) -> Conf
 }
 
 pub async fn spawn_app_with(setup: Setup) -> TestApp {
-    let emulator = RunningEmulator::start(setup.emulator.clone()).await.unwrap();
+    let emulator = RunningEmulator::start(setup.emulator.clone())
+        .await
+        .unwrap();
     let data_dir = tempfile::tempdir().unwrap();
     let cfg = test_config(&emulator.base_url, &setup, data_dir.path().to_path_buf());
     let mut env = BTreeMap::new();
@@ -145,7 +147,9 @@ impl TestApp {
     }
 
     pub async fn batch(&self, events: Vec<Value>) {
-        let r = self.post("/v1/batch", &serde_json::json!({"batch": events})).await;
+        let r = self
+            .post("/v1/batch", &serde_json::json!({"batch": events}))
+            .await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
 

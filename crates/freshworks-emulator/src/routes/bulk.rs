@@ -34,7 +34,15 @@ pub(super) async fn bulk_upsert(
         let id = store.new_id();
         store.jobs.insert(
             id,
-            Job { id, done: false, succeeded: 0, failed: 0, report: Vec::new(), created_at: now, updated_at: now },
+            Job {
+                id,
+                done: false,
+                succeeded: 0,
+                failed: 0,
+                report: Vec::new(),
+                created_at: now,
+                updated_at: now,
+            },
         );
         id
     };
@@ -44,15 +52,27 @@ pub(super) async fn bulk_upsert(
         tokio::time::sleep(delay).await;
         worker.run_job(id, items);
     });
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    Ok(axum::Json(json!({"job_status_url": format!("http://{host}{BASE}/job_statuses/{id}")})).into_response())
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    Ok(
+        axum::Json(json!({"job_status_url": format!("http://{host}{BASE}/job_statuses/{id}")}))
+            .into_response(),
+    )
 }
 
 /// `GET /job_statuses/{id}`.
-pub(super) async fn job_status(State(st): State<EmulatorState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn job_status(
+    State(st): State<EmulatorState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     let id = path_id(&st, &id, "Job")?;
     let as_string = st.switches().bulk_data == BulkDataFormat::String;
     let store = lock(&st.inner.store);
-    let job = store.jobs.get(&id).ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("Job")))?;
+    let job = store
+        .jobs
+        .get(&id)
+        .ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("Job")))?;
     Ok(axum::Json(st.render_job(job, as_string)).into_response())
 }

@@ -13,43 +13,79 @@ use crate::state::{EmulatorState, lock, parse_identifier};
 /// Renders `{"contact":{...}}` for a stored id.
 fn contact_body(st: &EmulatorState, id: i64, with_accounts: bool) -> Result<Value, ApiError> {
     let store = lock(&st.inner.store);
-    let c = store.contacts.get(&id).ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("Contact")))?;
+    let c = store
+        .contacts
+        .get(&id)
+        .ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("Contact")))?;
     Ok(json!({"contact": st.render_contact(&store, c, with_accounts, true)}))
 }
 
 fn wants_accounts(q: &Params) -> bool {
-    q.get("include").is_some_and(|v| v.split(',').any(|p| p.trim() == "sales_accounts"))
+    q.get("include")
+        .is_some_and(|v| v.split(',').any(|p| p.trim() == "sales_accounts"))
 }
 
 /// `POST /contacts/upsert`.
-pub(super) async fn upsert(State(st): State<EmulatorState>, q: Params, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn upsert(
+    State(st): State<EmulatorState>,
+    q: Params,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let v = parse_json(&st, &body)?;
-    let ident = parse_identifier(v.get("unique_identifier")).ok_or_else(|| st.bad(Msg::MissingIdentifier))?;
+    let ident = parse_identifier(v.get("unique_identifier"))
+        .ok_or_else(|| st.bad(Msg::MissingIdentifier))?;
     let sw = st.switches();
     let (id, created) = {
         let mut store = lock(&st.inner.store);
-        st.upsert(&mut store, &sw, &ident, v.get("contact").unwrap_or(&Value::Null))
-            .map_err(|m| st.bad(m))?
+        st.upsert(
+            &mut store,
+            &sw,
+            &ident,
+            v.get("contact").unwrap_or(&Value::Null),
+        )
+        .map_err(|m| st.bad(m))?
     };
-    let status = if created { st.create_status() } else { StatusCode::OK };
-    Ok((status, axum::Json(contact_body(&st, id, wants_accounts(&q))?)).into_response())
+    let status = if created {
+        st.create_status()
+    } else {
+        StatusCode::OK
+    };
+    Ok((
+        status,
+        axum::Json(contact_body(&st, id, wants_accounts(&q))?),
+    )
+        .into_response())
 }
 
 /// `POST /contacts`.
-pub(super) async fn create(State(st): State<EmulatorState>, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(st): State<EmulatorState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let v = parse_json(&st, &body)?;
     let sw = st.switches();
-    let contact = v.get("contact").ok_or_else(|| st.bad(Msg::Required("contact")))?;
+    let contact = v
+        .get("contact")
+        .ok_or_else(|| st.bad(Msg::Required("contact")))?;
     let patch = st.parse_patch(&sw, contact).map_err(|m| st.bad(m))?;
     let id = {
         let mut store = lock(&st.inner.store);
-        st.create_contact(&mut store, &sw, None, &patch).map_err(|m| st.bad(m))?
+        st.create_contact(&mut store, &sw, None, &patch)
+            .map_err(|m| st.bad(m))?
     };
-    Ok((st.create_status(), axum::Json(contact_body(&st, id, false)?)).into_response())
+    Ok((
+        st.create_status(),
+        axum::Json(contact_body(&st, id, false)?),
+    )
+        .into_response())
 }
 
 /// `GET /contacts/{id}`.
-pub(super) async fn show(State(st): State<EmulatorState>, Path(id): Path<String>, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn show(
+    State(st): State<EmulatorState>,
+    Path(id): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
     let id = path_id(&st, &id, "Contact")?;
     Ok(axum::Json(contact_body(&st, id, wants_accounts(&q))?).into_response())
 }
@@ -64,13 +100,16 @@ pub(super) async fn update(
     let id = path_id(&st, &id, "Contact")?;
     let v = parse_json(&st, &body)?;
     let sw = st.switches();
-    let patch = st.parse_patch(&sw, v.get("contact").unwrap_or(&Value::Null)).map_err(|m| st.bad(m))?;
+    let patch = st
+        .parse_patch(&sw, v.get("contact").unwrap_or(&Value::Null))
+        .map_err(|m| st.bad(m))?;
     {
         let mut store = lock(&st.inner.store);
-        st.update_contact(&mut store, &sw, id, &patch).map_err(|m| match m {
-            Msg::NotFound(w) => st.err(StatusCode::NOT_FOUND, Msg::NotFound(w)),
-            other => st.bad(other),
-        })?;
+        st.update_contact(&mut store, &sw, id, &patch)
+            .map_err(|m| match m {
+                Msg::NotFound(w) => st.err(StatusCode::NOT_FOUND, Msg::NotFound(w)),
+                other => st.bad(other),
+            })?;
     }
     Ok(axum::Json(contact_body(&st, id, wants_accounts(&q))?).into_response())
 }
@@ -89,11 +128,17 @@ fn remove(st: &EmulatorState, raw: &str) -> Result<Response, ApiError> {
 }
 
 /// `DELETE /contacts/{id}`.
-pub(super) async fn destroy(State(st): State<EmulatorState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn destroy(
+    State(st): State<EmulatorState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     remove(&st, &id)
 }
 
 /// `DELETE /contacts/{id}/forget` (GDPR hard erase; same answer, INFERRED).
-pub(super) async fn forget(State(st): State<EmulatorState>, Path(id): Path<String>) -> Result<Response, ApiError> {
+pub(super) async fn forget(
+    State(st): State<EmulatorState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
     remove(&st, &id)
 }

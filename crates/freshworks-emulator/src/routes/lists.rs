@@ -18,14 +18,21 @@ fn list_json(l: &List) -> Value {
 pub(super) async fn index(State(st): State<EmulatorState>, q: Params) -> Response {
     let all: Vec<Value> = {
         let store = lock(&st.inner.store);
-        store.lists.values().map(|l| json!({"id": l.id, "name": l.name})).collect()
+        store
+            .lists
+            .values()
+            .map(|l| json!({"id": l.id, "name": l.name}))
+            .collect()
     };
     let (page, meta) = paginate(&all, &q);
     axum::Json(json!({"lists": page, "meta": meta})).into_response()
 }
 
 /// `POST /lists` with `{"name":...}` (also `{"list":{"name":...}}`). Names are not unique.
-pub(super) async fn create(State(st): State<EmulatorState>, body: Bytes) -> Result<Response, ApiError> {
+pub(super) async fn create(
+    State(st): State<EmulatorState>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
     let v = parse_json(&st, &body)?;
     let name = v
         .get("name")
@@ -37,7 +44,12 @@ pub(super) async fn create(State(st): State<EmulatorState>, body: Bytes) -> Resu
     let body = {
         let mut store = lock(&st.inner.store);
         let id = store.new_id();
-        let list = List { id, name: name.to_owned(), members: Default::default(), created_at: now };
+        let list = List {
+            id,
+            name: name.to_owned(),
+            members: Default::default(),
+            created_at: now,
+        };
         let body = json!({"list": list_json(&list)});
         store.lists.insert(id, list);
         body
@@ -46,8 +58,14 @@ pub(super) async fn create(State(st): State<EmulatorState>, body: Bytes) -> Resu
 }
 
 fn ids_of(st: &EmulatorState, v: &Value) -> Result<Vec<i64>, ApiError> {
-    let items = v.get("ids").and_then(Value::as_array).ok_or_else(|| st.bad(Msg::Required("ids")))?;
-    items.iter().map(|i| json_i64(i).ok_or_else(|| st.bad(Msg::Invalid("ids".to_owned())))).collect()
+    let items = v
+        .get("ids")
+        .and_then(Value::as_array)
+        .ok_or_else(|| st.bad(Msg::Required("ids")))?;
+    items
+        .iter()
+        .map(|i| json_i64(i).ok_or_else(|| st.bad(Msg::Invalid("ids".to_owned()))))
+        .collect()
 }
 
 /// `PUT /lists/{id}/add_contacts` with `{"ids":[...]}`; unknown and already-present ids are ignored.
@@ -60,8 +78,14 @@ pub(super) async fn add_contacts(
     let v = parse_json(&st, &body)?;
     let ids = ids_of(&st, &v)?;
     let mut store = lock(&st.inner.store);
-    let known: Vec<i64> = ids.into_iter().filter(|c| store.contacts.contains_key(c)).collect();
-    let list = store.lists.get_mut(&id).ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("List")))?;
+    let known: Vec<i64> = ids
+        .into_iter()
+        .filter(|c| store.contacts.contains_key(c))
+        .collect();
+    let list = store
+        .lists
+        .get_mut(&id)
+        .ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("List")))?;
     list.members.extend(known);
     Ok(axum::Json(json!({})).into_response())
 }
@@ -77,7 +101,10 @@ pub(super) async fn remove_contacts(
     let all = v.get("all").and_then(Value::as_bool).unwrap_or(false);
     let ids = if all { Vec::new() } else { ids_of(&st, &v)? };
     let mut store = lock(&st.inner.store);
-    let list = store.lists.get_mut(&id).ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("List")))?;
+    let list = store
+        .lists
+        .get_mut(&id)
+        .ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("List")))?;
     if all {
         list.members.clear();
     } else {
@@ -89,11 +116,18 @@ pub(super) async fn remove_contacts(
 }
 
 /// `GET /contacts/lists/{list_id}`: members, paged.
-pub(super) async fn members(State(st): State<EmulatorState>, Path(id): Path<String>, q: Params) -> Result<Response, ApiError> {
+pub(super) async fn members(
+    State(st): State<EmulatorState>,
+    Path(id): Path<String>,
+    q: Params,
+) -> Result<Response, ApiError> {
     let id = path_id(&st, &id, "List")?;
     let all: Vec<Value> = {
         let store = lock(&st.inner.store);
-        let list = store.lists.get(&id).ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("List")))?;
+        let list = store
+            .lists
+            .get(&id)
+            .ok_or_else(|| st.err(StatusCode::NOT_FOUND, Msg::NotFound("List")))?;
         list.members
             .iter()
             .filter_map(|c| store.contacts.get(c))

@@ -47,12 +47,19 @@ impl IntoResponse for ApiError {
 }
 
 fn error_response(status: StatusCode, message: &str) -> Response {
-    (status, axum::Json(json!({"errors": {"code": status.as_u16(), "message": [message]}}))).into_response()
+    (
+        status,
+        axum::Json(json!({"errors": {"code": status.as_u16(), "message": [message]}})),
+    )
+        .into_response()
 }
 
 impl EmulatorState {
     pub(crate) fn err(&self, status: StatusCode, m: Msg) -> ApiError {
-        ApiError { status, message: self.msg(m) }
+        ApiError {
+            status,
+            message: self.msg(m),
+        }
     }
 
     pub(crate) fn bad(&self, m: Msg) -> ApiError {
@@ -75,16 +82,30 @@ pub(crate) fn parse_json(st: &EmulatorState, body: &Bytes) -> Result<Value, ApiE
 
 /// Parses a path id.
 pub(crate) fn path_id(st: &EmulatorState, raw: &str, what: &'static str) -> Result<i64, ApiError> {
-    raw.parse().map_err(|_| st.err(StatusCode::NOT_FOUND, Msg::NotFound(what)))
+    raw.parse()
+        .map_err(|_| st.err(StatusCode::NOT_FOUND, Msg::NotFound(what)))
 }
 
 /// `page`/`per_page` paging: `(page items, meta)`.
 pub(crate) fn paginate<T: Clone>(items: &[T], q: &HashMap<String, String>) -> (Vec<T>, Value) {
-    let per_page = q.get("per_page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(25).clamp(1, 100);
-    let page = q.get("page").and_then(|v| v.parse::<usize>().ok()).unwrap_or(1).max(1);
+    let per_page = q
+        .get("per_page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(25)
+        .clamp(1, 100);
+    let page = q
+        .get("page")
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
     let total = items.len();
     let pages = total.div_ceil(per_page);
-    let slice = items.iter().skip((page - 1) * per_page).take(per_page).cloned().collect();
+    let slice = items
+        .iter()
+        .skip((page - 1) * per_page)
+        .take(per_page)
+        .cloned()
+        .collect();
     (slice, json!({"total_pages": pages, "total": total}))
 }
 
@@ -95,8 +116,16 @@ pub(crate) fn api_router(state: EmulatorState) -> Router {
         .route("/contacts/upsert", post(contacts::upsert))
         .route("/contacts/bulk_upsert", post(bulk::bulk_upsert))
         .route("/job_statuses/{id}", get(bulk::job_status))
-        .route("/contacts/{id}", get(contacts::show).put(contacts::update).delete(contacts::destroy))
-        .route("/contacts/{id}/forget", axum::routing::delete(contacts::forget))
+        .route(
+            "/contacts/{id}",
+            get(contacts::show)
+                .put(contacts::update)
+                .delete(contacts::destroy),
+        )
+        .route(
+            "/contacts/{id}/forget",
+            axum::routing::delete(contacts::forget),
+        )
         .route("/contacts/lists/{id}", get(lists::members))
         .route("/lookup", get(misc::lookup))
         .route("/filtered_search/contact", post(misc::filtered_search))
@@ -118,21 +147,29 @@ async fn not_found(State(st): State<EmulatorState>) -> ApiError {
 
 /// Checks `Authorization: Token token=<key>` (and `Token <key>` when switched on).
 fn authorized(st: &EmulatorState, headers: &HeaderMap) -> bool {
-    let Some(value) = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) else {
+    let Some(value) = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    else {
         return false;
     };
     let key = st.inner.api_key.as_str();
     if let Some(rest) = value.strip_prefix("Token token=") {
         return rest.trim().trim_matches('"') == key;
     }
-    st.switches().accept_bare_token && value.strip_prefix("Token ").is_some_and(|rest| rest.trim() == key)
+    st.switches().accept_bare_token
+        && value
+            .strip_prefix("Token ")
+            .is_some_and(|rest| rest.trim() == key)
 }
 
 /// Every API call passes here: dropped-connection and latency faults, auth (401), quota (429),
 /// status faults, then the handler; the outcome is logged.
 async fn gate(State(st): State<EmulatorState>, req: Request, next: Next) -> Response {
     let (parts, body) = req.into_parts();
-    let bytes = axum::body::to_bytes(body, MAX_BODY).await.unwrap_or_default();
+    let bytes = axum::body::to_bytes(body, MAX_BODY)
+        .await
+        .unwrap_or_default();
     let mut entry = LoggedRequest {
         method: parts.method.to_string(),
         path: format!("{BASE}{}", parts.uri.path()),
@@ -171,7 +208,8 @@ async fn gate(State(st): State<EmulatorState>, req: Request, next: Next) -> Resp
         Err(refused) => {
             entry.status = 429;
             st.log(entry);
-            let mut resp = error_response(StatusCode::TOO_MANY_REQUESTS, &st.msg(Msg::TooManyRequests));
+            let mut resp =
+                error_response(StatusCode::TOO_MANY_REQUESTS, &st.msg(Msg::TooManyRequests));
             if sw.rate_limit_headers {
                 let h = resp.headers_mut();
                 h.insert("x-ratelimit-limit", HeaderValue::from(refused.limit));
@@ -189,18 +227,28 @@ async fn gate(State(st): State<EmulatorState>, req: Request, next: Next) -> Resp
         Some(Injected::Status { status, body }) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
             match body {
-                Some(b) => (status, [(header::CONTENT_TYPE, "application/json")], b).into_response(),
+                Some(b) => {
+                    (status, [(header::CONTENT_TYPE, "application/json")], b).into_response()
+                }
                 None => error_response(status, status.canonical_reason().unwrap_or("Error")),
             }
         }
         Some(Injected::Wrapped429) => error_response(StatusCode::BAD_REQUEST, WRAPPED_429_MESSAGE),
-        Some(Injected::Random500) => error_response(StatusCode::INTERNAL_SERVER_ERROR, &st.msg(Msg::Injected)),
-        None => next.run(Request::from_parts(parts, Body::from(bytes))).await,
+        Some(Injected::Random500) => {
+            error_response(StatusCode::INTERNAL_SERVER_ERROR, &st.msg(Msg::Injected))
+        }
+        None => {
+            next.run(Request::from_parts(parts, Body::from(bytes)))
+                .await
+        }
     };
     if sw.rate_limit_headers {
         let h = resp.headers_mut();
         h.insert("x-ratelimit-limit", HeaderValue::from(granted.limit));
-        h.insert("x-ratelimit-remaining", HeaderValue::from(granted.remaining));
+        h.insert(
+            "x-ratelimit-remaining",
+            HeaderValue::from(granted.remaining),
+        );
     }
     entry.status = resp.status().as_u16();
     st.log(entry);

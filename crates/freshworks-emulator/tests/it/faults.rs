@@ -11,7 +11,12 @@ use crate::helpers::{Env, error_body};
 #[tokio::test]
 async fn next_status_faults_answer_then_expire() {
     let env = Env::start().await;
-    env.emu.state.inject(Fault::NextStatus { count: 2, status: 503, path_contains: None, body: None });
+    env.emu.state.inject(Fault::NextStatus {
+        count: 2,
+        status: 503,
+        path_contains: None,
+        body: None,
+    });
     assert_eq!(env.get("/lists").await.status, 503);
     let r = env.get("/lists").await;
     assert_eq!(r.body, error_body(503, "Service Unavailable"));
@@ -44,7 +49,10 @@ async fn a_429_wrapped_in_a_400() {
     assert_eq!(r.status, 400);
     assert_eq!(
         r.body,
-        error_body(400, "UCR contact fetch failure :: response_code :: 429 :: response :: Too many requests")
+        error_body(
+            400,
+            "UCR contact fetch failure :: response_code :: 429 :: response :: Too many requests"
+        )
     );
     // Injected answers are not quota 429s.
     assert_eq!(env.emu.state.quota_429_count(), 0);
@@ -53,7 +61,11 @@ async fn a_429_wrapped_in_a_400() {
 
 #[tokio::test]
 async fn failure_rate_and_clear() {
-    let env = Env::with(EmulatorConfig { seed: 7, ..EmulatorConfig::default() }).await;
+    let env = Env::with(EmulatorConfig {
+        seed: 7,
+        ..EmulatorConfig::default()
+    })
+    .await;
     env.emu.state.inject(Fault::FailureRate { rate: 1.0 });
     assert_eq!(env.get("/lists").await.status, 500);
     env.emu.state.clear_faults();
@@ -84,7 +96,12 @@ async fn dropped_connections_give_no_response() {
     let env = Env::start().await;
     env.emu.state.inject(Fault::DropConnections { count: 1 });
     let url = format!("{}/lists", env.emu.base_url);
-    let err = env.http.get(&url).header("Authorization", "Token token=emulator-key").send().await;
+    let err = env
+        .http
+        .get(&url)
+        .header("Authorization", "Token token=emulator-key")
+        .send()
+        .await;
     assert!(err.is_err(), "expected a transport error, got {err:?}");
     assert_eq!(env.get("/lists").await.status, 200);
     let log = env.emu.state.request_log();
@@ -97,11 +114,20 @@ async fn dropped_connections_give_no_response() {
 async fn faults_through_the_admin_api() {
     let env = Env::start().await;
     let r = env
-        .admin(Method::POST, "/faults", Some(json!({"kind": "next_status", "count": 1, "status": 502})))
+        .admin(
+            Method::POST,
+            "/faults",
+            Some(json!({"kind": "next_status", "count": 1, "status": 502})),
+        )
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(env.get("/lists").await.status, 502);
-    env.admin(Method::POST, "/faults", Some(json!({"kind": "wrapped429", "count": 5}))).await;
+    env.admin(
+        Method::POST,
+        "/faults",
+        Some(json!({"kind": "wrapped429", "count": 5})),
+    )
+    .await;
     env.admin(Method::DELETE, "/faults", None).await;
     assert_eq!(env.get("/lists").await.status, 200);
     env.emu.stop().await;

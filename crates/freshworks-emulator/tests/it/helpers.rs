@@ -27,11 +27,25 @@ impl Env {
     pub async fn with(config: EmulatorConfig) -> Self {
         let key = config.api_key.clone();
         let emu = RunningEmulator::start(config).await.unwrap();
-        Self { emu, http: reqwest::Client::new(), key }
+        Self {
+            emu,
+            http: reqwest::Client::new(),
+            key,
+        }
     }
 
-    pub async fn raw(&self, method: Method, path: &str, auth: Option<&str>, body: Option<Value>) -> Resp {
-        let url = if path.starts_with("http") { path.to_owned() } else { format!("{}{path}", self.emu.base_url) };
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        auth: Option<&str>,
+        body: Option<Value>,
+    ) -> Resp {
+        let url = if path.starts_with("http") {
+            path.to_owned()
+        } else {
+            format!("{}{path}", self.emu.base_url)
+        };
         let mut rb = self.http.request(method, url);
         if let Some(a) = auth {
             rb = rb.header("Authorization", a);
@@ -44,7 +58,11 @@ impl Env {
         let headers = resp.headers().clone();
         let text = resp.text().await.unwrap();
         let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     pub async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
@@ -69,7 +87,9 @@ impl Env {
     }
 
     pub async fn admin(&self, method: Method, path: &str, body: Option<Value>) -> Resp {
-        let mut rb = self.http.request(method, format!("{}{path}", self.emu.admin_url));
+        let mut rb = self
+            .http
+            .request(method, format!("{}{path}", self.emu.admin_url));
         if let Some(b) = body {
             rb = rb.json(&b);
         }
@@ -77,13 +97,20 @@ impl Env {
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.json().await.unwrap_or(Value::Null);
-        Resp { status, headers, body }
+        Resp {
+            status,
+            headers,
+            body,
+        }
     }
 
     /// Upserts by email and returns the contact JSON.
     pub async fn upsert_email(&self, email: &str, contact: Value) -> Value {
         let r = self
-            .post("/contacts/upsert", serde_json::json!({"unique_identifier": {"emails": email}, "contact": contact}))
+            .post(
+                "/contacts/upsert",
+                serde_json::json!({"unique_identifier": {"emails": email}, "contact": contact}),
+            )
             .await;
         assert!(r.status == 200 || r.status == 201, "{r:?}");
         r.body["contact"].clone()

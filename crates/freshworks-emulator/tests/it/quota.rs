@@ -30,10 +30,18 @@ async fn the_401st_call_in_a_minute_gets_429_at_default_limits() {
 
 #[tokio::test]
 async fn unauthorized_calls_do_not_count() {
-    let config = EmulatorConfig { minute_limit: 1, ..EmulatorConfig::default() };
+    let config = EmulatorConfig {
+        minute_limit: 1,
+        ..EmulatorConfig::default()
+    };
     let env = Env::with(config).await;
     for _ in 0..3 {
-        assert_eq!(env.raw(Method::GET, "/lists", Some("Token token=bad"), None).await.status, 401);
+        assert_eq!(
+            env.raw(Method::GET, "/lists", Some("Token token=bad"), None)
+                .await
+                .status,
+            401
+        );
     }
     assert_eq!(env.get("/lists").await.status, 200);
     assert_eq!(env.get("/lists").await.status, 429);
@@ -42,14 +50,24 @@ async fn unauthorized_calls_do_not_count() {
 
 #[tokio::test]
 async fn the_hour_window_bites_and_passes_with_a_large_time_scale() {
-    let config = EmulatorConfig { hourly_limit: 3, minute_limit: 100, ..EmulatorConfig::default() };
+    let config = EmulatorConfig {
+        hourly_limit: 3,
+        minute_limit: 100,
+        ..EmulatorConfig::default()
+    };
     let env = Env::with(config).await;
     for _ in 0..3 {
         assert_eq!(env.get("/lists").await.status, 200);
     }
     assert_eq!(env.get("/lists").await.status, 429);
     // Speed emulated time up so the hour passes within milliseconds of wall time.
-    let r = env.admin(Method::POST, "/time_scale", Some(json!({"time_scale": 1e9}))).await;
+    let r = env
+        .admin(
+            Method::POST,
+            "/time_scale",
+            Some(json!({"time_scale": 1e9})),
+        )
+        .await;
     assert_eq!(r.status, 200);
     let mut ok = false;
     for _ in 0..200 {
@@ -67,7 +85,12 @@ async fn the_hour_window_bites_and_passes_with_a_large_time_scale() {
 #[tokio::test]
 async fn a_configured_time_scale_makes_a_spent_hour_pass_in_wall_seconds() {
     // 3600x: one emulated hour per wall second.
-    let config = EmulatorConfig { hourly_limit: 5, minute_limit: 5, time_scale: 3600.0, ..EmulatorConfig::default() };
+    let config = EmulatorConfig {
+        hourly_limit: 5,
+        minute_limit: 5,
+        time_scale: 3600.0,
+        ..EmulatorConfig::default()
+    };
     let env = Env::with(config).await;
     env.emu.state.spend(5);
     let mut saw_ok = false;
@@ -85,10 +108,18 @@ async fn a_configured_time_scale_makes_a_spent_hour_pass_in_wall_seconds() {
 #[tokio::test]
 async fn spend_and_limit_changes_through_the_admin_api() {
     let env = Env::start().await;
-    let r = env.admin(Method::POST, "/spend", Some(json!({"calls": 400}))).await;
+    let r = env
+        .admin(Method::POST, "/spend", Some(json!({"calls": 400})))
+        .await;
     assert_eq!(r.body["used_minute"], 400);
     assert_eq!(env.get("/lists").await.status, 429);
-    let r = env.admin(Method::POST, "/limits", Some(json!({"hourly": 5000, "minute": 401}))).await;
+    let r = env
+        .admin(
+            Method::POST,
+            "/limits",
+            Some(json!({"hourly": 5000, "minute": 401})),
+        )
+        .await;
     assert_eq!(r.body["minute_limit"], 401);
     assert_eq!(env.get("/lists").await.status, 200);
     assert_eq!(env.get("/lists").await.status, 429);
@@ -101,8 +132,16 @@ async fn spend_and_limit_changes_through_the_admin_api() {
 
 #[tokio::test]
 async fn rate_limit_headers_when_switched_on() {
-    let sw = Switches { rate_limit_headers: true, ..Switches::default() };
-    let env = Env::with(EmulatorConfig { minute_limit: 2, switches: sw, ..EmulatorConfig::default() }).await;
+    let sw = Switches {
+        rate_limit_headers: true,
+        ..Switches::default()
+    };
+    let env = Env::with(EmulatorConfig {
+        minute_limit: 2,
+        switches: sw,
+        ..EmulatorConfig::default()
+    })
+    .await;
     let r = env.get("/lists").await;
     assert_eq!(r.headers["x-ratelimit-limit"], "5000");
     assert_eq!(r.headers["x-ratelimit-remaining"], "1");

@@ -1,0 +1,263 @@
+//! The PostgreSQL backend of the queue of record (cargo feature `postgres`), shared by several nodes.
+//!
+//! Same model and semantics as the SQLite backend (`crate::sqlite`), built for many writers:
+//! - ingest appends a whole batch in one transaction with `UNNEST` array inserts; `messageId`
+//!   dedup is an upsert on the `(source, message_id)` primary key of `dedup` (see [`ingest`]);
+//! - nodes lease *contact keys* with `SELECT … FOR UPDATE SKIP LOCKED` in one short statement,
+//!   read that key's deliveries outside any transaction, and settle in a second transaction that
+//!   re-checks the lease token under a row lock (see [`delivery`]);
+//! - the quota ledger lives in the database, so every node spends the same account budget.
+//!
+//! There is no writer queue: concurrency is bounded by the connection pool, and a write that cannot
+//! get a connection in time fails with `Database` (never `Saturated`).
+
+mod delivery;
+mod filter;
+mod ingest;
+mod queries;
+mod schema;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx_core::pool::PoolOptions;
+use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
+
+use crate::{
+    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
+    EventTrace, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord, Settlement, Store,
+    StoreError,
+};
+
+/// Tuning of the PostgreSQL backend.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// Most connections this node opens; every store operation holds one while it runs, so this
+    /// also bounds how many run at once.
+    pub max_connections: u32,
+    /// How long an operation waits for a free connection before failing with `Database`.
+    pub acquire_timeout: Duration,
+    /// Apply pending migrations on connect. Off when operators run [`migrate`] separately.
+    pub run_migrations: bool,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            acquire_timeout: Duration::from_secs(30),
+            run_migrations: true,
+        }
+    }
+}
+
+/// The PostgreSQL queue of record. Cheap to share behind an `Arc`; see [`Store`] for the operations.
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl std::fmt::Debug for PostgresStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL may carry a password: show only where it points.
+        let opts = self.pool.connect_options();
+        f.debug_struct("PostgresStore")
+            .field("host", &opts.get_host())
+            .field("port", &opts.get_port())
+            .field("database", &opts.get_database())
+            .finish_non_exhaustive()
+    }
+}
+
+impl From<sqlx_core::Error> for StoreError {
+    fn from(e: sqlx_core::Error) -> Self {
+        match e {
+            // `close()` closes the pool: what follows is a write to a closed store.
+            sqlx_core::Error::PoolClosed => Self::Closed,
+            other => Self::Database(other.to_string()),
+        }
+    }
+}
+
+impl From<sqlx_core::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx_core::migrate::MigrateError) -> Self {
+        Self::Database(format!("migration failed: {e}"))
+    }
+}
+
+fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
+    url.parse::<PgConnectOptions>()
+        .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))
+}
+
+/// Apply every pending migration to the database at `url` and return; for operators who migrate
+/// before starting nodes with `run_migrations: false`. Safe to run from several nodes at once
+/// (migrations take an advisory lock).
+///
+/// # Errors
+/// `Database` if the URL is invalid, the server cannot be reached, or a migration fails.
+pub async fn migrate(url: &str) -> Result<(), StoreError> {
+    let pool = PoolOptions::<Postgres>::new()
+        .max_connections(1)
+        .connect_with(parse_url(url)?)
+        .await?;
+    let result = schema::migrator().run(&pool).await;
+    pool.close().await;
+    result.map_err(StoreError::from)
+}
+
+impl PostgresStore {
+    /// Connect a pool to `url` (e.g. `postgres://user:pass@host:5432/freshgate`, TLS with
+    /// `?sslmode=require`) and, unless disabled in `options`, apply pending migrations.
+    ///
+    /// # Errors
+    /// `Database` if the URL is invalid, the server cannot be reached, or a migration fails.
+    pub async fn connect(url: &str, options: PostgresOptions) -> Result<Self, StoreError> {
+        let pool = PoolOptions::<Postgres>::new()
+            .max_connections(options.max_connections.max(1))
+            .acquire_timeout(options.acquire_timeout)
+            .connect_with(parse_url(url)?)
+            .await?;
+        if options.run_migrations
+            && let Err(e) = schema::migrator().run(&pool).await
+        {
+            pool.close().await;
+            return Err(e.into());
+        }
+        tracing::info!(
+            host = pool.connect_options().get_host(),
+            database = pool.connect_options().get_database(),
+            "opened PostgreSQL store"
+        );
+        Ok(Self { pool })
+    }
+
+    /// The connection pool, for operator tooling and tests (the schema is described in
+    /// `migrations/postgres`).
+    #[must_use]
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
+        ingest::append(&self.pool, &batch).await
+    }
+
+    async fn lease_contacts(
+        &self,
+        destination: &str,
+        owner: &str,
+        now_ms: i64,
+        lease_ms: i64,
+        max: usize,
+    ) -> Result<Vec<ContactLease>, StoreError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        delivery::lease_contacts(&self.pool, destination, owner, now_ms, lease_ms, max).await
+    }
+
+    async fn pending_for(
+        &self,
+        lease: &ContactLease,
+        limit: usize,
+    ) -> Result<Vec<PendingDelivery>, StoreError> {
+        delivery::pending_for(&self.pool, lease, limit).await
+    }
+
+    async fn settle(
+        &self,
+        lease: &ContactLease,
+        now_ms: i64,
+        settlements: Vec<(DeliveryId, Settlement)>,
+        attempt: Option<Attempt>,
+    ) -> Result<(), StoreError> {
+        delivery::settle(&self.pool, lease, now_ms, &settlements, attempt.as_ref()).await
+    }
+
+    async fn release(
+        &self,
+        lease: &ContactLease,
+        not_before_ms: Option<i64>,
+    ) -> Result<(), StoreError> {
+        delivery::release(&self.pool, lease, not_before_ms).await
+    }
+
+    async fn shadow(
+        &self,
+        destination: &str,
+        contact_key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        queries::shadow(&self.pool, destination, contact_key).await
+    }
+
+    async fn put_shadow(
+        &self,
+        destination: &str,
+        contact_key: &str,
+        shadow: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        queries::put_shadow(&self.pool, destination, contact_key, shadow).await
+    }
+
+    async fn record_calls(&self, account: &str, at_ms: i64, calls: u32) -> Result<(), StoreError> {
+        queries::record_calls(&self.pool, account, at_ms, calls).await
+    }
+
+    async fn calls_since(&self, account: &str, since_ms: i64) -> Result<u64, StoreError> {
+        queries::calls_since(&self.pool, account, since_ms).await
+    }
+
+    async fn event_traces(&self, message_id: &str) -> Result<Vec<EventTrace>, StoreError> {
+        queries::event_traces(&self.pool, message_id).await
+    }
+
+    async fn dead_letters(&self, filter: &DeliveryFilter) -> Result<Vec<DeadLetter>, StoreError> {
+        queries::dead_letters(&self.pool, filter).await
+    }
+
+    async fn requeue_dead(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
+        delivery::reopen(&self.pool, filter, &["dead"], now_ms).await
+    }
+
+    async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
+        delivery::reopen(
+            &self.pool,
+            filter,
+            &["delivered", "skipped", "dead"],
+            now_ms,
+        )
+        .await
+    }
+
+    async fn rejected(&self, limit: usize) -> Result<Vec<RejectedRecord>, StoreError> {
+        queries::rejected(&self.pool, limit).await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, StoreError> {
+        queries::stats(&self.pool).await
+    }
+
+    async fn prune(
+        &self,
+        events_before_ms: i64,
+        dedup_before_ms: i64,
+    ) -> Result<PruneOutcome, StoreError> {
+        queries::prune(&self.pool, events_before_ms, dedup_before_ms).await
+    }
+
+    async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {
+        schema::integrity_check(&self.pool).await
+    }
+
+    async fn close(&self) {
+        // Waits for checked-out connections to come back (in-flight operations finish and commit),
+        // then every later operation gets `PoolClosed`, i.e. `StoreError::Closed`.
+        if !self.pool.is_closed() {
+            self.pool.close().await;
+            tracing::info!("closed PostgreSQL store");
+        }
+    }
+}

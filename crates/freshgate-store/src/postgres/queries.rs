@@ -1,0 +1,394 @@
+//! Everything else of the store on PostgreSQL: shadows, the shared quota ledger, traces, dead
+//! letters, rejected inputs, queue figures and pruning.
+
+use std::collections::{BTreeMap, HashMap};
+
+use sqlx_core::query::query;
+use sqlx_core::query_scalar::query_scalar;
+use sqlx_core::row::Row;
+use sqlx_core::sql_str::AssertSqlSafe;
+use sqlx_postgres::{PgPool, PgRow};
+
+use super::delivery::MAINTENANCE_LOCK;
+use super::filter::{filter_sql, limit_value};
+use crate::{
+    Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats,
+    EventTrace, PruneOutcome, QueueStats, RejectedRecord, StoreError,
+};
+
+/// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
+/// quota window is one hour, the rest is margin.
+const LEDGER_KEEP_MS: i64 = 2 * 60 * 60 * 1000;
+
+type SqlResult<T> = Result<T, sqlx_core::Error>;
+
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v).unwrap_or(u32::MAX)
+}
+
+fn to_u64(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn parse_status(s: &str) -> Result<DeliveryStatus, StoreError> {
+    match s {
+        "pending" => Ok(DeliveryStatus::Pending),
+        "delivered" => Ok(DeliveryStatus::Delivered),
+        "skipped" => Ok(DeliveryStatus::Skipped),
+        "dead" => Ok(DeliveryStatus::Dead),
+        other => Err(StoreError::Database(format!(
+            "unknown delivery status {other:?}"
+        ))),
+    }
+}
+
+pub(crate) async fn shadow(
+    pool: &PgPool,
+    destination: &str,
+    contact_key: &str,
+) -> Result<Option<Vec<u8>>, StoreError> {
+    Ok(
+        query_scalar("SELECT body FROM shadows WHERE destination = $1 AND contact_key = $2")
+            .bind(destination)
+            .bind(contact_key)
+            .fetch_optional(pool)
+            .await?,
+    )
+}
+
+pub(crate) async fn put_shadow(
+    pool: &PgPool,
+    destination: &str,
+    contact_key: &str,
+    body: Vec<u8>,
+) -> Result<(), StoreError> {
+    query(
+        "INSERT INTO shadows (destination, contact_key, body) VALUES ($1, $2, $3)
+         ON CONFLICT (destination, contact_key) DO UPDATE SET body = excluded.body",
+    )
+    .bind(destination)
+    .bind(contact_key)
+    .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn record_calls(
+    pool: &PgPool,
+    account: &str,
+    at_ms: i64,
+    calls: u32,
+) -> Result<(), StoreError> {
+    let bucket = at_ms.div_euclid(1000) * 1000;
+    // One row per account and second, added to atomically: every node spends the same budget.
+    query(
+        "INSERT INTO quota_ledger (account, bucket_ms, calls) VALUES ($1, $2, $3)
+         ON CONFLICT (account, bucket_ms) DO UPDATE SET calls = quota_ledger.calls + excluded.calls",
+    )
+    .bind(account)
+    .bind(bucket)
+    .bind(i64::from(calls))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn calls_since(
+    pool: &PgPool,
+    account: &str,
+    since_ms: i64,
+) -> Result<u64, StoreError> {
+    let total: i64 = query_scalar(
+        "SELECT coalesce(sum(calls), 0)::bigint FROM quota_ledger
+         WHERE account = $1 AND bucket_ms >= $2",
+    )
+    .bind(account)
+    .bind(since_ms)
+    .fetch_one(pool)
+    .await?;
+    Ok(to_u64(total))
+}
+
+pub(crate) async fn event_traces(
+    pool: &PgPool,
+    message_id: &str,
+) -> Result<Vec<EventTrace>, StoreError> {
+    // Three queries whatever the number of events, deliveries and attempts, all in one snapshot.
+    let mut tx = pool.begin().await?;
+    query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<PgRow> = query(
+        "SELECT id, source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
+         FROM events WHERE message_id = $1 ORDER BY id",
+    )
+    .bind(message_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut events: Vec<EventTrace> = rows
+        .iter()
+        .map(|r| {
+            let raw: Vec<u8> = r.try_get(7)?;
+            Ok(EventTrace {
+                event_id: r.try_get(0)?,
+                source: r.try_get(1)?,
+                message_id: r.try_get(2)?,
+                event_type: r.try_get(3)?,
+                contact_key: r.try_get(4)?,
+                timestamp_ms: r.try_get(5)?,
+                received_at_ms: r.try_get(6)?,
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+                deliveries: Vec::new(),
+            })
+        })
+        .collect::<SqlResult<_>>()?;
+    if events.is_empty() {
+        tx.commit().await?;
+        return Ok(events);
+    }
+    let event_ids: Vec<i64> = events.iter().map(|e| e.event_id).collect();
+    let rows: Vec<PgRow> = query(
+        "SELECT d.id, d.event_id, d.destination, d.status, d.reason,
+                CASE WHEN d.status = 'pending' THEN k.next_attempt_ms END
+         FROM deliveries d
+         LEFT JOIN contact_keys k
+                ON k.destination = d.destination AND k.contact_key = d.contact_key
+         WHERE d.event_id = ANY($1::bigint[]) ORDER BY d.id",
+    )
+    .bind(&event_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut deliveries: Vec<(i64, DeliveryTrace)> = Vec::with_capacity(rows.len());
+    for r in &rows {
+        let status: String = r.try_get(3)?;
+        deliveries.push((
+            r.try_get(1)?,
+            DeliveryTrace {
+                delivery_id: r.try_get(0)?,
+                destination: r.try_get(2)?,
+                status: parse_status(&status)?,
+                reason: r.try_get(4)?,
+                next_attempt_ms: r.try_get(5)?,
+                attempts: Vec::new(),
+            },
+        ));
+    }
+    let delivery_ids: Vec<i64> = deliveries.iter().map(|(_, d)| d.delivery_id).collect();
+    let rows: Vec<PgRow> = query(
+        "SELECT ad.delivery_id, a.at_ms, a.request_line, a.request_body, a.status,
+                a.response_body, a.outcome,
+                ARRAY(SELECT x.delivery_id FROM attempt_deliveries x
+                      WHERE x.attempt_id = a.id ORDER BY x.delivery_id)
+         FROM attempt_deliveries ad JOIN attempts a ON a.id = ad.attempt_id
+         WHERE ad.delivery_id = ANY($1::bigint[])
+         ORDER BY a.at_ms, a.id",
+    )
+    .bind(&delivery_ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut attempts: HashMap<i64, Vec<Attempt>> = HashMap::new();
+    for r in &rows {
+        let status: Option<i64> = r.try_get(4)?;
+        attempts
+            .entry(r.try_get(0)?)
+            .or_default()
+            .push(Attempt {
+                delivery_ids: r.try_get(7)?,
+                at_ms: r.try_get(1)?,
+                request_line: r.try_get(2)?,
+                request_body: r.try_get(3)?,
+                status: status.and_then(|s| u16::try_from(s).ok()),
+                response_body: r.try_get(5)?,
+                outcome: r.try_get(6)?,
+            });
+    }
+    let mut by_event: HashMap<i64, Vec<DeliveryTrace>> = HashMap::new();
+    for (event_id, mut d) in deliveries {
+        d.attempts = attempts.remove(&d.delivery_id).unwrap_or_default();
+        by_event.entry(event_id).or_default().push(d);
+    }
+    for ev in &mut events {
+        ev.deliveries = by_event.remove(&ev.event_id).unwrap_or_default();
+    }
+    Ok(events)
+}
+
+pub(crate) async fn dead_letters(
+    pool: &PgPool,
+    filter: &DeliveryFilter,
+) -> Result<Vec<DeadLetter>, StoreError> {
+    let f = filter_sql(filter);
+    let sql = format!(
+        "SELECT d.id, d.destination, e.source, e.message_id, e.event_type, d.contact_key,
+                coalesce(d.reason, ''), coalesce(d.finished_ms, 0), d.attempts
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.status = 'dead'{}
+         ORDER BY d.finished_ms DESC, d.id DESC
+         LIMIT {}",
+        f.clause,
+        f.next_placeholder()
+    );
+    let rows: Vec<PgRow> = f
+        .bind(query(AssertSqlSafe(sql)))
+        .bind(limit_value(filter))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(DeadLetter {
+                delivery_id: r.try_get(0)?,
+                destination: r.try_get(1)?,
+                source: r.try_get(2)?,
+                message_id: r.try_get(3)?,
+                event_type: r.try_get(4)?,
+                contact_key: r.try_get(5)?,
+                reason: r.try_get(6)?,
+                dead_at_ms: r.try_get(7)?,
+                attempts: to_u32(r.try_get(8)?),
+            })
+        })
+        .collect::<SqlResult<_>>()
+        .map_err(StoreError::from)
+}
+
+pub(crate) async fn rejected(pool: &PgPool, limit: usize) -> Result<Vec<RejectedRecord>, StoreError> {
+    let rows: Vec<PgRow> = query(
+        "SELECT id, source, reason, received_at_ms, raw FROM rejected
+         ORDER BY received_at_ms DESC, id DESC LIMIT $1",
+    )
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            let raw: Vec<u8> = r.try_get(4)?;
+            Ok(RejectedRecord {
+                id: r.try_get(0)?,
+                source: r.try_get(1)?,
+                reason: r.try_get(2)?,
+                received_at_ms: r.try_get(3)?,
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+            })
+        })
+        .collect::<SqlResult<_>>()
+        .map_err(StoreError::from)
+}
+
+fn dest<'a>(per: &'a mut BTreeMap<String, DestinationStats>, d: &str) -> &'a mut DestinationStats {
+    per.entry(d.to_owned()).or_insert_with(|| DestinationStats {
+        destination: d.to_owned(),
+        ..DestinationStats::default()
+    })
+}
+
+pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
+    // One snapshot for all figures, so that they add up.
+    let mut tx = pool.begin().await?;
+    query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let events: i64 = query_scalar("SELECT count(*) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    let rejected: i64 = query_scalar("SELECT count(*) FROM rejected")
+        .fetch_one(&mut *tx)
+        .await?;
+    let counts: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(
+        "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let oldest: Vec<(String, i64)> = sqlx_core::query_as::query_as(
+        "SELECT d.destination, min(e.received_at_ms)
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.status = 'pending' GROUP BY d.destination",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let keys: Vec<(String, i64, i64)> = sqlx_core::query_as::query_as(
+        "SELECT destination, min(next_attempt_ms), count(*) FROM contact_keys
+         WHERE pending > 0 GROUP BY destination",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
+    for (destination, status, n) in counts {
+        let s = dest(&mut per, &destination);
+        let n = to_u64(n);
+        match parse_status(&status)? {
+            DeliveryStatus::Pending => s.pending = n,
+            DeliveryStatus::Delivered => s.delivered = n,
+            DeliveryStatus::Skipped => s.skipped = n,
+            DeliveryStatus::Dead => s.dead = n,
+        }
+    }
+    for (destination, at) in oldest {
+        dest(&mut per, &destination).oldest_pending_received_ms = Some(at);
+    }
+    for (destination, next, n) in keys {
+        let s = dest(&mut per, &destination);
+        s.next_attempt_ms = Some(next);
+        s.pending_contacts = to_u64(n);
+    }
+    Ok(QueueStats {
+        events: to_u64(events),
+        rejected: to_u64(rejected),
+        destinations: per.into_values().collect(),
+    })
+}
+
+pub(crate) async fn prune(
+    pool: &PgPool,
+    events_before_ms: i64,
+    dedup_before_ms: i64,
+) -> Result<PruneOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MAINTENANCE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    // Deliveries and their attempt links go with the event (ON DELETE CASCADE).
+    let events = query(
+        "DELETE FROM events WHERE received_at_ms < $1 AND NOT EXISTS (
+             SELECT 1 FROM deliveries d
+             WHERE d.event_id = events.id AND d.status IN ('pending', 'dead'))",
+    )
+    .bind(events_before_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    query(
+        "DELETE FROM attempts WHERE NOT EXISTS (
+             SELECT 1 FROM attempt_deliveries ad WHERE ad.attempt_id = attempts.id)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let dedup_entries = query("DELETE FROM dedup WHERE received_at_ms < $1")
+        .bind(dedup_before_ms)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    query(
+        "DELETE FROM quota_ledger
+         WHERE bucket_ms < (SELECT max(bucket_ms) FROM quota_ledger) - $1",
+    )
+    .bind(LEDGER_KEEP_MS)
+    .execute(&mut *tx)
+    .await?;
+    // Keys left behind by a worker that died after settling everything but before releasing.
+    query(
+        "DELETE FROM contact_keys WHERE pending <= 0
+           AND (lease_token IS NULL OR lease_until_ms < $1)",
+    )
+    .bind(events_before_ms)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(PruneOutcome {
+        events,
+        dedup_entries,
+    })
+}

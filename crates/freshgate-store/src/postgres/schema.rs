@@ -1,0 +1,100 @@
+//! Embedded migrations and the integrity check of the PostgreSQL backend.
+//!
+//! The `.sql` files of `migrations/postgres` are compiled into the binary and applied by sqlx's
+//! migrator, which records them (with a checksum) in `_sqlx_migrations` and holds an advisory lock
+//! while it runs, so nodes starting together do not race.
+
+use sqlx_core::migrate::{Migration, MigrationType, Migrator};
+use sqlx_core::sql_str::AssertSqlSafe;
+use sqlx_core::sql_str::SqlSafeStr;
+use sqlx_postgres::PgPool;
+
+use crate::StoreError;
+
+/// Where sqlx's migrator records applied migrations (its default).
+const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+/// Migrations in order: (version, description, SQL).
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    "initial",
+    include_str!("../../migrations/postgres/0001_initial.sql"),
+)];
+
+/// The migrator over the embedded migrations.
+pub(crate) fn migrator() -> Migrator {
+    Migrator::with_migrations(
+        MIGRATIONS
+            .iter()
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    (*description).into(),
+                    MigrationType::Simple,
+                    AssertSqlSafe(*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Cheap sanity checks: the server answers, every embedded migration is applied successfully
+/// with the same checksum, and each key's pending counter matches its pending deliveries (the
+/// counter is what leasing trusts). Problems come back as sentences; empty means healthy.
+pub(crate) async fn integrity_check(pool: &PgPool) -> Result<Vec<String>, StoreError> {
+    let mut problems = Vec::new();
+    let one: i32 = sqlx_core::query_scalar::query_scalar("SELECT 1")
+        .fetch_one(pool)
+        .await?;
+    if one != 1 {
+        problems.push(format!("SELECT 1 answered {one}"));
+    }
+    let applied: Vec<(i64, bool, Vec<u8>)> = sqlx_core::query_as::query_as(AssertSqlSafe(format!(
+        "SELECT version, success, checksum FROM {MIGRATIONS_TABLE} ORDER BY version"
+    )))
+    .fetch_all(pool)
+    .await?;
+    let migrator = migrator();
+    for m in migrator.iter() {
+        match applied.iter().find(|(v, _, _)| *v == m.version) {
+            None => problems.push(format!("migration {} is not applied", m.version)),
+            Some((_, false, _)) => problems.push(format!(
+                "migration {} failed part-way (dirty schema)",
+                m.version
+            )),
+            Some((_, true, sum)) if sum.as_slice() != &*m.checksum => problems.push(format!(
+                "migration {} was applied from different SQL (checksum mismatch)",
+                m.version
+            )),
+            Some(_) => {}
+        }
+    }
+    for (version, _, _) in &applied {
+        if !migrator.version_exists(*version) {
+            problems.push(format!(
+                "migration {version} is unknown to this freshgate (database is newer)"
+            ));
+        }
+    }
+    let mismatched: Vec<(String, String, i64, i64)> = sqlx_core::query_as::query_as(
+        "SELECT coalesce(k.destination, d.destination), coalesce(k.contact_key, d.contact_key),
+                coalesce(k.pending, 0), coalesce(d.n, 0)
+         FROM (SELECT destination, contact_key, pending FROM contact_keys WHERE pending <> 0) k
+         FULL JOIN (SELECT destination, contact_key, count(*) AS n FROM deliveries
+                    WHERE status = 'pending' GROUP BY destination, contact_key) d
+           ON d.destination = k.destination AND d.contact_key = k.contact_key
+         WHERE coalesce(k.pending, 0) <> coalesce(d.n, 0)
+         ORDER BY 1, 2
+         LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (destination, contact_key, counted, actual) in mismatched {
+        problems.push(format!(
+            "contact key {destination}/{contact_key} counts {counted} pending deliveries, \
+             {actual} exist"
+        ));
+    }
+    Ok(problems)
+}
