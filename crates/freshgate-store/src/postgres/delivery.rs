@@ -18,8 +18,8 @@ use sqlx_postgres::{PgConnection, PgPool, PgRow};
 
 use super::filter::{filter_sql, limit_value};
 use crate::{
-    Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus, PendingDelivery,
-    Settlement, StoreError,
+    Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus, PendingDelivery, Settlement,
+    StoreError,
 };
 
 /// Advisory lock key (transaction scoped) that serialises `reopen` and `prune`: prune decides

@@ -62,7 +62,12 @@ pub(crate) async fn append(
              RETURNING source, message_id",
         )
         .bind(sorted.iter().map(|e| e.source.clone()).collect::<Vec<_>>())
-        .bind(sorted.iter().map(|e| e.message_id.clone()).collect::<Vec<_>>())
+        .bind(
+            sorted
+                .iter()
+                .map(|e| e.message_id.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(sorted.iter().map(|e| e.received_at_ms).collect::<Vec<_>>())
         .bind(batch.dedup_window_ms)
         .fetch_all(&mut *tx)
@@ -137,8 +142,16 @@ async fn upsert_keys(
          ON CONFLICT (destination, contact_key)
              DO UPDATE SET pending = contact_keys.pending + excluded.pending",
     )
-    .bind(keys.keys().map(|(d, _)| (*d).to_owned()).collect::<Vec<_>>())
-    .bind(keys.keys().map(|(_, k)| (*k).to_owned()).collect::<Vec<_>>())
+    .bind(
+        keys.keys()
+            .map(|(d, _)| (*d).to_owned())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        keys.keys()
+            .map(|(_, k)| (*k).to_owned())
+            .collect::<Vec<_>>(),
+    )
     .bind(keys.values().map(|k| k.due_ms).collect::<Vec<_>>())
     .bind(keys.values().map(|k| k.pending).collect::<Vec<_>>())
     .execute(&mut *tx)
@@ -163,12 +176,37 @@ async fn insert_events(
          ORDER BY ord
          RETURNING id, source, message_id",
     )
-    .bind(accepted.iter().map(|e| e.source.clone()).collect::<Vec<_>>())
-    .bind(accepted.iter().map(|e| e.message_id.clone()).collect::<Vec<_>>())
-    .bind(accepted.iter().map(|e| e.event_type.clone()).collect::<Vec<_>>())
-    .bind(accepted.iter().map(|e| e.contact_key.clone()).collect::<Vec<_>>())
+    .bind(
+        accepted
+            .iter()
+            .map(|e| e.source.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        accepted
+            .iter()
+            .map(|e| e.message_id.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        accepted
+            .iter()
+            .map(|e| e.event_type.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        accepted
+            .iter()
+            .map(|e| e.contact_key.clone())
+            .collect::<Vec<_>>(),
+    )
     .bind(accepted.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>())
-    .bind(accepted.iter().map(|e| e.received_at_ms).collect::<Vec<_>>())
+    .bind(
+        accepted
+            .iter()
+            .map(|e| e.received_at_ms)
+            .collect::<Vec<_>>(),
+    )
     .bind(accepted.iter().map(|e| e.raw.clone()).collect::<Vec<_>>())
     .fetch_all(&mut *tx)
     .await?;

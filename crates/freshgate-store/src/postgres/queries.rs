@@ -191,18 +191,15 @@ pub(crate) async fn event_traces(
     let mut attempts: HashMap<i64, Vec<Attempt>> = HashMap::new();
     for r in &rows {
         let status: Option<i64> = r.try_get(4)?;
-        attempts
-            .entry(r.try_get(0)?)
-            .or_default()
-            .push(Attempt {
-                delivery_ids: r.try_get(7)?,
-                at_ms: r.try_get(1)?,
-                request_line: r.try_get(2)?,
-                request_body: r.try_get(3)?,
-                status: status.and_then(|s| u16::try_from(s).ok()),
-                response_body: r.try_get(5)?,
-                outcome: r.try_get(6)?,
-            });
+        attempts.entry(r.try_get(0)?).or_default().push(Attempt {
+            delivery_ids: r.try_get(7)?,
+            at_ms: r.try_get(1)?,
+            request_line: r.try_get(2)?,
+            request_body: r.try_get(3)?,
+            status: status.and_then(|s| u16::try_from(s).ok()),
+            response_body: r.try_get(5)?,
+            outcome: r.try_get(6)?,
+        });
     }
     let mut by_event: HashMap<i64, Vec<DeliveryTrace>> = HashMap::new();
     for (event_id, mut d) in deliveries {
@@ -253,7 +250,10 @@ pub(crate) async fn dead_letters(
         .map_err(StoreError::from)
 }
 
-pub(crate) async fn rejected(pool: &PgPool, limit: usize) -> Result<Vec<RejectedRecord>, StoreError> {
+pub(crate) async fn rejected(
+    pool: &PgPool,
+    limit: usize,
+) -> Result<Vec<RejectedRecord>, StoreError> {
     let rows: Vec<PgRow> = query(
         "SELECT id, source, reason, received_at_ms, raw FROM rejected
          ORDER BY received_at_ms DESC, id DESC LIMIT $1",

@@ -50,6 +50,17 @@ pub(crate) async fn integrity_check(pool: &PgPool) -> Result<Vec<String>, StoreE
     if one != 1 {
         problems.push(format!("SELECT 1 answered {one}"));
     }
+    let migrated: bool =
+        sqlx_core::query_scalar::query_scalar("SELECT to_regclass($1) IS NOT NULL")
+            .bind(MIGRATIONS_TABLE)
+            .fetch_one(pool)
+            .await?;
+    if !migrated {
+        problems.push(format!(
+            "schema is not migrated ({MIGRATIONS_TABLE} is missing): run the migrations"
+        ));
+        return Ok(problems);
+    }
     let applied: Vec<(i64, bool, Vec<u8>)> = sqlx_core::query_as::query_as(AssertSqlSafe(format!(
         "SELECT version, success, checksum FROM {MIGRATIONS_TABLE} ORDER BY version"
     )))

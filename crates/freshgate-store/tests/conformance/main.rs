@@ -6,5 +6,7 @@
 
 mod cases;
 mod harness;
+#[cfg(feature = "postgres")]
+mod postgres;
 mod prop;
 mod sqlite;

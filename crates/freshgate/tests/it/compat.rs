@@ -27,7 +27,7 @@ fn run(cmd: &mut Command, what: &str) {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_analytics_node_3_1_0() {
     let dir = cache_dir().join("node");
     std::fs::create_dir_all(&dir).unwrap();
@@ -72,7 +72,7 @@ a.closeAndFlush().then(() => console.log('flushed'));
     app.stop().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_analytics_python_2_4_0_with_gzip() {
     let venv = cache_dir().join("py-venv");
     let python = venv.join("bin/python");
