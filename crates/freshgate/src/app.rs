@@ -183,7 +183,7 @@ async fn housekeeping(
         }
         // Pruning is heavier: once a minute at the default interval.
         ticks += 1;
-        if ticks % 6 == 0 {
+        if ticks.is_multiple_of(6) {
             let now = now_ms();
             match store.prune(now - retention_ms, now - dedup_ms).await {
                 Ok(p) if p.events > 0 || p.dedup_entries > 0 => {

@@ -151,7 +151,12 @@ pub enum DestinationsCommand {
 /// Entry point: run a command, map its result to an exit code.
 #[must_use]
 pub fn main(cli: Cli) -> ExitCode {
-    telemetry::init_logging(cli.log_format);
+    // Servers log what they do; one-shot commands only warnings, so their output stays readable.
+    let level = match cli.command {
+        Command::Serve(_) | Command::Emulator(_) => "info",
+        _ => "warn",
+    };
+    telemetry::init_logging(cli.log_format, level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

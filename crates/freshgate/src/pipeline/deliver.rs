@@ -2,13 +2,12 @@
 //! coalesced into one upsert, the contact shadow consulted (newest event wins per field,
 //! unchanged contacts cost no call), the outcome classified and settled.
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use freshgate_core::coalesce::{IdentifyInput, MissingTraits};
 use freshgate_core::delivery::{self, Outcome};
-use freshgate_core::mapping::{self, FieldIndex, MappedContact, MappingReport};
+use freshgate_core::mapping::{self, FieldIndex, MappingReport};
 use freshgate_core::segment::{self, EventType};
 use freshgate_core::shadow::{self, ContactShadow};
 use freshgate_store::{Attempt, ContactLease, PendingDelivery, Settlement, Store, StoreError};
@@ -622,14 +621,4 @@ fn truncate(s: &str) -> String {
 
 fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
-}
-
-/// Mapped fields as shown in traces (unused fields dropped).
-#[must_use]
-pub fn mapped_fields(mapped: &MappedContact) -> BTreeMap<String, Value> {
-    mapped
-        .fields
-        .iter()
-        .map(|(k, f)| (k.clone(), f.value.clone()))
-        .collect()
 }

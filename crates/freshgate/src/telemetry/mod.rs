@@ -20,9 +20,10 @@ pub enum LogFormat {
 }
 
 /// Install the global tracing subscriber (logs go to stderr; stdout is for command output).
-/// `RUST_LOG` sets the filter (default `info`). Calling it twice is harmless.
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+/// `RUST_LOG` sets the filter (default `default_level`). Calling it twice is harmless.
+pub fn init_logging(format: LogFormat, default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
     let json = match format {
         LogFormat::Json => true,
         LogFormat::Pretty => false,

@@ -1,7 +1,6 @@
 //! `spawn_app()`: a temp data dir, the emulator on :0, the gateway on :0, a reqwest client.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -42,12 +41,12 @@ impl Default for Setup {
 }
 
 pub struct TestApp {
-    pub addr: SocketAddr,
     pub url: String,
     pub client: reqwest::Client,
     pub emulator: RunningEmulator,
     pub store: Arc<dyn Store>,
-    pub data_dir: tempfile::TempDir,
+    /// Kept so the directory lives as long as the app.
+    _data_dir: tempfile::TempDir,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
 }
@@ -109,12 +108,11 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         let _ = rx.await;
     }));
     TestApp {
-        addr,
         url: format!("http://{addr}"),
         client: reqwest::Client::new(),
         emulator,
         store,
-        data_dir,
+        _data_dir: data_dir,
         shutdown: Some(tx),
         handle: Some(handle),
     }

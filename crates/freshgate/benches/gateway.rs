@@ -1,0 +1,871 @@
+//! Gateway benchmarks (`cargo bench -p freshgate --bench gateway [-- ingest|delivery]`).
+//!
+//! Owns two measurements of the real server, started in-process on `127.0.0.1:0` over a temp
+//! data dir exactly as the integration tests do:
+//!
+//! * `ingest` (issue 3): `/v1/batch` of 100 ~700-byte events from N keep-alive clients with no
+//!   destination configured, so only the durable append is measured; next to it, in the same run,
+//!   the raw SQLite ceiling (same rows, same pragmas, one thread, 100 and 1000 rows per commit).
+//! * `delivery` (issue 5): Freshworks calls per delivered identify against the emulator, for
+//!   distinct users and for bursts of identifies per user (coalescing), and the end-to-end
+//!   latency from the ingest 200 to the upsert reaching the emulator.
+//!
+//! The report is printed, and written as JSON to `<target>/bench-report.json`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use freshgate::app::{App, AppOptions};
+use freshgate::config::{self, Config, DestinationConfig, SourceConfig};
+use freshgate_store::Store;
+use freshworks_emulator::{EmulatorConfig, RunningEmulator};
+use futures::StreamExt;
+use rusqlite::{Connection, params};
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+use tokio::sync::oneshot;
+
+const WRITE_KEY: &str = "bench-write-key";
+const API_KEY_ENV: &str = "BENCH_FRESHWORKS_KEY";
+const SOURCE: &str = "web";
+/// Events per `/v1/batch` request.
+const BATCH: usize = 100;
+/// Distinct users the ingest load is spread over.
+const INGEST_USERS: usize = 5_000;
+/// Targets the figures are reported against.
+const TARGET_RATIO: f64 = 0.5;
+const TARGET_EVENTS_PER_SEC: f64 = 30_000.0;
+const TARGET_CALLS_DISTINCT: f64 = 1.0;
+const TARGET_CALLS_BURST: f64 = 0.3;
+
+/// What to run, from the command line (`cargo bench` adds `--bench`, which is ignored).
+struct Args {
+    ingest: bool,
+    delivery: bool,
+    clients: usize,
+    secs: u64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut parts = Vec::new();
+    let mut clients = 8;
+    let mut secs = 15;
+    for a in std::env::args().skip(1) {
+        if let Some(v) = a.strip_prefix("--clients=") {
+            clients = v.parse().context("--clients=N")?;
+        } else if let Some(v) = a.strip_prefix("--secs=") {
+            secs = v.parse().context("--secs=N")?;
+        } else if a.starts_with('-') {
+            // --bench and other harness flags cargo passes along.
+        } else {
+            parts.push(a);
+        }
+    }
+    for p in &parts {
+        if p != "ingest" && p != "delivery" {
+            bail!("unknown part {p:?}: expected `ingest` and/or `delivery`");
+        }
+    }
+    let all = parts.is_empty();
+    Ok(Args {
+        ingest: all || parts.iter().any(|p| p == "ingest"),
+        delivery: all || parts.iter().any(|p| p == "delivery"),
+        clients: clients.max(1),
+        secs: secs.max(1),
+    })
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("tokio runtime")?;
+    let mut report = serde_json::Map::new();
+    report.insert(
+        "machine".into(),
+        json!({ "cpus": std::thread::available_parallelism().map(usize::from).unwrap_or(1) }),
+    );
+    if args.ingest {
+        let r = runtime.block_on(ingest_bench(args.clients, args.secs))?;
+        report.insert("ingest".into(), r);
+    }
+    if args.delivery {
+        let r = runtime.block_on(delivery_bench())?;
+        report.insert("delivery".into(), r);
+    }
+    let path = target_dir().join("bench-report.json");
+    std::fs::write(&path, serde_json::to_vec_pretty(&Value::Object(report))?)
+        .with_context(|| format!("writing {}", path.display()))?;
+    println!("\nJSON report: {}", path.display());
+    Ok(())
+}
+
+/// The cargo target directory: the bench binary lives in `<target>/<profile>/deps/`.
+fn target_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("CARGO_TARGET_DIR") {
+        return PathBuf::from(dir);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.ancestors().nth(3).map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("target"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The gateway, in-process.
+// ---------------------------------------------------------------------------------------------
+
+/// A running gateway over a temp data dir.
+struct Gateway {
+    url: String,
+    client: reqwest::Client,
+    store: Arc<dyn Store>,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: tokio::task::JoinHandle<anyhow::Result<()>>,
+    // Dropped last: the store's files live here.
+    _data_dir: tempfile::TempDir,
+}
+
+/// Start the gateway; with `emulator`, one destination pointing at it whose own budget is
+/// raised so that only the emulator's (also raised) limits could throttle.
+async fn start_gateway(emulator: Option<&RunningEmulator>) -> Result<Gateway> {
+    let data_dir = tempfile::tempdir().context("temp data dir")?;
+    let mut cfg = Config::default();
+    cfg.server.data_dir = data_dir.path().to_path_buf();
+    cfg.sources.push(SourceConfig {
+        name: SOURCE.into(),
+        write_keys: vec![WRITE_KEY.into()],
+        ..SourceConfig::default()
+    });
+    let mut env = BTreeMap::new();
+    if let Some(emu) = emulator {
+        cfg.destinations.push(DestinationConfig {
+            base_url: Some(emu.base_url.clone()),
+            api_key_env: API_KEY_ENV.into(),
+            hourly_limit: Some(1_000_000),
+            minute_limit: 1_000_000,
+            ..DestinationConfig::default()
+        });
+        env.insert(API_KEY_ENV.to_owned(), EmulatorConfig::default().api_key);
+    }
+    let writer_queue = cfg.store.writer_queue;
+    let resolved = config::resolve(cfg, "bench", &env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let store = freshgate::cli::open_store(data_dir.path(), writer_queue)?;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let app = App::build(resolved, Arc::clone(&store), AppOptions::default()).await?;
+    let (tx, rx) = oneshot::channel::<()>();
+    let handle = tokio::spawn(app.run(listener, async move {
+        let _ = rx.await;
+    }));
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .build()?;
+    Ok(Gateway {
+        url: format!("http://{addr}"),
+        client,
+        store,
+        shutdown: Some(tx),
+        handle,
+        _data_dir: data_dir,
+    })
+}
+
+impl Gateway {
+    /// POST a JSON body; the status code.
+    async fn post(&self, path: &str, body: String) -> Result<u16> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.url))
+            .basic_auth(WRITE_KEY, Some(""))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
+        let status = r.status().as_u16();
+        // Read the body so the connection goes back to the pool.
+        let _ = r.bytes().await?;
+        Ok(status)
+    }
+
+    /// Wait until no delivery is pending.
+    async fn drain(&self, limit: Duration) -> Result<()> {
+        let start = Instant::now();
+        loop {
+            let s = self.store.stats().await?;
+            if s.destinations.iter().all(|d| d.pending == 0) {
+                return Ok(());
+            }
+            if start.elapsed() > limit {
+                bail!("queue not drained after {limit:?}: {:?}", s.destinations);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    async fn stop(mut self) -> Result<()> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        self.handle.await??;
+        Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Event bodies.
+// ---------------------------------------------------------------------------------------------
+
+fn user_id(n: usize) -> String {
+    format!("user-{n:06}")
+}
+
+fn email(n: usize) -> String {
+    format!("user-{n:06}@bench.example.com")
+}
+
+/// A realistic analytics-node identify (~700 bytes).
+fn identify_json(user: usize, message_id: &str, ts: &str, plan: &str, logins: usize) -> String {
+    format!(
+        r#"{{"type":"identify","messageId":"{message_id}","userId":"{uid}","anonymousId":"3f9c1a2e-5b7d-4e8f-9a01-{user:012}","timestamp":"{ts}","traits":{{"email":"{email}","firstName":"Jane","lastName":"Doe-{user}","title":"Head of Platform Engineering","phone":"+1 555 010 {last4:04}","plan":"{plan}","logins":{logins},"company":{{"name":"Acme Corporation","industry":"Software","employee_count":250}},"address":{{"street":"1 Main St","city":"Austin","state":"TX","postalCode":"78701","country":"US"}}}},"context":{{"library":{{"name":"analytics-node","version":"2.1.0"}},"ip":"203.0.113.42","locale":"en-US","timezone":"America/Chicago","userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"}}}}"#,
+        uid = user_id(user),
+        email = email(user),
+        last4 = user % 10_000,
+    )
+}
+
+/// A realistic track (~700 bytes).
+fn track_json(user: usize, message_id: &str, ts: &str, order: usize) -> String {
+    format!(
+        r#"{{"type":"track","event":"Order Completed","messageId":"{message_id}","userId":"{uid}","anonymousId":"3f9c1a2e-5b7d-4e8f-9a01-{user:012}","timestamp":"{ts}","properties":{{"order_id":"ord-{order:09}","total":129.95,"revenue":119.95,"shipping":10.0,"currency":"USD","coupon":"SPRING24","products":[{{"product_id":"p-1001","sku":"SKU-1001","name":"Wireless Keyboard","price":59.95,"quantity":1}},{{"product_id":"p-2002","sku":"SKU-2002","name":"USB-C Hub","price":60.0,"quantity":1}}]}},"context":{{"library":{{"name":"analytics-node","version":"2.1.0"}},"ip":"203.0.113.42","locale":"en-US","page":{{"path":"/checkout/complete","url":"https://shop.example.com/checkout/complete"}},"userAgent":"Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_7) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/126.0 Safari/537.36"}}}}"#,
+        uid = user_id(user),
+    )
+}
+
+/// Event `i` of the ingest load: alternating identify and track, spread over the user pool.
+fn ingest_event(seq: usize, ts: &str) -> (String, &'static str, String, String) {
+    let user = seq.wrapping_mul(7_919) % INGEST_USERS;
+    let mid = uuid::Uuid::new_v4().to_string();
+    if seq % 2 == 0 {
+        let body = identify_json(user, &mid, ts, "pro", seq % 50);
+        (body, "identify", user_id(user), mid)
+    } else {
+        (track_json(user, &mid, ts, seq), "track", user_id(user), mid)
+    }
+}
+
+fn batch_body(events: &[String]) -> String {
+    let mut s = String::with_capacity(events.iter().map(|e| e.len() + 1).sum::<usize>() + 16);
+    s.push_str(r#"{"batch":["#);
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(e);
+    }
+    s.push_str("]}");
+    s
+}
+
+fn now_ts() -> String {
+    OffsetDateTime::now_utc()
+        .format(&Rfc3339)
+        .unwrap_or_else(|_| "2026-01-01T00:00:00Z".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Statistics.
+// ---------------------------------------------------------------------------------------------
+
+/// Nearest-rank percentile of sorted values.
+fn pct(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok { "MET" } else { "NOT MET" }
+}
+
+/// `VmHWM` / `VmRSS` from /proc/self/status, in MiB.
+fn proc_mem(field: &str) -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Reset the peak-RSS mark so `VmHWM` covers only what follows (Linux ≥ 4.0).
+fn reset_peak_rss() -> bool {
+    std::fs::write("/proc/self/clear_refs", "5").is_ok()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ingest (issue 3).
+// ---------------------------------------------------------------------------------------------
+
+/// One finished request.
+struct Sample {
+    end: Instant,
+    latency: Duration,
+    events: usize,
+    ok: bool,
+}
+
+async fn ingest_client(
+    gw: Arc<Gateway>,
+    client_no: usize,
+    stop_at: Instant,
+    ts: String,
+) -> Result<Vec<Sample>> {
+    let mut samples = Vec::new();
+    let mut seq = client_no * 10_000_000;
+    while Instant::now() < stop_at {
+        let events: Vec<String> = (0..BATCH)
+            .map(|_| {
+                seq += 1;
+                ingest_event(seq, &ts).0
+            })
+            .collect();
+        let body = batch_body(&events);
+        let start = Instant::now();
+        let status = gw.post("/v1/batch", body).await?;
+        let end = Instant::now();
+        samples.push(Sample {
+            end,
+            latency: end - start,
+            events: BATCH,
+            ok: status == 200,
+        });
+    }
+    Ok(samples)
+}
+
+async fn ingest_bench(clients: usize, secs: u64) -> Result<Value> {
+    println!(
+        "== ingest (issue 3): /v1/batch x {BATCH} events, {clients} keep-alive clients, no destination =="
+    );
+    let ts = now_ts();
+    let sizes: Vec<usize> = (0..1000).map(|i| ingest_event(i, &ts).0.len()).collect();
+    let avg_event = sizes.iter().sum::<usize>() as f64 / sizes.len() as f64;
+    let body_bytes = batch_body(
+        &(0..BATCH)
+            .map(|i| ingest_event(i, &ts).0)
+            .collect::<Vec<_>>(),
+    )
+    .len();
+
+    let rss_before = proc_mem("VmRSS:").unwrap_or(f64::NAN);
+    let peak_reset = reset_peak_rss();
+    let gw = Arc::new(start_gateway(None).await?);
+    let warmup = Duration::from_secs(2);
+    let measure = Duration::from_secs(secs);
+    let t0 = Instant::now();
+    let warm_end = t0 + warmup;
+    let stop_at = warm_end + measure;
+    let mut tasks = tokio::task::JoinSet::new();
+    for c in 0..clients {
+        tasks.spawn(ingest_client(Arc::clone(&gw), c, stop_at, ts.clone()));
+    }
+    // Sample RSS while the load runs (VmHWM is the authoritative peak; this is a cross-check).
+    let mut rss_samples = Vec::new();
+    while Instant::now() < stop_at {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if let Some(r) = proc_mem("VmRSS:") {
+            rss_samples.push(r);
+        }
+    }
+    let mut samples = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        samples.extend(r??);
+    }
+    let last_end = samples.iter().map(|s| s.end).max().unwrap_or(stop_at);
+    let peak_rss = proc_mem("VmHWM:").unwrap_or(f64::NAN);
+    let stats = gw.store.stats().await?;
+    let gw = Arc::into_inner(gw).context("clients finished, gateway has one owner")?;
+    gw.stop().await?;
+
+    let window: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| s.end >= warm_end && s.end <= last_end)
+        .collect();
+    let span = (last_end - warm_end).as_secs_f64();
+    let acked: usize = window.iter().filter(|s| s.ok).map(|s| s.events).sum();
+    let failed = samples.iter().filter(|s| !s.ok).count();
+    let ours = acked as f64 / span;
+    let lat = sorted(
+        window
+            .iter()
+            .filter(|s| s.ok)
+            .map(|s| s.latency.as_secs_f64() * 1000.0)
+            .collect(),
+    );
+    let (p50, p99, pmax) = (pct(&lat, 50.0), pct(&lat, 99.0), pct(&lat, 100.0));
+    let total_acked: usize = samples.iter().filter(|s| s.ok).map(|s| s.events).sum();
+
+    println!("  event size           : {avg_event:.0} bytes avg ({body_bytes} bytes per request)");
+    println!("  measured window      : {span:.1} s after {warmup:?} warm-up");
+    println!(
+        "  requests             : {} in window, {failed} non-200 overall",
+        window.len()
+    );
+    println!(
+        "  events acknowledged  : {acked} in window ({total_acked} overall, store holds {})",
+        stats.events
+    );
+    println!(
+        "  throughput           : {ours:.0} events/s ({:.0} requests/s)",
+        window.len() as f64 / span
+    );
+    println!("  ack latency/request  : p50 {p50:.2} ms, p99 {p99:.2} ms, max {pmax:.2} ms");
+    println!(
+        "  peak RSS (VmHWM)     : {peak_rss:.1} MiB ({}; RSS before start {rss_before:.1} MiB, max sampled during load {:.1} MiB; includes the in-process load generator)",
+        if peak_reset {
+            "peak reset before the run"
+        } else {
+            "peak since process start"
+        },
+        rss_samples.iter().copied().fold(f64::NAN, f64::max),
+    );
+
+    println!(
+        "  -- raw SQLite ceiling (one thread, WAL + synchronous=FULL, events + dedup tables and indexes as in 0001_initial.sql) --"
+    );
+    let raw_dir = tempfile::tempdir()?;
+    let raw100 = tokio::task::spawn_blocking({
+        let p = raw_dir.path().join("raw100.db");
+        let ts = ts.clone();
+        move || raw_ceiling(&p, 100, 60_000, &ts)
+    })
+    .await??;
+    let raw1000 = tokio::task::spawn_blocking({
+        let p = raw_dir.path().join("raw1000.db");
+        let ts = ts.clone();
+        move || raw_ceiling(&p, 1000, 150_000, &ts)
+    })
+    .await??;
+    for r in [&raw100, &raw1000] {
+        println!(
+            "  raw, {:>4} rows/commit : {:.0} events/s ({} rows, {} commits, {:.2} ms per commit)",
+            r.rows_per_commit, r.events_per_sec, r.rows, r.commits, r.ms_per_commit
+        );
+    }
+    let ratio100 = ours / raw100.events_per_sec;
+    let ratio1000 = ours / raw1000.events_per_sec;
+    println!(
+        "  ratio ours/raw       : {:.1} % of raw@100, {:.1} % of raw@1000 (our groups hold at most {} events: {clients} clients x {BATCH})",
+        ratio100 * 100.0,
+        ratio1000 * 100.0,
+        clients * BATCH
+    );
+    println!(
+        "  target >= 50 % of raw: {} (vs raw@1000: {}), target >= 30,000 events/s: {}",
+        verdict(ratio100 >= TARGET_RATIO),
+        verdict(ratio1000 >= TARGET_RATIO),
+        verdict(ours >= TARGET_EVENTS_PER_SEC)
+    );
+
+    Ok(json!({
+        "clients": clients,
+        "events_per_request": BATCH,
+        "avg_event_bytes": avg_event,
+        "window_secs": span,
+        "requests": window.len(),
+        "non_200": failed,
+        "events_acked": acked,
+        "events_per_sec": ours,
+        "ack_latency_ms": {"p50": p50, "p99": p99, "max": pmax},
+        "peak_rss_mib": peak_rss,
+        "peak_rss_reset_before_run": peak_reset,
+        "raw": [
+            {"rows_per_commit": 100, "events_per_sec": raw100.events_per_sec, "ms_per_commit": raw100.ms_per_commit},
+            {"rows_per_commit": 1000, "events_per_sec": raw1000.events_per_sec, "ms_per_commit": raw1000.ms_per_commit},
+        ],
+        "ratio_vs_raw100": ratio100,
+        "ratio_vs_raw1000": ratio1000,
+        "targets": {"ratio": TARGET_RATIO, "events_per_sec": TARGET_EVENTS_PER_SEC},
+    }))
+}
+
+/// The raw ceiling at one commit size.
+struct RawResult {
+    rows_per_commit: usize,
+    rows: usize,
+    commits: usize,
+    events_per_sec: f64,
+    ms_per_commit: f64,
+}
+
+/// A row as our store writes it.
+struct RawRow {
+    message_id: String,
+    event_type: &'static str,
+    contact_key: String,
+    raw: Vec<u8>,
+}
+
+/// Insert `rows` rows, `per_commit` per transaction, into a fresh database; only the
+/// transactions are timed (row generation is not).
+fn raw_ceiling(path: &Path, per_commit: usize, rows: usize, ts: &str) -> Result<RawResult> {
+    let mut conn = Connection::open(path)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        bail!("raw ceiling: journal_mode is {mode}, not WAL");
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.execute_batch(
+        "CREATE TABLE events (
+             id INTEGER PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL,
+             event_type TEXT NOT NULL, contact_key TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
+             received_at_ms INTEGER NOT NULL, raw BLOB NOT NULL);
+         CREATE INDEX events_message_id ON events (message_id);
+         CREATE INDEX events_received_at ON events (received_at_ms);
+         CREATE TABLE dedup (
+             source TEXT NOT NULL, message_id TEXT NOT NULL, received_at_ms INTEGER NOT NULL,
+             PRIMARY KEY (source, message_id)) WITHOUT ROWID;
+         CREATE INDEX dedup_received_at ON dedup (received_at_ms);",
+    )?;
+    let base_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
+    let mut busy = Duration::ZERO;
+    let mut done = 0;
+    let mut commits = 0;
+    while done < rows {
+        let n = per_commit.min(rows - done);
+        let chunk: Vec<RawRow> = (done..done + n)
+            .map(|i| {
+                let (body, event_type, contact_key, message_id) = ingest_event(i, ts);
+                RawRow {
+                    message_id,
+                    event_type,
+                    contact_key,
+                    raw: body.into_bytes(),
+                }
+            })
+            .collect();
+        let start = Instant::now();
+        let tx = conn.transaction()?;
+        {
+            let mut dedup = tx.prepare_cached(
+                "INSERT INTO dedup (source, message_id, received_at_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            let mut events = tx.prepare_cached(
+                "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+                                     received_at_ms, raw) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?;
+            for (k, r) in chunk.iter().enumerate() {
+                let at = base_ms + i64::try_from(done + k).unwrap_or(0);
+                dedup.execute(params![SOURCE, r.message_id, at])?;
+                events.execute(params![
+                    SOURCE,
+                    r.message_id,
+                    r.event_type,
+                    r.contact_key,
+                    at,
+                    at,
+                    r.raw
+                ])?;
+            }
+        }
+        tx.commit()?;
+        busy += start.elapsed();
+        done += n;
+        commits += 1;
+    }
+    Ok(RawResult {
+        rows_per_commit: per_commit,
+        rows,
+        commits,
+        events_per_sec: rows as f64 / busy.as_secs_f64(),
+        ms_per_commit: busy.as_secs_f64() * 1000.0 / commits as f64,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Delivery economy (issue 5).
+// ---------------------------------------------------------------------------------------------
+
+/// An emulator whose account limits never throttle the benchmark.
+async fn unthrottled_emulator() -> Result<RunningEmulator> {
+    Ok(RunningEmulator::start(EmulatorConfig {
+        hourly_limit: 1_000_000,
+        minute_limit: 1_000_000,
+        ..EmulatorConfig::default()
+    })
+    .await?)
+}
+
+/// What the emulator saw.
+struct CallCount {
+    total: usize,
+    upserts: usize,
+    fields: usize,
+    other: usize,
+    non_2xx: usize,
+}
+
+fn count_calls(emu: &RunningEmulator) -> CallCount {
+    let log = emu.state.request_log();
+    let upserts = log
+        .iter()
+        .filter(|r| r.path.ends_with("/contacts/upsert"))
+        .count();
+    let fields = log.iter().filter(|r| r.path.contains("fields")).count();
+    CallCount {
+        total: log.len(),
+        upserts,
+        fields,
+        other: log.len() - upserts - fields,
+        non_2xx: log
+            .iter()
+            .filter(|r| !(200..300).contains(&r.status))
+            .count(),
+    }
+}
+
+/// Post identify batches with a few concurrent posters; every one must be acknowledged.
+async fn post_batches(gw: &Gateway, batches: Vec<String>) -> Result<()> {
+    let results: Vec<Result<u16>> = futures::stream::iter(batches)
+        .map(|b| gw.post("/v1/batch", b))
+        .buffered(4)
+        .collect()
+        .await;
+    for r in results {
+        let status = r?;
+        if status != 200 {
+            bail!("ingest answered {status}");
+        }
+    }
+    Ok(())
+}
+
+/// Run one calls-per-identify scenario on a fresh emulator and gateway.
+async fn calls_scenario(label: &str, identifies: Vec<String>, users: usize) -> Result<Value> {
+    let emu = unthrottled_emulator().await?;
+    let gw = start_gateway(Some(&emu)).await?;
+    let n = identifies.len();
+    let batches: Vec<String> = identifies.chunks(BATCH).map(batch_body).collect();
+    let start = Instant::now();
+    post_batches(&gw, batches).await?;
+    let posted = start.elapsed();
+    gw.drain(Duration::from_secs(300)).await?;
+    let drained = start.elapsed();
+    let stats = gw.store.stats().await?;
+    let (delivered, dead) = stats
+        .destinations
+        .iter()
+        .fold((0, 0), |(a, b), d| (a + d.delivered, b + d.dead));
+    let calls = count_calls(&emu);
+    let contacts = emu.state.contacts().len();
+    gw.stop().await?;
+    emu.stop().await;
+    let per = calls.total as f64 / n as f64;
+    println!("  {label}");
+    println!(
+        "    posted {n} identifies for {users} users in {:.2} s; queue drained after {:.2} s",
+        posted.as_secs_f64(),
+        drained.as_secs_f64()
+    );
+    println!(
+        "    deliveries: {delivered} delivered, {dead} dead; emulator holds {contacts} contacts"
+    );
+    println!(
+        "    Freshworks calls: {} total = {} upserts + {} field metadata + {} other ({} non-2xx)",
+        calls.total, calls.upserts, calls.fields, calls.other, calls.non_2xx
+    );
+    Ok(json!({
+        "identifies": n,
+        "users": users,
+        "post_secs": posted.as_secs_f64(),
+        "drain_secs": drained.as_secs_f64(),
+        "delivered": delivered,
+        "dead": dead,
+        "contacts": contacts,
+        "calls": calls.total,
+        "upserts": calls.upserts,
+        "field_calls": calls.fields,
+        "other_calls": calls.other,
+        "non_2xx": calls.non_2xx,
+        "calls_per_identify": per,
+    }))
+}
+
+async fn delivery_bench() -> Result<Value> {
+    println!(
+        "\n== delivery economy (issue 5): emulator and destination budget raised to 1,000,000/h and /min =="
+    );
+    let ts = now_ts();
+
+    // (a) distinct users, one identify each.
+    let users_a = 10_000;
+    let a_events: Vec<String> = (0..users_a)
+        .map(|u| identify_json(u, &uuid::Uuid::new_v4().to_string(), &ts, "pro", 1))
+        .collect();
+    let a = calls_scenario(
+        "(a) 10,000 distinct users, one identify each",
+        a_events,
+        users_a,
+    )
+    .await?;
+    let a_per = a["calls_per_identify"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "    calls per identify: {a_per:.3} (target <= {TARGET_CALLS_DISTINCT}: {})",
+        verdict(a_per <= TARGET_CALLS_DISTINCT)
+    );
+
+    // (b) 2,000 users x 5 identifies, interleaved by round as a burst of real traffic would be,
+    // each one changing traits (so the shadow cannot drop them: only coalescing saves calls).
+    let users_b = 2_000;
+    let base = OffsetDateTime::now_utc();
+    let mut b_events = Vec::with_capacity(users_b * 5);
+    for round in 0..5 {
+        let t = (base + time::Duration::milliseconds(round))
+            .format(&Rfc3339)
+            .unwrap_or_else(|_| ts.clone());
+        let plan =
+            ["free", "growth", "pro", "enterprise", "pro"][usize::try_from(round).unwrap_or(0)];
+        for u in 0..users_b {
+            b_events.push(identify_json(
+                100_000 + u,
+                &uuid::Uuid::new_v4().to_string(),
+                &t,
+                plan,
+                usize::try_from(round).unwrap_or(0) + 1,
+            ));
+        }
+    }
+    let b = calls_scenario(
+        "(b) 2,000 users x 5 identifies each, posted in one burst",
+        b_events,
+        users_b,
+    )
+    .await?;
+    let b_per = b["calls_per_identify"].as_f64().unwrap_or(f64::NAN);
+    println!(
+        "    calls per identify: {b_per:.3} (target <= {TARGET_CALLS_BURST}: {})",
+        verdict(b_per <= TARGET_CALLS_BURST)
+    );
+
+    // (c) end-to-end latency under quota.
+    let c = latency_scenario(500, 50).await?;
+    Ok(json!({ "distinct_users": a, "burst": b, "latency": c }))
+}
+
+/// Post `n` single identifies at `rate`/s (distinct users) and measure, per identify, the time
+/// from its 200 (and from its send) to the first successful upsert of that contact reaching the
+/// emulator (the emulator logs a call when it arrives, right before applying it).
+async fn latency_scenario(n: usize, rate: u64) -> Result<Value> {
+    println!(
+        "  (c) end-to-end latency: {n} identifies (distinct users) at {rate}/s, one request each"
+    );
+    let emu = unthrottled_emulator().await?;
+    let gw = Arc::new(start_gateway(Some(&emu)).await?);
+    let ts = now_ts();
+    let mut tasks = tokio::task::JoinSet::new();
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate.max(1)));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..n {
+        tick.tick().await;
+        let gw = Arc::clone(&gw);
+        let body = identify_json(
+            200_000 + i,
+            &uuid::Uuid::new_v4().to_string(),
+            &ts,
+            "pro",
+            1,
+        );
+        tasks.spawn(async move {
+            let sent = OffsetDateTime::now_utc();
+            let status = gw.post("/v1/identify", body).await?;
+            let acked = OffsetDateTime::now_utc();
+            if status != 200 {
+                bail!("ingest answered {status}");
+            }
+            Ok((email(200_000 + i), sent, acked))
+        });
+    }
+    let mut posted: HashMap<String, (OffsetDateTime, OffsetDateTime)> = HashMap::new();
+    while let Some(r) = tasks.join_next().await {
+        let (e, sent, acked) = r??;
+        posted.insert(e, (sent, acked));
+    }
+    gw.drain(Duration::from_secs(120)).await?;
+    let log = emu.state.request_log();
+    let calls = log.len();
+    let gw = Arc::into_inner(gw).context("posters finished, gateway has one owner")?;
+    gw.stop().await?;
+    emu.stop().await;
+
+    let mut first_upsert: HashMap<String, OffsetDateTime> = HashMap::new();
+    for r in &log {
+        if !r.path.ends_with("/contacts/upsert") || !(200..300).contains(&r.status) {
+            continue;
+        }
+        let Ok(body) = serde_json::from_str::<Value>(&r.body) else {
+            continue;
+        };
+        let Some(e) = body["unique_identifier"]["emails"]
+            .as_str()
+            .or_else(|| body["contact"]["emails"].as_str())
+        else {
+            continue;
+        };
+        first_upsert.entry(e.to_owned()).or_insert(r.at);
+    }
+    let mut from_ack = Vec::new();
+    let mut from_send = Vec::new();
+    let mut before_ack = 0;
+    for (e, (sent, acked)) in &posted {
+        let Some(at) = first_upsert.get(e) else {
+            continue;
+        };
+        let ack_ms = (*at - *acked).as_seconds_f64() * 1000.0;
+        if ack_ms < 0.0 {
+            before_ack += 1;
+        }
+        from_ack.push(ack_ms.max(0.0));
+        from_send.push((*at - *sent).as_seconds_f64() * 1000.0);
+    }
+    let matched = from_ack.len();
+    let from_ack = sorted(from_ack);
+    let from_send = sorted(from_send);
+    println!(
+        "    matched {matched}/{n} identifies to their upsert; {calls} Freshworks calls in total"
+    );
+    println!(
+        "    200 -> contact upserted : p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms ({before_ack} reached the emulator before the client saw its 200, counted as 0)",
+        pct(&from_ack, 50.0),
+        pct(&from_ack, 99.0),
+        pct(&from_ack, 100.0)
+    );
+    println!(
+        "    send -> contact upserted: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        pct(&from_send, 50.0),
+        pct(&from_send, 99.0),
+        pct(&from_send, 100.0)
+    );
+    if matched != n {
+        bail!("only {matched} of {n} identifies reached the emulator");
+    }
+    Ok(json!({
+        "identifies": n,
+        "rate_per_sec": rate,
+        "calls": calls,
+        "from_ack_ms": {"p50": pct(&from_ack, 50.0), "p99": pct(&from_ack, 99.0), "max": pct(&from_ack, 100.0)},
+        "from_send_ms": {"p50": pct(&from_send, 50.0), "p99": pct(&from_send, 99.0), "max": pct(&from_send, 100.0)},
+        "upserted_before_ack": before_ack,
+    }))
+}
