@@ -423,10 +423,20 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
         problem("store.writer_queue".into(), "must be at least 1".into());
     }
     if config.store.kind == StoreKind::Postgres {
-        problem(
-            "store.kind".into(),
-            "\"postgres\" is not available in this build; use \"sqlite\"".into(),
-        );
+        if !cfg!(feature = "postgres") {
+            problem(
+                "store.kind".into(),
+                "\"postgres\" is not compiled into this build (cargo feature `postgres`); use \"sqlite\"".into(),
+            );
+        } else if env.var(&config.store.database_url_env).is_none() {
+            problem(
+                "store.database_url_env".into(),
+                format!(
+                    "environment variable {} is not set (postgres://user@host:5432/db)",
+                    config.store.database_url_env
+                ),
+            );
+        }
     }
 
     let mut sources = Vec::new();

@@ -10,7 +10,7 @@ use freshgate_store::{DeliveryFilter, EventTrace};
 use secrecy::ExposeSecret;
 use serde_json::json;
 
-use super::{ConfigArgs, load_config, open_store, print_json, resolve_config};
+use super::{ConfigArgs, load_config, print_json, resolve_config};
 use crate::config::{self, ProcessEnv};
 use crate::pipeline::now_ms;
 
@@ -141,9 +141,37 @@ pub struct DoctorArgs {
     pub out: JsonFlag,
 }
 
-fn store_for(args: &ConfigArgs) -> anyhow::Result<std::sync::Arc<dyn freshgate_store::Store>> {
+async fn store_for(
+    args: &ConfigArgs,
+) -> anyhow::Result<std::sync::Arc<dyn freshgate_store::Store>> {
     let (cfg, _) = load_config(args)?;
-    open_store(&cfg.server.data_dir, cfg.store.writer_queue)
+    super::open_configured_store(&cfg).await
+}
+
+/// `migrate`
+///
+/// # Errors
+/// When the database cannot be reached or migrated.
+pub async fn migrate(args: CheckArgs) -> anyhow::Result<ExitCode> {
+    let (cfg, _) = load_config(&args.config)?;
+    let backend = match cfg.store.kind {
+        config::StoreKind::Sqlite => "sqlite",
+        config::StoreKind::Postgres => "postgres",
+    };
+    #[cfg(feature = "postgres")]
+    if cfg.store.kind == config::StoreKind::Postgres {
+        let url = super::database_url(&cfg)?;
+        freshgate_store::postgres::migrate(&url).await?;
+    }
+    // SQLite migrates when opened; opening also proves the file is usable.
+    let store = super::open_configured_store(&cfg).await?;
+    store.close().await;
+    if args.out.json {
+        print_json(&json!({ "ok": true, "backend": backend }))?;
+    } else {
+        println!("{backend} store is at the current schema");
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn fmt_ms(ms: Option<i64>) -> String {
@@ -165,7 +193,7 @@ fn parse_time(s: &str, flag: &str) -> anyhow::Result<i64> {
 /// When the store cannot be read.
 pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let (cfg, _) = load_config(&args.config)?;
-    let store = open_store(&cfg.server.data_dir, cfg.store.writer_queue)?;
+    let store = super::open_configured_store(&cfg).await?;
     let stats = store.stats().await?;
     let now = now_ms();
     let mut budgets = Vec::new();
@@ -244,7 +272,7 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// When the store cannot be read.
 pub async fn dlq_list(args: DlqArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config)?;
+    let store = store_for(&args.config).await?;
     let dead = store.dead_letters(&args.filter()).await?;
     store.close().await;
     if args.out.json {
@@ -273,7 +301,7 @@ pub async fn dlq_list(args: DlqArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// When the store cannot be written.
 pub async fn dlq_replay(args: DlqArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config)?;
+    let store = store_for(&args.config).await?;
     let mut filter = args.filter();
     filter.limit = None;
     let n = store.requeue_dead(&filter, now_ms()).await?;
@@ -291,7 +319,7 @@ pub async fn dlq_replay(args: DlqArgs) -> anyhow::Result<ExitCode> {
 /// # Errors
 /// When the store cannot be read; exit code 1 when the event is unknown.
 pub async fn show(args: ShowArgs, dead_only: bool) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config)?;
+    let store = store_for(&args.config).await?;
     let mut traces = store.event_traces(&args.message_id).await?;
     store.close().await;
     if dead_only {
@@ -364,7 +392,7 @@ fn print_trace(t: &EventTrace) {
 /// # Errors
 /// When the store cannot be read.
 pub async fn rejected(args: RejectedArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config)?;
+    let store = store_for(&args.config).await?;
     let rows = store.rejected(args.limit).await?;
     store.close().await;
     if args.out.json {
@@ -393,7 +421,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(u) => parse_time(u, "--until")?,
         None => now_ms() + 1,
     };
-    let store = store_for(&args.config)?;
+    let store = store_for(&args.config).await?;
     let filter = DeliveryFilter {
         destination: args.destination.clone(),
         since_ms: Some(since),
@@ -463,7 +491,7 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             false
         }
     };
-    let store_problems = match store_for(&args.config) {
+    let store_problems = match store_for(&args.config).await {
         Ok(store) => {
             let r = store.integrity_check().await;
             store.close().await;

@@ -99,6 +99,9 @@ pub enum Command {
     },
     /// Check the store's integrity and the configuration.
     Doctor(inspect::DoctorArgs),
+    /// Create or upgrade the store's schema and exit (for operators who run migrations
+    /// separately from the nodes; `serve` also migrates on start).
+    Migrate(inspect::CheckArgs),
     /// Freshworks destinations.
     Destinations {
         /// What to do.
@@ -192,6 +195,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 command: ConfigCommand::Check(a),
             } => inspect::config_check(a),
             Command::Doctor(a) => inspect::doctor(a).await,
+            Command::Migrate(a) => inspect::migrate(a).await,
             Command::Destinations {
                 command: DestinationsCommand::Test(a),
             } => inspect::destinations_test(a).await,
@@ -264,6 +268,51 @@ pub fn open_store(data_dir: &Path, writer_queue: usize) -> anyhow::Result<Arc<dy
     let store = SqliteStore::open(&data_dir.join("freshgate.db"), options)
         .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Open the store the configuration names: SQLite in `data_dir`, or PostgreSQL at the URL in
+/// `store.database_url_env` (migrations run on connect).
+///
+/// # Errors
+/// When the database cannot be opened or reached.
+pub async fn open_configured_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    match cfg.store.kind {
+        config::StoreKind::Sqlite => open_store(&cfg.server.data_dir, cfg.store.writer_queue),
+        #[cfg(feature = "postgres")]
+        config::StoreKind::Postgres => {
+            let url = database_url(cfg)?;
+            let store = freshgate_store::postgres::PostgresStore::connect(
+                &url,
+                freshgate_store::postgres::PostgresOptions::default(),
+            )
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot connect to PostgreSQL ({}): {e}",
+                    cfg.store.database_url_env
+                )
+            })?;
+            Ok(Arc::new(store))
+        }
+        #[cfg(not(feature = "postgres"))]
+        config::StoreKind::Postgres => {
+            anyhow::bail!("store.kind = \"postgres\" is not compiled into this build")
+        }
+    }
+}
+
+/// The PostgreSQL URL from the environment variable the configuration names.
+///
+/// # Errors
+/// When the variable is not set.
+pub fn database_url(cfg: &Config) -> anyhow::Result<String> {
+    use config::Env as _;
+    ProcessEnv.var(&cfg.store.database_url_env).ok_or_else(|| {
+        anyhow::anyhow!(
+            "store.kind = \"postgres\" but environment variable {} is not set",
+            cfg.store.database_url_env
+        )
+    })
 }
 
 /// Print a value as pretty JSON on stdout.

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::{ConfigArgs, load_config, open_store, shutdown_signal};
+use super::{ConfigArgs, load_config, open_configured_store, shutdown_signal};
 use crate::app::{App, AppOptions};
 use crate::config::{
     self, DEFAULT_DESTINATION, DEFAULT_SOURCE, DestinationConfig, Env, ProcessEnv, SourceConfig,
@@ -104,24 +104,27 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", resolved.config.server.listen))?;
     let addr = listener.local_addr()?;
-    let store = open_store(
-        &resolved.config.server.data_dir,
-        resolved.config.store.writer_queue,
-    )?;
+    let store = open_configured_store(&resolved.config).await?;
 
     println!("freshgate listening on http://{addr}");
     println!(
         "  ingest URL:  http://{addr}/v1/batch   (set your Segment library's host to http://{addr})"
     );
-    println!(
-        "  store:       {}",
-        resolved
-            .config
-            .server
-            .data_dir
-            .join("freshgate.db")
-            .display()
-    );
+    match resolved.config.store.kind {
+        config::StoreKind::Sqlite => println!(
+            "  store:       {}",
+            resolved
+                .config
+                .server
+                .data_dir
+                .join("freshgate.db")
+                .display()
+        ),
+        config::StoreKind::Postgres => println!(
+            "  store:       PostgreSQL (${})",
+            resolved.config.store.database_url_env
+        ),
+    }
     if let Some((url, _)) = &emulator {
         println!(
             "  emulator:    {url}   (state: {}/__emulator/state)",
