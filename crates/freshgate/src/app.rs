@@ -80,6 +80,7 @@ impl App {
                                 headroom: d.config.headroom,
                             },
                             Arc::clone(&store),
+                            config.config.store.kind == crate::config::StoreKind::Postgres,
                         )
                         .await?,
                     );

@@ -20,6 +20,9 @@ pub struct BudgetGate {
     destination: String,
     budget: Mutex<Budget>,
     store: Arc<dyn Store>,
+    /// Several nodes spend this account (PostgreSQL store): before each call, also check the
+    /// shared ledger, which holds every node's spend.
+    shared: bool,
 }
 
 impl BudgetGate {
@@ -32,6 +35,7 @@ impl BudgetGate {
         destination: String,
         config: BudgetConfig,
         store: Arc<dyn Store>,
+        shared: bool,
     ) -> Result<Self, freshgate_store::StoreError> {
         let now = now_ms();
         // The ledger gives sums; placing them at the latest possible moment of their window is
@@ -55,6 +59,7 @@ impl BudgetGate {
             destination,
             budget: Mutex::new(budget),
             store,
+            shared,
         })
     }
 
@@ -66,6 +71,16 @@ impl BudgetGate {
     pub async fn acquire(&self, calls: u32) -> Result<(), i64> {
         loop {
             let now = now_ms();
+            if self.shared
+                && let Some(until) = self.shared_ledger_full(now, calls).await
+            {
+                let delay = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
+                if delay > MAX_INLINE_WAIT {
+                    return Err(until);
+                }
+                tokio::time::sleep(delay).await;
+                continue;
+            }
             let verdict = {
                 let mut b = self
                     .budget
@@ -95,6 +110,35 @@ impl BudgetGate {
                 }
             }
         }
+    }
+
+    /// With several nodes: `Some(retry_at)` when the calls every node recorded in the ledger
+    /// leave no room for `calls` more in the current minute or hour.
+    async fn shared_ledger_full(&self, now: i64, calls: u32) -> Option<i64> {
+        let config = {
+            let b = self
+                .budget
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            b.config()
+        };
+        let minute = self
+            .store
+            .calls_since(&self.account, now - 60_000)
+            .await
+            .ok()?;
+        if minute + u64::from(calls) > u64::from(config.minute_cap()) {
+            return Some(now + 1_000);
+        }
+        let hour = self
+            .store
+            .calls_since(&self.account, now - 3_600_000)
+            .await
+            .ok()?;
+        if hour + u64::from(calls) > u64::from(config.hour_cap()) {
+            return Some(now + 30_000);
+        }
+        None
     }
 
     /// The account answered 429: it is busier than our own spend says.

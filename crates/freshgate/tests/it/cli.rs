@@ -74,3 +74,47 @@ fn doctor_and_queue_stats_on_a_fresh_data_dir() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["events"], 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_test_says_what_is_wrong_in_words() {
+    let emulator =
+        freshworks_emulator::RunningEmulator::start(freshworks_emulator::EmulatorConfig::default())
+            .await
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("fg.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[sources]]\nname = \"web\"\nwrite_keys = [\"k\"]\n\n[[destinations]]\nname = \"crm\"\nbase_url = \"{}\"\n",
+            emulator.base_url
+        ),
+    )
+    .unwrap();
+    for (key, ok, needle) in [
+        ("emulator-key", true, "the key works"),
+        ("wrong-key", false, "401"),
+    ] {
+        let path = path.clone();
+        let out = tokio::task::spawn_blocking(move || {
+            freshgate()
+                .args(["destinations", "test", "--json", "--config"])
+                .arg(&path)
+                .env("FRESHWORKS_API_KEY", key)
+                .output()
+                .unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            out.status.success(),
+            ok,
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v[0]["ok"], ok);
+        assert!(v[0]["message"].as_str().unwrap().contains(needle), "{v}");
+    }
+    emulator.stop().await;
+}
