@@ -170,6 +170,9 @@ pub struct DestinationConfig {
     pub fields_ttl_secs: u64,
     /// Retryable failures are retried for this many hours, then dead-lettered.
     pub retry_horizon_hours: u64,
+    /// When at least this many contacts are ready at once (a backlog), they go out through
+    /// `bulk_upsert`, up to 100 per call; 0 turns the bulk path off.
+    pub bulk_min_contacts: usize,
 }
 
 impl Default for DestinationConfig {
@@ -190,6 +193,7 @@ impl Default for DestinationConfig {
             timeout_secs: 10,
             fields_ttl_secs: 600,
             retry_horizon_hours: 72,
+            bulk_min_contacts: 20,
         }
     }
 }

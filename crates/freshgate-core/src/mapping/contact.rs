@@ -43,12 +43,12 @@ pub fn bulk_item(
 }
 
 /// Whether the shadow shows the same contact under a different email, written with
-/// `external_id` = this `userId`.
+/// `external_id` = this `userId`. The contact id is not required: a contact written by a bulk
+/// job is known by its `external_id` only.
 #[must_use]
 pub fn email_changed(user_id: &str, email: &str, shadow: Option<&ContactShadow>) -> bool {
     shadow.is_some_and(|s| {
-        s.contact_id.is_some()
-            && s.external_id.as_deref() == Some(user_id)
+        s.external_id.as_deref() == Some(user_id)
             && s.email
                 .as_deref()
                 .is_some_and(|old| old != normalize_email(email))
@@ -267,10 +267,13 @@ mod tests {
             upsert["unique_identifier"],
             json!({"emails": "new@example.org"})
         );
-        // No known contact id: nothing to protect yet.
+        // No known contact id (written by a bulk job): the external id still identifies it.
         shadow.external_id = Some("u-123".into());
         shadow.contact_id = None;
         let (upsert, _, _) = bodies("u-123", &evs, Some(&shadow), MissingTraits::Keep);
+        assert_eq!(upsert["unique_identifier"], json!({"external_id": "u-123"}));
+        // No shadow at all: nothing is known, the email identifies.
+        let (upsert, _, _) = bodies("u-123", &evs, None, MissingTraits::Keep);
         assert_eq!(
             upsert["unique_identifier"],
             json!({"emails": "new@example.org"})

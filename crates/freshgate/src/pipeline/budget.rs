@@ -8,7 +8,7 @@ use std::time::Duration;
 use freshgate_core::budget::{Budget, BudgetConfig};
 use freshgate_store::Store;
 
-use super::now_ms;
+use super::{clock, now_ms};
 use crate::telemetry::events;
 
 /// Longest a worker sleeps in place for quota; longer waits release the contact instead.
@@ -74,11 +74,10 @@ impl BudgetGate {
             if self.shared
                 && let Some(until) = self.shared_ledger_full(now, calls).await
             {
-                let delay = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
-                if delay > MAX_INLINE_WAIT {
+                if until - now > clock::clock_ms(MAX_INLINE_WAIT) {
                     return Err(until);
                 }
-                tokio::time::sleep(delay).await;
+                clock::sleep_clock_ms(until - now).await;
                 continue;
             }
             let verdict = {
@@ -102,11 +101,10 @@ impl BudgetGate {
                 }
                 Err(wait) => {
                     let until = wait.0;
-                    let delay = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
-                    if delay > MAX_INLINE_WAIT {
+                    if until - now > clock::clock_ms(MAX_INLINE_WAIT) {
                         return Err(until);
                     }
-                    tokio::time::sleep(delay).await;
+                    clock::sleep_clock_ms(until - now).await;
                 }
             }
         }
@@ -128,7 +126,7 @@ impl BudgetGate {
             .await
             .ok()?;
         if minute + u64::from(calls) > u64::from(config.minute_cap()) {
-            return Some(now + 1_000);
+            return Some(now + clock::clock_ms(Duration::from_secs(1)));
         }
         let hour = self
             .store
@@ -136,7 +134,7 @@ impl BudgetGate {
             .await
             .ok()?;
         if hour + u64::from(calls) > u64::from(config.hour_cap()) {
-            return Some(now + 30_000);
+            return Some(now + clock::clock_ms(Duration::from_secs(30)));
         }
         None
     }

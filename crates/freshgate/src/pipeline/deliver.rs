@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use super::budget::BudgetGate;
 use super::fields::{self, FieldCache, FieldsError};
-use super::now_ms;
+use super::{clock, now_ms};
 use crate::config::ResolvedDestination;
 use crate::telemetry::events;
 
@@ -45,6 +45,10 @@ pub struct DestinationWorker {
     pub fields: FieldCache,
     /// Set while paused by an authentication failure: (until ms, reason).
     pub paused: Mutex<Option<(i64, String)>>,
+    /// Ready contacts that make a batch go through `bulk_upsert` (0: never).
+    pub bulk_min_contacts: usize,
+    /// Send everything through `bulk_upsert` (`freshgate backfill`).
+    pub force_bulk: bool,
 }
 
 /// What became of a lease.
@@ -58,8 +62,33 @@ pub enum LeaseResult {
     Lost,
 }
 
+/// A contact's leading identifies, each with its parsed event.
+type Group = Vec<(PendingDelivery, segment::StoredEvent)>;
+
+/// A contact's coalesced identify group, mapped and planned, ready to send.
+pub struct Prepared {
+    /// The contact's lease.
+    pub lease: ContactLease,
+    /// Deliveries the group covers.
+    pub delivery_ids: Vec<i64>,
+    /// Earliest first attempt among them (retry horizon).
+    pub first_attempt_ms: Option<i64>,
+    /// Most attempts among them (backoff).
+    pub attempts: u32,
+    /// Segment `userId` (stored as `external_id`).
+    pub user_id: String,
+    /// Lower-cased email to send.
+    pub email: String,
+    /// Fields to send.
+    pub plan: shadow::UpsertPlan,
+    /// The shadow before sending.
+    pub shadow: Option<ContactShadow>,
+    /// Mapping report suffix for traces.
+    pub summary: String,
+}
+
 /// A failure that stops work on this lease.
-enum Stop {
+pub enum Stop {
     /// Retry later (already settled, or give the key back until then).
     Later(Option<i64>),
     /// The store failed.
@@ -101,6 +130,8 @@ impl DestinationWorker {
             budget,
             fields: FieldCache::new(Duration::from_secs(destination.config.fields_ttl_secs)),
             paused: Mutex::new(None),
+            bulk_min_contacts: destination.config.bulk_min_contacts,
+            force_bulk: false,
         })
     }
 
@@ -114,7 +145,7 @@ impl DestinationWorker {
     }
 
     fn pause(&self, reason: &str) -> i64 {
-        let until = now_ms() + i64::try_from(self.pause_probe.as_millis()).unwrap_or(60_000);
+        let until = now_ms() + clock::clock_ms(self.pause_probe);
         let mut p = self
             .paused
             .lock()
@@ -172,7 +203,9 @@ impl DestinationWorker {
         stop: &tokio_util::sync::CancellationToken,
     ) -> Result<(), Stop> {
         loop {
-            if stop.is_cancelled() || now_ms() + 5_000 > lease.until_ms {
+            if stop.is_cancelled()
+                || now_ms() + clock::clock_ms(Duration::from_secs(5)) > lease.until_ms
+            {
                 return Err(Stop::Later(None));
             }
             if let Some(until) = self.paused_until()
@@ -180,20 +213,42 @@ impl DestinationWorker {
             {
                 return Err(Stop::Later(Some(until)));
             }
-            let pending = self.store.pending_for(lease, ROUND).await?;
-            if pending.is_empty() {
-                return Ok(());
+            match self.next_group(lease).await? {
+                None => return Ok(()),
+                Some(prepared) => self.send_single(prepared).await?,
             }
-            self.round(lease, pending).await?;
         }
     }
 
-    /// One round: skip what this destination does not send, reject invalid identifies, then
-    /// coalesce the leading run of identifies into one upsert.
-    async fn round(&self, lease: &ContactLease, pending: Vec<PendingDelivery>) -> Result<(), Stop> {
-        let now = now_ms();
+    /// The next identify group of a leased contact that needs a call, settling on the way
+    /// everything that needs none (not handled, rejected, unchanged). `None`: nothing left.
+    ///
+    /// # Errors
+    /// `Stop::Later` when the contact must wait (quota, pause), `Stop::Store`.
+    pub async fn next_group(&self, lease: &ContactLease) -> Result<Option<Prepared>, Stop> {
+        loop {
+            let pending = self.store.pending_for(lease, ROUND).await?;
+            if pending.is_empty() {
+                return Ok(None);
+            }
+            let (settle_now, group) = self.split(pending);
+            if !settle_now.is_empty() {
+                self.store.settle(lease, now_ms(), settle_now, None).await?;
+            }
+            if group.is_empty() {
+                continue;
+            }
+            if let Some(prepared) = self.prepare(lease, group).await? {
+                return Ok(Some(prepared));
+            }
+        }
+    }
+
+    /// Split a contact's pending deliveries: what is settled without a call, and the leading
+    /// run of identifies (later events wait for it: per-contact order).
+    fn split(&self, pending: Vec<PendingDelivery>) -> (Vec<(i64, Settlement)>, Group) {
         let mut settle_now: Vec<(i64, Settlement)> = Vec::new();
-        let mut group: Vec<(PendingDelivery, segment::StoredEvent)> = Vec::new();
+        let mut group: Group = Vec::new();
         for p in pending {
             let parsed = match segment::parse_stored_event(&p.raw) {
                 Ok(e) => e,
@@ -220,7 +275,6 @@ impl DestinationWorker {
                     ));
                     continue;
                 }
-                // Per-contact order: later events wait for the group before them.
                 break;
             }
             if let Some(reason) = identify_rejection(&parsed) {
@@ -230,13 +284,7 @@ impl DestinationWorker {
             }
             group.push((p, parsed));
         }
-        if !settle_now.is_empty() {
-            self.store.settle(lease, now, settle_now, None).await?;
-        }
-        if group.is_empty() {
-            return Ok(());
-        }
-        self.deliver_identifies(lease, group).await
+        (settle_now, group)
     }
 
     async fn field_index(&self) -> Result<Arc<FieldIndex>, Stop> {
@@ -292,11 +340,9 @@ impl DestinationWorker {
         }
     }
 
-    async fn deliver_identifies(
-        &self,
-        lease: &ContactLease,
-        group: Vec<(PendingDelivery, segment::StoredEvent)>,
-    ) -> Result<(), Stop> {
+    /// Coalesce, map and plan a group against the contact's shadow. `None` when it was settled
+    /// without a call (no email anywhere, or nothing changed).
+    async fn prepare(&self, lease: &ContactLease, group: Group) -> Result<Option<Prepared>, Stop> {
         let delivery_ids: Vec<i64> = group.iter().map(|(p, _)| p.delivery_id).collect();
         let user_id = group
             .iter()
@@ -311,6 +357,8 @@ impl DestinationWorker {
                 traits: e.traits.clone(),
             })
             .collect();
+        let first_attempt_ms = group.iter().filter_map(|(p, _)| p.first_attempt_ms).min();
+        let attempts = group.iter().map(|(p, _)| p.attempts).max().unwrap_or(0);
         let coalesced = freshgate_core::coalesce::coalesce(&inputs, self.mode);
 
         let mut index = self.field_index().await?;
@@ -331,43 +379,24 @@ impl DestinationWorker {
             .clone()
             .or_else(|| shadow.as_ref().and_then(|s| s.email.clone()))
         else {
-            let reason =
-                "rejected: identify has no traits.email (Freshmarketer requires it)".to_owned();
+            let reason = "rejected: identify has no traits.email (Freshmarketer requires it)";
             events::deliveries(&self.name, "rejected", delivery_ids.len());
-            let settlements = delivery_ids
-                .iter()
-                .map(|id| {
-                    (
-                        *id,
-                        Settlement::Skipped {
-                            reason: reason.clone(),
-                        },
-                    )
-                })
-                .collect();
-            self.store
-                .settle(lease, now_ms(), settlements, None)
-                .await?;
-            return Ok(());
+            let skipped = Settlement::Skipped {
+                reason: reason.into(),
+            };
+            self.settle_all(lease, &delivery_ids, skipped, None).await?;
+            return Ok(None);
         };
         let plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
         let summary = report_summary(&mapped.report, &plan.stale);
         let email_unchanged =
             shadow.as_ref().and_then(|s| s.email.as_deref()) == Some(email.as_str());
-        if plan.unchanged
-            && email_unchanged
-            && shadow.as_ref().is_some_and(|s| s.contact_id.is_some())
-        {
+        // A shadow exists only after a successful delivery, so the contact is there.
+        if plan.unchanged && email_unchanged && shadow.is_some() {
             events::deliveries(&self.name, "unchanged", delivery_ids.len());
             // Move the shadow's timestamps forward: these events confirmed the values, so an
             // older event arriving later must still count as stale.
-            let confirmed = shadow::apply(
-                shadow.as_ref(),
-                &user_id,
-                &email,
-                &plan,
-                shadow.as_ref().and_then(|s| s.contact_id),
-            );
+            let confirmed = shadow::apply(shadow.as_ref(), &user_id, &email, &plan, None);
             if let Ok(bytes) = serde_json::to_vec(&confirmed) {
                 self.store
                     .put_shadow(&self.name, &lease.contact_key, bytes)
@@ -375,24 +404,43 @@ impl DestinationWorker {
             }
             let reason =
                 format!("unchanged: every mapped field equals what was last sent{summary}");
-            let settlements = delivery_ids
-                .iter()
-                .map(|id| {
-                    (
-                        *id,
-                        Settlement::Skipped {
-                            reason: reason.clone(),
-                        },
-                    )
-                })
-                .collect();
-            self.store
-                .settle(lease, now_ms(), settlements, None)
+            self.settle_all(lease, &delivery_ids, Settlement::Skipped { reason }, None)
                 .await?;
-            return Ok(());
+            return Ok(None);
         }
+        Ok(Some(Prepared {
+            lease: lease.clone(),
+            delivery_ids,
+            first_attempt_ms,
+            attempts,
+            user_id,
+            email,
+            plan,
+            shadow,
+            summary,
+        }))
+    }
 
-        let body = mapping::upsert_body(&user_id, &email, &plan, shadow.as_ref());
+    async fn settle_all(
+        &self,
+        lease: &ContactLease,
+        delivery_ids: &[i64],
+        settlement: Settlement,
+        attempt: Option<Attempt>,
+    ) -> Result<(), Stop> {
+        let settlements = delivery_ids
+            .iter()
+            .map(|id| (*id, settlement.clone()))
+            .collect();
+        self.store
+            .settle(lease, now_ms(), settlements, attempt)
+            .await?;
+        Ok(())
+    }
+
+    /// One `POST /contacts/upsert` for a prepared group.
+    async fn send_single(&self, p: Prepared) -> Result<(), Stop> {
+        let body = mapping::upsert_body(&p.user_id, &p.email, &p.plan, p.shadow.as_ref());
         if let Err(until) = self.budget.acquire(1).await {
             return Err(Stop::Later(Some(until)));
         }
@@ -409,87 +457,91 @@ impl DestinationWorker {
         );
         match result {
             Ok(exchange) => {
-                self.resume();
                 if let Some(remaining) = exchange.rate_limit_remaining {
                     self.budget.observe_remaining(remaining);
                 }
-                let contact_id = Some(exchange.body.contact.id);
-                let new_shadow =
-                    shadow::apply(shadow.as_ref(), &user_id, &email, &plan, contact_id);
-                if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
-                    self.store
-                        .put_shadow(&self.name, &lease.contact_key, bytes)
-                        .await?;
-                }
                 let attempt = Attempt {
-                    delivery_ids: delivery_ids.clone(),
+                    delivery_ids: p.delivery_ids.clone(),
                     at_ms: at,
                     request_line: exchange.request_line.clone(),
                     request_body: exchange.request_body.clone(),
                     status: Some(exchange.status),
                     response_body: Some(truncate(&exchange.raw)),
-                    outcome: format!("delivered to contact {}{summary}", exchange.body.contact.id),
+                    outcome: format!(
+                        "delivered to contact {}{}",
+                        exchange.body.contact.id, p.summary
+                    ),
                 };
-                events::deliveries(&self.name, "delivered", delivery_ids.len());
-                let settlements = delivery_ids
-                    .iter()
-                    .map(|id| (*id, Settlement::Delivered))
-                    .collect();
-                self.store
-                    .settle(lease, at, settlements, Some(attempt))
-                    .await?;
-                Ok(())
-            }
-            Err(e) => {
-                self.failed(lease, &group, delivery_ids, e, at, &summary)
+                self.delivered(&p, Some(exchange.body.contact.id), attempt)
                     .await
+            }
+            Err(error) => {
+                let outcome = outcome_of(&error);
+                let mut attempt = Attempt {
+                    delivery_ids: p.delivery_ids.clone(),
+                    at_ms: at,
+                    request_line: error.request_line().to_owned(),
+                    request_body: error.request_body().map(str::to_owned),
+                    status: error.status(),
+                    response_body: Some(truncate(
+                        error.response_body().unwrap_or(&error.to_string()),
+                    )),
+                    outcome: String::new(),
+                };
+                if matches!(outcome, Outcome::Success) {
+                    attempt.outcome =
+                        format!("delivered (response unreadable: {error}){}", p.summary);
+                    return self.delivered(&p, None, attempt).await;
+                }
+                self.failed(&p, outcome, error.status(), attempt).await
             }
         }
     }
 
-    async fn failed(
+    /// Record a success: the shadow moves forward, the deliveries are done.
+    ///
+    /// # Errors
+    /// `Stop::Store`.
+    pub async fn delivered(
         &self,
-        lease: &ContactLease,
-        group: &[(PendingDelivery, segment::StoredEvent)],
-        delivery_ids: Vec<i64>,
-        error: FreshworksError,
-        at: i64,
-        summary: &str,
+        p: &Prepared,
+        contact_id: Option<i64>,
+        attempt: Attempt,
     ) -> Result<(), Stop> {
-        let outcome = match &error {
-            FreshworksError::Http {
-                status,
-                retry_after,
-                body,
-                ..
-            } => delivery::classify_at(
-                *status,
-                retry_after.as_deref(),
-                body.as_bytes(),
-                time::OffsetDateTime::now_utc(),
-            ),
-            // 2xx we could not read: the write most likely happened; do not resend blindly.
-            FreshworksError::Decode { .. } => Outcome::Success,
-            other => delivery::transport_error(&other.to_string()),
-        };
-        let mut attempt = Attempt {
-            delivery_ids: delivery_ids.clone(),
-            at_ms: at,
-            request_line: error.request_line().to_owned(),
-            request_body: error.request_body().map(str::to_owned),
-            status: error.status(),
-            response_body: Some(truncate(
-                error.response_body().unwrap_or(&error.to_string()),
-            )),
-            outcome: String::new(),
-        };
+        self.resume();
+        let new_shadow =
+            shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
+        if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
+            self.store
+                .put_shadow(&self.name, &p.lease.contact_key, bytes)
+                .await?;
+        }
+        events::deliveries(&self.name, "delivered", p.delivery_ids.len());
+        self.settle_all(
+            &p.lease,
+            &p.delivery_ids,
+            Settlement::Delivered,
+            Some(attempt),
+        )
+        .await
+    }
+
+    /// Record a failure by its outcome.
+    ///
+    /// # Errors
+    /// `Stop::Later` when the contact must wait (retry scheduled, paused), `Stop::Store`.
+    pub async fn failed(
+        &self,
+        p: &Prepared,
+        outcome: Outcome,
+        status: Option<u16>,
+        mut attempt: Attempt,
+    ) -> Result<(), Stop> {
+        let at = attempt.at_ms;
         let (settlement, label, stop) = match outcome {
-            Outcome::Success => {
-                attempt.outcome = format!("delivered (response unreadable: {error}){summary}");
-                (Settlement::Delivered, "delivered", None)
-            }
+            Outcome::Success => return self.delivered(p, None, attempt).await,
             Outcome::DeadLetter { reason } => {
-                attempt.outcome = format!("dead-lettered: {reason}{summary}");
+                attempt.outcome = format!("dead-lettered: {reason}{}", p.summary);
                 (Settlement::DeadLettered { reason }, "dead", None)
             }
             Outcome::Pause { reason } => {
@@ -497,26 +549,21 @@ impl DestinationWorker {
                 attempt.outcome = format!("paused: {reason}");
                 // Events stay pending and untouched; the attempt is still recorded.
                 self.store
-                    .settle(lease, at, Vec::new(), Some(attempt))
+                    .settle(&p.lease, at, Vec::new(), Some(attempt))
                     .await?;
                 return Err(Stop::Later(Some(until)));
             }
             Outcome::Retry { after, reason } => {
-                if error.status() == Some(429) {
+                if status == Some(429) {
                     self.budget.observe_429();
                 }
-                let first = group
-                    .iter()
-                    .filter_map(|(p, _)| p.first_attempt_ms)
-                    .min()
-                    .unwrap_or(at);
+                let first = p.first_attempt_ms.unwrap_or(at);
                 if delivery::horizon_exceeded(first, at, self.horizon_ms) {
                     let reason = format!("retry horizon exceeded; last error: {reason}");
                     attempt.outcome = format!("dead-lettered: {reason}");
                     (Settlement::DeadLettered { reason }, "dead", None)
                 } else {
-                    let attempts = group.iter().map(|(p, _)| p.attempts).max().unwrap_or(0);
-                    let delay = delivery::retry_delay(attempts, after, rand::random::<f64>());
+                    let delay = delivery::retry_delay(p.attempts, after, rand::random::<f64>());
                     let at_ms = at + duration_ms(delay);
                     attempt.outcome = format!("retry in {} ms: {reason}", duration_ms(delay));
                     (
@@ -532,17 +579,12 @@ impl DestinationWorker {
         };
         tracing::info!(
             destination = self.name,
-            contact = lease.contact_key,
+            contact = p.lease.contact_key,
             outcome = attempt.outcome,
             "delivery attempt failed"
         );
-        events::deliveries(&self.name, label, delivery_ids.len());
-        let settlements = delivery_ids
-            .iter()
-            .map(|id| (*id, settlement.clone()))
-            .collect();
-        self.store
-            .settle(lease, at, settlements, Some(attempt))
+        events::deliveries(&self.name, label, p.delivery_ids.len());
+        self.settle_all(&p.lease, &p.delivery_ids, settlement, Some(attempt))
             .await?;
         match stop {
             Some(at_ms) => Err(Stop::Later(Some(at_ms))),
@@ -557,6 +599,27 @@ impl DestinationWorker {
         for f in &report.coercion_failures {
             events::coercion_failure(&self.name, &f.field);
         }
+    }
+}
+
+/// How a failed call is classified.
+#[must_use]
+pub fn outcome_of(error: &FreshworksError) -> Outcome {
+    match error {
+        FreshworksError::Http {
+            status,
+            retry_after,
+            body,
+            ..
+        } => delivery::classify_at(
+            *status,
+            retry_after.as_deref(),
+            body.as_bytes(),
+            time::OffsetDateTime::now_utc(),
+        ),
+        // 2xx we could not read: the write most likely happened; do not resend blindly.
+        FreshworksError::Decode { .. } => Outcome::Success,
+        other => delivery::transport_error(&other.to_string()),
     }
 }
 
@@ -608,7 +671,7 @@ fn report_summary(report: &MappingReport, stale: &[String]) -> String {
     }
 }
 
-fn truncate(s: &str) -> String {
+pub(super) fn truncate(s: &str) -> String {
     if s.len() <= MAX_KEPT_BODY {
         return s.to_owned();
     }
@@ -619,6 +682,6 @@ fn truncate(s: &str) -> String {
     format!("{}…", &s[..end])
 }
 
-fn duration_ms(d: Duration) -> i64 {
+pub(super) fn duration_ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX / 4)
 }

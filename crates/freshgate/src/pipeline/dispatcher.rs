@@ -9,11 +9,12 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::deliver::DestinationWorker;
-use super::now_ms;
+use super::bulk;
+use super::deliver::{DestinationWorker, LeaseResult};
+use super::{clock, now_ms};
 
-/// How long a lease lasts; a worker gives the key back well before (see `deliver`).
-pub const LEASE_MS: i64 = 60_000;
+/// How long a lease lasts (real time); a worker gives the key back well before (see `deliver`).
+pub const LEASE: Duration = Duration::from_secs(60);
 /// Fallback poll when no wake-up arrives.
 const IDLE_POLL: Duration = Duration::from_millis(200);
 
@@ -36,10 +37,10 @@ pub async fn run(
         if let Some(until) = worker.paused_until()
             && until > now
         {
-            let wait = Duration::from_millis(u64::try_from(until - now).unwrap_or(0));
+            let wait = (until - now).min(clock::clock_ms(Duration::from_secs(5)));
             tokio::select! {
                 () = stop.cancelled() => break,
-                () = tokio::time::sleep(wait.min(Duration::from_secs(5))) => continue,
+                () = clock::sleep_clock_ms(wait) => continue,
             }
         }
         let free = permits.available_permits();
@@ -49,9 +50,11 @@ pub async fn run(
                 _ = tasks.join_next() => continue,
             }
         }
-        let leases = match worker
+        let bulk = worker.force_bulk || worker.bulk_min_contacts > 0;
+        let max = if bulk { bulk::MAX_BULK.max(free) } else { free };
+        let mut leases = match worker
             .store
-            .lease_contacts(&worker.name, &node_id, now, LEASE_MS, free)
+            .lease_contacts(&worker.name, &node_id, now, clock::clock_ms(LEASE), max)
             .await
         {
             Ok(l) => l,
@@ -69,6 +72,23 @@ pub async fn run(
                 _ = tasks.join_next(), if !tasks.is_empty() => {}
             }
             continue;
+        }
+        if bulk && (worker.force_bulk || leases.len() >= worker.bulk_min_contacts.max(1)) {
+            // A backlog: one bulk job for up to 100 contacts, on one permit.
+            let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {
+                break;
+            };
+            let worker = Arc::clone(&worker);
+            tasks.spawn(async move {
+                let _permit = permit;
+                bulk::run(&worker, leases).await;
+                LeaseResult::Drained
+            });
+            continue;
+        }
+        // Few contacts ready: one call each; give back what the permits cannot take now.
+        for extra in leases.split_off(free.min(leases.len())) {
+            let _ = worker.store.release(&extra, None).await;
         }
         for lease in leases {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {

@@ -2,13 +2,11 @@
 //! budget → send → settle. Only this module holds both the store and the Freshworks client.
 
 pub mod budget;
+pub mod bulk;
+pub mod clock;
 pub mod deliver;
 pub mod dispatcher;
 pub mod fields;
 pub mod ingest;
 
-/// Current Unix time in milliseconds.
-#[must_use]
-pub fn now_ms() -> i64 {
-    ingest::unix_ms(time::OffsetDateTime::now_utc())
-}
+pub use clock::now_ms;

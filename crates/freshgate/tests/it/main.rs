@@ -4,8 +4,10 @@
 
 mod helpers;
 
+mod bulk;
 mod cli;
 mod compat;
 mod crash;
 mod delivery;
 mod ingest;
+mod multinode;

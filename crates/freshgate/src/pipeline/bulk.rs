@@ -1,0 +1,255 @@
+//! The bulk path for backlogs: up to 100 contacts per `POST /contacts/bulk_upsert`, then the
+//! job is polled until it is done and each record's failure (from `detailed_failure_report`)
+//! is mapped back to its contact's events.
+//!
+//! One call (plus usually one poll) for 100 contacts instead of 100 calls: this is how a
+//! backlog several times the hourly quota drains within it. Per-contact order still holds:
+//! every contact in a job is leased, and only its leading group of identifies is in the job.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use freshgate_core::delivery::{self, Outcome};
+use freshgate_core::mapping;
+use freshgate_store::{Attempt, ContactLease, StoreError};
+use freshworks_client::{FreshworksError, JobStatus};
+use serde_json::{Value, json};
+
+use super::deliver::{DestinationWorker, Prepared, Stop, outcome_of, truncate};
+use super::{clock, now_ms};
+use crate::telemetry::events;
+
+/// Records per bulk call (the documented practice of every working client).
+pub const MAX_BULK: usize = 100;
+/// Polls of one job before its outcome counts as unknown (and its records are retried).
+const MAX_POLLS: u32 = 12;
+
+/// Deliver the leased contacts through one bulk job. Every lease is settled or released.
+pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
+    let mut prepared: Vec<Prepared> = Vec::new();
+    for lease in leases {
+        match worker.next_group(&lease).await {
+            Ok(Some(p)) => prepared.push(p),
+            Ok(None) => release(worker, &lease, None).await,
+            Err(Stop::Later(not_before)) => release(worker, &lease, not_before).await,
+            Err(Stop::Store(e)) => {
+                tracing::warn!(destination = worker.name, error = %e, "store error preparing a bulk job");
+                release(worker, &lease, Some(now_ms() + 1000)).await;
+            }
+        }
+    }
+    if prepared.is_empty() {
+        return;
+    }
+    let waits = deliver_prepared(worker, &prepared).await;
+    for (p, not_before) in prepared.iter().zip(waits) {
+        release(worker, &p.lease, not_before).await;
+    }
+}
+
+async fn release(worker: &DestinationWorker, lease: &ContactLease, not_before: Option<i64>) {
+    if let Err(e) = worker.store.release(lease, not_before).await
+        && !matches!(e, StoreError::LeaseLost { .. })
+    {
+        tracing::warn!(destination = worker.name, error = %e, "cannot release a lease");
+    }
+}
+
+/// The identifier a record is matched back by: `(key, value)` as in the bulk item.
+fn identifier(item: &Value) -> Option<(String, String)> {
+    ["external_id", "emails", "mobile_number", "id"]
+        .iter()
+        .find_map(|k| {
+            item.get(*k).map(|v| {
+                let value = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+                ((*k).to_owned(), value.to_lowercase())
+            })
+        })
+}
+
+/// Send, poll, settle. Returns, per prepared contact, when its lease may be taken again.
+async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> Vec<Option<i64>> {
+    let items: Vec<Value> = prepared
+        .iter()
+        .map(|p| mapping::bulk_item(&p.user_id, &p.email, &p.plan, p.shadow.as_ref()))
+        .collect();
+    let body = json!({ "contacts": items });
+    if let Err(until) = worker.budget.acquire(1).await {
+        return vec![Some(until); prepared.len()];
+    }
+    let started = Instant::now();
+    let posted = worker.client.bulk_upsert_contacts(&body).await;
+    events::freshworks_call(
+        &worker.name,
+        "contacts_bulk_upsert",
+        posted
+            .as_ref()
+            .map_or_else(FreshworksError::status, |x| Some(x.status)),
+        started.elapsed().as_secs_f64(),
+    );
+    let job_url = match posted {
+        Ok(x) => x.body.job_status_url,
+        Err(error) => {
+            let outcome = match &error {
+                FreshworksError::Http {
+                    status,
+                    retry_after,
+                    body,
+                    ..
+                } => delivery::classify_bulk_at(
+                    *status,
+                    retry_after.as_deref(),
+                    body.as_bytes(),
+                    time::OffsetDateTime::now_utc(),
+                ),
+                other => outcome_of(other),
+            };
+            // A readable-less 2xx still gave no job to poll: retry the records.
+            let outcome = match outcome {
+                Outcome::Success => Outcome::Retry {
+                    after: None,
+                    reason: format!("bulk upsert answer unreadable: {error}"),
+                },
+                o => o,
+            };
+            let mut waits = Vec::new();
+            for (p, item) in prepared.iter().zip(&items) {
+                let attempt = attempt_for(
+                    p,
+                    item,
+                    error.status(),
+                    error.response_body().unwrap_or(&error.to_string()),
+                );
+                waits.push(wait_of(
+                    worker
+                        .failed(p, outcome.clone(), error.status(), attempt)
+                        .await,
+                ));
+            }
+            return waits;
+        }
+    };
+
+    let status = poll(worker, &job_url).await;
+    let mut waits = Vec::new();
+    match status {
+        Ok(job) if job.is_done() => {
+            let failures: HashMap<(String, String), Vec<String>> = job
+                .data
+                .detailed_failure_report
+                .iter()
+                .filter_map(|f| {
+                    f.identifier.as_ref().map(|id| {
+                        (
+                            (id.key.clone(), id.value.to_lowercase()),
+                            f.error_message.clone(),
+                        )
+                    })
+                })
+                .collect();
+            let summary = format!(
+                "job {job_url}: {} succeeded, {} failed",
+                job.data.record_status.succeeded, job.data.record_status.failed
+            );
+            for (p, item) in prepared.iter().zip(&items) {
+                let failure = identifier(item).and_then(|id| failures.get(&id));
+                match failure {
+                    None => {
+                        let mut attempt = attempt_for(p, item, Some(200), &summary);
+                        attempt.outcome = format!("delivered by bulk upsert{}", p.summary);
+                        waits.push(wait_of(worker.delivered(p, None, attempt).await));
+                    }
+                    Some(messages) => {
+                        let reason = messages.join("; ");
+                        let body =
+                            json!({"errors": {"code": 400, "message": messages}}).to_string();
+                        // The record's own error, classified as if the single upsert had
+                        // answered it (a wrapped 429 is retried, "not unique" is dead-lettered).
+                        let outcome = delivery::classify_at(
+                            400,
+                            None,
+                            body.as_bytes(),
+                            time::OffsetDateTime::now_utc(),
+                        );
+                        let attempt = attempt_for(
+                            p,
+                            item,
+                            Some(400),
+                            &format!("{summary}; this record: {reason}"),
+                        );
+                        waits.push(wait_of(worker.failed(p, outcome, Some(400), attempt).await));
+                    }
+                }
+            }
+        }
+        other => {
+            // Failed job, poll error or no answer in time: the records' fate is unknown;
+            // upserts are idempotent, so they are retried.
+            let reason = match &other {
+                Ok(job) => format!("bulk job {job_url} ended {:?}", job.status),
+                Err(e) => format!("bulk job {job_url}: {e}"),
+            };
+            for (p, item) in prepared.iter().zip(&items) {
+                let attempt = attempt_for(p, item, None, &reason);
+                let outcome = Outcome::Retry {
+                    after: None,
+                    reason: reason.clone(),
+                };
+                waits.push(wait_of(worker.failed(p, outcome, None, attempt).await));
+            }
+        }
+    }
+    waits
+}
+
+/// Poll a job until it is done, failed, or `MAX_POLLS` polls went by. Every poll is charged to
+/// the quota like any call.
+async fn poll(worker: &DestinationWorker, job_url: &str) -> Result<JobStatus, String> {
+    // Most jobs of 100 records finish within a second or two: the first poll waits for that,
+    // so a job usually costs exactly one poll.
+    let mut wait = Duration::from_millis(1500);
+    for _ in 0..MAX_POLLS {
+        clock::sleep_clock_ms(clock::clock_ms(wait)).await;
+        if let Err(until) = worker.budget.acquire(1).await {
+            clock::sleep_clock_ms(until - now_ms()).await;
+            continue;
+        }
+        let started = Instant::now();
+        let r = worker.client.job_status(job_url).await;
+        events::freshworks_call(
+            &worker.name,
+            "job_status",
+            r.as_ref()
+                .map_or_else(FreshworksError::status, |x| Some(x.status)),
+            started.elapsed().as_secs_f64(),
+        );
+        match r {
+            Ok(x) if x.body.is_terminal() => return Ok(x.body),
+            Ok(_) => {}
+            Err(e) if e.status() == Some(429) => worker.budget.observe_429(),
+            Err(e) => tracing::warn!(destination = worker.name, error = %e, "bulk job poll failed"),
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+    Err(format!("no final status after {MAX_POLLS} polls"))
+}
+
+fn attempt_for(p: &Prepared, item: &Value, status: Option<u16>, response: &str) -> Attempt {
+    Attempt {
+        delivery_ids: p.delivery_ids.clone(),
+        at_ms: now_ms(),
+        request_line: "POST /contacts/bulk_upsert".into(),
+        request_body: Some(item.to_string()),
+        status,
+        response_body: Some(truncate(response)),
+        outcome: String::new(),
+    }
+}
+
+fn wait_of(r: Result<(), Stop>) -> Option<i64> {
+    match r {
+        Ok(()) => None,
+        Err(Stop::Later(at)) => at,
+        Err(Stop::Store(_)) => Some(now_ms() + 1000),
+    }
+}
