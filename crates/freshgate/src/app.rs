@@ -29,6 +29,10 @@ pub struct AppOptions {
     pub pause_probe: Duration,
     /// How often housekeeping runs.
     pub housekeeping_every: Duration,
+    /// Send every identify through `bulk_upsert` (`freshgate backfill`).
+    pub force_bulk: bool,
+    /// Speed-up of the pipeline's clock (tests and benchmarks with the emulator's time scale).
+    pub time_scale: f64,
 }
 
 impl Default for AppOptions {
@@ -37,6 +41,8 @@ impl Default for AppOptions {
             node_id: format!("node-{}", uuid::Uuid::new_v4()),
             pause_probe: Duration::from_secs(60),
             housekeeping_every: Duration::from_secs(10),
+            force_bulk: false,
+            time_scale: 1.0,
         }
     }
 }
@@ -62,6 +68,9 @@ impl App {
     ) -> anyhow::Result<Self> {
         // Install the metrics recorder before anything records.
         let _ = crate::telemetry::prometheus();
+        if options.time_scale > 1.0 {
+            crate::pipeline::clock::set_scale(options.time_scale);
+        }
         let mut workers = Vec::new();
         let mut gates: Vec<(String, Arc<BudgetGate>)> = Vec::new();
         for d in &config.destinations {
@@ -88,7 +97,9 @@ impl App {
                     g
                 }
             };
-            let worker = DestinationWorker::new(d, Arc::clone(&store), gate, options.pause_probe)?;
+            let mut worker =
+                DestinationWorker::new(d, Arc::clone(&store), gate, options.pause_probe)?;
+            worker.force_bulk = options.force_bulk;
             workers.push((Arc::new(worker), d.config.concurrency));
         }
         Ok(Self {
@@ -155,6 +166,45 @@ impl App {
         self.store.close().await;
         tracing::info!("stopped");
         served.map_err(anyhow::Error::from)
+    }
+}
+
+impl App {
+    /// Deliver what the store holds, without serving HTTP, until nothing is pending (or
+    /// `give_up` passes); `progress` sees the figures twice a second. For `freshgate backfill`.
+    ///
+    /// # Errors
+    /// When the store cannot be read.
+    pub async fn deliver_until_drained(
+        self,
+        give_up: Duration,
+        mut progress: impl FnMut(&freshgate_store::QueueStats),
+    ) -> anyhow::Result<freshgate_store::QueueStats> {
+        let stop = CancellationToken::new();
+        let mut background = tokio::task::JoinSet::new();
+        for (worker, concurrency) in &self.workers {
+            background.spawn(dispatcher::run(
+                Arc::clone(worker),
+                self.options.node_id.clone(),
+                *concurrency,
+                Arc::clone(&self.wake),
+                stop.clone(),
+            ));
+        }
+        let started = std::time::Instant::now();
+        let stats = loop {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            let stats = self.store.stats().await?;
+            progress(&stats);
+            let pending: u64 = stats.destinations.iter().map(|d| d.pending).sum();
+            if pending == 0 || started.elapsed() > give_up {
+                break stats;
+            }
+        };
+        stop.cancel();
+        while background.join_next().await.is_some() {}
+        self.store.close().await;
+        Ok(stats)
     }
 }
 

@@ -2,6 +2,7 @@
 //! `doctor`, `destinations`. Each command lives in its own module; this one holds the clap tree
 //! and the shared bits (loading the configuration, opening the store, printing results).
 
+pub mod backfill;
 pub mod inspect;
 pub mod send;
 pub mod serve;
@@ -89,6 +90,8 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Load historical events and deliver the whole queue through bulk upserts, then exit.
+    Backfill(backfill::BackfillArgs),
     /// Resend stored events received in a time range (delivered, skipped or dead).
     Replay(inspect::ReplayArgs),
     /// Configuration files.
@@ -191,6 +194,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 EventsCommand::Rejected(a) => inspect::rejected(a).await,
             },
             Command::Replay(a) => inspect::replay(a).await,
+            Command::Backfill(a) => backfill::run(a).await,
             Command::Config {
                 command: ConfigCommand::Check(a),
             } => inspect::config_check(a),

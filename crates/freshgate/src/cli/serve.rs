@@ -31,6 +31,10 @@ pub struct ServeArgs {
     /// needed). Adds the write key "freshgate-dev" when no source is configured.
     #[arg(long)]
     pub emulator: bool,
+    /// Speed-up of the pipeline clock, for tests and benchmarks paired with the emulator's
+    /// --time-scale (quota windows, retries, leases all run this much faster).
+    #[arg(long, default_value_t = 1.0, hide = true)]
+    pub time_scale: f64,
     /// Address of the built-in emulator.
     #[arg(long, default_value = "127.0.0.1:9090", requires = "emulator")]
     pub emulator_listen: SocketAddr,
@@ -147,7 +151,11 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         );
     }
 
-    let app = App::build(resolved, store, AppOptions::default()).await?;
+    let options = AppOptions {
+        time_scale: args.time_scale,
+        ..AppOptions::default()
+    };
+    let app = App::build(resolved, store, options).await?;
     app.run(listener, shutdown_signal()).await?;
     if let Some((_, task)) = emulator {
         let _ = task.await;

@@ -294,8 +294,13 @@ impl Emulator {
     }
 }
 
-/// Configuration shared by every node of a test.
-fn write_config(dir: &Path, emulator: &Emulator, minute_limit: usize) -> std::path::PathBuf {
+/// Configuration shared by every node of a test; `extra` is appended to the destination.
+fn write_config(
+    dir: &Path,
+    emulator: &Emulator,
+    minute_limit: usize,
+    extra: &str,
+) -> std::path::PathBuf {
     let path = dir.join("freshgate.toml");
     std::fs::write(
         &path,
@@ -315,6 +320,7 @@ hourly_limit = 100000
 minute_limit = {minute_limit}
 headroom = 1.0
 concurrency = 4
+{extra}
 "#,
             emulator.base_url()
         ),
@@ -336,7 +342,10 @@ fn start_node(config: &Path, db: &TestDb, dir: &Path, n: usize) -> Proc {
             .arg(&data)
             .env("DATABASE_URL", &db.url)
             .env("FRESHWORKS_API_KEY", API_KEY)
-            .env("RUST_LOG", std::env::var("MN_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("MN_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stderr(File::create(dir.join(format!("node{n}.log"))).unwrap()),
     )
 }
@@ -482,20 +491,36 @@ async fn wait_nothing_pending(config: &Path, db: &TestDb) {
     .await;
 }
 
-/// The upserts of each contact, in the order the emulator received them, as `cf_employees`.
+/// The upserts of each contact, in the order the emulator received them, as `cf_employees`:
+/// single upserts and the items of bulk upserts (the nodes use the bulk path for backlogs).
 fn upserts_per_contact(log: &[Value]) -> BTreeMap<String, Vec<i64>> {
     let mut per: BTreeMap<String, Vec<i64>> = BTreeMap::new();
     for r in log {
-        if !r["path"].as_str().unwrap().ends_with("/contacts/upsert") {
+        let path = r["path"].as_str().unwrap();
+        let items: Vec<(Value, Value)> = if path.ends_with("/contacts/upsert") {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            vec![(
+                body["unique_identifier"]["emails"].clone(),
+                body["contact"].clone(),
+            )]
+        } else if path.ends_with("/contacts/bulk_upsert") {
+            let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
+            body["contacts"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|item| (item["emails"].clone(), item["data"].clone()))
+                .collect()
+        } else {
             continue;
-        }
-        let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-        let email = body["unique_identifier"]["emails"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        if let Some(seq) = body["contact"]["custom_field"]["cf_employees"].as_i64() {
-            per.entry(email).or_default().push(seq);
+        };
+        for (email, contact) in items {
+            if let (Some(email), Some(seq)) = (
+                email.as_str(),
+                contact["custom_field"]["cf_employees"].as_i64(),
+            ) {
+                per.entry(email.to_owned()).or_default().push(seq);
+            }
         }
     }
     per
@@ -558,12 +583,12 @@ async fn three_nodes_survive_kill_9_keep_order_and_share_the_quota() {
     const EVENTS: usize = 5;
     let db = TestDb::create();
     let dir = tempfile::tempdir().unwrap();
-    eprintln!("DEBUGDIR {}", dir.path().display());
-    let dir = Box::leak(Box::new(dir));
     let emulator = Emulator::start(MINUTE_LIMIT, dir.path());
     // Every call takes a while, so deliveries are in flight when the node dies.
     emulator.fault(json!({"kind": "latency", "ms": 30})).await;
-    let config = write_config(dir.path(), &emulator, MINUTE_LIMIT);
+    // One upsert per contact (no bulk jobs): hundreds of calls, so the quota binds and each
+    // contact's order shows call by call.
+    let config = write_config(dir.path(), &emulator, MINUTE_LIMIT, "bulk_min_contacts = 0");
     // One after the other: the first runs the migrations.
     let mut nodes: Vec<Proc> = (0..3)
         .map(|n| start_node(&config, &db, dir.path(), n))
@@ -585,7 +610,7 @@ async fn three_nodes_survive_kill_9_keep_order_and_share_the_quota() {
         if n >= 15 {
             Ok(())
         } else {
-            Err(format!("{n} upserts"))
+            Err(format!("{n} contacts upserted"))
         }
     })
     .await;
@@ -625,7 +650,8 @@ async fn sigterm_drains_a_node_and_the_others_finish_its_work() {
     let emulator = Emulator::start(minute_limit, dir.path());
     // Slow calls: the node holds leases for a whole second per contact.
     emulator.fault(json!({"kind": "latency", "ms": 1000})).await;
-    let config = write_config(dir.path(), &emulator, minute_limit);
+    // The default settings: a backlog this size goes out through bulk jobs.
+    let config = write_config(dir.path(), &emulator, minute_limit, "");
 
     // The first node takes all the traffic and starts delivering alone.
     let mut first = start_node(&config, &db, dir.path(), 0);
