@@ -88,9 +88,16 @@ fn main() -> Result<()> {
         .build()
         .context("tokio runtime")?;
     let mut report = serde_json::Map::new();
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    // Other work on the machine skews every figure here: say how busy it was.
+    let loadavg = std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned());
+    println!("freshgate gateway bench: {cpus} CPUs, 1-min load average before the run {loadavg}");
     report.insert(
         "machine".into(),
-        json!({ "cpus": std::thread::available_parallelism().map(usize::from).unwrap_or(1) }),
+        json!({ "cpus": cpus, "loadavg_1min_before": loadavg }),
     );
     if args.ingest {
         let r = runtime.block_on(ingest_bench(args.clients, args.secs))?;
