@@ -131,6 +131,20 @@ impl Budget {
         Ok(())
     }
 
+    /// Give back `calls` taken at `at_ms` that were not made after all (another node got the
+    /// shared ledger's last slot first).
+    pub fn refund(&mut self, at_ms: i64, calls: u32) {
+        if let Some(e) = self
+            .entries
+            .iter_mut()
+            .rev()
+            .find(|e| e.kind == Kind::Call && e.at == at_ms && e.count >= calls)
+        {
+            e.count -= calls;
+        }
+        self.entries.retain(|e| e.count > 0);
+    }
+
     /// A 429: the account is busier than our count says. The minute window is taken as full
     /// until it slides. A 429 that comes back more than a minute but less than an hour after
     /// the previous one means waiting out the minute did not help, so the hour window is taken
@@ -246,6 +260,26 @@ impl Budget {
         {
             self.entries.pop_front();
         }
+    }
+}
+
+#[cfg(test)]
+mod refund_tests {
+    use super::*;
+
+    #[test]
+    fn a_refund_gives_the_slot_back() {
+        let mut b = Budget::new(BudgetConfig {
+            hourly_limit: 10,
+            minute_limit: 2,
+            headroom: 1.0,
+        });
+        assert!(b.try_acquire(1_000, 1).is_ok());
+        assert!(b.try_acquire(1_000, 1).is_ok());
+        assert!(b.try_acquire(1_000, 1).is_err());
+        b.refund(1_000, 1);
+        assert!(b.try_acquire(1_000, 1).is_ok());
+        assert_eq!(b.remaining(1_000), (8, 0));
     }
 }
 

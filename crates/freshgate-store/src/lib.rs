@@ -336,6 +336,16 @@ pub struct PruneOutcome {
     pub dedup_entries: u64,
 }
 
+/// The ledger starts of the minute and hour windows a reservation at `at_ms` is checked
+/// against. Conservative on purpose: the ledger counts per second (a call at 10.9 s sits in the
+/// 10 s bucket) and the API counts when a call *arrives*, up to a request's latency after we
+/// recorded it; so each window reaches one more second back and starts on a bucket boundary.
+#[must_use]
+pub fn reservation_windows(at_ms: i64) -> (i64, i64) {
+    let floor = |ms: i64| ms.div_euclid(1000) * 1000;
+    (floor(at_ms - 61_000), floor(at_ms - 3_601_000))
+}
+
 /// Errors a caller can act on.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -451,6 +461,22 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database`.
     async fn record_calls(&self, account: &str, at_ms: i64, calls: u32) -> Result<(), StoreError>;
+
+    /// Record `calls` spent on `account` at `at_ms` only if, counting every node's spend in the
+    /// ledger, the calls since `at_ms - 60 s` stay within `minute_cap` and those since
+    /// `at_ms - 1 h` within `hour_cap`. Atomic across nodes (PostgreSQL: an advisory lock per
+    /// account; SQLite: the single writer). Returns whether the calls were recorded.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn reserve_calls(
+        &self,
+        account: &str,
+        at_ms: i64,
+        calls: u32,
+        minute_cap: u32,
+        hour_cap: u32,
+    ) -> Result<bool, StoreError>;
 
     /// Calls spent on `account` at or after `since_ms`, from the persisted ledger.
     ///

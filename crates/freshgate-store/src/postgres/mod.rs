@@ -206,6 +206,17 @@ impl Store for PostgresStore {
         queries::record_calls(&self.pool, account, at_ms, calls).await
     }
 
+    async fn reserve_calls(
+        &self,
+        account: &str,
+        at_ms: i64,
+        calls: u32,
+        minute_cap: u32,
+        hour_cap: u32,
+    ) -> Result<bool, StoreError> {
+        queries::reserve_calls(&self.pool, account, at_ms, calls, minute_cap, hour_cap).await
+    }
+
     async fn calls_since(&self, account: &str, since_ms: i64) -> Result<u64, StoreError> {
         queries::calls_since(&self.pool, account, since_ms).await
     }

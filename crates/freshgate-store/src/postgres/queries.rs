@@ -94,6 +94,50 @@ pub(crate) async fn record_calls(
     Ok(())
 }
 
+pub(crate) async fn reserve_calls(
+    pool: &PgPool,
+    account: &str,
+    at_ms: i64,
+    calls: u32,
+    minute_cap: u32,
+    hour_cap: u32,
+) -> Result<bool, StoreError> {
+    let mut tx = pool.begin().await?;
+    // One reservation per account at a time across every node: check-then-insert cannot
+    // interleave, so N nodes together never pass the caps.
+    query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(account)
+        .execute(&mut *tx)
+        .await?;
+    let (minute, hour): (i64, i64) = sqlx_core::query_as::query_as(
+        "SELECT coalesce(sum(calls) FILTER (WHERE bucket_ms >= $2), 0)::bigint,
+                coalesce(sum(calls), 0)::bigint
+         FROM quota_ledger WHERE account = $1 AND bucket_ms >= $3",
+    )
+    .bind(account)
+    .bind(crate::reservation_windows(at_ms).0)
+    .bind(crate::reservation_windows(at_ms).1)
+    .fetch_one(&mut *tx)
+    .await?;
+    let calls64 = i64::from(calls);
+    if minute + calls64 > i64::from(minute_cap) || hour + calls64 > i64::from(hour_cap) {
+        tx.rollback().await?;
+        return Ok(false);
+    }
+    let bucket = at_ms.div_euclid(1000) * 1000;
+    query(
+        "INSERT INTO quota_ledger (account, bucket_ms, calls) VALUES ($1, $2, $3)
+         ON CONFLICT (account, bucket_ms) DO UPDATE SET calls = quota_ledger.calls + excluded.calls",
+    )
+    .bind(account)
+    .bind(bucket)
+    .bind(calls64)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 pub(crate) async fn calls_since(
     pool: &PgPool,
     account: &str,

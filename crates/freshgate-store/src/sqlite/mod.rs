@@ -254,6 +254,27 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn reserve_calls(
+        &self,
+        account: &str,
+        at_ms: i64,
+        calls: u32,
+        minute_cap: u32,
+        hour_cap: u32,
+    ) -> Result<bool, StoreError> {
+        let op = WriteOp::ReserveCalls {
+            account: account.to_owned(),
+            at_ms,
+            calls,
+            minute_cap,
+            hour_cap,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Count(n) => Ok(n > 0),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn calls_since(&self, account: &str, since_ms: i64) -> Result<u64, StoreError> {
         let account = account.to_owned();
         self.readers

@@ -52,6 +52,13 @@ pub(crate) enum WriteOp {
         at_ms: i64,
         calls: u32,
     },
+    ReserveCalls {
+        account: String,
+        at_ms: i64,
+        calls: u32,
+        minute_cap: u32,
+        hour_cap: u32,
+    },
     RequeueDead {
         filter: DeliveryFilter,
         now_ms: i64,
@@ -250,6 +257,32 @@ impl Writer {
                     )?
                     .execute(params![account, bucket, calls])?;
                 Ok(WriteReply::Done)
+            }
+            WriteOp::ReserveCalls {
+                account,
+                at_ms,
+                calls,
+                minute_cap,
+                hour_cap,
+            } => {
+                // The single writer serialises reservations: check and record cannot interleave.
+                let (minute_since, hour_since) = crate::reservation_windows(*at_ms);
+                let minute = super::queries::calls_since(&self.conn, account, minute_since)?;
+                let hour = super::queries::calls_since(&self.conn, account, hour_since)?;
+                let calls64 = u64::from(*calls);
+                if minute + calls64 > u64::from(*minute_cap)
+                    || hour + calls64 > u64::from(*hour_cap)
+                {
+                    return Ok(WriteReply::Count(0));
+                }
+                let bucket = at_ms.div_euclid(1000) * 1000;
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO quota_ledger (account, bucket_ms, calls) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (account, bucket_ms) DO UPDATE SET calls = calls + excluded.calls",
+                    )?
+                    .execute(params![account, bucket, calls])?;
+                Ok(WriteReply::Count(1))
             }
             WriteOp::RequeueDead { filter, now_ms } => {
                 reopen(&self.conn, filter, &["dead"], *now_ms).map(WriteReply::Count)

@@ -520,6 +520,42 @@ pub async fn quota_ledger_windows(fx: &mut dyn Fixture) {
     assert_eq!(s.calls_since("acct", 0).await.unwrap(), 10);
 }
 
+/// Reservations never let the ledger pass the caps: of ten requests for the hour's last three
+/// slots, exactly three are granted. (The cross-node race itself is exercised by the
+/// multi-node integration test.)
+pub async fn quota_reservations_respect_the_caps(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    // Minute cap 5, hour cap 8.
+    for i in 0..5 {
+        assert!(s.reserve_calls("acct", 100_000 + i, 1, 5, 8).await.unwrap());
+    }
+    assert!(
+        !s.reserve_calls("acct", 100_010, 1, 5, 8).await.unwrap(),
+        "minute full"
+    );
+    assert_eq!(s.calls_since("acct", 0).await.unwrap(), 5);
+    // A minute later the minute has room, the hour has 3 left.
+    let later = 100_000 + 63_000;
+    let mut granted = 0;
+    for i in 0..10 {
+        if s.reserve_calls("acct", later + i, 1, 5, 8).await.unwrap() {
+            granted += 1;
+        }
+    }
+    assert_eq!(granted, 3, "exactly the hour's remaining slots are granted");
+    assert_eq!(s.calls_since("acct", 0).await.unwrap(), 8);
+    assert!(
+        !s.reserve_calls("acct", later + 61_000, 1, 5, 8)
+            .await
+            .unwrap(),
+        "hour full"
+    );
+    assert!(
+        s.reserve_calls("other", later, 1, 5, 8).await.unwrap(),
+        "per account"
+    );
+}
+
 /// Queue figures per destination follow appends and settlements.
 pub async fn stats_figures(fx: &mut dyn Fixture) {
     let s = fx.store();

@@ -185,6 +185,7 @@ crate::conformance!(Postgres =>
     skipped_at_append_never_pending,
     shadow_get_put,
     quota_ledger_windows,
+    quota_reservations_respect_the_caps,
     stats_figures,
     prune_keeps_dead_and_pending,
     traces_show_attempts,

@@ -69,18 +69,10 @@ impl BudgetGate {
     /// `Err(until_ms)` when the budget frees up only later: the caller gives the contact back
     /// until then.
     pub async fn acquire(&self, calls: u32) -> Result<(), i64> {
+        let mut refusals = 0u32;
         loop {
             let now = now_ms();
-            if self.shared
-                && let Some(until) = self.shared_ledger_full(now, calls).await
-            {
-                if until - now > clock::clock_ms(MAX_INLINE_WAIT) {
-                    return Err(until);
-                }
-                clock::sleep_clock_ms(until - now).await;
-                continue;
-            }
-            let verdict = {
+            let (verdict, config) = {
                 let mut b = self
                     .budget
                     .lock()
@@ -88,10 +80,10 @@ impl BudgetGate {
                 let verdict = b.try_acquire(now, calls);
                 let (hour, minute) = b.remaining(now);
                 events::budget(&self.destination, u64::from(hour), u64::from(minute));
-                verdict
+                (verdict, b.config())
             };
-            match verdict {
-                Ok(()) => {
+            let until = match verdict {
+                Ok(()) if !self.shared => {
                     if let Err(e) = self.store.record_calls(&self.account, now, calls).await {
                         // The call is still made: losing a ledger entry only makes a restart
                         // slightly less conservative.
@@ -99,44 +91,46 @@ impl BudgetGate {
                     }
                     return Ok(());
                 }
-                Err(wait) => {
-                    let until = wait.0;
-                    if until - now > clock::clock_ms(MAX_INLINE_WAIT) {
-                        return Err(until);
+                Ok(()) => {
+                    // Several nodes: the shared ledger decides, atomically, whether every
+                    // node's calls together leave room for ours.
+                    let reserved = self
+                        .store
+                        .reserve_calls(
+                            &self.account,
+                            now,
+                            calls,
+                            config.minute_cap(),
+                            config.hour_cap(),
+                        )
+                        .await;
+                    match reserved {
+                        Ok(true) => return Ok(()),
+                        Ok(false) | Err(_) => {
+                            if let Err(e) = reserved {
+                                tracing::warn!(error = %e, "cannot reserve quota in the shared ledger");
+                            }
+                            self.budget
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                                .refund(now, calls);
+                            refusals += 1;
+                            if refusals > 4 {
+                                // Other nodes hold the window: give the contact back for a
+                                // while rather than sit on its lease.
+                                return Err(now + clock::clock_ms(Duration::from_secs(5)));
+                            }
+                            now + clock::clock_ms(Duration::from_millis(500))
+                        }
                     }
-                    clock::sleep_clock_ms(until - now).await;
                 }
+                Err(wait) => wait.0,
+            };
+            if until - now > clock::clock_ms(MAX_INLINE_WAIT) {
+                return Err(until);
             }
+            clock::sleep_clock_ms(until - now).await;
         }
-    }
-
-    /// With several nodes: `Some(retry_at)` when the calls every node recorded in the ledger
-    /// leave no room for `calls` more in the current minute or hour.
-    async fn shared_ledger_full(&self, now: i64, calls: u32) -> Option<i64> {
-        let config = {
-            let b = self
-                .budget
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            b.config()
-        };
-        let minute = self
-            .store
-            .calls_since(&self.account, now - 60_000)
-            .await
-            .ok()?;
-        if minute + u64::from(calls) > u64::from(config.minute_cap()) {
-            return Some(now + clock::clock_ms(Duration::from_secs(1)));
-        }
-        let hour = self
-            .store
-            .calls_since(&self.account, now - 3_600_000)
-            .await
-            .ok()?;
-        if hour + u64::from(calls) > u64::from(config.hour_cap()) {
-            return Some(now + clock::clock_ms(Duration::from_secs(30)));
-        }
-        None
     }
 
     /// The account answered 429: it is busier than our own spend says.

@@ -11,3 +11,4 @@ mod crash;
 mod delivery;
 mod ingest;
 mod multinode;
+mod quota;

@@ -555,7 +555,12 @@ fn check_log(log: &[Value], minute_limit: usize) {
     let failed: Vec<_> = log
         .iter()
         .filter(|r| !(200..300).contains(&r["status"].as_u64().unwrap()))
-        .map(|r| format!("{} {} -> {}", r["method"], r["path"], r["status"]))
+        .map(|r| {
+            format!(
+                "{} {} at {} -> {}",
+                r["method"], r["path"], r["at"], r["status"]
+            )
+        })
         .collect();
     assert!(
         failed.is_empty(),

@@ -1,0 +1,358 @@
+//! Quota benchmarks of issue 6 (`cargo bench -p freshgate --bench quota [-- backfill|stream]`).
+//!
+//! Owns two measurements of the real `freshgate` binary against the emulator binary, both sped
+//! up with the hidden `--time-scale` flags (an emulated hour is one real second at 3600):
+//!
+//! * `backfill`: 100,000 new contacts through `freshgate backfill` on a 1,000-calls/hour plan:
+//!   calls used, calls per contact, and emulated hours of quota, against the 100 hours one call
+//!   per contact would need.
+//! * `stream`: identifies of distinct users posted at twice the plan's hourly rate for an
+//!   emulated day, every identify costing a call (`bulk_min_contacts = 0`), then with the bulk
+//!   path: 429s caused by freshgate itself and budget utilisation per emulated hour.
+//!
+//! Options: `--headroom=H` (default 0.9), `--contacts=N` (backfill, default 100000),
+//! `--hours=N` (stream, default 24), `--scale=X` (default 3600).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+const KEY: &str = "bench-quota-key";
+const KEY_VAR: &str = "BENCH_QUOTA_FRESHWORKS_KEY";
+const WRITE_KEY: &str = "bench-quota-write-key";
+const HOURLY: u32 = 1000;
+const MINUTE: u32 = 400;
+
+struct Args {
+    backfill: bool,
+    stream: bool,
+    headroom: f64,
+    contacts: usize,
+    hours: u64,
+    scale: f64,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut a = Args {
+        backfill: false,
+        stream: false,
+        headroom: 0.9,
+        contacts: 100_000,
+        hours: 24,
+        scale: 3600.0,
+    };
+    for arg in std::env::args().skip(1) {
+        if let Some(v) = arg.strip_prefix("--headroom=") {
+            a.headroom = v.parse().context("--headroom")?;
+        } else if let Some(v) = arg.strip_prefix("--contacts=") {
+            a.contacts = v.parse().context("--contacts")?;
+        } else if let Some(v) = arg.strip_prefix("--hours=") {
+            a.hours = v.parse().context("--hours")?;
+        } else if let Some(v) = arg.strip_prefix("--scale=") {
+            a.scale = v.parse().context("--scale")?;
+        } else if arg == "backfill" {
+            a.backfill = true;
+        } else if arg == "stream" {
+            a.stream = true;
+        } else if arg.starts_with("--") {
+            // `cargo bench` passes `--bench`.
+        } else {
+            bail!("unknown argument {arg:?}");
+        }
+    }
+    if !a.backfill && !a.stream {
+        a.backfill = true;
+        a.stream = true;
+    }
+    Ok(a)
+}
+
+/// A child process killed when dropped.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn_url(cmd: &mut Command) -> Result<(Proc, String)> {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let proc = Proc(child);
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines.next().context("the process printed no URL")??;
+        if let Some(w) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+            break w.to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Ok((proc, url))
+}
+
+struct Emulator {
+    _proc: Proc,
+    base: String,
+    admin: String,
+}
+
+fn emulator(scale: f64) -> Result<Emulator> {
+    let (proc, base) = spawn_url(
+        Command::new(env!("CARGO_BIN_EXE_freshgate"))
+            .args(["emulator", "--listen", "127.0.0.1:0", "--api-key", KEY])
+            .args(["--hourly-limit", &HOURLY.to_string()])
+            .args(["--minute-limit", &MINUTE.to_string()])
+            .args(["--time-scale", &scale.to_string()])
+            .env_remove("FRESHWORKS_API_KEY")
+            .env("RUST_LOG", "warn"),
+    )?;
+    let admin = base.replace("/crm/sales/api", "/__emulator");
+    Ok(Emulator {
+        _proc: proc,
+        base,
+        admin,
+    })
+}
+
+/// `(wall seconds since the epoch, status, counted)` of every logged call.
+async fn call_log(emu: &Emulator) -> Result<Vec<(f64, u16, bool)>> {
+    let v: Value = reqwest::get(format!("{}/requests", emu.admin))
+        .await?
+        .json()
+        .await?;
+    let mut out = Vec::new();
+    for r in v.as_array().context("log")? {
+        let at = time::OffsetDateTime::parse(
+            r["at"].as_str().context("at")?,
+            &time::format_description::well_known::Rfc3339,
+        )?;
+        out.push((
+            at.unix_timestamp_nanos() as f64 / 1e9,
+            u16::try_from(r["status"].as_u64().unwrap_or(0))?,
+            r["counted"].as_bool().unwrap_or(false),
+        ));
+    }
+    Ok(out)
+}
+
+fn write_config(dir: &Path, emu: &Emulator, extra: &str, headroom: f64) -> Result<PathBuf> {
+    let path = dir.join("freshgate.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n\n\
+             [[destinations]]\nname = \"crm\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\n\
+             hourly_limit = {HOURLY}\nminute_limit = {MINUTE}\nheadroom = {headroom}\n{extra}\n",
+            emu.base
+        ),
+    )?;
+    Ok(path)
+}
+
+fn identify(tag: &str, i: usize) -> Value {
+    json!({
+        "type": "identify", "userId": format!("{tag}-{i}"), "messageId": format!("{tag}-m{i}"),
+        "timestamp": "2026-11-20T10:00:00Z",
+        "traits": {"email": format!("{tag}{i}@example.com"), "firstName": format!("F{i}"),
+                   "plan": "Pro", "employees": i % 5000},
+    })
+}
+
+fn cap(headroom: f64) -> f64 {
+    (f64::from(HOURLY) * headroom).floor()
+}
+
+async fn bench_backfill(args: &Args) -> Result<()> {
+    let n = args.contacts;
+    let emu = emulator(args.scale)?;
+    let dir = tempfile::tempdir()?;
+    let config = write_config(dir.path(), &emu, "", args.headroom)?;
+    let file = dir.path().join("history.ndjson");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
+        for i in 0..n {
+            writeln!(f, "{}", identify("bf", i))?;
+        }
+    }
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
+        .args([
+            "backfill",
+            "--json",
+            "--time-scale",
+            &args.scale.to_string(),
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .arg(&file)
+        .env(KEY_VAR, KEY)
+        .env("RUST_LOG", "warn")
+        .output()?;
+    let wall = started.elapsed();
+    if !out.status.success() {
+        bail!("backfill failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    let summary: Value = serde_json::from_slice(&out.stdout)?;
+    let log = call_log(&emu).await?;
+    let counted: Vec<f64> = log.iter().filter(|c| c.2).map(|c| c.0).collect();
+    let calls = counted.len();
+    let first = counted.iter().copied().fold(f64::INFINITY, f64::min);
+    let last = counted.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let span_hours = (last - first) * args.scale / 3600.0;
+    let throttled = log.iter().filter(|c| c.1 == 429).count();
+    let per_contact = calls as f64 / n as f64;
+    let quota_hours = calls as f64 / cap(args.headroom);
+    println!(
+        "== backfill: {n} new contacts, plan {HOURLY}/h, {MINUTE}/min, headroom {}, time scale {}",
+        args.headroom, args.scale
+    );
+    println!(
+        "  delivered {}, dead {}, pending {}",
+        summary["destinations"][0]["delivered"],
+        summary["destinations"][0]["dead"],
+        summary["pending"]
+    );
+    println!("  calls used              {calls} ({throttled} answered 429)");
+    println!(
+        "  calls per contact       {per_contact:.4}   (target <= 0.02; one call per contact: 1)"
+    );
+    println!(
+        "  quota time (calls/cap)  {quota_hours:.2} emulated hours at {} calls/h   (target <= 2 h)",
+        cap(args.headroom)
+    );
+    println!(
+        "  first to last call      {span_hours:.2} emulated hours   (one call per contact: {:.1} h at {}/h)",
+        n as f64 / cap(args.headroom),
+        cap(args.headroom)
+    );
+    println!(
+        "  real time               {:.1} s (load + deliver)",
+        wall.as_secs_f64()
+    );
+    Ok(())
+}
+
+async fn post(client: &reqwest::Client, url: &str, events: &[Value]) -> Result<()> {
+    loop {
+        let r = client
+            .post(format!("{url}/v1/batch"))
+            .basic_auth(WRITE_KEY, Some(""))
+            .json(&json!({ "batch": events }))
+            .send()
+            .await?;
+        if r.status() == 200 {
+            return Ok(());
+        }
+        if r.status() != 503 {
+            bail!("batch refused: {}", r.status());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn bench_stream(args: &Args, bulk: bool) -> Result<()> {
+    let emu = emulator(args.scale)?;
+    let dir = tempfile::tempdir()?;
+    let extra = if bulk { "" } else { "bulk_min_contacts = 0\n" };
+    let config = write_config(dir.path(), &emu, extra, args.headroom)?;
+    let (server, url) = spawn_url(
+        Command::new(env!("CARGO_BIN_EXE_freshgate"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--time-scale", &args.scale.to_string(), "--config"])
+            .arg(&config)
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .env(KEY_VAR, KEY)
+            .env("RUST_LOG", "warn"),
+    )?;
+    let client = reqwest::Client::new();
+    // Twice the plan's hourly rate, in batches of 100.
+    let per_hour = 2 * HOURLY as usize;
+    let total = per_hour * usize::try_from(args.hours)?;
+    let emulated_hour = Duration::from_secs_f64(3600.0 / args.scale);
+    let batch_every = emulated_hour.mul_f64(100.0 / per_hour as f64);
+    let started = Instant::now();
+    let tag = if bulk { "sb" } else { "ss" };
+    for (k, chunk) in (0..total)
+        .map(|i| identify(tag, i))
+        .collect::<Vec<_>>()
+        .chunks(100)
+        .enumerate()
+    {
+        let due = batch_every.mul_f64(k as f64);
+        if let Some(wait) = due.checked_sub(started.elapsed()) {
+            tokio::time::sleep(wait).await;
+        }
+        post(&client, &url, chunk).await?;
+    }
+    let end = started + emulated_hour.mul_f64(args.hours as f64);
+    if let Some(wait) = end.checked_duration_since(Instant::now()) {
+        tokio::time::sleep(wait).await;
+    }
+    drop(server);
+    let log = call_log(&emu).await?;
+    let counted: Vec<f64> = log.iter().filter(|c| c.2).map(|c| c.0).collect();
+    let first = counted.iter().copied().fold(f64::INFINITY, f64::min);
+    let throttled = log.iter().filter(|c| c.1 == 429).count();
+    let hours = usize::try_from(args.hours)?;
+    let mut per_hour_calls = vec![0usize; hours];
+    for t in &counted {
+        let h = ((t - first) * args.scale / 3600.0).floor();
+        if h >= 0.0 && (h as usize) < hours {
+            per_hour_calls[h as usize] += 1;
+        }
+    }
+    // The last hour may be cut short by the stop; the first starts at the first call.
+    let full = &per_hour_calls[..hours.saturating_sub(1)];
+    let c = cap(args.headroom);
+    let min = full.iter().copied().min().unwrap_or(0);
+    let mean = full.iter().sum::<usize>() as f64 / full.len().max(1) as f64;
+    println!(
+        "== stream ({}): {per_hour} identifies per emulated hour (2x the plan) for {} emulated hours, headroom {}, time scale {}",
+        if bulk {
+            "bulk path on, default bulk_min_contacts = 20"
+        } else {
+            "bulk_min_contacts = 0: one call per contact"
+        },
+        args.hours,
+        args.headroom,
+        args.scale
+    );
+    println!(
+        "  posted {total}; calls {} ({throttled} answered 429)",
+        counted.len()
+    );
+    println!("  calls per full emulated hour: {full:?}");
+    println!(
+        "  utilisation of the cap {c}/h: min {:.1} %, mean {:.1} %   (target >= 90 %, zero 429s)",
+        min as f64 / c * 100.0,
+        mean / c * 100.0
+    );
+    Ok(())
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        if args.backfill {
+            bench_backfill(&args).await?;
+        }
+        if args.stream {
+            bench_stream(&args, false).await?;
+            bench_stream(&args, true).await?;
+        }
+        Ok(())
+    })
+}
