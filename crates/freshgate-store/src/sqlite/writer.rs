@@ -362,23 +362,24 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, Store
             outcome.duplicates += 1;
             continue;
         }
-        let prior: Option<i64> = conn
+        // One statement decides: a new messageId is inserted, one seen before the window is
+        // refreshed, one seen within the window changes nothing (0 rows) and is a duplicate.
+        let fresh = conn
             .prepare_cached(
-                "SELECT received_at_ms FROM dedup WHERE source = ?1 AND message_id = ?2",
+                "INSERT INTO dedup (source, message_id, received_at_ms) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (source, message_id) DO UPDATE SET received_at_ms = excluded.received_at_ms
+                 WHERE dedup.received_at_ms < ?4",
             )?
-            .query_row(params![ev.source, ev.message_id], |r| r.get(0))
-            .optional()?;
-        if let Some(prior_ms) = prior
-            && prior_ms >= ev.received_at_ms.saturating_sub(batch.dedup_window_ms)
-        {
+            .execute(params![
+                ev.source,
+                ev.message_id,
+                ev.received_at_ms,
+                ev.received_at_ms.saturating_sub(batch.dedup_window_ms)
+            ])?;
+        if fresh == 0 {
             outcome.duplicates += 1;
             continue;
         }
-        conn.prepare_cached(
-            "INSERT INTO dedup (source, message_id, received_at_ms) VALUES (?1, ?2, ?3)
-             ON CONFLICT (source, message_id) DO UPDATE SET received_at_ms = excluded.received_at_ms",
-        )?
-        .execute(params![ev.source, ev.message_id, ev.received_at_ms])?;
         conn.prepare_cached(
             "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
                                  received_at_ms, raw)
