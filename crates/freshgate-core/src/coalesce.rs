@@ -335,6 +335,7 @@ mod tests {
             );
             proptest::option::of(proptest::collection::vec(field, 0..6).prop_map(|fs| {
                 ContactShadow {
+                    email_ts_ms: None,
                     contact_id: Some(1),
                     email: Some("a@x.io".into()),
                     external_id: Some("u1".into()),

@@ -36,6 +36,9 @@ pub struct ContactShadow {
     /// The (lower-cased) email last used as identifier.
     #[serde(default)]
     pub email: Option<String>,
+    /// Timestamp of the event that set `email`: an older event's email never replaces it.
+    #[serde(default)]
+    pub email_ts_ms: Option<i64>,
     /// The `external_id` written on the contact (the Segment `userId`).
     #[serde(default)]
     pub external_id: Option<String>,
@@ -148,6 +151,7 @@ mod tests {
 
     fn mapped(email: &str, ts: i64, fields: &[(&str, Value)]) -> MappedContact {
         MappedContact {
+            email_ts_ms: None,
             email: Some(email.into()),
             fields: fields
                 .iter()
@@ -169,6 +173,7 @@ mod tests {
 
     fn shadow_of(fields: &[(&str, Value, i64)]) -> ContactShadow {
         ContactShadow {
+            email_ts_ms: None,
             contact_id: Some(7),
             email: Some("a@x.io".into()),
             external_id: Some("u1".into()),

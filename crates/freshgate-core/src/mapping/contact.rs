@@ -198,6 +198,7 @@ mod tests {
     #[test]
     fn update_with_custom_fields_of_every_type() {
         let shadow = ContactShadow {
+            email_ts_ms: None,
             contact_id: Some(70_054_866_612),
             email: Some("derek@example.org".into()),
             external_id: Some("u-123".into()),
@@ -246,6 +247,7 @@ mod tests {
     #[test]
     fn changed_email_updates_the_same_contact_by_external_id() {
         let mut shadow = ContactShadow {
+            email_ts_ms: None,
             contact_id: Some(70_054_866_612),
             email: Some("old@example.org".into()),
             external_id: Some("u-123".into()),

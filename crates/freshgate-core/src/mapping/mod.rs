@@ -64,6 +64,9 @@ impl MappingReport {
 pub struct MappedContact {
     /// The `email` trait, trimmed and lower-cased (the unique identifier).
     pub email: Option<String>,
+    /// Timestamp of the event that set `email` (newest event wins for the email too).
+    #[serde(default)]
+    pub email_ts_ms: Option<i64>,
     /// Field internal name → value to write.
     pub fields: BTreeMap<String, MappedField>,
     /// What was left out.
@@ -197,6 +200,7 @@ pub fn map_traits(index: &FieldIndex, traits: &BTreeMap<String, TraitValue>) -> 
             }),
         }
     }
+    out.email_ts_ms = email.as_ref().map(|(ts, _, _)| *ts);
     out.email = email.map(|(_, _, e)| e);
     out
 }

@@ -36,6 +36,11 @@ pub struct SqliteOptions {
     pub max_group_commit_events: usize,
     /// Read-only connections kept open for queries.
     pub readers: usize,
+    /// Drop every lease when opening. Right for the process that delivers (`serve`,
+    /// `backfill`): an SQLite store has one delivering process, so any lease found on open was
+    /// left by a crash, and waiting for it to expire would only stall those contacts. Wrong for
+    /// operator commands that open the file beside a running server.
+    pub release_leases_on_open: bool,
 }
 
 impl Default for SqliteOptions {
@@ -44,6 +49,7 @@ impl Default for SqliteOptions {
             writer_queue: 1024,
             max_group_commit_events: 5000,
             readers: 4,
+            release_leases_on_open: false,
         }
     }
 }
@@ -82,6 +88,16 @@ impl SqliteStore {
     /// `Database` if the file cannot be opened, put in WAL mode or migrated.
     pub fn open(path: &Path, options: SqliteOptions) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
+        if options.release_leases_on_open {
+            let released = conn.execute(
+                "UPDATE contact_keys SET lease_owner = NULL, lease_token = NULL, lease_until_ms = NULL
+                 WHERE lease_token IS NOT NULL",
+                [],
+            )?;
+            if released > 0 {
+                tracing::warn!(released, "released leases left by a crashed process");
+            }
+        }
         let readers = Arc::new(ReaderPool::new(path.to_path_buf(), options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
         let writer = Writer::new(conn, rx, options.max_group_commit_events);

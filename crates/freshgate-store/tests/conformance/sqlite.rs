@@ -95,6 +95,7 @@ async fn full_writer_queue_answers_saturated() {
         writer_queue: 1,
         max_group_commit_events: 1,
         readers: 1,
+        release_leases_on_open: false,
     };
     let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
     let blocker = block_writer(&db_path(&dir));
@@ -131,6 +132,7 @@ async fn flood_of_appends_is_stored_or_shed() {
         writer_queue: 2,
         max_group_commit_events: 8,
         readers: 2,
+        release_leases_on_open: false,
     };
     let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
     let tasks: Vec<_> = (0..200)
@@ -237,5 +239,30 @@ async fn open_in_creates_the_directory_and_the_file() {
     let store = open_in(&nested).unwrap();
     assert_eq!(store.stats().await.unwrap().events, 1);
     assert!(store.integrity_check().await.unwrap().is_empty());
+    store.close().await;
+}
+
+#[tokio::test]
+async fn the_delivering_process_drops_leases_left_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_path(&dir), SqliteOptions::default()).unwrap();
+    append_all(&store, vec![ev("a1", "k1", 1000)]).await;
+    let _held = lease_key(&store, "k1", 1000).await;
+    store.close().await;
+    // An operator command opening the file beside a server leaves leases alone.
+    let store = SqliteStore::open(&db_path(&dir), SqliteOptions::default()).unwrap();
+    let leased = store
+        .lease_contacts("dest", "n2", 2000, 60_000, 10)
+        .await
+        .unwrap();
+    assert!(leased.is_empty(), "the lease is still held: {leased:?}");
+    store.close().await;
+    // The delivering process after a crash takes the contact back at once.
+    let options = SqliteOptions {
+        release_leases_on_open: true,
+        ..SqliteOptions::default()
+    };
+    let store = SqliteStore::open(&db_path(&dir), options).unwrap();
+    lease_key(&store, "k1", 2000).await;
     store.close().await;
 }

@@ -15,7 +15,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::sync::Notify;
 
-use super::{ConfigArgs, open_configured_store, print_json, resolve_config};
+use super::{ConfigArgs, open_store_for_delivery, print_json, resolve_config};
 use crate::app::{App, AppOptions};
 use crate::pipeline::ingest::{Ingestor, unix_ms};
 
@@ -48,7 +48,7 @@ pub struct BackfillArgs {
 /// Configuration problems, unreadable files, store failures.
 pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
     let resolved = resolve_config(&args.config)?;
-    let store = open_configured_store(&resolved.config).await?;
+    let store = open_store_for_delivery(&resolved.config).await?;
     let mut loaded = 0usize;
     let mut rejected = 0usize;
     if let Some(file) = &args.file {

@@ -263,10 +263,19 @@ pub fn resolve_config(args: &ConfigArgs) -> Result<Resolved, config::ConfigError
 /// # Errors
 /// When the database cannot be opened.
 pub fn open_store(data_dir: &Path, writer_queue: usize) -> anyhow::Result<Arc<dyn Store>> {
+    open_sqlite(data_dir, writer_queue, false)
+}
+
+fn open_sqlite(
+    data_dir: &Path,
+    writer_queue: usize,
+    release_leases_on_open: bool,
+) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
     let options = freshgate_store::sqlite::SqliteOptions {
         writer_queue,
+        release_leases_on_open,
         ..freshgate_store::sqlite::SqliteOptions::default()
     };
     let store = SqliteStore::open(&data_dir.join("freshgate.db"), options)
@@ -280,8 +289,23 @@ pub fn open_store(data_dir: &Path, writer_queue: usize) -> anyhow::Result<Arc<dy
 /// # Errors
 /// When the database cannot be opened or reached.
 pub async fn open_configured_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_as(cfg, false).await
+}
+
+/// Open the store for the delivering process (`serve`, `backfill`): with SQLite, leases left
+/// by a crash are dropped at once instead of stalling their contacts until they expire.
+///
+/// # Errors
+/// When the database cannot be opened or reached.
+pub async fn open_store_for_delivery(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    open_store_as(cfg, true).await
+}
+
+async fn open_store_as(cfg: &Config, delivering: bool) -> anyhow::Result<Arc<dyn Store>> {
     match cfg.store.kind {
-        config::StoreKind::Sqlite => open_store(&cfg.server.data_dir, cfg.store.writer_queue),
+        config::StoreKind::Sqlite => {
+            open_sqlite(&cfg.server.data_dir, cfg.store.writer_queue, delivering)
+        }
         #[cfg(feature = "postgres")]
         config::StoreKind::Postgres => {
             let url = database_url(cfg)?;

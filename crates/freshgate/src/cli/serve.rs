@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Args;
 
-use super::{ConfigArgs, load_config, open_configured_store, shutdown_signal};
+use super::{ConfigArgs, load_config, open_store_for_delivery, shutdown_signal};
 use crate::app::{App, AppOptions};
 use crate::config::{
     self, DEFAULT_DESTINATION, DEFAULT_SOURCE, DestinationConfig, Env, ProcessEnv, SourceConfig,
@@ -108,7 +108,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", resolved.config.server.listen))?;
     let addr = listener.local_addr()?;
-    let store = open_configured_store(&resolved.config).await?;
+    let store = open_store_for_delivery(&resolved.config).await?;
 
     println!("freshgate listening on http://{addr}");
     println!(

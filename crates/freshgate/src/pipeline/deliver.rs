@@ -85,6 +85,8 @@ pub struct Prepared {
     pub shadow: Option<ContactShadow>,
     /// Mapping report suffix for traces.
     pub summary: String,
+    /// Timestamp of the event that set the email.
+    pub email_ts_ms: Option<i64>,
 }
 
 /// A failure that stops work on this lease.
@@ -374,6 +376,16 @@ impl DestinationWorker {
             .shadow(&self.name, &lease.contact_key)
             .await?
             .and_then(|b| serde_json::from_slice(&b).ok());
+        // Newest event wins for the email too: a late event carrying an older address must not
+        // move the contact back to it.
+        if let Some(s) = &shadow
+            && let (Some(shadow_email), Some(shadow_ts)) = (&s.email, s.email_ts_ms)
+            && mapped.email_ts_ms.is_none_or(|ts| ts < shadow_ts)
+        {
+            mapped.email = Some(shadow_email.clone());
+            mapped.email_ts_ms = Some(shadow_ts);
+        }
+        let email_ts_ms = mapped.email_ts_ms;
         let Some(email) = mapped
             .email
             .clone()
@@ -396,7 +408,8 @@ impl DestinationWorker {
             events::deliveries(&self.name, "unchanged", delivery_ids.len());
             // Move the shadow's timestamps forward: these events confirmed the values, so an
             // older event arriving later must still count as stale.
-            let confirmed = shadow::apply(shadow.as_ref(), &user_id, &email, &plan, None);
+            let mut confirmed = shadow::apply(shadow.as_ref(), &user_id, &email, &plan, None);
+            confirmed.email_ts_ms = newest(confirmed.email_ts_ms, email_ts_ms);
             if let Ok(bytes) = serde_json::to_vec(&confirmed) {
                 self.store
                     .put_shadow(&self.name, &lease.contact_key, bytes)
@@ -418,6 +431,7 @@ impl DestinationWorker {
             plan,
             shadow,
             summary,
+            email_ts_ms,
         }))
     }
 
@@ -509,8 +523,9 @@ impl DestinationWorker {
         attempt: Attempt,
     ) -> Result<(), Stop> {
         self.resume();
-        let new_shadow =
+        let mut new_shadow =
             shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
+        new_shadow.email_ts_ms = newest(new_shadow.email_ts_ms, p.email_ts_ms);
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)
@@ -600,6 +615,11 @@ impl DestinationWorker {
             events::coercion_failure(&self.name, &f.field);
         }
     }
+}
+
+/// The later of two optional timestamps.
+fn newest(a: Option<i64>, b: Option<i64>) -> Option<i64> {
+    a.max(b)
 }
 
 /// How a failed call is classified.
