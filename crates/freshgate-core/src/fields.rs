@@ -40,6 +40,27 @@ pub struct FieldDef {
 }
 
 impl FieldDef {
+    /// A field definition, e.g. for fixtures: built-in unless the name starts with `cf_`; the
+    /// choices' ids are their texts.
+    #[must_use]
+    pub fn new(name: &str, label: &str, field_type: FieldType, choices: &[&str]) -> Self {
+        Self {
+            id: serde_json::Value::String(name.to_owned()),
+            name: name.to_owned(),
+            label: label.to_owned(),
+            field_type,
+            default: !name.starts_with("cf_"),
+            required: false,
+            choices: choices
+                .iter()
+                .map(|v| Choice {
+                    id: serde_json::Value::String((*v).to_owned()),
+                    value: (*v).to_owned(),
+                })
+                .collect(),
+        }
+    }
+
     /// Whether values of this field go under `contact.custom_field`.
     #[must_use]
     pub fn is_custom(&self) -> bool {

@@ -97,54 +97,36 @@ mod tests {
 
     use super::*;
     use crate::coalesce::{IdentifyInput, MissingTraits, coalesce};
-    use crate::fields::{Choice, FieldDef, FieldType};
+    use crate::fields::{FieldDef, FieldType};
     use crate::mapping::{FieldIndex, map_traits};
     use crate::shadow::{apply, plan};
 
-    fn def(name: &str, label: &str, ty: FieldType, choices: &[&str]) -> FieldDef {
-        FieldDef {
-            id: json!(1),
-            name: name.into(),
-            label: label.into(),
-            field_type: ty,
-            default: !name.starts_with("cf_"),
-            required: false,
-            choices: choices
-                .iter()
-                .map(|v| Choice {
-                    id: json!(v),
-                    value: (*v).to_owned(),
-                })
-                .collect(),
-        }
-    }
-
     fn index() -> FieldIndex {
         FieldIndex::new(&[
-            def("first_name", "First name", FieldType::Text, &[]),
-            def("last_name", "Last name", FieldType::Text, &[]),
-            def("work_number", "Work", FieldType::Text, &[]),
-            def("mobile_number", "Mobile", FieldType::Text, &[]),
-            def("job_title", "Job title", FieldType::Text, &[]),
-            def("address", "Address", FieldType::Textarea, &[]),
-            def("city", "City", FieldType::Text, &[]),
-            def("zipcode", "Zipcode", FieldType::Text, &[]),
-            def("emails", "Email", FieldType::Text, &[]),
-            def("cf_notes", "Notes", FieldType::Textarea, &[]),
-            def("cf_nickname", "Nickname", FieldType::AutoComplete, &[]),
-            def("cf_seats", "Seats", FieldType::Number, &[]),
-            def("cf_is_active", "Is active", FieldType::Checkbox, &[]),
-            def("cf_plan", "Plan", FieldType::Dropdown, &["Free", "Pro"]),
-            def("cf_tier", "Tier", FieldType::Radio, &["Gold", "Silver"]),
-            def(
+            FieldDef::new("first_name", "First name", FieldType::Text, &[]),
+            FieldDef::new("last_name", "Last name", FieldType::Text, &[]),
+            FieldDef::new("work_number", "Work", FieldType::Text, &[]),
+            FieldDef::new("mobile_number", "Mobile", FieldType::Text, &[]),
+            FieldDef::new("job_title", "Job title", FieldType::Text, &[]),
+            FieldDef::new("address", "Address", FieldType::Textarea, &[]),
+            FieldDef::new("city", "City", FieldType::Text, &[]),
+            FieldDef::new("zipcode", "Zipcode", FieldType::Text, &[]),
+            FieldDef::new("emails", "Email", FieldType::Text, &[]),
+            FieldDef::new("cf_notes", "Notes", FieldType::Textarea, &[]),
+            FieldDef::new("cf_nickname", "Nickname", FieldType::AutoComplete, &[]),
+            FieldDef::new("cf_seats", "Seats", FieldType::Number, &[]),
+            FieldDef::new("cf_is_active", "Is active", FieldType::Checkbox, &[]),
+            FieldDef::new("cf_plan", "Plan", FieldType::Dropdown, &["Free", "Pro"]),
+            FieldDef::new("cf_tier", "Tier", FieldType::Radio, &["Gold", "Silver"]),
+            FieldDef::new(
                 "cf_colors",
                 "Colors",
                 FieldType::MultiSelectDropdown,
                 &["Red", "Green", "Blue"],
             ),
-            def("cf_renewal", "Renewal", FieldType::Date, &[]),
-            def("cf_score", "Score", FieldType::Other("formula".into()), &[]),
-            def("cf_group", "Group", FieldType::GroupField, &[]),
+            FieldDef::new("cf_renewal", "Renewal", FieldType::Date, &[]),
+            FieldDef::new("cf_score", "Score", FieldType::Other("formula".into()), &[]),
+            FieldDef::new("cf_group", "Group", FieldType::GroupField, &[]),
         ])
     }
 

@@ -230,40 +230,22 @@ fn split_name(value: &Value) -> Result<(Value, Value), String> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-    use crate::fields::{Choice, FieldDef, FieldType};
+    use crate::fields::{FieldDef, FieldType};
     use serde_json::json;
-
-    fn def(name: &str, label: &str, ty: FieldType, choices: &[&str]) -> FieldDef {
-        FieldDef {
-            id: json!(1),
-            name: name.into(),
-            label: label.into(),
-            field_type: ty,
-            default: !name.starts_with("cf_"),
-            required: false,
-            choices: choices
-                .iter()
-                .map(|v| Choice {
-                    id: json!(v),
-                    value: (*v).to_owned(),
-                })
-                .collect(),
-        }
-    }
 
     fn index() -> FieldIndex {
         FieldIndex::new(&[
-            def("first_name", "First name", FieldType::Text, &[]),
-            def("last_name", "Last name", FieldType::Text, &[]),
-            def("work_number", "Work", FieldType::Text, &[]),
-            def("job_title", "Job title", FieldType::Text, &[]),
-            def("address", "Address", FieldType::Textarea, &[]),
-            def("city", "City", FieldType::Text, &[]),
-            def("zipcode", "Zipcode", FieldType::Text, &[]),
-            def("cf_plan", "Plan", FieldType::Dropdown, &["Free", "Pro"]),
-            def("cf_seats", "Seats", FieldType::Number, &[]),
-            def("cf_a", "Dup", FieldType::Text, &[]),
-            def("cf_b", "dup", FieldType::Text, &[]),
+            FieldDef::new("first_name", "First name", FieldType::Text, &[]),
+            FieldDef::new("last_name", "Last name", FieldType::Text, &[]),
+            FieldDef::new("work_number", "Work", FieldType::Text, &[]),
+            FieldDef::new("job_title", "Job title", FieldType::Text, &[]),
+            FieldDef::new("address", "Address", FieldType::Textarea, &[]),
+            FieldDef::new("city", "City", FieldType::Text, &[]),
+            FieldDef::new("zipcode", "Zipcode", FieldType::Text, &[]),
+            FieldDef::new("cf_plan", "Plan", FieldType::Dropdown, &["Free", "Pro"]),
+            FieldDef::new("cf_seats", "Seats", FieldType::Number, &[]),
+            FieldDef::new("cf_a", "Dup", FieldType::Text, &[]),
+            FieldDef::new("cf_b", "dup", FieldType::Text, &[]),
         ])
     }
 
