@@ -2,7 +2,7 @@
 //! activities, bulk jobs and the request log, plus the contact rules (uniqueness, required fields,
 //! field types, unknown-field policy) shared by single and bulk upserts.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use rand::rngs::StdRng;
@@ -177,12 +177,89 @@ const READ_ONLY: &[&str] = &[
     "last_assigned_at",
 ];
 
+/// Contacts by their unique keys, so lookups and uniqueness checks do not scan every contact
+/// (a 100,000-contact backfill would otherwise be quadratic). Keys are lower-cased; exact
+/// matching (e.g. case-sensitive emails) is checked on the candidates.
+#[derive(Debug, Default)]
+pub(crate) struct ContactIndex {
+    emails: HashMap<String, BTreeSet<i64>>,
+    mobiles: HashMap<String, BTreeSet<i64>>,
+    external_ids: HashMap<String, BTreeSet<i64>>,
+}
+
+impl ContactIndex {
+    fn keys(c: &Contact) -> [(u8, Vec<String>); 3] {
+        let scalar = |name: &str| {
+            c.scalars
+                .get(name)
+                .and_then(Value::as_str)
+                .filter(|v| !v.is_empty())
+                .map(str::to_lowercase)
+                .into_iter()
+                .collect::<Vec<_>>()
+        };
+        [
+            (0, c.emails.iter().map(|e| e.value.to_lowercase()).collect()),
+            (1, scalar("mobile_number")),
+            (2, scalar("external_id")),
+        ]
+    }
+
+    fn map(&mut self, which: u8) -> &mut HashMap<String, BTreeSet<i64>> {
+        match which {
+            0 => &mut self.emails,
+            1 => &mut self.mobiles,
+            _ => &mut self.external_ids,
+        }
+    }
+
+    fn add(&mut self, c: &Contact) {
+        for (which, keys) in Self::keys(c) {
+            for k in keys {
+                self.map(which).entry(k).or_default().insert(c.id);
+            }
+        }
+    }
+
+    fn remove(&mut self, c: &Contact) {
+        for (which, keys) in Self::keys(c) {
+            for k in keys {
+                let map = self.map(which);
+                if let Some(ids) = map.get_mut(&k) {
+                    ids.remove(&c.id);
+                    if ids.is_empty() {
+                        map.remove(&k);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ids of contacts that may own `value` under `key` (lower-cased match).
+    fn candidates(&self, key: &IdKey, value: &str) -> Option<Vec<i64>> {
+        let map = match key {
+            IdKey::Emails => &self.emails,
+            IdKey::Mobile => &self.mobiles,
+            IdKey::External => &self.external_ids,
+            IdKey::Id | IdKey::Custom(_) => return None,
+        };
+        Some(
+            map.get(&value.to_lowercase())
+                .map(|ids| ids.iter().copied().collect())
+                .unwrap_or_default(),
+        )
+    }
+}
+
 /// Mutable account data behind one lock.
 #[derive(Debug)]
 pub(crate) struct Store {
     next_id: i64,
     rng: StdRng,
+    /// Read freely; write only through [`Store::put_contact`] / [`Store::remove_contact`],
+    /// which keep `index` in step.
     pub contacts: BTreeMap<i64, Contact>,
+    index: ContactIndex,
     pub lists: BTreeMap<i64, List>,
     pub accounts: BTreeMap<i64, Account>,
     pub activities: Vec<Value>,
@@ -199,6 +276,7 @@ impl Store {
             next_id,
             rng,
             contacts: BTreeMap::new(),
+            index: ContactIndex::default(),
             lists: BTreeMap::new(),
             accounts: BTreeMap::new(),
             activities: Vec::new(),
@@ -213,8 +291,25 @@ impl Store {
         self.next_id
     }
 
+    /// Insert or replace a contact, keeping the index in step.
+    pub(crate) fn put_contact(&mut self, c: Contact) {
+        if let Some(old) = self.contacts.get(&c.id) {
+            self.index.remove(old);
+        }
+        self.index.add(&c);
+        self.contacts.insert(c.id, c);
+    }
+
+    /// Remove a contact, keeping the index in step.
+    pub(crate) fn remove_contact(&mut self, id: i64) -> Option<Contact> {
+        let c = self.contacts.remove(&id)?;
+        self.index.remove(&c);
+        Some(c)
+    }
+
     fn clear(&mut self) {
         self.contacts.clear();
+        self.index = ContactIndex::default();
         self.lists.clear();
         self.accounts.clear();
         self.activities.clear();
@@ -618,17 +713,28 @@ impl EmulatorState {
     /// Finds a contact by identifier.
     pub(crate) fn find(&self, store: &Store, sw: &Switches, ident: &Identifier) -> Option<i64> {
         let v = ident.value.as_str();
-        store
-            .contacts
-            .values()
-            .find(|c| match &ident.key {
-                IdKey::Emails => c.emails.iter().any(|e| Self::emails_equal(sw, &e.value, v)),
-                IdKey::Mobile => c.scalars.get("mobile_number").and_then(Value::as_str) == Some(v),
-                IdKey::External => c.scalars.get("external_id").and_then(Value::as_str) == Some(v),
-                IdKey::Id => v.parse::<i64>().ok() == Some(c.id),
-                IdKey::Custom(k) => c.custom.get(k).is_some_and(|x| value_text(x) == v),
-            })
-            .map(|c| c.id)
+        let matches = |c: &&Contact| match &ident.key {
+            IdKey::Emails => c.emails.iter().any(|e| Self::emails_equal(sw, &e.value, v)),
+            IdKey::Mobile => c.scalars.get("mobile_number").and_then(Value::as_str) == Some(v),
+            IdKey::External => c.scalars.get("external_id").and_then(Value::as_str) == Some(v),
+            IdKey::Id => v.parse::<i64>().ok() == Some(c.id),
+            IdKey::Custom(k) => c.custom.get(k).is_some_and(|x| value_text(x) == v),
+        };
+        if let IdKey::Id = ident.key {
+            return v
+                .parse::<i64>()
+                .ok()
+                .filter(|id| store.contacts.contains_key(id));
+        }
+        match store.index.candidates(&ident.key, v) {
+            Some(ids) => ids
+                .iter()
+                .filter_map(|id| store.contacts.get(id))
+                .find(matches)
+                .map(|c| c.id),
+            // Custom unique fields are rare: scan.
+            None => store.contacts.values().find(matches).map(|c| c.id),
+        }
     }
 
     /// Validates a contact payload against the field set.
@@ -787,7 +893,29 @@ impl EmulatorState {
 
     /// Rejects a candidate contact whose email or mobile number another contact owns.
     fn check_unique(&self, store: &Store, sw: &Switches, c: &Contact) -> Result<(), Msg> {
-        for other in store.contacts.values().filter(|o| o.id != c.id) {
+        // Only contacts sharing an email or the mobile number (case-folded) can clash.
+        let mut candidates: BTreeSet<i64> = BTreeSet::new();
+        for e in &c.emails {
+            candidates.extend(
+                store
+                    .index
+                    .candidates(&IdKey::Emails, &e.value)
+                    .unwrap_or_default(),
+            );
+        }
+        if let Some(m) = c.scalars.get("mobile_number").and_then(Value::as_str) {
+            candidates.extend(
+                store
+                    .index
+                    .candidates(&IdKey::Mobile, m)
+                    .unwrap_or_default(),
+            );
+        }
+        for other in candidates
+            .iter()
+            .filter(|id| **id != c.id)
+            .filter_map(|id| store.contacts.get(id))
+        {
             if c.emails.iter().any(|e| {
                 other
                     .emails
@@ -873,7 +1001,7 @@ impl EmulatorState {
         self.check_unique(store, sw, &c)?;
         c.id = store.new_id();
         let id = c.id;
-        store.contacts.insert(id, c);
+        store.put_contact(c);
         Ok(id)
     }
 
@@ -893,7 +1021,7 @@ impl EmulatorState {
         self.apply(store, &mut c, p);
         self.check_unique(store, sw, &c)?;
         c.updated_at = self.now();
-        store.contacts.insert(id, c);
+        store.put_contact(c);
         Ok(())
     }
 

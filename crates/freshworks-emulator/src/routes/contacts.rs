@@ -118,7 +118,7 @@ pub(super) async fn update(
 fn remove(st: &EmulatorState, raw: &str) -> Result<Response, ApiError> {
     let id = path_id(st, raw, "Contact")?;
     let mut store = lock(&st.inner.store);
-    if store.contacts.remove(&id).is_none() {
+    if store.remove_contact(id).is_none() {
         return Err(st.err(StatusCode::NOT_FOUND, Msg::NotFound("Contact")));
     }
     for list in store.lists.values_mut() {
