@@ -13,6 +13,7 @@ use freshgate_core::delivery::{self, Outcome};
 use freshgate_core::mapping;
 use freshgate_store::{Attempt, ContactLease, StoreError};
 use freshworks_client::{FreshworksError, JobStatus};
+use futures::future::join_all;
 use serde_json::{Value, json};
 
 use super::deliver::{DestinationWorker, Prepared, Stop, outcome_of, truncate};
@@ -26,25 +27,68 @@ const MAX_POLLS: u32 = 12;
 
 /// Deliver the leased contacts through one bulk job. Every lease is settled or released.
 pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
+    // Contacts are prepared and settled concurrently: their store writes then share group
+    // commits instead of paying one fsync each.
+    let outcomes = join_all(leases.into_iter().map(|lease| async move {
+        let r = worker.next_group(&lease).await;
+        (lease, r)
+    }))
+    .await;
     let mut prepared: Vec<Prepared> = Vec::new();
-    for lease in leases {
-        match worker.next_group(&lease).await {
+    let mut give_back = Vec::new();
+    for (lease, r) in outcomes {
+        match r {
             Ok(Some(p)) => prepared.push(p),
-            Ok(None) => release(worker, &lease, None).await,
-            Err(Stop::Later(not_before)) => release(worker, &lease, not_before).await,
+            Ok(None) => give_back.push((lease, None)),
+            Err(Stop::Later(not_before)) => give_back.push((lease, not_before)),
             Err(Stop::Store(e)) => {
                 tracing::warn!(destination = worker.name, error = %e, "store error preparing a bulk job");
-                release(worker, &lease, Some(now_ms() + 1000)).await;
+                give_back.push((lease, Some(now_ms() + 1000)));
             }
         }
     }
+    join_all(
+        give_back
+            .iter()
+            .map(|(lease, nb)| release(worker, lease, *nb)),
+    )
+    .await;
     if prepared.is_empty() {
         return;
     }
     let waits = deliver_prepared(worker, &prepared).await;
-    for (p, not_before) in prepared.iter().zip(waits) {
-        release(worker, &p.lease, not_before).await;
-    }
+    join_all(
+        prepared
+            .iter()
+            .zip(waits)
+            .map(|(p, not_before)| release(worker, &p.lease, not_before)),
+    )
+    .await;
+}
+
+/// What became of one record of a job.
+enum Verdict {
+    /// Written.
+    Delivered(Attempt),
+    /// Not written: classified outcome, status, attempt.
+    Failed(Outcome, Option<u16>, Attempt),
+}
+
+/// Settle every record's verdict concurrently; returns each contact's not-before time.
+async fn settle_all(
+    worker: &DestinationWorker,
+    prepared: &[Prepared],
+    verdicts: Vec<Verdict>,
+) -> Vec<Option<i64>> {
+    join_all(prepared.iter().zip(verdicts).map(|(p, v)| async move {
+        wait_of(match v {
+            Verdict::Delivered(attempt) => worker.delivered(p, None, attempt).await,
+            Verdict::Failed(outcome, status, attempt) => {
+                worker.failed(p, outcome, status, attempt).await
+            }
+        })
+    }))
+    .await
 }
 
 async fn release(worker: &DestinationWorker, lease: &ContactLease, not_before: Option<i64>) {
@@ -112,26 +156,25 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
                 },
                 o => o,
             };
-            let mut waits = Vec::new();
-            for (p, item) in prepared.iter().zip(&items) {
-                let attempt = attempt_for(
-                    p,
-                    item,
-                    error.status(),
-                    error.response_body().unwrap_or(&error.to_string()),
-                );
-                waits.push(wait_of(
-                    worker
-                        .failed(p, outcome.clone(), error.status(), attempt)
-                        .await,
-                ));
-            }
-            return waits;
+            let verdicts = prepared
+                .iter()
+                .zip(&items)
+                .map(|(p, item)| {
+                    let attempt = attempt_for(
+                        p,
+                        item,
+                        error.status(),
+                        error.response_body().unwrap_or(&error.to_string()),
+                    );
+                    Verdict::Failed(outcome.clone(), error.status(), attempt)
+                })
+                .collect();
+            return settle_all(worker, prepared, verdicts).await;
         }
     };
 
     let status = poll(worker, &job_url).await;
-    let mut waits = Vec::new();
+    let mut verdicts = Vec::with_capacity(prepared.len());
     match status {
         Ok(job) if job.is_done() => {
             let failures: HashMap<(String, String), Vec<String>> = job
@@ -157,7 +200,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
                     None => {
                         let mut attempt = attempt_for(p, item, Some(200), &summary);
                         attempt.outcome = format!("delivered by bulk upsert{}", p.summary);
-                        waits.push(wait_of(worker.delivered(p, None, attempt).await));
+                        verdicts.push(Verdict::Delivered(attempt));
                     }
                     Some(messages) => {
                         let reason = messages.join("; ");
@@ -177,7 +220,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
                             Some(400),
                             &format!("{summary}; this record: {reason}"),
                         );
-                        waits.push(wait_of(worker.failed(p, outcome, Some(400), attempt).await));
+                        verdicts.push(Verdict::Failed(outcome, Some(400), attempt));
                     }
                 }
             }
@@ -195,11 +238,11 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
                     after: None,
                     reason: reason.clone(),
                 };
-                waits.push(wait_of(worker.failed(p, outcome, None, attempt).await));
+                verdicts.push(Verdict::Failed(outcome, None, attempt));
             }
         }
     }
-    waits
+    settle_all(worker, prepared, verdicts).await
 }
 
 /// Poll a job until it is done, failed, or `MAX_POLLS` polls went by. Every poll is charged to
