@@ -36,6 +36,12 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Checkpoint every 10,000 WAL pages (~40 MiB) instead of SQLite's 1,000: the commit that
+    // crosses the threshold copies the WAL back and fsyncs the database file, and doing that
+    // ten times less often took ingest from ~16k to ~21k events/s over a 15 s run on the 2-core
+    // CI machine (`cargo bench -p freshgate --bench gateway -- ingest`). A checkpoint thread
+    // beside the writer measured worse (17k/s: it fell behind and the WAL grew).
+    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
     migrate(&conn)?;
     Ok(conn)
 }
