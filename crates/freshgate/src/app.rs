@@ -134,15 +134,7 @@ impl App {
         };
         let stop = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();
-        for (worker, concurrency) in &self.workers {
-            background.spawn(dispatcher::run(
-                Arc::clone(worker),
-                self.options.node_id.clone(),
-                *concurrency,
-                Arc::clone(&self.wake),
-                stop.clone(),
-            ));
-        }
+        self.spawn_dispatchers(&mut background, &stop);
         background.spawn(housekeeping(
             Arc::clone(&self.store),
             Arc::clone(&self.config),
@@ -170,6 +162,19 @@ impl App {
 }
 
 impl App {
+    /// One dispatcher per destination, until `stop`.
+    fn spawn_dispatchers(&self, set: &mut tokio::task::JoinSet<()>, stop: &CancellationToken) {
+        for (worker, concurrency) in &self.workers {
+            set.spawn(dispatcher::run(
+                Arc::clone(worker),
+                self.options.node_id.clone(),
+                *concurrency,
+                Arc::clone(&self.wake),
+                stop.clone(),
+            ));
+        }
+    }
+
     /// Deliver what the store holds, without serving HTTP, until nothing is pending (or
     /// `give_up` passes); `progress` sees the figures twice a second. For `freshgate backfill`.
     ///
@@ -182,15 +187,7 @@ impl App {
     ) -> anyhow::Result<freshgate_store::QueueStats> {
         let stop = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();
-        for (worker, concurrency) in &self.workers {
-            background.spawn(dispatcher::run(
-                Arc::clone(worker),
-                self.options.node_id.clone(),
-                *concurrency,
-                Arc::clone(&self.wake),
-                stop.clone(),
-            ));
-        }
+        self.spawn_dispatchers(&mut background, &stop);
         let started = std::time::Instant::now();
         let stats = loop {
             tokio::time::sleep(Duration::from_millis(500)).await;

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use freshgate_core::segment::{self, Endpoint, Limits};
+use freshgate_core::segment::{self, Endpoint};
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use tokio::sync::Notify;
@@ -77,10 +77,7 @@ pub async fn run(args: BackfillArgs) -> anyhow::Result<ExitCode> {
             Arc::new(resolved.clone()),
             Arc::new(Notify::new()),
         );
-        let limits = Limits {
-            max_event_bytes: resolved.config.server.max_event_bytes,
-            ..Limits::default()
-        };
+        let limits = ingestor.limits();
         for chunk in events.chunks(1000) {
             let body = format!(
                 "{{\"batch\":[{}]}}",

@@ -3,11 +3,9 @@
 //! Every one of them prints for people by default and JSON with `--json`.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use clap::Args;
 use freshgate_store::{DeliveryFilter, EventTrace};
-use secrecy::ExposeSecret;
 use serde_json::json;
 
 use super::{ConfigArgs, load_config, print_json, resolve_config};
@@ -532,12 +530,7 @@ pub async fn destinations_test(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let resolved = resolve_config(&args.config)?;
     let mut results = Vec::new();
     for d in &resolved.destinations {
-        let client = freshworks_client::FreshworksClient::new(freshworks_client::ClientConfig {
-            base_url: d.base_url.clone(),
-            api_key: d.api_key.expose_secret().to_owned(),
-            timeout: Duration::from_secs(d.config.timeout_secs),
-            user_agent: format!("freshgate/{}", env!("CARGO_PKG_VERSION")),
-        })?;
+        let client = crate::pipeline::deliver::client_for(d)?;
         let (ok, message) = match client.contact_fields().await {
             Ok(x) => (
                 true,

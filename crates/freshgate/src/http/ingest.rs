@@ -11,7 +11,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use base64::Engine;
-use freshgate_core::segment::{self, Endpoint, Limits, RequestError};
+use freshgate_core::segment::{self, Endpoint, RequestError};
 use serde_json::json;
 use time::OffsetDateTime;
 
@@ -42,10 +42,7 @@ pub async fn tracking(
         .and_then(|k| config.source_for_key(k))
         .map(|s| s.name.clone());
 
-    let limits = Limits {
-        max_event_bytes: config.config.server.max_event_bytes,
-        ..Limits::default()
-    };
+    let limits = state.ingestor.limits();
     let mut new_id = || uuid::Uuid::new_v4().to_string();
     let parsed =
         segment::parse_tracking_request(endpoint, &bytes, received_at, &limits, &mut new_id);

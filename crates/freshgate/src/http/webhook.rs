@@ -9,7 +9,7 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use freshgate_core::segment::{self, Limits};
+use freshgate_core::segment;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 
@@ -66,10 +66,7 @@ pub async fn receive(
             "X-Signature does not match the body",
         ));
     }
-    let limits = Limits {
-        max_event_bytes: config.config.server.max_event_bytes,
-        ..Limits::default()
-    };
+    let limits = state.ingestor.limits();
     let mut new_id = || uuid::Uuid::new_v4().to_string();
     let parsed = segment::parse_webhook_request(&bytes, received_at, &limits, &mut new_id)
         .map_err(|e| request_error(&e))?;

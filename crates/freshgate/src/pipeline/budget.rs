@@ -150,13 +150,4 @@ impl BudgetGate {
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         b.observe_remaining(now_ms(), remaining);
     }
-
-    /// Calls left this hour and minute.
-    pub fn remaining(&self) -> (u32, u32) {
-        let b = self
-            .budget
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        b.remaining(now_ms())
-    }
 }

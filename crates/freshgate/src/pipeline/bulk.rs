@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use freshgate_core::delivery::{self, Outcome};
 use freshgate_core::mapping;
-use freshgate_store::{Attempt, ContactLease, StoreError};
+use freshgate_store::{Attempt, ContactLease};
 use freshworks_client::{FreshworksError, JobStatus};
 use futures::future::join_all;
 use serde_json::{Value, json};
@@ -50,7 +50,7 @@ pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
     join_all(
         give_back
             .iter()
-            .map(|(lease, nb)| release(worker, lease, *nb)),
+            .map(|(lease, nb)| worker.give_back(lease, *nb)),
     )
     .await;
     if prepared.is_empty() {
@@ -61,7 +61,7 @@ pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
         prepared
             .iter()
             .zip(waits)
-            .map(|(p, not_before)| release(worker, &p.lease, not_before)),
+            .map(|(p, not_before)| worker.give_back(&p.lease, not_before)),
     )
     .await;
 }
@@ -89,14 +89,6 @@ async fn settle_all(
         })
     }))
     .await
-}
-
-async fn release(worker: &DestinationWorker, lease: &ContactLease, not_before: Option<i64>) {
-    if let Err(e) = worker.store.release(lease, not_before).await
-        && !matches!(e, StoreError::LeaseLost { .. })
-    {
-        tracing::warn!(destination = worker.name, error = %e, "cannot release a lease");
-    }
 }
 
 /// The identifier a record is matched back by: `(key, value)` as in the bulk item.

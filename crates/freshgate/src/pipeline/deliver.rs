@@ -43,23 +43,12 @@ pub struct DestinationWorker {
     pub budget: Arc<BudgetGate>,
     /// The account's field metadata.
     pub fields: FieldCache,
-    /// Set while paused by an authentication failure: (until ms, reason).
-    pub paused: Mutex<Option<(i64, String)>>,
+    /// Set while paused by an authentication failure: until when (Unix ms).
+    pub paused: Mutex<Option<i64>>,
     /// Ready contacts that make a batch go through `bulk_upsert` (0: never).
     pub bulk_min_contacts: usize,
     /// Send everything through `bulk_upsert` (`freshgate backfill`).
     pub force_bulk: bool,
-}
-
-/// What became of a lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum LeaseResult {
-    /// Everything pending was settled; lease released.
-    Drained,
-    /// The contact waits (retry scheduled, quota spent, paused); lease released.
-    Waiting,
-    /// The lease was lost to another worker; nothing more was done.
-    Lost,
 }
 
 /// A contact's leading identifies, each with its parsed event.
@@ -114,13 +103,7 @@ impl DestinationWorker {
         budget: Arc<BudgetGate>,
         pause_probe: Duration,
     ) -> anyhow::Result<Self> {
-        use secrecy::ExposeSecret;
-        let client = FreshworksClient::new(freshworks_client::ClientConfig {
-            base_url: destination.base_url.clone(),
-            api_key: destination.api_key.expose_secret().to_owned(),
-            timeout: Duration::from_secs(destination.config.timeout_secs),
-            user_agent: format!("freshgate/{}", env!("CARGO_PKG_VERSION")),
-        })?;
+        let client = client_for(destination)?;
         let horizon_hours = i64::try_from(destination.config.retry_horizon_hours).unwrap_or(72);
         Ok(Self {
             name: destination.config.name.clone(),
@@ -143,7 +126,7 @@ impl DestinationWorker {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .as_ref()
-            .map(|(until, _)| *until)
+            .copied()
     }
 
     fn pause(&self, reason: &str) -> i64 {
@@ -160,7 +143,7 @@ impl DestinationWorker {
             );
             events::paused(&self.name, true);
         }
-        *p = Some((until, reason.to_owned()));
+        *p = Some(until);
         until
     }
 
@@ -175,27 +158,32 @@ impl DestinationWorker {
         }
     }
 
-    /// Deliver what the lease covers.
+    /// Deliver what the lease covers, then give the lease back.
     pub async fn run_lease(
         &self,
         lease: &ContactLease,
         stop: &tokio_util::sync::CancellationToken,
-    ) -> LeaseResult {
-        match self.drain(lease, stop).await {
-            Ok(()) => match self.store.release(lease, None).await {
-                Err(StoreError::LeaseLost { .. }) => LeaseResult::Lost,
-                _ => LeaseResult::Drained,
-            },
-            Err(Stop::Later(not_before)) => {
-                let _ = self.store.release(lease, not_before).await;
-                LeaseResult::Waiting
-            }
-            Err(Stop::Store(StoreError::LeaseLost { .. })) => LeaseResult::Lost,
+    ) {
+        let not_before = match self.drain(lease, stop).await {
+            Ok(()) => None,
+            Err(Stop::Later(not_before)) => not_before,
+            // Another worker holds the contact now: nothing of ours to give back.
+            Err(Stop::Store(StoreError::LeaseLost { .. })) => return,
             Err(Stop::Store(e)) => {
                 tracing::warn!(destination = self.name, error = %e, "store error while delivering");
-                let _ = self.store.release(lease, Some(now_ms() + 1000)).await;
-                LeaseResult::Waiting
+                Some(now_ms() + 1000)
             }
+        };
+        self.give_back(lease, not_before).await;
+    }
+
+    /// Release a lease, not to be taken again before `not_before` (Unix ms). A lease already
+    /// taken over is not an error.
+    pub async fn give_back(&self, lease: &ContactLease, not_before: Option<i64>) {
+        if let Err(e) = self.store.release(lease, not_before).await
+            && !matches!(e, StoreError::LeaseLost { .. })
+        {
+            tracing::warn!(destination = self.name, error = %e, "cannot release a lease");
         }
     }
 
@@ -307,7 +295,7 @@ impl DestinationWorker {
             })
             .await;
         match result {
-            Ok((index, _)) => Ok(index),
+            Ok(index) => Ok(index),
             Err(FieldsError::Budget(until)) => Err(Stop::Later(Some(until))),
             Err(FieldsError::Call(e)) => {
                 let status = e.status();
@@ -615,6 +603,22 @@ impl DestinationWorker {
             events::coercion_failure(&self.name, &f.field);
         }
     }
+}
+
+/// The Freshworks client of a destination (its URL, key and timeout).
+///
+/// # Errors
+/// When the client cannot be built (bad URL or key characters).
+pub fn client_for(
+    destination: &ResolvedDestination,
+) -> Result<FreshworksClient, freshworks_client::ClientError> {
+    use secrecy::ExposeSecret;
+    FreshworksClient::new(freshworks_client::ClientConfig {
+        base_url: destination.base_url.clone(),
+        api_key: destination.api_key.expose_secret().to_owned(),
+        timeout: Duration::from_secs(destination.config.timeout_secs),
+        user_agent: format!("freshgate/{}", env!("CARGO_PKG_VERSION")),
+    })
 }
 
 /// The later of two optional timestamps.

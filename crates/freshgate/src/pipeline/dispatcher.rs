@@ -10,7 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::bulk;
-use super::deliver::{DestinationWorker, LeaseResult};
+use super::deliver::DestinationWorker;
 use super::{clock, now_ms};
 
 /// How long a lease lasts (real time); a worker gives the key back well before (see `deliver`).
@@ -82,13 +82,12 @@ pub async fn run(
             tasks.spawn(async move {
                 let _permit = permit;
                 bulk::run(&worker, leases).await;
-                LeaseResult::Drained
             });
             continue;
         }
         // Few contacts ready: one call each; give back what the permits cannot take now.
         for extra in leases.split_off(free.min(leases.len())) {
-            let _ = worker.store.release(&extra, None).await;
+            worker.give_back(&extra, None).await;
         }
         for lease in leases {
             let Ok(permit) = Arc::clone(&permits).acquire_owned().await else {

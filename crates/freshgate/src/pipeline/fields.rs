@@ -45,7 +45,7 @@ impl FieldCache {
     ///
     /// # Errors
     /// When a fetch was needed and failed.
-    pub async fn get<F, Fut>(&self, fetch: F) -> Result<(Arc<FieldIndex>, bool), FieldsError>
+    pub async fn get<F, Fut>(&self, fetch: F) -> Result<Arc<FieldIndex>, FieldsError>
     where
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<FieldIndex, FieldsError>>,
@@ -54,14 +54,14 @@ impl FieldCache {
         if let Some(c) = guard.as_ref()
             && c.fetched.elapsed() < self.ttl
         {
-            return Ok((Arc::clone(&c.index), false));
+            return Ok(Arc::clone(&c.index));
         }
         let index = Arc::new(fetch().await?);
         *guard = Some(Cached {
             index: Arc::clone(&index),
             fetched: Instant::now(),
         });
-        Ok((index, true))
+        Ok(index)
     }
 
     /// Forget the cache if it is old enough to be worth refreshing for an unmapped trait.

@@ -55,6 +55,15 @@ impl Ingestor {
         }
     }
 
+    /// Segment's size and count limits, as configured.
+    #[must_use]
+    pub fn limits(&self) -> freshgate_core::segment::Limits {
+        freshgate_core::segment::Limits {
+            max_event_bytes: self.config.config.server.max_event_bytes,
+            ..freshgate_core::segment::Limits::default()
+        }
+    }
+
     /// The resolved configuration.
     #[must_use]
     pub fn config(&self) -> &Resolved {
