@@ -332,7 +332,7 @@ pub struct QueueStats {
 pub struct PruneOutcome {
     /// Events removed (all of their deliveries were finished and older than the retention).
     pub events: u64,
-    /// Dedup entries removed (older than the dedup window).
+    /// Dedup entries removed (older than the dedup window and without a stored event).
     pub dedup_entries: u64,
 }
 
@@ -377,6 +377,15 @@ impl From<rusqlite::Error> for StoreError {
 /// The queue of record. Implemented by `sqlite::SqliteStore` (and the PostgreSQL backend).
 ///
 /// Every method that writes is durable when it returns `Ok` (committed with fsync).
+/// An account's contact field metadata as fetched from Freshworks (opaque to the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldMetadata {
+    /// When it was fetched (Unix ms).
+    pub fetched_at_ms: i64,
+    /// The serialized field list.
+    pub body: Vec<u8>,
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Append a batch atomically, dropping duplicates of `(source, message_id)` seen within the
@@ -456,6 +465,23 @@ pub trait Store: Send + Sync + 'static {
         shadow: Vec<u8>,
     ) -> Result<(), StoreError>;
 
+    /// The account's contact field metadata as last stored by [`Store::put_field_metadata`].
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn field_metadata(&self, account: &str) -> Result<Option<FieldMetadata>, StoreError>;
+
+    /// Replace the account's stored field metadata (opaque bytes) fetched at `fetched_at_ms`.
+    /// An older fetch never replaces a newer one (two nodes may fetch at once).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn put_field_metadata(
+        &self,
+        account: &str,
+        metadata: FieldMetadata,
+    ) -> Result<(), StoreError>;
+
     /// Add `calls` API calls spent on `account` at `at_ms` to the persisted quota ledger.
     ///
     /// # Errors
@@ -523,7 +549,9 @@ pub trait Store: Send + Sync + 'static {
     async fn stats(&self) -> Result<QueueStats, StoreError>;
 
     /// Remove events whose deliveries are all finished and that were received before
-    /// `events_before_ms` (dead letters are kept), and dedup entries older than `dedup_before_ms`.
+    /// `events_before_ms` (dead letters are kept), and dedup entries older than `dedup_before_ms`
+    /// whose events are gone (an entry of a kept event stays so the event remains traceable by
+    /// messageId, but it deduplicates only within the window either way).
     ///
     /// # Errors
     /// `Database`.

@@ -25,8 +25,8 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventTrace, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord, Settlement, Store,
-    StoreError,
+    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord,
+    Settlement, Store, StoreError,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -200,6 +200,18 @@ impl Store for PostgresStore {
         shadow: Vec<u8>,
     ) -> Result<(), StoreError> {
         queries::put_shadow(&self.pool, destination, contact_key, shadow).await
+    }
+
+    async fn field_metadata(&self, account: &str) -> Result<Option<FieldMetadata>, StoreError> {
+        queries::field_metadata(&self.pool, account).await
+    }
+
+    async fn put_field_metadata(
+        &self,
+        account: &str,
+        metadata: FieldMetadata,
+    ) -> Result<(), StoreError> {
+        queries::put_field_metadata(&self.pool, account, metadata).await
     }
 
     async fn record_calls(&self, account: &str, at_ms: i64, calls: u32) -> Result<(), StoreError> {

@@ -13,7 +13,7 @@ use super::delivery::MAINTENANCE_LOCK;
 use super::filter::{filter_sql, limit_value};
 use crate::{
     Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats,
-    EventTrace, PruneOutcome, QueueStats, RejectedRecord, StoreError,
+    EventTrace, FieldMetadata, PruneOutcome, QueueStats, RejectedRecord, StoreError,
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
@@ -69,6 +69,42 @@ pub(crate) async fn put_shadow(
     .bind(destination)
     .bind(contact_key)
     .bind(body)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub(crate) async fn field_metadata(
+    pool: &PgPool,
+    account: &str,
+) -> Result<Option<FieldMetadata>, StoreError> {
+    let row = query("SELECT fetched_at_ms, body FROM field_metadata WHERE account = $1")
+        .bind(account)
+        .fetch_optional(pool)
+        .await?;
+    row.map(|r| {
+        Ok(FieldMetadata {
+            fetched_at_ms: r.try_get(0)?,
+            body: r.try_get(1)?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn put_field_metadata(
+    pool: &PgPool,
+    account: &str,
+    metadata: FieldMetadata,
+) -> Result<(), StoreError> {
+    query(
+        "INSERT INTO field_metadata (account, fetched_at_ms, body) VALUES ($1, $2, $3)
+         ON CONFLICT (account) DO UPDATE
+         SET fetched_at_ms = excluded.fetched_at_ms, body = excluded.body
+         WHERE excluded.fetched_at_ms >= field_metadata.fetched_at_ms",
+    )
+    .bind(account)
+    .bind(metadata.fetched_at_ms)
+    .bind(metadata.body)
     .execute(pool)
     .await?;
     Ok(())
@@ -410,11 +446,17 @@ pub(crate) async fn prune(
     )
     .execute(&mut *tx)
     .await?;
-    let dedup_entries = query("DELETE FROM dedup WHERE received_at_ms < $1")
-        .bind(dedup_before_ms)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
+    // Same rule as the SQLite backend: an entry goes once its window has closed and no stored
+    // event carries its messageId (past the window it no longer deduplicates either way).
+    let dedup_entries = query(
+        "DELETE FROM dedup WHERE received_at_ms < $1 AND NOT EXISTS (
+             SELECT 1 FROM events e
+             WHERE e.message_id = dedup.message_id AND e.source = dedup.source)",
+    )
+    .bind(dedup_before_ms)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
     query(
         "DELETE FROM quota_ledger
          WHERE bucket_ms < (SELECT max(bucket_ms) FROM quota_ledger) - $1",

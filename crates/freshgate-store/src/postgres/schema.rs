@@ -15,11 +15,18 @@ use crate::StoreError;
 const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
 
 /// Migrations in order: (version, description, SQL).
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    "initial",
-    include_str!("../../migrations/postgres/0001_initial.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "initial",
+        include_str!("../../migrations/postgres/0001_initial.sql"),
+    ),
+    (
+        2,
+        "field metadata",
+        include_str!("../../migrations/postgres/0002_field_metadata.sql"),
+    ),
+];
 
 /// The migrator over the embedded migrations.
 pub(crate) fn migrator() -> Migrator {

@@ -1,9 +1,11 @@
 //! The embedded SQLite backend of the queue of record (the default).
 //!
 //! One `std::thread` owns the only read-write connection and applies writes in group commits
-//! (see [`writer`]); reads run on a small pool of read-only connections (see [`queries`]).
+//! (see [`writer`]); reads run on a small pool of read-only connections (see [`queries`]);
+//! a third thread copies the WAL back into the database file (see [`checkpoint`]).
 //! The database is in WAL mode with `synchronous=FULL`: every `Ok` from a write is on disk.
 
+mod checkpoint;
 mod filter;
 mod queries;
 mod schema;
@@ -16,12 +18,13 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
+use self::checkpoint::{Checkpointer, WriterGate};
 use self::queries::ReaderPool;
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventTrace, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord, Settlement, Store,
-    StoreError,
+    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord,
+    Settlement, Store, StoreError,
 };
 
 /// File name of the database inside a data directory (see [`open_in`]).
@@ -60,6 +63,7 @@ pub struct SqliteStore {
     /// `None` once closed: new writes get `Closed`.
     sender: RwLock<Option<mpsc::Sender<Command>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
+    checkpointer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
 }
 
@@ -100,16 +104,26 @@ impl SqliteStore {
         }
         let readers = Arc::new(ReaderPool::new(path.to_path_buf(), options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
-        let writer = Writer::new(conn, rx, options.max_group_commit_events);
+        let gate = Arc::new(WriterGate::default());
+        let (alive, writer_alive) = std::sync::mpsc::channel();
+        let checkpointer = Checkpointer::new(path, Arc::clone(&gate), writer_alive)?;
+        let writer = Writer::new(conn, rx, options.max_group_commit_events, gate, alive);
         let handle = std::thread::Builder::new()
-            .name("freshgate-sqlite-writer".to_owned())
+            .name("fg-sqlite-write".to_owned())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
+        // Without it the writer's backstop checkpoint still bounds the WAL: not fatal.
+        let checkpointer = std::thread::Builder::new()
+            .name("fg-sqlite-ckpt".to_owned())
+            .spawn(move || checkpointer.run())
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot start the checkpoint thread"))
+            .ok();
         tracing::info!(path = %path.display(), "opened SQLite store");
         Ok(Self {
             path: path.to_path_buf(),
             sender: RwLock::new(Some(tx)),
             writer: Mutex::new(Some(handle)),
+            checkpointer: Mutex::new(checkpointer),
             readers,
         })
     }
@@ -258,6 +272,28 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn field_metadata(&self, account: &str) -> Result<Option<FieldMetadata>, StoreError> {
+        let account = account.to_owned();
+        self.readers
+            .run(move |c| queries::field_metadata(c, &account))
+            .await
+    }
+
+    async fn put_field_metadata(
+        &self,
+        account: &str,
+        metadata: FieldMetadata,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::PutFieldMetadata {
+            account: account.to_owned(),
+            metadata,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn record_calls(&self, account: &str, at_ms: i64, calls: u32) -> Result<(), StoreError> {
         let op = WriteOp::RecordCalls {
             account: account.to_owned(),
@@ -381,6 +417,17 @@ impl Store for SqliteStore {
                 Ok(Err(_)) => tracing::error!("SQLite writer thread panicked"),
                 Err(e) => tracing::error!(error = %e, "could not join the SQLite writer thread"),
             }
+        }
+        // It stops on its own once the writer is gone (within one pass).
+        let checkpointer = self
+            .checkpointer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take();
+        if let Some(handle) = checkpointer
+            && let Ok(Err(_)) = tokio::task::spawn_blocking(move || handle.join()).await
+        {
+            tracing::error!("SQLite checkpoint thread panicked");
         }
     }
 }

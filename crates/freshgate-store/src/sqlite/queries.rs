@@ -13,7 +13,8 @@ use super::schema::open_reader;
 use super::writer::check_lease;
 use crate::{
     Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace,
-    DestinationStats, EventTrace, PendingDelivery, QueueStats, RejectedRecord, StoreError,
+    DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueStats, RejectedRecord,
+    StoreError,
 };
 
 /// Idle read-only connections; more are opened on demand and the surplus is closed.
@@ -134,6 +135,21 @@ pub(crate) fn shadow(
         .optional()?)
 }
 
+pub(crate) fn field_metadata(
+    conn: &Connection,
+    account: &str,
+) -> Result<Option<FieldMetadata>, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT fetched_at_ms, body FROM field_metadata WHERE account = ?1")?
+        .query_row(params![account], |r| {
+            Ok(FieldMetadata {
+                fetched_at_ms: r.get(0)?,
+                body: r.get(1)?,
+            })
+        })
+        .optional()?)
+}
+
 pub(crate) fn calls_since(
     conn: &Connection,
     account: &str,
@@ -191,8 +207,10 @@ pub(crate) fn event_traces(
 ) -> Result<Vec<EventTrace>, StoreError> {
     let mut events: Vec<EventTrace> = conn
         .prepare_cached(
-            "SELECT id, source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
-             FROM events WHERE message_id = ?1 ORDER BY id",
+            "SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key, e.timestamp_ms,
+                    e.received_at_ms, e.raw
+             FROM messages m JOIN events e ON e.id = m.event_id
+             WHERE m.message_id = ?1 ORDER BY e.id",
         )?
         .query_map(params![message_id], |r| {
             let raw: Vec<u8> = r.get(7)?;

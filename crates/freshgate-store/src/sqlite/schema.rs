@@ -11,7 +11,11 @@ use rusqlite::{Connection, OpenFlags};
 use crate::StoreError;
 
 /// Migrations in order; entry `i` moves the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[include_str!("../../migrations/sqlite/0001_initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("../../migrations/sqlite/0001_initial.sql"),
+    include_str!("../../migrations/sqlite/0002_message_index.sql"),
+    include_str!("../../migrations/sqlite/0003_field_metadata.sql"),
+];
 
 /// How long a connection waits for a lock held by another connection before giving up.
 const BUSY_TIMEOUT: Duration = Duration::from_millis(5000);
@@ -36,12 +40,19 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    // Checkpoint every 10,000 WAL pages (~40 MiB) instead of SQLite's 1,000: the commit that
-    // crosses the threshold copies the WAL back and fsyncs the database file, and doing that
-    // ten times less often took ingest from ~16k to ~21k events/s over a 15 s run on the 2-core
-    // CI machine (`cargo bench -p freshgate --bench gateway -- ingest`). A checkpoint thread
-    // beside the writer measured worse (17k/s: it fell behind and the WAL grew).
-    conn.pragma_update(None, "wal_autocheckpoint", 10_000)?;
+    // Checkpoints normally run on their own thread (see `checkpoint`), which keeps the WAL
+    // near `PAUSE_AFTER_FRAMES` pages. This automatic one, inside the commit that crosses it, is
+    // only the backstop should that thread stop or fall far behind. (Inline checkpoints every
+    // 10,000 pages had taken ingest from ~16k to ~21k events/s over SQLite's 1,000.)
+    conn.pragma_update(None, "wal_autocheckpoint", 40_000)?;
+    // The writer runs every command in a savepoint, and SQLite copies each page a savepoint
+    // touches into a statement journal, by default a temp file: that was 19 % of the writer's
+    // time in a profile of the ingest bench. In memory it is a memcpy, bounded by a group.
+    conn.pragma_update(None, "temp_store", "MEMORY")?;
+    // A group commit dirties about one page per event in the message index alone; with
+    // SQLite's default 2 MiB cache a large group spills pages to the WAL mid-transaction
+    // (`pagerStress`, 11 % in the same profile). 32 MiB holds the hot index pages and a group.
+    conn.pragma_update(None, "cache_size", -32_768)?;
     migrate(&conn)?;
     Ok(conn)
 }
@@ -82,4 +93,61 @@ fn migrate(conn: &Connection) -> Result<(), StoreError> {
         tracing::info!(version, "applied SQLite migration");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A version-1 database keeps its dedup decisions and its traces through migration 2:
+    /// stored events get an entry each, and a dedup entry whose event was already pruned is
+    /// carried over with event id 0.
+    #[test]
+    fn version_1_database_migrates_to_message_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v1.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = 1; COMMIT;",
+                MIGRATIONS[0]
+            ))
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO events (id, source, message_id, event_type, contact_key, timestamp_ms,
+                                     received_at_ms, raw)
+                 VALUES (7, 'web', 'kept', 'identify', 'u1', 1, 1000, x'7b7d');
+                 INSERT INTO dedup VALUES ('web', 'kept', 1000), ('web', 'pruned', 900);",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, 3);
+        let rows: Vec<(String, String, i64, i64)> = conn
+            .prepare("SELECT message_id, source, event_id, received_at_ms FROM messages ORDER BY 1")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            rows,
+            [
+                ("kept".to_owned(), "web".to_owned(), 7, 1000),
+                ("pruned".to_owned(), "web".to_owned(), 0, 900),
+            ]
+        );
+        let old_tables: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name IN ('dedup', 'events_message_id')",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old_tables, 0);
+    }
 }

@@ -7,11 +7,13 @@
 //! error; the rest of the group still commits.
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
+use super::checkpoint::WriterGate;
 use super::filter::{filter_sql, limit_value};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus,
@@ -46,6 +48,10 @@ pub(crate) enum WriteOp {
         destination: String,
         contact_key: String,
         body: Vec<u8>,
+    },
+    PutFieldMetadata {
+        account: String,
+        metadata: crate::FieldMetadata,
     },
     RecordCalls {
         account: String,
@@ -105,6 +111,10 @@ pub(crate) struct Command {
 pub(crate) struct Writer {
     conn: Connection,
     rx: mpsc::Receiver<Command>,
+    /// Held around each group commit so the checkpointer can pause between groups.
+    gate: Arc<WriterGate>,
+    /// Dropped with the writer: tells the checkpointer thread to stop.
+    _alive: std::sync::mpsc::Sender<()>,
     max_group_events: usize,
     token_prefix: String,
     token_counter: u64,
@@ -116,6 +126,8 @@ impl Writer {
         conn: Connection,
         rx: mpsc::Receiver<Command>,
         max_group_events: usize,
+        gate: Arc<WriterGate>,
+        alive: std::sync::mpsc::Sender<()>,
     ) -> Self {
         // Tokens must be unique across restarts too (a lease can outlive the process that took
         // it), hence the start time and pid in the prefix.
@@ -125,6 +137,8 @@ impl Writer {
         Self {
             conn,
             rx,
+            gate,
+            _alive: alive,
             max_group_events: max_group_events.max(1),
             token_prefix: format!("{nanos:x}-{:x}", std::process::id()),
             token_counter: 0,
@@ -145,7 +159,9 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            self.gate.enter();
             self.run_group(group);
+            self.gate.leave();
         }
         tracing::debug!("SQLite writer stopped");
     }
@@ -242,6 +258,17 @@ impl Writer {
                          ON CONFLICT (destination, contact_key) DO UPDATE SET body = excluded.body",
                     )?
                     .execute(params![destination, contact_key, body])?;
+                Ok(WriteReply::Done)
+            }
+            WriteOp::PutFieldMetadata { account, metadata } => {
+                self.conn
+                    .prepare_cached(
+                        "INSERT INTO field_metadata (account, fetched_at_ms, body) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (account) DO UPDATE
+                         SET fetched_at_ms = excluded.fetched_at_ms, body = excluded.body
+                         WHERE excluded.fetched_at_ms >= field_metadata.fetched_at_ms",
+                    )?
+                    .execute(params![account, metadata.fetched_at_ms, metadata.body])?;
                 Ok(WriteReply::Done)
             }
             WriteOp::RecordCalls {
@@ -362,21 +389,22 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, Store
             outcome.duplicates += 1;
             continue;
         }
-        // One statement decides: a new messageId is inserted, one seen before the window is
-        // refreshed, one seen within the window changes nothing (0 rows) and is a duplicate.
-        let fresh = conn
+        // A messageId is a duplicate when this source stored it within the window; older
+        // rows only keep the event traceable. The lookup and the insert below touch the same
+        // index leaf, so dedup costs one random page per event.
+        // (`SELECT max(received_at_ms) …` would say the same, but SQLite re-prepares that
+        // statement on every run; this form stays prepared.)
+        let within_window = conn
             .prepare_cached(
-                "INSERT INTO dedup (source, message_id, received_at_ms) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (source, message_id) DO UPDATE SET received_at_ms = excluded.received_at_ms
-                 WHERE dedup.received_at_ms < ?4",
+                "SELECT 1 FROM messages
+                 WHERE message_id = ?1 AND source = ?2 AND received_at_ms >= ?3 LIMIT 1",
             )?
-            .execute(params![
-                ev.source,
+            .exists(params![
                 ev.message_id,
-                ev.received_at_ms,
+                ev.source,
                 ev.received_at_ms.saturating_sub(batch.dedup_window_ms)
             ])?;
-        if fresh == 0 {
+        if within_window {
             outcome.duplicates += 1;
             continue;
         }
@@ -395,6 +423,16 @@ fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, Store
             ev.raw
         ])?;
         let event_id = conn.last_insert_rowid();
+        conn.prepare_cached(
+            "INSERT INTO messages (message_id, source, event_id, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?
+        .execute(params![
+            ev.message_id,
+            ev.source,
+            event_id,
+            ev.received_at_ms
+        ])?;
         for d in &ev.deliveries {
             match &d.skip_reason {
                 Some(reason) => {
@@ -687,8 +725,11 @@ fn prune(
              SELECT 1 FROM attempt_deliveries ad WHERE ad.attempt_id = attempts.id)",
         [],
     )?;
+    // A message entry goes once its window has closed and its event is gone (a kept event stays
+    // traceable by messageId; it no longer deduplicates, see `append`).
     let dedup_entries = conn.execute(
-        "DELETE FROM dedup WHERE received_at_ms < ?1",
+        "DELETE FROM messages WHERE received_at_ms < ?1
+           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = messages.event_id)",
         params![dedup_before_ms],
     )?;
     conn.execute(

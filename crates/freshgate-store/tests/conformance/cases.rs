@@ -1,7 +1,8 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    AppendBatch, DeliveryFilter, DeliveryStatus, RejectedInput, Settlement, StoreError,
+    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, RejectedInput, Settlement,
+    StoreError,
 };
 
 use crate::harness::{
@@ -501,6 +502,35 @@ pub async fn shadow_get_put(fx: &mut dyn Fixture) {
     assert_eq!(s.shadow(DEST, "k2").await.unwrap(), None);
 }
 
+/// Field metadata is kept per account; a newer fetch replaces it, an older one does not.
+pub async fn field_metadata_newest_wins(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert_eq!(s.field_metadata("acct").await.unwrap(), None);
+    let at = |fetched_at_ms: i64, body: &[u8]| FieldMetadata {
+        fetched_at_ms,
+        body: body.to_vec(),
+    };
+    s.put_field_metadata("acct", at(1000, b"[1]"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.field_metadata("acct").await.unwrap(),
+        Some(at(1000, b"[1]"))
+    );
+    s.put_field_metadata("acct", at(2000, b"[2]"))
+        .await
+        .unwrap();
+    // Another node's slower fetch, started earlier, lands last: it must not win.
+    s.put_field_metadata("acct", at(1500, b"[old]"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.field_metadata("acct").await.unwrap(),
+        Some(at(2000, b"[2]"))
+    );
+    assert_eq!(s.field_metadata("other").await.unwrap(), None);
+}
+
 /// The quota ledger sums calls per account since a time, at one-second granularity.
 pub async fn quota_ledger_windows(fx: &mut dyn Fixture) {
     let s = fx.store();
@@ -679,7 +709,10 @@ pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
         out.events, 2,
         "the delivered and the skipped-only old events"
     );
-    assert_eq!(out.dedup_entries, 4, "every event received before 5000");
+    assert_eq!(
+        out.dedup_entries, 2,
+        "the entries of the two pruned events; dead and pending stay traceable"
+    );
     assert!(s.event_traces("del").await.unwrap().is_empty());
     assert!(s.event_traces("s1").await.unwrap().is_empty());
     for kept in ["dead", "pend", "new"] {
@@ -794,6 +827,15 @@ pub async fn survives_reopen(fx: &mut dyn Fixture) {
         s.release(&lease, None).await.unwrap();
         s.put_shadow(DEST, "k1", b"{}".to_vec()).await.unwrap();
         s.record_calls("acct", 1000, 7).await.unwrap();
+        s.put_field_metadata(
+            "acct",
+            FieldMetadata {
+                fetched_at_ms: 1000,
+                body: b"[]".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
     }
     fx.reopen().await;
     let s = fx.store();
@@ -801,6 +843,10 @@ pub async fn survives_reopen(fx: &mut dyn Fixture) {
     assert_eq!(mids(&pending(s, &lease).await), ["a2"]);
     assert_eq!(s.shadow(DEST, "k1").await.unwrap().unwrap(), b"{}");
     assert_eq!(s.calls_since("acct", 0).await.unwrap(), 7);
+    assert_eq!(
+        s.field_metadata("acct").await.unwrap().map(|m| m.body),
+        Some(b"[]".to_vec())
+    );
     let out = s.append(batch(vec![ev("a1", "k1", 3000)])).await.unwrap();
     assert_eq!(out.duplicates, 1, "dedup survives a restart");
     assert!(s.integrity_check().await.unwrap().is_empty());

@@ -105,6 +105,11 @@ impl DestinationWorker {
     ) -> anyhow::Result<Self> {
         let client = client_for(destination)?;
         let horizon_hours = i64::try_from(destination.config.retry_horizon_hours).unwrap_or(72);
+        let fields = FieldCache::new(
+            Duration::from_secs(destination.config.fields_ttl_secs),
+            destination.base_url.clone(),
+            Arc::clone(&store),
+        );
         Ok(Self {
             name: destination.config.name.clone(),
             mode: destination.config.missing_traits,
@@ -113,7 +118,7 @@ impl DestinationWorker {
             client,
             store,
             budget,
-            fields: FieldCache::new(Duration::from_secs(destination.config.fields_ttl_secs)),
+            fields,
             paused: Mutex::new(None),
             bulk_min_contacts: destination.config.bulk_min_contacts,
             force_bulk: false,
@@ -280,7 +285,7 @@ impl DestinationWorker {
     async fn field_index(&self) -> Result<Arc<FieldIndex>, Stop> {
         let result = self
             .fields
-            .get(|| async {
+            .get(now_ms(), || async {
                 self.budget.acquire(1).await.map_err(FieldsError::Budget)?;
                 let started = Instant::now();
                 let r = fields::fetch(&self.client).await;
@@ -353,7 +358,12 @@ impl DestinationWorker {
 
         let mut index = self.field_index().await?;
         let mut mapped = mapping::map_traits(&index, &coalesced);
-        if !mapped.report.unmapped.is_empty() && self.fields.invalidate_for_unmapped().await {
+        if !mapped.report.unmapped.is_empty()
+            && self
+                .fields
+                .invalidate_for_unmapped(now_ms(), &mapped.report.unmapped)
+                .await
+        {
             index = self.field_index().await?;
             mapped = mapping::map_traits(&index, &coalesced);
         }

@@ -1,25 +1,54 @@
-//! The account's contact field metadata, cached with a TTL and refreshed early when a trait
-//! matches nothing (an admin may just have created the field), at most once a minute.
+//! The account's contact field metadata: cached in memory and in the store with a TTL, and
+//! refreshed early when a trait key nobody has checked yet matches nothing (an admin may just
+//! have created the field), at most once a minute.
+//!
+//! Every fetch is one API call of the account's hourly quota, so the cache is frugal:
+//! - it is kept in the store, so a restart, a crash loop, `freshgate backfill` after `serve`, or
+//!   another node (PostgreSQL) reuses a fresh copy instead of fetching again;
+//! - ages are measured on the pipeline clock, the same one the quota budget uses;
+//! - an unmapped trait triggers a refresh only the first time its key is seen after a fetch: a
+//!   trait that simply has no field (most do) would otherwise cost a call every minute.
 
+use std::collections::HashSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use freshgate_core::fields::FieldDef;
 use freshgate_core::mapping::FieldIndex;
+use freshgate_store::{FieldMetadata, Store};
 use freshworks_client::{FreshworksClient, FreshworksError};
 use tokio::sync::Mutex;
 
 /// Refreshing because of an unmapped trait happens at most this often.
-const MIN_REFRESH: Duration = Duration::from_secs(60);
+const MIN_REFRESH_MS: i64 = 60_000;
+
+/// Unmapped keys remembered per fetch; past this, new keys no longer trigger refreshes until
+/// the next fetch (a source sending endless distinct trait names must not drain the quota).
+const MAX_CHECKED_KEYS: usize = 10_000;
 
 struct Cached {
     index: Arc<FieldIndex>,
-    fetched: Instant,
+    fetched_at_ms: i64,
 }
 
-/// The cache of one destination.
+#[derive(Default)]
+struct State {
+    cached: Option<Cached>,
+    /// Set by an unmapped-trait invalidation: the stored copy is as old as ours, skip it.
+    bypass_store: bool,
+    /// Unmapped keys already looked for in the current metadata.
+    checked_unmapped: HashSet<String>,
+    /// The unmapped keys that made the next fetch happen: checked once it is done.
+    pending_check: Vec<String>,
+}
+
+/// The field metadata of one account, as one destination worker uses it.
 pub struct FieldCache {
-    ttl: Duration,
-    cached: Mutex<Option<Cached>>,
+    ttl_ms: i64,
+    /// The store's key: the account's base URL (destinations on one account share it).
+    account: String,
+    store: Arc<dyn Store>,
+    state: Mutex<State>,
 }
 
 /// Why fields could not be had.
@@ -31,58 +60,244 @@ pub enum FieldsError {
 }
 
 impl FieldCache {
-    /// An empty cache.
+    /// An empty cache over the store's copy for `account`.
     #[must_use]
-    pub fn new(ttl: Duration) -> Self {
+    pub fn new(ttl: Duration, account: String, store: Arc<dyn Store>) -> Self {
         Self {
-            ttl,
-            cached: Mutex::new(None),
+            ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
+            account,
+            store,
+            state: Mutex::new(State::default()),
         }
     }
 
-    /// The field index, fetched when missing or stale. `fetch` is charged to the budget by the
-    /// caller's closure.
+    fn fresh(&self, fetched_at_ms: i64, now: i64) -> bool {
+        now.saturating_sub(fetched_at_ms) < self.ttl_ms
+    }
+
+    /// The field index at `now` (Unix ms, pipeline clock): from memory, else from the store,
+    /// else fetched (and then stored). `fetch` is charged to the budget by the caller's closure.
     ///
     /// # Errors
     /// When a fetch was needed and failed.
-    pub async fn get<F, Fut>(&self, fetch: F) -> Result<Arc<FieldIndex>, FieldsError>
+    pub async fn get<F, Fut>(&self, now: i64, fetch: F) -> Result<Arc<FieldIndex>, FieldsError>
     where
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<FieldIndex, FieldsError>>,
+        Fut: std::future::Future<Output = Result<Vec<FieldDef>, FieldsError>>,
     {
-        let mut guard = self.cached.lock().await;
-        if let Some(c) = guard.as_ref()
-            && c.fetched.elapsed() < self.ttl
+        let mut state = self.state.lock().await;
+        if let Some(c) = state.cached.as_ref()
+            && self.fresh(c.fetched_at_ms, now)
         {
             return Ok(Arc::clone(&c.index));
         }
-        let index = Arc::new(fetch().await?);
-        *guard = Some(Cached {
+        if !state.bypass_store
+            && let Some(stored) = self.load(now).await
+        {
+            let index = Arc::clone(&stored.index);
+            if state
+                .cached
+                .as_ref()
+                .is_none_or(|c| c.fetched_at_ms < stored.fetched_at_ms)
+            {
+                state.checked_unmapped.clear();
+            }
+            state.cached = Some(stored);
+            return Ok(index);
+        }
+        let fields = fetch().await?;
+        let fetched_at_ms = now;
+        self.save(&fields, fetched_at_ms).await;
+        let index = Arc::new(FieldIndex::new(&fields));
+        state.cached = Some(Cached {
             index: Arc::clone(&index),
-            fetched: Instant::now(),
+            fetched_at_ms,
         });
+        state.bypass_store = false;
+        state.checked_unmapped = std::mem::take(&mut state.pending_check)
+            .into_iter()
+            .collect();
         Ok(index)
     }
 
-    /// Forget the cache if it is old enough to be worth refreshing for an unmapped trait.
-    /// Returns whether it was forgotten.
-    pub async fn invalidate_for_unmapped(&self) -> bool {
-        let mut guard = self.cached.lock().await;
-        match guard.as_ref() {
-            Some(c) if c.fetched.elapsed() >= MIN_REFRESH => {
-                *guard = None;
-                true
+    /// The stored copy, if fresh and readable. A store failure only costs a fetch.
+    async fn load(&self, now: i64) -> Option<Cached> {
+        let stored = match self.store.field_metadata(&self.account).await {
+            Ok(stored) => stored?,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read stored field metadata; fetching it");
+                return None;
             }
-            _ => false,
+        };
+        if !self.fresh(stored.fetched_at_ms, now) {
+            return None;
         }
+        match serde_json::from_slice::<Vec<FieldDef>>(&stored.body) {
+            Ok(fields) => Some(Cached {
+                index: Arc::new(FieldIndex::new(&fields)),
+                fetched_at_ms: stored.fetched_at_ms,
+            }),
+            Err(e) => {
+                tracing::warn!(error = %e, "stored field metadata is unreadable; fetching it");
+                None
+            }
+        }
+    }
+
+    /// Keep a fetched copy in the store. A failure only costs a fetch after the next restart.
+    async fn save(&self, fields: &[FieldDef], fetched_at_ms: i64) {
+        let body = match serde_json::to_vec(fields) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serialise field metadata");
+                return;
+            }
+        };
+        let metadata = FieldMetadata {
+            fetched_at_ms,
+            body,
+        };
+        if let Err(e) = self.store.put_field_metadata(&self.account, metadata).await {
+            tracing::warn!(error = %e, "cannot store field metadata");
+        }
+    }
+
+    /// At `now`, traits `unmapped` matched no field. Forget the cache (so the next [`FieldCache::get`]
+    /// fetches) if one of them was not already looked for in the current metadata and the
+    /// metadata is old enough to be worth refreshing. Returns whether it was forgotten.
+    pub async fn invalidate_for_unmapped(&self, now: i64, unmapped: &[String]) -> bool {
+        let mut state = self.state.lock().await;
+        let Some(c) = state.cached.as_ref() else {
+            return false;
+        };
+        if now.saturating_sub(c.fetched_at_ms) < MIN_REFRESH_MS
+            || state.checked_unmapped.len() >= MAX_CHECKED_KEYS
+        {
+            return false;
+        }
+        let unseen: Vec<String> = unmapped
+            .iter()
+            .filter(|k| !state.checked_unmapped.contains(*k))
+            .cloned()
+            .collect();
+        if unseen.is_empty() {
+            return false;
+        }
+        state.cached = None;
+        state.bypass_store = true;
+        state.pending_check = unseen;
+        true
     }
 }
 
-/// Fetch the field index from the account.
+/// Fetch the account's contact fields.
 ///
 /// # Errors
 /// The client's error.
-pub async fn fetch(client: &FreshworksClient) -> Result<FieldIndex, FreshworksError> {
-    let exchange = client.contact_fields().await?;
-    Ok(FieldIndex::new(&exchange.body.fields))
+pub async fn fetch(client: &FreshworksClient) -> Result<Vec<FieldDef>, FreshworksError> {
+    Ok(client.contact_fields().await?.body.fields)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use freshgate_core::fields::FieldType;
+
+    use super::*;
+
+    const HOUR_MS: i64 = 3_600_000;
+
+    fn store(dir: &tempfile::TempDir) -> Arc<dyn Store> {
+        Arc::new(freshgate_store::sqlite::open_in(dir.path()).unwrap()) as Arc<dyn Store>
+    }
+
+    fn cache(store: &Arc<dyn Store>) -> FieldCache {
+        FieldCache::new(
+            Duration::from_secs(3600),
+            "https://acme.example".into(),
+            Arc::clone(store),
+        )
+    }
+
+    /// A `get` that counts its fetches; the account has one custom field, `cf_plan`.
+    async fn get(c: &FieldCache, now: i64, fetches: &AtomicUsize) -> Arc<FieldIndex> {
+        c.get(now, || async {
+            fetches.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![FieldDef::new("cf_plan", "Plan", FieldType::Text, &[])])
+        })
+        .await
+        .ok()
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_cache_reuses_the_stored_copy_until_the_ttl() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let fetches = AtomicUsize::new(0);
+        get(&cache(&s), 0, &fetches).await;
+        // A new process (new cache, same store) within the TTL: no call.
+        let restarted = cache(&s);
+        let index = get(&restarted, HOUR_MS - 1, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        assert!(format!("{index:?}").contains("cf_plan"));
+        // Past the TTL: fetched again, and the new copy is what the store keeps.
+        get(&cache(&s), HOUR_MS, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        get(&cache(&s), HOUR_MS + 10, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn an_unmapped_key_refreshes_once_and_not_within_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let c = cache(&s);
+        let fetches = AtomicUsize::new(0);
+        get(&c, 0, &fetches).await;
+        let plan = ["favourite_colour".to_owned()];
+        assert!(
+            !c.invalidate_for_unmapped(10_000, &plan).await,
+            "too soon after the fetch"
+        );
+        assert!(c.invalidate_for_unmapped(61_000, &plan).await);
+        get(&c, 61_000, &fetches).await;
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "fetched, not read back from the store"
+        );
+        // Still unmapped after that refresh: the key is known to have no field.
+        assert!(!c.invalidate_for_unmapped(10 * 60_000, &plan).await);
+        // A key nobody has looked for yet still refreshes.
+        assert!(
+            c.invalidate_for_unmapped(10 * 60_000, &["shoe_size".to_owned()])
+                .await
+        );
+        get(&c, 10 * 60_000, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_stored_copy_is_fetched_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        s.put_field_metadata(
+            "https://acme.example",
+            FieldMetadata {
+                fetched_at_ms: 0,
+                body: b"not json".to_vec(),
+            },
+        )
+        .await
+        .unwrap();
+        let fetches = AtomicUsize::new(0);
+        get(&cache(&s), 1, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+        // and the good copy replaced it
+        get(&cache(&s), 2, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 1);
+    }
 }

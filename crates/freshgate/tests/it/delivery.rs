@@ -224,6 +224,42 @@ async fn duplicates_identical_identifies_and_older_events_cost_nothing() {
     app.stop().await;
 }
 
+/// The account's field metadata is kept in the store: a restarted gateway delivers without
+/// spending a quota call to learn it again, and a trait with no field costs no refresh either.
+#[tokio::test]
+async fn a_restart_reuses_the_stored_field_metadata() {
+    let app = spawn_app().await;
+    app.batch(vec![identify(
+        "u-1",
+        "one@example.com",
+        json!({"plan": "Pro", "favourite_colour": "teal"}),
+        "2026-11-20T10:00:00Z",
+        "r1",
+    )])
+    .await;
+    app.drain().await;
+    assert_eq!(app.calls("/settings/contacts/fields"), 1);
+    let app = app.restart().await;
+    app.batch(vec![identify(
+        "u-2",
+        "two@example.com",
+        json!({"plan": "Free", "favourite_colour": "red"}),
+        "2026-11-20T10:01:00Z",
+        "r2",
+    )])
+    .await;
+    app.drain().await;
+    let c = app.contact_by_email("two@example.com").unwrap();
+    assert_eq!(c["custom_field"]["cf_plan"], "Free");
+    assert_eq!(
+        app.calls("/settings/contacts/fields"),
+        1,
+        "the restarted gateway used the stored metadata"
+    );
+    assert_eq!(app.calls("/contacts/upsert"), 2);
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn missing_traits_keep_and_clear() {
     for (mode, expect_cleared) in [

@@ -46,9 +46,48 @@ pub struct TestApp {
     pub emulator: RunningEmulator,
     pub store: Arc<dyn Store>,
     /// Kept so the directory lives as long as the app.
-    _data_dir: tempfile::TempDir,
+    data_dir: tempfile::TempDir,
+    gateway: Gateway,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<tokio::task::JoinHandle<anyhow::Result<()>>>,
+}
+
+/// What it takes to start the gateway again over the same data dir and emulator.
+struct Gateway {
+    config: Config,
+    env: BTreeMap<String, String>,
+    writer_queue: usize,
+    pause_probe: Duration,
+}
+
+/// A running gateway: its URL, store, shutdown trigger and task.
+type Started = (
+    String,
+    Arc<dyn Store>,
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<anyhow::Result<()>>,
+);
+
+impl Gateway {
+    async fn start(&self, data_dir: &std::path::Path) -> Started {
+        let resolved = config::resolve(self.config.clone(), "test", &self.env).unwrap();
+        let store = freshgate::cli::open_store(data_dir, self.writer_queue).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let options = AppOptions {
+            pause_probe: self.pause_probe,
+            housekeeping_every: Duration::from_millis(200),
+            ..AppOptions::default()
+        };
+        let app = App::build(resolved, Arc::clone(&store), options)
+            .await
+            .unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(app.run(listener, async move {
+            let _ = rx.await;
+        }));
+        (format!("http://{addr}"), store, tx, handle)
+    }
 }
 
 pub async fn spawn_app() -> TestApp {
@@ -84,35 +123,26 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         .await
         .unwrap();
     let data_dir = tempfile::tempdir().unwrap();
-    let cfg = test_config(&emulator.base_url, &setup, data_dir.path().to_path_buf());
     let mut env = BTreeMap::new();
     env.insert("TEST_WEBHOOK_SECRET".to_owned(), WEBHOOK_SECRET.to_owned());
     env.insert(
         "TEST_FRESHWORKS_KEY".to_owned(),
         setup.emulator.api_key.clone(),
     );
-    let resolved = config::resolve(cfg, "test", &env).unwrap();
-    let store = freshgate::cli::open_store(data_dir.path(), setup.writer_queue).unwrap();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let options = AppOptions {
+    let gateway = Gateway {
+        config: test_config(&emulator.base_url, &setup, data_dir.path().to_path_buf()),
+        env,
+        writer_queue: setup.writer_queue,
         pause_probe: setup.pause_probe,
-        housekeeping_every: Duration::from_millis(200),
-        ..AppOptions::default()
     };
-    let app = App::build(resolved, Arc::clone(&store), options)
-        .await
-        .unwrap();
-    let (tx, rx) = oneshot::channel::<()>();
-    let handle = tokio::spawn(app.run(listener, async move {
-        let _ = rx.await;
-    }));
+    let (url, store, tx, handle) = gateway.start(data_dir.path()).await;
     TestApp {
-        url: format!("http://{addr}"),
+        url,
         client: reqwest::Client::new(),
         emulator,
         store,
-        _data_dir: data_dir,
+        data_dir,
+        gateway,
         shutdown: Some(tx),
         handle: Some(handle),
     }
@@ -189,13 +219,29 @@ impl TestApp {
         wait_for(what, Duration::from_secs(30), &mut check).await;
     }
 
-    pub async fn stop(mut self) {
+    /// Stop the gateway (graceful drain, store closed) and start it again over the same data
+    /// dir and emulator, as a restarted process would.
+    pub async fn restart(mut self) -> Self {
+        self.stop_gateway().await;
+        let (url, store, tx, handle) = self.gateway.start(self.data_dir.path()).await;
+        self.url = url;
+        self.store = store;
+        self.shutdown = Some(tx);
+        self.handle = Some(handle);
+        self
+    }
+
+    async fn stop_gateway(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(h) = self.handle.take() {
             h.await.unwrap().unwrap();
         }
+    }
+
+    pub async fn stop(mut self) {
+        self.stop_gateway().await;
         self.emulator.stop().await;
     }
 }

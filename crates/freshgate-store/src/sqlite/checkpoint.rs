@@ -1,0 +1,172 @@
+//! Background WAL checkpoints for the SQLite backend, so the writer thread rarely does them.
+//!
+//! In WAL mode every commit appends pages to the `-wal` file, and a checkpoint copies them back
+//! into the database file. SQLite's automatic checkpoint runs inside the commit that crosses the
+//! threshold, on the writer thread, where it was a fifth of the writer's time in a profile of
+//! the ingest bench. Here a second thread, with its own connection, copies the pages while the
+//! writer keeps committing (a `PASSIVE` checkpoint never blocks writers or readers).
+//!
+//! A passive checkpoint alone falls behind under constant load: it copies the frames that
+//! existed when it started, new ones arrive meanwhile, and the WAL only restarts from its
+//! beginning once a checkpoint has copied every frame. (An earlier version without the pause
+//! below let the WAL grow without bound and lost throughput.) So once the WAL holds more than
+//! [`PAUSE_AFTER_FRAMES`], the checkpointer pauses the writer between two group commits (see
+//! [`WriterGate`]), copies the few frames written since its last pass, and lets the writer go:
+//! the writer's next transaction then starts the WAL over. The writer connection keeps a much
+//! larger automatic checkpoint as a backstop should this thread stop.
+
+use std::path::Path;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use rusqlite::Connection;
+
+use crate::StoreError;
+
+/// How often the checkpointer copies what the writer committed.
+const PASS_EVERY: Duration = Duration::from_millis(100);
+
+/// WAL frames (pages) above which the checkpointer pauses the writer to finish a checkpoint
+/// and let the WAL restart (~16 MiB of 4 KiB pages).
+pub(crate) const PAUSE_AFTER_FRAMES: i64 = 4_000;
+
+/// Lets the checkpointer hold the writer between two group commits without starving either.
+#[derive(Debug, Default)]
+pub(crate) struct WriterGate {
+    state: Mutex<GateState>,
+    changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// The writer is inside a group commit.
+    writing: bool,
+    /// The checkpointer asked the writer to wait.
+    paused: bool,
+}
+
+impl WriterGate {
+    /// Writer side: wait while paused, then mark a group commit as running.
+    pub(crate) fn enter(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        while s.paused {
+            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+        s.writing = true;
+    }
+
+    /// Writer side: the group commit is over.
+    pub(crate) fn leave(&self) {
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.writing = false;
+        self.changed.notify_all();
+    }
+
+    /// Checkpointer side: stop the writer at its next group boundary and run `f` meanwhile.
+    fn paused<T>(&self, f: impl FnOnce() -> T) -> T {
+        {
+            let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+            s.paused = true;
+            while s.writing {
+                s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+            }
+        }
+        let out = f();
+        let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
+        s.paused = false;
+        self.changed.notify_all();
+        out
+    }
+}
+
+/// The checkpointer thread's state.
+pub(crate) struct Checkpointer {
+    conn: Connection,
+    gate: std::sync::Arc<WriterGate>,
+    /// Never receives; disconnects when the writer thread ends, which stops this thread too.
+    writer_alive: Receiver<()>,
+}
+
+impl Checkpointer {
+    /// A checkpointer on its own connection to `path`.
+    pub(crate) fn new(
+        path: &Path,
+        gate: std::sync::Arc<WriterGate>,
+        writer_alive: Receiver<()>,
+    ) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        Ok(Self {
+            conn,
+            gate,
+            writer_alive,
+        })
+    }
+
+    /// Checkpoint every [`PASS_EVERY`] until the writer thread ends.
+    pub(crate) fn run(self) {
+        while let Err(RecvTimeoutError::Timeout) = self.writer_alive.recv_timeout(PASS_EVERY) {
+            match self.passive() {
+                Ok(frames) if frames > PAUSE_AFTER_FRAMES => {
+                    if let Err(e) = self.gate.paused(|| self.passive()) {
+                        tracing::warn!(error = %e, "SQLite checkpoint (writer paused) failed");
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "SQLite background checkpoint failed"),
+            }
+        }
+        tracing::debug!("SQLite checkpointer stopped");
+    }
+
+    /// One passive checkpoint; the WAL's size in frames before it.
+    fn passive(&self) -> Result<i64, rusqlite::Error> {
+        // Columns: busy (always 0 for PASSIVE), frames in the WAL, frames checkpointed.
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| r.get::<_, i64>(1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::*;
+
+    /// The pause waits for a running group to finish, and holds the next one back until done.
+    #[test]
+    fn pause_waits_for_the_group_and_holds_the_next() {
+        let gate = Arc::new(WriterGate::default());
+        gate.enter();
+        let in_pause = Arc::new(AtomicBool::new(false));
+        let checkpointer = {
+            let (gate, in_pause) = (Arc::clone(&gate), Arc::clone(&in_pause));
+            std::thread::spawn(move || {
+                gate.paused(|| {
+                    in_pause.store(true, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    in_pause.store(false, Ordering::SeqCst);
+                });
+            })
+        };
+        std::thread::sleep(Duration::from_millis(30));
+        assert!(
+            !in_pause.load(Ordering::SeqCst),
+            "the pause must wait for the group in progress"
+        );
+        gate.leave();
+        // Wait until the pause has begun, then the writer's next group must wait for its end.
+        while !in_pause.load(Ordering::SeqCst) && !checkpointer.is_finished() {
+            std::thread::yield_now();
+        }
+        gate.enter();
+        assert!(
+            !in_pause.load(Ordering::SeqCst),
+            "a group must not run during the pause"
+        );
+        gate.leave();
+        checkpointer.join().unwrap();
+    }
+}
