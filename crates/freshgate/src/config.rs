@@ -166,10 +166,10 @@ pub struct DestinationConfig {
     pub concurrency: usize,
     /// Per-request timeout, seconds.
     pub timeout_secs: u64,
-    /// How long the account's field metadata is cached (in memory and in the store), seconds.
-    /// Each refresh is one call of the hourly quota; a trait that matches no field triggers an
-    /// early refresh anyway (once per new key, at most once a minute), so an hour is enough to
-    /// pick up changed field types or dropdown choices.
+    /// How long the account's field metadata is trusted (in memory and in the store), seconds.
+    /// Each refresh is one call of the hourly quota. New fields and new dropdown choices are
+    /// picked up sooner, on evidence (a trait that matches no field, a value that is not a
+    /// choice), so this only bounds how long a changed field type can go unnoticed.
     pub fields_ttl_secs: u64,
     /// Retryable failures are retried for this many hours, then dead-lettered.
     pub retry_horizon_hours: u64,
@@ -194,7 +194,7 @@ impl Default for DestinationConfig {
             missing_traits: MissingTraits::Keep,
             concurrency: 8,
             timeout_secs: 10,
-            fields_ttl_secs: 3600,
+            fields_ttl_secs: 86_400,
             retry_horizon_hours: 72,
             bulk_min_contacts: 20,
         }

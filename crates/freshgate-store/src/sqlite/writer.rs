@@ -160,8 +160,13 @@ impl Writer {
                 }
             }
             self.gate.enter();
+            let started = std::time::Instant::now();
             self.run_group(group);
             self.gate.leave();
+            #[allow(clippy::cast_precision_loss)] // a group is at most a few thousand events
+            metrics::histogram!(crate::metric::GROUP_COMMIT_EVENTS).record(weight as f64);
+            metrics::histogram!(crate::metric::GROUP_COMMIT_SECONDS)
+                .record(started.elapsed().as_secs_f64());
         }
         tracing::debug!("SQLite writer stopped");
     }

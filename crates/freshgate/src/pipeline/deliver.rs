@@ -358,10 +358,11 @@ impl DestinationWorker {
 
         let mut index = self.field_index().await?;
         let mut mapped = mapping::map_traits(&index, &coalesced);
-        if !mapped.report.unmapped.is_empty()
+        let evidence = fields::refresh_evidence(&index, &mapped.report);
+        if !evidence.is_empty()
             && self
                 .fields
-                .invalidate_for_unmapped(now_ms(), &mapped.report.unmapped)
+                .invalidate_on_evidence(now_ms(), &evidence)
                 .await
         {
             index = self.field_index().await?;

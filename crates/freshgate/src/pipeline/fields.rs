@@ -1,20 +1,22 @@
-//! The account's contact field metadata: cached in memory and in the store with a TTL, and
-//! refreshed early when a trait key nobody has checked yet matches nothing (an admin may just
-//! have created the field), at most once a minute.
+//! The account's contact field metadata: cached in memory and in the store, refreshed when the
+//! mapping shows evidence that the account changed, and otherwise after a long TTL.
 //!
 //! Every fetch is one API call of the account's hourly quota, so the cache is frugal:
 //! - it is kept in the store, so a restart, a crash loop, `freshgate backfill` after `serve`, or
 //!   another node (PostgreSQL) reuses a fresh copy instead of fetching again;
-//! - ages are measured on the pipeline clock, the same one the quota budget uses;
-//! - an unmapped trait triggers a refresh only the first time its key is seen after a fetch: a
-//!   trait that simply has no field (most do) would otherwise cost a call every minute.
+//! - it refreshes on evidence rather than on a short timer (see [`refresh_evidence`]): a trait
+//!   key that matches no field (an admin may just have created it), or a value that is not a
+//!   choice of its dropdown, radio or multi-select field (a choice may just have been added);
+//! - each piece of evidence counts once per fetch, and refreshes are at least a minute apart:
+//!   a trait that simply has no field (most do) would otherwise cost a call every minute;
+//! - ages are measured on the pipeline clock, the same one the quota budget uses.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use freshgate_core::fields::FieldDef;
-use freshgate_core::mapping::FieldIndex;
+use freshgate_core::fields::{FieldDef, FieldType};
+use freshgate_core::mapping::{FieldIndex, MappingReport};
 use freshgate_store::{FieldMetadata, Store};
 use freshworks_client::{FreshworksClient, FreshworksError};
 use tokio::sync::Mutex;
@@ -22,7 +24,7 @@ use tokio::sync::Mutex;
 /// Refreshing because of an unmapped trait happens at most this often.
 const MIN_REFRESH_MS: i64 = 60_000;
 
-/// Unmapped keys remembered per fetch; past this, new keys no longer trigger refreshes until
+/// Evidence remembered per fetch; past this, new evidence no longer triggers refreshes until
 /// the next fetch (a source sending endless distinct trait names must not drain the quota).
 const MAX_CHECKED_KEYS: usize = 10_000;
 
@@ -36,9 +38,9 @@ struct State {
     cached: Option<Cached>,
     /// Set by an unmapped-trait invalidation: the stored copy is as old as ours, skip it.
     bypass_store: bool,
-    /// Unmapped keys already looked for in the current metadata.
-    checked_unmapped: HashSet<String>,
-    /// The unmapped keys that made the next fetch happen: checked once it is done.
+    /// Evidence already seen with the current metadata.
+    checked_evidence: HashSet<String>,
+    /// The evidence that made the next fetch happen: seen once it is done.
     pending_check: Vec<String>,
 }
 
@@ -100,7 +102,7 @@ impl FieldCache {
                 .as_ref()
                 .is_none_or(|c| c.fetched_at_ms < stored.fetched_at_ms)
             {
-                state.checked_unmapped.clear();
+                state.checked_evidence.clear();
             }
             state.cached = Some(stored);
             return Ok(index);
@@ -114,7 +116,7 @@ impl FieldCache {
             fetched_at_ms,
         });
         state.bypass_store = false;
-        state.checked_unmapped = std::mem::take(&mut state.pending_check)
+        state.checked_evidence = std::mem::take(&mut state.pending_check)
             .into_iter()
             .collect();
         Ok(index)
@@ -162,22 +164,23 @@ impl FieldCache {
         }
     }
 
-    /// At `now`, traits `unmapped` matched no field. Forget the cache (so the next [`FieldCache::get`]
-    /// fetches) if one of them was not already looked for in the current metadata and the
-    /// metadata is old enough to be worth refreshing. Returns whether it was forgotten.
-    pub async fn invalidate_for_unmapped(&self, now: i64, unmapped: &[String]) -> bool {
+    /// At `now`, the mapping found `evidence` (see [`refresh_evidence`]) that the metadata may
+    /// be out of date. Forget the cache (so the next [`FieldCache::get`] fetches) if a piece of
+    /// it was not already seen with the current metadata and the metadata is at least a minute
+    /// old. Returns whether it was forgotten.
+    pub async fn invalidate_on_evidence(&self, now: i64, evidence: &[String]) -> bool {
         let mut state = self.state.lock().await;
         let Some(c) = state.cached.as_ref() else {
             return false;
         };
         if now.saturating_sub(c.fetched_at_ms) < MIN_REFRESH_MS
-            || state.checked_unmapped.len() >= MAX_CHECKED_KEYS
+            || state.checked_evidence.len() >= MAX_CHECKED_KEYS
         {
             return false;
         }
-        let unseen: Vec<String> = unmapped
+        let unseen: Vec<String> = evidence
             .iter()
-            .filter(|k| !state.checked_unmapped.contains(*k))
+            .filter(|k| !state.checked_evidence.contains(*k))
             .cloned()
             .collect();
         if unseen.is_empty() {
@@ -188,6 +191,33 @@ impl FieldCache {
         state.pending_check = unseen;
         true
     }
+}
+
+/// What in a mapping report suggests the account's fields changed since they were fetched: the
+/// trait keys that matched no field, and `choice:<key>` for a value that is not a choice of its
+/// dropdown, radio or multi-select field. (A bad number or date says nothing about the account.)
+#[must_use]
+pub fn refresh_evidence(index: &FieldIndex, report: &MappingReport) -> Vec<String> {
+    let choice_field = |name: &str| {
+        index.field(name).is_some_and(|f| {
+            matches!(
+                f.field_type,
+                FieldType::Dropdown | FieldType::Radio | FieldType::MultiSelectDropdown
+            )
+        })
+    };
+    report
+        .unmapped
+        .iter()
+        .cloned()
+        .chain(
+            report
+                .coercion_failures
+                .iter()
+                .filter(|f| choice_field(&f.field))
+                .map(|f| format!("choice:{}", f.trait_key)),
+        )
+        .collect()
 }
 
 /// Fetch the account's contact fields.
@@ -202,8 +232,6 @@ pub async fn fetch(client: &FreshworksClient) -> Result<Vec<FieldDef>, Freshwork
 mod tests {
     #![allow(clippy::unwrap_used)]
     use std::sync::atomic::{AtomicUsize, Ordering};
-
-    use freshgate_core::fields::FieldType;
 
     use super::*;
 
@@ -259,10 +287,10 @@ mod tests {
         get(&c, 0, &fetches).await;
         let plan = ["favourite_colour".to_owned()];
         assert!(
-            !c.invalidate_for_unmapped(10_000, &plan).await,
+            !c.invalidate_on_evidence(10_000, &plan).await,
             "too soon after the fetch"
         );
-        assert!(c.invalidate_for_unmapped(61_000, &plan).await);
+        assert!(c.invalidate_on_evidence(61_000, &plan).await);
         get(&c, 61_000, &fetches).await;
         assert_eq!(
             fetches.load(Ordering::SeqCst),
@@ -270,14 +298,39 @@ mod tests {
             "fetched, not read back from the store"
         );
         // Still unmapped after that refresh: the key is known to have no field.
-        assert!(!c.invalidate_for_unmapped(10 * 60_000, &plan).await);
+        assert!(!c.invalidate_on_evidence(10 * 60_000, &plan).await);
         // A key nobody has looked for yet still refreshes.
         assert!(
-            c.invalidate_for_unmapped(10 * 60_000, &["shoe_size".to_owned()])
+            c.invalidate_on_evidence(10 * 60_000, &["shoe_size".to_owned()])
                 .await
         );
         get(&c, 10 * 60_000, &fetches).await;
         assert_eq!(fetches.load(Ordering::SeqCst), 3);
+    }
+
+    #[test]
+    fn evidence_is_unmapped_keys_and_values_outside_a_choice_list() {
+        use freshgate_core::mapping::CoercionFailure;
+        let index = FieldIndex::new(&[
+            FieldDef::new("cf_tier", "Tier", FieldType::Dropdown, &["Gold"]),
+            FieldDef::new("cf_seats", "Seats", FieldType::Number, &[]),
+        ]);
+        let failure = |key: &str, field: &str| CoercionFailure {
+            trait_key: key.into(),
+            field: field.into(),
+            reason: "bad".into(),
+        };
+        let report = MappingReport {
+            unmapped: vec!["shoe_size".into()],
+            ambiguous: Vec::new(),
+            coercion_failures: vec![failure("tier", "cf_tier"), failure("seats", "cf_seats")],
+        };
+        assert_eq!(
+            refresh_evidence(&index, &report),
+            ["shoe_size", "choice:tier"],
+            "a bad number says nothing about the account"
+        );
+        assert!(refresh_evidence(&index, &MappingReport::default()).is_empty());
     }
 
     #[tokio::test]

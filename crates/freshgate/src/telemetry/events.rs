@@ -52,6 +52,14 @@ pub fn describe() {
     );
     describe_counter!(INGEST_BYTES, "Decompressed request bytes received");
     describe_histogram!(COMMIT_BATCH_EVENTS, "Events per ingest request commit");
+    describe_histogram!(
+        freshgate_store::metric::GROUP_COMMIT_EVENTS,
+        "Events (rows) per SQLite group commit: several requests share one fsync"
+    );
+    describe_histogram!(
+        freshgate_store::metric::GROUP_COMMIT_SECONDS,
+        "Seconds per SQLite group commit, fsync included"
+    );
     describe_histogram!(COMMIT_SECONDS, "Seconds waiting for the durable commit");
     describe_gauge!(QUEUE_DEPTH, "Pending deliveries");
     describe_gauge!(QUEUE_DEAD, "Dead letters");

@@ -437,6 +437,8 @@ async fn health_readiness_and_metrics() {
         "freshgate_http_requests_total",
         "freshgate_events_accepted_total",
         "freshgate_store_commit_seconds",
+        "freshgate_store_group_commit_events_bucket{le=\"100\"}",
+        "freshgate_store_group_commit_seconds",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics");
     }
