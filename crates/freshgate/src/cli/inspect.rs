@@ -522,16 +522,37 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `destinations test`: one `GET /settings/contacts/fields` per destination.
+/// `destinations test`: one `GET /settings/contacts/fields` per destination. The call is
+/// entered in the store's quota ledger like any other (it spends the account's hour too), and
+/// the field list it fetched is kept for the gateway, so the test costs the gateway nothing.
 ///
 /// # Errors
 /// Configuration problems.
 pub async fn destinations_test(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let resolved = resolve_config(&args.config)?;
+    // Without the store the test still answers; only the bookkeeping is lost.
+    let store = match super::open_configured_store(&resolved.config).await {
+        Ok(store) => Some(store),
+        Err(e) => {
+            tracing::warn!(error = %e, "the call will not be entered in the quota ledger");
+            None
+        }
+    };
     let mut results = Vec::new();
     for d in &resolved.destinations {
         let client = crate::pipeline::deliver::client_for(d)?;
-        let (ok, message) = match client.contact_fields().await {
+        let answer = client.contact_fields().await;
+        if let Some(store) = &store {
+            let at = crate::pipeline::clock::now_ms();
+            if let Err(e) = store.record_calls(&d.base_url, at, 1).await {
+                tracing::warn!(error = %e, "cannot enter the call in the quota ledger");
+            }
+            if let Ok(x) = &answer {
+                crate::pipeline::fields::remember(store.as_ref(), &d.base_url, &x.body.fields, at)
+                    .await;
+            }
+        }
+        let (ok, message) = match answer {
             Ok(x) => (
                 true,
                 format!(
@@ -543,6 +564,9 @@ pub async fn destinations_test(args: CheckArgs) -> anyhow::Result<ExitCode> {
             Err(e) => (false, explain(&e)),
         };
         results.push(json!({"destination": d.config.name, "base_url": d.base_url, "ok": ok, "message": message}));
+    }
+    if let Some(store) = store {
+        store.close().await;
     }
     let all_ok = results.iter().all(|r| r["ok"] == true);
     if args.out.json {

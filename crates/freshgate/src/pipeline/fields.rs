@@ -146,22 +146,9 @@ impl FieldCache {
         }
     }
 
-    /// Keep a fetched copy in the store. A failure only costs a fetch after the next restart.
+    /// Keep a fetched copy in the store.
     async fn save(&self, fields: &[FieldDef], fetched_at_ms: i64) {
-        let body = match serde_json::to_vec(fields) {
-            Ok(body) => body,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot serialise field metadata");
-                return;
-            }
-        };
-        let metadata = FieldMetadata {
-            fetched_at_ms,
-            body,
-        };
-        if let Err(e) = self.store.put_field_metadata(&self.account, metadata).await {
-            tracing::warn!(error = %e, "cannot store field metadata");
-        }
+        remember(self.store.as_ref(), &self.account, fields, fetched_at_ms).await;
     }
 
     /// At `now`, the mapping found `evidence` (see [`refresh_evidence`]) that the metadata may
@@ -190,6 +177,26 @@ impl FieldCache {
         state.bypass_store = true;
         state.pending_check = unseen;
         true
+    }
+}
+
+/// Keep `account`'s field list fetched at `fetched_at_ms` in the store, where every
+/// [`FieldCache`] of that account (this process after a restart, other nodes) finds it. A
+/// failure is logged: it only costs a fetch later.
+pub async fn remember(store: &dyn Store, account: &str, fields: &[FieldDef], fetched_at_ms: i64) {
+    let body = match serde_json::to_vec(fields) {
+        Ok(body) => body,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serialise field metadata");
+            return;
+        }
+    };
+    let metadata = FieldMetadata {
+        fetched_at_ms,
+        body,
+    };
+    if let Err(e) = store.put_field_metadata(account, metadata).await {
+        tracing::warn!(error = %e, "cannot store field metadata");
     }
 }
 

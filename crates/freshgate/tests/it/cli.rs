@@ -96,10 +96,13 @@ async fn destinations_test_says_what_is_wrong_in_words() {
         ("wrong-key", false, "401"),
     ] {
         let path = path.clone();
+        let data_dir = dir.path().join("data");
         let out = tokio::task::spawn_blocking(move || {
             freshgate()
                 .args(["destinations", "test", "--json", "--config"])
                 .arg(&path)
+                .arg("--data-dir")
+                .arg(&data_dir)
                 .env("FRESHWORKS_API_KEY", key)
                 .output()
                 .unwrap()
@@ -116,5 +119,13 @@ async fn destinations_test_says_what_is_wrong_in_words() {
         assert_eq!(v[0]["ok"], ok);
         assert!(v[0]["message"].as_str().unwrap().contains(needle), "{v}");
     }
+    // Both calls spent the account's quota and are in the ledger; the good one left the field
+    // list for the gateway.
+    let store = freshgate::cli::open_store(&dir.path().join("data"), 16).unwrap();
+    assert_eq!(store.calls_since(&emulator.base_url, 0).await.unwrap(), 2);
+    let stored = store.field_metadata(&emulator.base_url).await.unwrap();
+    let fields: Vec<serde_json::Value> = serde_json::from_slice(&stored.unwrap().body).unwrap();
+    assert!(fields.iter().any(|f| f["name"] == "first_name"), "{fields:?}");
+    store.close().await;
     emulator.stop().await;
 }
