@@ -316,6 +316,43 @@ pub struct DestinationStats {
     pub pending_contacts: u64,
 }
 
+/// The two figures the queue gauges need, per destination: cheap to read often.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueDepth {
+    /// Destination name.
+    pub destination: String,
+    /// Pending deliveries.
+    pub pending: u64,
+    /// Dead letters.
+    pub dead: u64,
+}
+
+/// Per-destination depths from `(destination, pending)` and `(destination, dead)` rows.
+pub(crate) fn merge_depths(
+    pending: Vec<(String, i64)>,
+    dead: Vec<(String, i64)>,
+) -> Vec<QueueDepth> {
+    let mut per: std::collections::BTreeMap<String, QueueDepth> = std::collections::BTreeMap::new();
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    for (destination, n) in pending {
+        per.entry(destination.clone())
+            .or_insert_with(|| QueueDepth {
+                destination,
+                ..QueueDepth::default()
+            })
+            .pending = count(n);
+    }
+    for (destination, n) in dead {
+        per.entry(destination.clone())
+            .or_insert_with(|| QueueDepth {
+                destination,
+                ..QueueDepth::default()
+            })
+            .dead = count(n);
+    }
+    per.into_values().collect()
+}
+
 /// Queue figures for the whole store.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
@@ -555,6 +592,15 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database`.
     async fn stats(&self) -> Result<QueueStats, StoreError>;
+
+    /// Pending and dead deliveries per destination (the figures of [`Store::stats`] that
+    /// gauges publish every few seconds), from the per-key pending counters and the dead-letter
+    /// index rather than a scan of every delivery and event. Destinations with neither are
+    /// left out.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
 
     /// Remove events whose deliveries are all finished and that were received before
     /// `events_before_ms` (dead letters are kept), and dedup entries older than `dedup_before_ms`

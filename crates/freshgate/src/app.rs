@@ -224,9 +224,17 @@ async fn housekeeping(
             () = stop.cancelled() => return,
             () = tokio::time::sleep(every) => {}
         }
-        if let Ok(stats) = store.stats().await {
-            for d in &stats.destinations {
+        // Not `stats()`: that counts every event and delivery, and this runs every few seconds.
+        if let Ok(depths) = store.depths().await {
+            let published: Vec<&str> = depths.iter().map(|d| d.destination.as_str()).collect();
+            for d in &depths {
                 events::queue(&d.destination, d.pending, d.dead);
+            }
+            // A destination whose queue emptied is left out of `depths`: its gauges go to 0.
+            for d in &config.destinations {
+                if !published.contains(&d.config.name.as_str()) {
+                    events::queue(&d.config.name, 0, 0);
+                }
             }
         }
         // Pruning is heavier: once a minute at the default interval.

@@ -25,8 +25,8 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord,
-    Settlement, Store, StoreError,
+    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
+    RejectedRecord, Settlement, Store, StoreError,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -261,6 +261,10 @@ impl Store for PostgresStore {
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         queries::stats(&self.pool).await
+    }
+
+    async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        queries::depths(&self.pool).await
     }
 
     async fn prune(

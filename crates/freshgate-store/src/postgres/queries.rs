@@ -13,7 +13,8 @@ use super::delivery::MAINTENANCE_LOCK;
 use super::filter::{filter_sql, limit_value};
 use crate::{
     Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats,
-    EventTrace, FieldMetadata, PruneOutcome, QueueStats, RejectedRecord, StoreError,
+    EventTrace, FieldMetadata, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError,
+    merge_depths,
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
@@ -361,6 +362,21 @@ fn dest<'a>(per: &'a mut BTreeMap<String, DestinationStats>, d: &str) -> &'a mut
         destination: d.to_owned(),
         ..DestinationStats::default()
     })
+}
+
+pub(crate) async fn depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError> {
+    let pending: Vec<(String, i64)> = sqlx_core::query_as::query_as(
+        "SELECT destination, sum(pending)::BIGINT FROM contact_keys
+         WHERE pending > 0 GROUP BY destination",
+    )
+    .fetch_all(pool)
+    .await?;
+    let dead: Vec<(String, i64)> = sqlx_core::query_as::query_as(
+        "SELECT destination, count(*) FROM deliveries WHERE status = 'dead' GROUP BY destination",
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(merge_depths(pending, dead))
 }
 
 pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {

@@ -23,8 +23,8 @@ use self::queries::ReaderPool;
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueStats, RejectedRecord,
-    Settlement, Store, StoreError,
+    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
+    RejectedRecord, Settlement, Store, StoreError,
 };
 
 /// File name of the database inside a data directory (see [`open_in`]).
@@ -376,6 +376,10 @@ impl Store for SqliteStore {
 
     async fn stats(&self) -> Result<QueueStats, StoreError> {
         self.readers.run(queries::stats).await
+    }
+
+    async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
+        self.readers.run(queries::depths).await
     }
 
     async fn prune(

@@ -13,8 +13,8 @@ use super::schema::open_reader;
 use super::writer::check_lease;
 use crate::{
     Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace,
-    DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueStats, RejectedRecord,
-    StoreError,
+    DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueDepth, QueueStats,
+    RejectedRecord, StoreError, merge_depths,
 };
 
 /// Idle read-only connections; more are opened on demand and the surplus is closed.
@@ -358,6 +358,24 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
         rejected: to_u64(rejected),
         destinations: per.into_values().collect(),
     })
+}
+
+pub(crate) fn depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
+    let pending: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT destination, sum(pending) FROM contact_keys
+             WHERE pending > 0 GROUP BY destination",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let dead: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT destination, count(*) FROM deliveries WHERE status = 'dead'
+             GROUP BY destination",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(merge_depths(pending, dead))
 }
 
 fn dest<'a>(per: &'a mut BTreeMap<String, DestinationStats>, d: &str) -> &'a mut DestinationStats {

@@ -1,8 +1,8 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, RejectedInput, Settlement,
-    StoreError,
+    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, QueueDepth, RejectedInput,
+    Settlement, StoreError,
 };
 
 use crate::harness::{
@@ -656,6 +656,16 @@ pub async fn stats_figures(fx: &mut dyn Fixture) {
     assert_eq!(crm.pending_contacts, 1);
     assert_eq!(crm.oldest_pending_received_ms, Some(1500));
     assert_eq!(crm.next_attempt_ms, Some(1500));
+    // The cheap gauges agree with the full figures; a destination with nothing pending or dead
+    // is left out.
+    assert_eq!(
+        s.depths().await.unwrap(),
+        [QueueDepth {
+            destination: DEST.to_owned(),
+            pending: 1,
+            dead: 1,
+        }]
+    );
     let other = st
         .destinations
         .iter()

@@ -125,7 +125,10 @@ async fn destinations_test_says_what_is_wrong_in_words() {
     assert_eq!(store.calls_since(&emulator.base_url, 0).await.unwrap(), 2);
     let stored = store.field_metadata(&emulator.base_url).await.unwrap();
     let fields: Vec<serde_json::Value> = serde_json::from_slice(&stored.unwrap().body).unwrap();
-    assert!(fields.iter().any(|f| f["name"] == "first_name"), "{fields:?}");
+    assert!(
+        fields.iter().any(|f| f["name"] == "first_name"),
+        "{fields:?}"
+    );
     store.close().await;
     emulator.stop().await;
 }
