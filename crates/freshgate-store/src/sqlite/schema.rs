@@ -45,6 +45,9 @@ pub(crate) fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     // only the backstop should that thread stop or fall far behind. (Inline checkpoints every
     // 10,000 pages had taken ingest from ~16k to ~21k events/s over SQLite's 1,000.)
     conn.pragma_update(None, "wal_autocheckpoint", 40_000)?;
+    // The WAL file keeps its largest size unless told otherwise; after a long read has held
+    // checkpoints back and it grew, truncate it back to 64 MiB when it next restarts.
+    conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
     // The writer runs every command in a savepoint, and SQLite copies each page a savepoint
     // touches into a statement journal, by default a temp file: that was 19 % of the writer's
     // time in a profile of the ingest bench. In memory it is a memcpy, bounded by a group.
