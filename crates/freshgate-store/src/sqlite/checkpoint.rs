@@ -169,4 +169,59 @@ mod tests {
         gate.leave();
         checkpointer.join().unwrap();
     }
+
+    /// With SQLite's own checkpoints off, the thread alone keeps the WAL from growing: once it
+    /// passed the threshold it was copied back and the next write started it over (and, with
+    /// `journal_size_limit = 0`, cut the file back, which is what the test can see without
+    /// checkpointing anything itself).
+    #[test]
+    fn the_thread_copies_the_wal_back_and_lets_it_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ckpt.db");
+        let writer = Connection::open(&path).unwrap();
+        writer
+            .execute_batch(
+                "PRAGMA journal_mode = WAL; PRAGMA wal_autocheckpoint = 0;
+                 PRAGMA journal_size_limit = 0;
+                 CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB NOT NULL);",
+            )
+            .unwrap();
+        let gate = Arc::new(WriterGate::default());
+        let (alive, writer_alive) = std::sync::mpsc::channel();
+        let checkpointer = Checkpointer::new(&path, Arc::clone(&gate), writer_alive).unwrap();
+        let thread = std::thread::spawn(move || checkpointer.run());
+        // ~2 pages per row: 3,000 rows put well over PAUSE_AFTER_FRAMES frames in the WAL.
+        let write = |rows: usize| {
+            gate.enter();
+            writer.execute_batch("BEGIN").unwrap();
+            for _ in 0..rows {
+                writer
+                    .execute("INSERT INTO t (v) VALUES (zeroblob(5000))", [])
+                    .unwrap();
+            }
+            writer.execute_batch("COMMIT").unwrap();
+            gate.leave();
+        };
+        for _ in 0..30 {
+            write(100);
+        }
+        // Unchecked, the WAL would now hold every one of those ~6,000 pages (24 MiB).
+        let wal = dir.path().join("ckpt.db-wal");
+        let small = 4 * 1024 * 1024;
+        let mut size = u64::MAX;
+        for _ in 0..100 {
+            std::thread::sleep(Duration::from_millis(50));
+            write(1);
+            size = std::fs::metadata(&wal).unwrap().len();
+            if size < small {
+                break;
+            }
+        }
+        assert!(
+            size < small,
+            "the WAL should have restarted, it is still {size} bytes"
+        );
+        drop(alive);
+        thread.join().unwrap();
+    }
 }
