@@ -106,14 +106,21 @@ impl Checkpointer {
     /// Checkpoint every [`PASS_EVERY`] until the writer thread ends.
     pub(crate) fn run(self) {
         while let Err(RecvTimeoutError::Timeout) = self.writer_alive.recv_timeout(PASS_EVERY) {
-            match self.passive() {
+            let pass = match self.passive() {
                 Ok(frames) if frames > PAUSE_AFTER_FRAMES => {
-                    if let Err(e) = self.gate.paused(|| self.passive()) {
-                        tracing::warn!(error = %e, "SQLite checkpoint (writer paused) failed");
-                    }
+                    self.gate.paused(|| self.passive()).map(|_| ())
                 }
-                Ok(_) => {}
+                other => other.map(|_| ()),
+            };
+            match pass {
+                // Another process (an operator command beside `serve`) is checkpointing.
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) => {}
                 Err(e) => tracing::warn!(error = %e, "SQLite background checkpoint failed"),
+                Ok(()) => {}
             }
         }
         tracing::debug!("SQLite checkpointer stopped");

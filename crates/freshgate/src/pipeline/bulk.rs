@@ -110,9 +110,18 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
         .map(|p| mapping::bulk_item(&p.user_id, &p.email, &p.plan, p.shadow.as_ref()))
         .collect();
     let body = json!({ "contacts": items });
-    if let Err(until) = worker.budget.acquire(1).await {
+    // The job's first poll is paid for with the POST. Once a job is sent, its status must be
+    // read while the contacts' leases last: a poll that waited for the next quota window would
+    // outlive them, another worker would take the contacts and send them again, and this job's
+    // outcome could no longer be recorded against them.
+    if let Err(until) = worker.budget.acquire(2).await {
         return vec![Some(until); prepared.len()];
     }
+    let leases_end = prepared
+        .iter()
+        .map(|p| p.lease.until_ms)
+        .min()
+        .unwrap_or_else(now_ms);
     let started = Instant::now();
     let posted = worker.client.bulk_upsert_contacts(&body).await;
     events::freshworks_call(
@@ -165,7 +174,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
         }
     };
 
-    let status = poll(worker, &job_url).await;
+    let status = poll(worker, &job_url, leases_end).await;
     let mut verdicts = Vec::with_capacity(prepared.len());
     match status {
         Ok(job) if job.is_done() => {
@@ -238,14 +247,26 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
 }
 
 /// Poll a job until it is done, failed, or `MAX_POLLS` polls went by. Every poll is charged to
-/// the quota like any call.
-async fn poll(worker: &DestinationWorker, job_url: &str) -> Result<JobStatus, String> {
+/// the quota like any call; the first was paid for with the POST. A later poll that would have
+/// to wait for quota past `leases_end` (Unix ms) is not made: the records are then retried.
+async fn poll(
+    worker: &DestinationWorker,
+    job_url: &str,
+    leases_end: i64,
+) -> Result<JobStatus, String> {
     // Most jobs of 100 records finish within a second or two: the first poll waits for that,
     // so a job usually costs exactly one poll.
     let mut wait = Duration::from_millis(1500);
-    for _ in 0..MAX_POLLS {
+    for n in 0..MAX_POLLS {
         clock::sleep_clock_ms(clock::clock_ms(wait)).await;
-        if let Err(until) = worker.budget.acquire(1).await {
+        if n > 0
+            && let Err(until) = worker.budget.acquire(1).await
+        {
+            if until >= leases_end {
+                return Err(format!(
+                    "the quota is spent until {until} ms, past the contacts' leases; status not read"
+                ));
+            }
             clock::sleep_clock_ms(until - now_ms()).await;
             continue;
         }

@@ -1013,3 +1013,61 @@ async fn backfill_of_10000_contacts_goes_out_in_bulk_and_conflicts_are_dead_lett
     }
     assert!(calls <= 2 * n / 100 + 20, "{calls} calls for {n} contacts");
 }
+
+/// A backfill bound by the quota: every job's status is read on the call paid with its POST,
+/// while the contacts' leases last. (When the poll waited for the next quota window instead,
+/// the leases ran out, other workers sent the same contacts again, and the first job's
+/// deliveries ended as "unchanged" skips: 600 of 50,000 in a run at 15x.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quota_bound_backfill_reads_each_job_while_its_leases_last() {
+    // The plan allows 9 calls an hour at 90 % headroom: 6 jobs (13 calls) need a second
+    // hour. An emulated hour is 80 real seconds, longer than a lease (60 real seconds): a
+    // job whose poll waited for that hour outlived its contacts' leases.
+    let scale = 45.0;
+    let emu = emulator(10, 400, scale);
+    let site = Site::new(&emu, "hourly_limit = 10\nminute_limit = 400\n");
+    let n = 600;
+    let mut lines = String::new();
+    for i in 0..n {
+        let e = identify(
+            &format!("q-{i}"),
+            &format!("q{i}@example.com"),
+            json!({"firstName": format!("F{i}")}),
+            1_790_000_000_000,
+            &format!("q-msg-{i}"),
+        );
+        lines.push_str(&e.to_string());
+        lines.push('\n');
+    }
+    let file = site.dir.path().join("history.ndjson");
+    std::fs::write(&file, lines).unwrap();
+    let out = backfill(&site, &file, scale);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let crm = &summary["destinations"][0];
+    assert_eq!(
+        (&crm["delivered"], &crm["skipped"], &crm["dead"]),
+        (&json!(n), &json!(0), &json!(0)),
+        "{summary}"
+    );
+    let log = emu.log().await;
+    let bulk = log
+        .iter()
+        .filter(|l| l.path.ends_with("/bulk_upsert"))
+        .count();
+    let polls = log
+        .iter()
+        .filter(|l| l.path.contains("/job_statuses/"))
+        .count();
+    assert_eq!(
+        (bulk, polls),
+        (n / 100, n / 100),
+        "each job sent and read once"
+    );
+    assert!(log.iter().all(|l| l.status != 429), "no 429 of our making");
+    assert_eq!(emu.contacts().await.len(), n);
+}
