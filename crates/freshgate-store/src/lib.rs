@@ -334,23 +334,35 @@ pub(crate) fn merge_depths(
 ) -> Vec<QueueDepth> {
     let mut per: std::collections::BTreeMap<String, QueueDepth> = std::collections::BTreeMap::new();
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
-    for (destination, n) in pending {
+    fn entry(
+        per: &mut std::collections::BTreeMap<String, QueueDepth>,
+        destination: String,
+    ) -> &mut QueueDepth {
         per.entry(destination.clone())
             .or_insert_with(|| QueueDepth {
                 destination,
                 ..QueueDepth::default()
             })
-            .pending = count(n);
+    }
+    for (destination, n) in pending {
+        entry(&mut per, destination).pending = count(n);
     }
     for (destination, n) in dead {
-        per.entry(destination.clone())
-            .or_insert_with(|| QueueDepth {
-                destination,
-                ..QueueDepth::default()
-            })
-            .dead = count(n);
+        entry(&mut per, destination).dead = count(n);
     }
     per.into_values().collect()
+}
+
+/// The figures of destination `d` in a per-destination map, created empty if absent (both
+/// backends' `stats` fill one such map from several queries).
+pub(crate) fn destination_stats<'a>(
+    per: &'a mut std::collections::BTreeMap<String, DestinationStats>,
+    d: &str,
+) -> &'a mut DestinationStats {
+    per.entry(d.to_owned()).or_insert_with(|| DestinationStats {
+        destination: d.to_owned(),
+        ..DestinationStats::default()
+    })
 }
 
 /// Queue figures for the whole store.

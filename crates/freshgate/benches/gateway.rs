@@ -655,6 +655,13 @@ fn count_commits(db: &Path, from: Instant, until: Instant) -> Result<(u64, Durat
     Ok((commits, start.elapsed()))
 }
 
+/// The SQLite store's schema, as its migrations build it.
+const SQLITE_MIGRATIONS: [&str; 3] = [
+    include_str!("../../freshgate-store/migrations/sqlite/0001_initial.sql"),
+    include_str!("../../freshgate-store/migrations/sqlite/0002_message_index.sql"),
+    include_str!("../../freshgate-store/migrations/sqlite/0003_field_metadata.sql"),
+];
+
 /// The raw ceiling at one commit size.
 struct RawResult {
     rows_per_commit: usize,
@@ -685,18 +692,10 @@ fn raw_ceiling(path: &Path, per_commit: usize, rows: usize, ts: &str) -> Result<
     conn.pragma_update(None, "temp_store", "MEMORY")?;
     conn.pragma_update(None, "cache_size", -32_768)?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
-    conn.execute_batch(
-        "CREATE TABLE events (
-             id INTEGER PRIMARY KEY, source TEXT NOT NULL, message_id TEXT NOT NULL,
-             event_type TEXT NOT NULL, contact_key TEXT NOT NULL, timestamp_ms INTEGER NOT NULL,
-             received_at_ms INTEGER NOT NULL, raw BLOB NOT NULL);
-         CREATE INDEX events_received_at ON events (received_at_ms);
-         CREATE TABLE messages (
-             message_id TEXT NOT NULL, source TEXT NOT NULL, event_id INTEGER NOT NULL,
-             received_at_ms INTEGER NOT NULL,
-             PRIMARY KEY (message_id, source, event_id)) WITHOUT ROWID;
-         CREATE INDEX messages_received_at ON messages (received_at_ms);",
-    )?;
+    // The store's own migrations, so the tables and indexes cannot drift from the real schema.
+    for migration in SQLITE_MIGRATIONS {
+        conn.execute_batch(migration)?;
+    }
     let base_ms = OffsetDateTime::now_utc().unix_timestamp() * 1000;
     let mut busy = Duration::ZERO;
     let mut done = 0;

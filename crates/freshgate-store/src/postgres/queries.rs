@@ -14,7 +14,7 @@ use super::filter::{filter_sql, limit_value};
 use crate::{
     Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats,
     EventTrace, FieldMetadata, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError,
-    merge_depths,
+    destination_stats, merge_depths,
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
@@ -357,13 +357,6 @@ pub(crate) async fn rejected(
         .map_err(StoreError::from)
 }
 
-fn dest<'a>(per: &'a mut BTreeMap<String, DestinationStats>, d: &str) -> &'a mut DestinationStats {
-    per.entry(d.to_owned()).or_insert_with(|| DestinationStats {
-        destination: d.to_owned(),
-        ..DestinationStats::default()
-    })
-}
-
 pub(crate) async fn depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError> {
     let pending: Vec<(String, i64)> = sqlx_core::query_as::query_as(
         "SELECT destination, sum(pending)::BIGINT FROM contact_keys
@@ -412,7 +405,7 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
     tx.commit().await?;
     let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
     for (destination, status, n) in counts {
-        let s = dest(&mut per, &destination);
+        let s = destination_stats(&mut per, &destination);
         let n = to_u64(n);
         match parse_status(&status)? {
             DeliveryStatus::Pending => s.pending = n,
@@ -422,10 +415,10 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
         }
     }
     for (destination, at) in oldest {
-        dest(&mut per, &destination).oldest_pending_received_ms = Some(at);
+        destination_stats(&mut per, &destination).oldest_pending_received_ms = Some(at);
     }
     for (destination, next, n) in keys {
-        let s = dest(&mut per, &destination);
+        let s = destination_stats(&mut per, &destination);
         s.next_attempt_ms = Some(next);
         s.pending_contacts = to_u64(n);
     }

@@ -14,7 +14,7 @@ use super::writer::check_lease;
 use crate::{
     Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace,
     DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueDepth, QueueStats,
-    RejectedRecord, StoreError, merge_depths,
+    RejectedRecord, StoreError, destination_stats, merge_depths,
 };
 
 /// Idle read-only connections; more are opened on demand and the surplus is closed.
@@ -321,7 +321,7 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (destination, status, n) in counts {
-        let s = dest(&mut per, &destination);
+        let s = destination_stats(&mut per, &destination);
         let n = to_u64(n);
         match parse_status(&status)? {
             DeliveryStatus::Pending => s.pending = n,
@@ -339,7 +339,7 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     for (destination, at) in oldest {
-        dest(&mut per, &destination).oldest_pending_received_ms = Some(at);
+        destination_stats(&mut per, &destination).oldest_pending_received_ms = Some(at);
     }
     let keys: Vec<(String, i64, i64)> = conn
         .prepare(
@@ -349,7 +349,7 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
     for (destination, next, n) in keys {
-        let s = dest(&mut per, &destination);
+        let s = destination_stats(&mut per, &destination);
         s.next_attempt_ms = Some(next);
         s.pending_contacts = to_u64(n);
     }
@@ -376,13 +376,6 @@ pub(crate) fn depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(merge_depths(pending, dead))
-}
-
-fn dest<'a>(per: &'a mut BTreeMap<String, DestinationStats>, d: &str) -> &'a mut DestinationStats {
-    per.entry(d.to_owned()).or_insert_with(|| DestinationStats {
-        destination: d.to_owned(),
-        ..DestinationStats::default()
-    })
 }
 
 pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreError> {

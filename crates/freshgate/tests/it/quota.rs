@@ -103,6 +103,15 @@ struct Logged {
     at: f64,
 }
 
+/// `(bulk_upsert calls, job status polls)` in a call log.
+fn bulk_calls(log: &[Logged]) -> (usize, usize) {
+    let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|l| f(&l.path)).count();
+    (
+        count(&|p| p.ends_with("/bulk_upsert")),
+        count(&|p| p.contains("/job_statuses/")),
+    )
+}
+
 impl Emulator {
     async fn get(&self, what: &str) -> Value {
         http()
@@ -980,14 +989,7 @@ async fn backfill_of_10000_contacts_goes_out_in_bulk_and_conflicts_are_dead_lett
     let summary: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(summary["loaded"], n);
     let log = emu.log().await;
-    let bulk = log
-        .iter()
-        .filter(|l| l.path.ends_with("/bulk_upsert"))
-        .count();
-    let polls = log
-        .iter()
-        .filter(|l| l.path.contains("/job_statuses/"))
-        .count();
+    let (bulk, polls) = bulk_calls(&log);
     let calls = log.iter().filter(|l| l.counted).count();
     eprintln!(
         "backfill: {n} contacts, {calls} calls ({bulk} bulk_upsert, {polls} job polls), {:.4} calls per contact, {took:?}; summary {summary}",
@@ -1055,14 +1057,7 @@ async fn a_quota_bound_backfill_reads_each_job_while_its_leases_last() {
         "{summary}"
     );
     let log = emu.log().await;
-    let bulk = log
-        .iter()
-        .filter(|l| l.path.ends_with("/bulk_upsert"))
-        .count();
-    let polls = log
-        .iter()
-        .filter(|l| l.path.contains("/job_statuses/"))
-        .count();
+    let (bulk, polls) = bulk_calls(&log);
     assert_eq!(
         (bulk, polls),
         (n / 100, n / 100),
