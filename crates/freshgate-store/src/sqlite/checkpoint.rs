@@ -80,6 +80,29 @@ impl WriterGate {
     }
 }
 
+/// Start the checkpointer thread on its own connection to `path`. The writer keeps the returned
+/// sender and drops it when it ends, which stops the thread. Without the thread (it could not be
+/// spawned) the writer's backstop checkpoint still bounds the WAL: that is not fatal.
+pub(crate) fn spawn(
+    path: &Path,
+    gate: std::sync::Arc<WriterGate>,
+) -> Result<
+    (
+        std::sync::mpsc::Sender<()>,
+        Option<std::thread::JoinHandle<()>>,
+    ),
+    StoreError,
+> {
+    let (alive, writer_alive) = std::sync::mpsc::channel();
+    let checkpointer = Checkpointer::new(path, gate, writer_alive)?;
+    let handle = std::thread::Builder::new()
+        .name("fg-sqlite-ckpt".to_owned())
+        .spawn(move || checkpointer.run())
+        .inspect_err(|e| tracing::warn!(error = %e, "cannot start the checkpoint thread"))
+        .ok();
+    Ok((alive, handle))
+}
+
 /// The checkpointer thread's state.
 pub(crate) struct Checkpointer {
     conn: Connection,

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
-use self::checkpoint::{Checkpointer, WriterGate};
+use self::checkpoint::WriterGate;
 use self::queries::ReaderPool;
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
@@ -105,19 +105,12 @@ impl SqliteStore {
         let readers = Arc::new(ReaderPool::new(path.to_path_buf(), options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
         let gate = Arc::new(WriterGate::default());
-        let (alive, writer_alive) = std::sync::mpsc::channel();
-        let checkpointer = Checkpointer::new(path, Arc::clone(&gate), writer_alive)?;
+        let (alive, checkpointer) = checkpoint::spawn(path, Arc::clone(&gate))?;
         let writer = Writer::new(conn, rx, options.max_group_commit_events, gate, alive);
         let handle = std::thread::Builder::new()
             .name("fg-sqlite-write".to_owned())
             .spawn(move || writer.run())
             .map_err(|e| StoreError::Database(format!("cannot start the writer thread: {e}")))?;
-        // Without it the writer's backstop checkpoint still bounds the WAL: not fatal.
-        let checkpointer = std::thread::Builder::new()
-            .name("fg-sqlite-ckpt".to_owned())
-            .spawn(move || checkpointer.run())
-            .inspect_err(|e| tracing::warn!(error = %e, "cannot start the checkpoint thread"))
-            .ok();
         tracing::info!(path = %path.display(), "opened SQLite store");
         Ok(Self {
             path: path.to_path_buf(),
