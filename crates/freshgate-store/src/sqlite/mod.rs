@@ -8,8 +8,11 @@
 mod checkpoint;
 mod filter;
 mod queries;
+mod raw;
 mod schema;
 mod writer;
+
+pub use self::raw::RawWriter;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};

@@ -386,7 +386,7 @@ fn answer_all_with(group: Vec<Command>, err: &StoreError) {
     }
 }
 
-fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, StoreError> {
+pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, StoreError> {
     let mut outcome = AppendOutcome::default();
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
     for ev in &batch.events {

@@ -4,6 +4,7 @@
 
 mod helpers;
 
+mod bench;
 mod bulk;
 mod cli;
 mod compat;

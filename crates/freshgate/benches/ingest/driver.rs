@@ -1,0 +1,1076 @@
+//! The ingest bench's driver: the real `freshgate serve` binary in its own process, loaded by
+//! `wrk` (a separate process, with `scripts/bench/ingest.lua` generating the bodies), next to the
+//! physical references measured on the same disk in the same run.
+//!
+//! Shared by the bench (`benches/ingest/main.rs`) and its smoke test (`tests/it/bench.rs`), which
+//! runs it for two seconds against the debug binary.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use freshgate_store::sqlite::RawWriter;
+use freshgate_store::{AppendBatch, NewEvent};
+use serde::Serialize;
+
+/// The write key the bench's source accepts.
+pub const WRITE_KEY: &str = "bench-write-key";
+/// Events per request (the issue's body shape).
+pub const BATCH: usize = 100;
+/// The store's default dedup window, as the server is configured.
+const DEDUP_WINDOW_MS: i64 = 7 * 24 * 3_600_000;
+
+/// Which store the server runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    /// Embedded SQLite in a fresh data dir per round.
+    Sqlite,
+    /// PostgreSQL at this server URL (`postgres://user@host:port`), a fresh database per round,
+    /// with this many `freshgate serve` nodes sharing it.
+    Postgres { server_url: String, nodes: usize },
+}
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// The `freshgate` binary under test.
+    pub binary: PathBuf,
+    /// The wrk body script.
+    pub lua: PathBuf,
+    /// Data dirs and scratch files go here (the disk being measured).
+    pub work_dir: PathBuf,
+    pub store: StoreKind,
+    /// Measured seconds per round (after `warmup_secs` of unmeasured load).
+    pub secs: u64,
+    pub warmup_secs: u64,
+    /// Rounds of ours and of the raw ceiling, alternating.
+    pub rounds: usize,
+    /// wrk connections and threads.
+    pub connections: usize,
+    pub threads: usize,
+    /// Also run the raw SQLite ceiling (SQLite only).
+    pub raw: bool,
+    /// Also count fsyncs with `strace -c` in a run of this many seconds (0: skip).
+    pub fsync_secs: u64,
+    /// Events put in the store through the raw path before the measured rounds (scaling runs).
+    pub seed: u64,
+    /// Also time a retention prune of this share of the seeded events after the run.
+    pub prune_share: f64,
+}
+
+/// One measured round of the server.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerRound {
+    pub nodes: usize,
+    pub secs: f64,
+    pub requests: u64,
+    pub ok_200: u64,
+    pub non_200: u64,
+    pub socket_errors: u64,
+    pub events_per_sec: f64,
+    pub latency_ms: Latency,
+    /// Server CPU (all nodes) per 1,000 acknowledged events, in ms.
+    pub cpu_ms_per_1000_events: f64,
+    /// Server CPU as % of one core.
+    pub cpu_percent: f64,
+    /// Peak resident memory of the (first) server process, MiB.
+    pub vm_hwm_mib: f64,
+    /// Largest `-wal` file seen while the load ran (SQLite), MiB.
+    pub wal_max_mib: Option<f64>,
+    /// Group commits and their average size (SQLite, from `/metrics`).
+    pub commits_per_sec: Option<f64>,
+    pub events_per_commit: Option<f64>,
+    /// Events in the store after the round (warm-up included).
+    pub stored_events: Option<u64>,
+    pub load_avg_before: String,
+}
+
+/// Percentiles of the acknowledgement latency (per request of `BATCH` events), ms.
+#[derive(Debug, Clone, Serialize)]
+pub struct Latency {
+    pub p50: f64,
+    pub p90: f64,
+    pub p99: f64,
+    pub p999: f64,
+    pub max: f64,
+}
+
+/// One round of the raw ceiling.
+#[derive(Debug, Clone, Serialize)]
+pub struct RawRound {
+    pub rows: u64,
+    pub rows_per_commit: usize,
+    pub events_per_sec: f64,
+    pub ms_per_commit: f64,
+    pub load_avg_before: String,
+}
+
+/// fsyncs counted with strace during a loaded run.
+#[derive(Debug, Clone, Serialize)]
+pub struct FsyncCount {
+    pub secs: f64,
+    pub fsync_calls: u64,
+    pub per_sec: f64,
+    pub commits: Option<f64>,
+    pub events_per_sec: f64,
+}
+
+/// The physical fsync rate of a 75 KiB append on the bench's disk.
+#[derive(Debug, Clone, Serialize)]
+pub struct AppendFsync {
+    pub bytes: usize,
+    pub per_sec: f64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+/// A retention prune timed on the seeded store.
+#[derive(Debug, Clone, Serialize)]
+pub struct PruneCost {
+    pub events: u64,
+    pub secs: f64,
+    pub events_per_sec: f64,
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub cpus: usize,
+    pub store: String,
+    pub seeded_events: u64,
+    pub seed_secs: Option<f64>,
+    pub append_fsync: AppendFsync,
+    pub ours: Vec<ServerRound>,
+    pub raw: Vec<RawRound>,
+    pub fsync: Option<FsyncCount>,
+    pub prune: Option<PruneCost>,
+}
+
+/// Run the bench, printing each figure as it comes.
+///
+/// # Errors
+/// A missing tool (wrk, strace, psql), a server that does not start, a failed measurement.
+pub fn run(opts: &Options) -> Result<Report> {
+    std::fs::create_dir_all(&opts.work_dir)
+        .with_context(|| format!("creating {}", opts.work_dir.display()))?;
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    let store_name = match &opts.store {
+        StoreKind::Sqlite => "sqlite".to_owned(),
+        StoreKind::Postgres { nodes, .. } => format!("postgres, {nodes} node(s)"),
+    };
+    println!(
+        "== ingest bench: {store_name}; wrk -t{} -c{}, /v1/batch x {BATCH} events, {} s rounds (+{} s warm-up), {} round(s); {cpus} CPUs, load average {}",
+        opts.threads,
+        opts.connections,
+        opts.secs,
+        opts.warmup_secs,
+        opts.rounds,
+        load_avg()
+    );
+    let append_fsync = append_fsync_rate(&opts.work_dir, Duration::from_secs(2))?;
+    println!(
+        "  reference: fsync of a {} KiB append on this disk: {:.0}/s (p50 {:.2} ms, p99 {:.2} ms)",
+        append_fsync.bytes / 1024,
+        append_fsync.per_sec,
+        append_fsync.p50_ms,
+        append_fsync.p99_ms
+    );
+
+    // Templates for the raw path: real rows, as the server stored them.
+    let mut templates: Vec<NewEvent> = Vec::new();
+    let mut seed_secs = None;
+    let mut prune = None;
+    let mut ours = Vec::new();
+    let mut raw = Vec::new();
+    let mut fsync = None;
+    for round in 0..opts.rounds {
+        let data_dir = tempfile::Builder::new()
+            .prefix("fg-bench-")
+            .tempdir_in(&opts.work_dir)?;
+        let db_name = format!("fg_bench_{}_{round}", std::process::id());
+        if let StoreKind::Postgres { server_url, .. } = &opts.store {
+            recreate_database(server_url, &db_name)?;
+        }
+        if opts.seed > 0 && opts.store == StoreKind::Sqlite {
+            if templates.is_empty() {
+                templates = capture_templates(opts, &opts.work_dir)?;
+            }
+            let started = Instant::now();
+            let node0 = data_dir.path().join("node0");
+            std::fs::create_dir_all(&node0)?;
+            seed(&node0.join("freshgate.db"), &templates, opts.seed)?;
+            let secs = started.elapsed().as_secs_f64();
+            println!(
+                "  seeded {} events in {secs:.1} s ({:.0}/s, raw path)",
+                opts.seed,
+                opts.seed as f64 / secs
+            );
+            seed_secs = Some(secs);
+        }
+        let r = server_round(opts, data_dir.path(), &db_name, round)?;
+        print_round(round, &r);
+        let events_per_commit = r.events_per_commit;
+        ours.push(r);
+        if opts.store == StoreKind::Sqlite {
+            let db = data_dir.path().join("node0").join("freshgate.db");
+            if templates.is_empty() {
+                templates = read_templates(&db, 1000)?;
+            }
+            if opts.seed > 0 && opts.prune_share > 0.0 && round + 1 == opts.rounds {
+                let p = prune_cost(&db, opts.seed, opts.prune_share)?;
+                println!(
+                    "  prune: {} events in {:.2} s ({:.0} events/s)",
+                    p.events, p.secs, p.events_per_sec
+                );
+                prune = Some(p);
+            }
+        }
+        drop(data_dir);
+        if let StoreKind::Postgres { server_url, .. } = &opts.store {
+            drop_database(server_url, &db_name)?;
+        }
+        if opts.raw && opts.store == StoreKind::Sqlite {
+            let group = events_per_commit
+                .filter(|g| g.is_finite() && *g >= 1.0)
+                .map_or(opts.connections * BATCH, |g| g.round() as usize);
+            let dir = tempfile::Builder::new()
+                .prefix("fg-raw-")
+                .tempdir_in(&opts.work_dir)?;
+            let r = raw_round(
+                &dir.path().join("raw.db"),
+                &templates,
+                group,
+                Duration::from_secs(opts.secs),
+            )?;
+            println!(
+                "  raw ceiling {}: {:.0} events/s ({} rows, {} per commit, {:.2} ms per commit)",
+                round + 1,
+                r.events_per_sec,
+                r.rows,
+                r.rows_per_commit,
+                r.ms_per_commit
+            );
+            raw.push(r);
+        }
+    }
+    if opts.fsync_secs > 0 {
+        let f = fsync_round(opts)?;
+        println!(
+            "  fsyncs (strace -c, {:.1} s run at {:.0} events/s): {} calls, {:.0}/s{}",
+            f.secs,
+            f.events_per_sec,
+            f.fsync_calls,
+            f.per_sec,
+            f.commits
+                .map(|c| format!(", {:.2} per group commit", f.fsync_calls as f64 / c))
+                .unwrap_or_default()
+        );
+        fsync = Some(f);
+    }
+    let report = Report {
+        cpus,
+        store: store_name,
+        seeded_events: opts.seed,
+        seed_secs,
+        append_fsync,
+        ours,
+        raw,
+        fsync,
+        prune,
+    };
+    print_summary(&report);
+    Ok(report)
+}
+
+fn print_round(round: usize, r: &ServerRound) {
+    println!(
+        "  ours {} ({} node(s), load {}): {:.0} events/s acknowledged; p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms; CPU {:.1} ms per 1,000 events ({:.0} % of a core); VmHWM {:.0} MiB; WAL max {}; {}; {} non-200, {} socket errors",
+        round + 1,
+        r.nodes,
+        r.load_avg_before,
+        r.events_per_sec,
+        r.latency_ms.p50,
+        r.latency_ms.p90,
+        r.latency_ms.p99,
+        r.latency_ms.max,
+        r.cpu_ms_per_1000_events,
+        r.cpu_percent,
+        r.vm_hwm_mib,
+        r.wal_max_mib
+            .map_or_else(|| "n/a".to_owned(), |w| format!("{w:.1} MiB")),
+        match (r.commits_per_sec, r.events_per_commit) {
+            (Some(c), Some(e)) => format!("{c:.0} commits/s of {e:.0} events"),
+            _ => "commits n/a".to_owned(),
+        },
+        r.non_200,
+        r.socket_errors
+    );
+}
+
+fn print_summary(report: &Report) {
+    let rates: Vec<f64> = report.ours.iter().map(|r| r.events_per_sec).collect();
+    let p99s: Vec<f64> = report.ours.iter().map(|r| r.latency_ms.p99).collect();
+    println!("  -- summary --");
+    println!(
+        "  ours: {} events/s, p99 {} ms",
+        range(&rates, 0),
+        range(&p99s, 1)
+    );
+    if !report.raw.is_empty() {
+        let raws: Vec<f64> = report.raw.iter().map(|r| r.events_per_sec).collect();
+        let ratios: Vec<f64> = report
+            .ours
+            .iter()
+            .zip(&report.raw)
+            .map(|(o, r)| o.events_per_sec / r.events_per_sec * 100.0)
+            .collect();
+        println!(
+            "  raw ceiling: {} events/s; ours / raw (round by round): {} %",
+            range(&raws, 0),
+            range(&ratios, 1)
+        );
+    }
+}
+
+/// "min–max" of a few figures.
+fn range(v: &[f64], decimals: usize) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        "n/a".to_owned()
+    } else if (hi - lo).abs() < f64::EPSILON {
+        format!("{lo:.decimals$}")
+    } else {
+        format!("{lo:.decimals$}–{hi:.decimals$}")
+    }
+}
+
+/// The 1-minute load average.
+pub fn load_avg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server.
+// ---------------------------------------------------------------------------------------------
+
+/// A running `freshgate serve`.
+struct Server {
+    child: Child,
+    addr: String,
+    /// The process whose CPU and memory are read (the server itself, also under strace).
+    pid: u32,
+}
+
+impl Server {
+    fn start(
+        opts: &Options,
+        data_dir: &Path,
+        database_url: Option<&str>,
+        wrapper: &[String],
+    ) -> Result<Self> {
+        let config = data_dir.join(format!(
+            "bench-{}.toml",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos())
+        ));
+        let kind = if database_url.is_some() {
+            "postgres"
+        } else {
+            "sqlite"
+        };
+        std::fs::write(
+            &config,
+            format!(
+                "[server]\nlisten = \"127.0.0.1:0\"\ndata_dir = {:?}\n\n[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n\n[store]\nkind = \"{kind}\"\n",
+                data_dir.display().to_string()
+            ),
+        )?;
+        let (program, args) = match wrapper.split_first() {
+            Some((p, rest)) => {
+                let mut a: Vec<String> = rest.to_vec();
+                a.push(opts.binary.display().to_string());
+                (p.clone(), a)
+            }
+            None => (opts.binary.display().to_string(), Vec::new()),
+        };
+        let mut cmd = Command::new(&program);
+        cmd.args(&args)
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "warn")
+            .env("FRESHGATE_LOG_FORMAT", "json")
+            .env_remove("FRESHGATE_DATA_DIR")
+            .env_remove("FRESHGATE_LISTEN")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(url) = database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        let mut child = cmd
+            .spawn()
+            .with_context(|| format!("starting {program} serve"))?;
+        let stdout = child.stdout.take().context("server stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            let Some(line) = lines.next() else {
+                let status = child.wait()?;
+                bail!("the server exited before listening ({status})");
+            };
+            if let Some(rest) = line?.strip_prefix("freshgate listening on http://") {
+                break rest.trim().to_owned();
+            }
+        };
+        // Keep draining stdout so the server never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        let pid = if wrapper.is_empty() {
+            child.id()
+        } else {
+            traced_child(child.id())?
+        };
+        let server = Self { child, addr, pid };
+        server.wait_ready()?;
+        Ok(server)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok((200, _)) = http_get(&self.addr, "/readyz") {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("the server at {} never became ready", self.addr);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then wait (a graceful stop closes the store).
+    fn stop(mut self) -> Result<()> {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.pid.to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait()?.is_none() {
+            if Instant::now() > deadline {
+                self.child.kill()?;
+                bail!("the server did not stop within 60 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+}
+
+/// The child process strace started (the server it traces).
+fn traced_child(strace_pid: u32) -> Result<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{strace_pid}/task/{strace_pid}/children"))?;
+    children
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .context("strace has no child process")
+}
+
+/// A plain HTTP/1.0 GET on loopback (status, body): enough for `/readyz` and `/metrics`.
+fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .context("no HTTP status")?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// `(count, sum)` of the SQLite group commit histogram, if the server exports it.
+fn commit_counter(addr: &str) -> Option<(f64, f64)> {
+    let (_, text) = http_get(addr, "/metrics").ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    // Absent until the first commit; absent for good on PostgreSQL, where nothing advances.
+    Some((
+        value("freshgate_store_group_commit_events_count").unwrap_or(0.0),
+        value("freshgate_store_group_commit_events_sum").unwrap_or(0.0),
+    ))
+}
+
+/// utime + stime of a process, seconds.
+fn process_cpu(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // After `pid (comm)`: state is field 3 (index 0 here), utime 14 and stime 15.
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    Ok((ticks(11) + ticks(12)) / 100.0)
+}
+
+/// VmHWM of a process, MiB.
+fn vm_hwm(pid: u32) -> Result<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .context("VmHWM")?;
+    Ok(kb / 1024.0)
+}
+
+/// What wrk's done() wrote.
+#[derive(Debug, serde::Deserialize)]
+struct WrkSummary {
+    duration_us: f64,
+    requests: u64,
+    ok_200: u64,
+    non_200: u64,
+    errors: WrkErrors,
+    latency_us: WrkLatency,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WrkErrors {
+    connect: u64,
+    read: u64,
+    write: u64,
+    timeout: u64,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct WrkLatency {
+    p50: f64,
+    p90: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+/// Run wrk against each address (connections and threads split between them) for `secs`.
+fn run_wrk(opts: &Options, addrs: &[String], secs: u64, run_no: u8) -> Result<Vec<WrkSummary>> {
+    let ts = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| "2026-01-01T00:00:00Z".to_owned());
+    let n = addrs.len().max(1);
+    let mut running = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let out = tempfile::NamedTempFile::new()?;
+        let connections = (opts.connections / n + usize::from(i < opts.connections % n)).max(1);
+        let threads = (opts.threads / n).max(1).min(connections);
+        let child = Command::new("wrk")
+            .arg(format!("-t{threads}"))
+            .arg(format!("-c{connections}"))
+            .arg(format!("-d{secs}s"))
+            .arg("--timeout")
+            .arg("30s")
+            .arg("-s")
+            .arg(&opts.lua)
+            .arg(format!("http://{addr}/"))
+            .env("FG_BENCH_WRITE_KEY", WRITE_KEY)
+            .env("FG_BENCH_TS", &ts)
+            .env(
+                "FG_BENCH_RUN",
+                (u32::from(run_no) * 16 + u32::try_from(i).unwrap_or(0)).to_string(),
+            )
+            .env("FG_BENCH_BATCH", BATCH.to_string())
+            .env("FG_BENCH_OUT", out.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting wrk (Debian package `wrk`)")?;
+        running.push((child, out));
+    }
+    let mut out = Vec::new();
+    for (mut child, file) in running {
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("wrk failed ({status})");
+        }
+        let text = std::fs::read_to_string(file.path())?;
+        out.push(
+            serde_json::from_str(text.trim()).with_context(|| format!("wrk summary {text:?}"))?,
+        );
+    }
+    Ok(out)
+}
+
+/// A `run_no` for the wrk body nonce: distinct per run of a process, so ids never repeat.
+fn next_run_no() -> u8 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let seed = u64::from(std::process::id()) * 31;
+    u8::try_from((NEXT.fetch_add(1, Ordering::Relaxed) + seed) % 16).unwrap_or(0)
+}
+
+/// Start the node(s), warm up, measure one round, stop.
+fn server_round(
+    opts: &Options,
+    data_dir: &Path,
+    db_name: &str,
+    round: usize,
+) -> Result<ServerRound> {
+    let (nodes, url) = match &opts.store {
+        StoreKind::Sqlite => (1, None),
+        StoreKind::Postgres { server_url, nodes } => {
+            (*nodes, Some(format!("{server_url}/{db_name}")))
+        }
+    };
+    let mut servers = Vec::new();
+    for n in 0..nodes {
+        let dir = data_dir.join(format!("node{n}"));
+        std::fs::create_dir_all(&dir)?;
+        servers.push(Server::start(opts, &dir, url.as_deref(), &[])?);
+    }
+    let addrs: Vec<String> = servers.iter().map(|s| s.addr.clone()).collect();
+    if opts.warmup_secs > 0 {
+        run_wrk(opts, &addrs, opts.warmup_secs, next_run_no())?;
+    }
+    let wal = data_dir.join("node0").join("freshgate.db-wal");
+    let watching = Arc::new(AtomicBool::new(true));
+    let wal_max = Arc::new(AtomicU64::new(0));
+    let watcher = {
+        let (watching, wal_max, wal) = (watching.clone(), wal_max.clone(), wal.clone());
+        std::thread::spawn(move || {
+            while watching.load(Ordering::Relaxed) {
+                if let Ok(m) = std::fs::metadata(&wal) {
+                    wal_max.fetch_max(m.len(), Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let load_avg_before = load_avg();
+    let commits_before = commit_counter(&addrs[0]);
+    let cpu_before: f64 = servers
+        .iter()
+        .map(|s| process_cpu(s.pid))
+        .sum::<Result<f64>>()?;
+    let wrk = run_wrk(opts, &addrs, opts.secs, next_run_no())?;
+    let cpu_after: f64 = servers
+        .iter()
+        .map(|s| process_cpu(s.pid))
+        .sum::<Result<f64>>()?;
+    let commits_after = commit_counter(&addrs[0]);
+    watching.store(false, Ordering::Relaxed);
+    let _ = watcher.join();
+    let hwm = vm_hwm(servers[0].pid)?;
+    for s in servers {
+        s.stop()?;
+    }
+    let secs = wrk.iter().map(|w| w.duration_us / 1e6).fold(0.0, f64::max);
+    let ok: u64 = wrk.iter().map(|w| w.ok_200).sum();
+    let events = (ok * BATCH as u64) as f64;
+    // With several wrk processes, the worst node's percentiles.
+    let worst = |f: fn(&WrkLatency) -> f64| {
+        wrk.iter()
+            .map(|w| f(&w.latency_us) / 1000.0)
+            .fold(0.0, f64::max)
+    };
+    let (commits_per_sec, events_per_commit) = match (commits_before, commits_after) {
+        (Some((c0, s0)), Some((c1, s1))) if c1 > c0 => {
+            (Some((c1 - c0) / secs), Some((s1 - s0) / (c1 - c0)))
+        }
+        _ => (None, None),
+    };
+    let stored_events = if opts.store == StoreKind::Sqlite {
+        Some(count_events(&data_dir.join("node0").join("freshgate.db"))?)
+    } else {
+        None
+    };
+    let _ = round;
+    Ok(ServerRound {
+        nodes,
+        secs,
+        requests: wrk.iter().map(|w| w.requests).sum(),
+        ok_200: ok,
+        non_200: wrk.iter().map(|w| w.non_200).sum(),
+        socket_errors: wrk
+            .iter()
+            .map(|w| w.errors.connect + w.errors.read + w.errors.write + w.errors.timeout)
+            .sum(),
+        events_per_sec: events / secs,
+        latency_ms: Latency {
+            p50: worst(|l| l.p50),
+            p90: worst(|l| l.p90),
+            p99: worst(|l| l.p99),
+            p999: worst(|l| l.p999),
+            max: worst(|l| l.max),
+        },
+        cpu_ms_per_1000_events: (cpu_after - cpu_before) * 1000.0 / events * 1000.0,
+        cpu_percent: (cpu_after - cpu_before) / secs * 100.0,
+        vm_hwm_mib: hwm,
+        wal_max_mib: (opts.store == StoreKind::Sqlite)
+            .then(|| wal_max.load(Ordering::Relaxed) as f64 / 1_048_576.0),
+        commits_per_sec,
+        events_per_commit,
+        stored_events,
+        load_avg_before,
+    })
+}
+
+/// A loaded run under `strace -c` counting fsync and fdatasync (the only calls it stops on).
+fn fsync_round(opts: &Options) -> Result<FsyncCount> {
+    let dir = tempfile::Builder::new()
+        .prefix("fg-fsync-")
+        .tempdir_in(&opts.work_dir)?;
+    let db_name = format!("fg_bench_{}_fsync", std::process::id());
+    let url = match &opts.store {
+        StoreKind::Sqlite => None,
+        StoreKind::Postgres { server_url, .. } => {
+            recreate_database(server_url, &db_name)?;
+            Some(format!("{server_url}/{db_name}"))
+        }
+    };
+    let summary = dir.path().join("strace.txt");
+    let wrapper: Vec<String> = [
+        "strace",
+        "-f",
+        "--seccomp-bpf",
+        "-c",
+        "-e",
+        "trace=fsync,fdatasync",
+        "-o",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .chain([summary.display().to_string()])
+    .collect();
+    let server = Server::start(opts, dir.path(), url.as_deref(), &wrapper)?;
+    let addr = server.addr.clone();
+    let before = commit_counter(&addr);
+    let wrk = run_wrk(
+        opts,
+        std::slice::from_ref(&addr),
+        opts.fsync_secs,
+        next_run_no(),
+    )?;
+    let after = commit_counter(&addr);
+    server.stop()?;
+    if let StoreKind::Postgres { server_url, .. } = &opts.store {
+        drop_database(server_url, &db_name)?;
+    }
+    let text = std::fs::read_to_string(&summary)?;
+    // Rows: `% time seconds usecs/call calls [errors] syscall`.
+    let calls: u64 = text
+        .lines()
+        .filter(|l| {
+            let name = l.split_whitespace().last();
+            name == Some("fsync") || name == Some("fdatasync")
+        })
+        .filter_map(|l| {
+            l.split_whitespace()
+                .nth(3)
+                .and_then(|c| c.parse::<u64>().ok())
+        })
+        .sum();
+    let secs = wrk.iter().map(|w| w.duration_us / 1e6).fold(0.0, f64::max);
+    let ok: u64 = wrk.iter().map(|w| w.ok_200).sum();
+    Ok(FsyncCount {
+        secs,
+        fsync_calls: calls,
+        // The whole process life is counted: start-up and shutdown add a handful.
+        per_sec: calls as f64 / secs,
+        commits: match (before, after) {
+            (Some((c0, _)), Some((c1, _))) if c1 > c0 => Some(c1 - c0),
+            _ => None,
+        },
+        events_per_sec: (ok * BATCH as u64) as f64 / secs,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// References and the raw path.
+// ---------------------------------------------------------------------------------------------
+
+/// Append 75 KiB and fsync, over and over, for `dur`.
+fn append_fsync_rate(dir: &Path, dur: Duration) -> Result<AppendFsync> {
+    let bytes = 75 * 1024;
+    let path = dir.join(format!("fsync-probe-{}", std::process::id()));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)?;
+    let chunk = vec![0x5a_u8; bytes];
+    let mut lat = Vec::new();
+    let start = Instant::now();
+    while start.elapsed() < dur {
+        let t = Instant::now();
+        f.write_all(&chunk)?;
+        f.sync_all()?;
+        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    let elapsed = start.elapsed().as_secs_f64();
+    drop(f);
+    std::fs::remove_file(&path)?;
+    lat.sort_by(f64::total_cmp);
+    let pct = |p: f64| lat[((lat.len() as f64 * p).ceil() as usize).clamp(1, lat.len()) - 1];
+    Ok(AppendFsync {
+        bytes,
+        per_sec: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+    })
+}
+
+/// Events as the server stored them (no deliveries: the bench configures no destination).
+fn read_templates(db: &Path, n: usize) -> Result<Vec<NewEvent>> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let mut stmt = conn.prepare(
+        "SELECT source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
+         FROM events ORDER BY id LIMIT ?1",
+    )?;
+    let rows = stmt
+        .query_map([i64::try_from(n)?], |r| {
+            Ok(NewEvent {
+                source: r.get(0)?,
+                message_id: r.get(1)?,
+                event_type: r.get(2)?,
+                contact_key: r.get(3)?,
+                timestamp_ms: r.get(4)?,
+                received_at_ms: r.get(5)?,
+                raw: r.get(6)?,
+                deliveries: Vec::new(),
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    if rows.is_empty() {
+        bail!("no events stored in {} to use as templates", db.display());
+    }
+    Ok(rows)
+}
+
+/// Templates when none exist yet: a short warm-up of a throwaway server.
+fn capture_templates(opts: &Options, work_dir: &Path) -> Result<Vec<NewEvent>> {
+    let dir = tempfile::Builder::new()
+        .prefix("fg-templates-")
+        .tempdir_in(work_dir)?;
+    let server = Server::start(opts, dir.path(), None, &[])?;
+    run_wrk(opts, std::slice::from_ref(&server.addr), 1, next_run_no())?;
+    server.stop()?;
+    read_templates(&dir.path().join("freshgate.db"), 1000)
+}
+
+fn count_events(db: &Path) -> Result<u64> {
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    Ok(conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// `n` copies of the templates, round robin, each with a fresh random messageId (as clients
+/// send them), received one per ms from `at_ms`.
+fn batch_of(templates: &[NewEvent], start: u64, n: usize, at_ms: i64) -> AppendBatch {
+    let events = (0..n)
+        .map(|i| {
+            let t = &templates[(start as usize + i) % templates.len()];
+            NewEvent {
+                message_id: uuid::Uuid::new_v4().to_string(),
+                received_at_ms: at_ms + i64::try_from(i).unwrap_or(0),
+                ..t.clone()
+            }
+        })
+        .collect();
+    AppendBatch {
+        events,
+        rejected: Vec::new(),
+        dedup_window_ms: DEDUP_WINDOW_MS,
+    }
+}
+
+/// The raw ceiling: the same rows, appended by one thread through the store's own append path
+/// (same pragmas, statements and checkpoint thread) in groups of `group`, for `dur`. Only the
+/// group commits are timed; building the rows is not.
+fn raw_round(db: &Path, templates: &[NewEvent], group: usize, dur: Duration) -> Result<RawRound> {
+    let load_avg_before = load_avg();
+    let mut w = RawWriter::open(db)?;
+    let mut busy = Duration::ZERO;
+    let mut rows: u64 = 0;
+    let mut commits = 0_u64;
+    let started = Instant::now();
+    while started.elapsed() < dur {
+        // The server appends requests of BATCH events; a group is several of them.
+        let batches: Vec<AppendBatch> = (0..group.div_ceil(BATCH))
+            .map(|b| batch_of(templates, rows + (b * BATCH) as u64, BATCH, now_ms()))
+            .collect();
+        let t = Instant::now();
+        let outcome = w.append_group(&batches)?;
+        busy += t.elapsed();
+        if outcome.accepted != batches.len() * BATCH {
+            bail!(
+                "raw ceiling: {} of {} rows accepted",
+                outcome.accepted,
+                batches.len() * BATCH
+            );
+        }
+        rows += outcome.accepted as u64;
+        commits += 1;
+    }
+    drop(w);
+    Ok(RawRound {
+        rows,
+        rows_per_commit: group.div_ceil(BATCH) * BATCH,
+        events_per_sec: rows as f64 / busy.as_secs_f64(),
+        ms_per_commit: busy.as_secs_f64() * 1000.0 / commits as f64,
+        load_avg_before,
+    })
+}
+
+/// Put `n` events into a fresh store through the raw path, received over the past hours (one
+/// per ms up to now), so they are inside the dedup window and the retention period.
+fn seed(db: &Path, templates: &[NewEvent], n: u64) -> Result<()> {
+    let mut w = RawWriter::open(db)?;
+    let start_ms = now_ms() - i64::try_from(n)?;
+    let group = 5_000_u64;
+    let mut done = 0;
+    let bar = indicatif::ProgressBar::new(n);
+    while done < n {
+        let k = group.min(n - done);
+        let batch = batch_of(
+            templates,
+            done,
+            usize::try_from(k)?,
+            start_ms + i64::try_from(done)?,
+        );
+        w.append_group(std::slice::from_ref(&batch))?;
+        done += k;
+        bar.set_position(done);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+/// Time the store's retention prune of the oldest `share` of `seeded` events (received one per
+/// ms up to the seeding), on the database the rounds left.
+fn prune_cost(db: &Path, seeded: u64, share: f64) -> Result<PruneCost> {
+    use freshgate_store::Store;
+    let conn =
+        rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    let first: i64 = conn.query_row("SELECT min(received_at_ms) FROM events", [], |r| r.get(0))?;
+    drop(conn);
+    let cutoff = first + (seeded as f64 * share) as i64;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let store = freshgate_store::sqlite::SqliteStore::open(db, Default::default())?;
+    let started = Instant::now();
+    let out = runtime.block_on(store.prune(cutoff, cutoff))?;
+    let secs = started.elapsed().as_secs_f64();
+    runtime.block_on(store.close());
+    Ok(PruneCost {
+        events: out.events,
+        secs,
+        events_per_sec: out.events as f64 / secs,
+    })
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL databases.
+// ---------------------------------------------------------------------------------------------
+
+fn psql(server_url: &str, sql: &str) -> Result<()> {
+    let out = Command::new("psql")
+        .arg(format!("{server_url}/postgres"))
+        .arg("-v")
+        .arg("ON_ERROR_STOP=1")
+        .arg("-q")
+        .arg("-c")
+        .arg(sql)
+        .output()
+        .context("running psql")?;
+    if !out.status.success() {
+        bail!("psql {sql:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(())
+}
+
+fn recreate_database(server_url: &str, name: &str) -> Result<()> {
+    drop_database(server_url, name)?;
+    psql(server_url, &format!("CREATE DATABASE {name}"))
+}
+
+fn drop_database(server_url: &str, name: &str) -> Result<()> {
+    psql(
+        server_url,
+        &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+    )
+}
+
+/// Parse the driver's command-line flags (shared with the smoke test's defaults).
+pub fn parse_args(args: &[String], defaults: Options) -> Result<Options> {
+    let mut o = defaults;
+    let mut flags: BTreeMap<String, String> = BTreeMap::new();
+    for a in args {
+        if let Some((k, v)) = a.split_once('=') {
+            flags.insert(k.to_owned(), v.to_owned());
+        } else {
+            flags.insert(a.clone(), String::new());
+        }
+    }
+    for (k, v) in &flags {
+        match k.as_str() {
+            "--secs" => o.secs = v.parse().context("--secs=N")?,
+            "--warmup" => o.warmup_secs = v.parse().context("--warmup=N")?,
+            "--rounds" => o.rounds = v.parse().context("--rounds=N")?,
+            "--connections" => o.connections = v.parse().context("--connections=N")?,
+            "--threads" => o.threads = v.parse().context("--threads=N")?,
+            "--fsync-secs" => o.fsync_secs = v.parse().context("--fsync-secs=N")?,
+            "--seed" => o.seed = v.parse().context("--seed=N")?,
+            "--prune-share" => o.prune_share = v.parse().context("--prune-share=F")?,
+            "--no-raw" => o.raw = false,
+            "--work-dir" => o.work_dir = PathBuf::from(v),
+            "--binary" => o.binary = PathBuf::from(v),
+            "--postgres" => {
+                let url = if v.is_empty() {
+                    "postgres://postgres@127.0.0.1:5432".to_owned()
+                } else {
+                    v.clone()
+                };
+                let nodes = flags
+                    .get("--nodes")
+                    .map(|n| n.parse())
+                    .transpose()
+                    .context("--nodes=N")?
+                    .unwrap_or(1);
+                o.store = StoreKind::Postgres {
+                    server_url: url,
+                    nodes,
+                };
+                o.raw = false;
+            }
+            "--nodes" | "--smoke" | "--bench" | "--json" => {}
+            other if other.starts_with("--") => bail!("unknown flag {other}"),
+            _ => {}
+        }
+    }
+    Ok(o)
+}
