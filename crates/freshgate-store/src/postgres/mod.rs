@@ -1,15 +1,17 @@
 //! The PostgreSQL backend of the queue of record (cargo feature `postgres`), shared by several nodes.
 //!
 //! Same model and semantics as the SQLite backend (`crate::sqlite`), built for many writers:
-//! - ingest appends a whole batch in one transaction with `UNNEST` array inserts; `messageId`
-//!   dedup is an upsert on the `(source, message_id)` primary key of `dedup` (see [`ingest`]);
+//! - ingest commits appends in groups (all the appends queued at once, one transaction), with
+//!   one `UNNEST` statement that decides `messageId` dedup (an upsert on the
+//!   `(source, message_id)` primary key of `dedup`) and inserts the new events (see [`ingest`]);
 //! - nodes lease *contact keys* with `SELECT … FOR UPDATE SKIP LOCKED` in one short statement,
 //!   read that key's deliveries outside any transaction, and settle in a second transaction that
 //!   re-checks the lease token under a row lock (see [`delivery`]);
 //! - the quota ledger lives in the database, so every node spends the same account budget.
 //!
-//! There is no writer queue: concurrency is bounded by the connection pool, and a write that cannot
-//! get a connection in time fails with `Database` (never `Saturated`).
+//! Appends wait on the ingest queue rather than being refused (never `Saturated`); the other
+//! writes run directly, bounded by the connection pool: one that cannot get a connection in time
+//! fails with `Database`.
 
 mod delivery;
 mod filter;
@@ -39,6 +41,10 @@ pub struct PostgresOptions {
     pub acquire_timeout: Duration,
     /// Apply pending migrations on connect. Off when operators run [`migrate`] separately.
     pub run_migrations: bool,
+    /// Tasks committing append groups at once (each holds a connection while it commits).
+    pub ingest_writers: usize,
+    /// Most events committed in one append group.
+    pub max_group_commit_events: usize,
 }
 
 impl Default for PostgresOptions {
@@ -47,6 +53,8 @@ impl Default for PostgresOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(30),
             run_migrations: true,
+            ingest_writers: 2,
+            max_group_commit_events: 5000,
         }
     }
 }
@@ -54,6 +62,7 @@ impl Default for PostgresOptions {
 /// The PostgreSQL queue of record. Cheap to share behind an `Arc`; see [`Store`] for the operations.
 pub struct PostgresStore {
     pool: PgPool,
+    ingest: ingest::IngestQueue,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -128,7 +137,13 @@ impl PostgresStore {
             database = pool.connect_options().get_database(),
             "opened PostgreSQL store"
         );
-        Ok(Self { pool })
+        let ingest = ingest::IngestQueue::start(
+            &pool,
+            options.ingest_writers,
+            1024,
+            options.max_group_commit_events,
+        );
+        Ok(Self { pool, ingest })
     }
 
     /// The connection pool, for operator tooling and tests (the schema is described in
@@ -142,7 +157,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
-        ingest::append(&self.pool, &batch).await
+        self.ingest.append(batch).await
     }
 
     async fn lease_contacts(
@@ -283,6 +298,7 @@ impl Store for PostgresStore {
         // Waits for checked-out connections to come back (in-flight operations finish and commit),
         // then every later operation gets `PoolClosed`, i.e. `StoreError::Closed`.
         if !self.pool.is_closed() {
+            self.ingest.close();
             self.pool.close().await;
             tracing::info!("closed PostgreSQL store");
         }

@@ -374,6 +374,83 @@ async fn a_failing_append_stores_nothing() {
     store.close().await;
 }
 
+/// Appends queued while the writer is busy commit together, in ONE transaction (issue 15: one
+/// transaction per request was the limit), and an append that fails inside a group fails alone:
+/// the group is retried append by append and the others are stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queued_appends_share_one_commit_and_a_failing_one_fails_alone() {
+    use std::future::Future;
+    use std::task::{Context, Poll, Waker};
+    let db = TestDb::create().await;
+    let one_writer = PostgresOptions {
+        ingest_writers: 1,
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::connect(&db.url, one_writer).await.unwrap();
+    append_all(&store, vec![ev("block-0", "kblock", 1000)]).await;
+    for round in 0..2_usize {
+        // The test holds the row lock of a key: the single writer blocks on it with the append
+        // below, and every append queued meanwhile waits for the next group.
+        let mut blocker = store.pool().begin().await.unwrap();
+        sqlx_core::query::query(
+            "SELECT 1 FROM contact_keys WHERE contact_key = 'kblock' FOR UPDATE",
+        )
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+        let mut appends = vec![Box::pin(store.append(batch(vec![ev(
+            &format!("block-{}", round + 1),
+            "kblock",
+            1000,
+        )])))];
+        for i in 0..10 {
+            let id = if round == 1 && i == 4 {
+                // PostgreSQL text cannot hold NUL: this append fails.
+                "bad\0id".to_owned()
+            } else {
+                format!("g{round}-{i}")
+            };
+            appends.push(Box::pin(store.append(batch(vec![ev(
+                &id,
+                &format!("k{i}"),
+                1000,
+            )]))));
+        }
+        // One poll each puts every append on the queue (it then waits for its commit).
+        let mut cx = Context::from_waker(Waker::noop());
+        for a in &mut appends {
+            assert!(matches!(a.as_mut().poll(&mut cx), Poll::Pending));
+        }
+        blocker.rollback().await.unwrap();
+        let mut results = Vec::new();
+        for a in appends {
+            results.push(a.await);
+        }
+        let failed: Vec<usize> = (0..results.len())
+            .filter(|&i| results[i].is_err())
+            .collect();
+        let (stored, transactions): (i64, i64) = sqlx_core::query_as::query_as(AssertSqlSafe(format!(
+            "SELECT count(*), count(DISTINCT xmin::text) FROM events WHERE message_id LIKE 'g{round}-%'"
+        )))
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if round == 0 {
+            assert!(failed.is_empty(), "{results:?}");
+            assert_eq!(
+                (stored, transactions),
+                (10, 1),
+                "the ten queued appends share one commit"
+            );
+        } else {
+            assert_eq!(failed, [5], "only the bad append fails: {results:?}");
+            assert!(matches!(results[5], Err(StoreError::Database(_))));
+            assert_eq!(stored, 9, "the others of its group are stored");
+        }
+    }
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn separate_migration_and_integrity_check() {
     let db = TestDb::create().await;
