@@ -11,6 +11,7 @@
 //! There is no writer queue: concurrency is bounded by the connection pool, and a write that cannot
 //! get a connection in time fails with `Database` (never `Saturated`).
 
+mod bounded;
 mod delivery;
 mod filter;
 mod ingest;
@@ -26,7 +27,7 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
     EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError,
+    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -273,6 +274,22 @@ impl Store for PostgresStore {
         dedup_before_ms: i64,
     ) -> Result<PruneOutcome, StoreError> {
         queries::prune(&self.pool, events_before_ms, dedup_before_ms).await
+    }
+
+    async fn prune_rejected(&self, before_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {
+        bounded::prune_rejected(&self.pool, before_ms, max_bytes).await
+    }
+
+    async fn record_unmapped_traits(&self, traits: Vec<UnmappedTrait>) -> Result<(), StoreError> {
+        bounded::record_unmapped(&self.pool, &traits).await
+    }
+
+    async fn unmapped_traits(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<UnmappedTrait>, StoreError> {
+        bounded::unmapped_traits(&self.pool, destination, limit).await
     }
 
     async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {

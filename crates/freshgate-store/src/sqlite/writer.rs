@@ -77,6 +77,11 @@ pub(crate) enum WriteOp {
         events_before_ms: i64,
         dedup_before_ms: i64,
     },
+    PruneRejected {
+        before_ms: i64,
+        max_bytes: u64,
+    },
+    RecordUnmapped(Vec<crate::UnmappedTrait>),
 }
 
 impl WriteOp {
@@ -85,6 +90,7 @@ impl WriteOp {
         let w = match self {
             Self::Append(b) => b.events.len() + b.rejected.len(),
             Self::Settle { settlements, .. } => settlements.len(),
+            Self::RecordUnmapped(traits) => traits.len(),
             _ => 1,
         };
         w.max(1)
@@ -330,6 +336,14 @@ impl Writer {
                 events_before_ms,
                 dedup_before_ms,
             } => prune(&self.conn, *events_before_ms, *dedup_before_ms).map(WriteReply::Pruned),
+            WriteOp::PruneRejected {
+                before_ms,
+                max_bytes,
+            } => super::bounded::prune_rejected(&self.conn, *before_ms, *max_bytes)
+                .map(WriteReply::Count),
+            WriteOp::RecordUnmapped(traits) => {
+                super::bounded::record_unmapped(&self.conn, traits).map(|()| WriteReply::Done)
+            }
         }
     }
 
