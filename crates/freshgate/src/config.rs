@@ -787,6 +787,26 @@ sources = ["nope"]
     }
 
     #[test]
+    fn write_keys_are_compared_in_constant_time_every_one_of_them() {
+        let mut cfg = Config::default();
+        for (name, key) in [("a", "key-a"), ("b", "key-b")] {
+            cfg.sources.push(SourceConfig {
+                name: name.into(),
+                write_keys: vec![key.into(), format!("{key}-2")],
+                ..SourceConfig::default()
+            });
+        }
+        let r = resolve(cfg, "x", &env(&[])).unwrap();
+        let before = crate::secret::calls::count();
+        assert_eq!(r.source_for_key("key-a").unwrap().name, "a");
+        // Every key of the matching source went through `secret::eq`, not only up to the match.
+        assert!(crate::secret::calls::count() >= before + 2);
+        let before = crate::secret::calls::count();
+        assert!(r.source_for_key("key-c").is_none());
+        assert_eq!(crate::secret::calls::count(), before + 4);
+    }
+
+    #[test]
     fn secrets_are_not_printed() {
         let mut cfg = Config::default();
         cfg.sources.push(SourceConfig {

@@ -129,6 +129,34 @@ async fn a_body_with_a_bad_signature_is_not_stored() {
 }
 
 #[tokio::test]
+async fn rejected_inputs_are_bounded_in_bytes_oldest_first() {
+    let app = spawn_app_with(Setup {
+        tweak: |cfg| cfg.server.rejected_max_bytes = 20_000,
+        ..Setup::default()
+    })
+    .await;
+    // 40 invalid items of ~2 KB (no userId/anonymousId): 80 KB, four times the bound.
+    for round in 0..4 {
+        let batch: Vec<_> = (0..10)
+            .map(|i| json!({"type": "track", "event": "E", "messageId": format!("bad-{round}-{i}"), "properties": {"pad": "x".repeat(2000)}}))
+            .collect();
+        let r = app.post("/v1/batch", &json!({"batch": batch})).await;
+        assert_eq!(r.status(), 200);
+    }
+    app.wait_for("the rejected table back under its bound", || async {
+        let rows = app.store.rejected(1000).await.unwrap();
+        rows.iter().map(|r| r.raw.len()).sum::<usize>() <= 20_000
+    })
+    .await;
+    let rows = app.store.rejected(1000).await.unwrap();
+    assert!(!rows.is_empty());
+    // The newest were kept.
+    assert!(rows.iter().any(|r| r.raw.contains("bad-3-9")), "{rows:?}");
+    assert!(!rows.iter().any(|r| r.raw.contains("bad-0-0")));
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_invalid_single_event_is_kept_in_rejected_whichever_way_its_key_came() {
     let app = spawn_app().await;
     // A track without `event`: Basic header, then the body's writeKey.
