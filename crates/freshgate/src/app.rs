@@ -140,6 +140,7 @@ impl App {
                 self.config.config.server.body_read_timeout_secs,
             ),
             ready: Arc::clone(&ready),
+            metrics_token: self.config.metrics_token.clone(),
         };
         let stop = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();

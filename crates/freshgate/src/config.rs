@@ -65,6 +65,9 @@ pub struct ServerConfig {
     pub body_read_timeout_secs: u64,
     /// Connections served at once; more are answered `503 too_many_connections` and closed.
     pub max_connections: usize,
+    /// Environment variable holding a token that `/metrics` requires as
+    /// `Authorization: Bearer <token>`; without it `/metrics` is public.
+    pub metrics_token_env: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -80,6 +83,7 @@ impl Default for ServerConfig {
             header_read_timeout_secs: 10,
             body_read_timeout_secs: 30,
             max_connections: 1024,
+            metrics_token_env: None,
         }
     }
 }
@@ -322,6 +326,8 @@ pub struct Resolved {
     pub sources: Vec<ResolvedSource>,
     /// Destinations with their URLs and keys.
     pub destinations: Vec<ResolvedDestination>,
+    /// The token `/metrics` requires, if configured.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// A source ready for ingest.
@@ -487,6 +493,16 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
             problem(key.into(), "must be at least 1".into());
         }
     }
+    let metrics_token = config.server.metrics_token_env.as_ref().and_then(|var| {
+        let value = env.var(var);
+        if value.is_none() {
+            problem(
+                "server.metrics_token_env".into(),
+                format!("environment variable {var} is not set"),
+            );
+        }
+        value.map(SecretString::from)
+    });
     if config.store.writer_queue == 0 {
         problem("store.writer_queue".into(), "must be at least 1".into());
     }
@@ -700,6 +716,7 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
             origin: origin.to_owned(),
             sources,
             destinations,
+            metrics_token,
         })
     } else {
         Err(ConfigError { problems })

@@ -36,6 +36,8 @@ pub struct HttpState {
     pub body_read_timeout: Duration,
     /// False until start-up finished and again once shutdown began.
     pub ready: Arc<AtomicBool>,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<secrecy::SecretString>,
 }
 
 /// The full router.
@@ -51,6 +53,20 @@ pub fn router(state: HttpState) -> Router {
         .layer(middleware::from_fn(refuse_oversized_head))
         .layer(middleware::from_fn(count_requests))
         .with_state(state)
+}
+
+/// The token of an `Authorization: Bearer …` header.
+pub(crate) fn bearer_token(headers: &axum::http::HeaderMap) -> Option<&str> {
+    let value = headers
+        .get(axum::http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .trim();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|t| !t.is_empty())
 }
 
 /// Longest request target (path and query) answered; longer gets `414 uri_too_long`.

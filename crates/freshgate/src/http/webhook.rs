@@ -16,15 +16,14 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::http::header::AUTHORIZATION;
 use freshgate_core::segment;
 use secrecy::ExposeSecret;
 use time::OffsetDateTime;
 
-use super::HttpState;
 use super::body::read_limited;
 use super::error::ApiError;
 use super::ingest::{commit, request_error};
+use super::{HttpState, bearer_token};
 use crate::config::{ResolvedSource, WebhookBatches};
 
 /// Refused webhook requests write at most one log line a second.
@@ -124,16 +123,6 @@ pub fn authenticate(
     Ok(())
 }
 
-/// The token of an `Authorization: Bearer …` header.
-fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(AUTHORIZATION)?.to_str().ok()?.trim();
-    let (scheme, token) = value.split_once(' ')?;
-    scheme
-        .eq_ignore_ascii_case("bearer")
-        .then(|| token.trim())
-        .filter(|t| !t.is_empty())
-}
-
 /// `POST /webhook/{source}`.
 ///
 /// # Errors
@@ -188,6 +177,7 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
     use axum::http::HeaderValue;
+    use axum::http::header::AUTHORIZATION;
     use secrecy::SecretString;
 
     /// Body and signature of the test vector in spec/segment.md §6.1 (secret `s3cr3t`).

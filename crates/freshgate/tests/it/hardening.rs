@@ -468,6 +468,47 @@ fn a_closed_stdout_ends_a_command_quietly() {
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
 
+#[tokio::test]
+async fn metrics_can_require_a_token() {
+    let app = spawn_app_with(Setup {
+        tweak: |cfg| cfg.server.metrics_token_env = Some("TEST_METRICS_TOKEN".into()),
+        env: vec![("TEST_METRICS_TOKEN", "metrics-0123456789")],
+        ..Setup::default()
+    })
+    .await;
+    let get = |token: Option<&'static str>| {
+        let mut r = app.client.get(format!("{}/metrics", app.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_error(get(None).await.unwrap(), 401, "missing_token").await;
+    assert_error(
+        get(Some("metrics-0123456780")).await.unwrap(),
+        401,
+        "bad_token",
+    )
+    .await;
+    let r = get(Some("metrics-0123456789")).await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("freshgate_http_requests_total")
+    );
+    // Health stays public.
+    let r = app
+        .client
+        .get(format!("{}/healthz", app.url))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    app.stop().await;
+}
+
 /// The series lines (not comments) of a Prometheus text exposition.
 fn series(text: &str) -> usize {
     text.lines()
