@@ -295,6 +295,58 @@ pub struct RejectedRecord {
     pub raw: String,
 }
 
+/// A trait key that matched no Freshworks field of a destination: how often, first and last seen.
+/// Kept in the store (bounded) instead of as a metric label, which a client could multiply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnmappedTrait {
+    /// Destination name.
+    pub destination: String,
+    /// The trait key as the client sent it, cut to [`MAX_UNMAPPED_KEY_BYTES`].
+    pub key: String,
+    /// Times seen.
+    pub count: u64,
+    /// First seen, Unix ms.
+    pub first_seen_ms: i64,
+    /// Last seen, Unix ms.
+    pub last_seen_ms: i64,
+}
+
+/// Most unmapped trait keys kept per destination; the least recently seen go first.
+pub const MAX_UNMAPPED_TRAITS_PER_DESTINATION: usize = 1000;
+/// Longest unmapped trait key kept, in bytes (longer ones are cut on a character boundary).
+pub const MAX_UNMAPPED_KEY_BYTES: usize = 200;
+
+/// `key` cut to at most [`MAX_UNMAPPED_KEY_BYTES`] on a character boundary.
+#[must_use]
+pub fn clip_unmapped_key(key: &str) -> &str {
+    if key.len() <= MAX_UNMAPPED_KEY_BYTES {
+        return key;
+    }
+    let mut end = MAX_UNMAPPED_KEY_BYTES;
+    while !key.is_char_boundary(end) {
+        end -= 1;
+    }
+    &key[..end]
+}
+
+/// Sightings with their keys clipped and repeats of a (destination, key) folded into one, so
+/// that each backend upserts every row once.
+pub(crate) fn merge_unmapped(traits: &[UnmappedTrait]) -> Vec<UnmappedTrait> {
+    let mut per: std::collections::BTreeMap<(String, String), UnmappedTrait> =
+        std::collections::BTreeMap::new();
+    for t in traits {
+        let key = clip_unmapped_key(&t.key).to_owned();
+        per.entry((t.destination.clone(), key.clone()))
+            .and_modify(|m| {
+                m.count = m.count.saturating_add(t.count);
+                m.first_seen_ms = m.first_seen_ms.min(t.first_seen_ms);
+                m.last_seen_ms = m.last_seen_ms.max(t.last_seen_ms);
+            })
+            .or_insert_with(|| UnmappedTrait { key, ..t.clone() });
+    }
+    per.into_values().collect()
+}
+
 /// Queue figures per destination.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DestinationStats {
@@ -628,6 +680,31 @@ pub trait Store: Send + Sync + 'static {
         events_before_ms: i64,
         dedup_before_ms: i64,
     ) -> Result<PruneOutcome, StoreError>;
+
+    /// Remove rejected inputs received before `before_ms`, then the oldest others until the
+    /// rest hold at most `max_bytes` of raw bytes. Returns how many were removed.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn prune_rejected(&self, before_ms: i64, max_bytes: u64) -> Result<u64, StoreError>;
+
+    /// Add sightings of unmapped trait keys (`count` more, seen from `first_seen_ms` to
+    /// `last_seen_ms`; keys cut by [`clip_unmapped_key`]), then keep only the
+    /// [`MAX_UNMAPPED_TRAITS_PER_DESTINATION`] most recently seen keys of each destination.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn record_unmapped_traits(&self, traits: Vec<UnmappedTrait>) -> Result<(), StoreError>;
+
+    /// The unmapped trait keys of `destination`, most often seen first, at most `limit`.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn unmapped_traits(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<UnmappedTrait>, StoreError>;
 
     /// Run the backend's integrity check; `Ok(problems)` with an empty vec means healthy.
     ///

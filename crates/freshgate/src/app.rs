@@ -17,6 +17,7 @@ use crate::http::{self, HttpState};
 use crate::pipeline::budget::BudgetGate;
 use crate::pipeline::deliver::DestinationWorker;
 use crate::pipeline::ingest::Ingestor;
+use crate::pipeline::unmapped::{self, UnmappedTally};
 use crate::pipeline::{dispatcher, now_ms};
 use crate::telemetry::events;
 
@@ -54,6 +55,8 @@ pub struct App {
     workers: Vec<(Arc<DestinationWorker>, usize)>,
     options: AppOptions,
     wake: Arc<Notify>,
+    /// Unmapped trait keys noted by every worker, written to the store by a flusher.
+    unmapped: Arc<UnmappedTally>,
 }
 
 impl App {
@@ -72,6 +75,7 @@ impl App {
             crate::pipeline::clock::set_scale(options.time_scale);
         }
         let mut workers = Vec::new();
+        let unmapped = Arc::new(UnmappedTally::default());
         let mut gates: Vec<(String, Arc<BudgetGate>)> = Vec::new();
         for d in &config.destinations {
             // One budget per account: destinations on the same base URL share it.
@@ -100,6 +104,7 @@ impl App {
             let mut worker =
                 DestinationWorker::new(d, Arc::clone(&store), gate, options.pause_probe)?;
             worker.force_bulk = options.force_bulk;
+            worker.unmapped = Arc::clone(&unmapped);
             workers.push((Arc::new(worker), d.config.concurrency));
         }
         Ok(Self {
@@ -108,6 +113,7 @@ impl App {
             workers,
             options,
             wake: Arc::new(Notify::new()),
+            unmapped,
         })
     }
 
@@ -130,7 +136,11 @@ impl App {
         let state = HttpState {
             ingestor,
             max_request_bytes: self.config.config.server.max_request_bytes,
+            body_read_timeout: Duration::from_secs(
+                self.config.config.server.body_read_timeout_secs,
+            ),
             ready: Arc::clone(&ready),
+            metrics_token: self.config.metrics_token.clone(),
         };
         let stop = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();
@@ -144,13 +154,18 @@ impl App {
 
         let http_stop = stop.clone();
         let ready_flag = Arc::clone(&ready);
-        let server =
-            axum::serve(listener, http::router(state)).with_graceful_shutdown(async move {
-                shutdown.await;
-                ready_flag.store(false, Ordering::Release);
-                tracing::info!("shutting down: draining requests and deliveries");
-                http_stop.cancel();
-            });
+        let limits = http::server::ConnectionLimits {
+            header_read_timeout: Duration::from_secs(
+                self.config.config.server.header_read_timeout_secs,
+            ),
+            max_connections: self.config.config.server.max_connections,
+        };
+        let server = http::server::serve(listener, http::router(state), limits, async move {
+            shutdown.await;
+            ready_flag.store(false, Ordering::Release);
+            tracing::info!("shutting down: draining requests and deliveries");
+            http_stop.cancel();
+        });
         ready.store(true, Ordering::Release);
         let served = server.await;
         stop.cancel();
@@ -164,6 +179,12 @@ impl App {
 impl App {
     /// One dispatcher per destination, until `stop`.
     fn spawn_dispatchers(&self, set: &mut tokio::task::JoinSet<()>, stop: &CancellationToken) {
+        set.spawn(unmapped::flush_until(
+            Arc::clone(&self.store),
+            Arc::clone(&self.unmapped),
+            UNMAPPED_FLUSH_EVERY,
+            stop.clone(),
+        ));
         for (worker, concurrency) in &self.workers {
             set.spawn(dispatcher::run(
                 Arc::clone(worker),
@@ -205,6 +226,9 @@ impl App {
     }
 }
 
+/// How often unmapped trait keys noted by the workers are written to the store.
+const UNMAPPED_FLUSH_EVERY: Duration = Duration::from_secs(2);
+
 /// Prune old events and publish queue gauges, until stopped.
 async fn housekeeping(
     store: Arc<dyn Store>,
@@ -236,6 +260,20 @@ async fn housekeeping(
                     events::queue(&d.config.name, 0, 0);
                 }
             }
+        }
+        // Rejected inputs are bounded in bytes: checked every tick, so one burst of invalid
+        // input cannot outgrow the bound for long.
+        let max_bytes = config.config.server.rejected_max_bytes;
+        match store
+            .prune_rejected(now_ms() - retention_ms, max_bytes)
+            .await
+        {
+            Ok(0) => {}
+            Ok(n) => {
+                events::rejected_pruned(n);
+                tracing::info!(rejected = n, "pruned rejected inputs");
+            }
+            Err(e) => tracing::warn!(error = %e, "pruning rejected inputs failed"),
         }
         // Pruning is heavier: once a minute at the default interval.
         ticks += 1;

@@ -53,8 +53,21 @@ pub struct ServerConfig {
     pub max_event_bytes: usize,
     /// A `messageId` seen again from the same source within this many hours is a duplicate.
     pub dedup_window_hours: u64,
-    /// Delivered and skipped events are removed after this many hours.
+    /// Delivered and skipped events, and rejected inputs, are removed after this many hours.
     pub retention_hours: u64,
+    /// Rejected inputs (authenticated but invalid) are kept up to this many bytes in all; past
+    /// it the oldest go first (`freshgate_rejected_pruned_total` counts them).
+    pub rejected_max_bytes: u64,
+    /// Seconds a client has to send a complete request head, counted from when the server
+    /// starts waiting for one; so also how long an idle keep-alive connection stays open.
+    pub header_read_timeout_secs: u64,
+    /// Seconds a client has to send a request body.
+    pub body_read_timeout_secs: u64,
+    /// Connections served at once; more are answered `503 too_many_connections` and closed.
+    pub max_connections: usize,
+    /// Environment variable holding a token that `/metrics` requires as
+    /// `Authorization: Bearer <token>`; without it `/metrics` is public.
+    pub metrics_token_env: Option<String>,
 }
 
 impl Default for ServerConfig {
@@ -66,6 +79,11 @@ impl Default for ServerConfig {
             max_event_bytes: 32 * 1024,
             dedup_window_hours: 24 * 7,
             retention_hours: 72,
+            rejected_max_bytes: 64 * 1024 * 1024,
+            header_read_timeout_secs: 10,
+            body_read_timeout_secs: 30,
+            max_connections: 1024,
+            metrics_token_env: None,
         }
     }
 }
@@ -114,8 +132,28 @@ pub struct SourceConfig {
     /// Environment variables each holding one more write key.
     pub write_keys_env: Vec<String>,
     /// Environment variable holding the shared secret of Segment webhook deliveries (HMAC-SHA1
-    /// `X-Signature`). Without it, `/webhook/{name}` is refused.
+    /// `X-Signature`). Without it (and without `webhook_token_env`), `/webhook/{name}` is refused.
     pub webhook_secret_env: Option<String>,
+    /// Environment variable holding a bearer token that webhook deliveries must send as
+    /// `Authorization: Bearer <token>` (a custom header of Segment's Webhooks (Actions)
+    /// destination). It covers the whole request, so batched (array) bodies are accepted.
+    pub webhook_token_env: Option<String>,
+    /// What an array (batched) webhook body needs when no `webhook_token_env` is set.
+    pub webhook_batches: WebhookBatches,
+}
+
+/// How `/webhook/{name}` treats a batched body (a JSON array) when the source has no bearer
+/// token. Segment signs only the first element of a batch (spec/segment.md §6.1), so the
+/// signature proves nothing about the others.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum WebhookBatches {
+    /// Refuse array bodies with 401 `unauthenticated_batch` (the default).
+    #[default]
+    Refuse,
+    /// Accept array bodies whose first element is signed. Anyone who has seen one signed body
+    /// can append any events to it: use only when the webhook URL is not reachable by others.
+    FirstElementSignature,
 }
 
 impl std::fmt::Debug for SourceConfig {
@@ -129,6 +167,8 @@ impl std::fmt::Debug for SourceConfig {
             )
             .field("write_keys_env", &self.write_keys_env)
             .field("webhook_secret_env", &self.webhook_secret_env)
+            .field("webhook_token_env", &self.webhook_token_env)
+            .field("webhook_batches", &self.webhook_batches)
             .finish()
     }
 }
@@ -286,6 +326,8 @@ pub struct Resolved {
     pub sources: Vec<ResolvedSource>,
     /// Destinations with their URLs and keys.
     pub destinations: Vec<ResolvedDestination>,
+    /// The token `/metrics` requires, if configured.
+    pub metrics_token: Option<SecretString>,
 }
 
 /// A source ready for ingest.
@@ -297,6 +339,10 @@ pub struct ResolvedSource {
     pub write_keys: Vec<SecretString>,
     /// Webhook shared secret, if configured.
     pub webhook_secret: Option<SecretString>,
+    /// Webhook bearer token, if configured.
+    pub webhook_token: Option<SecretString>,
+    /// What a batched webhook body needs without a token.
+    pub webhook_batches: WebhookBatches,
 }
 
 /// A destination ready for delivery.
@@ -314,9 +360,12 @@ impl Resolved {
     /// The source owning a write key.
     #[must_use]
     pub fn source_for_key(&self, key: &str) -> Option<&ResolvedSource> {
-        self.sources
-            .iter()
-            .find(|s| s.write_keys.iter().any(|k| k.expose_secret() == key))
+        // Every key is compared (no early exit), each in constant time.
+        self.sources.iter().find(|s| {
+            s.write_keys.iter().fold(false, |found, k| {
+                crate::secret::eq(key.as_bytes(), k.expose_secret().as_bytes()) | found
+            })
+        })
     }
 
     /// A source by name.
@@ -426,6 +475,34 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
             "must be at least 1 (duplicates from client retries arrive within minutes)".into(),
         );
     }
+    for (key, value) in [
+        (
+            "server.header_read_timeout_secs",
+            config.server.header_read_timeout_secs,
+        ),
+        (
+            "server.body_read_timeout_secs",
+            config.server.body_read_timeout_secs,
+        ),
+        (
+            "server.max_connections",
+            u64::try_from(config.server.max_connections).unwrap_or(u64::MAX),
+        ),
+    ] {
+        if value == 0 {
+            problem(key.into(), "must be at least 1".into());
+        }
+    }
+    let metrics_token = config.server.metrics_token_env.as_ref().and_then(|var| {
+        let value = env.var(var);
+        if value.is_none() {
+            problem(
+                "server.metrics_token_env".into(),
+                format!("environment variable {var} is not set"),
+            );
+        }
+        value.map(SecretString::from)
+    });
     if config.store.writer_queue == 0 {
         problem("store.writer_queue".into(), "must be at least 1".into());
     }
@@ -499,29 +576,31 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
                 );
             }
         }
-        let webhook_secret = match &s.webhook_secret_env {
-            None => None,
-            Some(var) => match env.var(var) {
-                Some(v) => Some(SecretString::from(v)),
-                None => {
-                    problem(
-                        format!("{at}.webhook_secret_env"),
-                        format!("environment variable {var} is not set"),
-                    );
-                    None
-                }
-            },
+        let mut secret_from = |key: &str, var: &Option<String>| {
+            let var = var.as_ref()?;
+            let value = env.var(var);
+            if value.is_none() {
+                problem(
+                    format!("{at}.{key}"),
+                    format!("environment variable {var} is not set"),
+                );
+            }
+            value.map(SecretString::from)
         };
-        if keys.is_empty() && webhook_secret.is_none() {
+        let webhook_secret = secret_from("webhook_secret_env", &s.webhook_secret_env);
+        let webhook_token = secret_from("webhook_token_env", &s.webhook_token_env);
+        if keys.is_empty() && webhook_secret.is_none() && webhook_token.is_none() {
             problem(
                 format!("{at}.write_keys"),
-                "a source needs at least one write key (or a webhook secret)".into(),
+                "a source needs at least one write key (or a webhook secret or token)".into(),
             );
         }
         sources.push(ResolvedSource {
             name: s.name.clone(),
             write_keys: keys,
             webhook_secret,
+            webhook_token,
+            webhook_batches: s.webhook_batches,
         });
     }
 
@@ -637,6 +716,7 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
             origin: origin.to_owned(),
             sources,
             destinations,
+            metrics_token,
         })
     } else {
         Err(ConfigError { problems })
@@ -721,6 +801,26 @@ sources = ["nope"]
             "https://acme.myfreshworks.com/crm/sales/api"
         );
         assert_eq!(r.destinations[0].config.effective_hourly_limit(), 1000);
+    }
+
+    #[test]
+    fn write_keys_are_compared_in_constant_time_every_one_of_them() {
+        let mut cfg = Config::default();
+        for (name, key) in [("a", "key-a"), ("b", "key-b")] {
+            cfg.sources.push(SourceConfig {
+                name: name.into(),
+                write_keys: vec![key.into(), format!("{key}-2")],
+                ..SourceConfig::default()
+            });
+        }
+        let r = resolve(cfg, "x", &env(&[])).unwrap();
+        let before = crate::secret::calls::count();
+        assert_eq!(r.source_for_key("key-a").unwrap().name, "a");
+        // Every key of the matching source went through `secret::eq`, not only up to the match.
+        assert!(crate::secret::calls::count() >= before + 2);
+        let before = crate::secret::calls::count();
+        assert!(r.source_for_key("key-c").is_none());
+        assert_eq!(crate::secret::calls::count(), before + 4);
     }
 
     #[test]

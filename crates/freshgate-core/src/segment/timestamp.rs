@@ -66,9 +66,12 @@ pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
         return None;
     }
     let time = Time::from_hms_nano(hour, minute, second, nanos).ok()?;
+    // The range holds in UTC too: `9998-12-31T23:01-01:00` is in year 9999 there, which
+    // `format_timestamp` would write and this parser refuse (found by the `timestamp` fuzzer).
     PrimitiveDateTime::new(date, time)
         .assume_offset(offset)
         .checked_to_offset(UtcOffset::UTC)
+        .filter(|t| (1..=9998).contains(&t.year()))
 }
 
 /// Formats as RFC 3339 in UTC with milliseconds: `2025-11-07T17:00:00.000Z` (what analytics-node
@@ -236,6 +239,14 @@ mod tests {
         for (input, want) in cases {
             assert_eq!(parse_timestamp(input), Some(want), "{input}");
         }
+    }
+
+    #[test]
+    fn the_year_range_holds_in_utc() {
+        assert_eq!(parse_timestamp("9998-12-31T23:01-01:00"), None);
+        assert_eq!(parse_timestamp("0001-01-01T00:30+01:00"), None);
+        let last = parse_timestamp("9998-12-31T23:59:59.999Z").unwrap();
+        assert_eq!(parse_timestamp(&format_timestamp(last)), Some(last));
     }
 
     #[test]

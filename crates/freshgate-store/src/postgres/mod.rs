@@ -13,6 +13,7 @@
 //! writes run directly, bounded by the connection pool: one that cannot get a connection in time
 //! fails with `Database`.
 
+mod bounded;
 mod delivery;
 mod filter;
 mod ingest;
@@ -28,7 +29,7 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
     EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError,
+    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -288,6 +289,22 @@ impl Store for PostgresStore {
         dedup_before_ms: i64,
     ) -> Result<PruneOutcome, StoreError> {
         queries::prune(&self.pool, events_before_ms, dedup_before_ms).await
+    }
+
+    async fn prune_rejected(&self, before_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {
+        bounded::prune_rejected(&self.pool, before_ms, max_bytes).await
+    }
+
+    async fn record_unmapped_traits(&self, traits: Vec<UnmappedTrait>) -> Result<(), StoreError> {
+        bounded::record_unmapped(&self.pool, &traits).await
+    }
+
+    async fn unmapped_traits(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<UnmappedTrait>, StoreError> {
+        bounded::unmapped_traits(&self.pool, destination, limit).await
     }
 
     async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {

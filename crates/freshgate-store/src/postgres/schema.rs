@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "field metadata",
         include_str!("../../migrations/postgres/0002_field_metadata.sql"),
     ),
+    (
+        4,
+        "unmapped traits",
+        include_str!("../../migrations/postgres/0004_unmapped_traits.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

@@ -5,6 +5,7 @@
 //! a third thread copies the WAL back into the database file (see [`checkpoint`]).
 //! The database is in WAL mode with `synchronous=FULL`: every `Ok` from a write is on disk.
 
+mod bounded;
 mod checkpoint;
 mod filter;
 mod queries;
@@ -27,7 +28,7 @@ use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
     EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError,
+    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -406,6 +407,38 @@ impl Store for SqliteStore {
                 other => return Err(unexpected(&other)),
             }
         }
+    }
+
+    async fn prune_rejected(&self, before_ms: i64, max_bytes: u64) -> Result<u64, StoreError> {
+        let op = WriteOp::PruneRejected {
+            before_ms,
+            max_bytes,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn record_unmapped_traits(&self, traits: Vec<UnmappedTrait>) -> Result<(), StoreError> {
+        if traits.is_empty() {
+            return Ok(());
+        }
+        match self.write(WriteOp::RecordUnmapped(traits), false).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn unmapped_traits(
+        &self,
+        destination: &str,
+        limit: usize,
+    ) -> Result<Vec<UnmappedTrait>, StoreError> {
+        let destination = destination.to_owned();
+        self.readers
+            .run(move |c| bounded::unmapped_traits(c, &destination, limit))
+            .await
     }
 
     async fn integrity_check(&self) -> Result<Vec<String>, StoreError> {

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_message_index.sql"),
     include_str!("../../migrations/sqlite/0003_field_metadata.sql"),
+    include_str!("../../migrations/sqlite/0005_unmapped_traits.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.
@@ -129,7 +130,7 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, i64::try_from(MIGRATIONS.len()).unwrap());
         let rows: Vec<(String, String, i64, i64)> = conn
             .prepare("SELECT message_id, source, event_id, received_at_ms FROM messages ORDER BY 1")
             .unwrap()

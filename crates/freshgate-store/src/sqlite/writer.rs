@@ -79,6 +79,11 @@ pub(crate) enum WriteOp {
         dedup_before_ms: i64,
         limit: usize,
     },
+    PruneRejected {
+        before_ms: i64,
+        max_bytes: u64,
+    },
+    RecordUnmapped(Vec<crate::UnmappedTrait>),
 }
 
 impl WriteOp {
@@ -87,6 +92,7 @@ impl WriteOp {
         let w = match self {
             Self::Append(b) => b.events.len() + b.rejected.len(),
             Self::Settle { settlements, .. } => settlements.len(),
+            Self::RecordUnmapped(traits) => traits.len(),
             _ => 1,
         };
         w.max(1)
@@ -335,6 +341,14 @@ impl Writer {
                 limit,
             } => prune(&self.conn, *events_before_ms, *dedup_before_ms, *limit)
                 .map(|(outcome, more)| WriteReply::Pruned(outcome, more)),
+            WriteOp::PruneRejected {
+                before_ms,
+                max_bytes,
+            } => super::bounded::prune_rejected(&self.conn, *before_ms, *max_bytes)
+                .map(WriteReply::Count),
+            WriteOp::RecordUnmapped(traits) => {
+                super::bounded::record_unmapped(&self.conn, traits).map(|()| WriteReply::Done)
+            }
         }
     }
 

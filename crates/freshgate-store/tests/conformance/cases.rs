@@ -1,8 +1,9 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, QueueDepth, RejectedInput,
-    Settlement, StoreError,
+    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, MAX_UNMAPPED_KEY_BYTES,
+    MAX_UNMAPPED_TRAITS_PER_DESTINATION, QueueDepth, RejectedInput, Settlement, StoreError,
+    UnmappedTrait,
 };
 
 use crate::harness::{
@@ -879,4 +880,110 @@ pub async fn closed_store_refuses_writes(fx: &mut dyn Fixture) {
     ));
     // Closing twice is harmless.
     s.close().await;
+}
+
+fn rejected_input(n: usize, bytes: usize, at: i64) -> RejectedInput {
+    RejectedInput {
+        source: Some("web".to_owned()),
+        raw: format!("{n:>width$}", width = bytes).into_bytes(),
+        reason: format!("bad {n}"),
+        received_at_ms: at,
+    }
+}
+
+/// Rejected inputs go by age, then oldest first until the rest fit the byte bound.
+pub async fn rejected_pruned_by_age_and_bytes(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    // Ten inputs of 100 bytes, received at 1000, 1001, … 1009.
+    let rejected = (0..10)
+        .map(|n| rejected_input(n, 100, 1000 + i64::try_from(n).unwrap()))
+        .collect();
+    s.append(AppendBatch {
+        events: Vec::new(),
+        rejected,
+        dedup_window_ms: WINDOW_MS,
+    })
+    .await
+    .unwrap();
+    // Nothing is old enough, all fits: nothing goes.
+    assert_eq!(s.prune_rejected(1000, 10_000).await.unwrap(), 0);
+    // The two received before 1002 go by age.
+    assert_eq!(s.prune_rejected(1002, 10_000).await.unwrap(), 2);
+    // 800 bytes left; a 450-byte bound keeps the newest four (400 bytes).
+    assert_eq!(s.prune_rejected(0, 450).await.unwrap(), 4);
+    let left = s.rejected(100).await.unwrap();
+    let reasons: Vec<&str> = left.iter().map(|r| r.reason.as_str()).collect();
+    assert_eq!(reasons, ["bad 9", "bad 8", "bad 7", "bad 6"]);
+    assert_eq!(s.stats().await.unwrap().rejected, 4);
+    // A bound smaller than one input empties the table.
+    assert_eq!(s.prune_rejected(0, 50).await.unwrap(), 4);
+    assert!(s.rejected(100).await.unwrap().is_empty());
+}
+
+fn sighting(destination: &str, key: &str, count: u64, at: i64) -> UnmappedTrait {
+    UnmappedTrait {
+        destination: destination.to_owned(),
+        key: key.to_owned(),
+        count,
+        first_seen_ms: at,
+        last_seen_ms: at,
+    }
+}
+
+/// Unmapped trait keys add up per destination, long keys are cut, and only the most recently
+/// seen keys of a destination are kept.
+pub async fn unmapped_traits_counted_and_bounded(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    s.record_unmapped_traits(vec![
+        sighting(DEST, "plan", 2, 1000),
+        sighting(DEST, "plan", 1, 3000),
+        sighting(OTHER, "plan", 1, 1500),
+        sighting(DEST, "seats", 1, 2000),
+    ])
+    .await
+    .unwrap();
+    s.record_unmapped_traits(vec![sighting(DEST, "plan", 4, 500)])
+        .await
+        .unwrap();
+    let rows = s.unmapped_traits(DEST, 10).await.unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(
+        (
+            rows[0].key.as_str(),
+            rows[0].count,
+            rows[0].first_seen_ms,
+            rows[0].last_seen_ms
+        ),
+        ("plan", 7, 500, 3000)
+    );
+    assert_eq!((rows[1].key.as_str(), rows[1].count), ("seats", 1));
+    assert_eq!(s.unmapped_traits(OTHER, 10).await.unwrap().len(), 1);
+    assert_eq!(s.unmapped_traits(DEST, 1).await.unwrap().len(), 1);
+    // A key longer than the bound is cut on a character boundary.
+    let long = "é".repeat(MAX_UNMAPPED_KEY_BYTES);
+    s.record_unmapped_traits(vec![sighting(OTHER, &long, 1, 2000)])
+        .await
+        .unwrap();
+    let other = s.unmapped_traits(OTHER, 10).await.unwrap();
+    assert!(other.iter().all(|t| t.key.len() <= MAX_UNMAPPED_KEY_BYTES));
+    assert!(other.iter().any(|t| t.key.starts_with("éé")));
+    // Past the bound, the least recently seen keys go; other destinations are untouched.
+    let flood: Vec<UnmappedTrait> = (0..MAX_UNMAPPED_TRAITS_PER_DESTINATION + 10)
+        .map(|i| {
+            sighting(
+                DEST,
+                &format!("random-{i:05}"),
+                1,
+                10_000 + i64::try_from(i).unwrap(),
+            )
+        })
+        .collect();
+    s.record_unmapped_traits(flood).await.unwrap();
+    let rows = s.unmapped_traits(DEST, usize::MAX / 2).await.unwrap();
+    assert_eq!(rows.len(), MAX_UNMAPPED_TRAITS_PER_DESTINATION);
+    assert!(
+        rows.iter()
+            .all(|t| t.key != "plan" && t.key != "random-00000")
+    );
+    assert_eq!(s.unmapped_traits(OTHER, 10).await.unwrap().len(), 2);
 }

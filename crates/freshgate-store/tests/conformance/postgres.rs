@@ -192,6 +192,8 @@ crate::conformance!(Postgres =>
     traces_show_attempts,
     survives_reopen,
     closed_store_refuses_writes,
+    rejected_pruned_by_age_and_bytes,
+    unmapped_traits_counted_and_bounded,
 );
 
 #[test]

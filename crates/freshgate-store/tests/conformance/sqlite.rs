@@ -63,6 +63,8 @@ crate::conformance!(Sqlite =>
     traces_show_attempts,
     survives_reopen,
     closed_store_refuses_writes,
+    rejected_pruned_by_age_and_bytes,
+    unmapped_traits_counted_and_bounded,
 );
 
 fn db_path(dir: &TempDir) -> PathBuf {

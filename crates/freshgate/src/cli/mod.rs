@@ -163,6 +163,7 @@ pub fn main(cli: Cli) -> ExitCode {
         _ => "warn",
     };
     telemetry::init_logging(cli.log_format, level);
+    end_quietly_when_stdout_closes();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -212,6 +213,31 @@ pub fn main(cli: Cli) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `freshgate events rejected | head -2`: once the reader is gone, the next write to stdout
+/// fails with EPIPE, and `println!` panics on that (Rust ignores SIGPIPE, so the process is not
+/// killed by it either). The reader has all it wanted: exit 0 without a word, like `cat` would.
+fn end_quietly_when_stdout_closes() {
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if is_closed_stdout(info.payload()) {
+            std::process::exit(0);
+        }
+        default_hook(info);
+    }));
+}
+
+/// Whether a panic is `println!`'s "failed printing to stdout: Broken pipe".
+fn is_closed_stdout(payload: &(dyn std::any::Any + Send)) -> bool {
+    let message = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or_default();
+    let broken_pipe = std::io::Error::from(std::io::ErrorKind::BrokenPipe).to_string();
+    message.starts_with("failed printing to stdout")
+        && (message.contains("os error 32") || message.contains(&broken_pipe))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -347,4 +373,20 @@ pub fn database_url(cfg: &Config) -> anyhow::Result<String> {
 pub fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
     println!("{}", serde_json::to_string_pretty(value)?);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_closed_stdout_is_ended_quietly() {
+        let epipe = std::io::Error::from_raw_os_error(32);
+        let closed = format!("failed printing to stdout: {epipe}");
+        assert!(is_closed_stdout(&closed));
+        assert!(!is_closed_stdout(
+            &"failed printing to stdout: No space left"
+        ));
+        assert!(!is_closed_stdout(&"index out of bounds".to_owned()));
+    }
 }

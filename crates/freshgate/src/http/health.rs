@@ -3,8 +3,9 @@
 use std::sync::atomic::Ordering;
 
 use axum::extract::State;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::IntoResponse;
+use secrecy::ExposeSecret;
 
 use super::HttpState;
 use super::error::ApiError;
@@ -23,12 +24,29 @@ pub async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-/// Prometheus text exposition.
-pub async fn metrics() -> impl IntoResponse {
-    (
+/// Prometheus text exposition; behind `Authorization: Bearer` when `metrics_token_env` is set.
+///
+/// # Errors
+/// `401 missing_token` / `bad_token`.
+pub async fn metrics(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    if let Some(token) = &state.metrics_token {
+        let given = super::bearer_token(&headers).ok_or_else(|| {
+            ApiError::unauthorized("missing_token", "Authorization: Bearer <token> is required")
+        })?;
+        if !crate::secret::eq(given.as_bytes(), token.expose_secret().as_bytes()) {
+            return Err(ApiError::unauthorized(
+                "bad_token",
+                "the bearer token does not match",
+            ));
+        }
+    }
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::telemetry::prometheus().render(),
-    )
+    ))
 }
 
 /// Anything else.

@@ -20,6 +20,14 @@ use super::body::read_limited;
 use super::error::ApiError;
 use crate::pipeline::ingest::{IngestError, unix_ms};
 
+/// `Retry-After` of a `503 storage_unavailable`: long enough for an operator or a prune to free
+/// space, short enough that a client's retries catch the recovery.
+pub const STORAGE_RETRY_AFTER_SECS: u32 = 5;
+
+/// A store that cannot write fails every request: one log line a second is enough.
+static STORE_ERROR_LOG: crate::telemetry::LogLimiter =
+    crate::telemetry::LogLimiter::new(std::time::Duration::from_secs(1));
+
 /// `POST /v1/{kind}`.
 ///
 /// # Errors
@@ -33,7 +41,13 @@ pub async fn tracking(
     let Some(endpoint) = segment::endpoint_for_path(&kind) else {
         return Err(ApiError::not_found(format!("unknown endpoint /v1/{kind}")));
     };
-    let bytes = read_limited(&headers, body, state.max_request_bytes).await?;
+    let bytes = read_limited(
+        &headers,
+        body,
+        state.max_request_bytes,
+        state.body_read_timeout,
+    )
+    .await?;
     let received_at = OffsetDateTime::now_utc();
     let header_key = basic_auth_key(&headers);
     let config = state.ingestor.config();
@@ -58,7 +72,15 @@ pub async fn tracking(
             None => return Err(auth_error(header_key.is_some() || p.write_key.is_some())),
         },
         (None, Err(_)) if header_key.is_some() => return Err(auth_error(true)),
-        (None, Err(e)) => return Err(request_error(e)),
+        // An invalid body may still carry a good key: then its source keeps the refusal, as
+        // with a Basic header.
+        (None, Err(e)) => match body_write_key(&bytes) {
+            Some(k) => match config.source_for_key(&k) {
+                Some(s) => s.name.clone(),
+                None => return Err(auth_error(true)),
+            },
+            None => return Err(request_error(e)),
+        },
     };
 
     let parsed = match parsed {
@@ -108,8 +130,17 @@ pub(super) async fn commit(
             1,
         )),
         Err(IngestError::Store(e)) => {
-            tracing::error!(error = %e, "store append failed");
-            Err(ApiError::internal("could not store the events; retry"))
+            // A full disk, a lost database, a store shutting down: nothing was acknowledged,
+            // and the same request succeeds once the store can write again.
+            if let Some(suppressed) = STORE_ERROR_LOG.allow(std::time::Instant::now()) {
+                tracing::error!(error = %e, suppressed, "store append failed");
+            }
+            crate::telemetry::events::storage_unavailable();
+            Err(ApiError::unavailable(
+                "storage_unavailable",
+                "the events could not be stored (nothing was kept); retry later",
+                STORAGE_RETRY_AFTER_SECS,
+            ))
         }
     }
 }
@@ -131,6 +162,19 @@ fn auth_error(key_given: bool) -> ApiError {
             "send the write key as Authorization: Basic base64(writeKey:) or as \"writeKey\" in the body",
         )
     }
+}
+
+/// The `writeKey` of a body that did not parse as a valid request (a JSON object is enough).
+fn body_write_key(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct KeyOnly {
+        #[serde(rename = "writeKey")]
+        write_key: Option<String>,
+    }
+    serde_json::from_slice::<KeyOnly>(body)
+        .ok()?
+        .write_key
+        .filter(|k| !k.is_empty())
 }
 
 /// The username of a Basic `Authorization` header (the Segment write key). The colon is optional

@@ -49,6 +49,8 @@ pub struct DestinationWorker {
     pub bulk_min_contacts: usize,
     /// Send everything through `bulk_upsert` (`freshgate backfill`).
     pub force_bulk: bool,
+    /// Unmapped trait keys seen, until written to the store.
+    pub unmapped: Arc<super::unmapped::UnmappedTally>,
 }
 
 /// A contact's leading identifies, each with its parsed event.
@@ -122,6 +124,7 @@ impl DestinationWorker {
             paused: Mutex::new(None),
             bulk_min_contacts: destination.config.bulk_min_contacts,
             force_bulk: false,
+            unmapped: Arc::default(),
         })
     }
 
@@ -607,9 +610,9 @@ impl DestinationWorker {
     }
 
     fn report(&self, report: &MappingReport) {
-        for key in &report.unmapped {
-            events::unmapped_trait(&self.name, key);
-        }
+        // Keys come from clients: they go to the store, never into a metric label.
+        events::unmapped_traits(&self.name, report.unmapped.len());
+        self.unmapped.note(&self.name, &report.unmapped, now_ms());
         for f in &report.coercion_failures {
             events::coercion_failure(&self.name, &f.field);
         }

@@ -9,6 +9,10 @@ pub const HTTP_REQUESTS: &str = "freshgate_http_requests_total";
 pub const EVENTS_ACCEPTED: &str = "freshgate_events_accepted_total";
 /// Events rejected by source and reason code.
 pub const EVENTS_REJECTED: &str = "freshgate_events_rejected_total";
+/// Webhook requests refused as unauthenticated, by (configured) source and code; never stored.
+pub const WEBHOOK_REFUSED: &str = "freshgate_webhook_refused_total";
+/// Rejected inputs removed from the store by age or by the size bound.
+pub const REJECTED_PRUNED: &str = "freshgate_rejected_pruned_total";
 /// Duplicate events acknowledged but not stored, by source.
 pub const EVENTS_DEDUPLICATED: &str = "freshgate_events_deduplicated_total";
 /// Request body bytes received (after decompression), by source.
@@ -21,15 +25,20 @@ pub const COMMIT_SECONDS: &str = "freshgate_store_commit_seconds";
 pub const QUEUE_DEPTH: &str = "freshgate_queue_pending";
 /// Dead letters per destination.
 pub const QUEUE_DEAD: &str = "freshgate_queue_dead";
+/// Connections closed at once because `server.max_connections` were open.
+pub const CONNECTIONS_REFUSED: &str = "freshgate_http_connections_refused_total";
 /// Requests refused because the store writer was saturated.
 pub const INGEST_SATURATED: &str = "freshgate_ingest_saturated_total";
+/// Requests refused with 503 because the store could not write (disk full, database down).
+pub const STORAGE_UNAVAILABLE: &str = "freshgate_ingest_storage_unavailable_total";
 /// Freshworks API calls by destination, endpoint and status.
 pub const FRESHWORKS_CALLS: &str = "freshgate_freshworks_calls_total";
 /// Freshworks call latency.
 pub const FRESHWORKS_SECONDS: &str = "freshgate_freshworks_call_seconds";
 /// Deliveries settled, by destination and outcome.
 pub const DELIVERIES: &str = "freshgate_deliveries_total";
-/// Traits that matched no contact field, by destination and trait key.
+/// Traits that matched no contact field, by destination (the keys are in the store: a label per
+/// client-sent key would let any client grow this endpoint without limit).
 pub const UNMAPPED_TRAITS: &str = "freshgate_unmapped_traits_total";
 /// Field values dropped because they could not be coerced, by destination and field.
 pub const COERCION_FAILURES: &str = "freshgate_coercion_failures_total";
@@ -45,6 +54,14 @@ pub fn describe() {
     describe_counter!(
         EVENTS_REJECTED,
         "Events rejected, kept in the rejected table"
+    );
+    describe_counter!(
+        WEBHOOK_REFUSED,
+        "Webhook requests refused as unauthenticated (counted and logged, never stored)"
+    );
+    describe_counter!(
+        REJECTED_PRUNED,
+        "Rejected inputs removed by retention_hours or rejected_max_bytes, oldest first"
     );
     describe_counter!(
         EVENTS_DEDUPLICATED,
@@ -70,6 +87,14 @@ pub fn describe() {
     describe_counter!(
         INGEST_SATURATED,
         "Requests refused with 503: writer saturated"
+    );
+    describe_counter!(
+        CONNECTIONS_REFUSED,
+        "Connections refused: server.max_connections were open"
+    );
+    describe_counter!(
+        STORAGE_UNAVAILABLE,
+        "Requests refused with 503: the store could not write"
     );
     describe_counter!(FRESHWORKS_CALLS, "Freshworks API calls");
     describe_histogram!(FRESHWORKS_SECONDS, "Freshworks API call latency");
@@ -99,6 +124,16 @@ pub fn rejected(source: &str, code: &str) {
         .increment(1);
 }
 
+/// A webhook request refused as unauthenticated. `source` is a configured source's name.
+pub fn webhook_refused(source: &str, code: &'static str) {
+    counter!(WEBHOOK_REFUSED, "source" => source.to_owned(), "code" => code).increment(1);
+}
+
+/// Rejected inputs pruned.
+pub fn rejected_pruned(n: u64) {
+    counter!(REJECTED_PRUNED).increment(n);
+}
+
 /// One store commit of an ingest request.
 pub fn commit(events: usize, seconds: f64) {
     histogram!(COMMIT_BATCH_EVENTS).record(events as f64);
@@ -108,6 +143,16 @@ pub fn commit(events: usize, seconds: f64) {
 /// A request refused with 503.
 pub fn saturated() {
     counter!(INGEST_SATURATED).increment(1);
+}
+
+/// A connection refused over the cap.
+pub fn connection_refused() {
+    counter!(CONNECTIONS_REFUSED).increment(1);
+}
+
+/// A request refused with 503 because the store could not write.
+pub fn storage_unavailable() {
+    counter!(STORAGE_UNAVAILABLE).increment(1);
 }
 
 /// Queue figures of a destination.
@@ -130,10 +175,11 @@ pub fn deliveries(destination: &str, outcome: &str, n: usize) {
         .increment(n as u64);
 }
 
-/// A trait that matched no field.
-pub fn unmapped_trait(destination: &str, key: &str) {
-    counter!(UNMAPPED_TRAITS, "destination" => destination.to_owned(), "trait" => key.to_owned())
-        .increment(1);
+/// Traits that matched no field in one mapping.
+pub fn unmapped_traits(destination: &str, n: usize) {
+    if n > 0 {
+        counter!(UNMAPPED_TRAITS, "destination" => destination.to_owned()).increment(n as u64);
+    }
 }
 
 /// A value that could not be coerced.

@@ -65,3 +65,85 @@ pub fn prometheus() -> &'static PrometheusHandle {
         handle
     })
 }
+
+/// Lets one log line through per interval and counts the ones it held back, so that a flood of
+/// hostile requests costs a bounded amount of log.
+#[derive(Debug)]
+pub struct LogLimiter {
+    every: std::time::Duration,
+    state: std::sync::Mutex<LimiterState>,
+}
+
+#[derive(Debug, Default)]
+struct LimiterState {
+    last: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl LogLimiter {
+    /// At most one line per `every`.
+    #[must_use]
+    pub const fn new(every: std::time::Duration) -> Self {
+        Self {
+            every,
+            state: std::sync::Mutex::new(LimiterState {
+                last: None,
+                suppressed: 0,
+            }),
+        }
+    }
+
+    /// `Some(lines held back since the last one)` when a line may be written now.
+    pub fn allow(&self, now: std::time::Instant) -> Option<u64> {
+        let mut s = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match s.last {
+            Some(last) if now.saturating_duration_since(last) < self.every => {
+                s.suppressed += 1;
+                None
+            }
+            _ => {
+                s.last = Some(now);
+                Some(std::mem::take(&mut s.suppressed))
+            }
+        }
+    }
+}
+
+/// At most `max` bytes of client input, as lossy UTF-8 with control characters escaped, for a
+/// log line.
+#[must_use]
+pub fn log_excerpt(bytes: &[u8], max: usize) -> String {
+    let cut = &bytes[..bytes.len().min(max)];
+    let text = String::from_utf8_lossy(cut);
+    let mut out: String = text.escape_debug().collect();
+    if bytes.len() > max {
+        out.push('…');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn one_line_per_interval_and_the_held_back_ones_are_counted() {
+        let limiter = LogLimiter::new(Duration::from_secs(1));
+        let t0 = Instant::now();
+        assert_eq!(limiter.allow(t0), Some(0));
+        assert_eq!(limiter.allow(t0 + Duration::from_millis(10)), None);
+        assert_eq!(limiter.allow(t0 + Duration::from_millis(900)), None);
+        assert_eq!(limiter.allow(t0 + Duration::from_millis(1000)), Some(2));
+    }
+
+    #[test]
+    fn excerpts_are_short_and_escaped() {
+        assert_eq!(log_excerpt(b"ab\ncd", 10), "ab\\ncd");
+        assert_eq!(log_excerpt(b"abcdef", 3), "abc…");
+        assert_eq!(log_excerpt(&[0xff, b'a'], 10), "\u{fffd}a");
+    }
+}

@@ -13,18 +13,33 @@ use crate::helpers::WRITE_KEY;
 
 /// Start `freshgate serve` on port 0 and return it with its address.
 pub fn start_server(config: &Path, data_dir: &Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freshgate"))
-        .args([
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--log-format",
-            "json",
-            "--config",
-        ])
-        .arg(config)
-        .arg("--data-dir")
-        .arg(data_dir)
+    let mut command = Command::new(env!("CARGO_BIN_EXE_freshgate"));
+    command.args(serve_args(config, data_dir));
+    start_command(command)
+}
+
+/// The arguments of `freshgate serve` on port 0 with this config and data dir.
+pub fn serve_args(config: &Path, data_dir: &Path) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> = [
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--log-format",
+        "json",
+        "--config",
+    ]
+    .iter()
+    .map(Into::into)
+    .collect();
+    args.push(config.into());
+    args.push("--data-dir".into());
+    args.push(data_dir.into());
+    args
+}
+
+/// Start a command that runs `freshgate serve` and return it with the address it printed.
+pub fn start_command(mut command: Command) -> (Child, String) {
+    let mut child = command
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())

@@ -23,6 +23,10 @@ pub struct Setup {
     pub with_destination: bool,
     pub pause_probe: Duration,
     pub writer_queue: usize,
+    /// Last changes to the configuration (after the test sources and destination).
+    pub tweak: fn(&mut Config),
+    /// More environment variables for the configuration's `*_env` keys.
+    pub env: Vec<(&'static str, &'static str)>,
 }
 
 impl Default for Setup {
@@ -36,6 +40,8 @@ impl Default for Setup {
             with_destination: true,
             pause_probe: Duration::from_millis(500),
             writer_queue: 1024,
+            tweak: |_| {},
+            env: Vec::new(),
         }
     }
 }
@@ -115,6 +121,7 @@ pub fn test_config(emulator_url: &str, setup: &Setup, data_dir: PathBuf) -> Conf
         d.api_key_env = "TEST_FRESHWORKS_KEY".into();
         cfg.destinations.push(d);
     }
+    (setup.tweak)(&mut cfg);
     cfg
 }
 
@@ -129,6 +136,9 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         "TEST_FRESHWORKS_KEY".to_owned(),
         setup.emulator.api_key.clone(),
     );
+    for (k, v) in &setup.env {
+        env.insert((*k).to_owned(), (*v).to_owned());
+    }
     let gateway = Gateway {
         config: test_config(&emulator.base_url, &setup, data_dir.path().to_path_buf()),
         env,

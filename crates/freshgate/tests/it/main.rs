@@ -10,6 +10,7 @@ mod cli;
 mod compat;
 mod crash;
 mod delivery;
+mod hardening;
 mod ingest;
 mod multinode;
 mod quota;
