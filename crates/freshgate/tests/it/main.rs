@@ -11,4 +11,5 @@ mod crash;
 mod delivery;
 mod ingest;
 mod multinode;
+mod procs;
 mod quota;
