@@ -128,7 +128,7 @@ pub fn apply(
 ) -> ContactShadow {
     let mut next = shadow.cloned().unwrap_or_default();
     next.contact_id = contact_id.or(next.contact_id);
-    next.email = Some(email.trim().to_lowercase());
+    next.email = Some(crate::email::normalize(email));
     next.external_id = Some(user_id.to_owned());
     for (name, f) in &plan.send {
         next.fields.insert(

@@ -8,6 +8,7 @@
 
 use serde_json::{Map, Value, json};
 
+use crate::email::normalize as normalize_email;
 use crate::shadow::{ContactShadow, UpsertPlan};
 
 /// The body of `POST /crm/sales/api/contacts/upsert`.
@@ -65,10 +66,6 @@ fn identifier(
     } else {
         ("emails", normalize_email(email))
     }
-}
-
-fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
 }
 
 fn contact_object(user_id: &str, email: &str, plan: &UpsertPlan) -> Value {
