@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::coalesce::{TraitValue, flatten_trait};
-pub use contact::{bulk_item, upsert_body};
+pub use contact::{Identity, bulk_item, identifier, upsert_body};
 pub use resolve::{FieldIndex, Level, Resolution};
 
 /// One contact field to write.

@@ -107,7 +107,7 @@ fn identifier(item: &Value) -> Option<(String, String)> {
 async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> Vec<Option<i64>> {
     let items: Vec<Value> = prepared
         .iter()
-        .map(|p| mapping::bulk_item(&p.user_id, &p.email, &p.plan, p.shadow.as_ref()))
+        .map(|p| mapping::bulk_item(&p.user_id, &p.email, &p.plan, &p.identity))
         .collect();
     let body = json!({ "contacts": items });
     // The job's first poll is paid for with the POST. Once a job is sent, its status must be
@@ -116,6 +116,9 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
     // outcome could no longer be recorded against them.
     if let Err(until) = worker.budget.acquire(2).await {
         return vec![Some(until); prepared.len()];
+    }
+    if let Err(stop) = worker.mark_in_doubt(prepared).await {
+        return vec![wait_of(Err(stop)); prepared.len()];
     }
     let leases_end = prepared
         .iter()

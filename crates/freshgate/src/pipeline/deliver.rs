@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use freshgate_core::coalesce::{IdentifyInput, MissingTraits};
 use freshgate_core::delivery::{self, Outcome};
-use freshgate_core::mapping::{self, FieldIndex, MappingReport};
+use freshgate_core::mapping::{self, FieldIndex, Identity, MappingReport};
 use freshgate_core::segment::{self, EventType};
 use freshgate_core::shadow::{self, ContactShadow};
 use freshgate_store::{Attempt, ContactLease, PendingDelivery, Settlement, Store, StoreError};
@@ -55,6 +55,7 @@ pub struct DestinationWorker {
 type Group = Vec<(PendingDelivery, segment::StoredEvent)>;
 
 /// A contact's coalesced identify group, mapped and planned, ready to send.
+#[derive(Clone)]
 pub struct Prepared {
     /// The contact's lease.
     pub lease: ContactLease,
@@ -76,6 +77,8 @@ pub struct Prepared {
     pub summary: String,
     /// Timestamp of the event that set the email.
     pub email_ts_ms: Option<i64>,
+    /// How the write finds the contact (`mapping::identifier`).
+    pub identity: Identity,
 }
 
 /// A failure that stops work on this lease.
@@ -420,8 +423,10 @@ impl DestinationWorker {
                 .await?;
             return Ok(None);
         }
+        let identity = mapping::identifier(&user_id, &email, shadow.as_ref());
         Ok(Some(Prepared {
             lease: lease.clone(),
+            identity,
             delivery_ids,
             first_attempt_ms,
             attempts,
@@ -451,12 +456,34 @@ impl DestinationWorker {
         Ok(())
     }
 
+    /// Record, before a write to these contacts is sent, that its outcome is in doubt until
+    /// settled (see `ContactShadow::in_doubt`). The one place both the single and the bulk path
+    /// mark their writes; it costs a store write only for contacts with a confirmed shadow.
+    ///
+    /// # Errors
+    /// `Stop::Store`: then nothing may be sent.
+    pub async fn mark_in_doubt(&self, prepared: &[Prepared]) -> Result<(), Stop> {
+        let marks = prepared.iter().filter_map(|p| {
+            let marked = shadow::in_doubt(p.shadow.as_ref())?;
+            let bytes = serde_json::to_vec(&marked).ok()?;
+            Some(
+                self.store
+                    .put_shadow(&self.name, &p.lease.contact_key, bytes),
+            )
+        });
+        for r in futures::future::join_all(marks).await {
+            r?;
+        }
+        Ok(())
+    }
+
     /// One `POST /contacts/upsert` for a prepared group.
     async fn send_single(&self, p: Prepared) -> Result<(), Stop> {
-        let body = mapping::upsert_body(&p.user_id, &p.email, &p.plan, p.shadow.as_ref());
+        let body = mapping::upsert_body(&p.user_id, &p.email, &p.plan, &p.identity);
         if let Err(until) = self.budget.acquire(1).await {
             return Err(Stop::Later(Some(until)));
         }
+        self.mark_in_doubt(std::slice::from_ref(&p)).await?;
         let started = Instant::now();
         let result = self.client.upsert_contact(&body).await;
         let at = now_ms();
@@ -554,6 +581,13 @@ impl DestinationWorker {
         let at = attempt.at_ms;
         let (settlement, label, stop) = match outcome {
             Outcome::Success => return self.delivered(p, None, attempt).await,
+            Outcome::DeadLetter { reason } if matches!(p.identity, Identity::ExternalId(_)) => {
+                attempt.outcome = format!("refused by external_id: {reason}");
+                self.store
+                    .settle(&p.lease, at, Vec::new(), Some(attempt))
+                    .await?;
+                return self.unknown_external_id(p, reason).await;
+            }
             Outcome::DeadLetter { reason } => {
                 attempt.outcome = format!("dead-lettered: {reason}{}", p.summary);
                 (Settlement::DeadLettered { reason }, "dead", None)
@@ -603,6 +637,70 @@ impl DestinationWorker {
         match stop {
             Some(at_ms) => Err(Stop::Later(Some(at_ms))),
             None => Ok(()),
+        }
+    }
+
+    /// A write keyed by `external_id` was refused (typically: a contact created elsewhere, by a
+    /// web form, owns the email and has no `external_id`). When no contact has this
+    /// `external_id`, the email identifies the contact: the group is sent again keyed by it.
+    /// When one has it, the refusal stands and the group is dead-lettered. One lookup call, on
+    /// this path only.
+    async fn unknown_external_id(&self, p: &Prepared, refusal: String) -> Result<(), Stop> {
+        if let Err(until) = self.budget.acquire(1).await {
+            return Err(Stop::Later(Some(until)));
+        }
+        let started = Instant::now();
+        let found = self.client.lookup_contacts("external_id", &p.user_id).await;
+        events::freshworks_call(
+            &self.name,
+            "lookup",
+            found
+                .as_ref()
+                .map_or_else(FreshworksError::status, |x| Some(x.status)),
+            started.elapsed().as_secs_f64(),
+        );
+        let by_email = Prepared {
+            identity: Identity::Email(freshgate_core::email::normalize(&p.email)),
+            ..p.clone()
+        };
+        let mut attempt = Attempt {
+            delivery_ids: p.delivery_ids.clone(),
+            at_ms: now_ms(),
+            request_line: format!("GET /lookup?f=external_id&q={}", p.user_id),
+            request_body: None,
+            status: None,
+            response_body: None,
+            outcome: String::new(),
+        };
+        match found {
+            Ok(x) if x.body.is_empty() => Box::pin(self.send_single(by_email)).await,
+            Ok(x) => {
+                attempt.status = Some(x.status);
+                attempt.outcome = format!(
+                    "dead-lettered: {refusal} (contact {} has this external_id)",
+                    x.body.first().map_or(0, |c| c.id)
+                );
+                events::deliveries(&self.name, "dead", p.delivery_ids.len());
+                let dead = Settlement::DeadLettered { reason: refusal };
+                self.settle_all(&p.lease, &p.delivery_ids, dead, Some(attempt))
+                    .await
+            }
+            Err(error) => {
+                let status = error.status();
+                attempt.status = status;
+                attempt.response_body = Some(truncate(
+                    error.response_body().unwrap_or(&error.to_string()),
+                ));
+                // The lookup's own failure decides (a 5xx is retried, a 401 pauses); a
+                // lookup that cannot succeed leaves the refusal as the verdict.
+                let outcome = match outcome_of(&error) {
+                    Outcome::DeadLetter { .. } | Outcome::Success => {
+                        Outcome::DeadLetter { reason: refusal }
+                    }
+                    other => other,
+                };
+                Box::pin(self.failed(&by_email, outcome, status, attempt)).await
+            }
         }
     }
 

@@ -281,7 +281,13 @@ where
     }
 }
 
-pub(crate) fn identify(user: &str, email: &str, traits: Value, ts_ms: i64, message_id: &str) -> Value {
+pub(crate) fn identify(
+    user: &str,
+    email: &str,
+    traits: Value,
+    ts_ms: i64,
+    message_id: &str,
+) -> Value {
     let mut t = traits;
     t["email"] = Value::String(email.to_owned());
     let ts = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
