@@ -815,3 +815,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_timestamp_far_ahead_of_receipt_is_replaced_by_received_at() {
+    // No sentAt: the client's time would be taken as is, and win over every later identify.
+    let ItemOutcome::Accepted(e) = batch_of(json!({
+        "type": "identify", "userId": "u-far", "traits": {"email": "far@example.com"},
+        "timestamp": "9000-01-01T00:00:00Z"
+    })) else {
+        panic!("accepted")
+    };
+    assert_eq!(e.timestamp, RECEIVED);
+    let json = raw_json(&e);
+    assert_eq!(json["timestamp"], "2025-11-07T17:00:02.000Z");
+    assert_eq!(json["originalTimestamp"], "9000-01-01T00:00:00Z");
+    let stored = parse_stored_event(&e.raw).unwrap();
+    assert_eq!(stored.timestamp, RECEIVED);
+    let note = stored.timestamp_note().unwrap();
+    assert!(note.contains("9000-01-01"), "{note}");
+
+    // Within a day of receipt (a client clock a little fast): kept, no note.
+    let ItemOutcome::Accepted(e) = batch_of(json!({
+        "type": "identify", "userId": "u-near", "traits": {},
+        "timestamp": "2025-11-08T16:00:00Z"
+    })) else {
+        panic!("accepted")
+    };
+    assert_eq!(e.timestamp, datetime!(2025-11-08 16:00:00 UTC));
+    assert_eq!(parse_stored_event(&e.raw).unwrap().timestamp_note(), None);
+
+    // With sentAt, the correction comes first: a client clock years ahead is fine.
+    let body = json!({"batch": [{"type": "identify", "userId": "u-skew", "traits": {},
+        "timestamp": "9000-01-01T00:00:00Z"}], "sentAt": "9000-01-01T00:00:01Z"})
+    .to_string();
+    let req = track(Endpoint::Batch, body.as_bytes()).unwrap();
+    assert_eq!(
+        accepted(&req)[0].timestamp,
+        datetime!(2025-11-07 17:00:01 UTC)
+    );
+
+    // A webhook event (Segment already corrected it) is bounded too.
+    let body = WEBHOOK_BODY.replace(
+        r#""timestamp":"2025-11-07T17:00:00.000Z""#,
+        r#""timestamp":"9000-01-01T00:00:00.000Z""#,
+    );
+    let req =
+        parse_webhook_request(body.as_bytes(), RECEIVED, &Limits::default(), &mut ids()).unwrap();
+    let e = accepted(&req)[0];
+    assert_eq!(e.timestamp, RECEIVED);
+    assert_eq!(raw_json(e)["originalTimestamp"], "9000-01-01T00:00:00.000Z");
+}
+

@@ -402,7 +402,11 @@ impl DestinationWorker {
             return Ok(None);
         };
         let plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
-        let summary = report_summary(&mapped.report, &plan.stale);
+        let time_notes: Vec<String> = group
+            .iter()
+            .filter_map(|(_, e)| e.timestamp_note())
+            .collect();
+        let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
         let email_unchanged =
             shadow.as_ref().and_then(|s| s.email.as_deref()) == Some(email.as_str());
         // A shadow exists only after a successful delivery, so the contact is there.
@@ -772,9 +776,10 @@ fn identify_rejection(event: &segment::StoredEvent) -> Option<String> {
     None
 }
 
-/// The mapping report as a suffix for traces: what was not sent and why.
-fn report_summary(report: &MappingReport, stale: &[String]) -> String {
-    let mut parts = Vec::new();
+/// The mapping report as a suffix for traces: what was not sent and why, and event times that
+/// were not taken as sent.
+fn report_summary(report: &MappingReport, stale: &[String], time_notes: &[String]) -> String {
+    let mut parts: Vec<String> = time_notes.to_vec();
     if !report.unmapped.is_empty() {
         parts.push(format!("unmapped traits: {}", report.unmapped.join(", ")));
     }

@@ -494,3 +494,37 @@ async fn a_401_pauses_the_destination_and_keeps_its_events_until_the_key_works()
     assert!(app.contact_by_email("p@example.com").is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_far_future_timestamp_does_not_freeze_the_contact() {
+    let app = spawn_app().await;
+    app.batch(vec![identify(
+        "u-far",
+        "far@example.com",
+        json!({"firstName": "Frozen"}),
+        "9000-01-01T00:00:00Z",
+        "far-1",
+    )])
+    .await;
+    app.drain().await;
+    // A later identify (sent now, a normal time) must win.
+    let now = freshgate_core::segment::format_timestamp(time::OffsetDateTime::now_utc());
+    app.batch(vec![identify(
+        "u-far",
+        "far@example.com",
+        json!({"firstName": "Thawed"}),
+        &now,
+        "far-2",
+    )])
+    .await;
+    app.drain().await;
+    let c = app.contact_by_email("far@example.com").unwrap();
+    assert_eq!(c["first_name"], "Thawed");
+    let (status, text) = trace_status(&app, "far-1").await;
+    assert_eq!(status, DeliveryStatus::Delivered);
+    assert!(
+        text.contains("more than 24 h after receivedAt"),
+        "noted in the trace: {text}"
+    );
+    app.stop().await;
+}
