@@ -37,6 +37,7 @@ pub use stored::{StoredEvent, StoredEventError, parse_stored_event};
 pub use timestamp::{
     MAX_AHEAD, bounded_timestamp, corrected_timestamp, format_timestamp, parse_timestamp,
 };
+pub use validate::MAX_NESTING;
 pub use webhook::{SignatureError, parse_webhook_request, verify_signature};
 
 /// A Segment Spec call type. `Delete` only arrives from the webhook destination (user deletion

@@ -222,6 +222,8 @@ pub(crate) fn normalize(
     }
     w.string("receivedAt", &shared.received_at_text);
     w.finish();
+    // What is acknowledged must be deliverable: the delivery side reads these very bytes.
+    validate::readable(&raw)?;
 
     // An empty object enables everything, so routing needs nothing; the conversion cannot fail
     // (the bytes are valid JSON assembled from valid pieces), and failing open means "All".

@@ -866,3 +866,63 @@ fn a_timestamp_far_ahead_of_receipt_is_replaced_by_received_at() {
     assert_eq!(raw_json(e)["originalTimestamp"], "9000-01-01T00:00:00.000Z");
 }
 
+/// `depth` nested arrays around `1`.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn whatever_ingest_accepts_delivery_can_read() {
+    // The event object is level 1, `context` level 2, its member level 3.
+    let at_limit = nested(MAX_NESTING - 2);
+    let too_deep = nested(MAX_NESTING - 1);
+    let item = |deep: &str, n: &str| {
+        format!(
+            r#"{{"type":"identify","userId":"u","traits":{{"email":"a@b.c","n":{n}}},"context":{{"deep":{deep}}}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"batch":[{},{},{},{}]}}"#,
+        item(&at_limit, "1e300"),
+        item(&too_deep, "1"),
+        item("1", "1e400"),
+        item("1", &format!("1{}", "0".repeat(400))),
+    );
+    let req = track(Endpoint::Batch, body.as_bytes()).unwrap();
+    let events = accepted(&req);
+    assert_eq!(events.len(), 1, "{:?}", rejected(&req));
+    parse_stored_event(&events[0].raw).expect("the accepted event reads back");
+    let reasons: Vec<(&str, &str)> = rejected(&req)
+        .iter()
+        .map(|r| (r.code, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons[0],
+        ("too_deep", "JSON nested deeper than 100 levels")
+    );
+    assert_eq!(reasons[1].0, "number_out_of_range");
+    assert_eq!(reasons[2].0, "number_out_of_range");
+    // Strings that look like numbers or brackets are not counted.
+    let tricky = item(&format!("\"{}\\\" 1e999\"", "[".repeat(300)), "1");
+    let req = track(
+        Endpoint::Batch,
+        format!(r#"{{"batch":[{tricky}]}}"#).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(accepted(&req).len(), 1, "{:?}", rejected(&req));
+}
+
+proptest! {
+    #[test]
+    fn every_accepted_nesting_reads_back(depth in 0usize..140) {
+        let body = format!(
+            r#"{{"batch":[{{"type":"track","userId":"u","event":"E","properties":{{"x":{}}}}}]}}"#,
+            nested(depth)
+        );
+        let req = track(Endpoint::Batch, body.as_bytes()).unwrap();
+        for e in accepted(&req) {
+            prop_assert!(parse_stored_event(&e.raw).is_ok());
+        }
+        prop_assert_eq!(accepted(&req).len(), usize::from(depth + 2 <= MAX_NESTING));
+    }
+}
