@@ -51,9 +51,24 @@ pub struct ContactShadow {
     /// `external_id` and nothing is skipped as unchanged.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub in_doubt: bool,
+    /// When (Unix ms) the CRM last confirmed a write of this contact (a delivered settle).
+    /// An unchanged identify is skipped only for a while after it (see [`Self::skips_unchanged`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at_ms: Option<i64>,
 }
 
 impl ContactShadow {
+    /// Whether an identify that changes nothing may be skipped without a call at `now_ms`:
+    /// the CRM confirmed a write less than `within_ms` ago (after that the contact may have
+    /// been deleted or merged in the CRM, and is written again) and nothing is in doubt.
+    #[must_use]
+    pub fn skips_unchanged(&self, now_ms: i64, within_ms: i64) -> bool {
+        !self.in_doubt
+            && self
+                .confirmed_at_ms
+                .is_some_and(|at| now_ms.saturating_sub(at) < within_ms)
+    }
+
     /// Whether this shadow confirms the contact as written under `email` (normalised) for
     /// `user_id`: its last write was settled, with this `external_id` and this email.
     #[must_use]
@@ -223,6 +238,7 @@ mod tests {
                 })
                 .collect(),
             in_doubt: false,
+            confirmed_at_ms: None,
         }
     }
 
@@ -309,6 +325,24 @@ mod tests {
         assert!(!p.unchanged);
         // A delivered settle clears the doubt.
         assert!(!apply(Some(&doubt), "u1", "a@x.io", &p, None).in_doubt);
+    }
+
+    #[test]
+    fn unchanged_is_skipped_only_for_a_while_after_a_confirmed_write() {
+        let mut s = shadow_of(&[("city", json!("Oslo"), 1)]);
+        let day = 86_400_000;
+        assert!(
+            !s.skips_unchanged(5, day),
+            "never confirmed (an older shadow)"
+        );
+        s.confirmed_at_ms = Some(1_000);
+        assert!(s.skips_unchanged(1_000 + day - 1, day));
+        assert!(
+            !s.skips_unchanged(1_000 + day, day),
+            "a day later: written again"
+        );
+        assert!(!s.skips_unchanged(1_000, 0), "0: always send");
+        assert!(!in_doubt(Some(&s)).unwrap().skips_unchanged(1_000, day));
     }
 
     #[test]

@@ -191,6 +191,7 @@ mod tests {
             external_id: Some("u-123".into()),
             fields: BTreeMap::new(),
             in_doubt: false,
+            confirmed_at_ms: None,
         };
         let (upsert, bulk, p) = bodies(
             "u-123",
@@ -241,6 +242,7 @@ mod tests {
             external_id: Some("u-123".into()),
             fields: BTreeMap::new(),
             in_doubt: false,
+            confirmed_at_ms: None,
         };
         let evs = [event(
             3,

@@ -49,6 +49,8 @@ pub struct DestinationWorker {
     pub bulk_min_contacts: usize,
     /// Send everything through `bulk_upsert` (`freshgate backfill`).
     pub force_bulk: bool,
+    /// How long after a confirmed write an unchanged identify is skipped (ms).
+    pub unchanged_skip_ms: i64,
 }
 
 /// A contact's leading identifies, each with its parsed event.
@@ -125,6 +127,9 @@ impl DestinationWorker {
             paused: Mutex::new(None),
             bulk_min_contacts: destination.config.bulk_min_contacts,
             force_bulk: false,
+            unchanged_skip_ms: i64::try_from(destination.config.unchanged_skip_secs)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
         })
     }
 
@@ -409,8 +414,12 @@ impl DestinationWorker {
         let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
         let email_unchanged =
             shadow.as_ref().and_then(|s| s.email.as_deref()) == Some(email.as_str());
-        // A shadow exists only after a successful delivery, so the contact is there.
-        if plan.unchanged && email_unchanged && shadow.is_some() {
+        // Skipped only while the CRM recently confirmed the contact: it may have been deleted
+        // or merged since (or the emulator restarted empty), and must not stay hidden.
+        let recently_confirmed = shadow
+            .as_ref()
+            .is_some_and(|s| s.skips_unchanged(now_ms(), self.unchanged_skip_ms));
+        if plan.unchanged && email_unchanged && recently_confirmed {
             events::deliveries(&self.name, "unchanged", delivery_ids.len());
             // Move the shadow's timestamps forward: these events confirmed the values, so an
             // older event arriving later must still count as stale.
@@ -556,6 +565,7 @@ impl DestinationWorker {
         let mut new_shadow =
             shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
         new_shadow.email_ts_ms = newest(new_shadow.email_ts_ms, p.email_ts_ms);
+        new_shadow.confirmed_at_ms = Some(now_ms());
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)

@@ -217,3 +217,39 @@ async fn emails_differing_only_in_unicode_form_are_one_contact() {
     assert_eq!(contacts[0]["last_name"], "Silva");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn the_shadow_hides_a_contact_deleted_in_the_crm_only_for_a_while() {
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 2,
+            unchanged_skip_secs: 1,
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let again = |n: u32| {
+        identify(
+            "u-gone",
+            "gone@example.com",
+            json!({"firstName": "Gail"}),
+            "2026-11-20T10:00:00Z",
+            &format!("gone-{n}"),
+        )
+    };
+    app.batch(vec![again(1)]).await;
+    app.drain().await;
+    assert_eq!(contacts_of(&app, "u-gone").len(), 1);
+    // The CRM forgets the contact (deleted, merged, or an emulator restarted empty).
+    app.emulator.state.reset();
+    assert!(app.contacts().is_empty());
+    // Past `unchanged_skip_secs` since the CRM confirmed it, the same identify is sent again.
+    tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+    app.batch(vec![again(2)]).await;
+    app.drain().await;
+    let got = contacts_of(&app, "u-gone");
+    assert_eq!(got.len(), 1, "written again: {:#?}", app.contacts());
+    assert_eq!(got[0]["first_name"], "Gail");
+    app.stop().await;
+}
