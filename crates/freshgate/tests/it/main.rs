@@ -10,6 +10,7 @@ mod compat;
 mod crash;
 mod crash_identity;
 mod delivery;
+mod forget;
 mod identity;
 mod ingest;
 mod multinode;
