@@ -16,7 +16,7 @@ use freshworks_client::{FreshworksError, JobStatus};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use super::deliver::{DestinationWorker, Prepared, Stop, outcome_of, truncate};
+use super::deliver::{DestinationWorker, Prepared, Stop, outcome_of, quota_not_before, truncate};
 use super::{clock, now_ms};
 use crate::telemetry::events;
 
@@ -115,7 +115,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
     // outlive them, another worker would take the contacts and send them again, and this job's
     // outcome could no longer be recorded against them.
     if let Err(until) = worker.budget.acquire(2).await {
-        return vec![Some(until); prepared.len()];
+        return vec![quota_not_before(until); prepared.len()];
     }
     if let Err(stop) = worker.mark_in_doubt(prepared).await {
         return vec![wait_of(Err(stop)); prepared.len()];

@@ -20,6 +20,12 @@ use super::{clock, now_ms};
 use crate::config::ResolvedDestination;
 use crate::telemetry::events;
 
+/// Longest quota wait stored with a contact given back. A longer one (the hour's quota is
+/// spent) is not stored: the dispatcher waits for the budget before leasing, and the budget is
+/// recomputed at start from the ledger and the configured limits, so a restart with a higher
+/// limit delivers at once instead of an hour later.
+const MAX_STORED_QUOTA_WAIT: Duration = Duration::from_secs(60);
+
 /// Pending deliveries read per round.
 const ROUND: usize = 100;
 /// Response bodies kept in traces are cut to this many bytes.
@@ -309,7 +315,7 @@ impl DestinationWorker {
             .await;
         match result {
             Ok(index) => Ok(index),
-            Err(FieldsError::Budget(until)) => Err(Stop::Later(Some(until))),
+            Err(FieldsError::Budget(until)) => Err(Stop::Later(quota_not_before(until))),
             Err(FieldsError::Call(e)) => {
                 let status = e.status();
                 let outcome = match &e {
@@ -494,7 +500,7 @@ impl DestinationWorker {
     async fn send_single(&self, p: Prepared) -> Result<(), Stop> {
         let body = mapping::upsert_body(&p.user_id, &p.email, &p.plan, &p.identity);
         if let Err(until) = self.budget.acquire(1).await {
-            return Err(Stop::Later(Some(until)));
+            return Err(Stop::Later(quota_not_before(until)));
         }
         self.mark_in_doubt(std::slice::from_ref(&p)).await?;
         let started = Instant::now();
@@ -661,7 +667,7 @@ impl DestinationWorker {
     /// this path only.
     async fn unknown_external_id(&self, p: &Prepared, refusal: String) -> Result<(), Stop> {
         if let Err(until) = self.budget.acquire(1).await {
-            return Err(Stop::Later(Some(until)));
+            return Err(Stop::Later(quota_not_before(until)));
         }
         let started = Instant::now();
         let found = self.client.lookup_contacts("external_id", &p.user_id).await;
@@ -742,6 +748,13 @@ pub fn client_for(
         timeout: Duration::from_secs(destination.config.timeout_secs),
         user_agent: format!("freshgate/{}", env!("CARGO_PKG_VERSION")),
     })
+}
+
+/// The not-before time to store with a contact the quota deferred until `until` (Unix ms):
+/// only short waits are stored (see [`MAX_STORED_QUOTA_WAIT`]).
+#[must_use]
+pub fn quota_not_before(until: i64) -> Option<i64> {
+    (until.saturating_sub(now_ms()) <= clock::clock_ms(MAX_STORED_QUOTA_WAIT)).then_some(until)
 }
 
 /// The later of two optional timestamps.

@@ -253,3 +253,55 @@ async fn the_shadow_hides_a_contact_deleted_in_the_crm_only_for_a_while() {
     assert_eq!(got[0]["first_name"], "Gail");
     app.stop().await;
 }
+
+#[tokio::test]
+async fn contacts_deferred_for_quota_go_out_at_once_after_a_restart_with_a_higher_limit() {
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 2,
+            hourly_limit: Some(3),
+            headroom: 1.0,
+            bulk_min_contacts: 0,
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    // Three calls an hour: the field metadata and two contacts; the other three wait an hour.
+    let users: Vec<Value> = (0..5)
+        .map(|i| {
+            identify(
+                &format!("u-q{i}"),
+                &format!("q{i}@example.com"),
+                json!({}),
+                "2026-11-20T10:00:00Z",
+                &format!("q-{i}"),
+            )
+        })
+        .collect();
+    app.batch(users).await;
+    app.wait_for("the hour's quota spent", || async {
+        app.contacts().len() == 2
+    })
+    .await;
+    // Give the other three time to be refused by the budget. (Before the fix they were given
+    // back with a stored next attempt an hour away; now the dispatcher waits for the budget and
+    // stores nothing, so this wait runs out.)
+    let deferred = || async {
+        let s = app.store.stats().await.unwrap();
+        s.destinations.iter().any(|d| {
+            d.next_attempt_ms
+                .is_some_and(|t| t > freshgate::pipeline::now_ms() + 60_000)
+        })
+    };
+    let start = std::time::Instant::now();
+    while start.elapsed() < std::time::Duration::from_secs(3) && !deferred().await {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let app = app
+        .restart_with(|cfg| cfg.destinations[0].hourly_limit = Some(1000))
+        .await;
+    app.drain().await;
+    assert_eq!(app.contacts().len(), 5);
+    app.stop().await;
+}
