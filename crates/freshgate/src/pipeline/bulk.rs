@@ -114,11 +114,11 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
     // read while the contacts' leases last: a poll that waited for the next quota window would
     // outlive them, another worker would take the contacts and send them again, and this job's
     // outcome could no longer be recorded against them.
-    if let Err(until) = worker.budget.acquire(2).await {
-        return vec![quota_not_before(until); prepared.len()];
-    }
     if let Err(stop) = worker.mark_in_doubt(prepared).await {
         return vec![wait_of(Err(stop)); prepared.len()];
+    }
+    if let Err(until) = worker.budget.acquire(2).await {
+        return vec![quota_not_before(until); prepared.len()];
     }
     let leases_end = prepared
         .iter()

@@ -24,7 +24,8 @@ use crate::telemetry::events;
 /// spent) is not stored: the dispatcher waits for the budget before leasing, and the budget is
 /// recomputed at start from the ledger and the configured limits, so a restart with a higher
 /// limit delivers at once instead of an hour later.
-const MAX_STORED_QUOTA_WAIT: Duration = Duration::from_secs(60);
+/// In the pipeline clock's milliseconds, like the quota windows.
+const MAX_STORED_QUOTA_WAIT_MS: i64 = 60_000;
 
 /// Pending deliveries read per round.
 const ROUND: usize = 100;
@@ -499,10 +500,12 @@ impl DestinationWorker {
     /// One `POST /contacts/upsert` for a prepared group.
     async fn send_single(&self, p: Prepared) -> Result<(), Stop> {
         let body = mapping::upsert_body(&p.user_id, &p.email, &p.plan, &p.identity);
+        // Marked before the quota is taken: the call then follows its budget slot at once, as
+        // the account's own accounting sees it.
+        self.mark_in_doubt(std::slice::from_ref(&p)).await?;
         if let Err(until) = self.budget.acquire(1).await {
             return Err(Stop::Later(quota_not_before(until)));
         }
-        self.mark_in_doubt(std::slice::from_ref(&p)).await?;
         let started = Instant::now();
         let result = self.client.upsert_contact(&body).await;
         let at = now_ms();
@@ -751,10 +754,10 @@ pub fn client_for(
 }
 
 /// The not-before time to store with a contact the quota deferred until `until` (Unix ms):
-/// only short waits are stored (see [`MAX_STORED_QUOTA_WAIT`]).
+/// only short waits are stored (see [`MAX_STORED_QUOTA_WAIT_MS`]).
 #[must_use]
 pub fn quota_not_before(until: i64) -> Option<i64> {
-    (until.saturating_sub(now_ms()) <= clock::clock_ms(MAX_STORED_QUOTA_WAIT)).then_some(until)
+    (until.saturating_sub(now_ms()) <= MAX_STORED_QUOTA_WAIT_MS).then_some(until)
 }
 
 /// The later of two optional timestamps.

@@ -188,20 +188,36 @@ pub(crate) fn http() -> reqwest::Client {
 /// A temp dir with a config file pointing at the emulator.
 pub(crate) struct Site {
     pub(crate) dir: tempfile::TempDir,
+    /// The PostgreSQL database of the queue (`[store] kind = "postgres"`), if not SQLite.
+    pub(crate) database_url: Option<String>,
 }
 
 impl Site {
     pub(crate) fn new(emu: &Emulator, destination_extra: &str) -> Self {
+        Self::with_store(emu, destination_extra, None)
+    }
+    /// A site whose queue is the PostgreSQL database at `database_url` (else SQLite).
+    pub(crate) fn with_store(
+        emu: &Emulator,
+        destination_extra: &str,
+        database_url: Option<String>,
+    ) -> Self {
         let site = Self {
             dir: tempfile::tempdir().unwrap(),
+            database_url,
         };
         site.rewrite(emu, destination_extra);
         site
     }
     /// Write the config file again (read by the next server started).
     pub(crate) fn rewrite(&self, emu: &Emulator, destination_extra: &str) {
+        let store = if self.database_url.is_some() {
+            "[store]\nkind = \"postgres\"\n\n"
+        } else {
+            ""
+        };
         let cfg = format!(
-            "[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n\n\
+            "{store}[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n\n\
              [[destinations]]\nname = \"crm\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\n{destination_extra}\n",
             emu.base
         );
@@ -214,16 +230,18 @@ impl Site {
         self.dir.path().join("data")
     }
     pub(crate) fn serve(&self, scale: f64) -> (Proc, String) {
-        spawn_url(
-            Command::new(env!("CARGO_BIN_EXE_freshgate"))
-                .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-                .args(["--time-scale", &scale.to_string(), "--config"])
-                .arg(self.config())
-                .arg("--data-dir")
-                .arg(self.data())
-                .env(KEY_VAR, KEY)
-                .env("RUST_LOG", "warn"),
-        )
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshgate"));
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--time-scale", &scale.to_string(), "--config"])
+            .arg(self.config())
+            .arg("--data-dir")
+            .arg(self.data())
+            .env(KEY_VAR, KEY)
+            .env("RUST_LOG", "warn");
+        if let Some(url) = &self.database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        spawn_url(&mut cmd)
     }
     /// `freshgate dlq list --json` (run while no server holds the store).
     pub(crate) fn dead_letters(&self) -> Vec<Value> {

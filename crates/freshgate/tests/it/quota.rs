@@ -56,6 +56,8 @@ struct GenEvent {
     industry: Option<&'static str>,
     /// Re-send an earlier event (same messageId, same content) instead.
     duplicate_of: Option<usize>,
+    /// A `timestamp` far in the future (`9000-01-01`): taken as its `receivedAt`.
+    far_future: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -87,9 +89,11 @@ fn gen_event() -> impl Strategy<Value = GenEvent> {
         proptest::option::of(0u32..5000),
         proptest::option::of(prop_oneof![Just("Music"), Just("Retail"), Just("Tech")]),
         proptest::option::of(0usize..40),
+        proptest::bool::weighted(0.1),
     )
         .prop_map(
-            |(user, ts_slot, first, last, plan, employees, industry, dup)| GenEvent {
+            |(user, ts_slot, first, last, plan, employees, industry, dup, far_future)| GenEvent {
+                far_future,
                 user,
                 ts_slot,
                 first,
@@ -169,7 +173,11 @@ fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
         let email = format!("{tag}-U{}.V{variant}@Example.com", e.user);
         // Unique timestamps (ties are the model's arrival-order rule, not tested here), in
         // random order relative to arrival.
-        let ts = base_ms + e.ts_slot * 60_000 + i as i64;
+        let ts = if e.far_future {
+            FAR_FUTURE_MS
+        } else {
+            base_ms + e.ts_slot * 60_000 + i as i64
+        };
         out.push(identify(
             &user,
             &email,
@@ -181,7 +189,13 @@ fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
     out
 }
 
-/// The model's input: first occurrence of each messageId, in arrival order.
+/// `9000-01-01T00:00:00Z`.
+const FAR_FUTURE_MS: i64 = 221_845_392_000_000;
+
+/// The model's input: first occurrence of each messageId, in arrival order. A far-future
+/// timestamp counts as its arrival (its `receivedAt`: after every generated time, in posting
+/// order).
+
 fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
@@ -194,10 +208,16 @@ fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
             &time::format_description::well_known::Rfc3339,
         )
         .unwrap();
+        let ts_ms = i64::try_from(ts.unix_timestamp_nanos() / 1_000_000).unwrap();
+        let ts_ms = if ts_ms == FAR_FUTURE_MS {
+            4_000_000_000_000 + seq as i64
+        } else {
+            ts_ms
+        };
         out.push(ModelEvent {
             user_id: e["userId"].as_str().unwrap().to_owned(),
             seq: seq as i64,
-            ts_ms: i64::try_from(ts.unix_timestamp_nanos() / 1_000_000).unwrap(),
+            ts_ms,
             traits: e["traits"].as_object().unwrap().clone(),
         });
     }
@@ -240,9 +260,14 @@ fn diff(contacts: &[Value], wire: &[Value], index: &FieldIndex) -> Vec<String> {
     problems
 }
 
-async fn run_scenario(s: Scenario, tag: String) -> Result<(), String> {
+async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), String> {
     let emu = emulator(100_000, 10_000, 1.0);
-    let site = Site::new(&emu, "concurrency = 4\n");
+    let db = postgres.then(crate::multinode::TestDb::create);
+    let site = Site::with_store(
+        &emu,
+        "concurrency = 4\n",
+        db.as_ref().map(|d| d.url.clone()),
+    );
     let index = emu.field_index().await;
     let wire = materialize(&s, &tag);
     let mut batches: Vec<Vec<Value>> = Vec::new();
@@ -327,7 +352,8 @@ async fn run_scenario(s: Scenario, tag: String) -> Result<(), String> {
         last = diff(&emu.contacts().await, &wire, &index);
         if last.is_empty() {
             eprintln!(
-                "{tag}: {} events, {} batches, {crashes} crashes: CRM equals the model after {:?}",
+                "{tag} ({}): {} events, {} batches, {crashes} crashes: CRM equals the model after {:?}",
+                if postgres { "PostgreSQL" } else { "SQLite" },
                 wire.len(),
                 batches.len(),
                 start.elapsed()
@@ -343,8 +369,10 @@ async fn run_scenario(s: Scenario, tag: String) -> Result<(), String> {
 
 proptest! {
     // One proptest case runs several generated scenarios at once, each with its own emulator
-    // and server: a `kill -9` leaves the dead process's leases for 60 s, so scenarios run one
-    // after the other would take minutes. No shrinking (each run is a minute of processes).
+    // and server, half on SQLite and half on PostgreSQL: a `kill -9` leaves the dead process's
+    // leases for 60 s (PostgreSQL; a restarted SQLite process takes them back at once), so
+    // scenarios run one after the other would take minutes. No shrinking (each run is a minute
+    // of processes).
     #![proptest_config(ProptestConfig {
         cases: 1,
         failure_persistence: None,
@@ -365,7 +393,8 @@ proptest! {
                 .iter()
                 .cloned()
                 .enumerate()
-                .map(|(i, s)| tokio::spawn(run_scenario(s, format!("s{i}"))))
+                // Half on SQLite, half on PostgreSQL.
+                .map(|(i, s)| tokio::spawn(run_scenario(s, format!("s{i}"), i % 2 == 1)))
                 .collect();
             let mut out = Vec::new();
             for t in tasks {
