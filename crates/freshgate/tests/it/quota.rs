@@ -138,8 +138,12 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 }
 
 /// The wire events of a scenario, in posting order, with their `messageId`s.
-fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
-    let base_ms = 1_790_000_000_000i64;
+///
+/// Event times straddle `anchor` (the scenario's start): slots below 500 are minutes before it,
+/// the others minutes after it, with a gap of ten minutes around it. A far-future timestamp
+/// is taken as its `receivedAt`, which falls in that gap: later than every past slot, earlier
+/// than every future one (which must then win over it).
+fn materialize(s: &Scenario, tag: &str, anchor: i64) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     for (i, e) in s.events.iter().enumerate() {
         if let Some(d) = e.duplicate_of
@@ -176,7 +180,12 @@ fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
         let ts = if e.far_future {
             FAR_FUTURE_MS
         } else {
-            base_ms + e.ts_slot * 60_000 + i as i64
+            let minutes = if e.ts_slot < 500 {
+                e.ts_slot - 500 - 1
+            } else {
+                e.ts_slot - 500 + 10
+            };
+            anchor + minutes * 60_000 + i as i64
         };
         out.push(identify(
             &user,
@@ -193,10 +202,10 @@ fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
 const FAR_FUTURE_MS: i64 = 221_845_392_000_000;
 
 /// The model's input: first occurrence of each messageId, in arrival order. A far-future
-/// timestamp counts as its arrival (its `receivedAt`: after every generated time, in posting
-/// order).
+/// timestamp counts as its `receivedAt`: in the gap after `anchor` (see [`materialize`]), in
+/// posting order.
 
-fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
+fn model_events(wire: &[Value], anchor: i64) -> Vec<ModelEvent> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (seq, e) in wire.iter().enumerate() {
@@ -210,7 +219,7 @@ fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
         .unwrap();
         let ts_ms = i64::try_from(ts.unix_timestamp_nanos() / 1_000_000).unwrap();
         let ts_ms = if ts_ms == FAR_FUTURE_MS {
-            4_000_000_000_000 + seq as i64
+            anchor + 60_000 + seq as i64
         } else {
             ts_ms
         };
@@ -225,8 +234,8 @@ fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
 }
 
 /// Differences between the CRM and the model, empty when they agree.
-fn diff(contacts: &[Value], wire: &[Value], index: &FieldIndex) -> Vec<String> {
-    let expected = expected_state(&model_events(wire), MissingTraits::Keep);
+fn diff(contacts: &[Value], wire: &[Value], index: &FieldIndex, anchor: i64) -> Vec<String> {
+    let expected = expected_state(&model_events(wire, anchor), MissingTraits::Keep);
     let mut problems = Vec::new();
     if contacts.len() != expected.len() {
         problems.push(format!(
@@ -269,7 +278,8 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
         db.as_ref().map(|d| d.url.clone()),
     );
     let index = emu.field_index().await;
-    let wire = materialize(&s, &tag);
+    let anchor = freshgate::pipeline::now_ms();
+    let wire = materialize(&s, &tag, anchor);
     let mut batches: Vec<Vec<Value>> = Vec::new();
     let mut rest = &wire[..];
     for size in s.batch_sizes.iter().cycle() {
@@ -349,7 +359,7 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
     let start = Instant::now();
     let mut last = Vec::new();
     while start.elapsed() < Duration::from_secs(95) {
-        last = diff(&emu.contacts().await, &wire, &index);
+        last = diff(&emu.contacts().await, &wire, &index, anchor);
         if last.is_empty() {
             eprintln!(
                 "{tag} ({}): {} events, {} batches, {crashes} crashes: CRM equals the model after {:?}",
