@@ -173,3 +173,58 @@ async fn post_batch_with_dev_key(url: &str, user: &str, email: &str) {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[test]
+fn serve_without_a_destination_says_loudly_that_nothing_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("freshgate.toml");
+    std::fs::write(
+        &config,
+        "[[sources]]\nname = \"web\"\nwrite_keys = [\"k\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freshgate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("FRESHWORKS_API_KEY")
+        .env_remove("FRESHWORKS_DOMAIN")
+        .env_remove("FRESHWORKS_BASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let proc = Proc(Arc::new(Mutex::new(child)));
+    // Without the warning the banner just ends and the server keeps running: stop it after a
+    // while so its stdout closes and the assertion below reports.
+    let watchdog = Arc::clone(&proc.0);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = watchdog.lock().unwrap().kill();
+    });
+    let mut banner = Vec::new();
+    for line in lines.map_while(Result::ok) {
+        let done = line.contains("WARNING");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    drop(proc);
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains("WARNING") && l.contains("STORED BUT NOT DELIVERED")),
+        "{banner:#?}"
+    );
+}

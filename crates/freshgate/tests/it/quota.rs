@@ -204,7 +204,6 @@ const FAR_FUTURE_MS: i64 = 221_845_392_000_000;
 /// The model's input: first occurrence of each messageId, in arrival order. A far-future
 /// timestamp counts as its `receivedAt`: in the gap after `anchor` (see [`materialize`]), in
 /// posting order.
-
 fn model_events(wire: &[Value], anchor: i64) -> Vec<ModelEvent> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
