@@ -499,17 +499,15 @@ fn upserts_per_contact(log: &[Value]) -> BTreeMap<String, Vec<i64>> {
         let path = r["path"].as_str().unwrap();
         let items: Vec<(Value, Value)> = if path.ends_with("/contacts/upsert") {
             let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-            vec![(
-                body["unique_identifier"]["emails"].clone(),
-                body["contact"].clone(),
-            )]
+            // By the email the write carries (the identifier may be the `external_id`).
+            vec![(body["contact"]["emails"].clone(), body["contact"].clone())]
         } else if path.ends_with("/contacts/bulk_upsert") {
             let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
             body["contacts"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|item| (item["emails"].clone(), item["data"].clone()))
+                .map(|item| (item["data"]["emails"].clone(), item["data"].clone()))
                 .collect()
         } else {
             continue;
