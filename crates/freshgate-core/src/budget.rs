@@ -120,15 +120,26 @@ impl Budget {
         if calls > self.cfg.hour_cap() || calls > self.cfg.minute_cap() {
             return Err(WaitUntil(i64::MAX));
         }
-        self.prune(now_ms);
-        let hour = self.fits_at(now_ms, HOUR_MS, Kind::Minute, self.cfg.hour_cap(), calls);
-        let minute = self.fits_at(now_ms, MINUTE_MS, Kind::Hour, self.cfg.minute_cap(), calls);
-        let at = hour.max(minute);
-        if at > now_ms {
+        if let Some(at) = self.free_at(now_ms, calls) {
             return Err(WaitUntil(at));
         }
         self.record(now_ms, calls, Kind::Call);
         Ok(())
+    }
+
+    /// When `calls` calls would fit, if not at `now_ms` (nothing is taken).
+    pub fn free_at(&mut self, now_ms: i64, calls: u32) -> Option<i64> {
+        if calls == 0 {
+            return None;
+        }
+        if calls > self.cfg.hour_cap() || calls > self.cfg.minute_cap() {
+            return Some(i64::MAX);
+        }
+        self.prune(now_ms);
+        let hour = self.fits_at(now_ms, HOUR_MS, Kind::Minute, self.cfg.hour_cap(), calls);
+        let minute = self.fits_at(now_ms, MINUTE_MS, Kind::Hour, self.cfg.minute_cap(), calls);
+        let at = hour.max(minute);
+        (at > now_ms).then_some(at)
     }
 
     /// Give back `calls` taken at `at_ms` that were not made after all (another node got the

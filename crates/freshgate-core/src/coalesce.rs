@@ -317,6 +317,8 @@ mod tests {
             );
             proptest::option::of(proptest::collection::vec(field, 0..6).prop_map(|fs| {
                 ContactShadow {
+                    in_doubt: false,
+                    confirmed_at_ms: None,
                     email_ts_ms: None,
                     contact_id: Some(1),
                     email: Some("a@x.io".into()),

@@ -7,6 +7,7 @@
 pub mod budget;
 pub mod coalesce;
 pub mod delivery;
+pub mod email;
 pub mod fields;
 pub mod mapping;
 pub mod model;

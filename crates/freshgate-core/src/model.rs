@@ -76,7 +76,7 @@ pub fn expected_state(
                 .get(user)
                 .is_none_or(|(ts, seq, _)| is_newer(*ts, *seq))
         {
-            email.insert(user, (e.ts_ms, e.seq, addr.trim().to_lowercase()));
+            email.insert(user, (e.ts_ms, e.seq, crate::email::normalize(addr)));
         }
         let leaves = by_leaf.entry(user).or_default();
         for (key, value) in leaves_of(&e.traits) {

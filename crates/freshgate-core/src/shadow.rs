@@ -45,6 +45,50 @@ pub struct ContactShadow {
     /// Field internal name → last value written.
     #[serde(default)]
     pub fields: BTreeMap<String, ShadowField>,
+    /// A write to this contact was sent and its outcome never recorded (set before the call,
+    /// cleared by a delivered settle): after a crash or a timeout the CRM may hold more than
+    /// this shadow says (another email, newer values), so the contact is found by its
+    /// `external_id` and nothing is skipped as unchanged.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub in_doubt: bool,
+    /// When (Unix ms) the CRM last confirmed a write of this contact (a delivered settle).
+    /// An unchanged identify is skipped only for a while after it (see [`Self::skips_unchanged`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed_at_ms: Option<i64>,
+}
+
+impl ContactShadow {
+    /// Whether an identify that changes nothing may be skipped without a call at `now_ms`:
+    /// the CRM confirmed a write less than `within_ms` ago (after that the contact may have
+    /// been deleted or merged in the CRM, and is written again) and nothing is in doubt.
+    #[must_use]
+    pub fn skips_unchanged(&self, now_ms: i64, within_ms: i64) -> bool {
+        !self.in_doubt
+            && self
+                .confirmed_at_ms
+                .is_some_and(|at| now_ms.saturating_sub(at) < within_ms)
+    }
+
+    /// Whether this shadow confirms the contact as written under `email` (normalised) for
+    /// `user_id`: its last write was settled, with this `external_id` and this email.
+    #[must_use]
+    pub fn confirms(&self, user_id: &str, email: &str) -> bool {
+        !self.in_doubt
+            && self.external_id.as_deref() == Some(user_id)
+            && self.email.as_deref() == Some(email)
+    }
+}
+
+/// The shadow to store before a write is sent: `shadow` marked in doubt. `None` when nothing
+/// needs storing: without a shadow the contact is already unconfirmed (found by `external_id`,
+/// never skipped as unchanged), and a shadow already in doubt stays so.
+#[must_use]
+pub fn in_doubt(shadow: Option<&ContactShadow>) -> Option<ContactShadow> {
+    let s = shadow.filter(|s| !s.in_doubt)?;
+    Some(ContactShadow {
+        in_doubt: true,
+        ..s.clone()
+    })
 }
 
 /// What to send for one contact.
@@ -52,7 +96,8 @@ pub struct ContactShadow {
 pub struct UpsertPlan {
     /// Fields to write (including `null` clears).
     pub send: BTreeMap<String, MappedField>,
-    /// Everything to send already equals the shadow and the email is the same: no call needed.
+    /// Everything to send already equals the shadow, the email is the same and no earlier write
+    /// is in doubt: no call needed.
     pub unchanged: bool,
     /// Fields not sent because the shadow holds a value from a newer event.
     pub stale: Vec<String>,
@@ -106,7 +151,8 @@ pub fn plan(
     }
     out.unchanged = shadow.is_some_and(|s| {
         let same_email = mapped.email.is_none() || mapped.email == s.email;
-        same_email
+        !s.in_doubt
+            && same_email
             && out
                 .send
                 .iter()
@@ -127,8 +173,9 @@ pub fn apply(
     contact_id: Option<i64>,
 ) -> ContactShadow {
     let mut next = shadow.cloned().unwrap_or_default();
+    next.in_doubt = false;
     next.contact_id = contact_id.or(next.contact_id);
-    next.email = Some(email.trim().to_lowercase());
+    next.email = Some(crate::email::normalize(email));
     next.external_id = Some(user_id.to_owned());
     for (name, f) in &plan.send {
         next.fields.insert(
@@ -190,6 +237,8 @@ mod tests {
                     )
                 })
                 .collect(),
+            in_doubt: false,
+            confirmed_at_ms: None,
         }
     }
 
@@ -251,6 +300,49 @@ mod tests {
             MissingTraits::Clear,
         );
         assert!(!p.unchanged);
+    }
+
+    #[test]
+    fn a_write_in_doubt_is_never_skipped_and_unconfirms_the_contact() {
+        let s = shadow_of(&[("city", json!("Oslo"), 1)]);
+        assert!(s.confirms("u1", "a@x.io"));
+        assert!(!s.confirms("u1", "b@x.io"));
+        assert!(!s.confirms("u2", "a@x.io"));
+        let doubt = in_doubt(Some(&s)).unwrap();
+        assert!(doubt.in_doubt);
+        assert!(!doubt.confirms("u1", "a@x.io"));
+        assert_eq!(
+            in_doubt(Some(&doubt)),
+            None,
+            "already marked: nothing to store"
+        );
+        assert_eq!(in_doubt(None), None, "no shadow: already unconfirmed");
+        // The same values as the shadow: unchanged when confirmed, sent when in doubt (the
+        // write in doubt may have put other values in the CRM).
+        let m = mapped("a@x.io", 2, &[("city", json!("Oslo"))]);
+        assert!(plan(Some(&s), &m, MissingTraits::Keep).unchanged);
+        let p = plan(Some(&doubt), &m, MissingTraits::Keep);
+        assert!(!p.unchanged);
+        // A delivered settle clears the doubt.
+        assert!(!apply(Some(&doubt), "u1", "a@x.io", &p, None).in_doubt);
+    }
+
+    #[test]
+    fn unchanged_is_skipped_only_for_a_while_after_a_confirmed_write() {
+        let mut s = shadow_of(&[("city", json!("Oslo"), 1)]);
+        let day = 86_400_000;
+        assert!(
+            !s.skips_unchanged(5, day),
+            "never confirmed (an older shadow)"
+        );
+        s.confirmed_at_ms = Some(1_000);
+        assert!(s.skips_unchanged(1_000 + day - 1, day));
+        assert!(
+            !s.skips_unchanged(1_000 + day, day),
+            "a day later: written again"
+        );
+        assert!(!s.skips_unchanged(1_000, 0), "0: always send");
+        assert!(!in_doubt(Some(&s)).unwrap().skips_unchanged(1_000, day));
     }
 
     #[test]

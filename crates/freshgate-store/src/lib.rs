@@ -576,6 +576,29 @@ pub trait Store: Send + Sync + 'static {
         shadow: Vec<u8>,
     ) -> Result<(), StoreError>;
 
+    /// Forget shadows: every contact of `destination`, the contact `contact_key` in every
+    /// destination, or that contact in that destination (at least one is given). The next
+    /// identify of a forgotten contact is written, found by its `external_id`. Returns how many
+    /// shadows were removed.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn forget_shadows(
+        &self,
+        destination: Option<&str>,
+        contact_key: Option<&str>,
+    ) -> Result<u64, StoreError>;
+
+    /// The distinct `(destination, contact key)` pairs of the deliveries `filter` matches
+    /// (any status; the limit is ignored).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn contacts_matching(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<(String, String)>, StoreError>;
+
     /// The account's contact field metadata as last stored by [`Store::put_field_metadata`].
     ///
     /// # Errors

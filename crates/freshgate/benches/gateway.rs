@@ -334,7 +334,13 @@ fn upsert_emails(path: &str, body: &str) -> Vec<String> {
             .as_array()
             .map(|cs| {
                 cs.iter()
-                    .filter_map(|c| c["emails"].as_str().map(str::to_owned))
+                    .filter_map(|c| {
+                        // The identifier may be the `external_id`; the data carries the email.
+                        c["emails"]
+                            .as_str()
+                            .or_else(|| c["data"]["emails"].as_str())
+                            .map(str::to_owned)
+                    })
                     .collect()
             })
             .unwrap_or_default();

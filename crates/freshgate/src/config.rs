@@ -216,6 +216,10 @@ pub struct DestinationConfig {
     /// When at least this many contacts are ready at once (a backlog), they go out through
     /// `bulk_upsert`, up to 100 per call; 0 turns the bulk path off.
     pub bulk_min_contacts: usize,
+    /// An identify that changes nothing freshgate last wrote costs no call, but only within
+    /// this many seconds of the last write the CRM confirmed: contacts are deleted and merged in
+    /// the CRM, and the shadow must not hide a contact forever. 0: always send.
+    pub unchanged_skip_secs: u64,
 }
 
 impl Default for DestinationConfig {
@@ -237,6 +241,7 @@ impl Default for DestinationConfig {
             fields_ttl_secs: 86_400,
             retry_horizon_hours: 72,
             bulk_min_contacts: 20,
+            unchanged_skip_secs: 86_400,
         }
     }
 }

@@ -204,10 +204,20 @@ impl FreshworksClient {
         &self,
         email: &str,
     ) -> Result<Exchange<Vec<Contact>>, FreshworksError> {
+        self.lookup_contacts("email", email).await
+    }
+
+    /// `GET /lookup?q=<value>&f=<field>&entities=contact` (`f` = `email`, `external_id`,
+    /// `mobile_number`, spec/freshworks.md §4.1), unwrapped from `{"contacts":{"contacts":[...]}}`.
+    pub async fn lookup_contacts(
+        &self,
+        field: &str,
+        value: &str,
+    ) -> Result<Exchange<Vec<Contact>>, FreshworksError> {
         let mut url = self.endpoint(&["lookup"]);
         url.query_pairs_mut()
-            .append_pair("q", email)
-            .append_pair("f", "email")
+            .append_pair("q", value)
+            .append_pair("f", field)
             .append_pair("entities", "contact");
         let exchange: Exchange<LookupResponse> = self.send(Method::GET, url, None).await?;
         Ok(exchange.map(LookupResponse::into_contacts))

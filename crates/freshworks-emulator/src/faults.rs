@@ -42,6 +42,12 @@ pub enum Fault {
         /// Added delay in milliseconds.
         ms: u64,
     },
+    /// Every call is processed, then its answer waits this long: a write has happened while
+    /// the caller still waits (the window a crash or a timeout leaves a write in doubt).
+    SlowAnswer {
+        /// Delay after processing, in milliseconds.
+        ms: u64,
+    },
     /// The next `count` calls have their connection closed without any response.
     DropConnections {
         /// How many calls.
@@ -74,6 +80,7 @@ pub(crate) struct Faults {
     rate: f64,
     rng: StdRng,
     latency_ms: u64,
+    answer_delay_ms: u64,
     drops: u32,
 }
 
@@ -84,6 +91,7 @@ impl Faults {
             rate: 0.0,
             rng: StdRng::seed_from_u64(seed),
             latency_ms: 0,
+            answer_delay_ms: 0,
             drops: 0,
         }
     }
@@ -107,6 +115,7 @@ impl Faults {
             }),
             Fault::FailureRate { rate } => self.rate = rate.clamp(0.0, 1.0),
             Fault::Latency { ms } => self.latency_ms = ms,
+            Fault::SlowAnswer { ms } => self.answer_delay_ms = ms,
             Fault::DropConnections { count } => self.drops = self.drops.saturating_add(count),
         }
     }
@@ -116,11 +125,16 @@ impl Faults {
         self.pending.clear();
         self.rate = 0.0;
         self.latency_ms = 0;
+        self.answer_delay_ms = 0;
         self.drops = 0;
     }
 
     pub(crate) fn latency_ms(&self) -> u64 {
         self.latency_ms
+    }
+
+    pub(crate) fn answer_delay_ms(&self) -> u64 {
+        self.answer_delay_ms
     }
 
     /// Consumes one dropped-connection fault if any is pending.

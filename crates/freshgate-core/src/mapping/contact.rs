@@ -1,74 +1,78 @@
 //! Freshworks contact request bodies: `POST /contacts/upsert` and one item of
-//! `POST /contacts/bulk_upsert` (spec/freshworks.md §2.1, §3).
+//! `POST /contacts/bulk_upsert` (spec/freshworks.md §2.1, §3), and the identity rule that
+//! picks their `unique_identifier`.
 //!
-//! The identifier is the lower-cased email, except when the shadow shows that this contact
-//! (known id, `external_id` = this `userId`) was written under another email: then the
-//! `external_id` identifies it, so the new email lands on the same contact instead of creating
-//! a duplicate.
+//! Every write sets `external_id` = the Segment `userId`, so a contact freshgate ever wrote can
+//! be found by it whatever its email became. The email (the verified identifier) is used only
+//! when the shadow *confirms* the contact under this very email: the last write to it was
+//! settled (nothing in doubt), under this `userId`. In every other case (no shadow, a write in
+//! doubt after a crash or a timeout, an email change) the contact may already exist under
+//! another email, and only the `external_id` finds it; a contact created elsewhere (a web form)
+//! has no `external_id`, and the pipeline falls back to the email when no contact has it.
 
 use serde_json::{Map, Value, json};
 
+use crate::email::normalize as normalize_email;
 use crate::shadow::{ContactShadow, UpsertPlan};
+
+/// Which `unique_identifier` a write uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// `{"emails": <normalised email>}`: the shadow confirms this contact under this email, or
+    /// no contact has the `external_id` (a contact created elsewhere).
+    Email(String),
+    /// `{"external_id": <userId>}`: the contact's state is not confirmed under this email.
+    ExternalId(String),
+}
+
+impl Identity {
+    /// The identifier key as Freshworks names it.
+    #[must_use]
+    pub fn key(&self) -> &'static str {
+        match self {
+            Self::Email(_) => "emails",
+            Self::ExternalId(_) => "external_id",
+        }
+    }
+
+    /// The identifier value.
+    #[must_use]
+    pub fn value(&self) -> &str {
+        match self {
+            Self::Email(v) | Self::ExternalId(v) => v,
+        }
+    }
+}
 
 /// The body of `POST /crm/sales/api/contacts/upsert`.
 ///
-/// `{"unique_identifier":{"emails":…},"contact":{"emails":…,"external_id":userId,…built-in
+/// `{"unique_identifier":{<identity>},"contact":{"emails":…,"external_id":userId,…built-in
 /// fields…,"custom_field":{"cf_…":…}}}`, `custom_field` omitted when empty.
 #[must_use]
-pub fn upsert_body(
-    user_id: &str,
-    email: &str,
-    plan: &UpsertPlan,
-    shadow: Option<&ContactShadow>,
-) -> Value {
-    let (key, value) = identifier(user_id, email, shadow);
+pub fn upsert_body(user_id: &str, email: &str, plan: &UpsertPlan, identity: &Identity) -> Value {
     json!({
-        "unique_identifier": { key: value },
+        "unique_identifier": { identity.key(): identity.value() },
         "contact": contact_object(user_id, email, plan),
     })
 }
 
 /// One item of `POST /crm/sales/api/contacts/bulk_upsert`:
-/// `{"emails": …, "data": {…contact fields…}}`, or `{"external_id": userId, "data": …}` when
-/// the email changed (see the module comment).
+/// `{<identity key>: <value>, "data": {…contact fields…}}`.
 #[must_use]
-pub fn bulk_item(
-    user_id: &str,
-    email: &str,
-    plan: &UpsertPlan,
-    shadow: Option<&ContactShadow>,
-) -> Value {
-    let (key, value) = identifier(user_id, email, shadow);
-    json!({ key: value, "data": contact_object(user_id, email, plan) })
+pub fn bulk_item(user_id: &str, email: &str, plan: &UpsertPlan, identity: &Identity) -> Value {
+    json!({ identity.key(): identity.value(), "data": contact_object(user_id, email, plan) })
 }
 
-/// Whether the shadow shows the same contact under a different email, written with
-/// `external_id` = this `userId`. The contact id is not required: a contact written by a bulk
-/// job is known by its `external_id` only.
+/// The identity rule (see the module comment): the email only when the shadow confirms the
+/// contact under it, else the `external_id`.
 #[must_use]
-pub fn email_changed(user_id: &str, email: &str, shadow: Option<&ContactShadow>) -> bool {
-    shadow.is_some_and(|s| {
-        s.external_id.as_deref() == Some(user_id)
-            && s.email
-                .as_deref()
-                .is_some_and(|old| old != normalize_email(email))
-    })
-}
-
-fn identifier(
-    user_id: &str,
-    email: &str,
-    shadow: Option<&ContactShadow>,
-) -> (&'static str, String) {
-    if email_changed(user_id, email, shadow) {
-        ("external_id", user_id.to_owned())
+pub fn identifier(user_id: &str, email: &str, shadow: Option<&ContactShadow>) -> Identity {
+    let email = normalize_email(email);
+    if shadow.is_some_and(|s| s.confirms(user_id, &email)) {
+        Identity::Email(email)
     } else {
-        ("emails", normalize_email(email))
+        Identity::ExternalId(user_id.to_owned())
     }
-}
-
-fn normalize_email(email: &str) -> String {
-    email.trim().to_lowercase()
 }
 
 fn contact_object(user_id: &str, email: &str, plan: &UpsertPlan) -> Value {
@@ -99,7 +103,7 @@ mod tests {
     use crate::coalesce::{IdentifyInput, MissingTraits, coalesce};
     use crate::fields::{FieldDef, FieldType};
     use crate::mapping::{FieldIndex, map_traits};
-    use crate::shadow::{apply, plan};
+    use crate::shadow::{apply, in_doubt, plan};
 
     fn index() -> FieldIndex {
         FieldIndex::new(&[
@@ -152,9 +156,10 @@ mod tests {
             .clone()
             .or_else(|| shadow.and_then(|s| s.email.clone()))
             .unwrap();
+        let identity = identifier(user, &email, shadow);
         (
-            upsert_body(user, &email, &p, shadow),
-            bulk_item(user, &email, &p, shadow),
+            upsert_body(user, &email, &p, &identity),
+            bulk_item(user, &email, &p, &identity),
             p,
         )
     }
@@ -185,6 +190,8 @@ mod tests {
             email: Some("derek@example.org".into()),
             external_id: Some("u-123".into()),
             fields: BTreeMap::new(),
+            in_doubt: false,
+            confirmed_at_ms: None,
         };
         let (upsert, bulk, p) = bodies(
             "u-123",
@@ -234,6 +241,8 @@ mod tests {
             email: Some("old@example.org".into()),
             external_id: Some("u-123".into()),
             fields: BTreeMap::new(),
+            in_doubt: false,
+            confirmed_at_ms: None,
         };
         let evs = [event(
             3,
@@ -244,23 +253,41 @@ mod tests {
         insta::assert_json_snapshot!("changed_email_upsert", upsert);
         insta::assert_json_snapshot!("changed_email_bulk", bulk);
         assert_eq!(upsert["unique_identifier"], json!({"external_id": "u-123"}));
-        // Written under another userId: the external id proves nothing, use the email.
-        shadow.external_id = Some("someone-else".into());
-        let (upsert, _, _) = bodies("u-123", &evs, Some(&shadow), MissingTraits::Keep);
-        assert_eq!(
-            upsert["unique_identifier"],
-            json!({"emails": "new@example.org"})
-        );
         // No known contact id (written by a bulk job): the external id still identifies it.
-        shadow.external_id = Some("u-123".into());
         shadow.contact_id = None;
         let (upsert, _, _) = bodies("u-123", &evs, Some(&shadow), MissingTraits::Keep);
         assert_eq!(upsert["unique_identifier"], json!({"external_id": "u-123"}));
-        // No shadow at all: nothing is known, the email identifies.
-        let (upsert, _, _) = bodies("u-123", &evs, None, MissingTraits::Keep);
+    }
+
+    #[test]
+    fn only_a_confirmed_shadow_lets_the_email_identify() {
+        let confirmed = ContactShadow {
+            email: Some("new@example.org".into()),
+            external_id: Some("u-123".into()),
+            ..ContactShadow::default()
+        };
+        let evs = [event(3, 3_000, json!({"email": " New@Example.org "}))];
+        let key = |shadow: Option<&ContactShadow>| {
+            bodies("u-123", &evs, shadow, MissingTraits::Keep).0["unique_identifier"].clone()
+        };
+        assert_eq!(key(Some(&confirmed)), json!({"emails": "new@example.org"}));
+        // No shadow: a crash may have lost what a write did (a bulk job created the contact
+        // under an older email): only the external id finds it.
+        assert_eq!(key(None), json!({"external_id": "u-123"}));
+        // A write in doubt may have moved the contact to another email.
         assert_eq!(
-            upsert["unique_identifier"],
-            json!({"emails": "new@example.org"})
+            key(in_doubt(Some(&confirmed)).as_ref()),
+            json!({"external_id": "u-123"})
+        );
+        // Written under another userId: the shadow confirms nothing about this one.
+        let other = ContactShadow {
+            external_id: Some("someone-else".into()),
+            ..confirmed.clone()
+        };
+        assert_eq!(key(Some(&other)), json!({"external_id": "u-123"}));
+        assert_eq!(
+            identifier("u-123", "NEW@example.org", Some(&confirmed)),
+            Identity::Email("new@example.org".into())
         );
     }
 

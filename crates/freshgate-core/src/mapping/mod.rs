@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::coalesce::{TraitValue, flatten_trait};
-pub use contact::{bulk_item, upsert_body};
+pub use contact::{Identity, bulk_item, identifier, upsert_body};
 pub use resolve::{FieldIndex, Level, Resolution};
 
 /// One contact field to write.
@@ -62,7 +62,7 @@ impl MappingReport {
 /// A contact's traits resolved to fields of one account.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MappedContact {
-    /// The `email` trait, trimmed and lower-cased (the unique identifier).
+    /// The `email` trait, normalised by [`crate::email::normalize`] (the unique identifier).
     pub email: Option<String>,
     /// Timestamp of the event that set `email` (newest event wins for the email too).
     #[serde(default)]
@@ -135,7 +135,7 @@ pub fn map_traits(index: &FieldIndex, traits: &BTreeMap<String, TraitValue>) -> 
             if key == "email" {
                 match &value {
                     Value::String(s) if !s.trim().is_empty() => {
-                        let e = (tv.ts_ms, tv.seq, s.trim().to_lowercase());
+                        let e = (tv.ts_ms, tv.seq, crate::email::normalize(s));
                         if email.as_ref().is_none_or(|cur| (e.0, e.1) > (cur.0, cur.1)) {
                             email = Some(e);
                         }

@@ -34,7 +34,10 @@ use time::OffsetDateTime;
 
 pub use batch::parse_tracking_request;
 pub use stored::{StoredEvent, StoredEventError, parse_stored_event};
-pub use timestamp::{corrected_timestamp, format_timestamp, parse_timestamp};
+pub use timestamp::{
+    MAX_AHEAD, bounded_timestamp, corrected_timestamp, format_timestamp, parse_timestamp,
+};
+pub use validate::MAX_NESTING;
 pub use webhook::{SignatureError, parse_webhook_request, verify_signature};
 
 /// A Segment Spec call type. `Delete` only arrives from the webhook destination (user deletion

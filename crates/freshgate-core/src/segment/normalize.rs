@@ -7,7 +7,7 @@ use time::OffsetDateTime;
 
 use super::envelope::{Entries, Kind, ObjectWriter, get, kind, object_entries};
 use super::timestamp::{
-    corrected_timestamp, format_timestamp, parse_timestamp, truncate_to_millis,
+    bounded_timestamp, corrected_timestamp, format_timestamp, parse_timestamp, truncate_to_millis,
 };
 use super::validate::{self, ItemError};
 use super::{EventType, NormalizedEvent};
@@ -179,6 +179,14 @@ pub(crate) fn normalize(
             present(m.sent_at),
         ),
     };
+    // A time far ahead of receipt (after the sentAt correction) would win over every later
+    // event: receipt is used, and the client's value is kept as `originalTimestamp`.
+    let (timestamp, replaced) = bounded_timestamp(shared.received_at, timestamp);
+    let original_out = if replaced {
+        client_timestamp.or(original_out)
+    } else {
+        original_out
+    };
     let timestamp = truncate_to_millis(timestamp);
 
     let mut integrations = Vec::new();
@@ -214,6 +222,8 @@ pub(crate) fn normalize(
     }
     w.string("receivedAt", &shared.received_at_text);
     w.finish();
+    // What is acknowledged must be deliverable: the delivery side reads these very bytes.
+    validate::readable(&raw)?;
 
     // An empty object enables everything, so routing needs nothing; the conversion cannot fail
     // (the bytes are valid JSON assembled from valid pieces), and failing open means "All".

@@ -34,12 +34,30 @@ pub struct StoredEvent {
     pub integrations: Map<String, Value>,
     /// The corrected event time.
     pub timestamp: OffsetDateTime,
+    /// `originalTimestamp` (the client's own time, when it sent one and it parses).
+    pub original_timestamp: Option<OffsetDateTime>,
+    /// `receivedAt`, when it parses.
+    pub received_at: Option<OffsetDateTime>,
 }
 
 impl StoredEvent {
     /// Whether the destination named `key` takes this event (see [`crate::routing`]).
     pub fn destination_enabled(&self, key: &str) -> bool {
         crate::routing::destination_enabled_in_map(&self.integrations, key)
+    }
+
+    /// For traces: the client's time was too far ahead of receipt and `receivedAt` is the
+    /// event time (see [`super::bounded_timestamp`]).
+    #[must_use]
+    pub fn timestamp_note(&self) -> Option<String> {
+        let (original, received) = (self.original_timestamp?, self.received_at?);
+        let (_, replaced) = super::bounded_timestamp(received, original);
+        (replaced && self.timestamp == received).then(|| {
+            format!(
+                "timestamp {} is more than 24 h after receivedAt: receivedAt used",
+                super::format_timestamp(original)
+            )
+        })
     }
 }
 
@@ -75,6 +93,13 @@ pub fn parse_stored_event(raw: &[u8]) -> Result<StoredEvent, StoredEventError> {
         .and_then(Value::as_str)
         .and_then(parse_timestamp)
         .ok_or(StoredEventError::MissingField("timestamp"))?;
+    let time_of = |key: &str| {
+        map.get(key)
+            .and_then(Value::as_str)
+            .and_then(parse_timestamp)
+    };
+    let original_timestamp = time_of("originalTimestamp");
+    let received_at = time_of("receivedAt");
     Ok(StoredEvent {
         event_type,
         message_id,
@@ -88,6 +113,8 @@ pub fn parse_stored_event(raw: &[u8]) -> Result<StoredEvent, StoredEventError> {
         context: object(map.remove("context")),
         integrations: object(map.remove("integrations")),
         timestamp,
+        original_timestamp,
+        received_at,
     })
 }
 

@@ -815,3 +815,114 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_timestamp_far_ahead_of_receipt_is_replaced_by_received_at() {
+    // No sentAt: the client's time would be taken as is, and win over every later identify.
+    let ItemOutcome::Accepted(e) = batch_of(json!({
+        "type": "identify", "userId": "u-far", "traits": {"email": "far@example.com"},
+        "timestamp": "9000-01-01T00:00:00Z"
+    })) else {
+        panic!("accepted")
+    };
+    assert_eq!(e.timestamp, RECEIVED);
+    let json = raw_json(&e);
+    assert_eq!(json["timestamp"], "2025-11-07T17:00:02.000Z");
+    assert_eq!(json["originalTimestamp"], "9000-01-01T00:00:00Z");
+    let stored = parse_stored_event(&e.raw).unwrap();
+    assert_eq!(stored.timestamp, RECEIVED);
+    let note = stored.timestamp_note().unwrap();
+    assert!(note.contains("9000-01-01"), "{note}");
+
+    // Within a day of receipt (a client clock a little fast): kept, no note.
+    let ItemOutcome::Accepted(e) = batch_of(json!({
+        "type": "identify", "userId": "u-near", "traits": {},
+        "timestamp": "2025-11-08T16:00:00Z"
+    })) else {
+        panic!("accepted")
+    };
+    assert_eq!(e.timestamp, datetime!(2025-11-08 16:00:00 UTC));
+    assert_eq!(parse_stored_event(&e.raw).unwrap().timestamp_note(), None);
+
+    // With sentAt, the correction comes first: a client clock years ahead is fine.
+    let body = json!({"batch": [{"type": "identify", "userId": "u-skew", "traits": {},
+        "timestamp": "9000-01-01T00:00:00Z"}], "sentAt": "9000-01-01T00:00:01Z"})
+    .to_string();
+    let req = track(Endpoint::Batch, body.as_bytes()).unwrap();
+    assert_eq!(
+        accepted(&req)[0].timestamp,
+        datetime!(2025-11-07 17:00:01 UTC)
+    );
+
+    // A webhook event (Segment already corrected it) is bounded too.
+    let body = WEBHOOK_BODY.replace(
+        r#""timestamp":"2025-11-07T17:00:00.000Z""#,
+        r#""timestamp":"9000-01-01T00:00:00.000Z""#,
+    );
+    let req =
+        parse_webhook_request(body.as_bytes(), RECEIVED, &Limits::default(), &mut ids()).unwrap();
+    let e = accepted(&req)[0];
+    assert_eq!(e.timestamp, RECEIVED);
+    assert_eq!(raw_json(e)["originalTimestamp"], "9000-01-01T00:00:00.000Z");
+}
+
+/// `depth` nested arrays around `1`.
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+}
+
+#[test]
+fn whatever_ingest_accepts_delivery_can_read() {
+    // The event object is level 1, `context` level 2, its member level 3.
+    let at_limit = nested(MAX_NESTING - 2);
+    let too_deep = nested(MAX_NESTING - 1);
+    let item = |deep: &str, n: &str| {
+        format!(
+            r#"{{"type":"identify","userId":"u","traits":{{"email":"a@b.c","n":{n}}},"context":{{"deep":{deep}}}}}"#
+        )
+    };
+    let body = format!(
+        r#"{{"batch":[{},{},{},{}]}}"#,
+        item(&at_limit, "1e300"),
+        item(&too_deep, "1"),
+        item("1", "1e400"),
+        item("1", &format!("1{}", "0".repeat(400))),
+    );
+    let req = track(Endpoint::Batch, body.as_bytes()).unwrap();
+    let events = accepted(&req);
+    assert_eq!(events.len(), 1, "{:?}", rejected(&req));
+    parse_stored_event(&events[0].raw).expect("the accepted event reads back");
+    let reasons: Vec<(&str, &str)> = rejected(&req)
+        .iter()
+        .map(|r| (r.code, r.reason.as_str()))
+        .collect();
+    assert_eq!(
+        reasons[0],
+        ("too_deep", "JSON nested deeper than 100 levels")
+    );
+    assert_eq!(reasons[1].0, "number_out_of_range");
+    assert_eq!(reasons[2].0, "number_out_of_range");
+    // Strings that look like numbers or brackets are not counted.
+    let tricky = item(&format!("\"{}\\\" 1e999\"", "[".repeat(300)), "1");
+    let req = track(
+        Endpoint::Batch,
+        format!(r#"{{"batch":[{tricky}]}}"#).as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(accepted(&req).len(), 1, "{:?}", rejected(&req));
+}
+
+proptest! {
+    #[test]
+    fn every_accepted_nesting_reads_back(depth in 0usize..140) {
+        let body = format!(
+            r#"{{"batch":[{{"type":"track","userId":"u","event":"E","properties":{{"x":{}}}}}]}}"#,
+            nested(depth)
+        );
+        let req = track(Endpoint::Batch, body.as_bytes()).unwrap();
+        for e in accepted(&req) {
+            prop_assert!(parse_stored_event(&e.raw).is_ok());
+        }
+        prop_assert_eq!(accepted(&req).len(), usize::from(depth + 2 <= MAX_NESTING));
+    }
+}

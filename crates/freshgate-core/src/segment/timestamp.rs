@@ -111,6 +111,22 @@ pub fn corrected_timestamp(
     }
 }
 
+/// How far after `receivedAt` an event time may lie. A client clock set years ahead (or a
+/// `timestamp` of `9000-01-01`) would otherwise make that event newer than every later one, and
+/// the contact would keep its values forever ("older than last sent").
+pub const MAX_AHEAD: Duration = Duration::hours(24);
+
+/// The event time to use: `t`, or `received_at` when `t` is more than [`MAX_AHEAD`] after it
+/// (the second value is `true` then; the caller keeps the client's value in
+/// `originalTimestamp`).
+pub fn bounded_timestamp(received_at: OffsetDateTime, t: OffsetDateTime) -> (OffsetDateTime, bool) {
+    if t - received_at > MAX_AHEAD {
+        (received_at, true)
+    } else {
+        (t, false)
+    }
+}
+
 /// Drops sub-millisecond precision so in-memory values equal what [`format_timestamp`] writes.
 pub(crate) fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
     t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000)
@@ -306,6 +322,17 @@ mod tests {
             corrected_timestamp(received, Some(far), Some(ancient)),
             ancient
         );
+    }
+
+    #[test]
+    fn a_time_more_than_a_day_ahead_of_receipt_is_replaced_by_receipt() {
+        let received = datetime!(2025-11-07 17:00:00 UTC);
+        let far = datetime!(9000-01-01 00:00:00 UTC);
+        assert_eq!(bounded_timestamp(received, far), (received, true));
+        let in_a_day = received + MAX_AHEAD;
+        assert_eq!(bounded_timestamp(received, in_a_day), (in_a_day, false));
+        let past = datetime!(2020-01-01 00:00:00 UTC);
+        assert_eq!(bounded_timestamp(received, past), (past, false));
     }
 
     #[test]

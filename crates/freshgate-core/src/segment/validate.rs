@@ -10,6 +10,11 @@ use super::envelope::{Kind, as_str, kind};
 /// Longest accepted `messageId`, in characters (spec §1.4).
 pub(crate) const MAX_MESSAGE_ID_CHARS: usize = 100;
 
+/// Deepest nesting of arrays and objects in a stored event (the event object itself is level
+/// 1). The delivery side reads stored events with serde_json, whose parser stops at 128 levels;
+/// anything ingest acknowledges must stay readable there.
+pub const MAX_NESTING: usize = 100;
+
 /// One item's rejection. `Display` is the human reason, [`ItemError::code`] the metric label.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub(crate) enum ItemError {
@@ -35,6 +40,10 @@ pub(crate) enum ItemError {
     TooLarge { size: usize, limit: usize },
     #[error("batch has more than {limit} events")]
     BatchFull { limit: usize },
+    #[error("JSON nested deeper than {MAX_NESTING} levels")]
+    TooDeep,
+    #[error("number {0} is out of range")]
+    NumberOutOfRange(String),
 }
 
 impl ItemError {
@@ -51,6 +60,8 @@ impl ItemError {
             ItemError::MessageIdTooLong => "message_id_too_long",
             ItemError::TooLarge { .. } => "event_too_large",
             ItemError::BatchFull { .. } => "batch_too_large",
+            ItemError::TooDeep => "too_deep",
+            ItemError::NumberOutOfRange(_) => "number_out_of_range",
         }
     }
 }
@@ -115,4 +126,51 @@ pub(crate) fn message_id(member: Option<&RawValue>) -> Result<Option<Cow<'_, str
         }
     }
     Ok(id)
+}
+
+/// Whether the delivery side can read `raw` (a normalised event) back with
+/// [`super::parse_stored_event`]: nesting within [`MAX_NESTING`], every number finite as an
+/// `f64` (serde_json refuses `1e400`). One pass over the bytes; the ingest path builds no
+/// `Value`. The bytes are valid JSON already (assembled from parsed pieces).
+pub(crate) fn readable(raw: &[u8]) -> Result<(), ItemError> {
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < raw.len() {
+        match raw[i] {
+            b'"' => {
+                // Skip the string, escapes included.
+                i += 1;
+                while i < raw.len() && raw[i] != b'"' {
+                    i += if raw[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'{' | b'[' => {
+                depth += 1;
+                if depth > MAX_NESTING {
+                    return Err(ItemError::TooDeep);
+                }
+            }
+            b'}' | b']' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i + 1 < raw.len()
+                    && matches!(raw[i + 1], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = &raw[start..=i];
+                // Short plain integers always fit; only parse what might not.
+                if token.len() > 15 || token.iter().any(|b| matches!(b, b'e' | b'E')) {
+                    let text = String::from_utf8_lossy(token);
+                    if !text.parse::<f64>().is_ok_and(f64::is_finite) {
+                        let shown: String = text.chars().take(40).collect();
+                        return Err(ItemError::NumberOutOfRange(shown));
+                    }
+                }
+            }
+            _ => {}
+        }
+        i += 1;
+    }
+    Ok(())
 }

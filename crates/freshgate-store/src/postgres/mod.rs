@@ -261,6 +261,21 @@ impl Store for PostgresStore {
         delivery::reopen(&self.pool, filter, &["dead"], now_ms).await
     }
 
+    async fn forget_shadows(
+        &self,
+        destination: Option<&str>,
+        contact_key: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        queries::forget_shadows(&self.pool, destination, contact_key).await
+    }
+
+    async fn contacts_matching(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        queries::contacts_matching(&self.pool, filter).await
+    }
+
     async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
         delivery::reopen(
             &self.pool,

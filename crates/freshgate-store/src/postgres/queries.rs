@@ -331,6 +331,43 @@ pub(crate) async fn dead_letters(
         .map_err(StoreError::from)
 }
 
+pub(crate) async fn forget_shadows(
+    pool: &PgPool,
+    destination: Option<&str>,
+    contact_key: Option<&str>,
+) -> Result<u64, StoreError> {
+    let done = query(
+        "DELETE FROM shadows
+         WHERE ($1::text IS NOT NULL OR $2::text IS NOT NULL)
+           AND ($1::text IS NULL OR destination = $1)
+           AND ($2::text IS NULL OR contact_key = $2)",
+    )
+    .bind(destination)
+    .bind(contact_key)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+pub(crate) async fn contacts_matching(
+    pool: &PgPool,
+    filter: &DeliveryFilter,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let f = filter_sql(filter);
+    let sql = format!(
+        "SELECT DISTINCT d.destination, d.contact_key
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE TRUE{}
+         ORDER BY d.destination, d.contact_key",
+        f.clause
+    );
+    let rows: Vec<PgRow> = f.bind(query(AssertSqlSafe(sql))).fetch_all(pool).await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<SqlResult<_>>()
+        .map_err(StoreError::from)
+}
+
 pub(crate) async fn rejected(
     pool: &PgPool,
     limit: usize,

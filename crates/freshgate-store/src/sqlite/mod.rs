@@ -360,6 +360,31 @@ impl Store for SqliteStore {
         }
     }
 
+    async fn forget_shadows(
+        &self,
+        destination: Option<&str>,
+        contact_key: Option<&str>,
+    ) -> Result<u64, StoreError> {
+        let op = WriteOp::ForgetShadows {
+            destination: destination.map(str::to_owned),
+            contact_key: contact_key.map(str::to_owned),
+        };
+        match self.write(op, false).await? {
+            WriteReply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn contacts_matching(
+        &self,
+        filter: &DeliveryFilter,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let filter = filter.clone();
+        self.readers
+            .run(move |c| queries::contacts_matching(c, &filter))
+            .await
+    }
+
     async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
         let op = WriteOp::Replay {
             filter: filter.clone(),

@@ -289,6 +289,27 @@ pub(crate) fn dead_letters(
     Ok(rows)
 }
 
+pub(crate) fn contacts_matching(
+    conn: &Connection,
+    filter: &DeliveryFilter,
+) -> Result<Vec<(String, String)>, StoreError> {
+    let f = filter_sql(filter);
+    let sql = format!(
+        "SELECT DISTINCT d.destination, d.contact_key
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE 1 = 1{}
+         ORDER BY d.destination, d.contact_key",
+        f.clause
+    );
+    let rows = conn
+        .prepare(&sql)?
+        .query_map(params_from_iter(f.params.iter()), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
 pub(crate) fn rejected(conn: &Connection, limit: usize) -> Result<Vec<RejectedRecord>, StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     let rows = conn

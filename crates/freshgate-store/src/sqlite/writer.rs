@@ -49,6 +49,10 @@ pub(crate) enum WriteOp {
         contact_key: String,
         body: Vec<u8>,
     },
+    ForgetShadows {
+        destination: Option<String>,
+        contact_key: Option<String>,
+    },
     PutFieldMetadata {
         account: String,
         metadata: crate::FieldMetadata,
@@ -273,6 +277,21 @@ impl Writer {
                     )?
                     .execute(params![destination, contact_key, body])?;
                 Ok(WriteReply::Done)
+            }
+            WriteOp::ForgetShadows {
+                destination,
+                contact_key,
+            } => {
+                let n = self
+                    .conn
+                    .prepare_cached(
+                        "DELETE FROM shadows
+                         WHERE (?1 IS NOT NULL OR ?2 IS NOT NULL)
+                           AND (?1 IS NULL OR destination = ?1)
+                           AND (?2 IS NULL OR contact_key = ?2)",
+                    )?
+                    .execute(params![destination, contact_key])?;
+                Ok(WriteReply::Count(u64::try_from(n).unwrap_or(u64::MAX)))
             }
             WriteOp::PutFieldMetadata { account, metadata } => {
                 self.conn

@@ -503,6 +503,57 @@ pub async fn shadow_get_put(fx: &mut dyn Fixture) {
     assert_eq!(s.shadow(DEST, "k2").await.unwrap(), None);
 }
 
+/// Shadows are forgotten for one contact, one destination, or one contact everywhere; never
+/// all at once by accident.
+pub async fn shadows_forgotten(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    for (d, k) in [(DEST, "k1"), (DEST, "k2"), (OTHER, "k1"), (OTHER, "k3")] {
+        s.put_shadow(d, k, b"{}".to_vec()).await.unwrap();
+    }
+    assert_eq!(s.forget_shadows(None, None).await.unwrap(), 0);
+    assert_eq!(s.forget_shadows(Some(DEST), Some("k2")).await.unwrap(), 1);
+    assert_eq!(s.shadow(DEST, "k2").await.unwrap(), None);
+    assert!(s.shadow(DEST, "k1").await.unwrap().is_some());
+    assert_eq!(s.forget_shadows(None, Some("k1")).await.unwrap(), 2);
+    assert_eq!(s.shadow(OTHER, "k1").await.unwrap(), None);
+    assert_eq!(s.forget_shadows(Some(OTHER), None).await.unwrap(), 1);
+    assert_eq!(s.shadow(OTHER, "k3").await.unwrap(), None);
+}
+
+/// The contacts a filter's deliveries belong to, once each.
+pub async fn contacts_matching_a_filter(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(
+        s,
+        vec![
+            ev_with_skip("a1", "k1", 1000),
+            ev("a2", "k1", 1500),
+            ev("b1", "k2", 5000),
+        ],
+    )
+    .await;
+    let all = s
+        .contacts_matching(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    let pairs = |v: &[(&str, &str)]| {
+        v.iter()
+            .map(|(d, k)| ((*d).to_owned(), (*k).to_owned()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(all, pairs(&[(DEST, "k1"), (DEST, "k2"), (OTHER, "k1")]));
+    let range = DeliveryFilter {
+        destination: Some(DEST.to_owned()),
+        since_ms: Some(0),
+        until_ms: Some(5000),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(
+        s.contacts_matching(&range).await.unwrap(),
+        pairs(&[(DEST, "k1")])
+    );
+}
+
 /// Field metadata is kept per account; a newer fetch replaces it, an older one does not.
 pub async fn field_metadata_newest_wins(fx: &mut dyn Fixture) {
     let s = fx.store();

@@ -55,6 +55,8 @@ crate::conformance!(Sqlite =>
     replay_reopens_finished,
     skipped_at_append_never_pending,
     shadow_get_put,
+    shadows_forgotten,
+    contacts_matching_a_filter,
     field_metadata_newest_wins,
     quota_ledger_windows,
     quota_reservations_respect_the_caps,

@@ -112,6 +112,10 @@ pub struct ReplayArgs {
     /// Only this destination.
     #[arg(long)]
     pub destination: Option<String>,
+    /// Resend even to contacts whose shadow says nothing changed (they may have been deleted
+    /// or merged in the CRM); a replayed event still never overwrites a newer value.
+    #[arg(long)]
+    pub force: bool,
     /// JSON output.
     #[command(flatten)]
     pub out: JsonFlag,
@@ -426,13 +430,29 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         until_ms: Some(until),
         ..DeliveryFilter::default()
     };
-    let n = store.replay(&filter, now_ms()).await?;
+    let forced = if args.force {
+        super::shadow::unconfirm(store.as_ref(), &filter).await
+    } else {
+        Ok(0)
+    };
+    let n = match forced {
+        Ok(_) => store.replay(&filter, now_ms()).await,
+        Err(e) => {
+            store.close().await;
+            return Err(e);
+        }
+    };
     store.close().await;
+    let (n, forced) = (n?, forced.unwrap_or(0));
     if args.out.json {
-        print_json(&json!({ "requeued": n }))?;
+        print_json(&json!({ "requeued": n, "forced_contacts": forced }))?;
+    } else if args.force {
+        println!(
+            "{n} deliveries put back in the queue; {forced} contacts are written even if unchanged"
+        );
     } else {
         println!(
-            "{n} deliveries put back in the queue; unchanged contacts cost no call (the shadow skips them)"
+            "{n} deliveries put back in the queue; unchanged contacts cost no call (the shadow skips them; --force resends them)"
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -6,6 +6,7 @@ pub mod backfill;
 pub mod inspect;
 pub mod send;
 pub mod serve;
+pub mod shadow;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -94,6 +95,12 @@ pub enum Command {
     Backfill(backfill::BackfillArgs),
     /// Resend stored events received in a time range (delivered, skipped or dead).
     Replay(inspect::ReplayArgs),
+    /// The contact shadows (what freshgate last wrote to each contact).
+    Shadow {
+        /// What to do.
+        #[command(subcommand)]
+        command: ShadowCommand,
+    },
     /// Configuration files.
     Config {
         /// What to do.
@@ -138,6 +145,14 @@ pub enum EventsCommand {
     Show(inspect::ShowArgs),
     /// Input that never became an event (bad batch items, bad signatures), newest first.
     Rejected(inspect::RejectedArgs),
+}
+
+/// `shadow …`
+#[derive(Debug, Subcommand)]
+pub enum ShadowCommand {
+    /// Forget shadows, so the next identify of those contacts is written to the CRM even if
+    /// nothing changed (after contacts were deleted or merged there).
+    Forget(shadow::ForgetArgs),
 }
 
 /// `config …`
@@ -195,6 +210,9 @@ pub fn main(cli: Cli) -> ExitCode {
                 EventsCommand::Rejected(a) => inspect::rejected(a).await,
             },
             Command::Replay(a) => inspect::replay(a).await,
+            Command::Shadow {
+                command: ShadowCommand::Forget(a),
+            } => shadow::forget(a).await,
             Command::Backfill(a) => backfill::run(a).await,
             Command::Config {
                 command: ConfigCommand::Check(a),

@@ -109,6 +109,22 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .with_context(|| format!("cannot listen on {}", resolved.config.server.listen))?;
     let addr = listener.local_addr()?;
     let store = open_store_for_delivery(&resolved.config).await?;
+    // The built-in emulator starts empty each time, while the data dir remembers what was
+    // written to it: its shadows would hide every contact ("unchanged"). They are forgotten,
+    // and the stored events are delivered to the new emulator again, so the quick start
+    // survives a restart.
+    let refilled = if emulator.is_some() {
+        store
+            .forget_shadows(Some(DEFAULT_DESTINATION), None)
+            .await?;
+        let everything = freshgate_store::DeliveryFilter {
+            destination: Some(DEFAULT_DESTINATION.into()),
+            ..freshgate_store::DeliveryFilter::default()
+        };
+        store.replay(&everything, crate::pipeline::now_ms()).await?
+    } else {
+        0
+    };
 
     println!("freshgate listening on http://{addr}");
     println!(
@@ -134,12 +150,23 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             "  emulator:    {url}   (state: {}/__emulator/state)",
             url.trim_end_matches("/crm/sales/api")
         );
+        if refilled > 0 {
+            println!(
+                "  emulator:    starts empty; {refilled} stored deliveries are sent to it again"
+            );
+        }
         if resolved.source_for_key(DEV_WRITE_KEY).is_some() {
             println!("  write key:   {DEV_WRITE_KEY}");
             println!(
                 "  try:         freshgate send examples/events.ndjson --url http://{addr} --write-key {DEV_WRITE_KEY}"
             );
         }
+    }
+    if resolved.destinations.is_empty() {
+        // Events are acknowledged and kept; without a destination nothing sends them anywhere.
+        let warning = "no destination is configured: events are accepted and STORED BUT NOT DELIVERED (add [[destinations]] or FRESHWORKS_API_KEY with FRESHWORKS_DOMAIN)";
+        println!("  WARNING:     {warning}");
+        tracing::warn!("{warning}");
     }
     for d in &resolved.destinations {
         println!(

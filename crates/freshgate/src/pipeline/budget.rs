@@ -133,6 +133,17 @@ impl BudgetGate {
         }
     }
 
+    /// When `calls` calls fit this process's budget again, if not now (nothing is taken). The
+    /// dispatcher waits for it before leasing contacts, so a contact deferred for quota is not
+    /// stored with a fixed time: the budget, recomputed at start from the ledger and the
+    /// configured limits, decides.
+    pub fn blocked_until(&self, calls: u32) -> Option<i64> {
+        self.budget
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .free_at(now_ms(), calls)
+    }
+
     /// The account answered 429: it is busier than our own spend says.
     pub fn observe_429(&self) {
         let mut b = self

@@ -16,7 +16,7 @@ use freshworks_client::{FreshworksError, JobStatus};
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use super::deliver::{DestinationWorker, Prepared, Stop, outcome_of, truncate};
+use super::deliver::{DestinationWorker, Prepared, Stop, outcome_of, quota_not_before, truncate};
 use super::{clock, now_ms};
 use crate::telemetry::events;
 
@@ -107,15 +107,18 @@ fn identifier(item: &Value) -> Option<(String, String)> {
 async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> Vec<Option<i64>> {
     let items: Vec<Value> = prepared
         .iter()
-        .map(|p| mapping::bulk_item(&p.user_id, &p.email, &p.plan, p.shadow.as_ref()))
+        .map(|p| mapping::bulk_item(&p.user_id, &p.email, &p.plan, &p.identity))
         .collect();
     let body = json!({ "contacts": items });
     // The job's first poll is paid for with the POST. Once a job is sent, its status must be
     // read while the contacts' leases last: a poll that waited for the next quota window would
     // outlive them, another worker would take the contacts and send them again, and this job's
     // outcome could no longer be recorded against them.
+    if let Err(stop) = worker.mark_in_doubt(prepared).await {
+        return vec![wait_of(Err(stop)); prepared.len()];
+    }
     if let Err(until) = worker.budget.acquire(2).await {
-        return vec![Some(until); prepared.len()];
+        return vec![quota_not_before(until); prepared.len()];
     }
     let leases_end = prepared
         .iter()

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use freshgate_core::coalesce::{IdentifyInput, MissingTraits};
 use freshgate_core::delivery::{self, Outcome};
-use freshgate_core::mapping::{self, FieldIndex, MappingReport};
+use freshgate_core::mapping::{self, FieldIndex, Identity, MappingReport};
 use freshgate_core::segment::{self, EventType};
 use freshgate_core::shadow::{self, ContactShadow};
 use freshgate_store::{Attempt, ContactLease, PendingDelivery, Settlement, Store, StoreError};
@@ -19,6 +19,13 @@ use super::fields::{self, FieldCache, FieldsError};
 use super::{clock, now_ms};
 use crate::config::ResolvedDestination;
 use crate::telemetry::events;
+
+/// Longest quota wait stored with a contact given back. A longer one (the hour's quota is
+/// spent) is not stored: the dispatcher waits for the budget before leasing, and the budget is
+/// recomputed at start from the ledger and the configured limits, so a restart with a higher
+/// limit delivers at once instead of an hour later.
+/// In the pipeline clock's milliseconds, like the quota windows.
+const MAX_STORED_QUOTA_WAIT_MS: i64 = 60_000;
 
 /// Pending deliveries read per round.
 const ROUND: usize = 100;
@@ -51,12 +58,15 @@ pub struct DestinationWorker {
     pub force_bulk: bool,
     /// Unmapped trait keys seen, until written to the store.
     pub unmapped: Arc<super::unmapped::UnmappedTally>,
+    /// How long after a confirmed write an unchanged identify is skipped (ms).
+    pub unchanged_skip_ms: i64,
 }
 
 /// A contact's leading identifies, each with its parsed event.
 type Group = Vec<(PendingDelivery, segment::StoredEvent)>;
 
 /// A contact's coalesced identify group, mapped and planned, ready to send.
+#[derive(Clone)]
 pub struct Prepared {
     /// The contact's lease.
     pub lease: ContactLease,
@@ -78,6 +88,8 @@ pub struct Prepared {
     pub summary: String,
     /// Timestamp of the event that set the email.
     pub email_ts_ms: Option<i64>,
+    /// How the write finds the contact (`mapping::identifier`).
+    pub identity: Identity,
 }
 
 /// A failure that stops work on this lease.
@@ -125,6 +137,9 @@ impl DestinationWorker {
             bulk_min_contacts: destination.config.bulk_min_contacts,
             force_bulk: false,
             unmapped: Arc::default(),
+            unchanged_skip_ms: i64::try_from(destination.config.unchanged_skip_secs)
+                .unwrap_or(i64::MAX / 1000)
+                .saturating_mul(1000),
         })
     }
 
@@ -304,7 +319,7 @@ impl DestinationWorker {
             .await;
         match result {
             Ok(index) => Ok(index),
-            Err(FieldsError::Budget(until)) => Err(Stop::Later(Some(until))),
+            Err(FieldsError::Budget(until)) => Err(Stop::Later(quota_not_before(until))),
             Err(FieldsError::Call(e)) => {
                 let status = e.status();
                 let outcome = match &e {
@@ -402,11 +417,19 @@ impl DestinationWorker {
             return Ok(None);
         };
         let plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
-        let summary = report_summary(&mapped.report, &plan.stale);
+        let time_notes: Vec<String> = group
+            .iter()
+            .filter_map(|(_, e)| e.timestamp_note())
+            .collect();
+        let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
         let email_unchanged =
             shadow.as_ref().and_then(|s| s.email.as_deref()) == Some(email.as_str());
-        // A shadow exists only after a successful delivery, so the contact is there.
-        if plan.unchanged && email_unchanged && shadow.is_some() {
+        // Skipped only while the CRM recently confirmed the contact: it may have been deleted
+        // or merged since (or the emulator restarted empty), and must not stay hidden.
+        let recently_confirmed = shadow
+            .as_ref()
+            .is_some_and(|s| s.skips_unchanged(now_ms(), self.unchanged_skip_ms));
+        if plan.unchanged && email_unchanged && recently_confirmed {
             events::deliveries(&self.name, "unchanged", delivery_ids.len());
             // Move the shadow's timestamps forward: these events confirmed the values, so an
             // older event arriving later must still count as stale.
@@ -423,8 +446,10 @@ impl DestinationWorker {
                 .await?;
             return Ok(None);
         }
+        let identity = mapping::identifier(&user_id, &email, shadow.as_ref());
         Ok(Some(Prepared {
             lease: lease.clone(),
+            identity,
             delivery_ids,
             first_attempt_ms,
             attempts,
@@ -454,11 +479,35 @@ impl DestinationWorker {
         Ok(())
     }
 
+    /// Record, before a write to these contacts is sent, that its outcome is in doubt until
+    /// settled (see `ContactShadow::in_doubt`). The one place both the single and the bulk path
+    /// mark their writes; it costs a store write only for contacts with a confirmed shadow.
+    ///
+    /// # Errors
+    /// `Stop::Store`: then nothing may be sent.
+    pub async fn mark_in_doubt(&self, prepared: &[Prepared]) -> Result<(), Stop> {
+        let marks = prepared.iter().filter_map(|p| {
+            let marked = shadow::in_doubt(p.shadow.as_ref())?;
+            let bytes = serde_json::to_vec(&marked).ok()?;
+            Some(
+                self.store
+                    .put_shadow(&self.name, &p.lease.contact_key, bytes),
+            )
+        });
+        for r in futures::future::join_all(marks).await {
+            r?;
+        }
+        Ok(())
+    }
+
     /// One `POST /contacts/upsert` for a prepared group.
     async fn send_single(&self, p: Prepared) -> Result<(), Stop> {
-        let body = mapping::upsert_body(&p.user_id, &p.email, &p.plan, p.shadow.as_ref());
+        let body = mapping::upsert_body(&p.user_id, &p.email, &p.plan, &p.identity);
+        // Marked before the quota is taken: the call then follows its budget slot at once, as
+        // the account's own accounting sees it.
+        self.mark_in_doubt(std::slice::from_ref(&p)).await?;
         if let Err(until) = self.budget.acquire(1).await {
-            return Err(Stop::Later(Some(until)));
+            return Err(Stop::Later(quota_not_before(until)));
         }
         let started = Instant::now();
         let result = self.client.upsert_contact(&body).await;
@@ -528,6 +577,7 @@ impl DestinationWorker {
         let mut new_shadow =
             shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
         new_shadow.email_ts_ms = newest(new_shadow.email_ts_ms, p.email_ts_ms);
+        new_shadow.confirmed_at_ms = Some(now_ms());
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)
@@ -557,6 +607,13 @@ impl DestinationWorker {
         let at = attempt.at_ms;
         let (settlement, label, stop) = match outcome {
             Outcome::Success => return self.delivered(p, None, attempt).await,
+            Outcome::DeadLetter { reason } if matches!(p.identity, Identity::ExternalId(_)) => {
+                attempt.outcome = format!("refused by external_id: {reason}");
+                self.store
+                    .settle(&p.lease, at, Vec::new(), Some(attempt))
+                    .await?;
+                return self.unknown_external_id(p, reason).await;
+            }
             Outcome::DeadLetter { reason } => {
                 attempt.outcome = format!("dead-lettered: {reason}{}", p.summary);
                 (Settlement::DeadLettered { reason }, "dead", None)
@@ -609,6 +666,70 @@ impl DestinationWorker {
         }
     }
 
+    /// A write keyed by `external_id` was refused (typically: a contact created elsewhere, by a
+    /// web form, owns the email and has no `external_id`). When no contact has this
+    /// `external_id`, the email identifies the contact: the group is sent again keyed by it.
+    /// When one has it, the refusal stands and the group is dead-lettered. One lookup call, on
+    /// this path only.
+    async fn unknown_external_id(&self, p: &Prepared, refusal: String) -> Result<(), Stop> {
+        if let Err(until) = self.budget.acquire(1).await {
+            return Err(Stop::Later(quota_not_before(until)));
+        }
+        let started = Instant::now();
+        let found = self.client.lookup_contacts("external_id", &p.user_id).await;
+        events::freshworks_call(
+            &self.name,
+            "lookup",
+            found
+                .as_ref()
+                .map_or_else(FreshworksError::status, |x| Some(x.status)),
+            started.elapsed().as_secs_f64(),
+        );
+        let by_email = Prepared {
+            identity: Identity::Email(freshgate_core::email::normalize(&p.email)),
+            ..p.clone()
+        };
+        let mut attempt = Attempt {
+            delivery_ids: p.delivery_ids.clone(),
+            at_ms: now_ms(),
+            request_line: format!("GET /lookup?f=external_id&q={}", p.user_id),
+            request_body: None,
+            status: None,
+            response_body: None,
+            outcome: String::new(),
+        };
+        match found {
+            Ok(x) if x.body.is_empty() => Box::pin(self.send_single(by_email)).await,
+            Ok(x) => {
+                attempt.status = Some(x.status);
+                attempt.outcome = format!(
+                    "dead-lettered: {refusal} (contact {} has this external_id)",
+                    x.body.first().map_or(0, |c| c.id)
+                );
+                events::deliveries(&self.name, "dead", p.delivery_ids.len());
+                let dead = Settlement::DeadLettered { reason: refusal };
+                self.settle_all(&p.lease, &p.delivery_ids, dead, Some(attempt))
+                    .await
+            }
+            Err(error) => {
+                let status = error.status();
+                attempt.status = status;
+                attempt.response_body = Some(truncate(
+                    error.response_body().unwrap_or(&error.to_string()),
+                ));
+                // The lookup's own failure decides (a 5xx is retried, a 401 pauses); a
+                // lookup that cannot succeed leaves the refusal as the verdict.
+                let outcome = match outcome_of(&error) {
+                    Outcome::DeadLetter { .. } | Outcome::Success => {
+                        Outcome::DeadLetter { reason: refusal }
+                    }
+                    other => other,
+                };
+                Box::pin(self.failed(&by_email, outcome, status, attempt)).await
+            }
+        }
+    }
+
     fn report(&self, report: &MappingReport) {
         // Keys come from clients: they go to the store, never into a metric label.
         events::unmapped_traits(&self.name, report.unmapped.len());
@@ -633,6 +754,13 @@ pub fn client_for(
         timeout: Duration::from_secs(destination.config.timeout_secs),
         user_agent: format!("freshgate/{}", env!("CARGO_PKG_VERSION")),
     })
+}
+
+/// The not-before time to store with a contact the quota deferred until `until` (Unix ms):
+/// only short waits are stored (see [`MAX_STORED_QUOTA_WAIT_MS`]).
+#[must_use]
+pub fn quota_not_before(until: i64) -> Option<i64> {
+    (until.saturating_sub(now_ms()) <= MAX_STORED_QUOTA_WAIT_MS).then_some(until)
 }
 
 /// The later of two optional timestamps.
@@ -677,9 +805,10 @@ fn identify_rejection(event: &segment::StoredEvent) -> Option<String> {
     None
 }
 
-/// The mapping report as a suffix for traces: what was not sent and why.
-fn report_summary(report: &MappingReport, stale: &[String]) -> String {
-    let mut parts = Vec::new();
+/// The mapping report as a suffix for traces: what was not sent and why, and event times that
+/// were not taken as sent.
+fn report_summary(report: &MappingReport, stale: &[String], time_notes: &[String]) -> String {
+    let mut parts: Vec<String> = time_notes.to_vec();
     if !report.unmapped.is_empty() {
         parts.push(format!("unmapped traits: {}", report.unmapped.join(", ")));
     }

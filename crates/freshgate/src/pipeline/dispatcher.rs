@@ -43,6 +43,17 @@ pub async fn run(
                 () = clock::sleep_clock_ms(wait) => continue,
             }
         }
+        let bulk = worker.force_bulk || worker.bulk_min_contacts > 0;
+        // Quota spent: wait for the budget rather than lease contacts only to give them back.
+        // (Contacts deferred for quota carry no stored time; this wait is recomputed from the
+        // budget, so a restart with a higher limit resumes at once.)
+        if let Some(until) = worker.budget.blocked_until(if bulk { 2 } else { 1 }) {
+            let wait = (until - now).clamp(1, clock::clock_ms(Duration::from_secs(5)));
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = clock::sleep_clock_ms(wait) => continue,
+            }
+        }
         let free = permits.available_permits();
         if free == 0 {
             tokio::select! {
@@ -50,7 +61,6 @@ pub async fn run(
                 _ = tasks.join_next() => continue,
             }
         }
-        let bulk = worker.force_bulk || worker.bulk_min_contacts > 0;
         let max = if bulk { bulk::MAX_BULK.max(free) } else { free };
         let mut leases = match worker
             .store

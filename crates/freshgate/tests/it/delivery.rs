@@ -494,3 +494,94 @@ async fn a_401_pauses_the_destination_and_keeps_its_events_until_the_key_works()
     assert!(app.contact_by_email("p@example.com").is_some());
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_far_future_timestamp_does_not_freeze_the_contact() {
+    let app = spawn_app().await;
+    app.batch(vec![identify(
+        "u-far",
+        "far@example.com",
+        json!({"firstName": "Frozen"}),
+        "9000-01-01T00:00:00Z",
+        "far-1",
+    )])
+    .await;
+    app.drain().await;
+    // A later identify (sent now, a normal time) must win.
+    let now = freshgate_core::segment::format_timestamp(time::OffsetDateTime::now_utc());
+    app.batch(vec![identify(
+        "u-far",
+        "far@example.com",
+        json!({"firstName": "Thawed"}),
+        &now,
+        "far-2",
+    )])
+    .await;
+    app.drain().await;
+    let c = app.contact_by_email("far@example.com").unwrap();
+    assert_eq!(c["first_name"], "Thawed");
+    let (status, text) = trace_status(&app, "far-1").await;
+    assert_eq!(status, DeliveryStatus::Delivered);
+    assert!(
+        text.contains("more than 24 h after receivedAt"),
+        "noted in the trace: {text}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn what_ingest_acknowledges_delivery_can_read() {
+    let app = spawn_app().await;
+    let deep = format!("{}1{}", "[".repeat(200), "]".repeat(200));
+    let too_deep = r#"{"type":"identify","userId":"u-deep","messageId":"deep-1","traits":{"email":"deep@example.com"},"context":{"deep":DEEP}}"#
+        .replace("DEEP", &deep);
+    let huge = r#"{"type":"identify","userId":"u-huge","messageId":"huge-1","traits":{"email":"huge@example.com","n":1e400}}"#;
+    let fine = identify(
+        "u-fine",
+        "fine@example.com",
+        json!({}),
+        "2026-11-20T10:00:00Z",
+        "fine-1",
+    );
+    let body = format!(r#"{{"batch":[{too_deep},{huge},{fine}]}}"#);
+    let r = app
+        .post_raw(
+            "/v1/batch",
+            body.into_bytes(),
+            &[
+                ("content-type", "application/json"),
+                ("authorization", "Basic dGVzdC13cml0ZS1rZXk6"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    app.drain().await;
+    let reasons: Vec<String> = app
+        .store
+        .rejected(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.reason)
+        .collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("nested deeper than 100")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("out of range")),
+        "{reasons:?}"
+    );
+    assert!(app.store.event_traces("deep-1").await.unwrap().is_empty());
+    assert!(app.contact_by_email("fine@example.com").is_some());
+    let dead = app
+        .store
+        .dead_letters(&DeliveryFilter::default())
+        .await
+        .unwrap();
+    assert!(
+        dead.is_empty(),
+        "nothing acknowledged is unreadable: {dead:?}"
+    );
+    app.stop().await;
+}

@@ -241,6 +241,12 @@ impl TestApp {
         self
     }
 
+    /// [`TestApp::restart`] with a changed configuration (as an operator edits the file).
+    pub async fn restart_with(mut self, change: impl FnOnce(&mut Config)) -> Self {
+        change(&mut self.gateway.config);
+        self.restart().await
+    }
+
     async fn stop_gateway(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());

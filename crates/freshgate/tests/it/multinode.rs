@@ -31,7 +31,7 @@ const MINUTE_LIMIT: usize = 120;
 // PostgreSQL: the server and one fresh database per test.
 
 /// The server's URL (its maintenance database), found or started once per test binary.
-fn server_url() -> &'static str {
+pub(crate) fn server_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
     URL.get_or_init(|| {
         for var in ["TEST_DATABASE_URL", "DATABASE_URL"] {
@@ -105,13 +105,13 @@ fn psql(url: &str, sql: &str) -> Result<String, String> {
 }
 
 /// A fresh database on the server; dropping the guard drops the database.
-struct TestDb {
+pub(crate) struct TestDb {
     name: String,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl TestDb {
-    fn create() -> Self {
+    pub(crate) fn create() -> Self {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -499,17 +499,15 @@ fn upserts_per_contact(log: &[Value]) -> BTreeMap<String, Vec<i64>> {
         let path = r["path"].as_str().unwrap();
         let items: Vec<(Value, Value)> = if path.ends_with("/contacts/upsert") {
             let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
-            vec![(
-                body["unique_identifier"]["emails"].clone(),
-                body["contact"].clone(),
-            )]
+            // By the email the write carries (the identifier may be the `external_id`).
+            vec![(body["contact"]["emails"].clone(), body["contact"].clone())]
         } else if path.ends_with("/contacts/bulk_upsert") {
             let body: Value = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
             body["contacts"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .map(|item| (item["emails"].clone(), item["data"].clone()))
+                .map(|item| (item["data"]["emails"].clone(), item["data"].clone()))
                 .collect()
         } else {
             continue;

@@ -4,308 +4,18 @@
 //! outage, and a 10,000-contact backfill with per-record dead letters.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use freshgate_core::coalesce::MissingTraits;
-use freshgate_core::fields::FieldDef;
 use freshgate_core::mapping::FieldIndex;
 use freshgate_core::model::{ModelEvent, expected_state};
 use proptest::prelude::*;
 use serde_json::{Map, Value, json};
 
-const KEY: &str = "quota-test-key";
-const KEY_VAR: &str = "QUOTA_TEST_FRESHWORKS_KEY";
-const WRITE_KEY: &str = "quota-write-key";
-
-// ---------------------------------------------------------------------------------------------
-// Processes
-// ---------------------------------------------------------------------------------------------
-
-/// A child process killed (SIGKILL) when dropped.
-struct Proc(Arc<Mutex<Child>>);
-
-impl Proc {
-    fn kill9(&self) {
-        let mut c = self.0.lock().unwrap();
-        let _ = c.kill();
-        let _ = c.wait();
-    }
-    fn exited(&self) -> bool {
-        self.0.lock().unwrap().try_wait().unwrap().is_some()
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        self.kill9();
-    }
-}
-
-/// Spawn and return the `http://…` word of the first stdout line that has one.
-fn spawn_url(cmd: &mut Command) -> (Proc, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let proc = Proc(Arc::new(Mutex::new(child)));
-    let mut lines = BufReader::new(stdout).lines();
-    let url = loop {
-        let line = lines.next().expect("process printed its URL").unwrap();
-        if let Some(w) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-            break w.to_owned();
-        }
-    };
-    // Keep draining stdout so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
-    (proc, url)
-}
-
-struct Emulator {
-    _proc: Proc,
-    base: String,
-    admin: String,
-    scale: f64,
-}
-
-fn emulator(hourly: u32, minute: u32, scale: f64) -> Emulator {
-    let (proc, base) = spawn_url(
-        Command::new(env!("CARGO_BIN_EXE_freshgate"))
-            .args(["emulator", "--listen", "127.0.0.1:0", "--api-key", KEY])
-            .args(["--hourly-limit", &hourly.to_string()])
-            .args(["--minute-limit", &minute.to_string()])
-            .args(["--time-scale", &scale.to_string()])
-            .env_remove("FRESHWORKS_API_KEY")
-            .env("RUST_LOG", "warn"),
-    );
-    let admin = base.replace("/crm/sales/api", "/__emulator");
-    Emulator {
-        _proc: proc,
-        base,
-        admin,
-        scale,
-    }
-}
-
-/// One logged API call of the emulator.
-#[derive(Debug, Clone)]
-struct Logged {
-    path: String,
-    status: u16,
-    body: String,
-    counted: bool,
-    /// Wall seconds since the Unix epoch.
-    at: f64,
-}
-
-/// `(bulk_upsert calls, job status polls)` in a call log.
-fn bulk_calls(log: &[Logged]) -> (usize, usize) {
-    let count = |f: &dyn Fn(&str) -> bool| log.iter().filter(|l| f(&l.path)).count();
-    (
-        count(&|p| p.ends_with("/bulk_upsert")),
-        count(&|p| p.contains("/job_statuses/")),
-    )
-}
-
-impl Emulator {
-    async fn get(&self, what: &str) -> Value {
-        http()
-            .get(format!("{}/{what}", self.admin))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-    async fn post(&self, what: &str, body: Value) {
-        let r = http()
-            .post(format!("{}/{what}", self.admin))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success(), "{what}: {}", r.status());
-    }
-    async fn clear_faults(&self) {
-        let r = http()
-            .delete(format!("{}/faults", self.admin))
-            .send()
-            .await
-            .unwrap();
-        assert!(r.status().is_success());
-    }
-    async fn contacts(&self) -> Vec<Value> {
-        self.get("state").await["contacts"]
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-    }
-    async fn log(&self) -> Vec<Logged> {
-        let v = self.get("requests").await;
-        v.as_array()
-            .unwrap()
-            .iter()
-            .map(|r| {
-                let at = time::OffsetDateTime::parse(
-                    r["at"].as_str().unwrap(),
-                    &time::format_description::well_known::Rfc3339,
-                )
-                .unwrap();
-                Logged {
-                    path: r["path"].as_str().unwrap().to_owned(),
-                    status: u16::try_from(r["status"].as_u64().unwrap()).unwrap(),
-                    body: r["body"].as_str().unwrap_or("").to_owned(),
-                    counted: r["counted"].as_bool().unwrap(),
-                    at: at.unix_timestamp_nanos() as f64 / 1e9,
-                }
-            })
-            .collect()
-    }
-    /// The account's field metadata, as freshgate reads it (one counted call).
-    async fn field_index(&self) -> FieldIndex {
-        let v: Value = http()
-            .get(format!("{}/settings/contacts/fields", self.base))
-            .header("Authorization", format!("Token token={KEY}"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let defs: Vec<FieldDef> = serde_json::from_value(v["fields"].clone()).unwrap();
-        FieldIndex::new(&defs)
-    }
-}
-
-fn http() -> reqwest::Client {
-    reqwest::Client::builder()
-        .timeout(Duration::from_secs(15))
-        .build()
-        .unwrap()
-}
-
-/// A temp dir with a config file pointing at the emulator.
-struct Site {
-    dir: tempfile::TempDir,
-}
-
-impl Site {
-    fn new(emu: &Emulator, destination_extra: &str) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = format!(
-            "[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n\n\
-             [[destinations]]\nname = \"crm\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\n{destination_extra}\n",
-            emu.base
-        );
-        std::fs::write(dir.path().join("freshgate.toml"), cfg).unwrap();
-        Self { dir }
-    }
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("freshgate.toml")
-    }
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-    fn serve(&self, scale: f64) -> (Proc, String) {
-        spawn_url(
-            Command::new(env!("CARGO_BIN_EXE_freshgate"))
-                .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-                .args(["--time-scale", &scale.to_string(), "--config"])
-                .arg(self.config())
-                .arg("--data-dir")
-                .arg(self.data())
-                .env(KEY_VAR, KEY)
-                .env("RUST_LOG", "warn"),
-        )
-    }
-    /// `freshgate dlq list --json` (run while no server holds the store).
-    fn dead_letters(&self) -> Vec<Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
-            .args(["dlq", "list", "--json", "--limit", "100000", "--config"])
-            .arg(self.config())
-            .arg("--data-dir")
-            .arg(self.data())
-            .env(KEY_VAR, KEY)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
-    }
-}
-
-/// POST a batch until it gets a 200 (a client's retries). `None` if the server is gone.
-async fn post_batch(url: &str, events: &[Value]) -> Option<()> {
-    for _ in 0..200 {
-        let r = http()
-            .post(format!("{url}/v1/batch"))
-            .basic_auth(WRITE_KEY, Some(""))
-            .json(&json!({ "batch": events }))
-            .send()
-            .await;
-        match r {
-            Ok(r) if r.status() == 200 => return Some(()),
-            Ok(r) if r.status() == 503 => tokio::time::sleep(Duration::from_millis(50)).await,
-            Ok(r) => panic!("batch refused: {} {}", r.status(), r.text().await.unwrap()),
-            Err(_) => return None,
-        }
-    }
-    panic!("the server stayed saturated");
-}
-
-async fn wait_until<F, Fut>(what: &str, limit: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<(), String>>,
-{
-    let start = Instant::now();
-    loop {
-        match check().await {
-            Ok(()) => return,
-            Err(e) => assert!(
-                start.elapsed() < limit,
-                "timed out after {limit:?} waiting for {what}: {e}"
-            ),
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-fn identify(user: &str, email: &str, traits: Value, ts_ms: i64, message_id: &str) -> Value {
-    let mut t = traits;
-    t["email"] = Value::String(email.to_owned());
-    let ts = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ts_ms) * 1_000_000)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap();
-    json!({"type": "identify", "userId": user, "traits": t, "timestamp": ts, "messageId": message_id})
-}
-
-/// A contact's value of a field by internal name (built-in at the top, custom under
-/// `custom_field`).
-fn field_of<'a>(contact: &'a Value, name: &str) -> &'a Value {
-    if name.starts_with("cf_") {
-        &contact["custom_field"][name]
-    } else {
-        &contact[name]
-    }
-}
-
-fn same_value(a: &Value, b: &Value) -> bool {
-    match (a.as_f64(), b.as_f64()) {
-        (Some(x), Some(y)) => (x - y).abs() < 1e-9,
-        _ => a == b,
-    }
-}
+use crate::procs::*;
 
 /// The emulated seconds of each counted call, from the first one.
 fn emulated_call_times(log: &[Logged], scale: f64) -> Vec<f64> {
@@ -346,6 +56,8 @@ struct GenEvent {
     industry: Option<&'static str>,
     /// Re-send an earlier event (same messageId, same content) instead.
     duplicate_of: Option<usize>,
+    /// A `timestamp` far in the future (`9000-01-01`): taken as its `receivedAt`.
+    far_future: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -377,9 +89,11 @@ fn gen_event() -> impl Strategy<Value = GenEvent> {
         proptest::option::of(0u32..5000),
         proptest::option::of(prop_oneof![Just("Music"), Just("Retail"), Just("Tech")]),
         proptest::option::of(0usize..40),
+        proptest::bool::weighted(0.1),
     )
         .prop_map(
-            |(user, ts_slot, first, last, plan, employees, industry, dup)| GenEvent {
+            |(user, ts_slot, first, last, plan, employees, industry, dup, far_future)| GenEvent {
+                far_future,
                 user,
                 ts_slot,
                 first,
@@ -424,8 +138,12 @@ fn scenario() -> impl Strategy<Value = Scenario> {
 }
 
 /// The wire events of a scenario, in posting order, with their `messageId`s.
-fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
-    let base_ms = 1_790_000_000_000i64;
+///
+/// Event times straddle `anchor` (the scenario's start): slots below 500 are minutes before it,
+/// the others minutes after it, with a gap of ten minutes around it. A far-future timestamp
+/// is taken as its `receivedAt`, which falls in that gap: later than every past slot, earlier
+/// than every future one (which must then win over it).
+fn materialize(s: &Scenario, tag: &str, anchor: i64) -> Vec<Value> {
     let mut out: Vec<Value> = Vec::new();
     for (i, e) in s.events.iter().enumerate() {
         if let Some(d) = e.duplicate_of
@@ -459,7 +177,16 @@ fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
         let email = format!("{tag}-U{}.V{variant}@Example.com", e.user);
         // Unique timestamps (ties are the model's arrival-order rule, not tested here), in
         // random order relative to arrival.
-        let ts = base_ms + e.ts_slot * 60_000 + i as i64;
+        let ts = if e.far_future {
+            FAR_FUTURE_MS
+        } else {
+            let minutes = if e.ts_slot < 500 {
+                e.ts_slot - 500 - 1
+            } else {
+                e.ts_slot - 500 + 10
+            };
+            anchor + minutes * 60_000 + i as i64
+        };
         out.push(identify(
             &user,
             &email,
@@ -471,8 +198,13 @@ fn materialize(s: &Scenario, tag: &str) -> Vec<Value> {
     out
 }
 
-/// The model's input: first occurrence of each messageId, in arrival order.
-fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
+/// `9000-01-01T00:00:00Z`.
+const FAR_FUTURE_MS: i64 = 221_845_392_000_000;
+
+/// The model's input: first occurrence of each messageId, in arrival order. A far-future
+/// timestamp counts as its `receivedAt`: in the gap after `anchor` (see [`materialize`]), in
+/// posting order.
+fn model_events(wire: &[Value], anchor: i64) -> Vec<ModelEvent> {
     let mut seen = HashSet::new();
     let mut out = Vec::new();
     for (seq, e) in wire.iter().enumerate() {
@@ -484,10 +216,16 @@ fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
             &time::format_description::well_known::Rfc3339,
         )
         .unwrap();
+        let ts_ms = i64::try_from(ts.unix_timestamp_nanos() / 1_000_000).unwrap();
+        let ts_ms = if ts_ms == FAR_FUTURE_MS {
+            anchor + 60_000 + seq as i64
+        } else {
+            ts_ms
+        };
         out.push(ModelEvent {
             user_id: e["userId"].as_str().unwrap().to_owned(),
             seq: seq as i64,
-            ts_ms: i64::try_from(ts.unix_timestamp_nanos() / 1_000_000).unwrap(),
+            ts_ms,
             traits: e["traits"].as_object().unwrap().clone(),
         });
     }
@@ -495,8 +233,8 @@ fn model_events(wire: &[Value]) -> Vec<ModelEvent> {
 }
 
 /// Differences between the CRM and the model, empty when they agree.
-fn diff(contacts: &[Value], wire: &[Value], index: &FieldIndex) -> Vec<String> {
-    let expected = expected_state(&model_events(wire), MissingTraits::Keep);
+fn diff(contacts: &[Value], wire: &[Value], index: &FieldIndex, anchor: i64) -> Vec<String> {
+    let expected = expected_state(&model_events(wire, anchor), MissingTraits::Keep);
     let mut problems = Vec::new();
     if contacts.len() != expected.len() {
         problems.push(format!(
@@ -530,11 +268,17 @@ fn diff(contacts: &[Value], wire: &[Value], index: &FieldIndex) -> Vec<String> {
     problems
 }
 
-async fn run_scenario(s: Scenario, tag: String) -> Result<(), String> {
+async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), String> {
     let emu = emulator(100_000, 10_000, 1.0);
-    let site = Site::new(&emu, "concurrency = 4\n");
+    let db = postgres.then(crate::multinode::TestDb::create);
+    let site = Site::with_store(
+        &emu,
+        "concurrency = 4\n",
+        db.as_ref().map(|d| d.url.clone()),
+    );
     let index = emu.field_index().await;
-    let wire = materialize(&s, &tag);
+    let anchor = freshgate::pipeline::now_ms();
+    let wire = materialize(&s, &tag, anchor);
     let mut batches: Vec<Vec<Value>> = Vec::new();
     let mut rest = &wire[..];
     for size in s.batch_sizes.iter().cycle() {
@@ -614,10 +358,11 @@ async fn run_scenario(s: Scenario, tag: String) -> Result<(), String> {
     let start = Instant::now();
     let mut last = Vec::new();
     while start.elapsed() < Duration::from_secs(95) {
-        last = diff(&emu.contacts().await, &wire, &index);
+        last = diff(&emu.contacts().await, &wire, &index, anchor);
         if last.is_empty() {
             eprintln!(
-                "{tag}: {} events, {} batches, {crashes} crashes: CRM equals the model after {:?}",
+                "{tag} ({}): {} events, {} batches, {crashes} crashes: CRM equals the model after {:?}",
+                if postgres { "PostgreSQL" } else { "SQLite" },
                 wire.len(),
                 batches.len(),
                 start.elapsed()
@@ -633,8 +378,10 @@ async fn run_scenario(s: Scenario, tag: String) -> Result<(), String> {
 
 proptest! {
     // One proptest case runs several generated scenarios at once, each with its own emulator
-    // and server: a `kill -9` leaves the dead process's leases for 60 s, so scenarios run one
-    // after the other would take minutes. No shrinking (each run is a minute of processes).
+    // and server, half on SQLite and half on PostgreSQL: a `kill -9` leaves the dead process's
+    // leases for 60 s (PostgreSQL; a restarted SQLite process takes them back at once), so
+    // scenarios run one after the other would take minutes. No shrinking (each run is a minute
+    // of processes).
     #![proptest_config(ProptestConfig {
         cases: 1,
         failure_persistence: None,
@@ -655,7 +402,8 @@ proptest! {
                 .iter()
                 .cloned()
                 .enumerate()
-                .map(|(i, s)| tokio::spawn(run_scenario(s, format!("s{i}"))))
+                // Half on SQLite, half on PostgreSQL.
+                .map(|(i, s)| tokio::spawn(run_scenario(s, format!("s{i}"), i % 2 == 1)))
                 .collect();
             let mut out = Vec::new();
             for t in tasks {

@@ -238,8 +238,14 @@ async fn gate(State(st): State<EmulatorState>, req: Request, next: Next) -> Resp
             error_response(StatusCode::INTERNAL_SERVER_ERROR, &st.msg(Msg::Injected))
         }
         None => {
-            next.run(Request::from_parts(parts, Body::from(bytes)))
-                .await
+            let resp = next
+                .run(Request::from_parts(parts, Body::from(bytes)))
+                .await;
+            let delay = lock(&st.inner.faults).answer_delay_ms();
+            if delay > 0 {
+                tokio::time::sleep(Duration::from_millis(delay)).await;
+            }
+            resp
         }
     };
     if sw.rate_limit_headers {

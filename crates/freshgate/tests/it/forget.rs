@@ -1,0 +1,230 @@
+//! The operator's ways past the shadow with the real binary: `replay --force`, `shadow forget`,
+//! and `serve --emulator` restarted over the same data dir.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::procs::{KEY, KEY_VAR, Proc, Site, emulator, http, identify, post_batch, wait_until};
+
+fn cli(site: &Site, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
+        .args(args)
+        .arg("--config")
+        .arg(site.config())
+        .arg("--data-dir")
+        .arg(site.data())
+        .env(KEY_VAR, KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+async fn has_contact(contacts: Vec<Value>, user: &str) -> Result<(), String> {
+    if contacts.iter().any(|c| c["external_id"] == user) {
+        Ok(())
+    } else {
+        Err(format!("no contact for {user}: {contacts:?}"))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_force_and_shadow_forget_write_contacts_the_crm_lost() {
+    let emu = emulator(100_000, 10_000, 1.0);
+    let site = Site::new(&emu, "");
+    let (server, url) = site.serve(1.0);
+    let limit = Duration::from_secs(60);
+    let event = |user: &str, n: u32| {
+        identify(
+            user,
+            &format!("{user}@example.com"),
+            json!({"firstName": "Al"}),
+            1_790_000_000_000,
+            &format!("{user}-{n}"),
+        )
+    };
+    post_batch(&url, &[event("u-a", 1)]).await.unwrap();
+    wait_until("u-a delivered", limit, || async {
+        has_contact(emu.contacts().await, "u-a").await
+    })
+    .await;
+    let between = freshgate_core::segment::format_timestamp(time::OffsetDateTime::now_utc());
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    post_batch(&url, &[event("u-b", 1)]).await.unwrap();
+    wait_until("u-b delivered", limit, || async {
+        has_contact(emu.contacts().await, "u-b").await
+    })
+    .await;
+    drop(server);
+    // The CRM loses every contact; the shadows still say both were written a moment ago.
+    emu.post("reset", json!({})).await;
+
+    // u-a: its stored event replayed with --force (without it, skipped as unchanged).
+    let out = cli(
+        &site,
+        &[
+            "replay",
+            "--since",
+            "2000-01-01T00:00:00Z",
+            "--until",
+            &between,
+            "--force",
+            "--json",
+        ],
+    );
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (v["requeued"].as_u64(), v["forced_contacts"].as_u64()),
+        (Some(1), Some(1)),
+        "{out}"
+    );
+    // u-b: its shadow forgotten, then the same identify again (without it, skipped).
+    let out = cli(&site, &["shadow", "forget", "--contact", "u-b"]);
+    assert!(out.starts_with("1 contact shadows forgotten"), "{out}");
+
+    let (_server, url) = site.serve(1.0);
+    post_batch(&url, &[event("u-b", 2)]).await.unwrap();
+    for user in ["u-a", "u-b"] {
+        wait_until("written again", limit, || async {
+            has_contact(emu.contacts().await, user).await
+        })
+        .await;
+    }
+}
+
+/// `serve --emulator` on free ports over `data`: the process, the gateway URL and the
+/// emulator's state URL (both printed at start).
+fn serve_emulator(data: &std::path::Path) -> (Proc, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freshgate"))
+        .args(["serve", "--emulator", "--listen", "127.0.0.1:0"])
+        .args(["--emulator-listen", "127.0.0.1:0", "--log-format", "json"])
+        .arg("--data-dir")
+        .arg(data)
+        .env_remove("FRESHGATE_CONFIG")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let proc = Proc(Arc::new(Mutex::new(child)));
+    let url_in = |line: &str| {
+        line.split_whitespace()
+            .find(|w| w.starts_with("http://"))
+            .map(str::to_owned)
+    };
+    let (mut gateway, mut state) = (None, None);
+    while gateway.is_none() || state.is_none() {
+        let line = lines.next().expect("serve printed its URLs").unwrap();
+        if line.starts_with("freshgate listening on") {
+            gateway = url_in(&line);
+        } else if line.trim_start().starts_with("emulator:") && line.contains("/__emulator/state") {
+            state = line
+                .split_whitespace()
+                .find(|w| w.contains("/__emulator/state"))
+                .map(|w| w.trim_end_matches(')').to_owned());
+        }
+    }
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    (proc, gateway.unwrap(), state.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_emulator_survives_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (server, url, state) = serve_emulator(dir.path());
+    post_batch_with_dev_key(&url, "u-q", "q@example.com").await;
+    let limit = Duration::from_secs(60);
+    wait_until("delivered", limit, || async {
+        has_contact(state_contacts(&state).await, "u-q").await
+    })
+    .await;
+    drop(server);
+    // A new, empty emulator: the stored events are delivered to it again.
+    let (_server, _url, state) = serve_emulator(dir.path());
+    wait_until(
+        "the new emulator holds the contact again",
+        limit,
+        || async { has_contact(state_contacts(&state).await, "u-q").await },
+    )
+    .await;
+}
+
+async fn state_contacts(url: &str) -> Vec<Value> {
+    let v: Value = http().get(url).send().await.unwrap().json().await.unwrap();
+    v["contacts"].as_array().cloned().unwrap_or_default()
+}
+
+async fn post_batch_with_dev_key(url: &str, user: &str, email: &str) {
+    let r = http()
+        .post(format!("{url}/v1/batch"))
+        .basic_auth("freshgate-dev", Some(""))
+        .json(&json!({"batch": [{"type": "identify", "userId": user, "traits": {"email": email}}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[test]
+fn serve_without_a_destination_says_loudly_that_nothing_is_delivered() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("freshgate.toml");
+    std::fs::write(
+        &config,
+        "[[sources]]\nname = \"web\"\nwrite_keys = [\"k\"]\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_freshgate"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--config",
+        ])
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .env_remove("FRESHWORKS_API_KEY")
+        .env_remove("FRESHWORKS_DOMAIN")
+        .env_remove("FRESHWORKS_BASE_URL")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let proc = Proc(Arc::new(Mutex::new(child)));
+    // Without the warning the banner just ends and the server keeps running: stop it after a
+    // while so its stdout closes and the assertion below reports.
+    let watchdog = Arc::clone(&proc.0);
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(20));
+        let _ = watchdog.lock().unwrap().kill();
+    });
+    let mut banner = Vec::new();
+    for line in lines.map_while(Result::ok) {
+        let done = line.contains("WARNING");
+        banner.push(line);
+        if done {
+            break;
+        }
+    }
+    drop(proc);
+    assert!(
+        banner
+            .iter()
+            .any(|l| l.contains("WARNING") && l.contains("STORED BUT NOT DELIVERED")),
+        "{banner:#?}"
+    );
+}
