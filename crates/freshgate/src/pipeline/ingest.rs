@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use freshgate_core::segment::{EventType, ItemOutcome, NormalizedEvent, ParsedRequest};
+use freshgate_core::routing::Route;
+use freshgate_core::segment::{ItemOutcome, NormalizedEvent, ParsedRequest};
 use freshgate_store::{
     AppendBatch, AppendOutcome, NewDelivery, NewEvent, RejectedInput, Store, StoreError,
 };
@@ -26,11 +27,6 @@ pub enum IngestError {
     /// The store failed: 500; nothing was acknowledged.
     #[error("could not store the events: {0}")]
     Store(StoreError),
-}
-
-/// Which event types a destination sends to Freshworks (identify only, at this stage).
-fn handled(event_type: EventType) -> bool {
-    matches!(event_type, EventType::Identify)
 }
 
 /// Turns parsed requests into durable events.
@@ -162,19 +158,11 @@ impl Ingestor {
             .iter()
             .filter(|d| d.config.takes_source(source))
             .map(|d| {
-                let skip_reason = if !handled(event.event_type) {
-                    Some(format!(
-                        "not handled by this destination: {}",
-                        event.event_type.as_str()
-                    ))
-                } else if !event.destination_enabled(&d.config.integration_key) {
-                    Some(format!(
-                        "disabled by the integrations object (key {:?})",
-                        d.config.integration_key
-                    ))
-                } else {
-                    None
-                };
+                let route = Route::decide(
+                    event.event_type,
+                    event.destination_enabled(&d.config.integration_key),
+                );
+                let skip_reason = route.skip_reason(&d.config.integration_key);
                 NewDelivery {
                     destination: d.config.name.clone(),
                     skip_reason,
