@@ -131,6 +131,11 @@ impl App {
             ingestor,
             max_request_bytes: self.config.config.server.max_request_bytes,
             ready: Arc::clone(&ready),
+            warning: self
+                .config
+                .destinations
+                .is_empty()
+                .then_some(crate::pipeline::ingest::NO_DESTINATION_WARNING),
         };
         let stop = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();

@@ -30,6 +30,8 @@ pub struct HttpState {
     pub max_request_bytes: usize,
     /// False until start-up finished and again once shutdown began.
     pub ready: Arc<AtomicBool>,
+    /// What `/readyz` adds to "ready" about how the gateway is set up (no destination).
+    pub warning: Option<&'static str>,
 }
 
 /// The full router.

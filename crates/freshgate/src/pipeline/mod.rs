@@ -8,5 +8,6 @@ pub mod deliver;
 pub mod dispatcher;
 pub mod fields;
 pub mod ingest;
+pub mod late;
 
 pub use clock::now_ms;
