@@ -6,11 +6,54 @@
 //! None => integrations.get("All") != Some(false) }`: any value other than the literal `false`
 //! (`true`, an options object, even `null`) enables. An `integrations` that is not an object
 //! (webhook deletes send `[]`) counts as absent.
+//!
+//! [`Route::decide`] is the one decision of what a destination does with an event, used at
+//! ingest and by `replay` for events stored before the destination existed.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::segment::EventType;
 use crate::segment::envelope::{get, is_false, object_entries};
+
+/// What a destination does with an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// Queue it for delivery.
+    Deliver,
+    /// Record it as skipped: the destination does nothing with this call type.
+    NotHandled(EventType),
+    /// Record it as skipped: the `integrations` object turns the destination off.
+    OptedOut,
+}
+
+impl Route {
+    /// The decision for a call type, given whether [`destination_enabled`] holds. Only
+    /// `identify` writes a contact.
+    #[must_use]
+    pub fn decide(event_type: EventType, enabled: bool) -> Self {
+        if !matches!(event_type, EventType::Identify) {
+            Self::NotHandled(event_type)
+        } else if !enabled {
+            Self::OptedOut
+        } else {
+            Self::Deliver
+        }
+    }
+
+    /// The reason stored with a skipped delivery (`None`: deliver), for the destination whose
+    /// `integrations` key is `integration_key`.
+    #[must_use]
+    pub fn skip_reason(self, integration_key: &str) -> Option<String> {
+        match self {
+            Self::Deliver => None,
+            Self::NotHandled(t) => Some(format!("not handled by this destination: {}", t.as_str())),
+            Self::OptedOut => Some(format!(
+                "disabled by the integrations object (key {integration_key:?})"
+            )),
+        }
+    }
+}
 
 /// The rule over the raw `integrations` JSON (the hot form kept by `NormalizedEvent`), without
 /// building a `Value`.
@@ -72,5 +115,26 @@ mod tests {
             assert_eq!(map_result, want, "map {json}");
         }
         assert!(destination_enabled(None, KEY));
+    }
+
+    #[test]
+    fn route_handles_identify_only_and_honours_opt_out() {
+        assert_eq!(Route::decide(EventType::Identify, true), Route::Deliver);
+        assert_eq!(Route::decide(EventType::Identify, false), Route::OptedOut);
+        assert_eq!(
+            Route::decide(EventType::Track, true),
+            Route::NotHandled(EventType::Track)
+        );
+        assert_eq!(Route::Deliver.skip_reason(KEY), None);
+        assert_eq!(
+            Route::OptedOut.skip_reason(KEY).as_deref(),
+            Some("disabled by the integrations object (key \"Freshmarketer\")")
+        );
+        assert_eq!(
+            Route::decide(EventType::Page, false)
+                .skip_reason(KEY)
+                .as_deref(),
+            Some("not handled by this destination: page")
+        );
     }
 }

@@ -53,6 +53,31 @@ pub struct NewDelivery {
     pub skip_reason: Option<String>,
 }
 
+/// A stored event with no delivery to some destination: one accepted before the destination
+/// existed (see [`Store::events_without_delivery`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnroutedEvent {
+    /// Row id.
+    pub event_id: EventId,
+    /// Name of the source it came from (the destination may not take it).
+    pub source: String,
+    /// The per-contact ordering key.
+    pub contact_key: String,
+    /// The normalised event JSON, for the routing decision.
+    pub raw: Vec<u8>,
+}
+
+/// A first delivery of a stored event to a destination, decided by routing after the fact.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LateDelivery {
+    /// The stored event.
+    pub event_id: EventId,
+    /// Its per-contact ordering key.
+    pub contact_key: String,
+    /// The destination and whether it is pending or skipped at once.
+    pub delivery: NewDelivery,
+}
+
 /// Input that never became an event (bad item in a batch, failed signature, …), kept with its reason.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RejectedInput {
@@ -669,6 +694,33 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database`.
     async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Up to `limit` events received in `[since_ms, until_ms)` with an id above `after_id` that
+    /// have no delivery to `destination`, in id order (page with the last id).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn events_without_delivery(
+        &self,
+        destination: &str,
+        since_ms: i64,
+        until_ms: i64,
+        after_id: EventId,
+        limit: usize,
+    ) -> Result<Vec<UnroutedEvent>, StoreError>;
+
+    /// Give stored events their first delivery to a destination: a pending one joins its
+    /// contact's queue due at `now_ms`, a skipped one is finished at `now_ms`. An event that has
+    /// a delivery to that destination already keeps it and is not counted. Returns how many
+    /// were added.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn add_deliveries(
+        &self,
+        deliveries: Vec<LateDelivery>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
 
     /// Rejected inputs, newest first.
     ///

@@ -141,6 +141,11 @@ impl App {
             ),
             ready: Arc::clone(&ready),
             metrics_token: self.config.metrics_token.clone(),
+            warning: self
+                .config
+                .destinations
+                .is_empty()
+                .then_some(crate::pipeline::ingest::NO_DESTINATION_WARNING),
         };
         let stop = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();

@@ -18,8 +18,8 @@ use sqlx_postgres::{PgConnection, PgPool, PgRow};
 
 use super::filter::{filter_sql, limit_value};
 use crate::{
-    Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus, PendingDelivery, Settlement,
-    StoreError,
+    Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus, LateDelivery,
+    PendingDelivery, Settlement, StoreError,
 };
 
 /// Advisory lock key (transaction scoped) that serialises `reopen` and `prune`: prune decides
@@ -346,8 +346,20 @@ pub(crate) async fn reopen(
         .bind(limit_value(filter))
         .fetch_all(&mut *tx)
         .await?;
+    add_pending_keys(&mut tx, &rows, now_ms).await?;
+    tx.commit().await?;
+    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+}
+
+/// Count the pending deliveries of `rows` (destination, contact_key) on their keys, creating
+/// each key due at `now_ms` or moving it to `now_ms` if that is earlier.
+async fn add_pending_keys(
+    tx: &mut PgConnection,
+    rows: impl IntoIterator<Item = &PgRow>,
+    now_ms: i64,
+) -> Result<(), StoreError> {
     let mut keys: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for r in &rows {
+    for r in rows {
         *keys.entry((r.try_get(0)?, r.try_get(1)?)).or_insert(0) += 1;
     }
     if !keys.is_empty() {
@@ -369,6 +381,64 @@ pub(crate) async fn reopen(
         .execute(&mut *tx)
         .await?;
     }
+    Ok(())
+}
+
+/// See [`crate::Store::add_deliveries`].
+pub(crate) async fn add_deliveries(
+    pool: &PgPool,
+    deliveries: &[LateDelivery],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    if deliveries.is_empty() {
+        return Ok(0);
+    }
+    let mut tx = pool.begin().await?;
+    query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MAINTENANCE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<PgRow> = query(
+        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms)
+         SELECT u.event_id, u.destination, u.contact_key,
+                CASE WHEN u.reason IS NULL THEN 'pending' ELSE 'skipped' END, u.reason,
+                CASE WHEN u.reason IS NULL THEN NULL ELSE $5::bigint END
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
+              WITH ORDINALITY AS u(event_id, destination, contact_key, reason, ord)
+         WHERE NOT EXISTS (SELECT 1 FROM deliveries d
+                           WHERE d.event_id = u.event_id AND d.destination = u.destination)
+         ORDER BY ord
+         RETURNING destination, contact_key, status",
+    )
+    .bind(deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>())
+    .bind(
+        deliveries
+            .iter()
+            .map(|d| d.delivery.destination.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deliveries
+            .iter()
+            .map(|d| d.contact_key.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        deliveries
+            .iter()
+            .map(|d| d.delivery.skip_reason.clone())
+            .collect::<Vec<_>>(),
+    )
+    .bind(now_ms)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut pending = Vec::with_capacity(rows.len());
+    for r in &rows {
+        if r.try_get::<String, _>(2)? == "pending" {
+            pending.push(r);
+        }
+    }
+    add_pending_keys(&mut tx, pending, now_ms).await?;
     tx.commit().await?;
     Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
 }

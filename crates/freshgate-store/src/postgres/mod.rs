@@ -28,8 +28,8 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait,
+    EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -284,6 +284,33 @@ impl Store for PostgresStore {
             now_ms,
         )
         .await
+    }
+
+    async fn events_without_delivery(
+        &self,
+        destination: &str,
+        since_ms: i64,
+        until_ms: i64,
+        after_id: EventId,
+        limit: usize,
+    ) -> Result<Vec<UnroutedEvent>, StoreError> {
+        queries::events_without_delivery(
+            &self.pool,
+            destination,
+            since_ms,
+            until_ms,
+            after_id,
+            limit,
+        )
+        .await
+    }
+
+    async fn add_deliveries(
+        &self,
+        deliveries: Vec<LateDelivery>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        delivery::add_deliveries(&self.pool, &deliveries, now_ms).await
     }
 
     async fn rejected(&self, limit: usize) -> Result<Vec<RejectedRecord>, StoreError> {

@@ -14,7 +14,7 @@ use super::filter::{filter_sql, limit_value};
 use crate::{
     Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats,
     EventTrace, FieldMetadata, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError,
-    destination_stats, merge_depths,
+    UnroutedEvent, destination_stats, merge_depths,
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
@@ -364,6 +364,41 @@ pub(crate) async fn contacts_matching(
     let rows: Vec<PgRow> = f.bind(query(AssertSqlSafe(sql))).fetch_all(pool).await?;
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<SqlResult<_>>()
+        .map_err(StoreError::from)
+}
+
+pub(crate) async fn events_without_delivery(
+    pool: &PgPool,
+    destination: &str,
+    since_ms: i64,
+    until_ms: i64,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<UnroutedEvent>, StoreError> {
+    let rows: Vec<PgRow> = query(
+        "SELECT e.id, e.source, e.contact_key, e.raw FROM events e
+         WHERE e.received_at_ms >= $1 AND e.received_at_ms < $2 AND e.id > $3
+           AND NOT EXISTS (SELECT 1 FROM deliveries d
+                           WHERE d.event_id = e.id AND d.destination = $4)
+         ORDER BY e.id LIMIT $5",
+    )
+    .bind(since_ms)
+    .bind(until_ms)
+    .bind(after_id)
+    .bind(destination)
+    .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(UnroutedEvent {
+                event_id: r.try_get(0)?,
+                source: r.try_get(1)?,
+                contact_key: r.try_get(2)?,
+                raw: r.try_get(3)?,
+            })
+        })
         .collect::<SqlResult<_>>()
         .map_err(StoreError::from)
 }

@@ -27,8 +27,8 @@ use self::queries::ReaderPool;
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventTrace, FieldMetadata, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait,
+    EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -390,6 +390,41 @@ impl Store for SqliteStore {
             filter: filter.clone(),
             now_ms,
         };
+        match self.write(op, false).await? {
+            WriteReply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn events_without_delivery(
+        &self,
+        destination: &str,
+        since_ms: i64,
+        until_ms: i64,
+        after_id: EventId,
+        limit: usize,
+    ) -> Result<Vec<UnroutedEvent>, StoreError> {
+        let destination = destination.to_owned();
+        self.readers
+            .run(move |c| {
+                queries::events_without_delivery(
+                    c,
+                    &destination,
+                    since_ms,
+                    until_ms,
+                    after_id,
+                    limit,
+                )
+            })
+            .await
+    }
+
+    async fn add_deliveries(
+        &self,
+        deliveries: Vec<LateDelivery>,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        let op = WriteOp::AddDeliveries { deliveries, now_ms };
         match self.write(op, false).await? {
             WriteReply::Count(n) => Ok(n),
             other => Err(unexpected(&other)),

@@ -14,7 +14,7 @@ use super::writer::check_lease;
 use crate::{
     Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace,
     DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueDepth, QueueStats,
-    RejectedRecord, StoreError, destination_stats, merge_depths,
+    RejectedRecord, StoreError, UnroutedEvent, destination_stats, merge_depths,
 };
 
 /// Idle read-only connections; more are opened on demand and the surplus is closed.
@@ -306,6 +306,38 @@ pub(crate) fn contacts_matching(
         .query_map(params_from_iter(f.params.iter()), |r| {
             Ok((r.get(0)?, r.get(1)?))
         })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn events_without_delivery(
+    conn: &Connection,
+    destination: &str,
+    since_ms: i64,
+    until_ms: i64,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<UnroutedEvent>, StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = conn
+        .prepare_cached(
+            "SELECT e.id, e.source, e.contact_key, e.raw FROM events e
+             WHERE e.received_at_ms >= ?1 AND e.received_at_ms < ?2 AND e.id > ?3
+               AND NOT EXISTS (SELECT 1 FROM deliveries d
+                               WHERE d.event_id = e.id AND d.destination = ?4)
+             ORDER BY e.id LIMIT ?5",
+        )?
+        .query_map(
+            params![since_ms, until_ms, after_id, destination, limit],
+            |r| {
+                Ok(UnroutedEvent {
+                    event_id: r.get(0)?,
+                    source: r.get(1)?,
+                    contact_key: r.get(2)?,
+                    raw: r.get(3)?,
+                })
+            },
+        )?
         .collect::<Result<_, _>>()?;
     Ok(rows)
 }

@@ -17,7 +17,7 @@ use super::checkpoint::WriterGate;
 use super::filter::{filter_sql, limit_value};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus,
-    PruneOutcome, Settlement, StoreError,
+    LateDelivery, PruneOutcome, Settlement, StoreError,
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
@@ -77,6 +77,10 @@ pub(crate) enum WriteOp {
         filter: DeliveryFilter,
         now_ms: i64,
     },
+    AddDeliveries {
+        deliveries: Vec<LateDelivery>,
+        now_ms: i64,
+    },
     /// One chunk of a prune: at most `limit` events and `limit` dedup entries.
     Prune {
         events_before_ms: i64,
@@ -97,6 +101,7 @@ impl WriteOp {
             Self::Append(b) => b.events.len() + b.rejected.len(),
             Self::Settle { settlements, .. } => settlements.len(),
             Self::RecordUnmapped(traits) => traits.len(),
+            Self::AddDeliveries { deliveries, .. } => deliveries.len(),
             _ => 1,
         };
         w.max(1)
@@ -354,6 +359,9 @@ impl Writer {
                 *now_ms,
             )
             .map(WriteReply::Count),
+            WriteOp::AddDeliveries { deliveries, now_ms } => {
+                add_deliveries(&self.conn, deliveries, *now_ms).map(WriteReply::Count)
+            }
             WriteOp::Prune {
                 events_before_ms,
                 dedup_before_ms,
@@ -749,6 +757,47 @@ fn reopen(
         add_pending(conn, destination, contact_key, now_ms, true)?;
     }
     Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+}
+
+fn add_deliveries(
+    conn: &Connection,
+    deliveries: &[LateDelivery],
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let mut added = 0_u64;
+    for late in deliveries {
+        let d = &late.delivery;
+        let has_one: bool = conn
+            .prepare_cached(
+                "SELECT EXISTS (SELECT 1 FROM deliveries WHERE event_id = ?1 AND destination = ?2)",
+            )?
+            .query_row(params![late.event_id, d.destination], |r| r.get(0))?;
+        if has_one {
+            continue;
+        }
+        conn.prepare_cached(
+            "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
+                                     finished_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            late.event_id,
+            d.destination,
+            late.contact_key,
+            if d.skip_reason.is_some() {
+                "skipped"
+            } else {
+                "pending"
+            },
+            d.skip_reason,
+            d.skip_reason.as_ref().map(|_| now_ms)
+        ])?;
+        if d.skip_reason.is_none() {
+            add_pending(conn, &d.destination, &late.contact_key, now_ms, true)?;
+        }
+        added += 1;
+    }
+    Ok(added)
 }
 
 /// One chunk of a prune: the oldest `limit` prunable events and `limit` closed dedup entries,

@@ -1,9 +1,9 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, MAX_UNMAPPED_KEY_BYTES,
-    MAX_UNMAPPED_TRAITS_PER_DESTINATION, QueueDepth, RejectedInput, Settlement, StoreError,
-    UnmappedTrait,
+    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, LateDelivery,
+    MAX_UNMAPPED_KEY_BYTES, MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, QueueDepth,
+    RejectedInput, Settlement, StoreError, UnmappedTrait,
 };
 
 use crate::harness::{
@@ -449,6 +449,78 @@ pub async fn replay_reopens_finished(fx: &mut dyn Fixture) {
         .find(|d| d.destination == DEST)
         .unwrap();
     assert_eq!((crm.pending, crm.delivered), (2, 1));
+}
+
+/// Events stored with no delivery to a destination (added later) are listed by receive time,
+/// paged by id, and get exactly one first delivery each: pending ones are leased in event
+/// order, skipped ones never.
+pub async fn late_deliveries_for_stored_events(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let none = |mid: &str, key: &str, at: i64| {
+        let mut e = ev(mid, key, at);
+        e.deliveries.clear();
+        e
+    };
+    append_all(
+        s,
+        vec![
+            none("n1", "k1", 1000),
+            none("n2", "k1", 2000),
+            none("n3", "k2", 3000),
+            ev("d1", "k3", 3500),
+            none("n4", "k4", 9000),
+        ],
+    )
+    .await;
+    let listed = s
+        .events_without_delivery(DEST, 0, 5000, 0, 2)
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 2, "one page");
+    let rest = s
+        .events_without_delivery(DEST, 0, 5000, listed[1].event_id, 10)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = listed
+        .iter()
+        .chain(&rest)
+        .map(|e| e.contact_key.as_str())
+        .collect();
+    assert_eq!(keys, ["k1", "k1", "k2"], "d1 has one, n4 is out of range");
+    assert_eq!(listed[0].source, "web");
+    assert!(String::from_utf8_lossy(&listed[0].raw).contains("n1"));
+
+    let late: Vec<LateDelivery> = listed
+        .iter()
+        .chain(&rest)
+        .map(|e| LateDelivery {
+            event_id: e.event_id,
+            contact_key: e.contact_key.clone(),
+            delivery: NewDelivery {
+                destination: DEST.to_owned(),
+                skip_reason: (e.contact_key == "k2").then(|| "opted out".to_owned()),
+            },
+        })
+        .collect();
+    assert_eq!(s.add_deliveries(late.clone(), 6000).await.unwrap(), 3);
+    assert_eq!(
+        s.add_deliveries(late, 6000).await.unwrap(),
+        0,
+        "an event keeps its one delivery"
+    );
+    assert!(
+        s.events_without_delivery(DEST, 0, 5000, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let leases = lease_all(s, 6000).await;
+    let k1 = leases.iter().find(|l| l.contact_key == "k1").unwrap();
+    assert_eq!(mids(&pending(s, k1).await), ["n1", "n2"]);
+    assert!(leases.iter().all(|l| l.contact_key != "k2"));
+    let trace = &s.event_traces("n3").await.unwrap()[0];
+    assert_eq!(trace.deliveries[0].status, DeliveryStatus::Skipped);
+    assert_eq!(trace.deliveries[0].reason.as_deref(), Some("opted out"));
 }
 
 /// Deliveries skipped at append are recorded but never leased.

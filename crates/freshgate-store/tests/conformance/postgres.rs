@@ -183,6 +183,7 @@ crate::conformance!(Postgres =>
     dead_letters_listed_and_requeued,
     replay_reopens_finished,
     skipped_at_append_never_pending,
+    late_deliveries_for_stored_events,
     shadow_get_put,
     shadows_forgotten,
     contacts_matching_a_filter,

@@ -10,6 +10,8 @@ use serde_json::json;
 
 use super::{ConfigArgs, load_config, print_json, resolve_config};
 use crate::config::{self, ProcessEnv};
+use crate::pipeline::ingest::NO_DESTINATION_WARNING;
+use crate::pipeline::late::{LateRouting, route_stored_events};
 use crate::pipeline::now_ms;
 
 /// `--json`
@@ -220,6 +222,10 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }));
     }
     store.close().await;
+    let no_destination = cfg
+        .destinations
+        .is_empty()
+        .then_some(NO_DESTINATION_WARNING);
     if args.out.json {
         print_json(&json!({
             "events": stats.events,
@@ -235,12 +241,16 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 "next_attempt": fmt_ms(d.next_attempt_ms),
             })).collect::<Vec<_>>(),
             "budgets": budgets,
+            "warnings": no_destination.iter().collect::<Vec<_>>(),
         }))?;
     } else {
         println!(
             "events stored: {}   rejected inputs: {}",
             stats.events, stats.rejected
         );
+        if cfg.destinations.is_empty() {
+            println!("WARNING: {NO_DESTINATION_WARNING}");
+        }
         for b in &budgets {
             println!(
                 "{}: Freshworks calls {} in the last hour ({} left), {} in the last minute ({} left)",
@@ -423,39 +433,71 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         Some(u) => parse_time(u, "--until")?,
         None => now_ms() + 1,
     };
-    let store = store_for(&args.config).await?;
+    let (cfg, _) = load_config(&args.config)?;
+    let store = super::open_configured_store(&cfg).await?;
     let filter = DeliveryFilter {
         destination: args.destination.clone(),
         since_ms: Some(since),
         until_ms: Some(until),
         ..DeliveryFilter::default()
     };
-    let forced = if args.force {
-        super::shadow::unconfirm(store.as_ref(), &filter).await
-    } else {
-        Ok(0)
-    };
-    let n = match forced {
-        Ok(_) => store.replay(&filter, now_ms()).await,
-        Err(e) => {
-            store.close().await;
-            return Err(e);
-        }
-    };
+    let result = replay_in(store.as_ref(), &cfg, &args, &filter, since, until).await;
     store.close().await;
-    let (n, forced) = (n?, forced.unwrap_or(0));
+    let (n, late, forced) = result?;
     if args.out.json {
-        print_json(&json!({ "requeued": n, "forced_contacts": forced }))?;
-    } else if args.force {
-        println!(
-            "{n} deliveries put back in the queue; {forced} contacts are written even if unchanged"
-        );
+        print_json(&json!({
+            "requeued": n,
+            "created": late.created,
+            "skipped": late.skipped,
+            "forced_contacts": forced,
+        }))?;
     } else {
+        println!("{n} deliveries put back in the queue");
         println!(
-            "{n} deliveries put back in the queue; unchanged contacts cost no call (the shadow skips them; --force resends them)"
+            "{} new deliveries for events stored before their destination existed ({} of them skipped by routing)",
+            late.created + late.skipped,
+            late.skipped
         );
+        if args.force {
+            println!("{forced} contacts are written even if unchanged");
+        } else {
+            println!(
+                "unchanged contacts cost no call (the shadow skips them; --force resends them)"
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The store work of `replay`: (deliveries put back, deliveries created, contacts forced).
+async fn replay_in(
+    store: &dyn freshgate_store::Store,
+    cfg: &config::Config,
+    args: &ReplayArgs,
+    filter: &DeliveryFilter,
+    since: i64,
+    until: i64,
+) -> anyhow::Result<(u64, LateRouting, u64)> {
+    let forced = if args.force {
+        super::shadow::unconfirm(store, filter).await?
+    } else {
+        0
+    };
+    let requeued = store.replay(filter, now_ms()).await?;
+    let mut late = LateRouting::default();
+    for d in &cfg.destinations {
+        if args
+            .destination
+            .as_ref()
+            .is_some_and(|name| *name != d.name)
+        {
+            continue;
+        }
+        let added = route_stored_events(store, d, since, until, now_ms()).await?;
+        late.created += added.created;
+        late.skipped += added.skipped;
+    }
+    Ok((requeued, late, forced))
 }
 
 /// `config check`

@@ -164,7 +164,7 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if resolved.destinations.is_empty() {
         // Events are acknowledged and kept; without a destination nothing sends them anywhere.
-        let warning = "no destination is configured: events are accepted and STORED BUT NOT DELIVERED (add [[destinations]] or FRESHWORKS_API_KEY with FRESHWORKS_DOMAIN)";
+        let warning = crate::pipeline::ingest::NO_DESTINATION_WARNING;
         println!("  WARNING:     {warning}");
         tracing::warn!("{warning}");
     }

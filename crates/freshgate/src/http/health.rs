@@ -15,12 +15,18 @@ pub async fn healthz() -> impl IntoResponse {
     (StatusCode::OK, "ok\n")
 }
 
-/// Readiness: 503 while starting or draining, so load balancers stop sending.
+/// Readiness: 503 while starting or draining, so load balancers stop sending. The details say
+/// when events are accepted but not delivered (no destination): still ready, since nothing
+/// acknowledged is lost.
 pub async fn readyz(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
+    let (status, word) = if state.ready.load(Ordering::Acquire) {
+        (StatusCode::OK, "ready")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    };
+    match state.warning {
+        Some(warning) => (status, format!("{word}\nwarning: {warning}\n")),
+        None => (status, format!("{word}\n")),
     }
 }
 

@@ -38,6 +38,8 @@ pub struct HttpState {
     pub ready: Arc<AtomicBool>,
     /// The bearer token `/metrics` requires, if any.
     pub metrics_token: Option<secrecy::SecretString>,
+    /// What `/readyz` adds to "ready" about how the gateway is set up (no destination).
+    pub warning: Option<&'static str>,
 }
 
 /// The full router.

@@ -8,7 +8,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use freshgate_core::segment::{EventType, ItemOutcome, NormalizedEvent, ParsedRequest};
+use freshgate_core::routing::Route;
+use freshgate_core::segment::{ItemOutcome, NormalizedEvent, ParsedRequest};
 use freshgate_store::{
     AppendBatch, AppendOutcome, NewDelivery, NewEvent, RejectedInput, Store, StoreError,
 };
@@ -28,10 +29,8 @@ pub enum IngestError {
     Store(StoreError),
 }
 
-/// Which event types a destination sends to Freshworks (identify only, at this stage).
-fn handled(event_type: EventType) -> bool {
-    matches!(event_type, EventType::Identify)
-}
+/// Said at start, by `/readyz` and by `queue stats` when no destination is configured.
+pub const NO_DESTINATION_WARNING: &str = "no destination is configured: events are accepted and STORED BUT NOT DELIVERED (add [[destinations]] or FRESHWORKS_API_KEY with FRESHWORKS_DOMAIN, then `freshgate replay --since` delivers the stored events)";
 
 /// Turns parsed requests into durable events.
 pub struct Ingestor {
@@ -162,19 +161,11 @@ impl Ingestor {
             .iter()
             .filter(|d| d.config.takes_source(source))
             .map(|d| {
-                let skip_reason = if !handled(event.event_type) {
-                    Some(format!(
-                        "not handled by this destination: {}",
-                        event.event_type.as_str()
-                    ))
-                } else if !event.destination_enabled(&d.config.integration_key) {
-                    Some(format!(
-                        "disabled by the integrations object (key {:?})",
-                        d.config.integration_key
-                    ))
-                } else {
-                    None
-                };
+                let route = Route::decide(
+                    event.event_type,
+                    event.destination_enabled(&d.config.integration_key),
+                );
+                let skip_reason = route.skip_reason(&d.config.integration_key);
                 NewDelivery {
                     destination: d.config.name.clone(),
                     skip_reason,

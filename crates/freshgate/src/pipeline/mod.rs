@@ -9,5 +9,6 @@ pub mod dispatcher;
 pub mod fields;
 pub mod ingest;
 pub mod unmapped;
+pub mod late;
 
 pub use clock::now_ms;
