@@ -26,6 +26,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "field metadata",
         include_str!("../../migrations/postgres/0002_field_metadata.sql"),
     ),
+    (
+        5,
+        "console indexes",
+        include_str!("../../migrations/postgres/0005_console_indexes.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0001_initial.sql"),
     include_str!("../../migrations/sqlite/0002_message_index.sql"),
     include_str!("../../migrations/sqlite/0003_field_metadata.sql"),
+    include_str!("../../migrations/sqlite/0006_console_indexes.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.

@@ -21,8 +21,8 @@ use crate::{
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
-/// quota window is one hour, the rest is margin.
-const LEDGER_KEEP_MS: i64 = 2 * 60 * 60 * 1000;
+/// quota window is one hour; the console charts calls per minute over a day.
+const LEDGER_KEEP_MS: i64 = crate::LEDGER_KEEP_MS;
 
 /// One write, as sent to the writer thread.
 pub(crate) enum WriteOp {
@@ -48,6 +48,10 @@ pub(crate) enum WriteOp {
         destination: String,
         contact_key: String,
         body: Vec<u8>,
+    },
+    SetPause {
+        destination: String,
+        pause: Option<crate::DestinationPause>,
     },
     PutFieldMetadata {
         account: String,
@@ -263,6 +267,24 @@ impl Writer {
                          ON CONFLICT (destination, contact_key) DO UPDATE SET body = excluded.body",
                     )?
                     .execute(params![destination, contact_key, body])?;
+                Ok(WriteReply::Done)
+            }
+            WriteOp::SetPause { destination, pause } => {
+                match pause {
+                    Some(p) => self
+                        .conn
+                        .prepare_cached(
+                            "INSERT INTO destination_pauses (destination, reason, since_ms, until_ms)
+                             VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (destination) DO UPDATE
+                             SET reason = excluded.reason, until_ms = excluded.until_ms",
+                        )?
+                        .execute(params![destination, p.reason, p.since_ms, p.until_ms])?,
+                    None => self
+                        .conn
+                        .prepare_cached("DELETE FROM destination_pauses WHERE destination = ?1")?
+                        .execute(params![destination])?,
+                };
                 Ok(WriteReply::Done)
             }
             WriteOp::PutFieldMetadata { account, metadata } => {

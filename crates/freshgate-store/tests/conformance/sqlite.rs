@@ -63,6 +63,11 @@ crate::conformance!(Sqlite =>
     traces_show_attempts,
     survives_reopen,
     closed_store_refuses_writes,
+    events_listed_newest_first_by_keyset,
+    backlog_agrees_with_stats,
+    per_minute_counts,
+    pauses_recorded_and_cleared,
+    dead_letter_counts_every_attempt,
 );
 
 fn db_path(dir: &TempDir) -> PathBuf {
