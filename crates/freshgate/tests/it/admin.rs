@@ -124,7 +124,12 @@ async fn a_token_guards_the_api_and_the_console() {
         .await
         .unwrap();
     assert!(r.headers().get("set-cookie").is_none());
-    assert!(r.text().await.unwrap().contains("That is not the admin token."));
+    assert!(
+        r.text()
+            .await
+            .unwrap()
+            .contains("That is not the admin token.")
+    );
     let r = browser
         .post(&login)
         .header("content-type", "application/x-www-form-urlencoded")
