@@ -130,7 +130,14 @@ mod tests {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(version, 3);
+        assert_eq!(version, i64::try_from(MIGRATIONS.len()).unwrap());
+        let minutes: i64 = conn
+            .query_row("SELECT sum(events) FROM ingest_minutes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            minutes, 1,
+            "the per-minute counts start from the stored events"
+        );
         let rows: Vec<(String, String, i64, i64)> = conn
             .prepare("SELECT message_id, source, event_id, received_at_ms FROM messages ORDER BY 1")
             .unwrap()
