@@ -131,7 +131,9 @@ type PageResult = Result<Response, PageError>;
 
 /// A bar chart of per-minute counts over the last 24 hours, as inline SVG.
 fn chart(id: &str, label: &str, minutes: &[MinuteCount], now: i64) -> String {
-    let start = (now - CHART_WINDOW_MS).div_euclid(60_000) * 60_000;
+    // 1,440 one-minute columns, the current minute last (x = 1439).
+    let columns = CHART_WINDOW_MS / 60_000;
+    let start = (now.div_euclid(60_000) - (columns - 1)) * 60_000;
     let max = minutes.iter().map(|m| m.count).max().unwrap_or(0).max(1);
     let total: u64 = minutes.iter().map(|m| m.count).sum();
     let mut bars = String::new();
@@ -141,7 +143,7 @@ fn chart(id: &str, label: &str, minutes: &[MinuteCount], now: i64) -> String {
         let h = (m.count * 100).div_ceil(max).max(1);
         let _ = write!(
             bars,
-            "<rect x=\"{x}\" y=\"{y}\" width=\"1\" height=\"{h}\"><title>{t}: {c}</title></rect>",
+            "<rect x=\"{x}\" y=\"{y}\" width=\"2\" height=\"{h}\"><title>{t}: {c}</title></rect>",
             y = 100 - h,
             t = time(Some(m.minute_ms)),
             c = m.count
@@ -150,7 +152,7 @@ fn chart(id: &str, label: &str, minutes: &[MinuteCount], now: i64) -> String {
     format!(
         "<figure class=\"chart\" id=\"{id}\" data-total=\"{total}\"><figcaption>{label}: \
          <strong>{total}</strong> in 24 h, peak {peak}/min</figcaption>\
-         <svg viewBox=\"0 0 1440 100\" preserveAspectRatio=\"none\" role=\"img\" \
+         <svg viewBox=\"0 0 1441 100\" preserveAspectRatio=\"none\" role=\"img\" \
          aria-label=\"{label} per minute\">{bars}</svg>\
          <div class=\"axis\"><span>24 h ago</span><span>now</span></div></figure>",
         label = esc(label),

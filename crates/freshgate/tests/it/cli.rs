@@ -468,3 +468,30 @@ async fn destinations_test_says_what_is_wrong_in_words() {
     store.close().await;
     emulator.stop().await;
 }
+
+#[test]
+fn serve_refuses_a_public_console_without_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = freshgate()
+        .args([
+            "serve",
+            "--emulator",
+            "--listen",
+            "127.0.0.1:0",
+            "--emulator-listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "0.0.0.0:0",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env_remove("FRESHGATE_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("is not a loopback address and FRESHGATE_ADMIN_TOKEN is not set"),
+        "{}",
+        stderr(&out)
+    );
+}

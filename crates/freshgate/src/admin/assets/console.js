@@ -55,7 +55,13 @@ function setupDeadLetters() {
   document.getElementById("replay-all").addEventListener("click", async () => {
     const filter = deadFilter();
     const query = new URLSearchParams(filter).toString();
-    const { count } = await api("GET", "/api/v1/dead-letters/count?" + query);
+    let count;
+    try {
+      ({ count } = await api("GET", "/api/v1/dead-letters/count?" + query));
+    } catch (e) {
+      result.textContent = "Cannot count the dead letters: " + e.message;
+      return;
+    }
     if (count === 0) {
       result.textContent = "No dead letter matches";
       return;
