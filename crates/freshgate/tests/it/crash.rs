@@ -18,6 +18,8 @@ pub fn start_server(config: &Path, data_dir: &Path) -> (Child, String) {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--config",

@@ -215,7 +215,15 @@ impl Site {
     fn serve(&self, scale: f64) -> (Proc, String) {
         spawn_url(
             Command::new(env!("CARGO_BIN_EXE_freshgate"))
-                .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+                .args([
+                    "serve",
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--admin-listen",
+                    "127.0.0.1:0",
+                    "--log-format",
+                    "json",
+                ])
                 .args(["--time-scale", &scale.to_string(), "--config"])
                 .arg(self.config())
                 .arg("--data-dir")
