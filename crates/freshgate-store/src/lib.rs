@@ -10,6 +10,7 @@
 //! The store knows nothing of Freshworks or HTTP: the pipeline decides, the store remembers.
 //! All times are Unix milliseconds (`i64`) passed in by the caller, so tests control the clock.
 
+mod listing;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod sqlite;
@@ -264,6 +265,9 @@ pub struct DeliveryTrace {
 /// Which dead letters or deliveries an operation applies to. Empty fields match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeliveryFilter {
+    /// Only this delivery (the console's "replay this one").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivery_id: Option<DeliveryId>,
     /// Only this destination.
     pub destination: Option<String>,
     /// Only this source.
@@ -453,6 +457,105 @@ pub struct QueueStats {
     pub destinations: Vec<DestinationStats>,
 }
 
+/// Which events [`Store::list_events`] returns: every field set narrows the list; newest first,
+/// a page at a time (keyset on the event id, never OFFSET).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventQuery {
+    /// Only this contact key (`userId`, else `anonymousId`).
+    pub contact_key: Option<String>,
+    /// Only events of the contacts an identify gave this email (case-insensitive).
+    pub email: Option<String>,
+    /// Only this Segment `messageId`.
+    pub message_id: Option<String>,
+    /// Only this event type.
+    pub event_type: Option<String>,
+    /// Only events with a delivery in this state.
+    pub status: Option<DeliveryStatus>,
+    /// Only this source.
+    pub source: Option<String>,
+    /// Only events received at or after this time, Unix ms.
+    pub since_ms: Option<i64>,
+    /// Only events received before this time, Unix ms.
+    pub until_ms: Option<i64>,
+    /// Only events older than this one (the previous page's last `event_id`).
+    pub before_id: Option<EventId>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// The state of one delivery of a listed event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeliveryState {
+    /// Destination name.
+    pub destination: String,
+    /// Current state.
+    pub status: DeliveryStatus,
+    /// Reason for skip / dead letter, or last retry error.
+    pub reason: Option<String>,
+}
+
+/// One row of an event listing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventSummary {
+    /// Event row id (the keyset cursor).
+    pub event_id: EventId,
+    /// Source name.
+    pub source: String,
+    /// Segment `messageId`.
+    pub message_id: String,
+    /// Event type.
+    pub event_type: String,
+    /// Contact key.
+    pub contact_key: String,
+    /// Event time, Unix ms.
+    pub timestamp_ms: i64,
+    /// Receive time, Unix ms.
+    pub received_at_ms: i64,
+    /// Normalised event JSON (lossy UTF-8).
+    pub raw: String,
+    /// One entry per destination.
+    pub deliveries: Vec<DeliveryState>,
+}
+
+/// A count in one minute (`minute_ms` is the minute's start, Unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCount {
+    /// Start of the minute, Unix ms.
+    pub minute_ms: i64,
+    /// How many.
+    pub count: u64,
+}
+
+/// The backlog of one destination, read from indexes only (cheap on a large store).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Backlog {
+    /// Destination name.
+    pub destination: String,
+    /// Pending deliveries.
+    pub pending: u64,
+    /// Contact keys with pending work.
+    pub pending_contacts: u64,
+    /// Dead letters.
+    pub dead: u64,
+    /// Receive time of the oldest pending event, Unix ms.
+    pub oldest_pending_received_ms: Option<i64>,
+    /// Earliest scheduled next attempt among pending contact keys, Unix ms.
+    pub next_attempt_ms: Option<i64>,
+}
+
+/// A destination paused because Freshworks refused its API key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestinationPause {
+    /// Destination name.
+    pub destination: String,
+    /// Why, in words.
+    pub reason: String,
+    /// When the pause began, Unix ms.
+    pub since_ms: i64,
+    /// When the next probe is due, Unix ms.
+    pub until_ms: i64,
+}
+
 /// What a prune removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PruneOutcome {
@@ -471,6 +574,10 @@ pub fn reservation_windows(at_ms: i64) -> (i64, i64) {
     let floor = |ms: i64| ms.div_euclid(1000) * 1000;
     (floor(at_ms - 61_000), floor(at_ms - 3_601_000))
 }
+
+/// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
+/// quota window is one hour; the console charts calls per minute over the last day.
+pub(crate) const LEDGER_KEEP_MS: i64 = 25 * 60 * 60 * 1000;
 
 /// Errors a caller can act on.
 #[derive(Debug, thiserror::Error)]
@@ -742,6 +849,63 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database`.
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// Events matching `query`, newest first, at most `query.limit`, each with the state of
+    /// its deliveries. Every filter is served by an index range.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError>;
+
+    /// The messageId of the event of each delivery (for a trace: the other events a call
+    /// carried). Unknown ids are left out.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn delivery_messages(
+        &self,
+        delivery_ids: &[DeliveryId],
+    ) -> Result<Vec<(DeliveryId, String)>, StoreError>;
+
+    /// Per destination with pending work or dead letters: the backlog, from indexes only (no
+    /// count of every delivery, unlike [`Store::stats`]).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn backlog(&self) -> Result<Vec<Backlog>, StoreError>;
+
+    /// Events received per minute since `since_ms`, oldest first; minutes with none are left out.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn events_per_minute(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError>;
+
+    /// Calls spent on `account` per minute since `since_ms` (the ledger keeps a day), oldest
+    /// first; minutes with none are left out.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn calls_per_minute(
+        &self,
+        account: &str,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteCount>, StoreError>;
+
+    /// Record that `destination` is paused (`Some`) or delivering again (`None`).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn set_pause(
+        &self,
+        destination: &str,
+        pause: Option<DestinationPause>,
+    ) -> Result<(), StoreError>;
+
+    /// Destinations recorded as paused.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn pauses(&self) -> Result<Vec<DestinationPause>, StoreError>;
 
     /// Remove events whose deliveries are all finished and that were received before
     /// `events_before_ms` (dead letters are kept), and dedup entries older than `dedup_before_ms`

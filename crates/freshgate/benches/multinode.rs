@@ -220,14 +220,22 @@ fn start_cluster(
         let data = dir.path().join(format!("node{n}"));
         std::fs::create_dir_all(&data)?;
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
-            .arg("--config")
-            .arg(&config)
-            .arg("--data-dir")
-            .arg(&data)
-            .env("FRESHWORKS_API_KEY", API_KEY)
-            .env("RUST_LOG", "error")
-            .stderr(File::create(dir.path().join(format!("node{n}.log")))?);
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+        ])
+        .arg("--config")
+        .arg(&config)
+        .arg("--data-dir")
+        .arg(&data)
+        .env("FRESHWORKS_API_KEY", API_KEY)
+        .env("RUST_LOG", "error")
+        .stderr(File::create(dir.path().join(format!("node{n}.log")))?);
         if let Some(db) = &db {
             cmd.env("DATABASE_URL", &db.url);
         }

@@ -321,7 +321,15 @@ async fn bench_stream(args: &Args, bulk: bool) -> Result<()> {
     let config = write_config(dir.path(), &emu, extra, args.headroom)?;
     let (server, url) = spawn_url(
         Command::new(env!("CARGO_BIN_EXE_freshgate"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             .args(["--time-scale", &args.stream_scale.to_string(), "--config"])
             .arg(&config)
             .arg("--data-dir")

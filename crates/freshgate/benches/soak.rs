@@ -118,6 +118,8 @@ fn start_server(dir: &Path, emulator: &RunningEmulator) -> Result<Server> {
             "serve",
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--config",

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::admin::{AdminAuth, AdminState, Views};
 use crate::config::Resolved;
 use crate::http::{self, HttpState};
 use crate::pipeline::budget::BudgetGate;
@@ -57,6 +58,7 @@ pub struct App {
     wake: Arc<Notify>,
     /// Unmapped trait keys noted by every worker, written to the store by a flusher.
     unmapped: Arc<UnmappedTally>,
+    admin: Option<(TcpListener, AdminAuth)>,
 }
 
 impl App {
@@ -101,6 +103,8 @@ impl App {
                     g
                 }
             };
+            // A pause recorded by an earlier run is stale: this run probes again at once.
+            store.set_pause(&d.config.name, None).await?;
             let mut worker =
                 DestinationWorker::new(d, Arc::clone(&store), gate, options.pause_probe)?;
             worker.force_bulk = options.force_bulk;
@@ -114,7 +118,15 @@ impl App {
             options,
             wake: Arc::new(Notify::new()),
             unmapped,
+            admin: None,
         })
+    }
+
+    /// Also serve the web console and admin API on `listener` (see [`crate::admin`]).
+    #[must_use]
+    pub fn with_admin(mut self, listener: TcpListener, auth: AdminAuth) -> Self {
+        self.admin = Some((listener, auth));
+        self
     }
 
     /// Serve on `listener` until `shutdown` resolves, then drain: stop taking requests, let
@@ -123,7 +135,7 @@ impl App {
     /// # Errors
     /// When the HTTP server fails.
     pub async fn run(
-        self,
+        mut self,
         listener: TcpListener,
         shutdown: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
@@ -157,6 +169,22 @@ impl App {
             stop.clone(),
         ));
 
+        let admin = self.admin.take().map(|(admin_listener, auth)| {
+            let state = AdminState {
+                views: Views::new(
+                    Arc::clone(&self.store),
+                    Arc::new(self.config.config.clone()),
+                    self.config.destinations.clone(),
+                ),
+                auth,
+                wake: Arc::clone(&self.wake),
+            };
+            tokio::spawn(crate::admin::serve(
+                admin_listener,
+                state,
+                stop.clone().cancelled_owned(),
+            ))
+        });
         let http_stop = stop.clone();
         let ready_flag = Arc::clone(&ready);
         let limits = http::server::ConnectionLimits {
@@ -174,6 +202,13 @@ impl App {
         ready.store(true, Ordering::Release);
         let served = server.await;
         stop.cancel();
+        if let Some(admin) = admin {
+            match admin.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "admin listener failed"),
+                Err(e) => tracing::warn!(error = %e, "admin listener task failed"),
+            }
+        }
         while background.join_next().await.is_some() {}
         self.store.close().await;
         tracing::info!("stopped");

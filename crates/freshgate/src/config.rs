@@ -24,6 +24,8 @@ pub const ENV_FRESHWORKS_API_KEY: &str = "FRESHWORKS_API_KEY";
 pub const ENV_FRESHWORKS_DOMAIN: &str = "FRESHWORKS_DOMAIN";
 /// Environment variable giving a full Freshworks API base URL (emulators, proxies).
 pub const ENV_FRESHWORKS_BASE_URL: &str = "FRESHWORKS_BASE_URL";
+/// Environment variable holding the token of the web console and admin API.
+pub const ENV_ADMIN_TOKEN: &str = "FRESHGATE_ADMIN_TOKEN";
 
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -45,6 +47,9 @@ pub struct Config {
 pub struct ServerConfig {
     /// Address the HTTP server listens on.
     pub listen: SocketAddr,
+    /// Address of the web console and admin API (`/`, `/api/v1/…`). Anywhere but loopback it
+    /// needs the `FRESHGATE_ADMIN_TOKEN` environment variable.
+    pub admin_listen: SocketAddr,
     /// Directory of the embedded SQLite store.
     pub data_dir: PathBuf,
     /// Largest request body accepted, after gzip decompression (Segment: 500 KiB).
@@ -74,6 +79,7 @@ impl Default for ServerConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            admin_listen: SocketAddr::from(([127, 0, 0, 1], 8081)),
             data_dir: PathBuf::from("./freshgate-data"),
             max_request_bytes: 500 * 1024,
             max_event_bytes: 32 * 1024,
@@ -278,15 +284,41 @@ pub fn plan_hourly_limit(plan: &str) -> Option<u32> {
 pub struct ConfigProblem {
     /// File the problem is in (or `environment`).
     pub file: String,
-    /// Dotted key, e.g. `destinations[0].domain`.
+    /// Line in the file (1-based), when the problem is at a place in it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// Column in the line (1-based, in characters).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub column: Option<usize>,
+    /// Dotted key, e.g. `destinations[0].domain` (`(syntax)` for a TOML syntax error).
     pub key: String,
     /// What is wrong and what would be right.
     pub message: String,
 }
 
+impl ConfigProblem {
+    /// A problem of a key, not tied to a place in the file.
+    fn of_key(file: &str, key: String, message: String) -> Self {
+        Self {
+            file: file.to_owned(),
+            line: None,
+            column: None,
+            key,
+            message,
+        }
+    }
+}
+
 impl std::fmt::Display for ConfigProblem {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}: {}: {}", self.file, self.key, self.message)
+        match (self.line, self.column) {
+            (Some(line), Some(column)) => write!(
+                f,
+                "{}:{line}:{column}: {}: {}",
+                self.file, self.key, self.message
+            ),
+            _ => write!(f, "{}: {}: {}", self.file, self.key, self.message),
+        }
     }
 }
 
@@ -380,21 +412,185 @@ impl Resolved {
     }
 }
 
+/// Most problems one parse reports (each further one costs a deserialization).
+const MAX_PARSE_PROBLEMS: usize = 50;
+
 /// Parse a TOML file's text. `origin` names it in errors.
 ///
+/// Every problem is reported, each with its line, column and dotted key: all syntax errors
+/// (the parser recovers), else every type error and unknown key (each is cut out of the
+/// document and the rest deserialized again), an unknown key with the closest known one.
+///
 /// # Errors
-/// A `ConfigError` with the TOML error (line and column) or the unknown key.
+/// A `ConfigError` listing every problem.
 pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
-    toml::from_str::<Config>(text).map_err(|e| ConfigError {
-        problems: vec![ConfigProblem {
-            file: origin.to_owned(),
-            key: e
-                .span()
-                .map(|s| format!("at byte {}..{}", s.start, s.end))
-                .unwrap_or_else(|| "(file)".into()),
-            message: e.message().trim().to_owned(),
-        }],
-    })
+    let (mut root, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        return Err(ConfigError {
+            problems: syntax
+                .iter()
+                .map(|e| {
+                    placed(
+                        origin,
+                        text,
+                        e.span(),
+                        "(syntax)".into(),
+                        e.message().trim(),
+                    )
+                })
+                .collect(),
+        });
+    }
+    let mut problems = Vec::new();
+    while problems.len() < MAX_PARSE_PROBLEMS {
+        let de = toml::de::Deserializer::from(root.clone());
+        match serde_path_to_error::deserialize::<_, Config>(de) {
+            Ok(config) if problems.is_empty() => return Ok(config),
+            Ok(_) => break,
+            Err(e) => {
+                let mut path: Vec<PathPart> = e
+                    .path()
+                    .iter()
+                    .filter_map(|s| match s {
+                        serde_path_to_error::Segment::Seq { index } => {
+                            Some(PathPart::Index(*index))
+                        }
+                        serde_path_to_error::Segment::Map { key } => {
+                            Some(PathPart::Key(key.clone()))
+                        }
+                        _ => None,
+                    })
+                    .collect();
+                let inner = e.into_inner();
+                let mut message = inner.message().trim().to_owned();
+                if let Some((unknown, expected)) = unknown_field(&message) {
+                    if path.last() != Some(&PathPart::Key(unknown.clone())) {
+                        path.push(PathPart::Key(unknown.clone()));
+                    }
+                    message = format!("unknown key `{unknown}`");
+                    if let Some(close) = closest(&unknown, &expected) {
+                        message.push_str(&format!("; did you mean `{close}`?"));
+                    }
+                    message.push_str(&format!(" (known keys: {})", expected.join(", ")));
+                }
+                problems.push(placed(origin, text, inner.span(), dotted(&path), &message));
+                if path.is_empty() || !remove_at(root.get_mut(), &path) {
+                    break;
+                }
+            }
+        }
+    }
+    Err(ConfigError { problems })
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PathPart {
+    Key(String),
+    Index(usize),
+}
+
+/// `destinations[0].concurrency`
+fn dotted(path: &[PathPart]) -> String {
+    let mut out = String::new();
+    for part in path {
+        match part {
+            PathPart::Key(k) => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(k);
+            }
+            PathPart::Index(i) => out.push_str(&format!("[{i}]")),
+        }
+    }
+    if out.is_empty() { "(file)".into() } else { out }
+}
+
+/// A problem at a byte span of `text`, placed by line and column.
+fn placed(
+    origin: &str,
+    text: &str,
+    span: Option<std::ops::Range<usize>>,
+    key: String,
+    message: &str,
+) -> ConfigProblem {
+    let (line, column) = match span {
+        Some(span) => {
+            let (line, column) = line_column(text, span.start);
+            (Some(line), Some(column))
+        }
+        None => (None, None),
+    };
+    ConfigProblem {
+        file: origin.to_owned(),
+        line,
+        column,
+        key,
+        message: message.to_owned(),
+    }
+}
+
+/// 1-based line and column (in characters) of byte `offset`.
+fn line_column(text: &str, offset: usize) -> (usize, usize) {
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// `unknown field `x`, expected one of `a`, `b`` → (`x`, [`a`, `b`]).
+fn unknown_field(message: &str) -> Option<(String, Vec<String>)> {
+    let rest = message.strip_prefix("unknown field `")?;
+    let (name, rest) = rest.split_once('`')?;
+    let expected = rest
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(str::to_owned)
+        .collect();
+    Some((name.to_owned(), expected))
+}
+
+/// The known key closest to `key` by edit distance, if any is reasonably close.
+fn closest(key: &str, known: &[String]) -> Option<String> {
+    known
+        .iter()
+        .map(|k| (strsim::levenshtein(key, k), k))
+        .filter(|(d, k)| *d <= (k.len().max(key.len()) / 2).max(2))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| k.clone())
+}
+
+/// Cut the value at `path` out of the document. False when the path does not lead anywhere.
+fn remove_at(table: &mut toml::de::DeTable<'_>, path: &[PathPart]) -> bool {
+    match path {
+        [] => false,
+        [PathPart::Key(k)] => table.remove(k.as_str()).is_some(),
+        [PathPart::Key(k), rest @ ..] => match table.get_mut(k.as_str()) {
+            Some(v) => remove_in_value(v.get_mut(), rest),
+            None => false,
+        },
+        [PathPart::Index(_), ..] => false,
+    }
+}
+
+fn remove_in_value(value: &mut toml::de::DeValue<'_>, path: &[PathPart]) -> bool {
+    match (value, path) {
+        (toml::de::DeValue::Table(t), _) => remove_at(t, path),
+        (toml::de::DeValue::Array(items), [PathPart::Index(i), rest @ ..]) => {
+            match items.get_mut(*i) {
+                Some(item) if rest.is_empty() => {
+                    // An array element itself is bad: blank it rather than shift the indexes.
+                    *item.get_mut() = toml::de::DeValue::Table(toml::de::DeTable::new());
+                    true
+                }
+                Some(item) => remove_in_value(item.get_mut(), rest),
+                None => false,
+            }
+        }
+        _ => false,
+    }
 }
 
 /// Read a file, or the defaults when `path` is `None`.
@@ -407,11 +603,11 @@ pub fn load(path: Option<&Path>) -> Result<(Config, String), ConfigError> {
         Some(p) => {
             let origin = p.display().to_string();
             let text = std::fs::read_to_string(p).map_err(|e| ConfigError {
-                problems: vec![ConfigProblem {
-                    file: origin.clone(),
-                    key: "(file)".into(),
-                    message: format!("cannot read: {e}"),
-                }],
+                problems: vec![ConfigProblem::of_key(
+                    &origin,
+                    "(file)".into(),
+                    format!("cannot read: {e}"),
+                )],
             })?;
             Ok((parse(&text, &origin)?, origin))
         }
@@ -461,11 +657,7 @@ pub fn apply_env_overrides(config: &mut Config, env: &dyn Env) {
 pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, ConfigError> {
     let mut problems = Vec::new();
     let mut problem = |key: String, message: String| {
-        problems.push(ConfigProblem {
-            file: origin.to_owned(),
-            key,
-            message,
-        });
+        problems.push(ConfigProblem::of_key(origin, key, message));
     };
 
     if config.server.max_request_bytes < config.server.max_event_bytes {
@@ -788,6 +980,44 @@ sources = ["nope"]
         let err = parse("[server]\nlisten_on = \"x\"\n", "f.toml").unwrap_err();
         assert_eq!(err.problems[0].file, "f.toml");
         assert!(err.problems[0].message.contains("listen_on"), "{err}");
+    }
+
+    #[test]
+    fn type_errors_give_line_column_and_dotted_key_every_one() {
+        let text = "[server]\nretention_hours = 72\n\n[[destinations]]\nname = \"crm\"\nconcurrency = \"eight\"\ntimeout_sec = 5\n";
+        let err = parse(text, "f.toml").unwrap_err();
+        let found: Vec<(String, Option<usize>, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.clone(), p.line, p.column))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("destinations[0].concurrency".to_owned(), Some(6), Some(15)),
+                ("destinations[0].timeout_sec".to_owned(), Some(7), Some(1)),
+            ],
+            "{err}"
+        );
+        assert!(
+            err.problems[1]
+                .message
+                .contains("did you mean `timeout_secs`?"),
+            "{err}"
+        );
+        assert!(
+            err.to_string()
+                .contains("f.toml:6:15: destinations[0].concurrency: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn syntax_errors_are_placed_by_line_and_column() {
+        let err = parse("[server]\nlisten = \"127.0.0.1:80\n", "f.toml").unwrap_err();
+        assert_eq!(err.problems[0].key, "(syntax)");
+        assert_eq!(err.problems[0].line, Some(2), "{err}");
+        assert!(err.problems[0].column.is_some());
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! → leased per contact → mapped and coalesced → within the account's quota → Freshworks
 //! ([`pipeline::dispatcher`], [`pipeline::deliver`]) → outcome recorded.
 
+pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod config;

@@ -43,7 +43,7 @@ impl Default for EmulatorConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum UnknownFieldPolicy {
-    /// Drop it silently, as Segment's docs describe (spec §9.2).
+    /// Drop it silently, as Segment's documentation describes.
     #[default]
     Ignore,
     /// Answer 400.
@@ -54,7 +54,7 @@ pub enum UnknownFieldPolicy {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
 #[serde(rename_all = "snake_case")]
 pub enum BulkDataFormat {
-    /// A JSON-encoded string, as a production client parses it (spec §3).
+    /// A JSON-encoded string, as the production API returns it.
     #[default]
     String,
     /// A plain JSON object.
@@ -68,7 +68,7 @@ pub enum Locale {
     /// English.
     #[default]
     En,
-    /// Dutch, as in the spec's 403 sample.
+    /// Dutch (as a Dutch-speaking API user sees them).
     Nl,
 }
 

@@ -50,6 +50,9 @@ pub(crate) fn filter_sql(filter: &DeliveryFilter) -> FilterSql {
         params.push(param);
         clause.push_str(&condition.replace('?', &format!("${}", params.len())));
     };
+    if let Some(id) = filter.delivery_id {
+        push(" AND d.id = ?", Param::Int(id));
+    }
     let text = [
         ("d.destination", &filter.destination),
         ("e.source", &filter.source),

@@ -27,9 +27,7 @@ use sqlx_core::pool::PoolOptions;
 use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
-    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId, EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent, Backlog, DestinationPause, EventQuery, EventSummary, MinuteCount,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -323,6 +321,45 @@ impl Store for PostgresStore {
 
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
         queries::depths(&self.pool).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        queries::list_events(&self.pool, query).await
+    }
+
+    async fn delivery_messages(
+        &self,
+        delivery_ids: &[DeliveryId],
+    ) -> Result<Vec<(DeliveryId, String)>, StoreError> {
+        queries::delivery_messages(&self.pool, delivery_ids).await
+    }
+
+    async fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+        queries::backlog(&self.pool).await
+    }
+
+    async fn events_per_minute(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+        queries::events_per_minute(&self.pool, since_ms).await
+    }
+
+    async fn calls_per_minute(
+        &self,
+        account: &str,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteCount>, StoreError> {
+        queries::calls_per_minute(&self.pool, account, since_ms).await
+    }
+
+    async fn set_pause(
+        &self,
+        destination: &str,
+        pause: Option<DestinationPause>,
+    ) -> Result<(), StoreError> {
+        queries::set_pause(&self.pool, destination, pause).await
+    }
+
+    async fn pauses(&self) -> Result<Vec<DestinationPause>, StoreError> {
+        queries::pauses(&self.pool).await
     }
 
     async fn prune(

@@ -11,15 +11,12 @@ use sqlx_postgres::{PgPool, PgRow};
 
 use super::delivery::MAINTENANCE_LOCK;
 use super::filter::{filter_sql, limit_value};
+use crate::listing::{BackendSql, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts};
 use crate::{
-    Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats,
-    EventTrace, FieldMetadata, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError,
-    UnroutedEvent, destination_stats, merge_depths,
+    Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats, EventTrace, FieldMetadata, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError, UnroutedEvent, destination_stats, merge_depths, Backlog, DeliveryState, DestinationPause, EventQuery, EventSummary, MinuteCount,
 };
 
-/// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
-/// quota window is one hour, the rest is margin.
-const LEDGER_KEEP_MS: i64 = 2 * 60 * 60 * 1000;
+use crate::LEDGER_KEEP_MS;
 
 type SqlResult<T> = Result<T, sqlx_core::Error>;
 
@@ -300,7 +297,8 @@ pub(crate) async fn dead_letters(
     let f = filter_sql(filter);
     let sql = format!(
         "SELECT d.id, d.destination, e.source, e.message_id, e.event_type, d.contact_key,
-                coalesce(d.reason, ''), coalesce(d.finished_ms, 0), d.attempts
+                coalesce(d.reason, ''), coalesce(d.finished_ms, 0),
+                (SELECT count(*) FROM attempt_deliveries ad WHERE ad.delivery_id = d.id)
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.status = 'dead'{}
          ORDER BY d.finished_ms DESC, d.id DESC
@@ -558,4 +556,219 @@ pub(crate) async fn prune(
         events,
         dedup_entries,
     })
+}
+
+/// The listing's email condition as `events_identify_email` indexes it, and the messageId
+/// condition through `events_message_id`.
+const LISTING: BackendSql = BackendSql {
+    email_match: "i.event_type = 'identify' AND freshgate_identify_email(i.raw) = lower(?)",
+    message_match: "e.message_id = ?",
+};
+
+pub(crate) async fn list_events(
+    pool: &PgPool,
+    event_query: &EventQuery,
+) -> Result<Vec<EventSummary>, StoreError> {
+    let built = event_list_sql(event_query, &LISTING);
+    let mut n = 0;
+    let sql: String = built
+        .sql
+        .chars()
+        .flat_map(|c| {
+            if c == '?' {
+                n += 1;
+                format!("${n}").chars().collect::<Vec<_>>()
+            } else {
+                vec![c]
+            }
+        })
+        .collect();
+    let mut q = query(AssertSqlSafe(sql));
+    for p in built.params {
+        q = match p {
+            Param::Text(s) => q.bind(s),
+            Param::Int(i) => q.bind(i),
+        };
+    }
+    let mut tx = pool.begin().await?;
+    query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<PgRow> = q.fetch_all(&mut *tx).await?;
+    let mut events: Vec<EventSummary> = rows
+        .iter()
+        .map(|r| {
+            let raw: Vec<u8> = r.try_get(7)?;
+            Ok(EventSummary {
+                event_id: r.try_get(0)?,
+                source: r.try_get(1)?,
+                message_id: r.try_get(2)?,
+                event_type: r.try_get(3)?,
+                contact_key: r.try_get(4)?,
+                timestamp_ms: r.try_get(5)?,
+                received_at_ms: r.try_get(6)?,
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+                deliveries: Vec::new(),
+            })
+        })
+        .collect::<SqlResult<_>>()?;
+    let ids: Vec<i64> = events.iter().map(|e| e.event_id).collect();
+    let rows: Vec<PgRow> = query(
+        "SELECT event_id, destination, status, reason FROM deliveries
+         WHERE event_id = ANY($1::bigint[]) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    let mut by_event: HashMap<i64, Vec<DeliveryState>> = HashMap::new();
+    for r in &rows {
+        let status: String = r.try_get(2)?;
+        by_event
+            .entry(r.try_get(0)?)
+            .or_default()
+            .push(DeliveryState {
+                destination: r.try_get(1)?,
+                status: parse_status(&status)?,
+                reason: r.try_get(3)?,
+            });
+    }
+    for ev in &mut events {
+        ev.deliveries = by_event.remove(&ev.event_id).unwrap_or_default();
+    }
+    Ok(events)
+}
+
+pub(crate) async fn backlog(pool: &PgPool) -> Result<Vec<Backlog>, StoreError> {
+    let keys: Vec<KeyFigures> = query(
+        "SELECT destination, sum(pending)::bigint, count(*), min(next_attempt_ms)
+         FROM contact_keys WHERE pending > 0 GROUP BY destination",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+    .collect::<SqlResult<_>>()?;
+    let dead: Vec<(String, i64)> = query(
+        "SELECT destination, count(*) FROM deliveries WHERE status = 'dead' GROUP BY destination",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<SqlResult<_>>()?;
+    let mut rows = merge_backlog(keys, dead);
+    for b in rows.iter_mut().filter(|b| b.pending > 0) {
+        b.oldest_pending_received_ms = query_scalar(
+            "SELECT e.received_at_ms FROM deliveries d JOIN events e ON e.id = d.event_id
+             WHERE d.destination = $1 AND d.status = 'pending'
+             ORDER BY d.event_id LIMIT 1",
+        )
+        .bind(&b.destination)
+        .fetch_optional(pool)
+        .await?;
+    }
+    Ok(rows)
+}
+
+pub(crate) async fn events_per_minute(
+    pool: &PgPool,
+    since_ms: i64,
+) -> Result<Vec<MinuteCount>, StoreError> {
+    let rows: Vec<(i64, i64)> = query(
+        "SELECT minute_ms, events FROM ingest_minutes WHERE minute_ms >= $1 ORDER BY minute_ms",
+    )
+    .bind(since_ms.div_euclid(60_000) * 60_000)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<SqlResult<_>>()?;
+    Ok(minute_counts(rows))
+}
+
+pub(crate) async fn calls_per_minute(
+    pool: &PgPool,
+    account: &str,
+    since_ms: i64,
+) -> Result<Vec<MinuteCount>, StoreError> {
+    let rows: Vec<(i64, i64)> = query(
+        "SELECT bucket_ms, calls FROM quota_ledger WHERE account = $1 AND bucket_ms >= $2
+         ORDER BY bucket_ms",
+    )
+    .bind(account)
+    .bind(since_ms)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<SqlResult<_>>()?;
+    Ok(minute_counts(rows))
+}
+
+pub(crate) async fn set_pause(
+    pool: &PgPool,
+    destination: &str,
+    pause: Option<DestinationPause>,
+) -> Result<(), StoreError> {
+    match pause {
+        Some(p) => {
+            query(
+                "INSERT INTO destination_pauses (destination, reason, since_ms, until_ms)
+                 VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (destination) DO UPDATE
+                 SET reason = excluded.reason, until_ms = excluded.until_ms",
+            )
+            .bind(destination)
+            .bind(p.reason)
+            .bind(p.since_ms)
+            .bind(p.until_ms)
+            .execute(pool)
+            .await?;
+        }
+        None => {
+            query("DELETE FROM destination_pauses WHERE destination = $1")
+                .bind(destination)
+                .execute(pool)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn pauses(pool: &PgPool) -> Result<Vec<DestinationPause>, StoreError> {
+    query(
+        "SELECT destination, reason, since_ms, until_ms FROM destination_pauses
+         ORDER BY destination",
+    )
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| {
+        Ok(DestinationPause {
+            destination: r.try_get(0)?,
+            reason: r.try_get(1)?,
+            since_ms: r.try_get(2)?,
+            until_ms: r.try_get(3)?,
+        })
+    })
+    .collect::<SqlResult<_>>()
+    .map_err(StoreError::from)
+}
+
+pub(crate) async fn delivery_messages(
+    pool: &PgPool,
+    delivery_ids: &[i64],
+) -> Result<Vec<(i64, String)>, StoreError> {
+    query(
+        "SELECT d.id, e.message_id FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.id = ANY($1::bigint[]) ORDER BY d.id",
+    )
+    .bind(delivery_ids)
+    .fetch_all(pool)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<SqlResult<_>>()
+    .map_err(StoreError::from)
 }

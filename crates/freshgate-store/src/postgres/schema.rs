@@ -31,6 +31,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "unmapped traits",
         include_str!("../../migrations/postgres/0004_unmapped_traits.sql"),
     ),
+    (
+        5,
+        "console indexes",
+        include_str!("../../migrations/postgres/0005_console_indexes.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

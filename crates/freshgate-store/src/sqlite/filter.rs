@@ -16,6 +16,10 @@ pub(crate) struct FilterSql {
 pub(crate) fn filter_sql(filter: &DeliveryFilter) -> FilterSql {
     let mut clause = String::new();
     let mut params = Vec::new();
+    if let Some(id) = filter.delivery_id {
+        clause.push_str(" AND d.id = ?");
+        params.push(Value::Integer(id));
+    }
     let mut text = |column: &str, value: &Option<String>| {
         if let Some(v) = value {
             clause.push_str(&format!(" AND {column} = ?"));

@@ -26,9 +26,7 @@ use self::checkpoint::WriterGate;
 use self::queries::ReaderPool;
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
-    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId,
-    EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId, EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent, Backlog, DestinationPause, EventQuery, EventSummary, MinuteCount,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -441,6 +439,63 @@ impl Store for SqliteStore {
 
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
         self.readers.run(queries::depths).await
+    }
+
+    async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+        let query = query.clone();
+        self.readers
+            .run(move |c| queries::list_events(c, &query))
+            .await
+    }
+
+    async fn delivery_messages(
+        &self,
+        delivery_ids: &[DeliveryId],
+    ) -> Result<Vec<(DeliveryId, String)>, StoreError> {
+        let ids = delivery_ids.to_vec();
+        self.readers
+            .run(move |c| queries::delivery_messages(c, &ids))
+            .await
+    }
+
+    async fn backlog(&self) -> Result<Vec<Backlog>, StoreError> {
+        self.readers.run(queries::backlog).await
+    }
+
+    async fn events_per_minute(&self, since_ms: i64) -> Result<Vec<MinuteCount>, StoreError> {
+        self.readers
+            .run(move |c| queries::events_per_minute(c, since_ms))
+            .await
+    }
+
+    async fn calls_per_minute(
+        &self,
+        account: &str,
+        since_ms: i64,
+    ) -> Result<Vec<MinuteCount>, StoreError> {
+        let account = account.to_owned();
+        self.readers
+            .run(move |c| queries::calls_per_minute(c, &account, since_ms))
+            .await
+    }
+
+    async fn set_pause(
+        &self,
+        destination: &str,
+        pause: Option<DestinationPause>,
+    ) -> Result<(), StoreError> {
+        let op = WriteOp::SetPause {
+            destination: destination.to_owned(),
+            pause,
+        };
+        match self.write(op, false).await? {
+            WriteReply::Done => Ok(()),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn pauses(&self) -> Result<Vec<DestinationPause>, StoreError> {
+        self.readers.run(queries::pauses).await
     }
 
     async fn prune(

@@ -11,10 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::filter::{filter_sql, limit_value};
 use super::schema::open_reader;
 use super::writer::check_lease;
+use crate::listing::{BackendSql, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts};
 use crate::{
-    Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace,
-    DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueDepth, QueueStats,
-    RejectedRecord, StoreError, UnroutedEvent, destination_stats, merge_depths,
+    Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueDepth, QueueStats, RejectedRecord, StoreError, UnroutedEvent, destination_stats, merge_depths, Backlog, DeliveryState, DestinationPause, EventQuery, EventSummary, MinuteCount,
 };
 
 /// Idle read-only connections; more are opened on demand and the surplus is closed.
@@ -262,7 +261,8 @@ pub(crate) fn dead_letters(
     let f = filter_sql(filter);
     let sql = format!(
         "SELECT d.id, d.destination, e.source, e.message_id, e.event_type, d.contact_key,
-                coalesce(d.reason, ''), coalesce(d.finished_ms, 0), d.attempts
+                coalesce(d.reason, ''), coalesce(d.finished_ms, 0),
+                (SELECT count(*) FROM attempt_deliveries ad WHERE ad.delivery_id = d.id)
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.status = 'dead'{}
          ORDER BY d.finished_ms DESC, d.id DESC
@@ -441,4 +441,159 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
     } else {
         Ok(lines)
     }
+}
+
+/// The listing's email condition as `events_identify_email` indexes it, and the messageId
+/// condition through the `messages` index.
+const LISTING: BackendSql = BackendSql {
+    email_match: "i.event_type = 'identify' AND json_valid(CAST(i.raw AS TEXT))
+     AND lower(json_extract(CAST(i.raw AS TEXT), '$.traits.email')) = lower(?)",
+    message_match: "e.id IN (SELECT m.event_id FROM messages m WHERE m.message_id = ?)",
+};
+
+pub(crate) fn list_events(
+    conn: &Connection,
+    query: &EventQuery,
+) -> Result<Vec<EventSummary>, StoreError> {
+    let built = event_list_sql(query, &LISTING);
+    let params: Vec<rusqlite::types::Value> = built
+        .params
+        .into_iter()
+        .map(|p| match p {
+            Param::Text(s) => rusqlite::types::Value::Text(s),
+            Param::Int(i) => rusqlite::types::Value::Integer(i),
+        })
+        .collect();
+    let mut events: Vec<EventSummary> = conn
+        .prepare_cached(&built.sql)?
+        .query_map(params_from_iter(params.iter()), |r| {
+            let raw: Vec<u8> = r.get(7)?;
+            Ok(EventSummary {
+                event_id: r.get(0)?,
+                source: r.get(1)?,
+                message_id: r.get(2)?,
+                event_type: r.get(3)?,
+                contact_key: r.get(4)?,
+                timestamp_ms: r.get(5)?,
+                received_at_ms: r.get(6)?,
+                raw: String::from_utf8_lossy(&raw).into_owned(),
+                deliveries: Vec::new(),
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut statement = conn.prepare_cached(
+        "SELECT destination, status, reason FROM deliveries WHERE event_id = ?1 ORDER BY id",
+    )?;
+    for ev in &mut events {
+        let rows: Vec<(String, String, Option<String>)> = statement
+            .query_map(params![ev.event_id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        for (destination, status, reason) in rows {
+            ev.deliveries.push(DeliveryState {
+                destination,
+                status: parse_status(&status)?,
+                reason,
+            });
+        }
+    }
+    Ok(events)
+}
+
+pub(crate) fn backlog(conn: &Connection) -> Result<Vec<Backlog>, StoreError> {
+    let keys: Vec<KeyFigures> = conn
+        .prepare_cached(
+            "SELECT destination, sum(pending), count(*), min(next_attempt_ms) FROM contact_keys
+             WHERE pending > 0 GROUP BY destination",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let dead: Vec<(String, i64)> = conn
+        .prepare_cached(
+            "SELECT destination, count(*) FROM deliveries WHERE status = 'dead'
+             GROUP BY destination",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut rows = merge_backlog(keys, dead);
+    let mut oldest = conn.prepare_cached(
+        "SELECT e.received_at_ms FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.destination = ?1 AND d.status = 'pending'
+         ORDER BY d.event_id LIMIT 1",
+    )?;
+    for b in rows.iter_mut().filter(|b| b.pending > 0) {
+        b.oldest_pending_received_ms = oldest
+            .query_row(params![b.destination], |r| r.get(0))
+            .optional()?;
+    }
+    Ok(rows)
+}
+
+pub(crate) fn events_per_minute(
+    conn: &Connection,
+    since_ms: i64,
+) -> Result<Vec<MinuteCount>, StoreError> {
+    let rows: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT minute_ms, events FROM ingest_minutes WHERE minute_ms >= ?1 ORDER BY minute_ms",
+        )?
+        .query_map(params![since_ms.div_euclid(60_000) * 60_000], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(minute_counts(rows))
+}
+
+pub(crate) fn calls_per_minute(
+    conn: &Connection,
+    account: &str,
+    since_ms: i64,
+) -> Result<Vec<MinuteCount>, StoreError> {
+    let rows: Vec<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT bucket_ms, calls FROM quota_ledger WHERE account = ?1 AND bucket_ms >= ?2
+             ORDER BY bucket_ms",
+        )?
+        .query_map(params![account, since_ms], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<Result<_, _>>()?;
+    Ok(minute_counts(rows))
+}
+
+pub(crate) fn pauses(conn: &Connection) -> Result<Vec<DestinationPause>, StoreError> {
+    let rows = conn
+        .prepare_cached(
+            "SELECT destination, reason, since_ms, until_ms FROM destination_pauses
+             ORDER BY destination",
+        )?
+        .query_map([], |r| {
+            Ok(DestinationPause {
+                destination: r.get(0)?,
+                reason: r.get(1)?,
+                since_ms: r.get(2)?,
+                until_ms: r.get(3)?,
+            })
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows)
+}
+
+pub(crate) fn delivery_messages(
+    conn: &Connection,
+    delivery_ids: &[i64],
+) -> Result<Vec<(i64, String)>, StoreError> {
+    let mut statement = conn.prepare_cached(
+        "SELECT d.id, e.message_id FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.id = ?1",
+    )?;
+    let mut out = Vec::with_capacity(delivery_ids.len());
+    for id in delivery_ids {
+        if let Some(row) = statement
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+        {
+            out.push(row);
+        }
+    }
+    Ok(out)
 }

@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0002_message_index.sql"),
     include_str!("../../migrations/sqlite/0003_field_metadata.sql"),
     include_str!("../../migrations/sqlite/0005_unmapped_traits.sql"),
+    include_str!("../../migrations/sqlite/0006_console_indexes.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.
@@ -131,6 +132,13 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(version, i64::try_from(MIGRATIONS.len()).unwrap());
+        let minutes: i64 = conn
+            .query_row("SELECT sum(events) FROM ingest_minutes", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(
+            minutes, 1,
+            "the per-minute counts start from the stored events"
+        );
         let rows: Vec<(String, String, i64, i64)> = conn
             .prepare("SELECT message_id, source, event_id, received_at_ms FROM messages ORDER BY 1")
             .unwrap()

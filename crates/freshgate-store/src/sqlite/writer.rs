@@ -21,8 +21,8 @@ use crate::{
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
-/// quota window is one hour, the rest is margin.
-const LEDGER_KEEP_MS: i64 = 2 * 60 * 60 * 1000;
+/// quota window is one hour; the console charts calls per minute over a day.
+const LEDGER_KEEP_MS: i64 = crate::LEDGER_KEEP_MS;
 
 /// One write, as sent to the writer thread.
 pub(crate) enum WriteOp {
@@ -52,6 +52,10 @@ pub(crate) enum WriteOp {
     ForgetShadows {
         destination: Option<String>,
         contact_key: Option<String>,
+    },
+    SetPause {
+        destination: String,
+        pause: Option<crate::DestinationPause>,
     },
     PutFieldMetadata {
         account: String,
@@ -297,6 +301,24 @@ impl Writer {
                     )?
                     .execute(params![destination, contact_key])?;
                 Ok(WriteReply::Count(u64::try_from(n).unwrap_or(u64::MAX)))
+            }
+            WriteOp::SetPause { destination, pause } => {
+                match pause {
+                    Some(p) => self
+                        .conn
+                        .prepare_cached(
+                            "INSERT INTO destination_pauses (destination, reason, since_ms, until_ms)
+                             VALUES (?1, ?2, ?3, ?4)
+                             ON CONFLICT (destination) DO UPDATE
+                             SET reason = excluded.reason, until_ms = excluded.until_ms",
+                        )?
+                        .execute(params![destination, p.reason, p.since_ms, p.until_ms])?,
+                    None => self
+                        .conn
+                        .prepare_cached("DELETE FROM destination_pauses WHERE destination = ?1")?
+                        .execute(params![destination])?,
+                };
+                Ok(WriteReply::Done)
             }
             WriteOp::PutFieldMetadata { account, metadata } => {
                 self.conn

@@ -1,9 +1,7 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, LateDelivery,
-    MAX_UNMAPPED_KEY_BYTES, MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, QueueDepth,
-    RejectedInput, Settlement, StoreError, UnmappedTrait,
+    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, LateDelivery, MAX_UNMAPPED_KEY_BYTES, MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, QueueDepth, RejectedInput, Settlement, StoreError, UnmappedTrait, DestinationPause, EventQuery, NewEvent,
 };
 
 use crate::harness::{
@@ -1109,4 +1107,278 @@ pub async fn unmapped_traits_counted_and_bounded(fx: &mut dyn Fixture) {
             .all(|t| t.key != "plan" && t.key != "random-00000")
     );
     assert_eq!(s.unmapped_traits(OTHER, 10).await.unwrap().len(), 2);
+}
+
+/// An identify from `key` with `email` in its traits, received at `at`.
+fn identify_with_email(message_id: &str, key: &str, email: &str, at: i64) -> NewEvent {
+    let mut e = ev(message_id, key, at);
+    e.raw = format!(
+        r#"{{"type":"identify","messageId":"{message_id}","userId":"{key}","traits":{{"email":"{email}"}}}}"#
+    )
+    .into_bytes();
+    e
+}
+
+/// The console's event search: every filter, newest first, a page at a time by keyset.
+pub async fn events_listed_newest_first_by_keyset(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let mut track = ev("t1", "k1", 1003);
+    track.event_type = "track".to_owned();
+    let mut other_source = ev("o1", "k3", 1004);
+    other_source.source = "backend".to_owned();
+    append_all(
+        s,
+        vec![
+            identify_with_email("i1", "k1", "Ann@Example.com", 1000),
+            identify_with_email("i2", "k2", "bob@example.com", 1001),
+            ev("i3", "k1", 1002),
+            track,
+            other_source,
+        ],
+    )
+    .await;
+    let list = |q: EventQuery| async move {
+        s.list_events(&q)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|e| e.message_id)
+            .collect::<Vec<_>>()
+    };
+    let page = |limit| EventQuery {
+        limit,
+        ..EventQuery::default()
+    };
+    assert_eq!(list(page(10)).await, ["o1", "t1", "i3", "i2", "i1"]);
+    let first = s.list_events(&page(2)).await.unwrap();
+    assert_eq!(first.len(), 2);
+    let next = EventQuery {
+        before_id: Some(first[1].event_id),
+        ..page(2)
+    };
+    assert_eq!(
+        list(next).await,
+        ["i3", "i2"],
+        "the next page starts after the last row"
+    );
+    assert_eq!(first[0].deliveries.len(), 1);
+    assert_eq!(first[0].deliveries[0].status, DeliveryStatus::Pending);
+    assert_eq!(first[0].source, "backend");
+
+    let by = |f: fn(&mut EventQuery)| {
+        let mut q = page(10);
+        f(&mut q);
+        q
+    };
+    assert_eq!(
+        list(by(|q| q.contact_key = Some("k1".into()))).await,
+        ["t1", "i3", "i1"]
+    );
+    assert_eq!(
+        list(by(|q| q.email = Some("ann@EXAMPLE.com".into()))).await,
+        ["t1", "i3", "i1"],
+        "an email finds its contact's events, whatever the case"
+    );
+    assert_eq!(
+        list(by(|q| q.event_type = Some("track".into()))).await,
+        ["t1"]
+    );
+    assert_eq!(
+        list(by(|q| q.source = Some("backend".into()))).await,
+        ["o1"]
+    );
+    assert_eq!(list(by(|q| q.message_id = Some("i2".into()))).await, ["i2"]);
+    assert_eq!(
+        list(by(|q| {
+            q.since_ms = Some(1001);
+            q.until_ms = Some(1003);
+        }))
+        .await,
+        ["i3", "i2"]
+    );
+    assert!(
+        list(by(|q| q.status = Some(DeliveryStatus::Dead)))
+            .await
+            .is_empty()
+    );
+
+    let lease = lease_key(s, "k2", 2000).await;
+    let p = pending(s, &lease).await;
+    s.settle(
+        &lease,
+        2000,
+        vec![(
+            p[0].delivery_id,
+            Settlement::DeadLettered {
+                reason: "400: email is invalid".to_owned(),
+            },
+        )],
+        Some(attempt(&[p[0].delivery_id], 2000, 400, "dead-lettered")),
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    let dead = s
+        .list_events(&by(|q| q.status = Some(DeliveryStatus::Dead)))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].message_id, "i2");
+    assert_eq!(
+        dead[0].deliveries[0].reason.as_deref(),
+        Some("400: email is invalid")
+    );
+    assert!(dead[0].raw.contains("bob@example.com"), "{}", dead[0].raw);
+    assert_eq!(
+        s.delivery_messages(&[p[0].delivery_id, 999_999])
+            .await
+            .unwrap(),
+        [(p[0].delivery_id, "i2".to_owned())],
+        "unknown ids are left out"
+    );
+    let one = DeliveryFilter {
+        delivery_id: Some(p[0].delivery_id),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.dead_letters(&one).await.unwrap().len(), 1);
+    assert_eq!(s.requeue_dead(&one, 3000).await.unwrap(), 1);
+}
+
+/// The backlog read from indexes agrees with the full `stats()` count.
+pub async fn backlog_agrees_with_stats(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert!(s.backlog().await.unwrap().is_empty());
+    append_all(
+        s,
+        vec![
+            ev("a1", "k1", 1000),
+            ev("a2", "k1", 1500),
+            ev("b1", "k2", 2000),
+        ],
+    )
+    .await;
+    let lease = lease_key(s, "k1", 3000).await;
+    let p = pending(s, &lease).await;
+    s.settle(
+        &lease,
+        3000,
+        vec![(
+            p[0].delivery_id,
+            Settlement::DeadLettered {
+                reason: "no".to_owned(),
+            },
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    let backlog = s.backlog().await.unwrap();
+    let stats = s.stats().await.unwrap();
+    assert_eq!(backlog.len(), 1);
+    let (b, st) = (&backlog[0], &stats.destinations[0]);
+    assert_eq!(b.destination, DEST);
+    assert_eq!((b.pending, b.pending_contacts, b.dead), (2, 2, 1));
+    assert_eq!(
+        (b.pending, b.pending_contacts, b.dead),
+        (st.pending, st.pending_contacts, st.dead)
+    );
+    assert_eq!(b.oldest_pending_received_ms, Some(1500));
+    assert_eq!(b.oldest_pending_received_ms, st.oldest_pending_received_ms);
+    assert_eq!(b.next_attempt_ms, st.next_attempt_ms);
+}
+
+/// Events and calls per minute, for the console's charts.
+pub async fn per_minute_counts(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(
+        s,
+        vec![
+            ev("a1", "k1", 60_000),
+            ev("a2", "k1", 119_999),
+            ev("a3", "k2", 120_000),
+        ],
+    )
+    .await;
+    let per = s.events_per_minute(0).await.unwrap();
+    let counts: Vec<(i64, u64)> = per.iter().map(|m| (m.minute_ms, m.count)).collect();
+    assert_eq!(counts, [(60_000, 2), (120_000, 1)]);
+    assert_eq!(s.events_per_minute(120_000).await.unwrap().len(), 1);
+    s.record_calls("acct", 61_000, 2).await.unwrap();
+    s.record_calls("acct", 62_500, 1).await.unwrap();
+    s.record_calls("acct", 185_000, 4).await.unwrap();
+    s.record_calls("other", 61_000, 9).await.unwrap();
+    let calls: Vec<(i64, u64)> = s
+        .calls_per_minute("acct", 0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| (m.minute_ms, m.count))
+        .collect();
+    assert_eq!(calls, [(60_000, 3), (180_000, 4)]);
+}
+
+/// A pause is recorded for other processes to see, and cleared on resume.
+pub async fn pauses_recorded_and_cleared(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert!(s.pauses().await.unwrap().is_empty());
+    let pause = DestinationPause {
+        destination: DEST.to_owned(),
+        reason: "401: the API key was refused".to_owned(),
+        since_ms: 1000,
+        until_ms: 61_000,
+    };
+    s.set_pause(DEST, Some(pause.clone())).await.unwrap();
+    s.set_pause(
+        DEST,
+        Some(DestinationPause {
+            since_ms: 5000,
+            until_ms: 121_000,
+            ..pause.clone()
+        }),
+    )
+    .await
+    .unwrap();
+    let got = s.pauses().await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].since_ms, 1000, "a renewed pause keeps its start");
+    assert_eq!(got[0].until_ms, 121_000, "and moves its next probe");
+    fx.reopen().await;
+    let s = fx.store();
+    assert_eq!(s.pauses().await.unwrap().len(), 1, "kept across restarts");
+    s.set_pause(DEST, None).await.unwrap();
+    assert!(s.pauses().await.unwrap().is_empty());
+}
+
+/// A dead letter counts every attempt its trace shows, also those before a requeue.
+pub async fn dead_letter_counts_every_attempt(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000)]).await;
+    for at in [2000, 3000] {
+        let lease = lease_key(s, "k1", at).await;
+        let p = pending(s, &lease).await;
+        s.settle(
+            &lease,
+            at,
+            vec![(
+                p[0].delivery_id,
+                Settlement::DeadLettered {
+                    reason: "400".to_owned(),
+                },
+            )],
+            Some(attempt(&[p[0].delivery_id], at, 400, "dead-lettered")),
+        )
+        .await
+        .unwrap();
+        s.release(&lease, None).await.unwrap();
+        if at == 2000 {
+            s.requeue_dead(&DeliveryFilter::default(), at + 1)
+                .await
+                .unwrap();
+        }
+    }
+    let dead = s.dead_letters(&DeliveryFilter::default()).await.unwrap();
+    let trace = s.event_traces("a1").await.unwrap();
+    assert_eq!(trace[0].deliveries[0].attempts.len(), 2);
+    assert_eq!(dead[0].attempts, 2, "the list agrees with the trace");
 }

@@ -68,6 +68,11 @@ crate::conformance!(Sqlite =>
     closed_store_refuses_writes,
     rejected_pruned_by_age_and_bytes,
     unmapped_traits_counted_and_bounded,
+    events_listed_newest_first_by_keyset,
+    backlog_agrees_with_stats,
+    per_minute_counts,
+    pauses_recorded_and_cleared,
+    dead_letter_counts_every_attempt,
 );
 
 fn db_path(dir: &TempDir) -> PathBuf {

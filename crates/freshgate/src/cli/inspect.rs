@@ -1,14 +1,18 @@
 //! Operator commands that read or repair the queue: `queue stats`, `dlq list|show|replay`,
-//! `events show|rejected`, `replay`, `config check`, `doctor`, `destinations test`.
-//! Every one of them prints for people by default and JSON with `--json`.
+//! `events list|show|rejected`, `replay`, `config check`, `doctor`, `destinations test`,
+//! `migrate`. Each one asks [`crate::admin::views`] (the console's query layer) and prints the
+//! answer for people, or as JSON with `--json`. None of them creates a store, but `migrate`.
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
-use freshgate_store::{DeliveryFilter, EventTrace};
-use serde_json::json;
+use freshgate_store::{DeliveryFilter, DeliveryStatus, EventQuery, Store};
+use serde::Serialize;
 
-use super::{ConfigArgs, load_config, print_json, resolve_config};
+use super::{ConfigArgs, StoreLocation, load_config, print_json, resolve_config};
+use crate::admin::api::{parse_status, parse_time};
+use crate::admin::views::{self, DestinationStatus, TraceView, TraitOutcome, Views};
 use crate::config::{self, ProcessEnv};
 use crate::pipeline::ingest::NO_DESTINATION_WARNING;
 use crate::pipeline::late::{LateRouting, route_stored_events};
@@ -78,8 +82,46 @@ pub struct ShowArgs {
     /// Configuration and data directory.
     #[command(flatten)]
     pub config: ConfigArgs,
-    /// The event's Segment messageId.
+    /// The event's Segment messageId (find it with `freshgate events list`).
     pub message_id: String,
+    /// JSON output.
+    #[command(flatten)]
+    pub out: JsonFlag,
+}
+
+/// `events list`: the console's event search.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Configuration and data directory.
+    #[command(flatten)]
+    pub config: ConfigArgs,
+    /// Only this contact (userId, else anonymousId).
+    #[arg(long)]
+    pub user: Option<String>,
+    /// Only events of the contacts an identify gave this email (case-insensitive).
+    #[arg(long)]
+    pub email: Option<String>,
+    /// Only this event type (identify, track, page, screen, group, alias).
+    #[arg(long = "type")]
+    pub event_type: Option<String>,
+    /// Only events with a delivery in this state: pending, delivered, skipped, dead.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only this source.
+    #[arg(long)]
+    pub source: Option<String>,
+    /// Only events received at or after this time (RFC 3339, e.g. 2026-11-25T00:00:00Z).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only events received before this time (RFC 3339).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// Page: events older than this event id (the `next_before` of the previous page).
+    #[arg(long)]
+    pub before: Option<i64>,
+    /// At most this many (newest first).
+    #[arg(long, default_value_t = 50)]
+    pub limit: usize,
     /// JSON output.
     #[command(flatten)]
     pub out: JsonFlag,
@@ -123,7 +165,7 @@ pub struct ReplayArgs {
     pub out: JsonFlag,
 }
 
-/// `config check` / `destinations test`
+/// `config check` / `destinations test` / `migrate` / `doctor`
 #[derive(Debug, Args)]
 pub struct CheckArgs {
     /// Configuration and data directory.
@@ -134,22 +176,21 @@ pub struct CheckArgs {
     pub out: JsonFlag,
 }
 
-/// `doctor`
-#[derive(Debug, Args)]
-pub struct DoctorArgs {
-    /// Configuration and data directory.
-    #[command(flatten)]
-    pub config: ConfigArgs,
-    /// JSON output.
-    #[command(flatten)]
-    pub out: JsonFlag,
+/// The configuration, the store (only if it exists) and the views over both.
+async fn views_for(args: &ConfigArgs) -> anyhow::Result<(Arc<dyn Store>, Views)> {
+    let (cfg, _) = load_config(args)?;
+    let store = super::open_existing_store(&cfg).await?;
+    let views = Views::new(Arc::clone(&store), Arc::new(cfg), Vec::new());
+    Ok((store, views))
 }
 
-async fn store_for(
-    args: &ConfigArgs,
-) -> anyhow::Result<std::sync::Arc<dyn freshgate_store::Store>> {
-    let (cfg, _) = load_config(args)?;
-    super::open_configured_store(&cfg).await
+fn fmt_ms(ms: Option<i64>) -> String {
+    ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000).ok())
+        .map_or_else(|| "-".to_owned(), freshgate_core::segment::format_timestamp)
+}
+
+fn plural(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 /// `migrate`
@@ -158,10 +199,8 @@ async fn store_for(
 /// When the database cannot be reached or migrated.
 pub async fn migrate(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let (cfg, _) = load_config(&args.config)?;
-    let backend = match cfg.store.kind {
-        config::StoreKind::Sqlite => "sqlite",
-        config::StoreKind::Postgres => "postgres",
-    };
+    let location = StoreLocation::of(&cfg);
+    let existed = location.exists();
     #[cfg(feature = "postgres")]
     if cfg.store.kind == config::StoreKind::Postgres {
         let url = super::database_url(&cfg)?;
@@ -170,123 +209,117 @@ pub async fn migrate(args: CheckArgs) -> anyhow::Result<ExitCode> {
     // SQLite migrates when opened; opening also proves the file is usable.
     let store = super::open_configured_store(&cfg).await?;
     store.close().await;
+    #[derive(Serialize)]
+    struct Migrated {
+        ok: bool,
+        backend: &'static str,
+        store: String,
+        created: bool,
+    }
+    let out = Migrated {
+        ok: true,
+        backend: location.backend(),
+        store: location.to_string(),
+        created: !existed,
+    };
     if args.out.json {
-        print_json(&json!({ "ok": true, "backend": backend }))?;
+        print_json(&out)?;
+    } else if out.created {
+        println!("created a new {} store at {location}", out.backend);
     } else {
-        println!("{backend} store is at the current schema");
+        println!(
+            "{} store at {location} is at the current schema",
+            out.backend
+        );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn fmt_ms(ms: Option<i64>) -> String {
-    ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000).ok())
-        .map_or_else(|| "-".to_owned(), freshgate_core::segment::format_timestamp)
-}
-
-fn parse_time(s: &str, flag: &str) -> anyhow::Result<i64> {
-    freshgate_core::segment::parse_timestamp(s)
-        .map(crate::pipeline::ingest::unix_ms)
-        .ok_or_else(|| {
-            anyhow::anyhow!("{flag}: {s:?} is not a time; use RFC 3339, e.g. 2026-11-25T00:00:00Z")
-        })
 }
 
 /// `queue stats`
 ///
 /// # Errors
-/// When the store cannot be read.
+/// When there is no store or it cannot be read.
 pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
-    let (cfg, _) = load_config(&args.config)?;
-    let store = super::open_configured_store(&cfg).await?;
-    let stats = store.stats().await?;
+    let (store, views) = views_for(&args.config).await?;
     let now = now_ms();
-    let mut budgets = Vec::new();
-    for d in &cfg.destinations {
-        let account = match (&d.base_url, &d.domain) {
-            (Some(url), _) => url.trim_end_matches('/').to_owned(),
-            (None, Some(domain)) => {
-                freshworks_client::base_url_for_domain(domain).unwrap_or_default()
-            }
-            (None, None) => continue,
-        };
-        let hour = store.calls_since(&account, now - 3_600_000).await?;
-        let minute = store.calls_since(&account, now - 60_000).await?;
-        let hourly = u64::from(d.effective_hourly_limit());
-        let per_minute = u64::from(d.minute_limit);
-        budgets.push(json!({
-            "destination": d.name,
-            "calls_last_hour": hour,
-            "calls_last_minute": minute,
-            "left_this_hour": hourly.saturating_sub(hour),
-            "left_this_minute": per_minute.saturating_sub(minute),
-        }));
-    }
+    let status = views.status(now).await;
     store.close().await;
-    let no_destination = cfg
-        .destinations
-        .is_empty()
-        .then_some(NO_DESTINATION_WARNING);
+    let status = status?;
     if args.out.json {
-        print_json(&json!({
-            "events": stats.events,
-            "rejected": stats.rejected,
-            "destinations": stats.destinations.iter().map(|d| json!({
-                "destination": d.destination,
-                "pending": d.pending,
-                "pending_contacts": d.pending_contacts,
-                "delivered": d.delivered,
-                "skipped": d.skipped,
-                "dead": d.dead,
-                "oldest_pending_age_seconds": d.oldest_pending_received_ms.map(|t| (now - t) / 1000),
-                "next_attempt": fmt_ms(d.next_attempt_ms),
-            })).collect::<Vec<_>>(),
-            "budgets": budgets,
-            "warnings": no_destination.iter().collect::<Vec<_>>(),
-        }))?;
-    } else {
-        println!(
-            "events stored: {}   rejected inputs: {}",
-            stats.events, stats.rejected
-        );
-        if cfg.destinations.is_empty() {
-            println!("WARNING: {NO_DESTINATION_WARNING}");
+        #[derive(Serialize)]
+        struct Stats<'a> {
+            destinations: &'a [DestinationStatus],
+            /// Set-up problems an operator must know (no destination configured).
+            warnings: Vec<&'static str>,
         }
-        for b in &budgets {
-            println!(
-                "{}: Freshworks calls {} in the last hour ({} left), {} in the last minute ({} left)",
-                b["destination"].as_str().unwrap_or(""),
-                b["calls_last_hour"],
-                b["left_this_hour"],
-                b["calls_last_minute"],
-                b["left_this_minute"]
-            );
-        }
-        for d in &stats.destinations {
-            println!(
-                "{}: pending {} ({} contacts), delivered {}, skipped {}, dead {}, oldest pending {}, next attempt {}",
-                d.destination,
-                d.pending,
-                d.pending_contacts,
-                d.delivered,
-                d.skipped,
-                d.dead,
-                d.oldest_pending_received_ms
-                    .map_or_else(|| "-".to_owned(), |t| format!("{}s old", (now - t) / 1000)),
-                fmt_ms(d.next_attempt_ms)
-            );
-        }
+        print_json(&Stats {
+            destinations: &status,
+            warnings: views.warnings(),
+        })?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    for warning in views.warnings() {
+        println!("WARNING: {warning}");
+    }
+    if status.is_empty() {
+        println!("no destination is configured and the store holds no deliveries");
+    }
+    for d in &status {
+        print_status(d, now);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn print_status(d: &DestinationStatus, now: i64) {
+    println!(
+        "{}: pending {} ({}), dead {}, oldest pending {}, next attempt {}",
+        d.destination,
+        d.pending,
+        plural(d.pending_contacts, "contact", "contacts"),
+        d.dead,
+        d.oldest_pending_age_secs
+            .map_or_else(|| "-".to_owned(), |s| format!("{s}s old")),
+        d.next_attempt_ms.map_or_else(
+            || "-".to_owned(),
+            |t| format!(
+                "{} (in {}s)",
+                fmt_ms(Some(t)),
+                ((t - now).max(0) + 999) / 1000
+            )
+        ),
+    );
+    if let Some(p) = &d.paused {
+        println!(
+            "  PAUSED since {}: {}; next probe {}",
+            fmt_ms(Some(p.since_ms)),
+            p.reason,
+            fmt_ms(Some(p.next_probe_ms))
+        );
+    }
+    if let Some(b) = &d.budget {
+        println!(
+            "  quota: {} left this hour ({} spent of {} = {} x headroom {}), {} left this minute ({} spent of {})",
+            b.left_this_hour,
+            b.calls_last_hour,
+            b.hour_cap,
+            b.hourly_limit,
+            b.headroom,
+            b.left_this_minute,
+            b.calls_last_minute,
+            b.minute_cap
+        );
+    }
 }
 
 /// `dlq list`
 ///
 /// # Errors
-/// When the store cannot be read.
+/// When there is no store or it cannot be read.
 pub async fn dlq_list(args: DlqArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config).await?;
-    let dead = store.dead_letters(&args.filter()).await?;
+    let (store, views) = views_for(&args.config).await?;
+    let dead = views.dead_letters(&args.filter()).await;
     store.close().await;
+    let dead = dead?;
     if args.out.json {
         print_json(&dead)?;
     } else if dead.is_empty() {
@@ -294,13 +327,13 @@ pub async fn dlq_list(args: DlqArgs) -> anyhow::Result<ExitCode> {
     } else {
         for d in &dead {
             println!(
-                "{}  {}  {}  {} {}  after {} attempts: {}",
+                "{}  {}  {}  {} {}  after {}: {}",
                 fmt_ms(Some(d.dead_at_ms)),
                 d.destination,
                 d.message_id,
                 d.event_type,
                 d.contact_key,
-                d.attempts,
+                plural(u64::from(d.attempts), "attempt", "attempts"),
                 d.reason
             );
         }
@@ -311,17 +344,23 @@ pub async fn dlq_list(args: DlqArgs) -> anyhow::Result<ExitCode> {
 /// `dlq replay`
 ///
 /// # Errors
-/// When the store cannot be written.
+/// When there is no store or it cannot be written.
 pub async fn dlq_replay(args: DlqArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config).await?;
-    let mut filter = args.filter();
-    filter.limit = None;
-    let n = store.requeue_dead(&filter, now_ms()).await?;
+    let (store, views) = views_for(&args.config).await?;
+    let n = views.replay_dead(&args.filter(), now_ms()).await;
     store.close().await;
+    let n = n?;
     if args.out.json {
-        print_json(&json!({ "requeued": n }))?;
+        #[derive(Serialize)]
+        struct Requeued {
+            requeued: u64,
+        }
+        print_json(&Requeued { requeued: n })?;
     } else {
-        println!("{n} dead letters put back in the queue; a running gateway delivers them now");
+        println!(
+            "{} put back in the queue; a running gateway delivers them now",
+            plural(n, "dead letter", "dead letters")
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -329,35 +368,60 @@ pub async fn dlq_replay(args: DlqArgs) -> anyhow::Result<ExitCode> {
 /// `events show` / `dlq show`
 ///
 /// # Errors
-/// When the store cannot be read; exit code 1 when the event is unknown.
+/// When there is no store or it cannot be read; exit code 1 when the event is unknown (or, for
+/// `dlq show`, not dead).
 pub async fn show(args: ShowArgs, dead_only: bool) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config).await?;
-    let mut traces = store.event_traces(&args.message_id).await?;
+    let (store, views) = views_for(&args.config).await?;
+    let traces = views.trace(&args.message_id).await;
     store.close().await;
-    if dead_only {
-        for t in &mut traces {
-            t.deliveries
-                .retain(|d| d.status == freshgate_store::DeliveryStatus::Dead);
+    let mut traces = traces?;
+    if traces.is_empty() {
+        if args.out.json {
+            print_json(&traces)?;
         }
-        traces.retain(|t| !t.deliveries.is_empty());
+        eprintln!(
+            "no stored event has messageId {:?} (find events with `freshgate events list`; delivered events are pruned after server.retention_hours)",
+            args.message_id
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+    if dead_only {
+        let states: Vec<String> = traces
+            .iter()
+            .flat_map(|t| &t.event.deliveries)
+            .map(|d| format!("{} {}", d.destination, d.status.as_str()))
+            .collect();
+        for t in &mut traces {
+            t.event
+                .deliveries
+                .retain(|d| d.status == DeliveryStatus::Dead);
+        }
+        traces.retain(|t| !t.event.deliveries.is_empty());
+        if traces.is_empty() {
+            if args.out.json {
+                print_json(&traces)?;
+            }
+            eprintln!(
+                "event {:?} has no dead letter: {} (see `freshgate events show {}`)",
+                args.message_id,
+                states.join(", "),
+                args.message_id
+            );
+            return Ok(ExitCode::FAILURE);
+        }
     }
     if args.out.json {
         print_json(&traces)?;
-    } else if traces.is_empty() {
-        println!("no event with messageId {:?}", args.message_id);
     } else {
         for t in &traces {
             print_trace(t);
         }
     }
-    Ok(if traces.is_empty() {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(ExitCode::SUCCESS)
 }
 
-fn print_trace(t: &EventTrace) {
+fn print_trace(view: &TraceView) {
+    let t = &view.event;
     println!(
         "{} {} from {} for {}: timestamp {}, received {}",
         t.event_type,
@@ -368,6 +432,34 @@ fn print_trace(t: &EventTrace) {
         fmt_ms(Some(t.received_at_ms))
     );
     println!("  event: {}", t.raw);
+    for m in &view.mapping {
+        println!("  mapping for {}:", m.destination);
+        if m.fields_fetched_at_ms.is_none() {
+            println!("     (the account's fields were never fetched)");
+        }
+        for tr in &m.traits {
+            let what = match &tr.outcome {
+                TraitOutcome::Identifier => "the contact's email (identifier)".to_owned(),
+                TraitOutcome::Field { field, label, .. } => format!("-> {field} ({label})"),
+                TraitOutcome::NameSplit => "-> first_name, last_name".to_owned(),
+                TraitOutcome::Unmapped { suggestions } if suggestions.is_empty() => {
+                    "unmapped: no field matches".to_owned()
+                }
+                TraitOutcome::Unmapped { suggestions } => {
+                    format!("unmapped; closest: {}", suggestions.join(", "))
+                }
+                TraitOutcome::Ambiguous { fields } => format!("ambiguous: {}", fields.join(", ")),
+                TraitOutcome::CoercionFailed { field, reason } => {
+                    format!("not sent to {field}: {reason}")
+                }
+                TraitOutcome::OlderThanKept { field, kept_ts_ms } => format!(
+                    "not sent: {field} holds a value from a newer event ({})",
+                    fmt_ms(Some(*kept_ts_ms))
+                ),
+            };
+            println!("     {} = {}: {what}", tr.key, tr.value);
+        }
+    }
     for d in &t.deliveries {
         println!(
             "  -> {}: {}{}",
@@ -389,6 +481,17 @@ fn print_trace(t: &EventTrace) {
                     .map_or_else(|| "no response".to_owned(), |s| s.to_string()),
                 a.outcome
             );
+            let others: Vec<&str> = a
+                .delivery_ids
+                .iter()
+                .filter_map(|id| view.merged.get(id).map(String::as_str))
+                .collect();
+            if !others.is_empty() {
+                println!(
+                    "       this call also carried {} (a field it sent may come from them)",
+                    others.join(", ")
+                );
+            }
             if let Some(b) = &a.request_body {
                 println!("       sent: {b}");
             }
@@ -399,16 +502,77 @@ fn print_trace(t: &EventTrace) {
     }
 }
 
+/// `events list`
+///
+/// # Errors
+/// Bad filters; when there is no store or it cannot be read.
+pub async fn list(args: ListArgs) -> anyhow::Result<ExitCode> {
+    let query = EventQuery {
+        contact_key: args.user.clone(),
+        email: args.email.clone(),
+        message_id: None,
+        event_type: args.event_type.clone(),
+        status: args.status.as_deref().map(parse_status).transpose()?,
+        source: args.source.clone(),
+        since_ms: args
+            .since
+            .as_deref()
+            .map(|s| parse_time(s, "--since"))
+            .transpose()?,
+        until_ms: args
+            .until
+            .as_deref()
+            .map(|s| parse_time(s, "--until"))
+            .transpose()?,
+        before_id: args.before,
+        limit: args.limit.max(1),
+    };
+    let (store, views) = views_for(&args.config).await?;
+    let page = views.events(&query).await;
+    store.close().await;
+    let page = page?;
+    if args.out.json {
+        print_json(&page)?;
+        return Ok(ExitCode::SUCCESS);
+    }
+    if page.events.is_empty() {
+        println!("no event matches");
+    }
+    for e in &page.events {
+        let states: Vec<String> = e
+            .deliveries
+            .iter()
+            .map(|d| format!("{} {}", d.destination, d.status.as_str()))
+            .collect();
+        println!(
+            "{}  {:<8} {}  {}  {}  [{}]",
+            fmt_ms(Some(e.received_at_ms)),
+            e.event_type,
+            e.message_id,
+            e.contact_key,
+            e.source,
+            states.join(", ")
+        );
+    }
+    if let Some(before) = page.next_before {
+        println!("more: add --before {before}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `events rejected`
 ///
 /// # Errors
-/// When the store cannot be read.
+/// When there is no store or it cannot be read.
 pub async fn rejected(args: RejectedArgs) -> anyhow::Result<ExitCode> {
-    let store = store_for(&args.config).await?;
-    let rows = store.rejected(args.limit).await?;
+    let (store, views) = views_for(&args.config).await?;
+    let rows = views.rejected(args.limit).await;
     store.close().await;
+    let rows = rows?;
     if args.out.json {
         print_json(&rows)?;
+    } else if rows.is_empty() {
+        println!("no rejected input: every request so far became events");
     } else {
         for r in &rows {
             println!(
@@ -426,7 +590,7 @@ pub async fn rejected(args: RejectedArgs) -> anyhow::Result<ExitCode> {
 /// `replay`
 ///
 /// # Errors
-/// Bad times, or when the store cannot be written.
+/// Bad times; when there is no store or it cannot be written.
 pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     let since = parse_time(&args.since, "--since")?;
     let until = match &args.until {
@@ -434,7 +598,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         None => now_ms() + 1,
     };
     let (cfg, _) = load_config(&args.config)?;
-    let store = super::open_configured_store(&cfg).await?;
+    let store = super::open_existing_store(&cfg).await?;
     let filter = DeliveryFilter {
         destination: args.destination.clone(),
         since_ms: Some(since),
@@ -445,14 +609,24 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     store.close().await;
     let (n, late, forced) = result?;
     if args.out.json {
-        print_json(&json!({
-            "requeued": n,
-            "created": late.created,
-            "skipped": late.skipped,
-            "forced_contacts": forced,
-        }))?;
+        #[derive(Serialize)]
+        struct Replayed {
+            requeued: u64,
+            created: u64,
+            skipped: u64,
+            forced_contacts: u64,
+        }
+        print_json(&Replayed {
+            requeued: n,
+            created: late.created,
+            skipped: late.skipped,
+            forced_contacts: forced,
+        })?;
     } else {
-        println!("{n} deliveries put back in the queue");
+        println!(
+            "{} put back in the queue",
+            plural(n, "delivery", "deliveries")
+        );
         println!(
             "{} new deliveries for events stored before their destination existed ({} of them skipped by routing)",
             late.created + late.skipped,
@@ -510,17 +684,37 @@ pub fn config_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     match result {
         Ok(resolved) => {
             if args.out.json {
-                print_json(&json!({
-                    "ok": true,
-                    "file": resolved.origin,
-                    "sources": resolved.sources.iter().map(|s| &s.name).collect::<Vec<_>>(),
-                    "destinations": resolved.destinations.iter().map(|d| json!({
-                        "name": d.config.name, "base_url": d.base_url,
-                        "hourly_limit": d.config.effective_hourly_limit(),
-                        "minute_limit": d.config.minute_limit,
-                    })).collect::<Vec<_>>(),
-                    "problems": [],
-                }))?;
+                #[derive(Serialize)]
+                struct Dest<'a> {
+                    name: &'a str,
+                    base_url: &'a str,
+                    hourly_limit: u32,
+                    minute_limit: u32,
+                }
+                #[derive(Serialize)]
+                struct Checked<'a> {
+                    ok: bool,
+                    file: &'a str,
+                    sources: Vec<&'a str>,
+                    destinations: Vec<Dest<'a>>,
+                    problems: [(); 0],
+                }
+                print_json(&Checked {
+                    ok: true,
+                    file: &resolved.origin,
+                    sources: resolved.sources.iter().map(|s| s.name.as_str()).collect(),
+                    destinations: resolved
+                        .destinations
+                        .iter()
+                        .map(|d| Dest {
+                            name: &d.config.name,
+                            base_url: &d.base_url,
+                            hourly_limit: d.config.effective_hourly_limit(),
+                            minute_limit: d.config.minute_limit,
+                        })
+                        .collect(),
+                    problems: [],
+                })?;
             } else {
                 println!("{}: ok", resolved.origin);
                 print!("{}", config::redacted_toml(&resolved.config));
@@ -529,7 +723,15 @@ pub fn config_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
         }
         Err(e) => {
             if args.out.json {
-                print_json(&json!({ "ok": false, "problems": e.problems }))?;
+                #[derive(Serialize)]
+                struct Failed<'a> {
+                    ok: bool,
+                    problems: &'a [config::ConfigProblem],
+                }
+                print_json(&Failed {
+                    ok: false,
+                    problems: &e.problems,
+                })?;
             } else {
                 eprintln!("{e}");
             }
@@ -538,11 +740,12 @@ pub fn config_check(args: CheckArgs) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// `doctor`
+/// `doctor`: the configuration, and the integrity of the store if there is one (it never
+/// creates one, and says where it looked).
 ///
 /// # Errors
 /// Never; problems give exit code 1.
-pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
+pub async fn doctor(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let mut problems: Vec<String> = Vec::new();
     let config_ok = match resolve_config(&args.config) {
         Ok(_) => true,
@@ -551,28 +754,55 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
             false
         }
     };
-    let store_problems = match store_for(&args.config).await {
-        Ok(store) => {
-            let r = store.integrity_check().await;
-            store.close().await;
-            match r {
-                Ok(p) => p,
-                Err(e) => vec![format!("integrity check failed: {e}")],
-            }
+    let (cfg, location) = match load_config(&args.config) {
+        Ok((cfg, _)) => {
+            let location = StoreLocation::of(&cfg);
+            (Some(cfg), Some(location))
         }
-        Err(e) => vec![format!("{e:#}")],
+        Err(_) => (None, None),
+    };
+    let store_problems = match &cfg {
+        None => vec!["not checked: the configuration cannot be read".to_owned()],
+        Some(cfg) => match super::open_existing_store(cfg).await {
+            Ok(store) => {
+                let r = store.integrity_check().await;
+                store.close().await;
+                match r {
+                    Ok(p) => p,
+                    Err(e) => vec![format!("integrity check failed: {e}")],
+                }
+            }
+            Err(e) => vec![format!("{e:#}")],
+        },
     };
     problems.extend(store_problems.iter().map(|p| format!("store: {p}")));
+    let store = location.as_ref().map(ToString::to_string);
     if args.out.json {
-        print_json(&json!({
-            "ok": problems.is_empty(),
-            "config_ok": config_ok,
-            "store_ok": store_problems.is_empty(),
-            "problems": problems,
-        }))?;
-    } else if problems.is_empty() {
-        println!("configuration: ok\nstore: integrity ok");
+        #[derive(Serialize)]
+        struct Doctor {
+            ok: bool,
+            config_ok: bool,
+            store_ok: bool,
+            store: Option<String>,
+            problems: Vec<String>,
+        }
+        print_json(&Doctor {
+            ok: problems.is_empty(),
+            config_ok,
+            store_ok: store_problems.is_empty(),
+            store,
+            problems: problems.clone(),
+        })?;
     } else {
+        if config_ok {
+            println!("configuration: ok");
+        }
+        if store_problems.is_empty() {
+            println!(
+                "store: {}: integrity ok",
+                store.as_deref().unwrap_or("(unknown)")
+            );
+        }
         for p in &problems {
             println!("problem: {p}");
         }
@@ -584,63 +814,47 @@ pub async fn doctor(args: DoctorArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// `destinations test`: one `GET /settings/contacts/fields` per destination. The call is
-/// entered in the store's quota ledger like any other (it spends the account's hour too), and
-/// the field list it fetched is kept for the gateway, so the test costs the gateway nothing.
+/// `destinations test`: one `GET /settings/contacts/fields` per destination. When a store
+/// exists, the call is entered in its quota ledger like any other (it spends the account's hour
+/// too), and the field list it fetched is kept for the gateway.
 ///
 /// # Errors
 /// Configuration problems.
 pub async fn destinations_test(args: CheckArgs) -> anyhow::Result<ExitCode> {
     let resolved = resolve_config(&args.config)?;
-    // Without the store the test still answers; only the bookkeeping is lost.
-    let store = match super::open_configured_store(&resolved.config).await {
+    if resolved.destinations.is_empty() {
+        eprintln!(
+            "no destination is configured: add a [[destinations]] entry to the config file, or set {} (or {}) and {}",
+            config::ENV_FRESHWORKS_DOMAIN,
+            config::ENV_FRESHWORKS_BASE_URL,
+            config::ENV_FRESHWORKS_API_KEY
+        );
+        if args.out.json {
+            print_json(&Vec::<views::ConnectionTest>::new())?;
+        }
+        return Ok(ExitCode::FAILURE);
+    }
+    // Without a store the test still answers; only the bookkeeping is skipped.
+    let store = match super::open_existing_store(&resolved.config).await {
         Ok(store) => Some(store),
         Err(e) => {
-            tracing::warn!(error = %e, "the call will not be entered in the quota ledger");
+            eprintln!("note: the calls are not entered in a quota ledger: {e:#}");
             None
         }
     };
     let mut results = Vec::new();
     for d in &resolved.destinations {
-        let client = crate::pipeline::deliver::client_for(d)?;
-        let answer = client.contact_fields().await;
-        if let Some(store) = &store {
-            let at = crate::pipeline::clock::now_ms();
-            if let Err(e) = store.record_calls(&d.base_url, at, 1).await {
-                tracing::warn!(error = %e, "cannot enter the call in the quota ledger");
-            }
-            if let Ok(x) = &answer {
-                crate::pipeline::fields::remember(store.as_ref(), &d.base_url, &x.body.fields, at)
-                    .await;
-            }
-        }
-        let (ok, message) = match answer {
-            Ok(x) => (
-                true,
-                format!(
-                    "ok: the key works; the account has {} contact fields ({} custom)",
-                    x.body.fields.len(),
-                    x.body.fields.iter().filter(|f| f.is_custom()).count()
-                ),
-            ),
-            Err(e) => (false, explain(&e)),
-        };
-        results.push(json!({"destination": d.config.name, "base_url": d.base_url, "ok": ok, "message": message}));
+        results.push(views::test_connection(d, store.as_deref(), now_ms()).await);
     }
     if let Some(store) = store {
         store.close().await;
     }
-    let all_ok = results.iter().all(|r| r["ok"] == true);
+    let all_ok = results.iter().all(|r| r.ok);
     if args.out.json {
         print_json(&results)?;
     } else {
         for r in &results {
-            println!(
-                "{} ({}): {}",
-                r["destination"].as_str().unwrap_or(""),
-                r["base_url"].as_str().unwrap_or(""),
-                r["message"].as_str().unwrap_or("")
-            );
+            println!("{} ({}): {}", r.destination, r.base_url, r.message);
         }
     }
     Ok(if all_ok {
@@ -648,16 +862,4 @@ pub async fn destinations_test(args: CheckArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
-}
-
-/// A Freshworks error in words an operator can act on.
-fn explain(e: &freshworks_client::FreshworksError) -> String {
-    match e.status() {
-        Some(401) => "the API key was refused (401): copy it again from Profile Settings > API Settings, and check the bundle alias".into(),
-        Some(403) => "the key's user lacks permission (403): use the key of a user allowed to manage contacts".into(),
-        Some(404) => "not found (404): the domain or base_url does not point to a Freshworks CRM account (expected https://<alias>.myfreshworks.com/crm/sales/api)".into(),
-        Some(429) => "the account's API quota is spent right now (429); the key itself may be fine".into(),
-        Some(s) => format!("unexpected answer {s}: {e}"),
-        None => format!("no answer: {e} (check the domain, DNS and network)"),
-    }
 }

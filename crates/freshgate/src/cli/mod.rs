@@ -52,6 +52,28 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The emulator's admin API, shown after `freshgate emulator --help`.
+const EMULATOR_HELP: &str = "\
+Admin API (no auth, not counted against the quota), under http://LISTEN/__emulator/:
+  GET  state        the contacts and accounts as the \"CRM\" now holds them
+  GET  requests     every API call received, with its body and answer
+  POST reset        forget everything
+  POST faults       inject a fault; faults add up until DELETE faults clears them
+  POST limits       change the hourly and minute limits; GET quota shows the windows
+
+Fault bodies (JSON, \"kind\" says which):
+  {\"kind\": \"next_status\", \"count\": 3, \"status\": 503}
+  {\"kind\": \"next_status\", \"count\": 1, \"status\": 400, \"path_contains\": \"upsert\",
+   \"body\": \"{\\\"errors\\\":{\\\"code\\\":400,\\\"message\\\":[\\\"Email is invalid\\\"]}}\"}
+  {\"kind\": \"wrapped429\", \"count\": 2}      a 400 wrapping an upstream 429
+  {\"kind\": \"failure_rate\", \"rate\": 0.1}   10 % of calls answer 500 (seeded)
+  {\"kind\": \"latency\", \"ms\": 250}
+  {\"kind\": \"drop_connections\", \"count\": 1}
+
+Example:
+  curl -X POST http://127.0.0.1:9090/__emulator/faults -H 'content-type: application/json' \\
+       -d '{\"kind\": \"next_status\", \"count\": 3, \"status\": 503}'";
+
 /// Where the configuration and data are.
 #[derive(Debug, Clone, Args)]
 pub struct ConfigArgs {
@@ -70,6 +92,7 @@ pub enum Command {
     /// Run the gateway: Tracking API and webhook ingest, delivery to Freshworks.
     Serve(serve::ServeArgs),
     /// Run the built-in Freshworks CRM emulator alone (for trying things and for tests).
+    #[command(after_long_help = EMULATOR_HELP)]
     Emulator(freshworks_emulator::EmulatorArgs),
     /// Post events from a file (JSON array, NDJSON or a Segment batch body) to a running gateway.
     Send(send::SendArgs),
@@ -108,8 +131,8 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
-    /// Check the store's integrity and the configuration.
-    Doctor(inspect::DoctorArgs),
+    /// Check the configuration, and the integrity of the store if there is one.
+    Doctor(inspect::CheckArgs),
     /// Create or upgrade the store's schema and exit (for operators who run migrations
     /// separately from the nodes; `serve` also migrates on start).
     Migrate(inspect::CheckArgs),
@@ -118,6 +141,12 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: DestinationsCommand,
+    },
+    /// Print a shell completion script, e.g. `freshgate completions bash > /etc/bash_completion.d/freshgate`.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
     },
 }
 
@@ -142,7 +171,9 @@ pub enum DlqCommand {
 /// `events …`
 #[derive(Debug, Subcommand)]
 pub enum EventsCommand {
-    /// Everything about one event: received, routed, each attempt with status and response.
+    /// Find events by user, email, type, delivery state, source and time, newest first.
+    List(inspect::ListArgs),
+    /// Everything about one event: received, mapped, each call with request and response.
     Show(inspect::ShowArgs),
     /// Input that never became an event (bad batch items, bad signatures), newest first.
     Rejected(inspect::RejectedArgs),
@@ -207,6 +238,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 DlqCommand::Replay(a) => inspect::dlq_replay(a).await,
             },
             Command::Events { command } => match command {
+                EventsCommand::List(a) => inspect::list(a).await,
                 EventsCommand::Show(a) => inspect::show(a, false).await,
                 EventsCommand::Rejected(a) => inspect::rejected(a).await,
             },
@@ -223,6 +255,21 @@ pub fn main(cli: Cli) -> ExitCode {
             Command::Destinations {
                 command: DestinationsCommand::Test(a),
             } => inspect::destinations_test(a).await,
+            Command::Completions { shell } => {
+                let mut command = <Cli as clap::CommandFactory>::command();
+                // Into a buffer: the generator panics on a closed stdout (`| head`).
+                let mut script = Vec::new();
+                clap_complete::generate(shell, &mut command, "freshgate", &mut script);
+                std::io::Write::write_all(&mut std::io::stdout(), &script)
+                    .map(|()| ExitCode::SUCCESS)
+                    .or_else(|e| {
+                        if e.kind() == std::io::ErrorKind::BrokenPipe {
+                            Ok(ExitCode::SUCCESS)
+                        } else {
+                            Err(e.into())
+                        }
+                    })
+            }
         }
     });
     match result {
@@ -326,6 +373,72 @@ fn open_sqlite(
     let store = SqliteStore::open(&data_dir.join("freshgate.db"), options)
         .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
     Ok(Arc::new(store))
+}
+
+/// Where the configuration's store is, for messages.
+#[derive(Debug, Clone)]
+pub enum StoreLocation {
+    /// The SQLite file (absolute when the working directory is known).
+    Sqlite(PathBuf),
+    /// PostgreSQL at the URL in this environment variable.
+    Postgres(String),
+}
+
+impl StoreLocation {
+    /// The configuration's store.
+    #[must_use]
+    pub fn of(cfg: &Config) -> Self {
+        match cfg.store.kind {
+            config::StoreKind::Sqlite => {
+                let file = cfg.server.data_dir.join("freshgate.db");
+                Self::Sqlite(std::path::absolute(&file).unwrap_or(file))
+            }
+            config::StoreKind::Postgres => Self::Postgres(cfg.store.database_url_env.clone()),
+        }
+    }
+
+    /// Whether it exists already (a PostgreSQL database is taken to).
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        match self {
+            Self::Sqlite(path) => path.exists(),
+            Self::Postgres(_) => true,
+        }
+    }
+
+    /// `sqlite` or `postgres`.
+    #[must_use]
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Self::Sqlite(_) => "sqlite",
+            Self::Postgres(_) => "postgres",
+        }
+    }
+}
+
+impl std::fmt::Display for StoreLocation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => write!(f, "{}", path.display()),
+            Self::Postgres(var) => write!(f, "PostgreSQL (${var})"),
+        }
+    }
+}
+
+/// Open the store for a command that reads or repairs it: an SQLite store that does not exist
+/// is an error saying where it was looked for, never a new empty store.
+///
+/// # Errors
+/// No store there; the database cannot be opened or reached.
+pub async fn open_existing_store(cfg: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let location = StoreLocation::of(cfg);
+    if !location.exists() {
+        anyhow::bail!(
+            "no store at {location} (server.data_dir = {}): run this where the gateway runs, or pass --data-dir / --config with the gateway's settings (`freshgate migrate` creates an empty one)",
+            cfg.server.data_dir.display()
+        );
+    }
+    open_configured_store(cfg).await
 }
 
 /// Open the store the configuration names: SQLite in `data_dir`, or PostgreSQL at the URL in

@@ -170,7 +170,7 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
                     let retry = status.as_u16() == 429 || status.is_server_error();
                     (retry, retry_after, format!("{status}: {text}"))
                 }
-                Err(e) => (true, None, format!("request failed: {e}")),
+                Err(e) => (true, None, transport_error(&e, &url)),
             };
             if !retry || attempt >= args.max_attempts {
                 summary.failed += count;
@@ -204,6 +204,28 @@ pub async fn run(args: SendArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// A failed request in words: a refused connection says so with the URL, whatever reqwest's
+/// own wording ("error sending request") is.
+fn transport_error(e: &reqwest::Error, url: &str) -> String {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            return match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => format!(
+                    "connection refused at {url}: is `freshgate serve` running there? (pass its address with --url)"
+                ),
+                kind => format!("{url}: {kind}: {io}"),
+            };
+        }
+        source = err.source();
+    }
+    if e.is_timeout() {
+        format!("{url}: no answer in time")
+    } else {
+        format!("{url}: {e}")
+    }
 }
 
 #[cfg(test)]

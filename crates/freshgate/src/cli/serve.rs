@@ -8,6 +8,7 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{ConfigArgs, load_config, open_store_for_delivery, shutdown_signal};
+use crate::admin::AdminAuth;
 use crate::app::{App, AppOptions};
 use crate::config::{
     self, DEFAULT_DESTINATION, DEFAULT_SOURCE, DestinationConfig, Env, ProcessEnv, SourceConfig,
@@ -27,6 +28,10 @@ pub struct ServeArgs {
     /// Address to listen on (overrides server.listen).
     #[arg(long, env = "FRESHGATE_LISTEN")]
     pub listen: Option<SocketAddr>,
+    /// Address of the web console and admin API (overrides server.admin_listen). Anywhere but
+    /// loopback it requires FRESHGATE_ADMIN_TOKEN.
+    #[arg(long, env = "FRESHGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
     /// Also start the built-in Freshworks emulator and deliver to it (no Freshworks account
     /// needed). Adds the write key "freshgate-dev" when no source is configured.
     #[arg(long)]
@@ -57,6 +62,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     let (mut cfg, origin) = load_config(&args.config)?;
     if let Some(listen) = args.listen {
         cfg.server.listen = listen;
+    }
+    if let Some(admin) = args.admin_listen {
+        cfg.server.admin_listen = admin;
     }
     let mut overlay = BTreeMap::new();
     let mut emulator = None;
@@ -108,6 +116,20 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}", resolved.config.server.listen))?;
     let addr = listener.local_addr()?;
+    // Refuse a console reachable from elsewhere without a token before opening anything else.
+    let admin_auth = AdminAuth::new(
+        resolved.config.server.admin_listen,
+        ProcessEnv.var(config::ENV_ADMIN_TOKEN),
+    )?;
+    let admin_listener = tokio::net::TcpListener::bind(resolved.config.server.admin_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} for the console (server.admin_listen)",
+                resolved.config.server.admin_listen
+            )
+        })?;
+    let admin_addr = admin_listener.local_addr()?;
     let store = open_store_for_delivery(&resolved.config).await?;
     // The built-in emulator starts empty each time, while the data dir remembers what was
     // written to it: its shadows would hide every contact ("unchanged"). They are forgotten,
@@ -129,6 +151,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
     println!("freshgate listening on http://{addr}");
     println!(
         "  ingest URL:  http://{addr}/v1/batch   (set your Segment library's host to http://{addr})"
+    );
+    println!(
+        "  console:     http://{admin_addr}/   (admin API http://{admin_addr}/api/v1/; {})",
+        if admin_auth.required() {
+            "log in with FRESHGATE_ADMIN_TOKEN"
+        } else {
+            "no token: loopback only"
+        }
     );
     match resolved.config.store.kind {
         config::StoreKind::Sqlite => println!(
@@ -182,7 +212,9 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         time_scale: args.time_scale,
         ..AppOptions::default()
     };
-    let app = App::build(resolved, store, options).await?;
+    let app = App::build(resolved, store, options)
+        .await?
+        .with_admin(admin_listener, admin_auth);
     app.run(listener, shutdown_signal()).await?;
     if let Some((_, task)) = emulator {
         let _ = task.await;

@@ -152,32 +152,51 @@ impl DestinationWorker {
             .copied()
     }
 
-    fn pause(&self, reason: &str) -> i64 {
-        let until = now_ms() + clock::clock_ms(self.pause_probe);
-        let mut p = self
-            .paused
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if p.is_none() {
-            tracing::error!(
-                destination = self.name,
-                reason,
-                "DESTINATION PAUSED: Freshworks refused the API key; events are kept and delivery resumes when the key works again"
-            );
-            events::paused(&self.name, true);
+    async fn pause(&self, reason: &str) -> i64 {
+        let now = now_ms();
+        let until = now + clock::clock_ms(self.pause_probe);
+        let since = {
+            let mut p = self
+                .paused
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let was = p.replace(until);
+            if was.is_none() {
+                tracing::error!(
+                    destination = self.name,
+                    reason,
+                    "DESTINATION PAUSED: Freshworks refused the API key; events are kept and delivery resumes when the key works again"
+                );
+                events::paused(&self.name, true);
+            }
+            now
+        };
+        // Recorded for `queue stats` and the console (a renewed pause keeps its start).
+        let record = freshgate_store::DestinationPause {
+            destination: self.name.clone(),
+            reason: reason.to_owned(),
+            since_ms: since,
+            until_ms: until,
+        };
+        if let Err(e) = self.store.set_pause(&self.name, Some(record)).await {
+            tracing::warn!(error = %e, "cannot record the pause in the store");
         }
-        *p = Some(until);
         until
     }
 
-    fn resume(&self) {
-        let mut p = self
+    async fn resume(&self) {
+        let was_paused = self
             .paused
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if p.take().is_some() {
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
+            .is_some();
+        if was_paused {
             tracing::warn!(destination = self.name, "destination resumed");
             events::paused(&self.name, false);
+            if let Err(e) = self.store.set_pause(&self.name, None).await {
+                tracing::warn!(error = %e, "cannot record the resume in the store");
+            }
         }
     }
 
@@ -338,7 +357,7 @@ impl DestinationWorker {
                 };
                 tracing::warn!(destination = self.name, ?status, error = %e, "cannot read contact fields");
                 match outcome {
-                    Outcome::Pause { reason } => Err(Stop::Later(Some(self.pause(&reason)))),
+                    Outcome::Pause { reason } => Err(Stop::Later(Some(self.pause(&reason).await))),
                     Outcome::Retry { after, .. } => {
                         if status == Some(429) {
                             self.budget.observe_429();
@@ -573,7 +592,7 @@ impl DestinationWorker {
         contact_id: Option<i64>,
         attempt: Attempt,
     ) -> Result<(), Stop> {
-        self.resume();
+        self.resume().await;
         let mut new_shadow =
             shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
         new_shadow.email_ts_ms = newest(new_shadow.email_ts_ms, p.email_ts_ms);
@@ -619,7 +638,7 @@ impl DestinationWorker {
                 (Settlement::DeadLettered { reason }, "dead", None)
             }
             Outcome::Pause { reason } => {
-                let until = self.pause(&reason);
+                let until = self.pause(&reason).await;
                 attempt.outcome = format!("paused: {reason}");
                 // Events stay pending and untouched; the attempt is still recorded.
                 self.store
@@ -651,12 +670,22 @@ impl DestinationWorker {
                 }
             }
         };
-        tracing::info!(
-            destination = self.name,
-            contact = p.lease.contact_key,
-            outcome = attempt.outcome,
-            "delivery attempt failed"
-        );
+        // A dead letter needs an operator (WARN); a retry is routine (INFO).
+        if stop.is_none() {
+            tracing::warn!(
+                destination = self.name,
+                contact = p.lease.contact_key,
+                outcome = attempt.outcome,
+                "delivery dead-lettered"
+            );
+        } else {
+            tracing::info!(
+                destination = self.name,
+                contact = p.lease.contact_key,
+                outcome = attempt.outcome,
+                "delivery attempt failed"
+            );
+        }
         events::deliveries(&self.name, label, p.delivery_ids.len());
         self.settle_all(&p.lease, &p.delivery_ids, settlement, Some(attempt))
             .await?;

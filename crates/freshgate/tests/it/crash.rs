@@ -24,6 +24,8 @@ pub fn serve_args(config: &Path, data_dir: &Path) -> Vec<std::ffi::OsString> {
         "serve",
         "--listen",
         "127.0.0.1:0",
+        "--admin-listen",
+        "127.0.0.1:0",
         "--log-format",
         "json",
         "--config",

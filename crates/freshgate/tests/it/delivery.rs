@@ -465,7 +465,11 @@ async fn a_400_is_dead_lettered_then_replayed_after_the_cause_is_fixed() {
 
 #[tokio::test]
 async fn a_401_pauses_the_destination_and_keeps_its_events_until_the_key_works() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(Setup {
+        pause_probe: std::time::Duration::from_secs(3),
+        ..Setup::default()
+    })
+    .await;
     app.emulator.state.inject(Fault::NextStatus {
         count: 1,
         status: 401,
@@ -490,8 +494,17 @@ async fn a_401_pauses_the_destination_and_keeps_its_events_until_the_key_works()
     .await;
     let t = app.store.event_traces("paused").await.unwrap();
     assert_eq!(t[0].deliveries[0].status, DeliveryStatus::Pending);
-    app.drain().await; // the pause probe (500 ms in tests) finds the key working again
+    // Recorded in the store, where `queue stats` and the console read it.
+    app.wait_for("the pause recorded", || async {
+        app.store.pauses().await.unwrap().len() == 1
+    })
+    .await;
+    app.drain().await; // the pause probe finds the key working again
     assert!(app.contact_by_email("p@example.com").is_some());
+    assert!(
+        app.store.pauses().await.unwrap().is_empty(),
+        "the resume clears it"
+    );
     app.stop().await;
 }
 

@@ -184,6 +184,7 @@ fn serve_emulator(data: &std::path::Path) -> (Proc, String, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_freshgate"))
         .args(["serve", "--emulator", "--listen", "127.0.0.1:0"])
         .args(["--emulator-listen", "127.0.0.1:0", "--log-format", "json"])
+        .args(["--admin-listen", "127.0.0.1:0"])
         .arg("--data-dir")
         .arg(data)
         .env_remove("FRESHGATE_CONFIG")
@@ -265,6 +266,8 @@ fn serve_without_a_destination_says_loudly_that_nothing_is_delivered() {
         .args([
             "serve",
             "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
             "127.0.0.1:0",
             "--log-format",
             "json",

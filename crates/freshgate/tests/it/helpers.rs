@@ -27,6 +27,8 @@ pub struct Setup {
     pub tweak: fn(&mut Config),
     /// More environment variables for the configuration's `*_env` keys.
     pub env: Vec<(&'static str, &'static str)>,
+    /// `FRESHGATE_ADMIN_TOKEN` of the console (none: open, as on loopback).
+    pub admin_token: Option<String>,
 }
 
 impl Default for Setup {
@@ -42,12 +44,15 @@ impl Default for Setup {
             writer_queue: 1024,
             tweak: |_| {},
             env: Vec::new(),
+            admin_token: None,
         }
     }
 }
 
 pub struct TestApp {
     pub url: String,
+    /// The web console and admin API.
+    pub admin_url: String,
     pub client: reqwest::Client,
     pub emulator: RunningEmulator,
     pub store: Arc<dyn Store>,
@@ -64,10 +69,12 @@ struct Gateway {
     env: BTreeMap<String, String>,
     writer_queue: usize,
     pause_probe: Duration,
+    admin_token: Option<String>,
 }
 
-/// A running gateway: its URL, store, shutdown trigger and task.
+/// A running gateway: its URL, console URL, store, shutdown trigger and task.
 type Started = (
+    String,
     String,
     Arc<dyn Store>,
     oneshot::Sender<()>,
@@ -85,14 +92,20 @@ impl Gateway {
             housekeeping_every: Duration::from_millis(200),
             ..AppOptions::default()
         };
+        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_url = format!("http://{}", admin.local_addr().unwrap());
+        let auth =
+            freshgate::admin::AdminAuth::new(admin.local_addr().unwrap(), self.admin_token.clone())
+                .unwrap();
         let app = App::build(resolved, Arc::clone(&store), options)
             .await
-            .unwrap();
+            .unwrap()
+            .with_admin(admin, auth);
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(app.run(listener, async move {
             let _ = rx.await;
         }));
-        (format!("http://{addr}"), store, tx, handle)
+        (format!("http://{addr}"), admin_url, store, tx, handle)
     }
 }
 
@@ -144,10 +157,12 @@ pub async fn spawn_app_with(setup: Setup) -> TestApp {
         env,
         writer_queue: setup.writer_queue,
         pause_probe: setup.pause_probe,
+        admin_token: setup.admin_token.clone(),
     };
-    let (url, store, tx, handle) = gateway.start(data_dir.path()).await;
+    let (url, admin_url, store, tx, handle) = gateway.start(data_dir.path()).await;
     TestApp {
         url,
+        admin_url,
         client: reqwest::Client::new(),
         emulator,
         store,
@@ -233,8 +248,9 @@ impl TestApp {
     /// dir and emulator, as a restarted process would.
     pub async fn restart(mut self) -> Self {
         self.stop_gateway().await;
-        let (url, store, tx, handle) = self.gateway.start(self.data_dir.path()).await;
+        let (url, admin_url, store, tx, handle) = self.gateway.start(self.data_dir.path()).await;
         self.url = url;
+        self.admin_url = admin_url;
         self.store = store;
         self.shutdown = Some(tx);
         self.handle = Some(handle);

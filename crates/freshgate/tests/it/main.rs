@@ -4,6 +4,8 @@
 
 mod helpers;
 
+mod admin;
+mod browser;
 mod bench;
 mod bulk;
 mod cli;

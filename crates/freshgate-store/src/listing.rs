@@ -1,0 +1,185 @@
+//! The event listing's query, decided once for both backends: which conditions an
+//! [`EventQuery`] adds and in which order its parameters bind. Each backend supplies the SQL of
+//! its email expression (the one its `events_identify_email` index is built on) and its
+//! placeholder style, then runs the statement.
+
+use std::collections::BTreeMap;
+
+use crate::{Backlog, DeliveryStatus, EventQuery, MinuteCount};
+
+/// One bound value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Param {
+    Text(String),
+    Int(i64),
+}
+
+/// The statement selecting event rows, with `?` placeholders, and its parameters in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EventListSql {
+    /// Selects `id, source, message_id, event_type, contact_key, timestamp_ms, received_at_ms,
+    /// raw`.
+    pub(crate) sql: String,
+    /// Values of the `?` placeholders, in order.
+    pub(crate) params: Vec<Param>,
+}
+
+/// Largest page a caller gets, whatever it asks for.
+pub(crate) const MAX_PAGE: usize = 500;
+
+/// The conditions whose SQL differs per backend, each with one `?`.
+pub(crate) struct BackendSql {
+    /// An identify row `i` whose lower-cased `traits.email` is the parameter, written exactly
+    /// as the backend's `events_identify_email` index is defined so that the index serves it.
+    pub(crate) email_match: &'static str,
+    /// Event `e` has the parameter as its messageId (through the backend's messageId index).
+    pub(crate) message_match: &'static str,
+}
+
+/// Build the listing statement.
+pub(crate) fn event_list_sql(query: &EventQuery, backend: &BackendSql) -> EventListSql {
+    let mut sql = String::from(
+        "SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key, e.timestamp_ms,
+                e.received_at_ms, e.raw
+         FROM events e WHERE 1 = 1",
+    );
+    let mut params = Vec::new();
+    let mut text = |sql: &mut String, condition: &str, value: &Option<String>| {
+        if let Some(v) = value {
+            sql.push_str(condition);
+            params.push(Param::Text(v.clone()));
+        }
+    };
+    text(&mut sql, " AND e.contact_key = ?", &query.contact_key);
+    text(
+        &mut sql,
+        &format!(
+            " AND e.contact_key IN (SELECT i.contact_key FROM events i WHERE {})",
+            backend.email_match
+        ),
+        &query.email,
+    );
+    text(
+        &mut sql,
+        &format!(" AND {}", backend.message_match),
+        &query.message_id,
+    );
+    text(&mut sql, " AND e.event_type = ?", &query.event_type);
+    text(&mut sql, " AND e.source = ?", &query.source);
+    // The state is one of four fixed words, written into the statement so that the planner
+    // sees it: dead letters are few and have their own partial index, so their events are
+    // looked up from it; the other states are common, so the newest events are walked and each
+    // checked until the page is full.
+    match query.status {
+        Some(DeliveryStatus::Dead) => sql
+            .push_str(" AND e.id IN (SELECT d.event_id FROM deliveries d WHERE d.status = 'dead')"),
+        Some(other) => sql.push_str(&format!(
+            " AND EXISTS (SELECT 1 FROM deliveries d WHERE d.event_id = e.id AND d.status = '{}')",
+            other.as_str()
+        )),
+        None => {}
+    }
+    let mut int = |sql: &mut String, condition: &str, value: Option<i64>| {
+        if let Some(v) = value {
+            sql.push_str(condition);
+            params.push(Param::Int(v));
+        }
+    };
+    int(&mut sql, " AND e.received_at_ms >= ?", query.since_ms);
+    int(&mut sql, " AND e.received_at_ms < ?", query.until_ms);
+    int(&mut sql, " AND e.id < ?", query.before_id);
+    sql.push_str(" ORDER BY e.id DESC LIMIT ?");
+    params.push(Param::Int(
+        i64::try_from(query.limit.clamp(1, MAX_PAGE)).unwrap_or(1),
+    ));
+    EventListSql { sql, params }
+}
+
+/// `(minute_ms, count)` rows (several per minute when sharded) as one count per minute,
+/// oldest first.
+pub(crate) fn minute_counts(rows: Vec<(i64, i64)>) -> Vec<MinuteCount> {
+    let mut per: BTreeMap<i64, u64> = BTreeMap::new();
+    for (minute_ms, n) in rows {
+        *per.entry(minute_ms.div_euclid(60_000) * 60_000)
+            .or_default() += u64::try_from(n).unwrap_or(0);
+    }
+    per.into_iter()
+        .map(|(minute_ms, count)| MinuteCount { minute_ms, count })
+        .collect()
+}
+
+/// `(destination, pending deliveries, pending contact keys, earliest next attempt)`.
+pub(crate) type KeyFigures = (String, i64, i64, i64);
+
+/// One backlog row per destination from the contact-key figures and the dead-letter counts
+/// (the oldest pending event is left for the backend to look up per row).
+pub(crate) fn merge_backlog(keys: Vec<KeyFigures>, dead: Vec<(String, i64)>) -> Vec<Backlog> {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    fn entry(per: &mut BTreeMap<String, Backlog>, d: String) -> &mut Backlog {
+        per.entry(d.clone()).or_insert_with(|| Backlog {
+            destination: d,
+            ..Backlog::default()
+        })
+    }
+    let mut per: BTreeMap<String, Backlog> = BTreeMap::new();
+    for (destination, pending, contacts, next) in keys {
+        let b = entry(&mut per, destination);
+        b.pending = count(pending);
+        b.pending_contacts = count(contacts);
+        b.next_attempt_ms = Some(next);
+    }
+    for (destination, n) in dead {
+        entry(&mut per, destination).dead = count(n);
+    }
+    per.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_follow_their_placeholders() {
+        let q = EventQuery {
+            contact_key: Some("u1".into()),
+            status: Some(DeliveryStatus::Dead),
+            before_id: Some(42),
+            limit: 10_000,
+            ..EventQuery::default()
+        };
+        let built = event_list_sql(
+            &q,
+            &BackendSql {
+                email_match: "lower(i.raw) = lower(?)",
+                message_match: "e.message_id = ?",
+            },
+        );
+        assert_eq!(built.sql.matches('?').count(), built.params.len());
+        assert_eq!(
+            built.params,
+            vec![
+                Param::Text("u1".into()),
+                Param::Int(42),
+                Param::Int(i64::try_from(MAX_PAGE).unwrap_or(0)),
+            ]
+        );
+    }
+
+    #[test]
+    fn shards_of_a_minute_are_summed() {
+        let counts = minute_counts(vec![(120_000, 2), (60_000, 1), (120_000, 3)]);
+        assert_eq!(
+            counts,
+            vec![
+                MinuteCount {
+                    minute_ms: 60_000,
+                    count: 1
+                },
+                MinuteCount {
+                    minute_ms: 120_000,
+                    count: 5
+                },
+            ]
+        );
+    }
+}
