@@ -610,9 +610,9 @@ impl From<rusqlite::Error> for StoreError {
 /// The queue of record. Implemented by `sqlite::SqliteStore` (and the PostgreSQL backend).
 ///
 /// Every method that writes is durable when it returns `Ok` (committed with fsync).
-/// Metric names the store backends record (the binary describes and exports them).
+/// Metric names the SQLite backend records (the binary describes and exports them).
 pub mod metric {
-    /// Histogram: events (roughly rows) per group commit (SQLite writer, PostgreSQL appends).
+    /// Histogram: events (roughly rows) per group commit of the SQLite writer.
     pub const GROUP_COMMIT_EVENTS: &str = "freshgate_store_group_commit_events";
     /// Histogram: seconds a group commit took, fsync included.
     pub const GROUP_COMMIT_SECONDS: &str = "freshgate_store_group_commit_seconds";

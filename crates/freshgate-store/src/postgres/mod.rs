@@ -1,17 +1,15 @@
 //! The PostgreSQL backend of the queue of record (cargo feature `postgres`), shared by several nodes.
 //!
 //! Same model and semantics as the SQLite backend (`crate::sqlite`), built for many writers:
-//! - ingest commits appends in groups (all the appends queued at once, one transaction), with
-//!   one `UNNEST` statement that decides `messageId` dedup (an upsert on the
-//!   `(source, message_id)` primary key of `dedup`) and inserts the new events (see [`ingest`]);
+//! - ingest appends a whole batch in one transaction with `UNNEST` array inserts; `messageId`
+//!   dedup is an upsert on the `(source, message_id)` primary key of `dedup` (see [`ingest`]);
 //! - nodes lease *contact keys* with `SELECT … FOR UPDATE SKIP LOCKED` in one short statement,
 //!   read that key's deliveries outside any transaction, and settle in a second transaction that
 //!   re-checks the lease token under a row lock (see [`delivery`]);
 //! - the quota ledger lives in the database, so every node spends the same account budget.
 //!
-//! Appends wait on the ingest queue rather than being refused (never `Saturated`); the other
-//! writes run directly, bounded by the connection pool: one that cannot get a connection in time
-//! fails with `Database`.
+//! There is no writer queue: concurrency is bounded by the connection pool, and a write that cannot
+//! get a connection in time fails with `Database` (never `Saturated`).
 
 mod bounded;
 mod delivery;
@@ -40,10 +38,6 @@ pub struct PostgresOptions {
     pub acquire_timeout: Duration,
     /// Apply pending migrations on connect. Off when operators run [`migrate`] separately.
     pub run_migrations: bool,
-    /// Tasks committing append groups at once (each holds a connection while it commits).
-    pub ingest_writers: usize,
-    /// Most events committed in one append group.
-    pub max_group_commit_events: usize,
 }
 
 impl Default for PostgresOptions {
@@ -52,8 +46,6 @@ impl Default for PostgresOptions {
             max_connections: 8,
             acquire_timeout: Duration::from_secs(30),
             run_migrations: true,
-            ingest_writers: 2,
-            max_group_commit_events: 5000,
         }
     }
 }
@@ -61,7 +53,6 @@ impl Default for PostgresOptions {
 /// The PostgreSQL queue of record. Cheap to share behind an `Arc`; see [`Store`] for the operations.
 pub struct PostgresStore {
     pool: PgPool,
-    ingest: ingest::IngestQueue,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -136,13 +127,7 @@ impl PostgresStore {
             database = pool.connect_options().get_database(),
             "opened PostgreSQL store"
         );
-        let ingest = ingest::IngestQueue::start(
-            &pool,
-            options.ingest_writers,
-            1024,
-            options.max_group_commit_events,
-        );
-        Ok(Self { pool, ingest })
+        Ok(Self { pool })
     }
 
     /// The connection pool, for operator tooling and tests (the schema is described in
@@ -156,7 +141,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
-        self.ingest.append(batch).await
+        ingest::append(&self.pool, &batch).await
     }
 
     async fn lease_contacts(
@@ -394,7 +379,6 @@ impl Store for PostgresStore {
         // Waits for checked-out connections to come back (in-flight operations finish and commit),
         // then every later operation gets `PoolClosed`, i.e. `StoreError::Closed`.
         if !self.pool.is_closed() {
-            self.ingest.close();
             self.pool.close().await;
             tracing::info!("closed PostgreSQL store");
         }
