@@ -432,6 +432,8 @@ pub mod metric {
     pub const GROUP_COMMIT_EVENTS: &str = "freshgate_store_group_commit_events";
     /// Histogram: seconds a group commit took, fsync included.
     pub const GROUP_COMMIT_SECONDS: &str = "freshgate_store_group_commit_seconds";
+    /// Histogram: seconds the SQLite checkpointer held the writer to let the WAL restart.
+    pub const CHECKPOINT_PAUSE_SECONDS: &str = "freshgate_store_checkpoint_pause_seconds";
 }
 
 /// An account's contact field metadata as fetched from Freshworks (opaque to the store).

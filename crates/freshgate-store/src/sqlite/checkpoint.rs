@@ -8,17 +8,23 @@
 //!
 //! A passive checkpoint alone falls behind under constant load: it copies the frames that
 //! existed when it started, new ones arrive meanwhile, and the WAL only restarts from its
-//! beginning once a checkpoint has copied every frame. (An earlier version without the pause
-//! below let the WAL grow without bound and lost throughput.) So once the WAL holds more than
+//! beginning once a checkpoint has copied every frame. (An earlier version without a pause let
+//! the WAL grow without bound and lost throughput.) So once the WAL holds more than
 //! [`PAUSE_AFTER_FRAMES`], the checkpointer pauses the writer between two group commits (see
-//! [`WriterGate`]), copies the few frames written since its last pass, and lets the writer go:
-//! the writer's next transaction then starts the WAL over. The writer connection keeps a much
-//! larger automatic checkpoint as a backstop should this thread stop.
+//! [`WriterGate`]), copies the frames written since its last pass, and lets the writer go: the
+//! writer's next transaction then starts the WAL over.
+//!
+//! Every acknowledgement waits for that pause, so it must be short (issue 15: it was the p99).
+//! A pass costs the copy plus an fsync of the database file, both growing with the frames it
+//! copies; so the checkpointer first catches up without pausing, pass after pass, until a pass
+//! is quick (it found little to copy), and pauses only for the last, small one. The writer
+//! connection keeps a much larger automatic checkpoint as a backstop should this thread stop.
+//! How long the writer was held is the `freshgate_store_checkpoint_pause_seconds` histogram.
 
 use std::path::Path;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Condvar, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rusqlite::Connection;
 
@@ -30,6 +36,13 @@ const PASS_EVERY: Duration = Duration::from_millis(100);
 /// WAL frames (pages) above which the checkpointer pauses the writer to finish a checkpoint
 /// and let the WAL restart (~16 MiB of 4 KiB pages).
 pub(crate) const PAUSE_AFTER_FRAMES: i64 = 4_000;
+
+/// An unpaused pass at most this long left little behind it: the pause that follows is short.
+const QUICK_PASS: Duration = Duration::from_millis(8);
+
+/// Unpaused passes tried before pausing anyway, so that the WAL stays bounded even when every
+/// pass is slow (a disk slower than the load).
+const CATCH_UP_PASSES: usize = 8;
 
 /// Lets the checkpointer hold the writer between two group commits without starving either.
 #[derive(Debug, Default)]
@@ -129,13 +142,7 @@ impl Checkpointer {
     /// Checkpoint every [`PASS_EVERY`] until the writer thread ends.
     pub(crate) fn run(self) {
         while let Err(RecvTimeoutError::Timeout) = self.writer_alive.recv_timeout(PASS_EVERY) {
-            let pass = match self.passive() {
-                Ok(frames) if frames > PAUSE_AFTER_FRAMES => {
-                    self.gate.paused(|| self.passive()).map(|_| ())
-                }
-                other => other.map(|_| ()),
-            };
-            match pass {
+            match self.pass() {
                 // Another process (an operator command beside `serve`) is checkpointing.
                 Err(rusqlite::Error::SqliteFailure(e, _))
                     if matches!(
@@ -147,6 +154,32 @@ impl Checkpointer {
             }
         }
         tracing::debug!("SQLite checkpointer stopped");
+    }
+
+    /// Copy what the writer committed; past [`PAUSE_AFTER_FRAMES`], catch up without pausing
+    /// until a pass is quick, then pause the writer for the last pass so the WAL restarts.
+    fn pass(&self) -> Result<(), rusqlite::Error> {
+        let mut frames = self.passive()?;
+        if frames <= PAUSE_AFTER_FRAMES {
+            return Ok(());
+        }
+        for _ in 0..CATCH_UP_PASSES {
+            let started = Instant::now();
+            frames = self.passive()?;
+            if started.elapsed() <= QUICK_PASS {
+                break;
+            }
+        }
+        let held = Instant::now();
+        let last = self.gate.paused(|| self.passive());
+        let held = held.elapsed();
+        metrics::histogram!(crate::metric::CHECKPOINT_PAUSE_SECONDS).record(held.as_secs_f64());
+        tracing::debug!(
+            wal_frames = frames,
+            pause_ms = held.as_secs_f64() * 1000.0,
+            "SQLite checkpoint paused the writer"
+        );
+        last.map(|_| ())
     }
 
     /// One passive checkpoint; the WAL's size in frames before it.

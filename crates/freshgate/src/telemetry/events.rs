@@ -54,11 +54,15 @@ pub fn describe() {
     describe_histogram!(COMMIT_BATCH_EVENTS, "Events per ingest request commit");
     describe_histogram!(
         freshgate_store::metric::GROUP_COMMIT_EVENTS,
-        "Events (rows) per SQLite group commit: several requests share one fsync"
+        "Events (rows) per store group commit: several requests share one fsync"
     );
     describe_histogram!(
         freshgate_store::metric::GROUP_COMMIT_SECONDS,
-        "Seconds per SQLite group commit, fsync included"
+        "Seconds per store group commit, fsync included"
+    );
+    describe_histogram!(
+        freshgate_store::metric::CHECKPOINT_PAUSE_SECONDS,
+        "Seconds the SQLite checkpointer held the writer so that the WAL could restart"
     );
     describe_histogram!(COMMIT_SECONDS, "Seconds waiting for the durable commit");
     describe_gauge!(QUEUE_DEPTH, "Pending deliveries");
