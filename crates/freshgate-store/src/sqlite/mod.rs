@@ -30,6 +30,10 @@ use crate::{
     RejectedRecord, Settlement, Store, StoreError,
 };
 
+/// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
+/// milliseconds, not the seconds a prune of a busy hour would.
+const PRUNE_CHUNK: usize = 5_000;
+
 /// File name of the database inside a data directory (see [`open_in`]).
 pub const DB_FILE_NAME: &str = "freshgate.db";
 
@@ -383,13 +387,24 @@ impl Store for SqliteStore {
         events_before_ms: i64,
         dedup_before_ms: i64,
     ) -> Result<PruneOutcome, StoreError> {
-        let op = WriteOp::Prune {
-            events_before_ms,
-            dedup_before_ms,
-        };
-        match self.write(op, false).await? {
-            WriteReply::Pruned(p) => Ok(p),
-            other => Err(unexpected(&other)),
+        // In chunks, each its own writer command: appends commit between them.
+        let mut total = PruneOutcome::default();
+        loop {
+            let op = WriteOp::Prune {
+                events_before_ms,
+                dedup_before_ms,
+                limit: PRUNE_CHUNK,
+            };
+            match self.write(op, false).await? {
+                WriteReply::Pruned(p, more) => {
+                    total.events += p.events;
+                    total.dedup_entries += p.dedup_entries;
+                    if !more {
+                        return Ok(total);
+                    }
+                }
+                other => return Err(unexpected(&other)),
+            }
         }
     }
 

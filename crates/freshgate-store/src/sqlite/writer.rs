@@ -73,9 +73,11 @@ pub(crate) enum WriteOp {
         filter: DeliveryFilter,
         now_ms: i64,
     },
+    /// One chunk of a prune: at most `limit` events and `limit` dedup entries.
     Prune {
         events_before_ms: i64,
         dedup_before_ms: i64,
+        limit: usize,
     },
 }
 
@@ -97,7 +99,8 @@ pub(crate) enum WriteReply {
     Appended(AppendOutcome),
     Leased(Vec<ContactLease>),
     Count(u64),
-    Pruned(PruneOutcome),
+    /// A prune chunk, and whether it stopped at its limit (more is left to prune).
+    Pruned(PruneOutcome, bool),
     Done,
 }
 
@@ -329,7 +332,9 @@ impl Writer {
             WriteOp::Prune {
                 events_before_ms,
                 dedup_before_ms,
-            } => prune(&self.conn, *events_before_ms, *dedup_before_ms).map(WriteReply::Pruned),
+                limit,
+            } => prune(&self.conn, *events_before_ms, *dedup_before_ms, *limit)
+                .map(|(outcome, more)| WriteReply::Pruned(outcome, more)),
         }
     }
 
@@ -713,29 +718,50 @@ fn reopen(
     Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
 }
 
+/// One chunk of a prune: the oldest `limit` prunable events and `limit` closed dedup entries,
+/// so that a prune of millions of rows never holds the writer for more than one chunk; the
+/// small tables are cleaned with the last chunk. `true` if a limit was reached.
 fn prune(
     conn: &Connection,
     events_before_ms: i64,
     dedup_before_ms: i64,
-) -> Result<PruneOutcome, StoreError> {
+    limit: usize,
+) -> Result<(PruneOutcome, bool), StoreError> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
     // Deliveries and their attempt links go with the event (ON DELETE CASCADE).
-    let events = conn.execute(
-        "DELETE FROM events WHERE received_at_ms < ?1 AND NOT EXISTS (
-             SELECT 1 FROM deliveries d
-             WHERE d.event_id = events.id AND d.status IN ('pending', 'dead'))",
-        params![events_before_ms],
-    )?;
+    let events = conn
+        .prepare_cached(
+            "DELETE FROM events WHERE id IN (
+                 SELECT id FROM events WHERE received_at_ms < ?1 AND NOT EXISTS (
+                     SELECT 1 FROM deliveries d
+                     WHERE d.event_id = events.id AND d.status IN ('pending', 'dead'))
+                 ORDER BY received_at_ms LIMIT ?2)",
+        )?
+        .execute(params![events_before_ms, limit])?;
+    // A message entry goes once its window has closed and its event is gone (a kept event stays
+    // traceable by messageId; it no longer deduplicates, see `append`).
+    let dedup_entries = conn
+        .prepare_cached(
+            "DELETE FROM messages WHERE (message_id, source, event_id) IN (
+                 SELECT message_id, source, event_id FROM messages
+                 WHERE received_at_ms < ?1
+                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = messages.event_id)
+                 ORDER BY received_at_ms LIMIT ?2)",
+        )?
+        .execute(params![dedup_before_ms, limit])?;
+    let outcome = PruneOutcome {
+        events: u64::try_from(events).unwrap_or(u64::MAX),
+        dedup_entries: u64::try_from(dedup_entries).unwrap_or(u64::MAX),
+    };
+    let more = i64::try_from(events).unwrap_or(i64::MAX) >= limit
+        || i64::try_from(dedup_entries).unwrap_or(i64::MAX) >= limit;
+    if more {
+        return Ok((outcome, true));
+    }
     conn.execute(
         "DELETE FROM attempts WHERE NOT EXISTS (
              SELECT 1 FROM attempt_deliveries ad WHERE ad.attempt_id = attempts.id)",
         [],
-    )?;
-    // A message entry goes once its window has closed and its event is gone (a kept event stays
-    // traceable by messageId; it no longer deduplicates, see `append`).
-    let dedup_entries = conn.execute(
-        "DELETE FROM messages WHERE received_at_ms < ?1
-           AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = messages.event_id)",
-        params![dedup_before_ms],
     )?;
     conn.execute(
         "DELETE FROM quota_ledger
@@ -748,8 +774,5 @@ fn prune(
            AND (lease_token IS NULL OR lease_until_ms < ?1)",
         params![events_before_ms],
     )?;
-    Ok(PruneOutcome {
-        events: u64::try_from(events).unwrap_or(u64::MAX),
-        dedup_entries: u64::try_from(dedup_entries).unwrap_or(u64::MAX),
-    })
+    Ok((outcome, false))
 }

@@ -267,3 +267,36 @@ async fn the_delivering_process_drops_leases_left_by_a_crash() {
     lease_key(&store, "k1", 2000).await;
     store.close().await;
 }
+
+/// A prune larger than one chunk (the writer prunes in chunks so that appends commit between
+/// them) goes on until everything due is gone, and leaves what is not due.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prune_larger_than_a_chunk_removes_everything_due() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).unwrap();
+    let finished = |id: &str, at: i64| {
+        let mut e = ev(id, "k", at);
+        e.deliveries.clear();
+        e
+    };
+    let old: Vec<_> = (0..12_000)
+        .map(|i| finished(&format!("old{i}"), 1000))
+        .collect();
+    for chunk in old.chunks(1000) {
+        append_all(&store, chunk.to_vec()).await;
+    }
+    append_all(&store, vec![finished("young", 50_000)]).await;
+    let out = store.prune(2000, 2000).await.unwrap();
+    assert_eq!((out.events, out.dedup_entries), (12_000, 12_000));
+    assert_eq!(store.stats().await.unwrap().events, 1);
+    // Their dedup entries went too: the same ids are new again; the young one is still known.
+    let again = store
+        .append(batch(vec![
+            finished("old7", 60_000),
+            finished("young", 60_000),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((again.accepted, again.duplicates), (1, 1));
+    store.close().await;
+}
