@@ -86,6 +86,9 @@ pub struct ServerRound {
     /// Group commits and their average size (SQLite, from `/metrics`).
     pub commits_per_sec: Option<f64>,
     pub events_per_commit: Option<f64>,
+    /// Seconds per group commit and per checkpoint pause of the writer (from `/metrics`).
+    pub group_commit: Option<Durations>,
+    pub checkpoint_pause: Option<Durations>,
     /// Events in the store after the round (warm-up included).
     pub stored_events: Option<u64>,
     pub load_avg_before: String,
@@ -99,6 +102,15 @@ pub struct Latency {
     pub p99: f64,
     pub p999: f64,
     pub max: f64,
+}
+
+/// A duration histogram of the server between two scrapes.
+#[derive(Debug, Clone, Serialize)]
+pub struct Durations {
+    pub count: f64,
+    pub mean_ms: f64,
+    pub over_25ms: f64,
+    pub over_50ms: f64,
 }
 
 /// One round of the raw ceiling.
@@ -311,6 +323,16 @@ fn print_round(round: usize, r: &ServerRound) {
         r.non_200,
         r.socket_errors
     );
+    let show = |what: &str, d: &Option<Durations>| {
+        if let Some(d) = d {
+            println!(
+                "         {what}: {:.0}, mean {:.1} ms, {:.0} over 25 ms, {:.0} over 50 ms",
+                d.count, d.mean_ms, d.over_25ms, d.over_50ms
+            );
+        }
+    };
+    show("group commits     ", &r.group_commit);
+    show("checkpoint pauses ", &r.checkpoint_pause);
 }
 
 fn print_summary(report: &Report) {
@@ -505,20 +527,41 @@ fn http_get(addr: &str, path: &str) -> Result<(u16, String)> {
     Ok((status, body))
 }
 
-/// `(count, sum)` of the SQLite group commit histogram, if the server exports it.
-fn commit_counter(addr: &str) -> Option<(f64, f64)> {
-    let (_, text) = http_get(addr, "/metrics").ok()?;
-    let value = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().last())
-            .and_then(|v| v.parse::<f64>().ok())
-    };
-    // Absent until the first commit; absent for good on PostgreSQL, where nothing advances.
-    Some((
-        value("freshgate_store_group_commit_events_count").unwrap_or(0.0),
-        value("freshgate_store_group_commit_events_sum").unwrap_or(0.0),
-    ))
+/// The server's `/metrics` text, empty if it cannot be read.
+fn scrape(addr: &str) -> String {
+    http_get(addr, "/metrics")
+        .map(|(_, t)| t)
+        .unwrap_or_default()
+}
+
+/// A sample's value (the first line starting with `series`), 0 when absent: histograms appear
+/// at their first record.
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.split_whitespace().last())
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
+/// `(count, sum)` of the group commit size histogram.
+fn commit_counter(text: &str) -> (f64, f64) {
+    (
+        sample(text, "freshgate_store_group_commit_events_count"),
+        sample(text, "freshgate_store_group_commit_events_sum"),
+    )
+}
+
+/// What a duration histogram recorded between two scrapes.
+fn durations(before: &str, after: &str, name: &str) -> Option<Durations> {
+    let delta = |series: String| sample(after, &series) - sample(before, &series);
+    let count = delta(format!("{name}_count"));
+    (count > 0.0).then(|| Durations {
+        count,
+        mean_ms: delta(format!("{name}_sum")) / count * 1000.0,
+        over_25ms: count - delta(format!("{name}_bucket{{le=\"0.025\"}}")),
+        over_50ms: count - delta(format!("{name}_bucket{{le=\"0.05\"}}")),
+    })
 }
 
 /// utime + stime of a process, seconds.
@@ -664,7 +707,7 @@ fn server_round(
         })
     };
     let load_avg_before = load_avg();
-    let commits_before = commit_counter(&addrs[0]);
+    let metrics_before = scrape(&addrs[0]);
     let cpu_before: f64 = servers
         .iter()
         .map(|s| process_cpu(s.pid))
@@ -674,7 +717,7 @@ fn server_round(
         .iter()
         .map(|s| process_cpu(s.pid))
         .sum::<Result<f64>>()?;
-    let commits_after = commit_counter(&addrs[0]);
+    let metrics_after = scrape(&addrs[0]);
     watching.store(false, Ordering::Relaxed);
     let _ = watcher.join();
     let hwm = vm_hwm(servers[0].pid)?;
@@ -690,11 +733,14 @@ fn server_round(
             .map(|w| f(&w.latency_us) / 1000.0)
             .fold(0.0, f64::max)
     };
-    let (commits_per_sec, events_per_commit) = match (commits_before, commits_after) {
-        (Some((c0, s0)), Some((c1, s1))) if c1 > c0 => {
-            (Some((c1 - c0) / secs), Some((s1 - s0) / (c1 - c0)))
-        }
-        _ => (None, None),
+    let ((c0, s0), (c1, s1)) = (
+        commit_counter(&metrics_before),
+        commit_counter(&metrics_after),
+    );
+    let (commits_per_sec, events_per_commit) = if c1 > c0 {
+        (Some((c1 - c0) / secs), Some((s1 - s0) / (c1 - c0)))
+    } else {
+        (None, None)
     };
     let stored_events = if opts.store == StoreKind::Sqlite {
         Some(count_events(&data_dir.join("node0").join("freshgate.db"))?)
@@ -727,6 +773,16 @@ fn server_round(
             .then(|| wal_max.load(Ordering::Relaxed) as f64 / 1_048_576.0),
         commits_per_sec,
         events_per_commit,
+        group_commit: durations(
+            &metrics_before,
+            &metrics_after,
+            "freshgate_store_group_commit_seconds",
+        ),
+        checkpoint_pause: durations(
+            &metrics_before,
+            &metrics_after,
+            "freshgate_store_checkpoint_pause_seconds",
+        ),
         stored_events,
         load_avg_before,
     })
@@ -761,14 +817,14 @@ fn fsync_round(opts: &Options) -> Result<FsyncCount> {
     .collect();
     let server = Server::start(opts, dir.path(), url.as_deref(), &wrapper)?;
     let addr = server.addr.clone();
-    let before = commit_counter(&addr);
+    let before = commit_counter(&scrape(&addr)).0;
     let wrk = run_wrk(
         opts,
         std::slice::from_ref(&addr),
         opts.fsync_secs,
         next_run_no(),
     )?;
-    let after = commit_counter(&addr);
+    let after = commit_counter(&scrape(&addr)).0;
     server.stop()?;
     if let StoreKind::Postgres { server_url, .. } = &opts.store {
         drop_database(server_url, &db_name)?;
@@ -794,10 +850,7 @@ fn fsync_round(opts: &Options) -> Result<FsyncCount> {
         fsync_calls: calls,
         // The whole process life is counted: start-up and shutdown add a handful.
         per_sec: calls as f64 / secs,
-        commits: match (before, after) {
-            (Some((c0, _)), Some((c1, _))) if c1 > c0 => Some(c1 - c0),
-            _ => None,
-        },
+        commits: (after > before).then_some(after - before),
         events_per_sec: (ok * BATCH as u64) as f64 / secs,
     })
 }
