@@ -788,71 +788,98 @@ fn server_round(
     })
 }
 
-/// A loaded run under `strace -c` counting fsync and fdatasync (the only calls it stops on).
+/// A loaded run counting fsyncs: on SQLite the server's own, with `strace -c` stopping on fsync
+/// and fdatasync only; on PostgreSQL the database server's WAL syncs (`pg_stat_wal.wal_sync`,
+/// server-wide: other clients of that server count too).
 fn fsync_round(opts: &Options) -> Result<FsyncCount> {
     let dir = tempfile::Builder::new()
         .prefix("fg-fsync-")
         .tempdir_in(&opts.work_dir)?;
     let db_name = format!("fg_bench_{}_fsync", std::process::id());
-    let url = match &opts.store {
-        StoreKind::Sqlite => None,
+    let summary = dir.path().join("strace.txt");
+    let (url, wrapper): (Option<String>, Vec<String>) = match &opts.store {
+        StoreKind::Sqlite => (
+            None,
+            [
+                "strace",
+                "-f",
+                "--seccomp-bpf",
+                "-c",
+                "-e",
+                "trace=fsync,fdatasync",
+                "-o",
+            ]
+            .iter()
+            .map(|s| (*s).to_owned())
+            .chain([summary.display().to_string()])
+            .collect(),
+        ),
         StoreKind::Postgres { server_url, .. } => {
             recreate_database(server_url, &db_name)?;
-            Some(format!("{server_url}/{db_name}"))
+            (Some(format!("{server_url}/{db_name}")), Vec::new())
         }
     };
-    let summary = dir.path().join("strace.txt");
-    let wrapper: Vec<String> = [
-        "strace",
-        "-f",
-        "--seccomp-bpf",
-        "-c",
-        "-e",
-        "trace=fsync,fdatasync",
-        "-o",
-    ]
-    .iter()
-    .map(|s| (*s).to_owned())
-    .chain([summary.display().to_string()])
-    .collect();
     let server = Server::start(opts, dir.path(), url.as_deref(), &wrapper)?;
     let addr = server.addr.clone();
+    let wal_syncs = || match &opts.store {
+        StoreKind::Sqlite => Ok(0),
+        StoreKind::Postgres { server_url, .. } => pg_wal_syncs(server_url),
+    };
     let before = commit_counter(&scrape(&addr)).0;
+    let syncs_before = wal_syncs()?;
     let wrk = run_wrk(
         opts,
         std::slice::from_ref(&addr),
         opts.fsync_secs,
         next_run_no(),
     )?;
+    let syncs_after = wal_syncs()?;
     let after = commit_counter(&scrape(&addr)).0;
     server.stop()?;
-    if let StoreKind::Postgres { server_url, .. } = &opts.store {
-        drop_database(server_url, &db_name)?;
-    }
-    let text = std::fs::read_to_string(&summary)?;
-    // Rows: `% time seconds usecs/call calls [errors] syscall`.
-    let calls: u64 = text
-        .lines()
-        .filter(|l| {
-            let name = l.split_whitespace().last();
-            name == Some("fsync") || name == Some("fdatasync")
-        })
-        .filter_map(|l| {
-            l.split_whitespace()
-                .nth(3)
-                .and_then(|c| c.parse::<u64>().ok())
-        })
-        .sum();
+    let calls = match &opts.store {
+        StoreKind::Sqlite => {
+            let text = std::fs::read_to_string(&summary)?;
+            // Rows: `% time seconds usecs/call calls [errors] syscall`.
+            text.lines()
+                .filter(|l| {
+                    let name = l.split_whitespace().last();
+                    name == Some("fsync") || name == Some("fdatasync")
+                })
+                .filter_map(|l| {
+                    l.split_whitespace()
+                        .nth(3)
+                        .and_then(|c| c.parse::<u64>().ok())
+                })
+                .sum()
+        }
+        StoreKind::Postgres { server_url, .. } => {
+            drop_database(server_url, &db_name)?;
+            syncs_after.saturating_sub(syncs_before)
+        }
+    };
     let secs = wrk.iter().map(|w| w.duration_us / 1e6).fold(0.0, f64::max);
     let ok: u64 = wrk.iter().map(|w| w.ok_200).sum();
     Ok(FsyncCount {
         secs,
         fsync_calls: calls,
-        // The whole process life is counted: start-up and shutdown add a handful.
+        // On SQLite the whole process life is counted: start-up and shutdown add a handful.
         per_sec: calls as f64 / secs,
         commits: (after > before).then_some(after - before),
         events_per_sec: (ok * BATCH as u64) as f64 / secs,
     })
+}
+
+/// `pg_stat_wal.wal_sync` of the server.
+fn pg_wal_syncs(server_url: &str) -> Result<u64> {
+    let out = Command::new("psql")
+        .arg(format!("{server_url}/postgres"))
+        .args(["-Atc", "SELECT wal_sync FROM pg_stat_wal"])
+        .output()
+        .context("running psql")?;
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .context("pg_stat_wal.wal_sync")
 }
 
 // ---------------------------------------------------------------------------------------------
