@@ -25,7 +25,10 @@ use sqlx_core::pool::PoolOptions;
 use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
-    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId, EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent, Backlog, DestinationPause, EventQuery, EventSummary, MinuteCount,
+    AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
+    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
+    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
+    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.

@@ -13,7 +13,10 @@ use super::delivery::MAINTENANCE_LOCK;
 use super::filter::{filter_sql, limit_value};
 use crate::listing::{BackendSql, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts};
 use crate::{
-    Attempt, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats, EventTrace, FieldMetadata, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError, UnroutedEvent, destination_stats, merge_depths, Backlog, DeliveryState, DestinationPause, EventQuery, EventSummary, MinuteCount,
+    Attempt, Backlog, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus, DeliveryTrace,
+    DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace, FieldMetadata,
+    MinuteCount, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError, UnroutedEvent,
+    destination_stats, merge_depths,
 };
 
 use crate::LEDGER_KEEP_MS;

@@ -26,7 +26,10 @@ use self::checkpoint::WriterGate;
 use self::queries::ReaderPool;
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
-    AppendBatch, AppendOutcome, Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryId, EventId, EventTrace, FieldMetadata, LateDelivery, PendingDelivery, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent, Backlog, DestinationPause, EventQuery, EventSummary, MinuteCount,
+    AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
+    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
+    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
+    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of

@@ -13,7 +13,10 @@ use super::schema::open_reader;
 use super::writer::check_lease;
 use crate::listing::{BackendSql, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts};
 use crate::{
-    Attempt, ContactLease, DeadLetter, DeliveryFilter, DeliveryStatus, DeliveryTrace, DestinationStats, EventTrace, FieldMetadata, PendingDelivery, QueueDepth, QueueStats, RejectedRecord, StoreError, UnroutedEvent, destination_stats, merge_depths, Backlog, DeliveryState, DestinationPause, EventQuery, EventSummary, MinuteCount,
+    Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus,
+    DeliveryTrace, DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace,
+    FieldMetadata, MinuteCount, PendingDelivery, QueueDepth, QueueStats, RejectedRecord,
+    StoreError, UnroutedEvent, destination_stats, merge_depths,
 };
 
 /// Idle read-only connections; more are opened on demand and the surplus is closed.

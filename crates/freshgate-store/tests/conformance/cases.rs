@@ -1,7 +1,9 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    AppendBatch, DeliveryFilter, DeliveryStatus, FieldMetadata, LateDelivery, MAX_UNMAPPED_KEY_BYTES, MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, QueueDepth, RejectedInput, Settlement, StoreError, UnmappedTrait, DestinationPause, EventQuery, NewEvent,
+    AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery, FieldMetadata,
+    LateDelivery, MAX_UNMAPPED_KEY_BYTES, MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery,
+    NewEvent, QueueDepth, RejectedInput, Settlement, StoreError, UnmappedTrait,
 };
 
 use crate::harness::{

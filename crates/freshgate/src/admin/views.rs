@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use freshgate_core::coalesce::{IdentifyInput, MissingTraits, coalesce, flatten_trait};
+use freshgate_core::coalesce::{IdentifyInput, MissingTraits, coalesce};
 use freshgate_core::fields::FieldDef;
 use freshgate_core::mapping::{self, FieldIndex, Level, Resolution};
 use freshgate_core::shadow::{self, ContactShadow};
@@ -25,8 +25,6 @@ use crate::config::{Config, DestinationConfig, ResolvedDestination};
 pub const CHART_WINDOW_MS: i64 = 24 * 60 * 60 * 1000;
 /// Default page size of the event list.
 pub const DEFAULT_PAGE: usize = 50;
-/// How many recent identifies the unmapped-traits view reads.
-const UNMAPPED_SAMPLE: usize = 1000;
 
 /// What a view could not do, shaped by the answer the caller gives.
 #[derive(Debug, thiserror::Error)]
@@ -633,73 +631,35 @@ impl Views {
     }
 
     /// Trait keys of recent identifies that matched no field of their destination, most
-    /// frequent first. Reads the latest identifies the store holds (a sample, not a history):
-    /// the one function to switch when the store keeps unmapped keys itself.
+    /// frequent first, as the delivery workers recorded them in the store (per destination,
+    /// bounded), with the closest field labels as suggestions.
     ///
     /// # Errors
     /// The store's.
     pub async fn unmapped_traits(&self) -> Result<Vec<UnmappedTrait>, ViewError> {
-        let mut indexes = Vec::new();
+        let mut out = Vec::new();
         for d in &self.config.destinations {
-            if let Some((_, index)) = self.stored_fields(d).await? {
-                indexes.push((d.name.clone(), index));
-            }
-        }
-        if indexes.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut seen: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
-        let mut query = EventQuery {
-            event_type: Some("identify".into()),
-            limit: 500,
-            ..EventQuery::default()
-        };
-        let mut read = 0;
-        while read < UNMAPPED_SAMPLE {
-            let page = self.store.list_events(&query).await?;
-            read += page.len();
-            for e in &page {
-                let Ok(parsed) = freshgate_core::segment::parse_stored_event(e.raw.as_bytes())
-                else {
-                    continue;
-                };
-                for (name, index) in &indexes {
-                    if !e.deliveries.iter().any(|d| &d.destination == name) {
-                        continue;
-                    }
-                    for (key, value) in &parsed.traits {
-                        for (leaf, _) in flatten_trait(key, value) {
-                            if leaf != "email" && index.resolve(&leaf) == Resolution::Unmapped {
-                                let entry = seen.entry((name.clone(), leaf)).or_insert((0, 0));
-                                entry.0 += 1;
-                                entry.1 = entry.1.max(e.received_at_ms);
-                            }
-                        }
-                    }
-                }
-            }
-            match page.last() {
-                Some(last) if page.len() == query.limit => query.before_id = Some(last.event_id),
-                _ => break,
-            }
-        }
-        let mut out: Vec<UnmappedTrait> = seen
-            .into_iter()
-            .map(|((destination, key), (count, last_seen_ms))| {
-                let suggestions = indexes
-                    .iter()
-                    .find(|(n, _)| *n == destination)
-                    .map(|(_, index)| closest_labels(index, &key))
-                    .unwrap_or_default();
+            let index = self.stored_fields(d).await?.map(|(_, index)| index);
+            let kept = self
+                .store
+                .unmapped_traits(
+                    &d.name,
+                    freshgate_store::MAX_UNMAPPED_TRAITS_PER_DESTINATION,
+                )
+                .await?;
+            out.extend(kept.into_iter().map(|t| {
                 UnmappedTrait {
-                    destination,
-                    key,
-                    count,
-                    last_seen_ms,
-                    suggestions,
+                    suggestions: index
+                        .as_ref()
+                        .map(|index| closest_labels(index, &t.key))
+                        .unwrap_or_default(),
+                    destination: t.destination,
+                    key: t.key,
+                    count: t.count,
+                    last_seen_ms: t.last_seen_ms,
                 }
-            })
-            .collect();
+            }));
+        }
         out.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.key.cmp(&b.key)));
         Ok(out)
     }
@@ -795,7 +755,12 @@ impl Views {
             Some(email) => {
                 let plan = shadow::plan(None, &mapped, config.missing_traits);
                 (
-                    Some(mapping::upsert_body(&user_id, email, &plan, None)),
+                    Some(mapping::upsert_body(
+                        &user_id,
+                        email,
+                        &plan,
+                        &mapping::identifier(&user_id, email, None),
+                    )),
                     None,
                 )
             }

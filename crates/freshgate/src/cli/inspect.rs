@@ -14,7 +14,6 @@ use super::{ConfigArgs, StoreLocation, load_config, print_json, resolve_config};
 use crate::admin::api::{parse_status, parse_time};
 use crate::admin::views::{self, DestinationStatus, TraceView, TraitOutcome, Views};
 use crate::config::{self, ProcessEnv};
-use crate::pipeline::ingest::NO_DESTINATION_WARNING;
 use crate::pipeline::late::{LateRouting, route_stored_events};
 use crate::pipeline::now_ms;
 
@@ -243,17 +242,21 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let (store, views) = views_for(&args.config).await?;
     let now = now_ms();
     let status = views.status(now).await;
+    let unmapped = views.unmapped_traits().await;
     store.close().await;
-    let status = status?;
+    let (status, unmapped) = (status?, unmapped?);
     if args.out.json {
         #[derive(Serialize)]
         struct Stats<'a> {
             destinations: &'a [DestinationStatus],
+            /// Trait keys that matched no field, most often seen first (from the store).
+            unmapped_traits: &'a [views::UnmappedTrait],
             /// Set-up problems an operator must know (no destination configured).
             warnings: Vec<&'static str>,
         }
         print_json(&Stats {
             destinations: &status,
+            unmapped_traits: &unmapped,
             warnings: views.warnings(),
         })?;
         return Ok(ExitCode::SUCCESS);
@@ -266,9 +269,35 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     }
     for d in &status {
         print_status(d, now);
+        let keys: Vec<String> = unmapped
+            .iter()
+            .filter(|t| t.destination == d.destination)
+            .map(|t| format!("{} ({})", t.key, t.count))
+            .collect();
+        if !keys.is_empty() {
+            println!(
+                "  unmapped trait keys: {}{}",
+                keys.iter()
+                    .take(UNMAPPED_SHOWN)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                if keys.len() > UNMAPPED_SHOWN {
+                    format!(
+                        " and {} more (all in `queue stats --json` and the console)",
+                        keys.len() - UNMAPPED_SHOWN
+                    )
+                } else {
+                    String::new()
+                }
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
+
+/// Unmapped trait keys `queue stats` names per destination; the console lists them all.
+const UNMAPPED_SHOWN: usize = 5;
 
 fn print_status(d: &DestinationStatus, now: i64) {
     println!(

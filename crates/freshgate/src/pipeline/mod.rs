@@ -8,7 +8,7 @@ pub mod deliver;
 pub mod dispatcher;
 pub mod fields;
 pub mod ingest;
-pub mod unmapped;
 pub mod late;
+pub mod unmapped;
 
 pub use clock::now_ms;

@@ -5,8 +5,8 @@
 mod helpers;
 
 mod admin;
-mod browser;
 mod bench;
+mod browser;
 mod bulk;
 mod cli;
 mod compat;

@@ -231,14 +231,20 @@ impl Site {
     }
     pub(crate) fn serve(&self, scale: f64) -> (Proc, String) {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_freshgate"));
-        cmd.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
-            .args(["--log-format", "json"])
-            .args(["--time-scale", &scale.to_string(), "--config"])
-            .arg(self.config())
-            .arg("--data-dir")
-            .arg(self.data())
-            .env(KEY_VAR, KEY)
-            .env("RUST_LOG", "warn");
+        cmd.args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--log-format", "json"])
+        .args(["--time-scale", &scale.to_string(), "--config"])
+        .arg(self.config())
+        .arg("--data-dir")
+        .arg(self.data())
+        .env(KEY_VAR, KEY)
+        .env("RUST_LOG", "warn");
         if let Some(url) = &self.database_url {
             cmd.env("DATABASE_URL", url);
         }
