@@ -45,6 +45,17 @@ pub const RETRY_CAP: Duration = Duration::from_secs(600);
 /// Shortest computed delay, so a jitter near 0 never retries in a hot loop.
 pub const RETRY_FLOOR: Duration = Duration::from_millis(100);
 
+/// Whether a refusal says another contact already holds a unique value (an email or mobile
+/// number: "Email is not unique", "Contact is not unique", spec/freshworks.md §8). It is the one
+/// refusal a write keyed by `external_id` meets when a contact created elsewhere (a web form)
+/// owns the email without our `external_id`; any other refusal ("Email is invalid") is about the
+/// data and stands.
+#[must_use]
+pub fn is_uniqueness_conflict(reason: &str) -> bool {
+    let reason = reason.to_ascii_lowercase();
+    reason.contains("is not unique") || reason.contains("already been taken")
+}
+
 /// Classify a response of `/contacts/upsert` and the other single-call endpoints.
 ///
 /// A `Retry-After` HTTP-date needs the current time: this function honours only delta-seconds;
@@ -222,8 +233,21 @@ pub fn horizon_exceeded(first_attempt_ms: i64, now_ms: i64, horizon_ms: i64) -> 
 
 #[cfg(test)]
 mod tests {
+
     #![allow(clippy::unwrap_used)]
     use super::*;
+
+    #[test]
+    fn only_a_uniqueness_refusal_is_a_conflict() {
+        assert!(super::is_uniqueness_conflict(
+            r#"400: {"errors":{"code":400,"message":["Email is not unique"]}}"#
+        ));
+        assert!(super::is_uniqueness_conflict("Contact is not unique"));
+        assert!(!super::is_uniqueness_conflict(
+            r#"400: {"errors":{"code":400,"message":["Email is invalid"]}}"#
+        ));
+        assert!(!super::is_uniqueness_conflict("404: not found"));
+    }
     use proptest::prelude::*;
 
     fn kind(o: &Outcome) -> &'static str {

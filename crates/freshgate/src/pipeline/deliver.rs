@@ -626,7 +626,10 @@ impl DestinationWorker {
         let at = attempt.at_ms;
         let (settlement, label, stop) = match outcome {
             Outcome::Success => return self.delivered(p, None, attempt).await,
-            Outcome::DeadLetter { reason } if matches!(p.identity, Identity::ExternalId(_)) => {
+            Outcome::DeadLetter { reason }
+                if matches!(p.identity, Identity::ExternalId(_))
+                    && delivery::is_uniqueness_conflict(&reason) =>
+            {
                 attempt.outcome = format!("refused by external_id: {reason}");
                 self.store
                     .settle(&p.lease, at, Vec::new(), Some(attempt))

@@ -140,7 +140,9 @@ async function step(name, f) {
       await body.waitFor();
       const sent = JSON.parse(await body.innerText());
       assert.equal(sent.contact.custom_field.cf_lifetime_value, 42);
-      assert.equal(sent.unique_identifier.emails, "preview@example.com");
+      assert.equal(sent.contact.emails, "preview@example.com");
+      // A contact freshgate has not written yet is keyed by its userId (the identity rule).
+      assert.ok(sent.unique_identifier.external_id, JSON.stringify(sent));
       assert.match(await section.locator('tr[data-trait="Lifetime Value"]').innerText(), /matched by label/);
       await shot(page, "destinations");
     });
