@@ -515,7 +515,11 @@ async fn a_backlog_uses_the_hourly_budget_to_the_cap_without_a_429() {
             *c as f64 >= 0.9 * cap,
             "a full hour used {c} calls, under 90 % of the headroom cap {cap}: {counts:?}"
         );
-        assert!(*c as f64 <= cap, "over the cap: {counts:?}");
+        // The hours are cut on the emulator's clock (when a call arrived), the budget keeps its
+        // sliding hour on freshgate's (when the slot was taken): on a loaded machine the request
+        // latency, times the 360x time scale, can move one call across an hour's edge. The
+        // account's own limit is checked above (no 429).
+        assert!(*c as f64 <= cap + 1.0, "over the cap: {counts:?}");
     }
 }
 
