@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Backlog, DeliveryStatus, EventQuery, MinuteCount};
+use crate::{Backlog, DeliveryStatus, EventId, EventQuery, EventSummary, EventTrace, MinuteCount};
 
 /// One bound value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,53 @@ pub(crate) struct EventListSql {
     pub(crate) sql: String,
     /// Values of the `?` placeholders, in order.
     pub(crate) params: Vec<Param>,
+}
+
+/// The columns every read of events selects, in this order: `id, source, message_id,
+/// event_type, contact_key, timestamp_ms, received_at_ms, raw`. Each backend reads a row into
+/// it once; a trace and a listing row are built from it.
+pub(crate) struct EventHead {
+    pub(crate) event_id: EventId,
+    pub(crate) source: String,
+    pub(crate) message_id: String,
+    pub(crate) event_type: String,
+    pub(crate) contact_key: String,
+    pub(crate) timestamp_ms: i64,
+    pub(crate) received_at_ms: i64,
+    /// The stored bytes; shown as lossy UTF-8.
+    pub(crate) raw: Vec<u8>,
+}
+
+impl EventHead {
+    /// The event for `events show` and the console's trace; deliveries are added after.
+    pub(crate) fn into_trace(self) -> EventTrace {
+        EventTrace {
+            event_id: self.event_id,
+            source: self.source,
+            message_id: self.message_id,
+            event_type: self.event_type,
+            contact_key: self.contact_key,
+            timestamp_ms: self.timestamp_ms,
+            received_at_ms: self.received_at_ms,
+            raw: String::from_utf8_lossy(&self.raw).into_owned(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    /// A row of the event listing; delivery states are added after.
+    pub(crate) fn into_summary(self) -> EventSummary {
+        EventSummary {
+            event_id: self.event_id,
+            source: self.source,
+            message_id: self.message_id,
+            event_type: self.event_type,
+            contact_key: self.contact_key,
+            timestamp_ms: self.timestamp_ms,
+            received_at_ms: self.received_at_ms,
+            raw: String::from_utf8_lossy(&self.raw).into_owned(),
+            deliveries: Vec::new(),
+        }
+    }
 }
 
 /// Largest page a caller gets, whatever it asks for.

@@ -153,11 +153,9 @@ impl App {
             ),
             ready: Arc::clone(&ready),
             metrics_token: self.config.metrics_token.clone(),
-            warning: self
-                .config
-                .destinations
-                .is_empty()
-                .then_some(crate::pipeline::ingest::NO_DESTINATION_WARNING),
+            warning: crate::pipeline::ingest::no_destination_warning(
+                self.config.destinations.len(),
+            ),
         };
         let stop = CancellationToken::new();
         let mut background = tokio::task::JoinSet::new();

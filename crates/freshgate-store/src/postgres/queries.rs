@@ -11,7 +11,9 @@ use sqlx_postgres::{PgPool, PgRow};
 
 use super::delivery::MAINTENANCE_LOCK;
 use super::filter::{filter_sql, limit_value};
-use crate::listing::{BackendSql, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts};
+use crate::listing::{
+    BackendSql, EventHead, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts,
+};
 use crate::{
     Attempt, Backlog, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus, DeliveryTrace,
     DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace, FieldMetadata,
@@ -209,20 +211,7 @@ pub(crate) async fn event_traces(
     .await?;
     let mut events: Vec<EventTrace> = rows
         .iter()
-        .map(|r| {
-            let raw: Vec<u8> = r.try_get(7)?;
-            Ok(EventTrace {
-                event_id: r.try_get(0)?,
-                source: r.try_get(1)?,
-                message_id: r.try_get(2)?,
-                event_type: r.try_get(3)?,
-                contact_key: r.try_get(4)?,
-                timestamp_ms: r.try_get(5)?,
-                received_at_ms: r.try_get(6)?,
-                raw: String::from_utf8_lossy(&raw).into_owned(),
-                deliveries: Vec::new(),
-            })
-        })
+        .map(|r| event_head(r).map(EventHead::into_trace))
         .collect::<SqlResult<_>>()?;
     if events.is_empty() {
         tx.commit().await?;
@@ -600,20 +589,7 @@ pub(crate) async fn list_events(
     let rows: Vec<PgRow> = q.fetch_all(&mut *tx).await?;
     let mut events: Vec<EventSummary> = rows
         .iter()
-        .map(|r| {
-            let raw: Vec<u8> = r.try_get(7)?;
-            Ok(EventSummary {
-                event_id: r.try_get(0)?,
-                source: r.try_get(1)?,
-                message_id: r.try_get(2)?,
-                event_type: r.try_get(3)?,
-                contact_key: r.try_get(4)?,
-                timestamp_ms: r.try_get(5)?,
-                received_at_ms: r.try_get(6)?,
-                raw: String::from_utf8_lossy(&raw).into_owned(),
-                deliveries: Vec::new(),
-            })
-        })
+        .map(|r| event_head(r).map(EventHead::into_summary))
         .collect::<SqlResult<_>>()?;
     let ids: Vec<i64> = events.iter().map(|e| e.event_id).collect();
     let rows: Vec<PgRow> = query(
@@ -774,4 +750,18 @@ pub(crate) async fn delivery_messages(
     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
     .collect::<SqlResult<_>>()
     .map_err(StoreError::from)
+}
+
+/// One event row in the shared column order (see [`EventHead`]).
+fn event_head(r: &PgRow) -> SqlResult<EventHead> {
+    Ok(EventHead {
+        event_id: r.try_get(0)?,
+        source: r.try_get(1)?,
+        message_id: r.try_get(2)?,
+        event_type: r.try_get(3)?,
+        contact_key: r.try_get(4)?,
+        timestamp_ms: r.try_get(5)?,
+        received_at_ms: r.try_get(6)?,
+        raw: r.try_get(7)?,
+    })
 }

@@ -11,7 +11,9 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::filter::{filter_sql, limit_value};
 use super::schema::open_reader;
 use super::writer::check_lease;
-use crate::listing::{BackendSql, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts};
+use crate::listing::{
+    BackendSql, EventHead, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts,
+};
 use crate::{
     Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus,
     DeliveryTrace, DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace,
@@ -215,18 +217,7 @@ pub(crate) fn event_traces(
              WHERE m.message_id = ?1 ORDER BY e.id",
         )?
         .query_map(params![message_id], |r| {
-            let raw: Vec<u8> = r.get(7)?;
-            Ok(EventTrace {
-                event_id: r.get(0)?,
-                source: r.get(1)?,
-                message_id: r.get(2)?,
-                event_type: r.get(3)?,
-                contact_key: r.get(4)?,
-                timestamp_ms: r.get(5)?,
-                received_at_ms: r.get(6)?,
-                raw: String::from_utf8_lossy(&raw).into_owned(),
-                deliveries: Vec::new(),
-            })
+            event_head(r).map(EventHead::into_trace)
         })?
         .collect::<Result<_, _>>()?;
     for ev in &mut events {
@@ -470,18 +461,7 @@ pub(crate) fn list_events(
     let mut events: Vec<EventSummary> = conn
         .prepare_cached(&built.sql)?
         .query_map(params_from_iter(params.iter()), |r| {
-            let raw: Vec<u8> = r.get(7)?;
-            Ok(EventSummary {
-                event_id: r.get(0)?,
-                source: r.get(1)?,
-                message_id: r.get(2)?,
-                event_type: r.get(3)?,
-                contact_key: r.get(4)?,
-                timestamp_ms: r.get(5)?,
-                received_at_ms: r.get(6)?,
-                raw: String::from_utf8_lossy(&raw).into_owned(),
-                deliveries: Vec::new(),
-            })
+            event_head(r).map(EventHead::into_summary)
         })?
         .collect::<Result<_, _>>()?;
     let mut statement = conn.prepare_cached(
@@ -599,4 +579,18 @@ pub(crate) fn delivery_messages(
         }
     }
     Ok(out)
+}
+
+/// One event row in the shared column order (see [`EventHead`]).
+fn event_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventHead> {
+    Ok(EventHead {
+        event_id: r.get(0)?,
+        source: r.get(1)?,
+        message_id: r.get(2)?,
+        event_type: r.get(3)?,
+        contact_key: r.get(4)?,
+        timestamp_ms: r.get(5)?,
+        received_at_ms: r.get(6)?,
+        raw: r.get(7)?,
+    })
 }

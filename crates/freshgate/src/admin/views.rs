@@ -353,10 +353,7 @@ impl Views {
     /// Set-up problems an operator must see before any figure (no destination configured).
     #[must_use]
     pub fn warnings(&self) -> Vec<&'static str> {
-        self.config
-            .destinations
-            .is_empty()
-            .then_some(crate::pipeline::ingest::NO_DESTINATION_WARNING)
+        crate::pipeline::ingest::no_destination_warning(self.config.destinations.len())
             .into_iter()
             .collect()
     }

@@ -192,9 +192,10 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             );
         }
     }
-    if resolved.destinations.is_empty() {
-        // Events are acknowledged and kept; without a destination nothing sends them anywhere.
-        let warning = crate::pipeline::ingest::NO_DESTINATION_WARNING;
+    // Events are acknowledged and kept; without a destination nothing sends them anywhere.
+    if let Some(warning) =
+        crate::pipeline::ingest::no_destination_warning(resolved.destinations.len())
+    {
         println!("  WARNING:     {warning}");
         tracing::warn!("{warning}");
     }

@@ -29,8 +29,13 @@ pub enum IngestError {
     Store(StoreError),
 }
 
-/// Said at start, by `/readyz` and by `queue stats` when no destination is configured.
-pub const NO_DESTINATION_WARNING: &str = "no destination is configured: events are accepted and STORED BUT NOT DELIVERED (add [[destinations]] or FRESHWORKS_API_KEY with FRESHWORKS_DOMAIN, then `freshgate replay --since` delivers the stored events)";
+/// What `serve` says at start, `/readyz` and `queue stats` show, when `destinations` is 0.
+#[must_use]
+pub fn no_destination_warning(destinations: usize) -> Option<&'static str> {
+    (destinations == 0).then_some(NO_DESTINATION_WARNING)
+}
+
+const NO_DESTINATION_WARNING: &str = "no destination is configured: events are accepted and STORED BUT NOT DELIVERED (add [[destinations]] or FRESHWORKS_API_KEY with FRESHWORKS_DOMAIN, then `freshgate replay --since` delivers the stored events)";
 
 /// Turns parsed requests into durable events.
 pub struct Ingestor {

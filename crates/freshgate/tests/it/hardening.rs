@@ -329,6 +329,23 @@ fn source_config(extra: &str) -> String {
     format!("[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n{extra}")
 }
 
+/// POST one padded batch tagged `tag`: the answer and the messageIds it carried.
+async fn post_padded(
+    client: &reqwest::Client,
+    url: &str,
+    tag: &str,
+) -> (reqwest::Response, Vec<String>) {
+    let (body, ids) = padded_batch(tag);
+    let r = client
+        .post(format!("{url}/v1/batch"))
+        .basic_auth(WRITE_KEY, Some(""))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    (r, ids)
+}
+
 /// A batch of 50 padded tracks; the message ids it carries.
 fn padded_batch(tag: &str) -> (serde_json::Value, Vec<String>) {
     let ids: Vec<String> = (0..50).map(|i| format!("{tag}-{i}")).collect();
@@ -358,14 +375,7 @@ async fn a_full_disk_answers_503_with_retry_after_then_recovers_without_loss() {
     let mut acked: Vec<String> = Vec::new();
     let mut refusal = None;
     for n in 0..400 {
-        let (body, ids) = padded_batch(&format!("fill-{n}"));
-        let r = client
-            .post(format!("{url}/v1/batch"))
-            .basic_auth(WRITE_KEY, Some(""))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let (r, ids) = post_padded(&client, &url, &format!("fill-{n}")).await;
         if r.status() == 200 {
             acked.extend(ids);
         } else {
@@ -391,14 +401,7 @@ async fn a_full_disk_answers_503_with_retry_after_then_recovers_without_loss() {
     assert!(lifted.success());
     let mut recovered = false;
     for n in 0..200 {
-        let (body, ids) = padded_batch(&format!("after-{n}"));
-        let r = client
-            .post(format!("{url}/v1/batch"))
-            .basic_auth(WRITE_KEY, Some(""))
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+        let (r, ids) = post_padded(&client, &url, &format!("after-{n}")).await;
         if r.status() == 200 {
             acked.extend(ids);
             recovered = true;
