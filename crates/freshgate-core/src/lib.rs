@@ -11,6 +11,8 @@ pub mod email;
 pub mod fields;
 pub mod mapping;
 pub mod model;
+pub mod plan;
+pub mod reason;
 pub mod routing;
 pub mod segment;
 pub mod shadow;

@@ -13,6 +13,7 @@
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::reason::SkipReason;
 use crate::segment::EventType;
 use crate::segment::envelope::{get, is_false, object_entries};
 
@@ -41,17 +42,23 @@ impl Route {
         }
     }
 
-    /// The reason stored with a skipped delivery (`None`: deliver), for the destination whose
+    /// Why a skipped delivery is skipped (`None`: deliver), for the destination whose
     /// `integrations` key is `integration_key`.
     #[must_use]
-    pub fn skip_reason(self, integration_key: &str) -> Option<String> {
+    pub fn skip(self, integration_key: &str) -> Option<SkipReason> {
         match self {
             Self::Deliver => None,
-            Self::NotHandled(t) => Some(format!("not handled by this destination: {}", t.as_str())),
-            Self::OptedOut => Some(format!(
-                "disabled by the integrations object (key {integration_key:?})"
-            )),
+            Self::NotHandled(t) => Some(SkipReason::NotHandled(t)),
+            Self::OptedOut => Some(SkipReason::OptedOut {
+                integration_key: integration_key.to_owned(),
+            }),
         }
+    }
+
+    /// The reason stored with a skipped delivery (`None`: deliver): [`Self::skip`] in words.
+    #[must_use]
+    pub fn skip_reason(self, integration_key: &str) -> Option<String> {
+        self.skip(integration_key).map(|r| r.detail())
     }
 }
 

@@ -9,8 +9,8 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::bulk;
 use super::deliver::DestinationWorker;
+use super::deliver::bulk;
 use super::{clock, now_ms};
 
 /// How long a lease lasts (real time); a worker gives the key back well before (see `deliver`).

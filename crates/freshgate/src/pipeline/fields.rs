@@ -18,7 +18,7 @@ use std::time::Duration;
 use freshgate_core::fields::{FieldDef, FieldType};
 use freshgate_core::mapping::{FieldIndex, MappingReport};
 use freshgate_store::{FieldMetadata, Store};
-use freshworks_client::{FreshworksClient, FreshworksError};
+use freshworks_client::FreshworksError;
 use tokio::sync::Mutex;
 
 /// Refreshing because of an unmapped trait happens at most this often.
@@ -57,8 +57,8 @@ pub struct FieldCache {
 pub enum FieldsError {
     /// The quota is spent until this time (Unix ms).
     Budget(i64),
-    /// The call failed.
-    Call(FreshworksError),
+    /// The call failed, and what that means.
+    Call(FreshworksError, freshgate_core::delivery::Outcome),
 }
 
 impl FieldCache {
@@ -225,14 +225,6 @@ pub fn refresh_evidence(index: &FieldIndex, report: &MappingReport) -> Vec<Strin
                 .map(|f| format!("choice:{}", f.trait_key)),
         )
         .collect()
-}
-
-/// Fetch the account's contact fields.
-///
-/// # Errors
-/// The client's error.
-pub async fn fetch(client: &FreshworksClient) -> Result<Vec<FieldDef>, FreshworksError> {
-    Ok(client.contact_fields().await?.body.fields)
 }
 
 #[cfg(test)]

@@ -2,7 +2,6 @@
 //! budget → send → settle. Only this module holds both the store and the Freshworks client.
 
 pub mod budget;
-pub mod bulk;
 pub mod clock;
 pub mod deliver;
 pub mod dispatcher;

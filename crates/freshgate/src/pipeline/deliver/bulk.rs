@@ -1,4 +1,4 @@
-//! The bulk path for backlogs: up to 100 contacts per `POST /contacts/bulk_upsert`, then the
+//! The bulk contact sink, for backlogs: up to 100 contacts per `POST /contacts/bulk_upsert`, then the
 //! job is polled until it is done and each record's failure (from `detailed_failure_report`)
 //! is mapped back to its contact's events.
 //!
@@ -7,18 +7,19 @@
 //! every contact in a job is leased, and only its leading group of identifies is in the job.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use freshgate_core::delivery::{self, Outcome};
 use freshgate_core::mapping;
 use freshgate_store::{Attempt, ContactLease};
-use freshworks_client::{FreshworksError, JobStatus};
+use freshworks_client::JobStatus;
 use futures::future::join_all;
 use serde_json::{Value, json};
 
-use super::deliver::{DestinationWorker, Prepared, Stop, outcome_of, quota_not_before, truncate};
-use super::{clock, now_ms};
-use crate::telemetry::events;
+use super::call::{Endpoint, Quota, truncate};
+use super::worker::quota_not_before;
+use super::{DestinationWorker, Prepared, Stop};
+use crate::pipeline::{clock, now_ms};
 
 /// Records per bulk call (the documented practice of every working client).
 pub const MAX_BULK: usize = 100;
@@ -30,7 +31,7 @@ pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
     // Contacts are prepared and settled concurrently: their store writes then share group
     // commits instead of paying one fsync each.
     let outcomes = join_all(leases.into_iter().map(|lease| async move {
-        let r = worker.next_group(&lease).await;
+        let r = worker.next_upsert(&lease).await;
         (lease, r)
     }))
     .await;
@@ -70,8 +71,8 @@ pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
 enum Verdict {
     /// Written.
     Delivered(Attempt),
-    /// Not written: classified outcome, status, attempt.
-    Failed(Outcome, Option<u16>, Attempt),
+    /// Not written: classified outcome, attempt.
+    Failed(Outcome, Attempt),
 }
 
 /// Settle every record's verdict concurrently; returns each contact's not-before time.
@@ -82,10 +83,8 @@ async fn settle_all(
 ) -> Vec<Option<i64>> {
     join_all(prepared.iter().zip(verdicts).map(|(p, v)| async move {
         wait_of(match v {
-            Verdict::Delivered(attempt) => worker.delivered(p, None, attempt).await,
-            Verdict::Failed(outcome, status, attempt) => {
-                worker.failed(p, outcome, status, attempt).await
-            }
+            Verdict::Delivered(attempt) => worker.contact_delivered(p, None, attempt).await,
+            Verdict::Failed(outcome, attempt) => worker.contact_failed(p, outcome, attempt).await,
         })
     }))
     .await
@@ -117,43 +116,25 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
     if let Err(stop) = worker.mark_in_doubt(prepared).await {
         return vec![wait_of(Err(stop)); prepared.len()];
     }
-    if let Err(until) = worker.budget.acquire(2).await {
-        return vec![quota_not_before(until); prepared.len()];
-    }
     let leases_end = prepared
         .iter()
         .map(|p| p.lease.until_ms)
         .min()
         .unwrap_or_else(now_ms);
-    let started = Instant::now();
-    let posted = worker.client.bulk_upsert_contacts(&body).await;
-    events::freshworks_call(
-        &worker.name,
-        "contacts_bulk_upsert",
-        posted
-            .as_ref()
-            .map_or_else(FreshworksError::status, |x| Some(x.status)),
-        started.elapsed().as_secs_f64(),
-    );
-    let job_url = match posted {
+    let posted = match worker
+        .call(Endpoint::ContactsBulkUpsert, Quota::Take(2), || {
+            worker.client.bulk_upsert_contacts(&body)
+        })
+        .await
+    {
+        Ok(called) => called,
+        Err(wait) => return vec![quota_not_before(wait.0); prepared.len()],
+    };
+    let job_url = match posted.result {
         Ok(x) => x.body.job_status_url,
         Err(error) => {
-            let outcome = match &error {
-                FreshworksError::Http {
-                    status,
-                    retry_after,
-                    body,
-                    ..
-                } => delivery::classify_bulk_at(
-                    *status,
-                    retry_after.as_deref(),
-                    body.as_bytes(),
-                    time::OffsetDateTime::now_utc(),
-                ),
-                other => outcome_of(other),
-            };
             // A readable-less 2xx still gave no job to poll: retry the records.
-            let outcome = match outcome {
+            let outcome = match posted.outcome {
                 Outcome::Success => Outcome::Retry {
                     after: None,
                     reason: format!("bulk upsert answer unreadable: {error}"),
@@ -170,7 +151,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
                         error.status(),
                         error.response_body().unwrap_or(&error.to_string()),
                     );
-                    Verdict::Failed(outcome.clone(), error.status(), attempt)
+                    Verdict::Failed(outcome.clone(), attempt)
                 })
                 .collect();
             return settle_all(worker, prepared, verdicts).await;
@@ -224,7 +205,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
                             Some(400),
                             &format!("{summary}; this record: {reason}"),
                         );
-                        verdicts.push(Verdict::Failed(outcome, Some(400), attempt));
+                        verdicts.push(Verdict::Failed(outcome, attempt));
                     }
                 }
             }
@@ -242,7 +223,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
                     after: None,
                     reason: reason.clone(),
                 };
-                verdicts.push(Verdict::Failed(outcome, None, attempt));
+                verdicts.push(Verdict::Failed(outcome, attempt));
             }
         }
     }
@@ -262,30 +243,32 @@ async fn poll(
     let mut wait = Duration::from_millis(1500);
     for n in 0..MAX_POLLS {
         clock::sleep_clock_ms(clock::clock_ms(wait)).await;
-        if n > 0
-            && let Err(until) = worker.budget.acquire(1).await
+        let quota = if n == 0 {
+            Quota::Prepaid
+        } else {
+            Quota::Take(1)
+        };
+        let called = match worker
+            .call(Endpoint::JobStatus, quota, || {
+                worker.client.job_status(job_url)
+            })
+            .await
         {
-            if until >= leases_end {
+            Ok(called) => called,
+            Err(wait) if wait.0 >= leases_end => {
                 return Err(format!(
-                    "the quota is spent until {until} ms, past the contacts' leases; status not read"
+                    "the quota is spent until {} ms, past the contacts' leases; status not read",
+                    wait.0
                 ));
             }
-            clock::sleep_clock_ms(until - now_ms()).await;
-            continue;
-        }
-        let started = Instant::now();
-        let r = worker.client.job_status(job_url).await;
-        events::freshworks_call(
-            &worker.name,
-            "job_status",
-            r.as_ref()
-                .map_or_else(FreshworksError::status, |x| Some(x.status)),
-            started.elapsed().as_secs_f64(),
-        );
-        match r {
+            Err(wait) => {
+                clock::sleep_clock_ms(wait.0 - now_ms()).await;
+                continue;
+            }
+        };
+        match called.result {
             Ok(x) if x.body.is_terminal() => return Ok(x.body),
             Ok(_) => {}
-            Err(e) if e.status() == Some(429) => worker.budget.observe_429(),
             Err(e) => tracing::warn!(destination = worker.name, error = %e, "bulk job poll failed"),
         }
         wait = (wait * 2).min(Duration::from_secs(30));

@@ -1,0 +1,162 @@
+//! Why a delivery was skipped or dead-lettered: closed sets of reasons, each with a stable code
+//! (what a filter or a dashboard matches on) and a sentence for people (what traces show).
+//!
+//! The code never changes once released; the sentence may. A new kind of delivery adds its own
+//! variants here, next to its planner case, so every skip and dead letter has a reason a user
+//! understands and an operator can select on.
+
+use crate::segment::EventType;
+
+/// Why a delivery needs no call at all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// The destination does nothing with this call type.
+    NotHandled(EventType),
+    /// The event's `integrations` object turns the destination off (`integration_key`).
+    OptedOut {
+        /// The destination's key in `integrations`.
+        integration_key: String,
+    },
+    /// An identify without `userId` (Freshmarketer requires it).
+    NoUserId,
+    /// An identify without `traits.email` (Freshmarketer requires it).
+    NoEmail,
+    /// Every mapped field equals what was last sent, and the CRM confirmed it recently.
+    Unchanged,
+}
+
+impl SkipReason {
+    /// The stable code (lower snake case).
+    #[must_use]
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotHandled(_) => "not_handled",
+            Self::OptedOut { .. } => "opted_out",
+            Self::NoUserId => "no_user_id",
+            Self::NoEmail => "no_email",
+            Self::Unchanged => "unchanged",
+        }
+    }
+
+    /// The sentence stored with the delivery (the wording traces and the CLI have always shown).
+    #[must_use]
+    pub fn detail(&self) -> String {
+        match self {
+            Self::NotHandled(t) => format!("not handled by this destination: {}", t.as_str()),
+            Self::OptedOut { integration_key } => {
+                format!("disabled by the integrations object (key {integration_key:?})")
+            }
+            Self::NoUserId => "rejected: identify has no userId (Freshmarketer requires it)".into(),
+            Self::NoEmail => {
+                "rejected: identify has no traits.email (Freshmarketer requires it)".into()
+            }
+            Self::Unchanged => "unchanged: every mapped field equals what was last sent".into(),
+        }
+    }
+
+    /// The metric outcome label of this skip (bounded set).
+    #[must_use]
+    pub fn metric_label(&self) -> Option<&'static str> {
+        match self {
+            Self::NoUserId | Self::NoEmail => Some("rejected"),
+            Self::Unchanged => Some("unchanged"),
+            Self::NotHandled(_) | Self::OptedOut { .. } => None,
+        }
+    }
+}
+
+/// Why a delivery can never succeed as it is (it goes to the dead-letter queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeadReason {
+    /// The stored event cannot be parsed any more.
+    Unreadable,
+    /// Freshworks refused the data (a 4xx other than a uniqueness conflict).
+    Refused,
+    /// Another contact holds a unique value (email, mobile) or this `external_id`.
+    Conflict,
+    /// Retried past the retry horizon.
+    RetryHorizon,
+}
+
+impl DeadReason {
+    /// Every reason, for `--help` texts and filters.
+    pub const ALL: [Self; 4] = [
+        Self::Unreadable,
+        Self::Refused,
+        Self::Conflict,
+        Self::RetryHorizon,
+    ];
+
+    /// The stable code (lower snake case).
+    #[must_use]
+    pub fn code(self) -> &'static str {
+        match self {
+            Self::Unreadable => "unreadable",
+            Self::Refused => "refused",
+            Self::Conflict => "conflict",
+            Self::RetryHorizon => "retry_horizon",
+        }
+    }
+
+    /// The reason a refusal's text (`HTTP 400: Email is not unique`) stands for.
+    #[must_use]
+    pub fn of_refusal(message: &str) -> Self {
+        if crate::delivery::is_uniqueness_conflict(message) {
+            Self::Conflict
+        } else {
+            Self::Refused
+        }
+    }
+
+    /// The reason with this code, if any.
+    #[must_use]
+    pub fn from_code(code: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.code() == code)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_stable_and_round_trip() {
+        let codes: Vec<&str> = DeadReason::ALL.iter().map(|r| r.code()).collect();
+        assert_eq!(
+            codes,
+            ["unreadable", "refused", "conflict", "retry_horizon"]
+        );
+        for r in DeadReason::ALL {
+            assert_eq!(DeadReason::from_code(r.code()), Some(r));
+        }
+        assert_eq!(DeadReason::from_code("nope"), None);
+        assert_eq!(
+            DeadReason::of_refusal("HTTP 400: Email is not unique"),
+            DeadReason::Conflict
+        );
+        assert_eq!(
+            DeadReason::of_refusal("HTTP 400: Email is invalid"),
+            DeadReason::Refused
+        );
+    }
+
+    #[test]
+    fn skip_details_keep_their_wording() {
+        assert_eq!(
+            SkipReason::NotHandled(EventType::Page).detail(),
+            "not handled by this destination: page"
+        );
+        assert_eq!(
+            SkipReason::NotHandled(EventType::Track).code(),
+            "not_handled"
+        );
+        assert_eq!(
+            SkipReason::OptedOut {
+                integration_key: "Freshmarketer".into()
+            }
+            .detail(),
+            "disabled by the integrations object (key \"Freshmarketer\")"
+        );
+        assert_eq!(SkipReason::NoEmail.metric_label(), Some("rejected"));
+    }
+}

@@ -1,0 +1,179 @@
+//! The contact upsert sink's part around a call, shared by the single and the bulk path: the
+//! shadow marked in doubt before the write, moved forward after it, and the web-form fallback
+//! when a write keyed by `external_id` meets a uniqueness refusal.
+
+use freshgate_core::delivery::{self, Outcome};
+use freshgate_core::mapping::Identity;
+use freshgate_core::reason::DeadReason;
+use freshgate_core::shadow::{self, ContactShadow};
+use freshgate_store::{Attempt, ContactLease};
+
+use super::call::{Endpoint, Quota};
+use super::settle::Covered;
+use super::worker::quota_not_before;
+use super::{DestinationWorker, Stop};
+use crate::pipeline::now_ms;
+
+/// A contact's coalesced identify run, mapped and planned, ready to send.
+#[derive(Clone)]
+pub struct Prepared {
+    /// The contact's lease.
+    pub lease: ContactLease,
+    /// Deliveries the run covers.
+    pub delivery_ids: Vec<i64>,
+    /// Earliest first attempt among them (retry horizon).
+    pub first_attempt_ms: Option<i64>,
+    /// Most attempts among them (backoff).
+    pub attempts: u32,
+    /// Segment `userId` (stored as `external_id`).
+    pub user_id: String,
+    /// Lower-cased email to send.
+    pub email: String,
+    /// Fields to send.
+    pub plan: shadow::UpsertPlan,
+    /// The shadow before sending.
+    pub shadow: Option<ContactShadow>,
+    /// Mapping report suffix for traces.
+    pub summary: String,
+    /// Timestamp of the event that set the email.
+    pub email_ts_ms: Option<i64>,
+    /// How the write finds the contact (`mapping::identifier`).
+    pub identity: Identity,
+}
+
+impl Prepared {
+    /// The deliveries and retry history the settle needs.
+    pub fn covered(&self) -> Covered<'_> {
+        Covered {
+            lease: &self.lease,
+            delivery_ids: &self.delivery_ids,
+            first_attempt_ms: self.first_attempt_ms,
+            attempts: self.attempts,
+        }
+    }
+}
+
+impl DestinationWorker {
+    /// Record, before a write to these contacts is sent, that its outcome is in doubt until
+    /// settled (see `ContactShadow::in_doubt`). The one place both the single and the bulk path
+    /// mark their writes; it costs a store write only for contacts with a confirmed shadow.
+    ///
+    /// # Errors
+    /// `Stop::Store`: then nothing may be sent.
+    pub async fn mark_in_doubt(&self, prepared: &[Prepared]) -> Result<(), Stop> {
+        let marks = prepared.iter().filter_map(|p| {
+            let marked = shadow::in_doubt(p.shadow.as_ref())?;
+            let bytes = serde_json::to_vec(&marked).ok()?;
+            Some(
+                self.store
+                    .put_shadow(&self.name, &p.lease.contact_key, bytes),
+            )
+        });
+        for r in futures::future::join_all(marks).await {
+            r?;
+        }
+        Ok(())
+    }
+
+    /// Record a written contact: the shadow moves forward, the deliveries are done.
+    ///
+    /// # Errors
+    /// `Stop::Store`.
+    pub async fn contact_delivered(
+        &self,
+        p: &Prepared,
+        contact_id: Option<i64>,
+        attempt: Attempt,
+    ) -> Result<(), Stop> {
+        let mut new_shadow =
+            shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
+        new_shadow.email_ts_ms = new_shadow.email_ts_ms.max(p.email_ts_ms);
+        new_shadow.confirmed_at_ms = Some(now_ms());
+        if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
+            self.store
+                .put_shadow(&self.name, &p.lease.contact_key, bytes)
+                .await?;
+        }
+        self.settle_delivered(&p.lease, &p.delivery_ids, attempt)
+            .await
+    }
+
+    /// Record a contact write that did not happen, by its outcome. A uniqueness refusal of a
+    /// write keyed by `external_id` first tries the contact's email
+    /// ([`Self::unknown_external_id`]).
+    ///
+    /// # Errors
+    /// `Stop::Later` when the contact must wait (retry scheduled, paused), `Stop::Store`.
+    pub async fn contact_failed(
+        &self,
+        p: &Prepared,
+        outcome: Outcome,
+        mut attempt: Attempt,
+    ) -> Result<(), Stop> {
+        match outcome {
+            Outcome::Success => self.contact_delivered(p, None, attempt).await,
+            Outcome::DeadLetter { reason }
+                if matches!(p.identity, Identity::ExternalId(_))
+                    && delivery::is_uniqueness_conflict(&reason) =>
+            {
+                attempt.outcome = format!("refused by external_id: {reason}");
+                self.record_attempt(&p.lease, attempt).await?;
+                self.unknown_external_id(p, reason).await
+            }
+            other => {
+                self.settle_failure(&p.covered(), other, &p.summary, attempt)
+                    .await
+            }
+        }
+    }
+
+    /// A write keyed by `external_id` was refused (typically: a contact created elsewhere, by a
+    /// web form, owns the email and has no `external_id`). When no contact has this
+    /// `external_id`, the email identifies the contact: the run is sent again keyed by it.
+    /// When one has it, the refusal stands and the run is dead-lettered. One lookup call, on
+    /// this path only.
+    async fn unknown_external_id(&self, p: &Prepared, refusal: String) -> Result<(), Stop> {
+        let found = self
+            .call(Endpoint::Lookup, Quota::Take(1), || {
+                self.client.lookup_contacts("external_id", &p.user_id)
+            })
+            .await
+            .map_err(|wait| Stop::Later(quota_not_before(wait.0)))?;
+        let by_email = Prepared {
+            identity: Identity::Email(freshgate_core::email::normalize(&p.email)),
+            ..p.clone()
+        };
+        let mut attempt = found.attempt(&p.delivery_ids);
+        match (&found.result, found.outcome) {
+            (Ok(x), _) if x.body.is_empty() => Box::pin(self.send_single(by_email)).await,
+            (Ok(x), _) => {
+                attempt.outcome = format!(
+                    "dead-lettered: {refusal} (contact {} has this external_id)",
+                    x.body.first().map_or(0, |c| c.id)
+                );
+                self.settle_dead(
+                    &p.lease,
+                    &p.delivery_ids,
+                    DeadReason::Conflict,
+                    refusal,
+                    attempt,
+                )
+                .await
+            }
+            // The lookup's own failure decides (a 5xx is retried, a 401 pauses); a lookup
+            // that cannot succeed leaves the refusal as the verdict.
+            (Err(_), Outcome::DeadLetter { .. } | Outcome::Success) => {
+                attempt.outcome = format!("dead-lettered: {refusal}{}", p.summary);
+                self.settle_dead(
+                    &p.lease,
+                    &p.delivery_ids,
+                    DeadReason::Conflict,
+                    refusal,
+                    attempt,
+                )
+                .await
+            }
+            (Err(_), other) => Box::pin(self.contact_failed(&by_email, other, attempt)).await,
+        }
+    }
+}

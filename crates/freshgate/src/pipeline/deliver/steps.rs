@@ -1,0 +1,251 @@
+//! The planner glue: a leased contact's pending deliveries are read and planned
+//! ([`freshgate_core::plan::steps`]); the steps that need no call are settled on the way, and
+//! the next contact upsert is coalesced, mapped against the account's fields and planned
+//! against the contact's shadow (newest event wins per field; an unchanged contact costs no
+//! call).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use freshgate_core::coalesce::IdentifyInput;
+use freshgate_core::delivery::Outcome;
+use freshgate_core::mapping::{self, FieldIndex, MappingReport};
+use freshgate_core::plan::{self, Pending, Step};
+use freshgate_core::reason::SkipReason;
+use freshgate_core::segment::{self, StoredEvent};
+use freshgate_core::shadow::{self, ContactShadow};
+use freshgate_store::{ContactLease, PendingDelivery};
+
+use super::call::{Endpoint, Quota, duration_ms};
+use super::worker::quota_not_before;
+use super::{DestinationWorker, Prepared, Stop};
+use crate::pipeline::fields::{self, FieldsError};
+use crate::pipeline::now_ms;
+use crate::telemetry::events;
+
+/// Pending deliveries read per round.
+const ROUND: usize = 100;
+
+/// The identifies one upsert covers, each with its parsed event.
+type Run<'a> = Vec<(&'a PendingDelivery, &'a StoredEvent)>;
+
+impl DestinationWorker {
+    /// The next contact upsert of a leased contact that needs a call, settling on the way
+    /// every step that needs none (not handled, rejected, unreadable, unchanged). `None`:
+    /// nothing left.
+    ///
+    /// # Errors
+    /// `Stop::Later` when the contact must wait (quota, pause), `Stop::Store`.
+    pub async fn next_upsert(&self, lease: &ContactLease) -> Result<Option<Prepared>, Stop> {
+        loop {
+            let pending = self.store.pending_for(lease, ROUND).await?;
+            if pending.is_empty() {
+                return Ok(None);
+            }
+            let parsed: Vec<Result<StoredEvent, String>> = pending
+                .iter()
+                .map(|p| segment::parse_stored_event(&p.raw).map_err(|e| e.to_string()))
+                .collect();
+            let view: Vec<Pending<'_>> = parsed
+                .iter()
+                .map(|r| match r {
+                    Ok(e) => Pending::Event(e),
+                    Err(why) => Pending::Unreadable(why),
+                })
+                .collect();
+            let steps = plan::steps(&view);
+            // Steps run in order: everything before the first call is settled now, the call
+            // is prepared; what comes after it is planned again once it is settled.
+            let first_call = steps.iter().position(Step::calls);
+            let ids: Vec<i64> = pending.iter().map(|p| p.delivery_id).collect();
+            let before: Vec<&Step> = steps[..first_call.unwrap_or(steps.len())].iter().collect();
+            self.settle_planned(lease, &before, &ids).await?;
+            let Some(Step::UpsertContact { members }) = first_call.map(|i| &steps[i]) else {
+                continue;
+            };
+            let run: Run<'_> = members
+                .iter()
+                .filter_map(|i| Some((&pending[*i], parsed[*i].as_ref().ok()?)))
+                .collect();
+            if let Some(prepared) = self.prepare(lease, run).await? {
+                return Ok(Some(prepared));
+            }
+        }
+    }
+
+    async fn field_index(&self) -> Result<Arc<FieldIndex>, Stop> {
+        let result = self
+            .fields
+            .get(now_ms(), || async {
+                let called = self
+                    .call(Endpoint::Fields, Quota::Take(1), || {
+                        self.client.contact_fields()
+                    })
+                    .await
+                    .map_err(|wait| FieldsError::Budget(wait.0))?;
+                called
+                    .result
+                    .map(|x| x.body.fields)
+                    .map_err(|e| FieldsError::Call(e, called.outcome))
+            })
+            .await;
+        match result {
+            Ok(index) => Ok(index),
+            Err(FieldsError::Budget(until)) => Err(Stop::Later(quota_not_before(until))),
+            Err(FieldsError::Call(e, outcome)) => {
+                tracing::warn!(destination = self.name, status = ?e.status(), error = %e, "cannot read contact fields");
+                match outcome {
+                    Outcome::Pause { reason } => Err(Stop::Later(Some(self.pause(&reason).await))),
+                    Outcome::Retry { after, .. } => {
+                        let wait = after.unwrap_or(Duration::from_secs(5));
+                        Err(Stop::Later(Some(now_ms() + duration_ms(wait))))
+                    }
+                    // An unreadable answer: try again soon.
+                    Outcome::Success => Err(Stop::Later(Some(now_ms() + 5_000))),
+                    // A 4xx on a GET of metadata is not the events' fault: keep them, retry later.
+                    Outcome::DeadLetter { .. } => Err(Stop::Later(Some(now_ms() + 60_000))),
+                }
+            }
+        }
+    }
+
+    /// Coalesce, map and plan a run against the contact's shadow. `None` when it was settled
+    /// without a call (no email anywhere, or nothing changed).
+    async fn prepare(&self, lease: &ContactLease, run: Run<'_>) -> Result<Option<Prepared>, Stop> {
+        let delivery_ids: Vec<i64> = run.iter().map(|(p, _)| p.delivery_id).collect();
+        let user_id = run
+            .iter()
+            .rev()
+            .find_map(|(_, e)| e.user_id.clone())
+            .unwrap_or_else(|| lease.contact_key.clone());
+        let inputs: Vec<IdentifyInput> = run
+            .iter()
+            .map(|(p, e)| IdentifyInput {
+                seq: p.event_id,
+                ts_ms: p.timestamp_ms,
+                traits: e.traits.clone(),
+            })
+            .collect();
+        let first_attempt_ms = run.iter().filter_map(|(p, _)| p.first_attempt_ms).min();
+        let attempts = run.iter().map(|(p, _)| p.attempts).max().unwrap_or(0);
+        let coalesced = freshgate_core::coalesce::coalesce(&inputs, self.mode);
+
+        let mut index = self.field_index().await?;
+        let mut mapped = mapping::map_traits(&index, &coalesced);
+        let evidence = fields::refresh_evidence(&index, &mapped.report);
+        if !evidence.is_empty()
+            && self
+                .fields
+                .invalidate_on_evidence(now_ms(), &evidence)
+                .await
+        {
+            index = self.field_index().await?;
+            mapped = mapping::map_traits(&index, &coalesced);
+        }
+        self.report(&mapped.report);
+
+        let shadow: Option<ContactShadow> = self
+            .store
+            .shadow(&self.name, &lease.contact_key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        // Newest event wins for the email too: a late event carrying an older address must not
+        // move the contact back to it.
+        if let Some(s) = &shadow
+            && let (Some(shadow_email), Some(shadow_ts)) = (&s.email, s.email_ts_ms)
+            && mapped.email_ts_ms.is_none_or(|ts| ts < shadow_ts)
+        {
+            mapped.email = Some(shadow_email.clone());
+            mapped.email_ts_ms = Some(shadow_ts);
+        }
+        let email_ts_ms = mapped.email_ts_ms;
+        let Some(email) = mapped
+            .email
+            .clone()
+            .or_else(|| shadow.as_ref().and_then(|s| s.email.clone()))
+        else {
+            self.settle_skipped(lease, &delivery_ids, &SkipReason::NoEmail, "")
+                .await?;
+            return Ok(None);
+        };
+        let plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
+        let time_notes: Vec<String> = run.iter().filter_map(|(_, e)| e.timestamp_note()).collect();
+        let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
+        if let Some(reason) = plan::skip_unchanged(
+            shadow.as_ref(),
+            &plan,
+            &email,
+            now_ms(),
+            self.unchanged_skip_ms,
+        ) {
+            // Move the shadow's timestamps forward: these events confirmed the values, so an
+            // older event arriving later must still count as stale.
+            let mut confirmed = shadow::apply(shadow.as_ref(), &user_id, &email, &plan, None);
+            confirmed.email_ts_ms = confirmed.email_ts_ms.max(email_ts_ms);
+            if let Ok(bytes) = serde_json::to_vec(&confirmed) {
+                self.store
+                    .put_shadow(&self.name, &lease.contact_key, bytes)
+                    .await?;
+            }
+            self.settle_skipped(lease, &delivery_ids, &reason, &summary)
+                .await?;
+            return Ok(None);
+        }
+        let identity = mapping::identifier(&user_id, &email, shadow.as_ref());
+        Ok(Some(Prepared {
+            lease: lease.clone(),
+            identity,
+            delivery_ids,
+            first_attempt_ms,
+            attempts,
+            user_id,
+            email,
+            plan,
+            shadow,
+            summary,
+            email_ts_ms,
+        }))
+    }
+
+    fn report(&self, report: &MappingReport) {
+        // Keys come from clients: they go to the store, never into a metric label.
+        events::unmapped_traits(&self.name, report.unmapped.len());
+        self.unmapped.note(&self.name, &report.unmapped, now_ms());
+        for f in &report.coercion_failures {
+            events::coercion_failure(&self.name, &f.field);
+        }
+    }
+}
+
+/// The mapping report as a suffix for traces: what was not sent and why, and event times that
+/// were not taken as sent.
+fn report_summary(report: &MappingReport, stale: &[String], time_notes: &[String]) -> String {
+    let mut parts: Vec<String> = time_notes.to_vec();
+    if !report.unmapped.is_empty() {
+        parts.push(format!("unmapped traits: {}", report.unmapped.join(", ")));
+    }
+    if !report.ambiguous.is_empty() {
+        let a: Vec<String> = report
+            .ambiguous
+            .iter()
+            .map(|(k, fields)| format!("{k} -> {}", fields.join("|")))
+            .collect();
+        parts.push(format!("ambiguous traits: {}", a.join(", ")));
+    }
+    if !report.coercion_failures.is_empty() {
+        let c: Vec<String> = report
+            .coercion_failures
+            .iter()
+            .map(|f| format!("{} -> {}: {}", f.trait_key, f.field, f.reason))
+            .collect();
+        parts.push(format!("dropped values: {}", c.join("; ")));
+    }
+    if !stale.is_empty() {
+        parts.push(format!("older than last sent, kept: {}", stale.join(", ")));
+    }
+    if parts.is_empty() {
+        String::new()
+    } else {
+        format!("; {}", parts.join("; "))
+    }
+}
