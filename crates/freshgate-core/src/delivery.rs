@@ -23,6 +23,14 @@ pub enum Outcome {
         /// Why, for traces.
         reason: String,
     },
+    /// The account's rate limit refused the call (a 429, or a 429 Freshworks wrapped in a 400):
+    /// retry as [`Outcome::Retry`], and count the account's current window as spent.
+    Throttled {
+        /// The server's `Retry-After`, capped at [`RETRY_AFTER_CAP`].
+        after: Option<Duration>,
+        /// Why, for traces.
+        reason: String,
+    },
     /// This event can never succeed as it is.
     DeadLetter {
         /// Why, from the error body when there is one.
@@ -127,11 +135,13 @@ fn classify_inner(status: u16, after: Option<Duration>, body: &[u8], bulk: bool)
     let message = error_message(body);
     let reason = || format!("HTTP {status}: {message}");
     let retry = |reason: String| Outcome::Retry { after, reason };
+    let throttled = |reason: String| Outcome::Throttled { after, reason };
     match status {
         200..=299 => Outcome::Success,
-        408 | 429 => retry(reason()),
+        429 => throttled(reason()),
+        408 => retry(reason()),
         500..=599 if status != 501 => retry(reason()),
-        400 if is_wrapped_429(&message) => retry(reason()),
+        400 if is_wrapped_429(&message) => throttled(reason()),
         405 if bulk => retry(reason()),
         401 | 403 => Outcome::Pause { reason: reason() },
         300..=399 => Outcome::Pause {
@@ -254,6 +264,7 @@ mod tests {
         match o {
             Outcome::Success => "success",
             Outcome::Retry { .. } => "retry",
+            Outcome::Throttled { .. } => "throttled",
             Outcome::DeadLetter { .. } => "dead",
             Outcome::Pause { .. } => "pause",
         }
@@ -275,7 +286,7 @@ mod tests {
             (408, "retry", "retry"),
             (409, "dead", "dead"),
             (422, "dead", "dead"),
-            (429, "retry", "retry"),
+            (429, "throttled", "throttled"),
             (500, "retry", "retry"),
             (501, "dead", "dead"),
             (502, "retry", "retry"),
@@ -345,17 +356,19 @@ mod tests {
     }
 
     #[test]
-    fn a_429_wrapped_in_a_400_is_retried() {
+    fn a_429_wrapped_in_a_400_is_throttled_like_a_plain_one() {
         let body = br#"{"errors":{"code":400,"message":["UCR contact fetch failure :: response_code :: 429 :: response :: Too many requests"]}}"#;
-        assert_eq!(kind(&classify(400, None, body)), "retry");
+        assert_eq!(kind(&classify(400, None, body)), "throttled");
+        assert_eq!(kind(&classify_bulk(400, None, body)), "throttled");
         let body = br#"{"errors":{"code":400,"message":"too many requests"}}"#;
-        assert_eq!(kind(&classify(400, None, body)), "retry");
+        assert_eq!(kind(&classify(400, None, body)), "throttled");
+        assert_eq!(kind(&classify(429, None, b"")), "throttled");
     }
 
     #[test]
     fn retry_after_seconds_and_http_date_capped() {
         let after = |o: Outcome| match o {
-            Outcome::Retry { after, .. } => after,
+            Outcome::Retry { after, .. } | Outcome::Throttled { after, .. } => after,
             other => panic!("not a retry: {other:?}"),
         };
         assert_eq!(

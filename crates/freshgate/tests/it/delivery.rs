@@ -405,6 +405,66 @@ async fn a_429_is_obeyed_the_minute_window_is_left_alone_then_delivery_resumes()
     app.stop().await;
 }
 
+/// Freshworks sometimes answers an upstream 429 as a 400 whose message wraps it (spec §8): it
+/// must spend the minute exactly as a plain 429 does, not only be retried.
+#[tokio::test]
+async fn a_429_wrapped_in_a_400_spends_the_minute_like_a_plain_one() {
+    let app = spawn_app().await;
+    // A first contact, so the field metadata is read before the fault (it hits any path).
+    app.batch(vec![identify(
+        "u-12a",
+        "r3a@example.com",
+        json!({}),
+        "2026-11-20T10:00:00Z",
+        "warm-up",
+    )])
+    .await;
+    app.drain().await;
+    app.emulator.state.inject(Fault::Wrapped429 { count: 1 });
+    app.batch(vec![identify(
+        "u-12",
+        "r3@example.com",
+        json!({}),
+        "2026-11-20T10:00:00Z",
+        "retry-wrapped-429",
+    )])
+    .await;
+    app.wait_for("the wrapped 429", || async {
+        app.emulator
+            .state
+            .request_log()
+            .iter()
+            .any(|r| r.status == 400)
+    })
+    .await;
+    let at_429 = app.emulator.state.request_log().len();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        app.emulator.state.request_log().len(),
+        at_429,
+        "no call right after a wrapped 429: the minute counts as spent"
+    );
+    let t = app.store.event_traces("retry-wrapped-429").await.unwrap();
+    let attempt = &t[0].deliveries[0].attempts[0];
+    assert_eq!(attempt.status, Some(400));
+    assert!(attempt.outcome.starts_with("retry"), "{}", attempt.outcome);
+    wait_for(
+        "delivery after the window",
+        std::time::Duration::from_secs(90),
+        &mut || async { app.contact_by_email("r3@example.com").is_some() },
+    )
+    .await;
+    // The next call waited for the minute to slide (a retry would have come within seconds).
+    let log = app.emulator.state.request_log();
+    let wrapped = log.iter().position(|r| r.status == 400).unwrap();
+    let gap = log[wrapped + 1].at - log[wrapped].at;
+    assert!(
+        gap >= time::Duration::seconds(30),
+        "next call {gap} after the wrapped 429"
+    );
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_400_is_dead_lettered_then_replayed_after_the_cause_is_fixed() {
     let app = spawn_app().await;

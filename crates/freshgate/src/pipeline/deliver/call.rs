@@ -170,7 +170,8 @@ impl DestinationWorker {
             }
             Err(error) => endpoint.classify(error),
         };
-        if matches!(outcome, Outcome::Retry { .. }) && called_status == Some(429) {
+        // Decided from the outcome, not the status: Freshworks also wraps a 429 in a 400.
+        if matches!(outcome, Outcome::Throttled { .. }) {
             self.budget.observe_429();
         }
         Ok(Called {

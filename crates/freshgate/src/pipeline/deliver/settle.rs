@@ -154,7 +154,10 @@ impl DestinationWorker {
                 self.record_attempt(covered.lease, attempt).await?;
                 return Err(Stop::Later(Some(until)));
             }
-            Outcome::Retry { after, reason } => (after, reason),
+            // The call path already told the budget about a throttle.
+            Outcome::Retry { after, reason } | Outcome::Throttled { after, reason } => {
+                (after, reason)
+            }
         };
         let (after, reason) = reason;
         let first = covered.first_attempt_ms.unwrap_or(at);

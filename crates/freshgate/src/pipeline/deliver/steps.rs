@@ -96,7 +96,7 @@ impl DestinationWorker {
                 tracing::warn!(destination = self.name, status = ?e.status(), error = %e, "cannot read contact fields");
                 match outcome {
                     Outcome::Pause { reason } => Err(Stop::Later(Some(self.pause(&reason).await))),
-                    Outcome::Retry { after, .. } => {
+                    Outcome::Retry { after, .. } | Outcome::Throttled { after, .. } => {
                         let wait = after.unwrap_or(Duration::from_secs(5));
                         Err(Stop::Later(Some(now_ms() + duration_ms(wait))))
                     }
