@@ -159,11 +159,16 @@ pub enum Settlement {
     Delivered,
     /// Nothing to send (unchanged since last sent, coalesced into a later event, not handled …).
     Skipped {
-        /// Why.
+        /// Why, as a stable code (`freshgate_core::reason::SkipReason::code`).
+        code: String,
+        /// Why, in words.
         reason: String,
     },
     /// Permanent failure: kept in the dead-letter queue.
     DeadLettered {
+        /// Why, as a stable code (`freshgate_core::reason::DeadReason::code`): what the
+        /// dead-letter filter selects on.
+        code: String,
         /// Why, in words.
         reason: String,
     },
@@ -278,6 +283,9 @@ pub struct DeliveryFilter {
     pub event_type: Option<String>,
     /// Only deliveries whose reason contains this text.
     pub reason_contains: Option<String>,
+    /// Only deliveries with this reason code (e.g. `conflict`, `retry_horizon`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason_code: Option<String>,
     /// Only events received at or after this time, Unix ms.
     pub since_ms: Option<i64>,
     /// Only events received before this time, Unix ms.
@@ -303,6 +311,9 @@ pub struct DeadLetter {
     pub contact_key: String,
     /// Why it was dead-lettered.
     pub reason: String,
+    /// Why, as a stable code (none for dead letters recorded before codes were kept).
+    #[serde(default)]
+    pub reason_code: Option<String>,
     /// When it was dead-lettered, Unix ms.
     pub dead_at_ms: i64,
     /// Number of attempts made.

@@ -223,16 +223,21 @@ pub(crate) async fn settle(
             Settlement::Delivered
             | Settlement::Skipped { .. }
             | Settlement::DeadLettered { .. } => {
-                let (status, reason) = match settlement {
-                    Settlement::Skipped { reason } => (DeliveryStatus::Skipped, Some(reason)),
-                    Settlement::DeadLettered { reason } => (DeliveryStatus::Dead, Some(reason)),
-                    _ => (DeliveryStatus::Delivered, None),
+                let (status, code, reason) = match settlement {
+                    Settlement::Skipped { code, reason } => {
+                        (DeliveryStatus::Skipped, Some(code), Some(reason))
+                    }
+                    Settlement::DeadLettered { code, reason } => {
+                        (DeliveryStatus::Dead, Some(code), Some(reason))
+                    }
+                    _ => (DeliveryStatus::Delivered, None, None),
                 };
                 let n = query(
                     "UPDATE deliveries SET status = $1, reason = $2, finished_ms = $3,
                          attempts = attempts + $4,
                          first_attempt_ms = CASE WHEN $4 > 0
-                             THEN coalesce(first_attempt_ms, $5) ELSE first_attempt_ms END
+                             THEN coalesce(first_attempt_ms, $5) ELSE first_attempt_ms END,
+                         reason_code = $9
                      WHERE id = $6 AND destination = $7 AND contact_key = $8
                        AND status = 'pending'",
                 )
@@ -244,6 +249,7 @@ pub(crate) async fn settle(
                 .bind(id)
                 .bind(&lease.destination)
                 .bind(&lease.contact_key)
+                .bind(code)
                 .execute(&mut *tx)
                 .await?
                 .rows_affected();
@@ -326,7 +332,7 @@ pub(crate) async fn reopen(
         .join(", ");
     let sql = format!(
         "UPDATE deliveries SET status = 'pending', attempts = 0, reason = NULL,
-             first_attempt_ms = NULL, finished_ms = NULL
+             reason_code = NULL, first_attempt_ms = NULL, finished_ms = NULL
          WHERE status IN ({status_list}) AND id IN (
              SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
              WHERE d.status IN ({status_list}){clause}

@@ -58,6 +58,7 @@ pub(crate) fn filter_sql(filter: &DeliveryFilter) -> FilterSql {
         ("e.source", &filter.source),
         ("d.contact_key", &filter.contact_key),
         ("e.event_type", &filter.event_type),
+        ("d.reason_code", &filter.reason_code),
     ];
     for (column, value) in text {
         if let Some(v) = value {

@@ -290,7 +290,8 @@ pub(crate) async fn dead_letters(
     let sql = format!(
         "SELECT d.id, d.destination, e.source, e.message_id, e.event_type, d.contact_key,
                 coalesce(d.reason, ''), coalesce(d.finished_ms, 0),
-                (SELECT count(*) FROM attempt_deliveries ad WHERE ad.delivery_id = d.id)
+                (SELECT count(*) FROM attempt_deliveries ad WHERE ad.delivery_id = d.id),
+                d.reason_code
          FROM deliveries d JOIN events e ON e.id = d.event_id
          WHERE d.status = 'dead'{}
          ORDER BY d.finished_ms DESC, d.id DESC
@@ -315,6 +316,7 @@ pub(crate) async fn dead_letters(
                 reason: r.try_get(6)?,
                 dead_at_ms: r.try_get(7)?,
                 attempts: to_u32(r.try_get(8)?),
+                reason_code: r.try_get(9)?,
             })
         })
         .collect::<SqlResult<_>>()

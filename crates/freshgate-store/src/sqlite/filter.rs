@@ -30,6 +30,7 @@ pub(crate) fn filter_sql(filter: &DeliveryFilter) -> FilterSql {
     text("e.source", &filter.source);
     text("d.contact_key", &filter.contact_key);
     text("e.event_type", &filter.event_type);
+    text("d.reason_code", &filter.reason_code);
     if let Some(needle) = &filter.reason_contains {
         // instr() rather than LIKE: the operator's text is matched literally (no % or _ magic).
         clause.push_str(" AND instr(coalesce(d.reason, ''), ?) > 0");

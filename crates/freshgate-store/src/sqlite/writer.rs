@@ -664,17 +664,22 @@ fn settle(
             Settlement::Delivered
             | Settlement::Skipped { .. }
             | Settlement::DeadLettered { .. } => {
-                let (status, reason) = match settlement {
-                    Settlement::Skipped { reason } => (DeliveryStatus::Skipped, Some(reason)),
-                    Settlement::DeadLettered { reason } => (DeliveryStatus::Dead, Some(reason)),
-                    _ => (DeliveryStatus::Delivered, None),
+                let (status, code, reason) = match settlement {
+                    Settlement::Skipped { code, reason } => {
+                        (DeliveryStatus::Skipped, Some(code), Some(reason))
+                    }
+                    Settlement::DeadLettered { code, reason } => {
+                        (DeliveryStatus::Dead, Some(code), Some(reason))
+                    }
+                    _ => (DeliveryStatus::Delivered, None, None),
                 };
                 let n = conn
                     .prepare_cached(
                         "UPDATE deliveries SET status = ?1, reason = ?2, finished_ms = ?3,
                              attempts = attempts + ?4,
                              first_attempt_ms = CASE WHEN ?4 > 0
-                                 THEN coalesce(first_attempt_ms, ?5) ELSE first_attempt_ms END
+                                 THEN coalesce(first_attempt_ms, ?5) ELSE first_attempt_ms END,
+                             reason_code = ?9
                          WHERE id = ?6 AND destination = ?7 AND contact_key = ?8
                            AND status = 'pending'",
                     )?
@@ -686,7 +691,8 @@ fn settle(
                         attempt_at,
                         id,
                         lease.destination,
-                        lease.contact_key
+                        lease.contact_key,
+                        code
                     ])?;
                 if n == 1 {
                     finished += 1;
@@ -772,7 +778,7 @@ fn reopen(
     for (id, destination, contact_key) in &rows {
         conn.prepare_cached(
             "UPDATE deliveries SET status = 'pending', attempts = 0, reason = NULL,
-                 first_attempt_ms = NULL, finished_ms = NULL
+                 reason_code = NULL, first_attempt_ms = NULL, finished_ms = NULL
              WHERE id = ?1",
         )?
         .execute(params![id])?;

@@ -322,10 +322,10 @@ pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
     let leases = lease_all(s, 1000).await;
     for lease in &leases {
         let p = pending(s, lease).await;
-        let (reason, at) = if lease.contact_key == "k1" {
-            ("400: email is invalid", 2000)
+        let (code, reason, at) = if lease.contact_key == "k1" {
+            ("conflict", "400: email is invalid", 2000)
         } else {
-            ("404: no such field", 3000)
+            ("refused", "404: no such field", 3000)
         };
         let settlements = p
             .iter()
@@ -333,6 +333,7 @@ pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
                 (
                     d.delivery_id,
                     Settlement::DeadLettered {
+                        code: code.to_owned(),
                         reason: reason.to_owned(),
                     },
                 )
@@ -368,6 +369,19 @@ pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
         ..DeliveryFilter::default()
     };
     assert_eq!(s.dead_letters(&by_reason).await.unwrap().len(), 2);
+    assert_eq!(all[2].reason_code.as_deref(), Some("conflict"));
+    let by_code = DeliveryFilter {
+        reason_code: Some("conflict".to_owned()),
+        ..DeliveryFilter::default()
+    };
+    let conflicts = s.dead_letters(&by_code).await.unwrap();
+    assert_eq!(conflicts.len(), 1, "the code selects, not a text search");
+    assert_eq!(conflicts[0].contact_key, "k1");
+    let by_other_code = DeliveryFilter {
+        reason_code: Some("retry_horizon".to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert!(s.dead_letters(&by_other_code).await.unwrap().is_empty());
     let limited = DeliveryFilter {
         limit: Some(1),
         ..DeliveryFilter::default()
@@ -758,6 +772,7 @@ pub async fn stats_figures(fx: &mut dyn Fixture) {
             (
                 p[1].delivery_id,
                 Settlement::DeadLettered {
+                    code: "refused".to_owned(),
                     reason: "400".to_owned(),
                 },
             ),
@@ -820,6 +835,7 @@ pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
         let settlement = match lease.contact_key.as_str() {
             "k1" | "k5" => Settlement::Delivered,
             "k2" => Settlement::DeadLettered {
+                code: "refused".to_owned(),
                 reason: "400".to_owned(),
             },
             _ => {
@@ -1212,6 +1228,7 @@ pub async fn events_listed_newest_first_by_keyset(fx: &mut dyn Fixture) {
         vec![(
             p[0].delivery_id,
             Settlement::DeadLettered {
+                code: "refused".to_owned(),
                 reason: "400: email is invalid".to_owned(),
             },
         )],
@@ -1267,6 +1284,7 @@ pub async fn backlog_agrees_with_stats(fx: &mut dyn Fixture) {
         vec![(
             p[0].delivery_id,
             Settlement::DeadLettered {
+                code: "refused".to_owned(),
                 reason: "no".to_owned(),
             },
         )],
@@ -1365,6 +1383,7 @@ pub async fn dead_letter_counts_every_attempt(fx: &mut dyn Fixture) {
             vec![(
                 p[0].delivery_id,
                 Settlement::DeadLettered {
+                    code: "refused".to_owned(),
                     reason: "400".to_owned(),
                 },
             )],

@@ -108,9 +108,11 @@ async fn run(store: &dyn Store, ops: Vec<Op>) {
                                 })
                             }
                             Then::Dead => Some(Settlement::DeadLettered {
+                                code: "refused".to_owned(),
                                 reason: "400".to_owned(),
                             }),
                             Then::Skip => Some(Settlement::Skipped {
+                                code: "unchanged".to_owned(),
                                 reason: "unchanged".to_owned(),
                             }),
                         };

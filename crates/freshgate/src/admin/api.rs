@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use freshgate_core::reason::DeadReason;
 use freshgate_store::{DeliveryFilter, DeliveryStatus, EventQuery};
 use serde::{Deserialize, Serialize};
 
@@ -166,6 +167,9 @@ pub struct DeadLetterParams {
     pub destination: Option<String>,
     /// Text the reason contains.
     pub reason: Option<String>,
+    /// The reason's code (`conflict`, `refused`, `retry_horizon`, `unreadable`).
+    #[serde(default)]
+    pub reason_code: Option<String>,
     /// Contact key.
     pub contact: Option<String>,
     /// Source.
@@ -178,6 +182,12 @@ pub struct DeadLetterParams {
     pub limit: Option<String>,
 }
 
+/// The dead-letter reason codes, for an error message.
+fn known_codes() -> String {
+    let codes: Vec<&str> = DeadReason::ALL.iter().map(|r| r.code()).collect();
+    format!("one of {}", codes.join(", "))
+}
+
 impl DeadLetterParams {
     /// The store filter.
     ///
@@ -187,6 +197,15 @@ impl DeadLetterParams {
         Ok(DeliveryFilter {
             destination: given(&self.destination),
             reason_contains: given(&self.reason),
+            reason_code: given(&self.reason_code)
+                .map(|c| {
+                    DeadReason::from_code(&c)
+                        .map(|r| r.code().to_owned())
+                        .ok_or_else(|| {
+                            ViewError::BadInput(format!("reason_code: {}", known_codes()))
+                        })
+                })
+                .transpose()?,
             contact_key: given(&self.contact),
             source: given(&self.source),
             since_ms: given(&self.since)

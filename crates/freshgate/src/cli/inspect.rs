@@ -54,12 +54,30 @@ pub struct DlqArgs {
     /// Only dead letters whose reason contains this text.
     #[arg(long)]
     pub reason: Option<String>,
+    /// Only dead letters with this reason code: conflict (another contact holds the email or
+    /// the userId), refused (Freshworks refused the data), retry_horizon (retried too long),
+    /// unreadable (the stored event cannot be read).
+    #[arg(long, value_name = "CODE", value_parser = reason_code)]
+    pub reason_code: Option<String>,
     /// At most this many (list).
     #[arg(long, default_value_t = 100)]
     pub limit: usize,
     /// JSON output.
     #[command(flatten)]
     pub out: JsonFlag,
+}
+
+/// A dead-letter reason code given on the command line, checked.
+fn reason_code(code: &str) -> Result<String, String> {
+    freshgate_core::reason::DeadReason::from_code(code)
+        .map(|r| r.code().to_owned())
+        .ok_or_else(|| {
+            let codes: Vec<&str> = freshgate_core::reason::DeadReason::ALL
+                .iter()
+                .map(|r| r.code())
+                .collect();
+            format!("unknown reason code {code:?}: one of {}", codes.join(", "))
+        })
 }
 
 impl DlqArgs {
@@ -69,6 +87,7 @@ impl DlqArgs {
             source: self.source.clone(),
             contact_key: self.contact.clone(),
             reason_contains: self.reason.clone(),
+            reason_code: self.reason_code.clone(),
             limit: Some(self.limit),
             ..DeliveryFilter::default()
         }
@@ -356,13 +375,16 @@ pub async fn dlq_list(args: DlqArgs) -> anyhow::Result<ExitCode> {
     } else {
         for d in &dead {
             println!(
-                "{}  {}  {}  {} {}  after {}: {}",
+                "{}  {}  {}  {} {}  after {}: {}{}",
                 fmt_ms(Some(d.dead_at_ms)),
                 d.destination,
                 d.message_id,
                 d.event_type,
                 d.contact_key,
                 plural(u64::from(d.attempts), "attempt", "attempts"),
+                d.reason_code
+                    .as_deref()
+                    .map_or_else(String::new, |c| format!("[{c}] ")),
                 d.reason
             );
         }

@@ -495,6 +495,19 @@ async fn a_400_is_dead_lettered_then_replayed_after_the_cause_is_fixed() {
         .await
         .unwrap();
     assert_eq!(dead.len(), 1);
+    // The reason is kept as a code beside the words: the filter selects on the code.
+    assert_eq!(dead[0].reason_code.as_deref(), Some("conflict"));
+    for (code, n) in [("conflict", 1), ("refused", 0)] {
+        let filter = DeliveryFilter {
+            reason_code: Some(code.to_owned()),
+            ..DeliveryFilter::default()
+        };
+        assert_eq!(
+            app.store.dead_letters(&filter).await.unwrap().len(),
+            n,
+            "{code}"
+        );
+    }
     // Fix the cause: the first contact gives up the number.
     app.batch(vec![identify(
         "owner",

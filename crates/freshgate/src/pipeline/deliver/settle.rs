@@ -42,12 +42,11 @@ impl DestinationWorker {
                     self.count_skip(reason, 1);
                     Some((ids[*index], skipped(reason, "")))
                 }
-                Step::DeadLetter { index, detail, .. } => Some((
-                    ids[*index],
-                    Settlement::DeadLettered {
-                        reason: detail.clone(),
-                    },
-                )),
+                Step::DeadLetter {
+                    index,
+                    reason,
+                    detail,
+                } => Some((ids[*index], dead(*reason, detail.clone()))),
                 Step::UpsertContact { .. } => None,
             })
             .collect();
@@ -102,8 +101,7 @@ impl DestinationWorker {
             "delivery dead-lettered"
         );
         events::deliveries(&self.name, "dead", delivery_ids.len());
-        let dead = Settlement::DeadLettered { reason: detail };
-        self.settle_all(lease, delivery_ids, dead, Some(attempt))
+        self.settle_all(lease, delivery_ids, dead(reason, detail), Some(attempt))
             .await
     }
 
@@ -218,9 +216,18 @@ impl DestinationWorker {
     }
 }
 
-/// The settlement of a skip: its words, then `suffix`.
+/// The settlement of a skip: its code, its words, then `suffix`.
 fn skipped(reason: &SkipReason, suffix: &str) -> Settlement {
     Settlement::Skipped {
+        code: reason.code().to_owned(),
         reason: format!("{}{suffix}", reason.detail()),
+    }
+}
+
+/// The settlement of a dead letter: its code and its words.
+fn dead(reason: DeadReason, detail: String) -> Settlement {
+    Settlement::DeadLettered {
+        code: reason.code().to_owned(),
+        reason: detail,
     }
 }
