@@ -4,6 +4,9 @@
 //! contact field does a trait go to? retry when? how many calls are left this hour?) so it can be
 //! unit- and property-tested without a socket or a clock.
 
+pub mod account;
+pub mod activity;
+pub mod audience;
 pub mod budget;
 pub mod coalesce;
 pub mod delivery;
@@ -11,6 +14,9 @@ pub mod email;
 pub mod fields;
 pub mod mapping;
 pub mod model;
+pub mod notes;
 pub mod routing;
+pub mod rules;
 pub mod segment;
 pub mod shadow;
+pub mod template;

@@ -1,0 +1,227 @@
+//! A track (or page/screen) that a rule takes → the pure spec of what is written: the sales
+//! activity (title, notes, time, type name) and the lifecycle stage name. Resolving the names to
+//! ids (`/selector/sales_activity_types`, `/selector/lifecycle_stages`) and the contact and owner
+//! ids is the caller's; this module decides only what the event says.
+//!
+//! Times: `start_date` / `end_date` are written as the account writes its own timestamps,
+//! RFC 3339 to the second in the account's UTC offset (`2021-10-04T14:45:00-04:00`,
+//! spec/freshworks.md §7, §9.10). The offset is learnt from any timestamp the account returns
+//! ([`offset_of`]), UTC until one is known.
+
+use serde::{Deserialize, Serialize};
+use time::{OffsetDateTime, UtcOffset};
+
+use crate::rules::TrackRule;
+use crate::segment::StoredEvent;
+use crate::template::{TemplateInput, default_title};
+
+/// What one event becomes under its rule, before ids are resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivitySpec {
+    /// The event's `messageId`: the activity's idempotency key (see the store's activity
+    /// intents).
+    pub message_id: String,
+    /// A sales activity to create, when the rule names a type.
+    pub activity: Option<ActivityBody>,
+    /// A lifecycle stage to set on the contact, when the rule names one.
+    pub lifecycle_stage: Option<StageChange>,
+}
+
+/// The activity's fields, ids still to resolve.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActivityBody {
+    /// The activity type's name (resolve via `/selector/sales_activity_types`, exact match).
+    pub type_name: String,
+    /// The rendered title.
+    pub title: String,
+    /// The properties as `key: value` lines.
+    pub notes: String,
+    /// `start_date` = `end_date`: the event time in the account's offset.
+    pub at: String,
+}
+
+/// A lifecycle stage write, newest event wins against identify-set values of the field.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StageChange {
+    /// The stage's name (resolve via `/selector/lifecycle_stages`, exact match).
+    pub stage_name: String,
+    /// Timestamp (Unix ms) of the event, for newest-wins on `lifecycle_stage_id`.
+    pub ts_ms: i64,
+}
+
+/// What `event` becomes under `rule`, times in `offset`.
+#[must_use]
+pub fn activity_spec(event: &StoredEvent, rule: &TrackRule, offset: UtcOffset) -> ActivitySpec {
+    let input = TemplateInput::of(event);
+    let title = rule
+        .title
+        .as_ref()
+        .map_or_else(|| default_title(&input), |t| t.render(&input));
+    ActivitySpec {
+        message_id: event.message_id.clone(),
+        activity: rule.activity_type.as_ref().map(|type_name| ActivityBody {
+            type_name: type_name.clone(),
+            title,
+            notes: crate::notes::notes(&event.properties),
+            at: activity_time(event.timestamp, offset),
+        }),
+        lifecycle_stage: rule.lifecycle_stage.as_ref().map(|stage_name| StageChange {
+            stage_name: stage_name.clone(),
+            ts_ms: unix_ms(event.timestamp),
+        }),
+    }
+}
+
+fn unix_ms(t: OffsetDateTime) -> i64 {
+    i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// `t` as the account writes times: `YYYY-MM-DDTHH:MM:SS±HH:MM` in `offset` (sub-seconds
+/// dropped). An instant the offset would carry out of the four-digit years stays in UTC.
+#[must_use]
+pub fn activity_time(t: OffsetDateTime, offset: UtcOffset) -> String {
+    let local = t
+        .checked_to_offset(offset)
+        .filter(|l| (1..=9999).contains(&l.year()))
+        .unwrap_or_else(|| t.to_offset(UtcOffset::UTC));
+    let off = local.offset();
+    let sign = if off.is_negative() { '-' } else { '+' };
+    let (h, m, _) = off.as_hms();
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}{sign}{:02}:{:02}",
+        local.year(),
+        u8::from(local.month()),
+        local.day(),
+        local.hour(),
+        local.minute(),
+        local.second(),
+        h.unsigned_abs(),
+        m.unsigned_abs()
+    )
+}
+
+/// The UTC offset of a timestamp the account returned (`2021-10-04T14:45:00-04:00` →
+/// −04:00, `…Z` → UTC); `None` when it has none or does not parse.
+#[must_use]
+pub fn offset_of(timestamp: &str) -> Option<UtcOffset> {
+    let t = timestamp.trim();
+    if t.ends_with('Z') || t.ends_with('z') {
+        return crate::segment::parse_timestamp(t).map(|_| UtcOffset::UTC);
+    }
+    crate::segment::parse_timestamp(t)?;
+    let (body, tail) = t.split_at(t.len().checked_sub(6)?);
+    let sign = match tail.as_bytes().first()? {
+        b'+' => 1i8,
+        b'-' => -1i8,
+        _ => return None,
+    };
+    body.contains('T').then_some(())?;
+    let (h, m) = tail.get(1..)?.split_once(':')?;
+    let h: i8 = h.parse().ok()?;
+    let m: i8 = m.parse().ok()?;
+    UtcOffset::from_hms(sign * h, sign * m, 0).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::segment::parse_stored_event;
+    use crate::template::TitleTemplate;
+    use proptest::prelude::*;
+    use serde_json::json;
+    use time::macros::{datetime, offset};
+
+    #[test]
+    fn times_are_written_in_the_account_offset() {
+        let t = datetime!(2021-10-04 18:45:00.250 UTC);
+        assert_eq!(
+            activity_time(t, offset!(-04:00)),
+            "2021-10-04T14:45:00-04:00"
+        );
+        assert_eq!(
+            activity_time(t, offset!(+05:30)),
+            "2021-10-05T00:15:00+05:30"
+        );
+        assert_eq!(activity_time(t, UtcOffset::UTC), "2021-10-04T18:45:00+00:00");
+    }
+
+    #[test]
+    fn the_offset_is_learnt_from_an_account_timestamp() {
+        assert_eq!(
+            offset_of("2021-10-04T14:45:00-04:00"),
+            Some(offset!(-04:00))
+        );
+        assert_eq!(
+            offset_of("2024-01-02T03:04:05.123+05:30"),
+            Some(offset!(+05:30))
+        );
+        assert_eq!(offset_of("2024-01-02T03:04:05Z"), Some(UtcOffset::UTC));
+        for bad in ["", "yesterday", "2024-01-02", "+05:30", "2024-01-02T03:04:05+99:00"] {
+            assert_eq!(offset_of(bad), None, "{bad}");
+        }
+    }
+
+    fn event(v: serde_json::Value) -> StoredEvent {
+        parse_stored_event(v.to_string().as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn a_rule_makes_the_activity_and_the_stage() {
+        let e = event(json!({
+            "type": "track", "messageId": "m-1", "userId": "u1", "event": "Order Completed",
+            "timestamp": "2024-03-01T12:00:00.000Z",
+            "properties": {"order_id": 7, "total": 9.5}
+        }));
+        let rule = TrackRule::new(
+            "Order Completed",
+            Some("Purchase".into()),
+            Some("Customer".into()),
+            Some(TitleTemplate::parse("Order {{properties.order_id}}").unwrap()),
+        )
+        .unwrap();
+        let spec = activity_spec(&e, &rule, offset!(-04:00));
+        assert_eq!(spec.message_id, "m-1");
+        assert_eq!(
+            spec.activity,
+            Some(ActivityBody {
+                type_name: "Purchase".into(),
+                title: "Order 7".into(),
+                notes: "order_id: 7\ntotal: 9.5".into(),
+                at: "2024-03-01T08:00:00-04:00".into(),
+            })
+        );
+        assert_eq!(
+            spec.lifecycle_stage,
+            Some(StageChange {
+                stage_name: "Customer".into(),
+                ts_ms: 1_709_294_400_000
+            })
+        );
+        let stage_only = TrackRule::new("*", None, Some("Lead".into()), None).unwrap();
+        let spec = activity_spec(&e, &stage_only, UtcOffset::UTC);
+        assert!(spec.activity.is_none());
+        let untitled = TrackRule::new("*", Some("Call".into()), None, None).unwrap();
+        assert_eq!(
+            activity_spec(&e, &untitled, UtcOffset::UTC)
+                .activity
+                .unwrap()
+                .title,
+            "Order Completed"
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn activity_time_round_trips_the_instant(
+            secs in -62_000_000_000i64..250_000_000_000i64,
+            off_minutes in -(23 * 60 + 59)i32..(23 * 60 + 59),
+        ) {
+            let t = OffsetDateTime::from_unix_timestamp(secs).unwrap();
+            let off = UtcOffset::from_whole_seconds(off_minutes * 60).unwrap();
+            let text = activity_time(t, off);
+            let back = crate::segment::parse_timestamp(&text).unwrap();
+            prop_assert_eq!(back.unix_timestamp(), secs);
+        }
+    }
+}
