@@ -5,6 +5,7 @@
 //! unit- and property-tested without a socket or a clock.
 
 pub mod account;
+pub mod account_shadow;
 pub mod activity;
 pub mod audience;
 pub mod budget;
