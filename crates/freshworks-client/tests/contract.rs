@@ -14,7 +14,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use freshworks_client::{ClientConfig, FreshworksClient, FreshworksError, Identifier};
+use freshworks_client::{
+    ClientConfig, FreshworksClient, FreshworksError, Identifier, NewSalesActivity, SalesAccountUpsert,
+    SalesActivityRequest, TargetableType,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "sfg999666t673t7t82";
@@ -566,6 +569,112 @@ async fn lists_accounts_activities_and_selectors() {
     assert_eq!(recorded[3].json(), json!({"ids": [1]}));
     assert_eq!(recorded[4].json(), account_body);
     assert_eq!(recorded[5].json(), activity_body);
+}
+
+#[tokio::test]
+async fn typed_account_activity_fields_and_selectors() {
+    let stub = Stub::start().await;
+    stub.on(
+        "GET",
+        &format!("{API}/settings/sales_accounts/fields"),
+        canned(
+            200,
+            r#"{"fields":[{"id":70000223401,"name":"name","label":"Name","type":"text","default":true,"base_model":"SalesAccount"},
+                {"id":70000223409,"name":"industry_type_id","label":"Industry type","type":"dropdown","default":true,
+                 "choices":[{"id":70000300012,"value":"Software"}]}]}"#,
+        ),
+    );
+    stub.on(
+        "POST",
+        &format!("{API}/sales_accounts/upsert"),
+        canned(200, r#"{"sales_account":{"id":"70003771396","name":"Initech"}}"#),
+    );
+    stub.on(
+        "POST",
+        &format!("{API}/sales_activities"),
+        canned(201, r#"{"sales_activity":{"id":70000000002,"title":"Order 7"}}"#),
+    );
+    stub.on(
+        "GET",
+        &format!("{API}/selector/owners"),
+        canned(
+            200,
+            r#"{"users":[{"id":70000012345,"display_name":"Ada","email":"ada@x.io","is_active":true},
+                {"id":"70000012347","email":null,"is_active":"false"}]}"#,
+        ),
+    );
+    stub.on(
+        "GET",
+        &format!("{API}/selector/sales_activity_types"),
+        canned(
+            200,
+            r#"{"sales_activity_types":[{"id":70000612901,"name":"Purchase","internal_name":"purchase"}]}"#,
+        ),
+    );
+    stub.on(
+        "GET",
+        &format!("{API}/selector/lifecycle_stages"),
+        canned(200, r#"{"lifecycle_stages":null}"#),
+    );
+    let client = stub.client();
+
+    let fields = client.account_fields().await.unwrap();
+    assert_eq!(fields.request_line, "GET /settings/sales_accounts/fields");
+    assert_eq!(fields.body.fields[1].choices[0].value, "Software");
+
+    let mut values = serde_json::Map::new();
+    values.insert("website".into(), json!("initech.example"));
+    let mut custom = serde_json::Map::new();
+    custom.insert("cf_plan".into(), json!("Pro"));
+    let upsert = SalesAccountUpsert::new("Initech", values, custom);
+    let account = client.upsert_account(&upsert).await.unwrap();
+    assert_eq!(account.body.sales_account.id, 70_003_771_396);
+
+    let activity = SalesActivityRequest {
+        sales_activity: NewSalesActivity {
+            title: "Order 7".into(),
+            start_date: "2024-03-01T08:00:00-04:00".into(),
+            end_date: "2024-03-01T08:00:00-04:00".into(),
+            sales_activity_type_id: 70_000_612_901,
+            targetable_type: TargetableType::Contact,
+            targetable_id: 70_054_866_612,
+            owner_id: 70_000_012_345,
+            notes: Some("order_id: 7".into()),
+            sales_activity_outcome_id: None,
+        },
+    };
+    let created = client.create_activity(&activity).await.unwrap();
+    assert_eq!(created.status, 201);
+    assert_eq!(created.body.sales_activity.id, 70_000_000_002);
+
+    let owners = client.owners().await.unwrap().body.users;
+    assert_eq!(owners[0].email.as_deref(), Some("ada@x.io"));
+    assert_eq!(owners[1].id, 70_000_012_347);
+    assert_eq!(owners[1].is_active, Some(false));
+    let types = client.sales_activity_types().await.unwrap().body;
+    assert_eq!(types.sales_activity_types[0].name, "Purchase");
+    let stages = client.lifecycle_stages().await.unwrap().body;
+    assert!(stages.lifecycle_stages.is_empty());
+
+    let recorded = stub.recorded();
+    assert_eq!(recorded.len(), 6, "{recorded:#?}");
+    for request in &recorded {
+        assert_common_headers(request);
+    }
+    assert_eq!(
+        recorded[1].json(),
+        json!({"unique_identifier": {"name": "Initech"},
+               "sales_account": {"name": "Initech", "website": "initech.example",
+                                 "custom_field": {"cf_plan": "Pro"}}})
+    );
+    assert_eq!(
+        recorded[2].json(),
+        json!({"sales_activity": {"title": "Order 7",
+            "start_date": "2024-03-01T08:00:00-04:00", "end_date": "2024-03-01T08:00:00-04:00",
+            "sales_activity_type_id": 70_000_612_901_i64, "targetable_type": "Contact",
+            "targetable_id": 70_054_866_612_i64, "owner_id": 70_000_012_345_i64,
+            "notes": "order_id: 7"}})
+    );
 }
 
 /// Send one upsert against a canned answer and return the error; asserts it was sent once.
