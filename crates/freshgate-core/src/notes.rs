@@ -50,7 +50,7 @@ pub fn truncate_chars(s: &str, max: usize) -> String {
 #[must_use]
 pub fn notes(properties: &Map<String, Value>) -> String {
     let mut lines = Vec::new();
-    for (key, value) in properties {
+    for (key, value) in sorted(properties) {
         leaves(key, value, 0, &mut lines);
     }
     let mut out = String::new();
@@ -85,7 +85,7 @@ fn leaves(key: &str, value: &Value, depth: usize, out: &mut Vec<String>) {
     let key = one_line(key);
     match value {
         Value::Object(members) if depth < MAX_DEPTH && !members.is_empty() => {
-            for (sub, v) in members {
+            for (sub, v) in sorted(members) {
                 leaves(&format!("{key}.{sub}"), v, depth + 1, out);
             }
         }
@@ -99,6 +99,13 @@ fn leaves(key: &str, value: &Value, depth: usize, out: &mut Vec<String>) {
             truncate_chars(&one_line(&display_value(other)), MAX_VALUE_CHARS)
         )),
     }
+}
+
+/// Members in key order, whatever order the map keeps (notes read the same for every event).
+fn sorted(map: &Map<String, Value>) -> Vec<(&String, &Value)> {
+    let mut members: Vec<(&String, &Value)> = map.iter().collect();
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    members
 }
 
 /// A key or value on one line: line breaks become spaces (a value must not forge a line).
@@ -159,7 +166,7 @@ mod tests {
         ) {
             let mut nested = json!("leaf");
             for _ in 0..depth {
-                nested = json!({"a": nested, "b": [nested.clone(), 1]});
+                nested = json!({"a": nested.clone(), "b": [nested, 1]});
             }
             let mut map: Map<String, Value> =
                 entries.into_iter().map(|(k, v)| (k, Value::String(v))).collect();

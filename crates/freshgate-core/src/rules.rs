@@ -123,7 +123,7 @@ impl TrackRule {
 }
 
 /// A call that no rule takes: the skip reason recorded for it.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NoRuleMatches {
     /// Which rule list was searched.
     pub kind: RuleKind,
@@ -144,6 +144,8 @@ impl fmt::Display for NoRuleMatches {
         }
     }
 }
+
+impl std::error::Error for NoRuleMatches {}
 
 /// The ordered rules of one kind of call.
 #[derive(Debug, Clone, PartialEq)]

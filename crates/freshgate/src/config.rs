@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use freshgate_core::coalesce::MissingTraits;
 use freshgate_core::rules::{
-    DEFAULT_IDENTIFY_WAIT_SECS, DestinationKinds, RuleKind, TrackRule, TrackRules,
+    DEFAULT_IDENTIFY_WAIT_SECS, DestinationKinds, RuleError, RuleKind, TrackRule, TrackRules,
 };
 use freshgate_core::template::TitleTemplate;
 use secrecy::{ExposeSecret, SecretString};
@@ -249,9 +249,10 @@ pub struct DestinationConfig {
     pub page: Vec<PageRuleConfig>,
 }
 
-/// `[[destinations.track]]`: one rule.
+/// `[[destinations.track]]`: one rule. (Every key has a default so that a missing one is
+/// reported by validation with its key, like a blank one.)
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct TrackRuleConfig {
     /// Exact event name, or `"*"` for any.
     pub event: String,
@@ -272,7 +273,7 @@ pub struct TrackRuleConfig {
 
 /// `[[destinations.page]]`: one rule for page and screen calls.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct PageRuleConfig {
     /// Exact page (or screen) name, or `"*"` for any.
     pub name: String,
@@ -373,13 +374,11 @@ impl DestinationConfig {
             ) {
                 Ok(r) => Some(r),
                 Err(e) => {
-                    let key = match e {
-                        freshgate_core::rules::RuleError::EmptyPattern if kind == "track" => {
-                            "event"
-                        }
-                        freshgate_core::rules::RuleError::EmptyPattern => "name",
-                        freshgate_core::rules::RuleError::BlankName(k) => k,
-                        freshgate_core::rules::RuleError::NothingToDo => "activity_type",
+                    let key = match &e {
+                        RuleError::EmptyPattern if kind == "track" => "event",
+                        RuleError::EmptyPattern => "name",
+                        RuleError::BlankName(k) => *k,
+                        RuleError::NothingToDo => "activity_type",
                     };
                     problems.push((format!("{at}.{key}"), e.to_string()));
                     None
