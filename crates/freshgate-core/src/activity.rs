@@ -122,6 +122,52 @@ pub fn offset_of(timestamp: &str) -> Option<UtcOffset> {
     UtcOffset::from_hms(sign * h, sign * m, 0).ok()
 }
 
+/// One user of `GET /selector/owners`, as far as choosing an activity owner needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnerCandidate {
+    /// The user id.
+    pub id: i64,
+    /// The login email, if listed.
+    pub email: Option<String>,
+    /// `is_active`; `None` (not listed) counts as active.
+    pub active: Option<bool>,
+}
+
+/// Why no owner can be chosen: the dead-letter reason.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum NoOwner {
+    /// The configured `owner_email` is not an active user of the account.
+    #[error("owner_email {0:?} is not an active user of the account (GET /selector/owners)")]
+    NotFound(String),
+    /// The account lists no active user.
+    #[error("the account has no active user to own activities")]
+    NoneActive,
+}
+
+/// The owner of created activities: the configured email (compared normalised), else the first
+/// active user in the selector's order.
+///
+/// # Errors
+/// [`NoOwner`].
+pub fn choose_owner(owner_email: Option<&str>, owners: &[OwnerCandidate]) -> Result<i64, NoOwner> {
+    let active = owners.iter().filter(|o| o.active != Some(false));
+    match owner_email {
+        Some(want) => {
+            let want = crate::email::normalize(want);
+            active
+                .clone()
+                .find(|o| {
+                    o.email
+                        .as_deref()
+                        .is_some_and(|e| crate::email::normalize(e) == want)
+                })
+                .map(|o| o.id)
+                .ok_or(NoOwner::NotFound(want))
+        }
+        None => active.clone().next().map(|o| o.id).ok_or(NoOwner::NoneActive),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -209,6 +255,34 @@ mod tests {
                 .title,
             "Order Completed"
         );
+    }
+
+    #[test]
+    fn the_owner_is_the_configured_email_else_the_first_active_user() {
+        let owners = [
+            OwnerCandidate {
+                id: 1,
+                email: Some("gone@x.io".into()),
+                active: Some(false),
+            },
+            OwnerCandidate {
+                id: 2,
+                email: Some("Ada@X.io".into()),
+                active: None,
+            },
+            OwnerCandidate {
+                id: 3,
+                email: None,
+                active: Some(true),
+            },
+        ];
+        assert_eq!(choose_owner(None, &owners), Ok(2));
+        assert_eq!(choose_owner(Some(" ada@x.io"), &owners), Ok(2));
+        assert_eq!(
+            choose_owner(Some("gone@x.io"), &owners),
+            Err(NoOwner::NotFound("gone@x.io".into()))
+        );
+        assert_eq!(choose_owner(None, &owners[..1]), Err(NoOwner::NoneActive));
     }
 
     proptest! {

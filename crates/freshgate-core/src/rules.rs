@@ -307,6 +307,80 @@ impl DestinationKinds {
     }
 }
 
+/// A type or stage name the rules use that the account does not have: reported by
+/// `destinations test`, and the dead-letter reason of an event whose rule names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownName {
+    /// Not in `GET /selector/sales_activity_types`.
+    ActivityType(String),
+    /// Not in `GET /selector/lifecycle_stages`.
+    LifecycleStage(String),
+}
+
+impl fmt::Display for UnknownName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::ActivityType(n) => write!(
+                f,
+                "sales activity type '{n}' does not exist in the account (names match exactly, case included)"
+            ),
+            Self::LifecycleStage(n) => write!(
+                f,
+                "lifecycle stage '{n}' does not exist in the account (names match exactly, case included)"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for UnknownName {}
+
+/// The account's names → ids of activity types and lifecycle stages, as the selectors list them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NameIds {
+    /// Sales activity type name → id.
+    pub activity_types: std::collections::BTreeMap<String, i64>,
+    /// Lifecycle stage name → id.
+    pub lifecycle_stages: std::collections::BTreeMap<String, i64>,
+}
+
+impl NameIds {
+    /// The id of an activity type name (exact match, as RudderStack matches).
+    ///
+    /// # Errors
+    /// [`UnknownName::ActivityType`].
+    pub fn activity_type(&self, name: &str) -> Result<i64, UnknownName> {
+        self.activity_types
+            .get(name)
+            .copied()
+            .ok_or_else(|| UnknownName::ActivityType(name.to_owned()))
+    }
+
+    /// The id of a lifecycle stage name (exact match).
+    ///
+    /// # Errors
+    /// [`UnknownName::LifecycleStage`].
+    pub fn lifecycle_stage(&self, name: &str) -> Result<i64, UnknownName> {
+        self.lifecycle_stages
+            .get(name)
+            .copied()
+            .ok_or_else(|| UnknownName::LifecycleStage(name.to_owned()))
+    }
+
+    /// Every name the rules use that the account lacks, types first.
+    #[must_use]
+    pub fn unknown_in(&self, kinds: &DestinationKinds) -> Vec<UnknownName> {
+        let types = kinds
+            .activity_types()
+            .into_iter()
+            .filter_map(|n| self.activity_type(n).err());
+        let stages = kinds
+            .lifecycle_stages()
+            .into_iter()
+            .filter_map(|n| self.lifecycle_stage(n).err());
+        types.chain(stages).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
@@ -415,6 +489,40 @@ mod tests {
         assert!(kinds.rules_for(EventType::Group).is_none());
         assert_eq!(kinds.activity_types(), vec!["Purchase", "Website visit"]);
         assert_eq!(kinds.lifecycle_stages(), vec!["Customer"]);
+    }
+
+    #[test]
+    fn names_resolve_exactly_and_unknown_ones_are_listed() {
+        let kinds = DestinationKinds {
+            track: TrackRules::new(
+                RuleKind::Track,
+                vec![
+                    TrackRule::new("A", Some("Purchase".into()), Some("Customer".into()), None)
+                        .unwrap(),
+                    TrackRule::new("B", Some("purchase".into()), Some("VIP".into()), None)
+                        .unwrap(),
+                ],
+            ),
+            ..DestinationKinds::identify_only()
+        };
+        let ids = NameIds {
+            activity_types: [("Purchase".to_owned(), 1)].into_iter().collect(),
+            lifecycle_stages: [("Customer".to_owned(), 2)].into_iter().collect(),
+        };
+        assert_eq!(ids.activity_type("Purchase"), Ok(1));
+        assert_eq!(ids.lifecycle_stage("Customer"), Ok(2));
+        let unknown = ids.unknown_in(&kinds);
+        assert_eq!(
+            unknown,
+            vec![
+                UnknownName::ActivityType("purchase".into()),
+                UnknownName::LifecycleStage("VIP".into())
+            ]
+        );
+        assert_eq!(
+            unknown[1].to_string(),
+            "lifecycle stage 'VIP' does not exist in the account (names match exactly, case included)"
+        );
     }
 
     proptest! {
