@@ -147,7 +147,9 @@ fn build(
     let is_company = matches!(key, AccountKey::Company(_));
     let input: BTreeMap<String, TraitValue> = traits
         .iter()
-        .filter(|(k, _)| k.as_str() != "name" && !(is_company && COMPANY_IDENTITY.contains(&k.as_str())))
+        .filter(|(k, _)| {
+            k.as_str() != "name" && !(is_company && COMPANY_IDENTITY.contains(&k.as_str()))
+        })
         .map(|(k, v)| {
             (
                 k.clone(),
@@ -335,7 +337,9 @@ mod tests {
         assert_eq!(
             company_account(
                 &index(),
-                json!({"company": {"industry": "Music"}}).as_object().unwrap(),
+                json!({"company": {"industry": "Music"}})
+                    .as_object()
+                    .unwrap(),
                 5
             )
             .unwrap()
@@ -346,7 +350,10 @@ mod tests {
 
     #[test]
     fn store_keys_round_trip() {
-        for key in [AccountKey::Group("a:b".into()), AccountKey::Company("x".into())] {
+        for key in [
+            AccountKey::Group("a:b".into()),
+            AccountKey::Company("x".into()),
+        ] {
             assert_eq!(AccountKey::from_store_key(&key.store_key()), Some(key));
         }
         assert_eq!(AccountKey::from_store_key("other"), None);

@@ -131,7 +131,10 @@ mod tests {
         assert_eq!(audience_change(&e), change("churn_risk", Membership::Add));
         let e = event(json!({"type": "track", "event": "Audience Exited",
                              "properties": {}, "context": personas("churn_risk")}));
-        assert_eq!(audience_change(&e), change("churn_risk", Membership::Remove));
+        assert_eq!(
+            audience_change(&e),
+            change("churn_risk", Membership::Remove)
+        );
         let e = event(json!({"type": "track", "event": "Order Completed",
                              "properties": {}, "context": personas("churn_risk")}));
         assert_eq!(audience_change(&e), None);
@@ -146,8 +149,10 @@ mod tests {
         assert_eq!(audience_change(&e), None);
         let e = event(json!({"type": "identify", "traits": {"": true}, "context": personas(" ")}));
         assert_eq!(audience_change(&e), None);
-        let e = event(json!({"type": "group", "groupId": "g", "traits": {"vip": true},
-                             "context": personas("vip")}));
+        let e = event(
+            json!({"type": "group", "groupId": "g", "traits": {"vip": true},
+                             "context": personas("vip")}),
+        );
         assert_eq!(audience_change(&e), None);
     }
 }

@@ -151,7 +151,10 @@ mod tests {
         let n = notes(&many);
         assert!(n.chars().count() <= MAX_NOTES_CHARS, "{}", n.len());
         let last = n.lines().last().unwrap();
-        assert!(last.starts_with("… (") && last.ends_with(" more)"), "{last}");
+        assert!(
+            last.starts_with("… (") && last.ends_with(" more)"),
+            "{last}"
+        );
         let shown = n.lines().count() - 1;
         assert_eq!(last, format!("… ({} more)", 500 - shown));
         let one = notes(&obj(json!({"big": "y".repeat(2000)})));

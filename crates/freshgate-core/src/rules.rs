@@ -101,7 +101,10 @@ impl TrackRule {
         if pattern.trim().is_empty() {
             return Err(RuleError::EmptyPattern);
         }
-        if activity_type.as_deref().is_some_and(|s| s.trim().is_empty()) {
+        if activity_type
+            .as_deref()
+            .is_some_and(|s| s.trim().is_empty())
+        {
             return Err(RuleError::BlankName("activity_type"));
         }
         if lifecycle_stage
@@ -203,7 +206,11 @@ impl TrackRules {
     /// Every lifecycle stage name the rules use, once each, in first-use order.
     #[must_use]
     pub fn lifecycle_stages(&self) -> Vec<&str> {
-        unique(self.rules.iter().filter_map(|r| r.lifecycle_stage.as_deref()))
+        unique(
+            self.rules
+                .iter()
+                .filter_map(|r| r.lifecycle_stage.as_deref()),
+        )
     }
 }
 
@@ -499,8 +506,7 @@ mod tests {
                 vec![
                     TrackRule::new("A", Some("Purchase".into()), Some("Customer".into()), None)
                         .unwrap(),
-                    TrackRule::new("B", Some("purchase".into()), Some("VIP".into()), None)
-                        .unwrap(),
+                    TrackRule::new("B", Some("purchase".into()), Some("VIP".into()), None).unwrap(),
                 ],
             ),
             ..DestinationKinds::identify_only()

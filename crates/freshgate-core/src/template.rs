@@ -285,7 +285,12 @@ mod tests {
             TitleTemplate::parse("a {{ }}").unwrap_err(),
             TemplateError::Empty(3)
         );
-        for bad in ["{{traits.x}}", "{{properties}}", "{{event.x}}", "{{properties..x}}"] {
+        for bad in [
+            "{{traits.x}}",
+            "{{properties}}",
+            "{{event.x}}",
+            "{{properties..x}}",
+        ] {
             assert!(
                 matches!(
                     TitleTemplate::parse(bad),

@@ -11,9 +11,9 @@
 //! All times are Unix milliseconds (`i64`) passed in by the caller, so tests control the clock.
 
 mod listing;
-mod records;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;

@@ -420,7 +420,9 @@ impl DestinationConfig {
         {
             problems.push((
                 "owner_email".into(),
-                format!("{owner:?} is not an email address (an owner's email, from /selector/owners)"),
+                format!(
+                    "{owner:?} is not an email address (an owner's email, from /selector/owners)"
+                ),
             ));
         }
         if !problems.is_empty() {
@@ -1289,7 +1291,12 @@ activity_type = "Website visit"
             Some("Order {{properties.order_id}}")
         );
         assert_eq!(
-            kinds.track.find(Some("Signed Up")).unwrap().activity_type.as_deref(),
+            kinds
+                .track
+                .find(Some("Signed Up"))
+                .unwrap()
+                .activity_type
+                .as_deref(),
             Some("Other")
         );
         assert!(kinds.page.find(Some("Home")).is_err());
@@ -1327,7 +1334,9 @@ activity_type = "Website visit"
         );
         assert!(err.problems[0].message.contains("not closed"), "{err}");
         assert!(
-            err.problems[1].message.contains("did you mean `activity_type`?"),
+            err.problems[1]
+                .message
+                .contains("did you mean `activity_type`?"),
             "{err}"
         );
 
@@ -1345,7 +1354,11 @@ activity_type = "Website visit"
             ],
             "{err}"
         );
-        assert!(err.problems[0].message.contains("set activity_type, lifecycle_stage or both"));
+        assert!(
+            err.problems[0]
+                .message
+                .contains("set activity_type, lifecycle_stage or both")
+        );
     }
 
     #[test]

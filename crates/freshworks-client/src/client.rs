@@ -15,12 +15,12 @@ use serde_json::Value;
 
 use crate::config::{ClientConfig, ClientError};
 use crate::error::{FreshworksError, error_messages};
-use crate::request::{ListMembership, NewList, SalesAccountUpsert, SalesActivityRequest};
 use crate::model::{
-    BulkJobAccepted, Contact, ContactEnvelope, JobStatus, ListEnvelope, ListsPage, LookupResponse,
-    LifecycleStages, OwnersResponse, SalesAccountEnvelope, SalesActivityEnvelope,
+    BulkJobAccepted, Contact, ContactEnvelope, JobStatus, LifecycleStages, ListEnvelope, ListsPage,
+    LookupResponse, OwnersResponse, SalesAccountEnvelope, SalesActivityEnvelope,
     SalesActivityTypes,
 };
+use crate::request::{ListMembership, NewList, SalesAccountUpsert, SalesActivityRequest};
 
 /// Hosts a `job_status_url` may point at besides the configured base URL's own origin.
 const TRUSTED_HOST_SUFFIXES: [&str; 3] = [".myfreshworks.com", ".freshworks.com", ".freshsales.io"];

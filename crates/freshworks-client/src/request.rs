@@ -160,6 +160,11 @@ mod tests {
                 ids: vec![70_000_000_001, 70_000_000_002]
             }
         );
-        insta::assert_json_snapshot!("new_list", NewList { name: "vip_users".into() });
+        insta::assert_json_snapshot!(
+            "new_list",
+            NewList {
+                name: "vip_users".into()
+            }
+        );
     }
 }

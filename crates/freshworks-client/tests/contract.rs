@@ -15,8 +15,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use freshworks_client::{
-    ClientConfig, FreshworksClient, FreshworksError, Identifier, NewSalesActivity, SalesAccountUpsert,
-    SalesActivityRequest, TargetableType,
+    ClientConfig, FreshworksClient, FreshworksError, Identifier, NewSalesActivity,
+    SalesAccountUpsert, SalesActivityRequest, TargetableType,
 };
 use serde_json::{Value, json};
 
@@ -587,12 +587,18 @@ async fn typed_account_activity_fields_and_selectors() {
     stub.on(
         "POST",
         &format!("{API}/sales_accounts/upsert"),
-        canned(200, r#"{"sales_account":{"id":"70003771396","name":"Initech"}}"#),
+        canned(
+            200,
+            r#"{"sales_account":{"id":"70003771396","name":"Initech"}}"#,
+        ),
     );
     stub.on(
         "POST",
         &format!("{API}/sales_activities"),
-        canned(201, r#"{"sales_activity":{"id":70000000002,"title":"Order 7"}}"#),
+        canned(
+            201,
+            r#"{"sales_activity":{"id":70000000002,"title":"Order 7"}}"#,
+        ),
     );
     stub.on(
         "GET",

@@ -391,7 +391,11 @@ mod tests {
                 def("id", "Id", FieldType::Number),
                 def("name", "Name", FieldType::Text),
                 def("industry_type_id", "Industry type", FieldType::Dropdown),
-                def("number_of_employees", "Number of employees", FieldType::Number),
+                def(
+                    "number_of_employees",
+                    "Number of employees",
+                    FieldType::Number,
+                ),
                 def("website", "Website", FieldType::Text),
                 def("phone", "Phone", FieldType::Text),
                 def("city", "City", FieldType::Text),
@@ -400,15 +404,26 @@ mod tests {
         );
         assert_eq!(ix.entity(), Entity::SalesAccount);
         assert_eq!(ix.resolve("name"), Resolution::Unmapped);
-        is_field(ix.resolve("employee_count"), "number_of_employees", Level::Reserved);
+        is_field(
+            ix.resolve("employee_count"),
+            "number_of_employees",
+            Level::Reserved,
+        );
         is_field(ix.resolve("industry"), "industry_type_id", Level::Reserved);
-        is_field(ix.resolve("employees"), "number_of_employees", Level::Reserved);
+        is_field(
+            ix.resolve("employees"),
+            "number_of_employees",
+            Level::Reserved,
+        );
         is_field(ix.resolve("phone"), "phone", Level::InternalName);
         is_field(ix.resolve("address.city"), "city", Level::Reserved);
         is_field(ix.resolve("Tier"), "cf_tier", Level::Label);
         assert_eq!(ix.resolve("id"), Resolution::Unmapped);
         assert_eq!(ix.resolve("title"), Resolution::Unmapped);
-        assert_eq!(Entity::parse(Entity::SalesAccount.as_str()), Some(Entity::SalesAccount));
+        assert_eq!(
+            Entity::parse(Entity::SalesAccount.as_str()),
+            Some(Entity::SalesAccount)
+        );
     }
 
     #[test]

@@ -26,11 +26,10 @@ use sqlx_core::pool::PoolOptions;
 use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
-    ActivityIntent, ListClaim,
-    AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
-    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
+    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
+    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.

@@ -102,13 +102,15 @@ pub(crate) async fn account_shadow(
     destination: &str,
     account_key: &str,
 ) -> Result<Option<Vec<u8>>, StoreError> {
-    Ok(query_scalar(
-        "SELECT body FROM account_shadows WHERE destination = $1 AND account_key = $2",
+    Ok(
+        query_scalar(
+            "SELECT body FROM account_shadows WHERE destination = $1 AND account_key = $2",
+        )
+        .bind(destination)
+        .bind(account_key)
+        .fetch_optional(pool)
+        .await?,
     )
-    .bind(destination)
-    .bind(account_key)
-    .fetch_optional(pool)
-    .await?)
 }
 
 pub(crate) async fn put_account_shadow(
@@ -134,13 +136,12 @@ pub(crate) async fn list_id(
     destination: &str,
     name: &str,
 ) -> Result<Option<i64>, StoreError> {
-    let id: Option<Option<i64>> = query_scalar(
-        "SELECT list_id FROM marketing_lists WHERE destination = $1 AND name = $2",
-    )
-    .bind(destination)
-    .bind(name)
-    .fetch_optional(pool)
-    .await?;
+    let id: Option<Option<i64>> =
+        query_scalar("SELECT list_id FROM marketing_lists WHERE destination = $1 AND name = $2")
+            .bind(destination)
+            .bind(name)
+            .fetch_optional(pool)
+            .await?;
     Ok(id.flatten())
 }
 
@@ -203,13 +204,12 @@ pub(crate) async fn put_list_id(
     .bind(list_id)
     .execute(pool)
     .await?;
-    let id: Option<i64> = query_scalar(
-        "SELECT list_id FROM marketing_lists WHERE destination = $1 AND name = $2",
-    )
-    .bind(destination)
-    .bind(name)
-    .fetch_one(pool)
-    .await?;
+    let id: Option<i64> =
+        query_scalar("SELECT list_id FROM marketing_lists WHERE destination = $1 AND name = $2")
+            .bind(destination)
+            .bind(name)
+            .fetch_one(pool)
+            .await?;
     id.ok_or_else(|| StoreError::Database(format!("list {name:?} has no id after recording one")))
 }
 
@@ -227,11 +227,9 @@ async fn intent(
     .fetch_optional(pool)
     .await?;
     Ok(match row {
-        Some(r) => ActivityIntent::from_row(
-            &r.try_get::<String, _>(0)?,
-            r.try_get(1)?,
-            r.try_get(2)?,
-        ),
+        Some(r) => {
+            ActivityIntent::from_row(&r.try_get::<String, _>(0)?, r.try_get(1)?, r.try_get(2)?)
+        }
         None => None,
     })
 }

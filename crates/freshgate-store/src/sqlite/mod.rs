@@ -28,11 +28,10 @@ use self::queries::ReaderPool;
 use self::records::{RecordOp, RecordReply};
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
-    ActivityIntent, ListClaim,
-    AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
-    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
+    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
+    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of

@@ -78,7 +78,12 @@ pub(crate) fn apply(conn: &Connection, op: &RecordOp) -> Result<RecordReply, Sto
                  SET fetched_at_ms = excluded.fetched_at_ms, body = excluded.body
                  WHERE excluded.fetched_at_ms >= entity_field_metadata.fetched_at_ms",
             )?
-            .execute(params![account, entity, metadata.fetched_at_ms, metadata.body])?;
+            .execute(params![
+                account,
+                entity,
+                metadata.fetched_at_ms,
+                metadata.body
+            ])?;
             Ok(RecordReply::Done)
         }
         RecordOp::PutContactIds { destination, ids } => {

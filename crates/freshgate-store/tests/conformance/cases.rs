@@ -1,10 +1,10 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    ActivityIntent, ListClaim,
-    AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery, FieldMetadata,
-    LateDelivery, MAX_UNMAPPED_KEY_BYTES, MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery,
-    NewEvent, QueueDepth, RejectedInput, Settlement, StoreError, UnmappedTrait,
+    ActivityIntent, AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery,
+    FieldMetadata, LateDelivery, ListClaim, MAX_UNMAPPED_KEY_BYTES,
+    MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, NewEvent, QueueDepth, RejectedInput,
+    Settlement, StoreError, UnmappedTrait,
 };
 
 use crate::harness::{
@@ -1390,7 +1390,12 @@ pub async fn dead_letter_counts_every_attempt(fx: &mut dyn Fixture) {
 /// key order, per destination.
 pub async fn contact_ids_upserted_and_read_in_batch(fx: &mut dyn Fixture) {
     let s = fx.store();
-    assert!(s.contact_ids(DEST, vec!["u1".into()]).await.unwrap().is_empty());
+    assert!(
+        s.contact_ids(DEST, vec!["u1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
     s.put_contact_ids(DEST, Vec::new()).await.unwrap();
     s.put_contact_ids(
         DEST,
@@ -1398,13 +1403,20 @@ pub async fn contact_ids_upserted_and_read_in_batch(fx: &mut dyn Fixture) {
     )
     .await
     .unwrap();
-    s.put_contact_ids(OTHER, vec![("u1".into(), 99)]).await.unwrap();
+    s.put_contact_ids(OTHER, vec![("u1".into(), 99)])
+        .await
+        .unwrap();
     // A contact merged or re-created in the CRM gets its new id.
-    s.put_contact_ids(DEST, vec![("u1".into(), 11)]).await.unwrap();
+    s.put_contact_ids(DEST, vec![("u1".into(), 11)])
+        .await
+        .unwrap();
     assert_eq!(
-        s.contact_ids(DEST, vec!["u3".into(), "u2".into(), "u1".into(), "u2".into()])
-            .await
-            .unwrap(),
+        s.contact_ids(
+            DEST,
+            vec!["u3".into(), "u2".into(), "u1".into(), "u2".into()]
+        )
+        .await
+        .unwrap(),
         vec![("u1".to_owned(), 11), ("u2".to_owned(), 21)]
     );
     assert_eq!(
@@ -1441,22 +1453,30 @@ pub async fn list_created_once_by_one_claimant(fx: &mut dyn Fixture) {
     let s = fx.store();
     assert_eq!(s.list_id(DEST, "vip").await.unwrap(), None);
     assert_eq!(
-        s.claim_list(DEST, "vip", "node-a", 1000, 500).await.unwrap(),
+        s.claim_list(DEST, "vip", "node-a", 1000, 500)
+            .await
+            .unwrap(),
         ListClaim::Claimed
     );
     assert_eq!(
-        s.claim_list(DEST, "vip", "node-b", 1100, 500).await.unwrap(),
+        s.claim_list(DEST, "vip", "node-b", 1100, 500)
+            .await
+            .unwrap(),
         ListClaim::Busy { until_ms: 1500 }
     );
     // The holder may renew its claim.
     assert_eq!(
-        s.claim_list(DEST, "vip", "node-a", 1200, 500).await.unwrap(),
+        s.claim_list(DEST, "vip", "node-a", 1200, 500)
+            .await
+            .unwrap(),
         ListClaim::Claimed
     );
     assert_eq!(s.list_id(DEST, "vip").await.unwrap(), None);
     // The holder crashed: once the claim has expired another owner takes it.
     assert_eq!(
-        s.claim_list(DEST, "vip", "node-b", 1700, 500).await.unwrap(),
+        s.claim_list(DEST, "vip", "node-b", 1700, 500)
+            .await
+            .unwrap(),
         ListClaim::Claimed
     );
     assert_eq!(s.put_list_id(DEST, "vip", 70).await.unwrap(), 70);
@@ -1464,7 +1484,9 @@ pub async fn list_created_once_by_one_claimant(fx: &mut dyn Fixture) {
     assert_eq!(s.put_list_id(DEST, "vip", 71).await.unwrap(), 70);
     assert_eq!(s.list_id(DEST, "vip").await.unwrap(), Some(70));
     assert_eq!(
-        s.claim_list(DEST, "vip", "node-a", 9000, 500).await.unwrap(),
+        s.claim_list(DEST, "vip", "node-a", 9000, 500)
+            .await
+            .unwrap(),
         ListClaim::Known(70)
     );
     // Found by name without a claim; other destinations and names are apart.
@@ -1475,9 +1497,10 @@ pub async fn list_created_once_by_one_claimant(fx: &mut dyn Fixture) {
 /// Several callers racing for one list: exactly one gets the claim.
 pub async fn list_claim_race_has_one_winner(fx: &mut dyn Fixture) {
     let s = fx.store();
-    let claims = futures::future::join_all(
-        (0..8).map(|i| async move { s.claim_list(DEST, "race", &format!("n{i}"), 1000, 60_000).await }),
-    )
+    let claims = futures::future::join_all((0..8).map(|i| async move {
+        s.claim_list(DEST, "race", &format!("n{i}"), 1000, 60_000)
+            .await
+    }))
     .await;
     let won = claims
         .into_iter()
@@ -1513,7 +1536,10 @@ pub async fn activity_intents_prevent_duplicates(fx: &mut dyn Fixture) {
             .await
             .unwrap(),
         vec![
-            ("m1".to_owned(), ActivityIntent::Created { activity_id: 555 }),
+            (
+                "m1".to_owned(),
+                ActivityIntent::Created { activity_id: 555 }
+            ),
             ("m2".to_owned(), ActivityIntent::Intended { at_ms: 4000 }),
         ]
     );
@@ -1548,7 +1574,9 @@ pub async fn entity_field_metadata_by_entity(fx: &mut dyn Fixture) {
         body: body.to_vec(),
     };
     assert_eq!(
-        s.entity_field_metadata("acct", "sales_account").await.unwrap(),
+        s.entity_field_metadata("acct", "sales_account")
+            .await
+            .unwrap(),
         None
     );
     s.put_entity_field_metadata("acct", "sales_account", at(2000, b"[a]"))
@@ -1561,7 +1589,9 @@ pub async fn entity_field_metadata_by_entity(fx: &mut dyn Fixture) {
         .await
         .unwrap();
     assert_eq!(
-        s.entity_field_metadata("acct", "sales_account").await.unwrap(),
+        s.entity_field_metadata("acct", "sales_account")
+            .await
+            .unwrap(),
         Some(at(2000, b"[a]"))
     );
     assert_eq!(

@@ -31,7 +31,8 @@ fn selector_ids(key: &str) -> Vec<i64> {
 
 /// `GET /settings/sales_accounts/fields`: same shape as the contact fields.
 pub(super) async fn account_fields() -> Response {
-    let body: Value = serde_json::from_str(ACCOUNT_FIELDS).unwrap_or_else(|_| json!({"fields": []}));
+    let body: Value =
+        serde_json::from_str(ACCOUNT_FIELDS).unwrap_or_else(|_| json!({"fields": []}));
     axum::Json(body).into_response()
 }
 

@@ -192,8 +192,16 @@ async fn sales_activities_require_their_fields_and_target() {
     assert_eq!(r.body["sales_activity"]["targetable_id"], c["id"]);
     // The type and the owner must exist; a missing type is refused, a missing owner is not.
     for (key, value, message) in [
-        ("sales_activity_type_id", json!(1), "Sales activity type is invalid"),
-        ("sales_activity_type_id", Value::Null, "Sales activity type can't be blank"),
+        (
+            "sales_activity_type_id",
+            json!(1),
+            "Sales activity type is invalid",
+        ),
+        (
+            "sales_activity_type_id",
+            Value::Null,
+            "Sales activity type can't be blank",
+        ),
         ("owner_id", json!(2), "Owner is invalid"),
     ] {
         let mut bad = ok.clone();
@@ -226,7 +234,13 @@ async fn account_fields_have_the_contact_fields_shape() {
     assert_eq!(r.status, 200);
     let fields = r.body["fields"].as_array().unwrap();
     let names: Vec<&str> = fields.iter().filter_map(|f| f["name"].as_str()).collect();
-    for name in ["name", "website", "industry_type_id", "number_of_employees", "cf_plan"] {
+    for name in [
+        "name",
+        "website",
+        "industry_type_id",
+        "number_of_employees",
+        "cf_plan",
+    ] {
         assert!(names.contains(&name), "{name} in {names:?}");
     }
     assert!(fields.iter().all(|f| f["base_model"] == "SalesAccount"));
