@@ -1327,14 +1327,14 @@ activity_type = "Website visit"
         assert_eq!(
             found,
             [
-                ("destinations[0].track[0].title".to_owned(), Some(6)),
                 ("destinations[0].track[0].activity".to_owned(), Some(7)),
+                ("destinations[0].track[0].title".to_owned(), Some(6)),
             ],
             "{err}"
         );
-        assert!(err.problems[0].message.contains("not closed"), "{err}");
+        assert!(err.problems[1].message.contains("not closed"), "{err}");
         assert!(
-            err.problems[1]
+            err.problems[0]
                 .message
                 .contains("did you mean `activity_type`?"),
             "{err}"
