@@ -122,6 +122,41 @@ pub fn offset_of(timestamp: &str) -> Option<UtcOffset> {
     UtcOffset::from_hms(sign * h, sign * m, 0).ok()
 }
 
+/// What becomes of a track (or page) whose user has no contact yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwaitIdentify {
+    /// Keep it pending behind the user's identify; look again at this time (Unix ms).
+    Wait {
+        /// End of the wait.
+        until_ms: i64,
+    },
+    /// The wait is over: skip it with [`NoIdentify`] as the reason.
+    GiveUp(NoIdentify),
+}
+
+/// The skip reason of a track whose user never had a valid identify within the wait.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "no valid identify for this user within {wait_secs} s (identify_wait_secs): nothing to attach it to"
+)]
+pub struct NoIdentify {
+    /// The configured wait.
+    pub wait_secs: u64,
+}
+
+/// Whether a track received at `received_at_ms`, whose user has no contact at `now_ms`, still
+/// waits for an identify (at most `wait_secs` after it was received).
+#[must_use]
+pub fn await_identify(received_at_ms: i64, now_ms: i64, wait_secs: u64) -> AwaitIdentify {
+    let wait_ms = i64::try_from(wait_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let until_ms = received_at_ms.saturating_add(wait_ms);
+    if now_ms < until_ms {
+        AwaitIdentify::Wait { until_ms }
+    } else {
+        AwaitIdentify::GiveUp(NoIdentify { wait_secs })
+    }
+}
+
 /// One user of `GET /selector/owners`, as far as choosing an activity owner needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct OwnerCandidate {
@@ -268,6 +303,27 @@ mod tests {
                 .title,
             "Order Completed"
         );
+    }
+
+    #[test]
+    fn a_track_waits_for_its_identify_then_gives_up_with_the_reason() {
+        assert_eq!(
+            await_identify(1_000, 2_000, 3600),
+            AwaitIdentify::Wait {
+                until_ms: 3_601_000
+            }
+        );
+        let AwaitIdentify::GiveUp(reason) = await_identify(1_000, 3_601_000, 3600) else {
+            panic!("should give up");
+        };
+        assert_eq!(
+            reason.to_string(),
+            "no valid identify for this user within 3600 s (identify_wait_secs): nothing to attach it to"
+        );
+        assert!(matches!(
+            await_identify(0, 0, u64::MAX),
+            AwaitIdentify::Wait { until_ms: i64::MAX }
+        ));
     }
 
     #[test]

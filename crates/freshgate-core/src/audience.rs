@@ -76,6 +76,51 @@ pub fn audience_change(event: &StoredEvent) -> Option<AudienceChange> {
     })
 }
 
+/// One list call: many contacts added to (or removed from) one list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListBatch {
+    /// The list's name.
+    pub list: String,
+    /// `add_contacts` or `remove_contacts`.
+    pub membership: Membership,
+    /// Contact ids, ascending, at most the `max_ids` given to [`batch_changes`].
+    pub ids: Vec<i64>,
+}
+
+/// Membership changes (in arrival order) → the fewest list calls with the same end state: per
+/// (contact, list) only the last change counts, then the contacts of one list and direction go
+/// in one call of at most `max_ids` ids (`0` is taken as 1). Batches come out ordered by list,
+/// removals before additions.
+#[must_use]
+pub fn batch_changes(
+    changes: impl IntoIterator<Item = (i64, AudienceChange)>,
+    max_ids: usize,
+) -> Vec<ListBatch> {
+    use std::collections::BTreeMap;
+    let mut last: BTreeMap<(String, i64), Membership> = BTreeMap::new();
+    for (contact, change) in changes {
+        last.insert((change.list, contact), change.membership);
+    }
+    let mut grouped: BTreeMap<(String, std::cmp::Reverse<Membership>), Vec<i64>> = BTreeMap::new();
+    for ((list, contact), membership) in last {
+        grouped
+            .entry((list, std::cmp::Reverse(membership)))
+            .or_default()
+            .push(contact);
+    }
+    let mut out = Vec::new();
+    for ((list, std::cmp::Reverse(membership)), ids) in grouped {
+        for chunk in ids.chunks(max_ids.max(1)) {
+            out.push(ListBatch {
+                list: list.clone(),
+                membership,
+                ids: chunk.to_vec(),
+            });
+        }
+    }
+    out
+}
+
 fn flag(value: Option<&Value>) -> Option<Membership> {
     match value? {
         Value::Bool(true) => Some(Membership::Add),
@@ -138,6 +183,79 @@ mod tests {
         let e = event(json!({"type": "track", "event": "Order Completed",
                              "properties": {}, "context": personas("churn_risk")}));
         assert_eq!(audience_change(&e), None);
+    }
+
+    #[test]
+    fn changes_batch_per_list_and_the_last_change_of_a_contact_wins() {
+        let c = |list: &str, m| AudienceChange {
+            list: list.into(),
+            membership: m,
+        };
+        let batches = batch_changes(
+            vec![
+                (3, c("vip", Membership::Add)),
+                (1, c("vip", Membership::Add)),
+                (2, c("vip", Membership::Add)),
+                (2, c("vip", Membership::Remove)),
+                (1, c("churn", Membership::Remove)),
+                (4, c("vip", Membership::Add)),
+            ],
+            2,
+        );
+        let got: Vec<(&str, Membership, Vec<i64>)> = batches
+            .iter()
+            .map(|b| (b.list.as_str(), b.membership, b.ids.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("churn", Membership::Remove, vec![1]),
+                ("vip", Membership::Remove, vec![2]),
+                ("vip", Membership::Add, vec![1, 3]),
+                ("vip", Membership::Add, vec![4]),
+            ]
+        );
+    }
+
+    proptest::proptest! {
+        // Model: applying the changes one by one to a set of (list, contact) memberships ends
+        // where applying the batches does, starting from any membership state, and no batch
+        // is larger than asked.
+        #[test]
+        fn batches_end_where_one_by_one_ends(
+            start in proptest::collection::btree_set((0u8..3, 0i64..6), 0..10),
+            changes in proptest::collection::vec((0i64..6, 0u8..3, proptest::bool::ANY), 0..40),
+            max_ids in 1usize..4,
+        ) {
+            use std::collections::BTreeSet;
+            let lists = ["a", "b", "c"];
+            let mut model: BTreeSet<(String, i64)> =
+                start.iter().map(|(l, c)| (lists[*l as usize].to_owned(), *c)).collect();
+            let mut batched = model.clone();
+            let input: Vec<(i64, AudienceChange)> = changes
+                .iter()
+                .map(|(contact, list, add)| {
+                    let membership = if *add { Membership::Add } else { Membership::Remove };
+                    (*contact, AudienceChange { list: lists[*list as usize].to_owned(), membership })
+                })
+                .collect();
+            for (contact, change) in &input {
+                match change.membership {
+                    Membership::Add => { model.insert((change.list.clone(), *contact)); }
+                    Membership::Remove => { model.remove(&(change.list.clone(), *contact)); }
+                }
+            }
+            for batch in batch_changes(input, max_ids) {
+                proptest::prop_assert!(!batch.ids.is_empty() && batch.ids.len() <= max_ids);
+                for id in batch.ids {
+                    match batch.membership {
+                        Membership::Add => { batched.insert((batch.list.clone(), id)); }
+                        Membership::Remove => { batched.remove(&(batch.list.clone(), id)); }
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(batched, model);
+        }
     }
 
     #[test]
