@@ -2,6 +2,8 @@
 //! account upserts and list membership (spec/freshworks.md §6–§7). Each serialises to exactly
 //! the wire shape; the insta snapshots below pin it.
 
+use freshgate_core::activity::ActivityBody;
+use freshgate_core::mapping::MappedField;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -99,6 +101,48 @@ impl SalesAccountUpsert {
     }
 }
 
+impl SalesAccountUpsert {
+    /// The upsert of a planned account: `fields` (from `AccountPlan::send`) split into built-in
+    /// and `custom_field` values.
+    #[must_use]
+    pub fn of_fields<'a>(
+        name: &str,
+        fields: impl IntoIterator<Item = (&'a String, &'a MappedField)>,
+    ) -> Self {
+        let mut builtin = Map::new();
+        let mut custom = Map::new();
+        for (field, mapped) in fields {
+            let target = if mapped.custom {
+                &mut custom
+            } else {
+                &mut builtin
+            };
+            target.insert(field.clone(), mapped.value.clone());
+        }
+        Self::new(name, builtin, custom)
+    }
+}
+
+impl SalesActivityRequest {
+    /// A contact's activity from its spec and the resolved ids (type, contact, owner).
+    #[must_use]
+    pub fn for_contact(body: &ActivityBody, type_id: i64, contact_id: i64, owner_id: i64) -> Self {
+        Self {
+            sales_activity: NewSalesActivity {
+                title: body.title.clone(),
+                start_date: body.at.clone(),
+                end_date: body.at.clone(),
+                sales_activity_type_id: type_id,
+                targetable_type: TargetableType::Contact,
+                targetable_id: contact_id,
+                owner_id,
+                notes: Some(body.notes.clone()).filter(|n| !n.is_empty()),
+                sales_activity_outcome_id: None,
+            },
+        }
+    }
+}
+
 /// `PUT /lists/{id}/add_contacts` and `remove_contacts`: `{"ids":[...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ListMembership {
@@ -150,6 +194,46 @@ mod tests {
         insta::assert_json_snapshot!("sales_account_upsert", body);
         let bare = SalesAccountUpsert::new("Globex", Map::new(), Map::new());
         insta::assert_json_snapshot!("sales_account_upsert_name_only", bare);
+    }
+
+    #[test]
+    fn bodies_from_the_core_specs() {
+        let fields: std::collections::BTreeMap<String, MappedField> = [
+            ("website", json!("initech.example"), false),
+            ("cf_plan", json!("Pro"), true),
+            ("city", Value::Null, false),
+        ]
+        .into_iter()
+        .map(|(k, value, custom)| {
+            (
+                k.to_owned(),
+                MappedField {
+                    value,
+                    ts_ms: 1,
+                    custom,
+                },
+            )
+        })
+        .collect();
+        insta::assert_json_snapshot!(
+            "sales_account_upsert_of_fields",
+            SalesAccountUpsert::of_fields("Initech", &fields)
+        );
+        let body = ActivityBody {
+            type_name: "Purchase".into(),
+            title: "Order 7".into(),
+            notes: String::new(),
+            at: "2024-03-01T08:00:00-04:00".into(),
+        };
+        insta::assert_json_snapshot!(
+            "sales_activity_for_contact",
+            SalesActivityRequest::for_contact(
+                &body,
+                70_000_612_901,
+                70_054_866_612,
+                70_000_012_345
+            )
+        );
     }
 
     #[test]
