@@ -1,7 +1,8 @@
 //! What a destination does with calls other than `identify`: the delivery side's own spec of
 //! the `[[destinations.track]]` / `[[destinations.page]]` rules and the kind switches
 //! (`group_accounts`, `company_accounts`, `audience_lists`), built from the configuration in one
-//! place (`freshgate::config::destination_kinds`) so the pipeline never reads config types.
+//! place (`freshgate::config::DestinationConfig::kinds`, kept on `ResolvedDestination::kinds`) so
+//! the pipeline never reads config types.
 //!
 //! Rules are matched in order, the first match wins; a call no rule matches is skipped with a
 //! reason a user understands ([`NoRuleMatches`]).

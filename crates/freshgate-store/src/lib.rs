@@ -860,7 +860,8 @@ pub trait Store: Send + Sync + 'static {
         now_ms: i64,
     ) -> Result<Option<ActivityIntent>, StoreError>;
 
-    /// Record that the activity of `message_id` was created with `activity_id`.
+    /// Record that the activity of `message_id` was created with `activity_id` (after
+    /// [`Store::intend_activity`]; the intent's time is kept, and it is what pruning goes by).
     ///
     /// # Errors
     /// `Database`.
