@@ -34,6 +34,7 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("timestamp", timestamp),
     ("mapping", mapping),
     ("config", config),
+    ("activity", activity),
 ];
 
 /// Decoded-body limit of the targets (small, so that bombs are found quickly).
@@ -209,6 +210,59 @@ pub fn config(data: &[u8]) {
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     let _ = freshgate::config::resolve(cfg, "fuzz.toml", &env);
+}
+
+/// What a track, page, group or audience event becomes (title template, notes, activity time,
+/// account mapping, audience change): byte 0 is the template's length, then the template, then
+/// a stored event's JSON. Never a panic; titles and notes stay within their bounds.
+pub fn activity(data: &[u8]) {
+    let Some((&len, rest)) = data.split_first() else {
+        return;
+    };
+    let (template, raw) = rest.split_at(usize::from(len).min(rest.len()));
+    let template = String::from_utf8_lossy(template);
+    let parsed = freshgate_core::template::TitleTemplate::parse(&template);
+    let Ok(event) = segment::parse_stored_event(raw) else {
+        return;
+    };
+    let input = freshgate_core::template::TemplateInput::of(&event);
+    let title = match &parsed {
+        Ok(t) => t.render(&input),
+        Err(_) => freshgate_core::template::default_title(&input),
+    };
+    assert!(!title.is_empty(), "empty title");
+    assert!(
+        title.chars().count() <= freshgate_core::template::MAX_TITLE_CHARS,
+        "title too long"
+    );
+    let notes = freshgate_core::notes::notes(&event.properties);
+    assert!(
+        notes.chars().count() <= freshgate_core::notes::MAX_NOTES_CHARS,
+        "notes too long"
+    );
+    let offset = time::UtcOffset::from_whole_seconds(i32::from(len) * 600 - 72_000)
+        .unwrap_or(time::UtcOffset::UTC);
+    let at = freshgate_core::activity::activity_time(event.timestamp, offset);
+    assert!(
+        segment::parse_timestamp(&at).is_some(),
+        "unreadable time {at}"
+    );
+    let _ = freshgate_core::audience::audience_change(&event);
+    let index = FieldIndex::for_entity(
+        freshgate_core::mapping::Entity::SalesAccount,
+        &[
+            FieldDef::new("website", "Website", FieldType::Text, &[]),
+            FieldDef::new("number_of_employees", "Employees", FieldType::Number, &[]),
+            FieldDef::new(
+                "industry_type_id",
+                "Industry",
+                FieldType::Dropdown,
+                &["Music"],
+            ),
+        ],
+    );
+    let _ = freshgate_core::account::group_account(&index, &event);
+    let _ = freshgate_core::account::company_account(&index, &event.traits, 0);
 }
 
 /// Reads structure out of fuzzer bytes; past the end it yields zeros.

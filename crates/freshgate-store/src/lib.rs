@@ -13,9 +13,11 @@
 mod listing;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;
+pub use records::{ActivityIntent, ListClaim};
 use serde::{Deserialize, Serialize};
 
 /// Row id of an accepted event.
@@ -758,6 +760,156 @@ pub trait Store: Send + Sync + 'static {
         account: &str,
         metadata: FieldMetadata,
     ) -> Result<(), StoreError>;
+
+    /// Field metadata of another entity of the account (e.g. `sales_account`), kept apart from
+    /// the contact fields of [`Store::field_metadata`].
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn entity_field_metadata(
+        &self,
+        account: &str,
+        entity: &str,
+    ) -> Result<Option<FieldMetadata>, StoreError>;
+
+    /// Replace the stored field metadata of `entity`; an older fetch never replaces a newer one.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn put_entity_field_metadata(
+        &self,
+        account: &str,
+        entity: &str,
+        metadata: FieldMetadata,
+    ) -> Result<(), StoreError>;
+
+    /// Remember Freshworks contact ids by contact key (from upsert responses and bulk job
+    /// results); a known key takes the new id (contacts are merged and re-created in the CRM).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn put_contact_ids(
+        &self,
+        destination: &str,
+        ids: Vec<(String, i64)>,
+    ) -> Result<(), StoreError>;
+
+    /// The known contact ids of `keys` (keys without one are left out), in key order.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn contact_ids(
+        &self,
+        destination: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, i64)>, StoreError>;
+
+    /// The shadow (opaque JSON) of what was last written to a sales account, by account key.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn account_shadow(
+        &self,
+        destination: &str,
+        account_key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Replace the shadow of a sales account.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn put_account_shadow(
+        &self,
+        destination: &str,
+        account_key: &str,
+        shadow: Vec<u8>,
+    ) -> Result<(), StoreError>;
+
+    /// The cached id of the marketing list `name`, if known.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn list_id(&self, destination: &str, name: &str) -> Result<Option<i64>, StoreError>;
+
+    /// Ask to be the one that finds or creates the list `name`: its id when known, else the
+    /// claim for `owner` until `now_ms + claim_ms` unless another owner holds a live one.
+    /// Atomic across nodes (one row per list under a unique key), so a list is created once.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn claim_list(
+        &self,
+        destination: &str,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        claim_ms: i64,
+    ) -> Result<ListClaim, StoreError>;
+
+    /// Record the id of the list `name` if none is recorded yet; returns the recorded id (the
+    /// first one wins).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn put_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<i64, StoreError>;
+
+    /// Record, before the call, the intent to create the sales activity of `message_id`. Returns
+    /// what was known before: `None` when the intent is new (the call may go ahead), else the
+    /// earlier intent, left as it was.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn intend_activity(
+        &self,
+        destination: &str,
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ActivityIntent>, StoreError>;
+
+    /// Record that the activity of `message_id` was created with `activity_id` (after
+    /// [`Store::intend_activity`]; the intent's time is kept, and it is what pruning goes by).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn activity_created(
+        &self,
+        destination: &str,
+        message_id: &str,
+        activity_id: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Drop an intent that is still `intended` (the call was answered with a refusal, so
+    /// nothing was created and a later attempt may try again). A created one stays.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn clear_activity_intent(
+        &self,
+        destination: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The intents of `message_ids` (those without one are left out), in message id order.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn activity_intents(
+        &self,
+        destination: &str,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<(String, ActivityIntent)>, StoreError>;
+
+    /// Remove intents recorded before `before_ms` (their events are long settled and pruned).
+    /// Returns how many were removed.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn prune_activity_intents(&self, before_ms: i64) -> Result<u64, StoreError>;
 
     /// Add `calls` API calls spent on `account` at `at_ms` to the persisted quota ledger.
     ///

@@ -9,6 +9,10 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use freshgate_core::coalesce::MissingTraits;
+use freshgate_core::rules::{
+    DEFAULT_IDENTIFY_WAIT_SECS, DestinationKinds, RuleError, RuleKind, TrackRule, TrackRules,
+};
+use freshgate_core::template::TitleTemplate;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
@@ -226,6 +230,78 @@ pub struct DestinationConfig {
     /// this many seconds of the last write the CRM confirmed: contacts are deleted and merged in
     /// the CRM, and the shadow must not hide a contact forever. 0: always send.
     pub unchanged_skip_secs: u64,
+    /// group → sales account (named `traits.name`, else the `groupId`), contact associated.
+    pub group_accounts: bool,
+    /// identify `traits.company` (`{name, ...}` or a string) → sales account, contact associated.
+    pub company_accounts: bool,
+    /// Engage audience membership → marketing list named after the audience key.
+    pub audience_lists: bool,
+    /// Owner of the sales activities freshgate creates (an email of `/selector/owners`);
+    /// without it, the account's first active owner.
+    pub owner_email: Option<String>,
+    /// How long a track (or page) of a user who never had a valid identify waits for one
+    /// before it is skipped with a reason, seconds.
+    pub identify_wait_secs: u64,
+    /// `[[destinations.track]]`: track → sales activity and/or lifecycle stage; first match
+    /// wins, a track no rule matches stays "not handled".
+    pub track: Vec<TrackRuleConfig>,
+    /// `[[destinations.page]]`: the same for page and screen calls, matched on `name`.
+    pub page: Vec<PageRuleConfig>,
+}
+
+/// `[[destinations.track]]`: one rule. (Every key has a default so that a missing one is
+/// reported by validation with its key, like a blank one.)
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrackRuleConfig {
+    /// Exact event name, or `"*"` for any.
+    pub event: String,
+    /// A Sales activity type NAME (`GET /selector/sales_activity_types`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_type: Option<String>,
+    /// A lifecycle stage NAME (`GET /selector/lifecycle_stages`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_stage: Option<String>,
+    /// Activity title template, e.g. `"Order {{properties.order_id}}"`; default: the event name.
+    #[serde(
+        default,
+        deserialize_with = "title_template",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub title: Option<String>,
+}
+
+/// `[[destinations.page]]`: one rule for page and screen calls.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PageRuleConfig {
+    /// Exact page (or screen) name, or `"*"` for any.
+    pub name: String,
+    /// A Sales activity type NAME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub activity_type: Option<String>,
+    /// A lifecycle stage NAME.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lifecycle_stage: Option<String>,
+    /// Activity title template; default: the page name.
+    #[serde(
+        default,
+        deserialize_with = "title_template",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub title: Option<String>,
+}
+
+/// A title is checked as it is read, so a bad template is reported at its line and column.
+fn title_template<'de, D>(d: D) -> Result<Option<String>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    let title = Option::<String>::deserialize(d)?;
+    if let Some(t) = &title {
+        TitleTemplate::parse(t).map_err(serde::de::Error::custom)?;
+    }
+    Ok(title)
 }
 
 impl Default for DestinationConfig {
@@ -248,6 +324,13 @@ impl Default for DestinationConfig {
             retry_horizon_hours: 72,
             bulk_min_contacts: 20,
             unchanged_skip_secs: 86_400,
+            group_accounts: false,
+            company_accounts: false,
+            audience_lists: false,
+            owner_email: None,
+            identify_wait_secs: DEFAULT_IDENTIFY_WAIT_SECS,
+            track: Vec::new(),
+            page: Vec::new(),
         }
     }
 }
@@ -259,6 +342,104 @@ impl DestinationConfig {
         self.hourly_limit
             .or_else(|| self.plan.as_deref().and_then(plan_hourly_limit))
             .unwrap_or(1000)
+    }
+
+    /// What this destination delivers besides identify, as the delivery side's own spec: the
+    /// one conversion from configuration to [`DestinationKinds`]. Each problem comes back with
+    /// its dotted key below the destination (`track[0].activity_type`).
+    ///
+    /// # Errors
+    /// Every problem found, as (key, message).
+    pub fn kinds(&self) -> Result<DestinationKinds, Vec<(String, String)>> {
+        let mut problems = Vec::new();
+        let mut rule = |kind: &str,
+                        i: usize,
+                        pattern: &str,
+                        activity_type: &Option<String>,
+                        lifecycle_stage: &Option<String>,
+                        title: &Option<String>| {
+            let at = format!("{kind}[{i}]");
+            let title = match title.as_deref().map(TitleTemplate::parse).transpose() {
+                Ok(t) => t,
+                Err(e) => {
+                    problems.push((format!("{at}.title"), e.to_string()));
+                    return None;
+                }
+            };
+            match TrackRule::new(
+                pattern,
+                activity_type.clone(),
+                lifecycle_stage.clone(),
+                title,
+            ) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    let key = match &e {
+                        RuleError::EmptyPattern if kind == "track" => "event",
+                        RuleError::EmptyPattern => "name",
+                        RuleError::BlankName(k) => *k,
+                        RuleError::NothingToDo => "activity_type",
+                    };
+                    problems.push((format!("{at}.{key}"), e.to_string()));
+                    None
+                }
+            }
+        };
+        let track: Vec<TrackRule> = self
+            .track
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                rule(
+                    "track",
+                    i,
+                    &r.event,
+                    &r.activity_type,
+                    &r.lifecycle_stage,
+                    &r.title,
+                )
+            })
+            .collect();
+        let page: Vec<TrackRule> = self
+            .page
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                rule(
+                    "page",
+                    i,
+                    &r.name,
+                    &r.activity_type,
+                    &r.lifecycle_stage,
+                    &r.title,
+                )
+            })
+            .collect();
+        if let Some(owner) = &self.owner_email
+            && !owner.contains('@')
+        {
+            problems.push((
+                "owner_email".into(),
+                format!(
+                    "{owner:?} is not an email address (an owner's email, from /selector/owners)"
+                ),
+            ));
+        }
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        Ok(DestinationKinds {
+            group_accounts: self.group_accounts,
+            company_accounts: self.company_accounts,
+            audience_lists: self.audience_lists,
+            owner_email: self
+                .owner_email
+                .as_deref()
+                .map(freshgate_core::email::normalize),
+            identify_wait_secs: self.identify_wait_secs,
+            track: TrackRules::new(RuleKind::Track, track),
+            page: TrackRules::new(RuleKind::Page, page),
+        })
     }
 
     /// Whether `source` feeds this destination.
@@ -391,6 +572,8 @@ pub struct ResolvedDestination {
     pub base_url: String,
     /// The API key.
     pub api_key: SecretString,
+    /// What it delivers besides identify (from [`DestinationConfig::kinds`]).
+    pub kinds: DestinationKinds,
 }
 
 impl Resolved {
@@ -885,6 +1068,15 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
                 );
             }
         }
+        let kinds = match d.kinds() {
+            Ok(kinds) => Some(kinds),
+            Err(found) => {
+                for (key, message) in found {
+                    problem(format!("{at}.{key}"), message);
+                }
+                None
+            }
+        };
         let api_key = match env.var(&d.api_key_env) {
             Some(v) => Some(SecretString::from(v)),
             None => {
@@ -898,11 +1090,12 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
                 None
             }
         };
-        if let (Some(base_url), Some(api_key)) = (base_url, api_key) {
+        if let (Some(base_url), Some(api_key), Some(kinds)) = (base_url, api_key, kinds) {
             destinations.push(ResolvedDestination {
                 config: d.clone(),
                 base_url,
                 api_key,
+                kinds,
             });
         }
     }
@@ -1056,6 +1249,116 @@ sources = ["nope"]
         let before = crate::secret::calls::count();
         assert!(r.source_for_key("key-c").is_none());
         assert_eq!(crate::secret::calls::count(), before + 4);
+    }
+
+    const RULES: &str = r#"
+[[destinations]]
+name = "crm"
+base_url = "http://127.0.0.1:9/crm/sales/api"
+group_accounts = true
+company_accounts = true
+audience_lists = true
+owner_email = "Owner@Example.com"
+identify_wait_secs = 600
+
+[[destinations.track]]
+event = "Order Completed"
+activity_type = "Purchase"
+lifecycle_stage = "Customer"
+title = "Order {{properties.order_id}}"
+
+[[destinations.track]]
+event = "*"
+activity_type = "Other"
+
+[[destinations.page]]
+name = "Pricing"
+activity_type = "Website visit"
+"#;
+
+    #[test]
+    fn kinds_and_rules_become_the_delivery_spec() {
+        let cfg = parse(RULES, "r.toml").unwrap();
+        let r = resolve(cfg, "r.toml", &env(&[(ENV_FRESHWORKS_API_KEY, "k")])).unwrap();
+        let kinds = &r.destinations[0].kinds;
+        assert!(kinds.group_accounts && kinds.company_accounts && kinds.audience_lists);
+        assert_eq!(kinds.owner_email.as_deref(), Some("owner@example.com"));
+        assert_eq!(kinds.identify_wait_secs, 600);
+        let order = kinds.track.find(Some("Order Completed")).unwrap();
+        assert_eq!(order.lifecycle_stage.as_deref(), Some("Customer"));
+        assert_eq!(
+            order.title.as_ref().map(TitleTemplate::as_str),
+            Some("Order {{properties.order_id}}")
+        );
+        assert_eq!(
+            kinds
+                .track
+                .find(Some("Signed Up"))
+                .unwrap()
+                .activity_type
+                .as_deref(),
+            Some("Other")
+        );
+        assert!(kinds.page.find(Some("Home")).is_err());
+        // Round trip through the shown configuration.
+        assert!(parse(&redacted_toml(&r.config), "shown").is_ok());
+    }
+
+    #[test]
+    fn no_new_keys_is_identify_only() {
+        let cfg = parse(
+            "[[destinations]]\nname = \"crm\"\nbase_url = \"http://x/api\"\n",
+            "f.toml",
+        )
+        .unwrap();
+        let r = resolve(cfg, "f.toml", &env(&[(ENV_FRESHWORKS_API_KEY, "k")])).unwrap();
+        assert_eq!(r.destinations[0].kinds, DestinationKinds::identify_only());
+    }
+
+    #[test]
+    fn bad_rules_are_reported_with_key_line_and_column() {
+        let text = "[[destinations]]\nname = \"crm\"\n\n[[destinations.track]]\nevent = \"A\"\ntitle = \"Order {{properties.id\"\nactivity = \"x\"\n";
+        let err = parse(text, "f.toml").unwrap_err();
+        let found: Vec<(String, Option<usize>)> = err
+            .problems
+            .iter()
+            .map(|p| (p.key.clone(), p.line))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("destinations[0].track[0].activity".to_owned(), Some(7)),
+                ("destinations[0].track[0].title".to_owned(), Some(6)),
+            ],
+            "{err}"
+        );
+        assert!(err.problems[1].message.contains("not closed"), "{err}");
+        assert!(
+            err.problems[0]
+                .message
+                .contains("did you mean `activity_type`?"),
+            "{err}"
+        );
+
+        let text = "[[destinations]]\nname = \"crm\"\nbase_url = \"http://x/api\"\nowner_email = \"bob\"\n[[destinations.track]]\nevent = \"A\"\n[[destinations.page]]\nname = \"\"\nactivity_type = \"Visit\"\n[[destinations.page]]\nname = \"B\"\nlifecycle_stage = \" \"\n";
+        let cfg = parse(text, "f.toml").unwrap();
+        let err = resolve(cfg, "f.toml", &env(&[(ENV_FRESHWORKS_API_KEY, "k")])).unwrap_err();
+        let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "destinations[0].track[0].activity_type",
+                "destinations[0].page[0].name",
+                "destinations[0].page[1].lifecycle_stage",
+                "destinations[0].owner_email",
+            ],
+            "{err}"
+        );
+        assert!(
+            err.problems[0]
+                .message
+                .contains("set activity_type, lifecycle_stage or both")
+        );
     }
 
     #[test]

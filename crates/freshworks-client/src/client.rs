@@ -11,14 +11,16 @@ use freshgate_core::fields::FieldsResponse;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use reqwest::{Method, Url};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::config::{ClientConfig, ClientError};
 use crate::error::{FreshworksError, error_messages};
 use crate::model::{
-    BulkJobAccepted, Contact, ContactEnvelope, JobStatus, ListEnvelope, ListsPage, LookupResponse,
-    SalesAccountEnvelope, SalesActivityEnvelope,
+    BulkJobAccepted, Contact, ContactEnvelope, JobStatus, LifecycleStages, ListEnvelope, ListsPage,
+    LookupResponse, OwnersResponse, SalesAccountEnvelope, SalesActivityEnvelope,
+    SalesActivityTypes,
 };
+use crate::request::{ListMembership, NewList, SalesAccountUpsert, SalesActivityRequest};
 
 /// Hosts a `job_status_url` may point at besides the configured base URL's own origin.
 const TRUSTED_HOST_SUFFIXES: [&str; 3] = [".myfreshworks.com", ".freshworks.com", ".freshsales.io"];
@@ -235,7 +237,9 @@ impl FreshworksClient {
         self.send(
             Method::POST,
             self.endpoint(&["lists"]),
-            Some(&json!({ "name": name })),
+            Some(&to_body(&NewList {
+                name: name.to_owned(),
+            })),
         )
         .await
     }
@@ -268,7 +272,7 @@ impl FreshworksClient {
         self.send(
             Method::PUT,
             self.endpoint(&["lists", &list_id.to_string(), action]),
-            Some(&json!({ "ids": ids })),
+            Some(&to_body(&ListMembership { ids: ids.to_vec() })),
         )
         .await
     }
@@ -295,6 +299,61 @@ impl FreshworksClient {
             Method::POST,
             self.endpoint(&["sales_activities"]),
             Some(body),
+        )
+        .await
+    }
+
+    /// `GET /settings/sales_accounts/fields`: the sales account fields, same shape as the
+    /// contact fields.
+    pub async fn account_fields(&self) -> Result<Exchange<FieldsResponse>, FreshworksError> {
+        self.send(
+            Method::GET,
+            self.endpoint(&["settings", "sales_accounts", "fields"]),
+            None,
+        )
+        .await
+    }
+
+    /// `POST /sales_accounts/upsert` with a typed body.
+    pub async fn upsert_account(
+        &self,
+        body: &SalesAccountUpsert,
+    ) -> Result<Exchange<SalesAccountEnvelope>, FreshworksError> {
+        self.upsert_sales_account(&to_body(body)).await
+    }
+
+    /// `POST /sales_activities` with a typed body.
+    pub async fn create_activity(
+        &self,
+        body: &SalesActivityRequest,
+    ) -> Result<Exchange<SalesActivityEnvelope>, FreshworksError> {
+        self.create_sales_activity(&to_body(body)).await
+    }
+
+    /// `GET /selector/owners`, typed.
+    pub async fn owners(&self) -> Result<Exchange<OwnersResponse>, FreshworksError> {
+        self.send(Method::GET, self.endpoint(&["selector", "owners"]), None)
+            .await
+    }
+
+    /// `GET /selector/sales_activity_types`, typed.
+    pub async fn sales_activity_types(
+        &self,
+    ) -> Result<Exchange<SalesActivityTypes>, FreshworksError> {
+        self.send(
+            Method::GET,
+            self.endpoint(&["selector", "sales_activity_types"]),
+            None,
+        )
+        .await
+    }
+
+    /// `GET /selector/lifecycle_stages`, typed.
+    pub async fn lifecycle_stages(&self) -> Result<Exchange<LifecycleStages>, FreshworksError> {
+        self.send(
+            Method::GET,
+            self.endpoint(&["selector", "lifecycle_stages"]),
+            None,
         )
         .await
     }
@@ -465,4 +524,10 @@ fn error_chain(err: &dyn std::error::Error) -> String {
         source = cause.source();
     }
     text
+}
+
+/// A typed request body as JSON. The request types have string keys and plain values, so
+/// serialisation cannot fail; `null` would be sent (and refused by the server) if it ever did.
+fn to_body<T: serde::Serialize>(body: &T) -> Value {
+    serde_json::to_value(body).unwrap_or(Value::Null)
 }

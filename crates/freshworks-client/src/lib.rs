@@ -10,6 +10,7 @@ mod client;
 mod config;
 mod error;
 mod model;
+mod request;
 
 pub use client::{Exchange, FreshworksClient};
 pub use config::{ClientConfig, ClientError, DomainError, base_url_for_domain};
@@ -17,6 +18,11 @@ pub use error::FreshworksError;
 pub use freshgate_core::fields::{FieldDef, FieldsResponse};
 pub use model::{
     BulkJobAccepted, Contact, ContactEnvelope, FailureItem, Identifier, JobData, JobStatus,
-    ListEnvelope, ListsMeta, ListsPage, MarketingList, RecordStatus, SalesAccount,
-    SalesAccountEnvelope, SalesActivity, SalesActivityEnvelope,
+    LifecycleStages, ListEnvelope, ListsMeta, ListsPage, MarketingList, Owner, OwnersResponse,
+    RecordStatus, SalesAccount, SalesAccountEnvelope, SalesActivity, SalesActivityEnvelope,
+    SalesActivityTypes, SelectorChoice,
+};
+pub use request::{
+    AccountIdentifier, AccountValues, ListMembership, NewList, NewSalesActivity,
+    SalesAccountUpsert, SalesActivityRequest, TargetableType,
 };

@@ -272,6 +272,61 @@ pub struct SalesActivityEnvelope {
     pub sales_activity: SalesActivity,
 }
 
+/// A user of `GET /selector/owners` (wrapped as `{"users":[...]}`, spec §7).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    /// User id (the `owner_id` of records).
+    #[serde(deserialize_with = "lenient::i64")]
+    pub id: i64,
+    /// Login email.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub email: Option<String>,
+    /// Name shown.
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    pub display_name: Option<String>,
+    /// Whether the user is active (absent: taken as active).
+    #[serde(default, deserialize_with = "lenient::opt_bool")]
+    pub is_active: Option<bool>,
+}
+
+/// `GET /selector/owners`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct OwnersResponse {
+    /// The account's users.
+    #[serde(default, deserialize_with = "lenient::vec_or_null")]
+    pub users: Vec<Owner>,
+}
+
+/// A named choice of a selector (`sales_activity_types`, `lifecycle_stages`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectorChoice {
+    /// Id.
+    #[serde(deserialize_with = "lenient::i64")]
+    pub id: i64,
+    /// Name, matched exactly (case-sensitively) by configuration.
+    #[serde(default, deserialize_with = "lenient::string_or_null")]
+    pub name: String,
+    /// Other keys (`internal_name`, `position`, `disabled`, …).
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `GET /selector/sales_activity_types`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SalesActivityTypes {
+    /// The types.
+    #[serde(default, deserialize_with = "lenient::vec_or_null")]
+    pub sales_activity_types: Vec<SelectorChoice>,
+}
+
+/// `GET /selector/lifecycle_stages`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LifecycleStages {
+    /// The stages.
+    #[serde(default, deserialize_with = "lenient::vec_or_null")]
+    pub lifecycle_stages: Vec<SelectorChoice>,
+}
+
 /// Read a message list that should be an array of strings but may be a string, `null`, or
 /// anything else (non-strings are rendered as JSON so no information is lost).
 pub(crate) fn messages_from_value(value: Value) -> Vec<String> {
@@ -335,6 +390,15 @@ mod lenient {
     }
 
     /// A string where `null` reads as empty.
+    pub(super) fn opt_bool<'de, D: Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+        Ok(match Value::deserialize(d)? {
+            Value::Bool(b) => Some(b),
+            Value::String(s) if s == "true" => Some(true),
+            Value::String(s) if s == "false" => Some(false),
+            _ => None,
+        })
+    }
+
     pub(super) fn string_or_null<'de, D: Deserializer<'de>>(d: D) -> Result<String, D::Error> {
         Ok(opt_string(d)?.unwrap_or_default())
     }

@@ -1,6 +1,8 @@
 //! Contract tests of the Freshworks client against a small in-process recording stub:
 //! exact paths, headers and bodies on the way out; response shapes from spec/freshworks.md
-//! and the error mapping on the way back; and that no request is ever sent twice.
+//! and the error mapping on the way back; and that no request is ever sent twice. The calls
+//! delivering tracks, groups and audiences also run against the emulator (written from the API
+//! notes alone, sharing no code with the client).
 
 #![allow(clippy::unwrap_used)]
 
@@ -14,7 +16,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use freshworks_client::{ClientConfig, FreshworksClient, FreshworksError, Identifier};
+use freshworks_client::{
+    ClientConfig, FreshworksClient, FreshworksError, Identifier, NewSalesActivity,
+    SalesAccountUpsert, SalesActivityRequest, TargetableType,
+};
 use serde_json::{Value, json};
 
 const KEY: &str = "sfg999666t673t7t82";
@@ -568,6 +573,118 @@ async fn lists_accounts_activities_and_selectors() {
     assert_eq!(recorded[5].json(), activity_body);
 }
 
+#[tokio::test]
+async fn typed_account_activity_fields_and_selectors() {
+    let stub = Stub::start().await;
+    stub.on(
+        "GET",
+        &format!("{API}/settings/sales_accounts/fields"),
+        canned(
+            200,
+            r#"{"fields":[{"id":70000223401,"name":"name","label":"Name","type":"text","default":true,"base_model":"SalesAccount"},
+                {"id":70000223409,"name":"industry_type_id","label":"Industry type","type":"dropdown","default":true,
+                 "choices":[{"id":70000300012,"value":"Software"}]}]}"#,
+        ),
+    );
+    stub.on(
+        "POST",
+        &format!("{API}/sales_accounts/upsert"),
+        canned(
+            200,
+            r#"{"sales_account":{"id":"70003771396","name":"Initech"}}"#,
+        ),
+    );
+    stub.on(
+        "POST",
+        &format!("{API}/sales_activities"),
+        canned(
+            201,
+            r#"{"sales_activity":{"id":70000000002,"title":"Order 7"}}"#,
+        ),
+    );
+    stub.on(
+        "GET",
+        &format!("{API}/selector/owners"),
+        canned(
+            200,
+            r#"{"users":[{"id":70000012345,"display_name":"Ada","email":"ada@x.io","is_active":true},
+                {"id":"70000012347","email":null,"is_active":"false"}]}"#,
+        ),
+    );
+    stub.on(
+        "GET",
+        &format!("{API}/selector/sales_activity_types"),
+        canned(
+            200,
+            r#"{"sales_activity_types":[{"id":70000612901,"name":"Purchase","internal_name":"purchase"}]}"#,
+        ),
+    );
+    stub.on(
+        "GET",
+        &format!("{API}/selector/lifecycle_stages"),
+        canned(200, r#"{"lifecycle_stages":null}"#),
+    );
+    let client = stub.client();
+
+    let fields = client.account_fields().await.unwrap();
+    assert_eq!(fields.request_line, "GET /settings/sales_accounts/fields");
+    assert_eq!(fields.body.fields[1].choices[0].value, "Software");
+
+    let mut values = serde_json::Map::new();
+    values.insert("website".into(), json!("initech.example"));
+    let mut custom = serde_json::Map::new();
+    custom.insert("cf_plan".into(), json!("Pro"));
+    let upsert = SalesAccountUpsert::new("Initech", values, custom);
+    let account = client.upsert_account(&upsert).await.unwrap();
+    assert_eq!(account.body.sales_account.id, 70_003_771_396);
+
+    let activity = SalesActivityRequest {
+        sales_activity: NewSalesActivity {
+            title: "Order 7".into(),
+            start_date: "2024-03-01T08:00:00-04:00".into(),
+            end_date: "2024-03-01T08:00:00-04:00".into(),
+            sales_activity_type_id: 70_000_612_901,
+            targetable_type: TargetableType::Contact,
+            targetable_id: 70_054_866_612,
+            owner_id: 70_000_012_345,
+            notes: Some("order_id: 7".into()),
+            sales_activity_outcome_id: None,
+        },
+    };
+    let created = client.create_activity(&activity).await.unwrap();
+    assert_eq!(created.status, 201);
+    assert_eq!(created.body.sales_activity.id, 70_000_000_002);
+
+    let owners = client.owners().await.unwrap().body.users;
+    assert_eq!(owners[0].email.as_deref(), Some("ada@x.io"));
+    assert_eq!(owners[1].id, 70_000_012_347);
+    assert_eq!(owners[1].is_active, Some(false));
+    let types = client.sales_activity_types().await.unwrap().body;
+    assert_eq!(types.sales_activity_types[0].name, "Purchase");
+    let stages = client.lifecycle_stages().await.unwrap().body;
+    assert!(stages.lifecycle_stages.is_empty());
+
+    let recorded = stub.recorded();
+    assert_eq!(recorded.len(), 6, "{recorded:#?}");
+    for request in &recorded {
+        assert_common_headers(request);
+    }
+    assert_eq!(
+        recorded[1].json(),
+        json!({"unique_identifier": {"name": "Initech"},
+               "sales_account": {"name": "Initech", "website": "initech.example",
+                                 "custom_field": {"cf_plan": "Pro"}}})
+    );
+    assert_eq!(
+        recorded[2].json(),
+        json!({"sales_activity": {"title": "Order 7",
+            "start_date": "2024-03-01T08:00:00-04:00", "end_date": "2024-03-01T08:00:00-04:00",
+            "sales_activity_type_id": 70_000_612_901_i64, "targetable_type": "Contact",
+            "targetable_id": 70_054_866_612_i64, "owner_id": 70_000_012_345_i64,
+            "notes": "order_id: 7"}})
+    );
+}
+
 /// Send one upsert against a canned answer and return the error; asserts it was sent once.
 async fn upsert_error(answer: Canned) -> FreshworksError {
     let stub = Stub::start().await;
@@ -776,4 +893,114 @@ fn bad_configs_are_refused() {
     ))
     .unwrap_err();
     assert!(!err.to_string().contains("sek"));
+}
+
+/// A client of a fresh emulator.
+async fn emulator() -> (freshworks_emulator::RunningEmulator, FreshworksClient) {
+    let config = freshworks_emulator::EmulatorConfig::default();
+    let key = config.api_key.clone();
+    let emu = freshworks_emulator::RunningEmulator::start(config)
+        .await
+        .unwrap();
+    let client = FreshworksClient::new(ClientConfig {
+        base_url: emu.base_url.clone(),
+        api_key: key,
+        timeout: Duration::from_secs(10),
+        user_agent: "freshgate-test/1".into(),
+    })
+    .unwrap();
+    (emu, client)
+}
+
+#[tokio::test]
+async fn emulator_accounts_activities_selectors_and_list_paging() {
+    let (_emu, client) = emulator().await;
+
+    let fields = client.account_fields().await.unwrap().body.fields;
+    assert!(fields.iter().any(|f| f.name == "number_of_employees"));
+    let types = client.sales_activity_types().await.unwrap().body;
+    let purchase = types
+        .sales_activity_types
+        .iter()
+        .find(|t| t.name == "Purchase")
+        .unwrap()
+        .id;
+    let stages = client.lifecycle_stages().await.unwrap().body;
+    assert!(stages.lifecycle_stages.iter().any(|s| s.name == "Customer"));
+    let owners = client.owners().await.unwrap().body.users;
+    let owner = owners
+        .iter()
+        .find(|o| o.is_active != Some(false))
+        .unwrap()
+        .id;
+
+    let upsert = SalesAccountUpsert::new(
+        "Initech",
+        json!({"website": "initech.example", "number_of_employees": 120})
+            .as_object()
+            .unwrap()
+            .clone(),
+        serde_json::Map::new(),
+    );
+    let first = client
+        .upsert_account(&upsert)
+        .await
+        .unwrap()
+        .body
+        .sales_account;
+    let again = client
+        .upsert_account(&upsert)
+        .await
+        .unwrap()
+        .body
+        .sales_account;
+    assert_eq!(first.id, again.id, "accounts are upserted by name");
+
+    let contact = client
+        .upsert_contact(&json!({"unique_identifier": {"emails": "act@x.io"},
+                                "contact": {"emails": "act@x.io"}}))
+        .await
+        .unwrap()
+        .body
+        .contact
+        .id;
+    let body = |type_id: i64, owner_id: i64| SalesActivityRequest {
+        sales_activity: NewSalesActivity {
+            title: "Order 7".into(),
+            start_date: "2024-03-01T08:00:00-04:00".into(),
+            end_date: "2024-03-01T08:00:00-04:00".into(),
+            sales_activity_type_id: type_id,
+            targetable_type: TargetableType::Contact,
+            targetable_id: contact,
+            owner_id,
+            notes: Some("order_id: 7".into()),
+            sales_activity_outcome_id: None,
+        },
+    };
+    let created = client
+        .create_activity(&body(purchase, owner))
+        .await
+        .unwrap();
+    assert!(created.body.sales_activity.id > 0);
+    for bad in [body(1, owner), body(purchase, 2)] {
+        let err = client.create_activity(&bad).await.unwrap_err();
+        assert_eq!(err.status(), Some(400), "{err}");
+    }
+
+    // Lists are found by name across pages (25 per page by default).
+    for i in 0..30 {
+        client.create_list(&format!("list-{i:02}")).await.unwrap();
+    }
+    let first_page = client.lists(1).await.unwrap().body;
+    assert_eq!(first_page.meta.as_ref().unwrap().total_pages, 2);
+    let second_page = client.lists(2).await.unwrap().body;
+    assert!(second_page.lists.iter().any(|l| l.name == "list-29"));
+    let list = second_page
+        .lists
+        .iter()
+        .find(|l| l.name == "list-29")
+        .unwrap()
+        .id;
+    client.add_to_list(list, &[contact]).await.unwrap();
+    client.remove_from_list(list, &[contact]).await.unwrap();
 }

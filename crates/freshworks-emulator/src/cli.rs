@@ -68,6 +68,12 @@ pub struct EmulatorArgs {
     /// Delay before a bulk job is processed, in milliseconds.
     #[arg(long, default_value_t = 20)]
     pub bulk_job_delay_ms: u64,
+    /// Accept sales activities without `sales_activity_type_id` (refused by default).
+    #[arg(long)]
+    pub activity_type_optional: bool,
+    /// Refuse sales activities without `owner_id` (by default the API user owns them).
+    #[arg(long)]
+    pub activity_owner_required: bool,
     /// Account UTC offset in minutes for timestamps (e.g. -240 for -04:00).
     #[arg(long, default_value_t = -240, allow_negative_numbers = true)]
     pub utc_offset_minutes: i32,
@@ -107,6 +113,8 @@ impl EmulatorArgs {
                 accept_bare_token: self.accept_bare_token,
                 locale: self.locale,
                 bulk_job_delay_ms: self.bulk_job_delay_ms,
+                activity_type_required: !self.activity_type_optional,
+                activity_owner_required: self.activity_owner_required,
             },
             utc_offset_minutes: self.utc_offset_minutes,
         })

@@ -96,6 +96,12 @@ pub struct Switches {
     pub locale: Locale,
     /// Wall-clock delay before a bulk job is processed (the job reads `IN_PROGRESS` until then).
     pub bulk_job_delay_ms: u64,
+    /// `POST /sales_activities` without `sales_activity_type_id` is refused (400 "can't be
+    /// blank"). A given id must always name an existing type.
+    pub activity_type_required: bool,
+    /// `POST /sales_activities` without `owner_id` is refused; otherwise the API user owns it.
+    /// A given id must always name an existing owner.
+    pub activity_owner_required: bool,
 }
 
 impl Default for Switches {
@@ -111,6 +117,8 @@ impl Default for Switches {
             accept_bare_token: false,
             locale: Locale::En,
             bulk_job_delay_ms: 20,
+            activity_type_required: true,
+            activity_owner_required: false,
         }
     }
 }

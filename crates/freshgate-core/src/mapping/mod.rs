@@ -16,7 +16,7 @@ use serde_json::Value;
 
 use crate::coalesce::{TraitValue, flatten_trait};
 pub use contact::{Identity, bulk_item, identifier, upsert_body};
-pub use resolve::{FieldIndex, Level, Resolution};
+pub use resolve::{Entity, FieldIndex, Level, Resolution};
 
 /// One contact field to write.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -132,7 +132,7 @@ pub fn map_traits(index: &FieldIndex, traits: &BTreeMap<String, TraitValue>) -> 
                         key: key.clone(),
                     });
             };
-            if key == "email" {
+            if key == "email" && index.entity() == resolve::Entity::Contact {
                 match &value {
                     Value::String(s) if !s.trim().is_empty() => {
                         let e = (tv.ts_ms, tv.seq, crate::email::normalize(s));

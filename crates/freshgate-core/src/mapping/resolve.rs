@@ -1,17 +1,63 @@
-//! Trait key → contact field resolution over the account's field list.
+//! Trait key → field resolution over the account's field list, for contacts (identify traits)
+//! and sales accounts (group traits, `traits.company`).
 //!
 //! Precedence (first level that matches wins): (1) the internal name, as written or converted
-//! from camelCase; (2) Segment's reserved traits (`phone` → `work_number`, `title` →
-//! `job_title`, `address.*` leaves, `name` split); (3) the field label, compared ignoring case,
-//! spaces, `_` and `-`. A key that matches two fields at one level is ambiguous and not sent.
+//! from camelCase; (2) Segment's reserved traits of the entity (contacts: `phone` →
+//! `work_number`, `title` → `job_title`, `address.*` leaves, `name` split; accounts:
+//! `industry` → `industry_type_id`, `employees` → `number_of_employees`, `website`, `phone`,
+//! `address.*` leaves); (3) the field label, compared ignoring case, spaces, `_` and `-`. A key
+//! that matches two fields at one level is ambiguous and not sent.
 
 use std::collections::BTreeMap;
 
 use crate::fields::{FieldDef, FieldType};
 
-/// Field names the request builder writes itself; a trait never targets them. `emails` comes
-/// from the `email` trait, `external_id` from the `userId`, `id` is read-only.
+/// Contact field names the request builder writes itself; a trait never targets them. `emails`
+/// comes from the `email` trait, `external_id` from the `userId`, `id` is read-only.
 pub const BUILDER_OWNED: &[&str] = &["emails", "email", "external_id", "id"];
+
+/// Sales account field names never targeted by a trait: `id` is read-only, `name` is the
+/// unique identifier the request builder writes from the account's key.
+pub const ACCOUNT_BUILDER_OWNED: &[&str] = &["id", "name"];
+
+/// Which Freshworks entity a field list belongs to: it picks the reserved traits and the
+/// fields the request builder owns.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Entity {
+    /// `GET /settings/contacts/fields`.
+    #[default]
+    Contact,
+    /// `GET /settings/sales_accounts/fields`.
+    SalesAccount,
+}
+
+impl Entity {
+    /// Stable name, as stored (`contact`, `sales_account`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Contact => "contact",
+            Self::SalesAccount => "sales_account",
+        }
+    }
+
+    /// The entity of a stored name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "contact" => Some(Self::Contact),
+            "sales_account" => Some(Self::SalesAccount),
+            _ => None,
+        }
+    }
+
+    fn builder_owned(self) -> &'static [&'static str] {
+        match self {
+            Self::Contact => BUILDER_OWNED,
+            Self::SalesAccount => ACCOUNT_BUILDER_OWNED,
+        }
+    }
+}
 
 /// The precedence level a key matched at (lower is stronger).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -47,20 +93,30 @@ pub enum Resolution {
 /// The account's contact fields, indexed for resolution. Built once per field-list refresh.
 #[derive(Debug, Clone, Default)]
 pub struct FieldIndex {
+    entity: Entity,
     fields: Vec<FieldDef>,
     by_name: BTreeMap<String, usize>,
     by_label: BTreeMap<String, Vec<usize>>,
 }
 
 impl FieldIndex {
-    /// Index a field list. `group_field` containers and builder-owned names are left out: they
-    /// are never targets.
+    /// Index a contact field list. `group_field` containers and builder-owned names are left
+    /// out: they are never targets.
     #[must_use]
     pub fn new(fields: &[FieldDef]) -> Self {
-        let mut index = Self::default();
+        Self::for_entity(Entity::Contact, fields)
+    }
+
+    /// Index the field list of `entity` (see [`FieldIndex::new`]).
+    #[must_use]
+    pub fn for_entity(entity: Entity, fields: &[FieldDef]) -> Self {
+        let mut index = Self {
+            entity,
+            ..Self::default()
+        };
         for def in fields {
             if def.field_type == FieldType::GroupField
-                || BUILDER_OWNED.contains(&def.name.as_str())
+                || entity.builder_owned().contains(&def.name.as_str())
                 || index.by_name.contains_key(&def.name)
             {
                 continue;
@@ -74,6 +130,12 @@ impl FieldIndex {
             index.fields.push(def.clone());
         }
         index
+    }
+
+    /// The entity whose fields these are.
+    #[must_use]
+    pub fn entity(&self) -> Entity {
+        self.entity
     }
 
     /// The target field of that internal name, if it is one.
@@ -98,12 +160,17 @@ impl FieldIndex {
         if snake != key && self.by_name.contains_key(&snake) {
             return field(&snake, Level::InternalName);
         }
-        if let Some(target) = reserved_target(key)
+        let reserved = match self.entity {
+            Entity::Contact => reserved_target(key),
+            Entity::SalesAccount => reserved_account_target(key),
+        };
+        if let Some(target) = reserved
             && self.by_name.contains_key(target)
         {
             return field(target, Level::Reserved);
         }
-        if key == "name"
+        if self.entity == Entity::Contact
+            && key == "name"
             && (self.by_name.contains_key("first_name") || self.by_name.contains_key("last_name"))
         {
             return Resolution::NameSplit;
@@ -138,6 +205,24 @@ fn reserved_target(key: &str) -> Option<&'static str> {
         "lastName" | "last_name" | "lastname" => "last_name",
         "phone" => "work_number",
         "title" => "job_title",
+        "address.street" => "address",
+        "address.city" => "city",
+        "address.state" => "state",
+        "address.postalCode" | "address.postal_code" => "zipcode",
+        "address.country" => "country",
+        _ => return None,
+    })
+}
+
+/// Segment's reserved group traits (spec/segment.md §2.4; `employee_count` of Segment's
+/// `company` object) and the sales account field each goes to. `name` is not here: the account
+/// builder writes it.
+fn reserved_account_target(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "industry" => "industry_type_id",
+        "employees" | "employee_count" => "number_of_employees",
+        "website" => "website",
+        "phone" => "phone",
         "address.street" => "address",
         "address.city" => "city",
         "address.state" => "state",
@@ -296,6 +381,49 @@ mod tests {
         ]);
         is_field(ix.resolve("title"), "title", Level::InternalName);
         is_field(ix.resolve("phone"), "work_number", Level::Reserved);
+    }
+
+    #[test]
+    fn account_reserved_traits_and_no_name_split() {
+        let ix = FieldIndex::for_entity(
+            Entity::SalesAccount,
+            &[
+                def("id", "Id", FieldType::Number),
+                def("name", "Name", FieldType::Text),
+                def("industry_type_id", "Industry type", FieldType::Dropdown),
+                def(
+                    "number_of_employees",
+                    "Number of employees",
+                    FieldType::Number,
+                ),
+                def("website", "Website", FieldType::Text),
+                def("phone", "Phone", FieldType::Text),
+                def("city", "City", FieldType::Text),
+                def("cf_tier", "Tier", FieldType::Text),
+            ],
+        );
+        assert_eq!(ix.entity(), Entity::SalesAccount);
+        assert_eq!(ix.resolve("name"), Resolution::Unmapped);
+        is_field(
+            ix.resolve("employee_count"),
+            "number_of_employees",
+            Level::Reserved,
+        );
+        is_field(ix.resolve("industry"), "industry_type_id", Level::Reserved);
+        is_field(
+            ix.resolve("employees"),
+            "number_of_employees",
+            Level::Reserved,
+        );
+        is_field(ix.resolve("phone"), "phone", Level::InternalName);
+        is_field(ix.resolve("address.city"), "city", Level::Reserved);
+        is_field(ix.resolve("Tier"), "cf_tier", Level::Label);
+        assert_eq!(ix.resolve("id"), Resolution::Unmapped);
+        assert_eq!(ix.resolve("title"), Resolution::Unmapped);
+        assert_eq!(
+            Entity::parse(Entity::SalesAccount.as_str()),
+            Some(Entity::SalesAccount)
+        );
     }
 
     #[test]

@@ -24,6 +24,8 @@ pub struct StoredEvent {
     pub properties: Map<String, Value>,
     /// track's `event` name.
     pub event: Option<String>,
+    /// page/screen `name` (else `properties.name`, which analytics.js also sets).
+    pub name: Option<String>,
     /// group's `groupId` (numbers stringified).
     pub group_id: Option<String>,
     /// alias's `previousId` (numbers stringified).
@@ -106,6 +108,15 @@ pub fn parse_stored_event(raw: &[u8]) -> Result<StoredEvent, StoredEventError> {
         user_id: id(map.get("userId")),
         anonymous_id: id(map.get("anonymousId")),
         event: map.get("event").and_then(Value::as_str).map(str::to_owned),
+        name: map
+            .get("name")
+            .and_then(Value::as_str)
+            .or_else(|| {
+                map.get("properties")
+                    .and_then(|p| p.get("name"))
+                    .and_then(Value::as_str)
+            })
+            .map(str::to_owned),
         group_id: id(map.get("groupId")),
         previous_id: id(map.get("previousId")),
         traits: object(map.remove("traits")),

@@ -16,6 +16,7 @@ mod delivery;
 mod filter;
 mod ingest;
 mod queries;
+mod records;
 mod schema;
 
 use std::time::Duration;
@@ -25,10 +26,10 @@ use sqlx_core::pool::PoolOptions;
 use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
-    AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
-    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
+    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
+    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -214,6 +215,118 @@ impl Store for PostgresStore {
         metadata: FieldMetadata,
     ) -> Result<(), StoreError> {
         queries::put_field_metadata(&self.pool, account, metadata).await
+    }
+
+    async fn entity_field_metadata(
+        &self,
+        account: &str,
+        entity: &str,
+    ) -> Result<Option<FieldMetadata>, StoreError> {
+        records::entity_field_metadata(&self.pool, account, entity).await
+    }
+
+    async fn put_entity_field_metadata(
+        &self,
+        account: &str,
+        entity: &str,
+        metadata: FieldMetadata,
+    ) -> Result<(), StoreError> {
+        records::put_entity_field_metadata(&self.pool, account, entity, metadata).await
+    }
+
+    async fn put_contact_ids(
+        &self,
+        destination: &str,
+        ids: Vec<(String, i64)>,
+    ) -> Result<(), StoreError> {
+        records::put_contact_ids(&self.pool, destination, ids).await
+    }
+
+    async fn contact_ids(
+        &self,
+        destination: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        records::contact_ids(&self.pool, destination, keys).await
+    }
+
+    async fn account_shadow(
+        &self,
+        destination: &str,
+        account_key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        records::account_shadow(&self.pool, destination, account_key).await
+    }
+
+    async fn put_account_shadow(
+        &self,
+        destination: &str,
+        account_key: &str,
+        shadow: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        records::put_account_shadow(&self.pool, destination, account_key, shadow).await
+    }
+
+    async fn list_id(&self, destination: &str, name: &str) -> Result<Option<i64>, StoreError> {
+        records::list_id(&self.pool, destination, name).await
+    }
+
+    async fn claim_list(
+        &self,
+        destination: &str,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        claim_ms: i64,
+    ) -> Result<ListClaim, StoreError> {
+        records::claim_list(&self.pool, destination, name, owner, now_ms, claim_ms).await
+    }
+
+    async fn put_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<i64, StoreError> {
+        records::put_list_id(&self.pool, destination, name, list_id).await
+    }
+
+    async fn intend_activity(
+        &self,
+        destination: &str,
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ActivityIntent>, StoreError> {
+        records::intend_activity(&self.pool, destination, message_id, now_ms).await
+    }
+
+    async fn activity_created(
+        &self,
+        destination: &str,
+        message_id: &str,
+        activity_id: i64,
+    ) -> Result<(), StoreError> {
+        records::activity_created(&self.pool, destination, message_id, activity_id).await
+    }
+
+    async fn clear_activity_intent(
+        &self,
+        destination: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        records::clear_activity_intent(&self.pool, destination, message_id).await
+    }
+
+    async fn activity_intents(
+        &self,
+        destination: &str,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<(String, ActivityIntent)>, StoreError> {
+        records::activity_intents(&self.pool, destination, message_ids).await
+    }
+
+    async fn prune_activity_intents(&self, before_ms: i64) -> Result<u64, StoreError> {
+        records::prune_activity_intents(&self.pool, before_ms).await
     }
 
     async fn record_calls(&self, account: &str, at_ms: i64, calls: u32) -> Result<(), StoreError> {

@@ -41,6 +41,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "reason codes",
         include_str!("../../migrations/postgres/0006_reason_codes.sql"),
     ),
+    (
+        7,
+        "delivery records",
+        include_str!("../../migrations/postgres/0007_delivery_records.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

@@ -10,6 +10,7 @@ mod checkpoint;
 mod filter;
 mod queries;
 mod raw;
+mod records;
 mod schema;
 mod writer;
 
@@ -24,12 +25,13 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::WriterGate;
 use self::queries::ReaderPool;
+use self::records::{RecordOp, RecordReply};
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
-    AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
-    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
+    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
+    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -164,6 +166,22 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    /// Run one delivery-record write on the writer thread.
+    async fn record(&self, op: RecordOp) -> Result<RecordReply, StoreError> {
+        match self.write(WriteOp::Record(op), false).await? {
+            WriteReply::Record(reply) => Ok(reply),
+            other => Err(unexpected(&other)),
+        }
+    }
+}
+
+fn unexpected_record(reply: &RecordReply) -> StoreError {
+    StoreError::Database(format!(
+        "writer answered a record write with an unexpected reply: {reply:?}"
+    ))
+}
+
 fn unexpected(reply: &WriteReply) -> StoreError {
     StoreError::Database(format!(
         "writer answered with an unexpected reply: {reply:?}"
@@ -293,6 +311,200 @@ impl Store for SqliteStore {
         match self.write(op, false).await? {
             WriteReply::Done => Ok(()),
             other => Err(unexpected(&other)),
+        }
+    }
+
+    async fn entity_field_metadata(
+        &self,
+        account: &str,
+        entity: &str,
+    ) -> Result<Option<FieldMetadata>, StoreError> {
+        let (a, e) = (account.to_owned(), entity.to_owned());
+        self.readers
+            .run(move |c| records::entity_field_metadata(c, &a, &e))
+            .await
+    }
+
+    async fn put_entity_field_metadata(
+        &self,
+        account: &str,
+        entity: &str,
+        metadata: FieldMetadata,
+    ) -> Result<(), StoreError> {
+        self.record(RecordOp::PutEntityFields {
+            account: account.to_owned(),
+            entity: entity.to_owned(),
+            metadata,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn put_contact_ids(
+        &self,
+        destination: &str,
+        ids: Vec<(String, i64)>,
+    ) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        self.record(RecordOp::PutContactIds {
+            destination: destination.to_owned(),
+            ids,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn contact_ids(
+        &self,
+        destination: &str,
+        keys: Vec<String>,
+    ) -> Result<Vec<(String, i64)>, StoreError> {
+        let d = destination.to_owned();
+        self.readers
+            .run(move |c| records::contact_ids(c, &d, &keys))
+            .await
+    }
+
+    async fn account_shadow(
+        &self,
+        destination: &str,
+        account_key: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let (d, k) = (destination.to_owned(), account_key.to_owned());
+        self.readers
+            .run(move |c| records::account_shadow(c, &d, &k))
+            .await
+    }
+
+    async fn put_account_shadow(
+        &self,
+        destination: &str,
+        account_key: &str,
+        shadow: Vec<u8>,
+    ) -> Result<(), StoreError> {
+        self.record(RecordOp::PutAccountShadow {
+            destination: destination.to_owned(),
+            account_key: account_key.to_owned(),
+            body: shadow,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn list_id(&self, destination: &str, name: &str) -> Result<Option<i64>, StoreError> {
+        let (d, n) = (destination.to_owned(), name.to_owned());
+        self.readers.run(move |c| records::list_id(c, &d, &n)).await
+    }
+
+    async fn claim_list(
+        &self,
+        destination: &str,
+        name: &str,
+        owner: &str,
+        now_ms: i64,
+        claim_ms: i64,
+    ) -> Result<ListClaim, StoreError> {
+        match self
+            .record(RecordOp::ClaimList {
+                destination: destination.to_owned(),
+                name: name.to_owned(),
+                owner: owner.to_owned(),
+                now_ms,
+                claim_ms,
+            })
+            .await?
+        {
+            RecordReply::Claim(claim) => Ok(claim),
+            other => Err(unexpected_record(&other)),
+        }
+    }
+
+    async fn put_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<i64, StoreError> {
+        match self
+            .record(RecordOp::PutListId {
+                destination: destination.to_owned(),
+                name: name.to_owned(),
+                list_id,
+            })
+            .await?
+        {
+            RecordReply::ListId(id) => Ok(id),
+            other => Err(unexpected_record(&other)),
+        }
+    }
+
+    async fn intend_activity(
+        &self,
+        destination: &str,
+        message_id: &str,
+        now_ms: i64,
+    ) -> Result<Option<ActivityIntent>, StoreError> {
+        match self
+            .record(RecordOp::IntendActivity {
+                destination: destination.to_owned(),
+                message_id: message_id.to_owned(),
+                now_ms,
+            })
+            .await?
+        {
+            RecordReply::Intent(intent) => Ok(intent),
+            other => Err(unexpected_record(&other)),
+        }
+    }
+
+    async fn activity_created(
+        &self,
+        destination: &str,
+        message_id: &str,
+        activity_id: i64,
+    ) -> Result<(), StoreError> {
+        self.record(RecordOp::ActivityCreated {
+            destination: destination.to_owned(),
+            message_id: message_id.to_owned(),
+            activity_id,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn clear_activity_intent(
+        &self,
+        destination: &str,
+        message_id: &str,
+    ) -> Result<(), StoreError> {
+        self.record(RecordOp::ClearActivityIntent {
+            destination: destination.to_owned(),
+            message_id: message_id.to_owned(),
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn activity_intents(
+        &self,
+        destination: &str,
+        message_ids: Vec<String>,
+    ) -> Result<Vec<(String, ActivityIntent)>, StoreError> {
+        let d = destination.to_owned();
+        self.readers
+            .run(move |c| records::activity_intents(c, &d, &message_ids))
+            .await
+    }
+
+    async fn prune_activity_intents(&self, before_ms: i64) -> Result<u64, StoreError> {
+        match self
+            .record(RecordOp::PruneActivityIntents { before_ms })
+            .await?
+        {
+            RecordReply::Count(n) => Ok(n),
+            other => Err(unexpected_record(&other)),
         }
     }
 

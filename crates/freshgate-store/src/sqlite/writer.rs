@@ -96,6 +96,8 @@ pub(crate) enum WriteOp {
         max_bytes: u64,
     },
     RecordUnmapped(Vec<crate::UnmappedTrait>),
+    /// Delivery records (contact ids, account shadows, lists, activity intents, entity fields).
+    Record(super::records::RecordOp),
 }
 
 impl WriteOp {
@@ -121,6 +123,7 @@ pub(crate) enum WriteReply {
     /// A prune chunk, and whether it stopped at its limit (more is left to prune).
     Pruned(PruneOutcome, bool),
     Done,
+    Record(super::records::RecordReply),
 }
 
 /// A write and where to send its result once committed.
@@ -274,6 +277,7 @@ impl Writer {
                 lease,
                 not_before_ms,
             } => release(&self.conn, lease, *not_before_ms).map(|()| WriteReply::Done),
+            WriteOp::Record(op) => super::records::apply(&self.conn, op).map(WriteReply::Record),
             WriteOp::PutShadow {
                 destination,
                 contact_key,

@@ -1,9 +1,10 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery, FieldMetadata,
-    LateDelivery, MAX_UNMAPPED_KEY_BYTES, MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery,
-    NewEvent, QueueDepth, RejectedInput, Settlement, StoreError, UnmappedTrait,
+    ActivityIntent, AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery,
+    FieldMetadata, LateDelivery, ListClaim, MAX_UNMAPPED_KEY_BYTES,
+    MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, NewEvent, QueueDepth, RejectedInput,
+    Settlement, StoreError, UnmappedTrait,
 };
 
 use crate::harness::{
@@ -1402,4 +1403,219 @@ pub async fn dead_letter_counts_every_attempt(fx: &mut dyn Fixture) {
     let trace = s.event_traces("a1").await.unwrap();
     assert_eq!(trace[0].deliveries[0].attempts.len(), 2);
     assert_eq!(dead[0].attempts, 2, "the list agrees with the trace");
+}
+
+/// Contact ids are upserted in batches (the last id of a key wins) and read back in batch, in
+/// key order, per destination.
+pub async fn contact_ids_upserted_and_read_in_batch(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert!(
+        s.contact_ids(DEST, vec!["u1".into()])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    s.put_contact_ids(DEST, Vec::new()).await.unwrap();
+    s.put_contact_ids(
+        DEST,
+        vec![("u2".into(), 20), ("u1".into(), 10), ("u2".into(), 21)],
+    )
+    .await
+    .unwrap();
+    s.put_contact_ids(OTHER, vec![("u1".into(), 99)])
+        .await
+        .unwrap();
+    // A contact merged or re-created in the CRM gets its new id.
+    s.put_contact_ids(DEST, vec![("u1".into(), 11)])
+        .await
+        .unwrap();
+    assert_eq!(
+        s.contact_ids(
+            DEST,
+            vec!["u3".into(), "u2".into(), "u1".into(), "u2".into()]
+        )
+        .await
+        .unwrap(),
+        vec![("u1".to_owned(), 11), ("u2".to_owned(), 21)]
+    );
+    assert_eq!(
+        s.contact_ids(OTHER, vec!["u1".into()]).await.unwrap(),
+        vec![("u1".to_owned(), 99)]
+    );
+}
+
+/// Account shadows are kept per destination and account key, replaced whole.
+pub async fn account_shadow_get_put(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert_eq!(s.account_shadow(DEST, "group:g1").await.unwrap(), None);
+    s.put_account_shadow(DEST, "group:g1", b"{\"a\":1}".to_vec())
+        .await
+        .unwrap();
+    s.put_account_shadow(DEST, "group:g1", b"{\"a\":2}".to_vec())
+        .await
+        .unwrap();
+    s.put_account_shadow(OTHER, "group:g1", b"{}".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(
+        s.account_shadow(DEST, "group:g1").await.unwrap(),
+        Some(b"{\"a\":2}".to_vec())
+    );
+    assert_eq!(s.account_shadow(DEST, "company:g1").await.unwrap(), None);
+    // Contact shadows and account shadows do not share keys.
+    assert_eq!(s.shadow(DEST, "group:g1").await.unwrap(), None);
+}
+
+/// One owner at a time may find or create a list; a claim expires; the first recorded id wins
+/// and ends every claim.
+pub async fn list_created_once_by_one_claimant(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert_eq!(s.list_id(DEST, "vip").await.unwrap(), None);
+    assert_eq!(
+        s.claim_list(DEST, "vip", "node-a", 1000, 500)
+            .await
+            .unwrap(),
+        ListClaim::Claimed
+    );
+    assert_eq!(
+        s.claim_list(DEST, "vip", "node-b", 1100, 500)
+            .await
+            .unwrap(),
+        ListClaim::Busy { until_ms: 1500 }
+    );
+    // The holder may renew its claim.
+    assert_eq!(
+        s.claim_list(DEST, "vip", "node-a", 1200, 500)
+            .await
+            .unwrap(),
+        ListClaim::Claimed
+    );
+    assert_eq!(s.list_id(DEST, "vip").await.unwrap(), None);
+    // The holder crashed: once the claim has expired another owner takes it.
+    assert_eq!(
+        s.claim_list(DEST, "vip", "node-b", 1700, 500)
+            .await
+            .unwrap(),
+        ListClaim::Claimed
+    );
+    assert_eq!(s.put_list_id(DEST, "vip", 70).await.unwrap(), 70);
+    // A late second creator does not replace the recorded id.
+    assert_eq!(s.put_list_id(DEST, "vip", 71).await.unwrap(), 70);
+    assert_eq!(s.list_id(DEST, "vip").await.unwrap(), Some(70));
+    assert_eq!(
+        s.claim_list(DEST, "vip", "node-a", 9000, 500)
+            .await
+            .unwrap(),
+        ListClaim::Known(70)
+    );
+    // Found by name without a claim; other destinations and names are apart.
+    assert_eq!(s.put_list_id(DEST, "churn", 5).await.unwrap(), 5);
+    assert_eq!(s.list_id(OTHER, "vip").await.unwrap(), None);
+}
+
+/// Several callers racing for one list: exactly one gets the claim.
+pub async fn list_claim_race_has_one_winner(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let claims = futures::future::join_all((0..8).map(|i| async move {
+        s.claim_list(DEST, "race", &format!("n{i}"), 1000, 60_000)
+            .await
+    }))
+    .await;
+    let won = claims
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(|c| *c == ListClaim::Claimed)
+        .count();
+    assert_eq!(won, 1);
+}
+
+/// An activity intent is recorded once: the second attempt sees the first (in doubt), a created
+/// one is final, a refused call's intent can be cleared, and old intents are pruned.
+pub async fn activity_intents_prevent_duplicates(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    assert_eq!(s.intend_activity(DEST, "m1", 1000).await.unwrap(), None);
+    // A crash after the call: the retry finds the intent and must not create blindly.
+    assert_eq!(
+        s.intend_activity(DEST, "m1", 2000).await.unwrap(),
+        Some(ActivityIntent::Intended { at_ms: 1000 })
+    );
+    s.activity_created(DEST, "m1", 555).await.unwrap();
+    assert_eq!(
+        s.intend_activity(DEST, "m1", 3000).await.unwrap(),
+        Some(ActivityIntent::Created { activity_id: 555 })
+    );
+    // A refused call: cleared, so a later attempt may try again. A created one stays.
+    assert_eq!(s.intend_activity(DEST, "m2", 1000).await.unwrap(), None);
+    s.clear_activity_intent(DEST, "m2").await.unwrap();
+    s.clear_activity_intent(DEST, "m1").await.unwrap();
+    assert_eq!(s.intend_activity(DEST, "m2", 4000).await.unwrap(), None);
+    assert_eq!(s.intend_activity(OTHER, "m1", 4000).await.unwrap(), None);
+    assert_eq!(
+        s.activity_intents(DEST, vec!["m2".into(), "m9".into(), "m1".into()])
+            .await
+            .unwrap(),
+        vec![
+            (
+                "m1".to_owned(),
+                ActivityIntent::Created { activity_id: 555 }
+            ),
+            ("m2".to_owned(), ActivityIntent::Intended { at_ms: 4000 }),
+        ]
+    );
+    assert_eq!(s.prune_activity_intents(3000).await.unwrap(), 1);
+    assert_eq!(
+        s.activity_intents(DEST, vec!["m1".into(), "m2".into()])
+            .await
+            .unwrap(),
+        vec![("m2".to_owned(), ActivityIntent::Intended { at_ms: 4000 })]
+    );
+}
+
+/// Concurrent intents for one message: exactly one caller may make the call.
+pub async fn activity_intent_race_has_one_caller(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let answers =
+        futures::future::join_all((0..8).map(|_| s.intend_activity(DEST, "race", 1000))).await;
+    let fresh = answers
+        .into_iter()
+        .map(Result::unwrap)
+        .filter(Option::is_none)
+        .count();
+    assert_eq!(fresh, 1);
+}
+
+/// Field metadata of other entities is kept per account and entity, apart from contact fields,
+/// newest fetch winning.
+pub async fn entity_field_metadata_by_entity(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let at = |fetched_at_ms: i64, body: &[u8]| FieldMetadata {
+        fetched_at_ms,
+        body: body.to_vec(),
+    };
+    assert_eq!(
+        s.entity_field_metadata("acct", "sales_account")
+            .await
+            .unwrap(),
+        None
+    );
+    s.put_entity_field_metadata("acct", "sales_account", at(2000, b"[a]"))
+        .await
+        .unwrap();
+    s.put_entity_field_metadata("acct", "sales_account", at(1000, b"[old]"))
+        .await
+        .unwrap();
+    s.put_entity_field_metadata("acct", "deal", at(500, b"[d]"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.entity_field_metadata("acct", "sales_account")
+            .await
+            .unwrap(),
+        Some(at(2000, b"[a]"))
+    );
+    assert_eq!(
+        s.entity_field_metadata("acct", "deal").await.unwrap(),
+        Some(at(500, b"[d]"))
+    );
+    assert_eq!(s.field_metadata("acct").await.unwrap(), None);
 }

@@ -202,6 +202,13 @@ crate::conformance!(Postgres =>
     per_minute_counts,
     pauses_recorded_and_cleared,
     dead_letter_counts_every_attempt,
+    contact_ids_upserted_and_read_in_batch,
+    account_shadow_get_put,
+    list_created_once_by_one_claimant,
+    list_claim_race_has_one_winner,
+    activity_intents_prevent_duplicates,
+    activity_intent_race_has_one_caller,
+    entity_field_metadata_by_entity,
 );
 
 #[test]

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod names;
 pub mod pages;
 pub mod views;
 

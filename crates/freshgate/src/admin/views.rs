@@ -300,6 +300,9 @@ pub struct ConnectionTest {
     pub ok: bool,
     /// In words.
     pub message: String,
+    /// Activity type, lifecycle stage and owner names of the rules that the account lacks.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unknown_names: Vec<String>,
 }
 
 /// What the mapping preview is asked.
@@ -781,12 +784,21 @@ pub async fn test_connection(
     store: Option<&dyn Store>,
     now_ms: i64,
 ) -> ConnectionTest {
-    let answer = match crate::pipeline::deliver::client_for(d) {
+    let client = crate::pipeline::deliver::client_for(d);
+    let answer = match &client {
         Ok(client) => client.contact_fields().await.map_err(|e| explain(&e)),
         Err(e) => Err(format!("cannot build the HTTP client: {e}")),
     };
+    // The rules' names are checked only with a key that works.
+    let names = match (&client, &answer) {
+        (Ok(client), Ok(_)) => super::names::check_names(client, &d.kinds).await,
+        _ => super::names::NameCheck::default(),
+    };
     if let Some(store) = store {
-        if let Err(e) = store.record_calls(&d.base_url, now_ms, 1).await {
+        if let Err(e) = store
+            .record_calls(&d.base_url, now_ms, 1 + names.calls)
+            .await
+        {
             tracing::warn!(error = %e, "cannot enter the call in the quota ledger");
         }
         if let Ok(x) = &answer {
@@ -804,11 +816,23 @@ pub async fn test_connection(
         ),
         Err(message) => (false, message),
     };
+    let (ok, message) = if names.problems.is_empty() {
+        (ok, message)
+    } else {
+        (
+            false,
+            format!(
+                "{message}; but the rules name what the account lacks: {}",
+                names.problems.join("; ")
+            ),
+        )
+    };
     ConnectionTest {
         destination: d.config.name.clone(),
         base_url: d.base_url.clone(),
         ok,
         message,
+        unknown_names: names.problems,
     }
 }
 

@@ -2,6 +2,7 @@
 //! the OpenAPI document answers, the token guards it, and its figures are the store's.
 
 use freshgate::admin::api::ROUTES;
+use freshgate::config::{DestinationConfig, TrackRuleConfig};
 use freshgate_store::DeliveryStatus;
 use freshworks_emulator::Fault;
 use serde_json::{Value, json};
@@ -335,6 +336,59 @@ async fn a_dead_letter_is_replayed_after_its_cause_is_fixed() {
     let t = app.store.event_traces("dl-1").await.unwrap();
     assert_eq!(t[0].deliveries[0].status, DeliveryStatus::Delivered);
     assert!(app.contact_by_email("nine@example.com").is_some());
+    app.stop().await;
+}
+
+/// The connection test resolves the rules' type and stage names and the owner against the
+/// account, and names what the account lacks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn destinations_test_names_rule_names_the_account_lacks() {
+    let rule = |event: &str, activity: &str, stage: Option<&str>| TrackRuleConfig {
+        event: event.into(),
+        activity_type: Some(activity.into()),
+        lifecycle_stage: stage.map(str::to_owned),
+        title: None,
+    };
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 4,
+            owner_email: Some("nobody@example.com".into()),
+            track: vec![
+                rule("Order Completed", "Purchase", Some("Customer")),
+                rule("*", "Telepathy", Some("VIP")),
+            ],
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let t = post(&app, "/api/v1/destinations/freshworks/test", &json!({})).await;
+    assert_eq!(t["ok"], false, "{t}");
+    assert_eq!(
+        t["unknown_names"],
+        json!([
+            "sales activity type 'Telepathy' does not exist in the account (names match exactly, case included)",
+            "lifecycle stage 'VIP' does not exist in the account (names match exactly, case included)",
+            "owner_email \"nobody@example.com\" is not an active user of the account (GET /selector/owners)"
+        ]),
+        "{t}"
+    );
+    app.stop().await;
+
+    // Names the account has: the test passes.
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 4,
+            owner_email: Some("Ben.Owner@example.com".into()),
+            track: vec![rule("Order Completed", "Purchase", Some("Customer"))],
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let t = post(&app, "/api/v1/destinations/freshworks/test", &json!({})).await;
+    assert_eq!(t["ok"], true, "{t}");
+    assert!(t.get("unknown_names").is_none(), "{t}");
     app.stop().await;
 }
 

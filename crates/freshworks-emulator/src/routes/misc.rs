@@ -12,6 +12,29 @@ use crate::state::{API_USER_ID, Account, Contact, EmulatorState, json_i64, lock,
 
 /// Static selector data (lifecycle stages, activity types, owners, contact statuses).
 const SELECTORS: &str = include_str!("../selectors.json");
+/// The embedded sales account field set (`GET /settings/sales_accounts/fields`).
+const ACCOUNT_FIELDS: &str = include_str!("../default_account_fields.json");
+
+/// The ids of a selector's items (`sales_activity_types`, `users`, ...).
+fn selector_ids(key: &str) -> Vec<i64> {
+    let data: Value = serde_json::from_str(SELECTORS).unwrap_or(Value::Null);
+    data.get(key)
+        .and_then(Value::as_array)
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|i| i.get("id").and_then(json_i64))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `GET /settings/sales_accounts/fields`: same shape as the contact fields.
+pub(super) async fn account_fields() -> Response {
+    let body: Value =
+        serde_json::from_str(ACCOUNT_FIELDS).unwrap_or_else(|_| json!({"fields": []}));
+    axum::Json(body).into_response()
+}
 
 /// The value of a searchable attribute on a contact, as texts (emails can be several).
 fn attribute(c: &Contact, attr: &str) -> Vec<String> {
@@ -276,6 +299,29 @@ pub(super) async fn activity_create(
             .is_err()
         {
             return Err(st.bad(Msg::Invalid(key.to_owned())));
+        }
+    }
+    // Type and owner must name existing records (UNVERIFIED whether each is required: switches).
+    match input.get("sales_activity_type_id") {
+        None | Some(Value::Null) if st.switches().activity_type_required => {
+            return Err(st.bad(Msg::Blank("Sales activity type".to_owned())));
+        }
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            if json_i64(v).is_none_or(|id| !selector_ids("sales_activity_types").contains(&id)) {
+                return Err(st.bad(Msg::Invalid("Sales activity type".to_owned())));
+            }
+        }
+    }
+    match input.get("owner_id") {
+        None | Some(Value::Null) if st.switches().activity_owner_required => {
+            return Err(st.bad(Msg::Blank("Owner".to_owned())));
+        }
+        None | Some(Value::Null) => {}
+        Some(v) => {
+            if json_i64(v).is_none_or(|id| !selector_ids("users").contains(&id)) {
+                return Err(st.bad(Msg::Invalid("Owner".to_owned())));
+            }
         }
     }
     let ttype = input

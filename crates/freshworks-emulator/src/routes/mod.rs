@@ -130,6 +130,7 @@ pub(crate) fn api_router(state: EmulatorState) -> Router {
         .route("/lookup", get(misc::lookup))
         .route("/filtered_search/contact", post(misc::filtered_search))
         .route("/settings/contacts/fields", get(misc::fields))
+        .route("/settings/sales_accounts/fields", get(misc::account_fields))
         .route("/lists", get(lists::index).post(lists::create))
         .route("/lists/{id}/add_contacts", put(lists::add_contacts))
         .route("/lists/{id}/remove_contacts", put(lists::remove_contacts))

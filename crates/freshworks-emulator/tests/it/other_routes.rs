@@ -1,6 +1,6 @@
 //! Fields metadata, filtered search, lists membership, sales accounts, activities and unknown paths.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::Env;
 
@@ -166,7 +166,7 @@ async fn sales_account_upsert_updates_by_name() {
 async fn sales_activities_require_their_fields_and_target() {
     let env = Env::start().await;
     let base = json!({"title": "t", "start_date": "2021-10-04T14:45:00-04:00", "end_date": "2021-10-04T15:45:00-04:00",
-        "targetable_type": "Contact", "targetable_id": 1});
+        "sales_activity_type_id": 70000612898_i64, "targetable_type": "Contact", "targetable_id": 1});
     assert_eq!(
         env.post("/sales_activities", json!({"sales_activity": base}))
             .await
@@ -190,13 +190,60 @@ async fn sales_activities_require_their_fields_and_target() {
         .await;
     assert_eq!(r.status, 200);
     assert_eq!(r.body["sales_activity"]["targetable_id"], c["id"]);
+    // The type and the owner must exist; a missing type is refused, a missing owner is not.
+    for (key, value, message) in [
+        (
+            "sales_activity_type_id",
+            json!(1),
+            "Sales activity type is invalid",
+        ),
+        (
+            "sales_activity_type_id",
+            Value::Null,
+            "Sales activity type can't be blank",
+        ),
+        ("owner_id", json!(2), "Owner is invalid"),
+    ] {
+        let mut bad = ok.clone();
+        bad[key] = value;
+        let r = env
+            .post("/sales_activities", json!({"sales_activity": bad}))
+            .await;
+        assert_eq!(r.body, crate::helpers::error_body(400, message), "{key}");
+    }
+    let mut owned = ok.clone();
+    owned["owner_id"] = json!(70000012346_i64);
+    let r = env
+        .post("/sales_activities", json!({"sales_activity": owned}))
+        .await;
+    assert_eq!(r.body["sales_activity"]["owner_id"], json!(70000012346_i64));
     assert_eq!(
         env.emu.state.snapshot()["sales_activities"]
             .as_array()
             .unwrap()
             .len(),
-        1
+        2
     );
+    env.emu.stop().await;
+}
+
+#[tokio::test]
+async fn account_fields_have_the_contact_fields_shape() {
+    let env = Env::start().await;
+    let r = env.get("/settings/sales_accounts/fields").await;
+    assert_eq!(r.status, 200);
+    let fields = r.body["fields"].as_array().unwrap();
+    let names: Vec<&str> = fields.iter().filter_map(|f| f["name"].as_str()).collect();
+    for name in [
+        "name",
+        "website",
+        "industry_type_id",
+        "number_of_employees",
+        "cf_plan",
+    ] {
+        assert!(names.contains(&name), "{name} in {names:?}");
+    }
+    assert!(fields.iter().all(|f| f["base_model"] == "SalesAccount"));
     env.emu.stop().await;
 }
 
