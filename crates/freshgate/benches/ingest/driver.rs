@@ -431,6 +431,9 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            // Its own console port: another server on this machine may hold the default.
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .env("FRESHGATE_LOG_FORMAT", "json")
             .env_remove("FRESHGATE_DATA_DIR")
