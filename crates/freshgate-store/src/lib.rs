@@ -42,8 +42,18 @@ pub struct NewEvent {
     pub received_at_ms: i64,
     /// The normalised event JSON, exactly as it will be replayed and shown.
     pub raw: Vec<u8>,
+    /// An identify's `traits.email` as sent: the append records the (email, contact) pair so
+    /// that `events list --email` finds the contact (see [`email_key`]).
+    pub email: Option<String>,
     /// One entry per destination fed by the source.
     pub deliveries: Vec<NewDelivery>,
+}
+
+/// The form in which emails are recorded and searched: lower-cased, so that a search matches
+/// whatever case the client sent. Both the append and the listing go through it.
+#[must_use]
+pub fn email_key(email: &str) -> String {
+    email.to_lowercase()
 }
 
 /// The initial state of an event's delivery to one destination.

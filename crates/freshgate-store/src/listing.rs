@@ -1,7 +1,6 @@
 //! The event listing's query, decided once for both backends: which conditions an
 //! [`EventQuery`] adds and in which order its parameters bind. Each backend supplies the SQL of
-//! its email expression (the one its `events_identify_email` index is built on) and its
-//! placeholder style, then runs the statement.
+//! its messageId lookup and its placeholder style, then runs the statement.
 
 use std::collections::BTreeMap;
 
@@ -76,9 +75,6 @@ pub(crate) const MAX_PAGE: usize = 500;
 
 /// The conditions whose SQL differs per backend, each with one `?`.
 pub(crate) struct BackendSql {
-    /// An identify row `i` whose lower-cased `traits.email` is the parameter, written exactly
-    /// as the backend's `events_identify_email` index is defined so that the index serves it.
-    pub(crate) email_match: &'static str,
     /// Event `e` has the parameter as its messageId (through the backend's messageId index).
     pub(crate) message_match: &'static str,
 }
@@ -98,13 +94,11 @@ pub(crate) fn event_list_sql(query: &EventQuery, backend: &BackendSql) -> EventL
         }
     };
     text(&mut sql, " AND e.contact_key = ?", &query.contact_key);
+    // The contacts the email was identified with, recorded by the append (`contact_emails`).
     text(
         &mut sql,
-        &format!(
-            " AND e.contact_key IN (SELECT i.contact_key FROM events i WHERE {})",
-            backend.email_match
-        ),
-        &query.email,
+        " AND e.contact_key IN (SELECT c.contact_key FROM contact_emails c WHERE c.email = ?)",
+        &query.email.as_deref().map(crate::email_key),
     );
     text(
         &mut sql,
@@ -197,7 +191,6 @@ mod tests {
         let built = event_list_sql(
             &q,
             &BackendSql {
-                email_match: "lower(i.raw) = lower(?)",
                 message_match: "e.message_id = ?",
             },
         );

@@ -86,6 +86,7 @@ fn event(i: usize, start: i64, span: i64, total: usize) -> NewEvent {
         contact_key: user,
         timestamp_ms: at,
         received_at_ms: at,
+        email: raw["traits"]["email"].as_str().map(str::to_owned),
         raw: serde_json::to_vec(&raw).unwrap_or_default(),
         deliveries: vec![NewDelivery {
             destination: DEST.into(),

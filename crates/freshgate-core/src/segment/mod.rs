@@ -150,6 +150,8 @@ pub struct NormalizedEvent {
     pub anonymous_id: Option<String>,
     /// The ordering key: `userId`, else `anonymousId`.
     pub contact_key: String,
+    /// An identify's `traits.email`, when it is a non-empty string.
+    pub email: Option<String>,
     /// The corrected event time (millisecond precision, as serialised in `raw`).
     pub timestamp: OffsetDateTime,
     /// When we received the request (millisecond precision, as serialised in `raw`).

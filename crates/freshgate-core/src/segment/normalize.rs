@@ -96,6 +96,7 @@ struct Members<'a> {
     event: Option<&'a RawValue>,
     group_id: Option<&'a RawValue>,
     previous_id: Option<&'a RawValue>,
+    traits: Option<&'a RawValue>,
 }
 
 fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
@@ -124,6 +125,7 @@ pub(crate) fn normalize(
             "event" => &mut m.event,
             "groupId" => &mut m.group_id,
             "previousId" => &mut m.previous_id,
+            "traits" => &mut m.traits,
             _ => continue,
         };
         *slot = Some(*value);
@@ -235,9 +237,15 @@ pub(crate) fn normalize(
             .and_then(|s| RawValue::from_string(s).ok())
     };
 
+    let email = match event_type {
+        EventType::Identify => m.traits.and_then(trait_email),
+        _ => None,
+    };
+
     Ok(NormalizedEvent {
         event_type,
         contact_key,
+        email,
         user_id: user_id.map(|c| c.into_owned()),
         anonymous_id: anonymous_id.map(|c| c.into_owned()),
         message_id,
@@ -246,6 +254,22 @@ pub(crate) fn normalize(
         integrations_raw,
         raw,
     })
+}
+
+/// An identify's `traits.email` when it is a non-empty string (anything else is left to the
+/// mapping, which reports it).
+fn trait_email(traits: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Traits<'a> {
+        #[serde(borrow)]
+        email: Option<&'a RawValue>,
+    }
+    let email = serde_json::from_str::<Traits<'_>>(traits.get())
+        .ok()?
+        .email?;
+    serde_json::from_str::<String>(email.get())
+        .ok()
+        .filter(|e| !e.is_empty())
 }
 
 /// Writes the item's object merged over the batch-level one (shallow; item members win). A

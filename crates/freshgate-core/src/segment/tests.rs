@@ -926,3 +926,44 @@ proptest! {
         prop_assert_eq!(accepted(&req).len(), usize::from(depth + 2 <= MAX_NESTING));
     }
 }
+
+// ---------------------------------------------------------------- the email an event carries
+
+/// An identify's `traits.email` (a non-empty string, escapes decoded) is recorded for the
+/// listing's email search; other types, other values and a missing one give none.
+#[test]
+fn identify_email_is_taken_from_its_traits() {
+    let email = |item: Value| match batch_of(item) {
+        ItemOutcome::Accepted(e) => e.email,
+        ItemOutcome::Rejected(r) => panic!("rejected: {}", r.reason),
+    };
+    assert_eq!(
+        email(
+            json!({"type": "identify", "userId": "u", "traits": {"email": "Ann\u{e9}@Example.com"}})
+        ),
+        Some("Ann\u{e9}@Example.com".to_owned())
+    );
+    assert_eq!(
+        email(
+            json!({"type": "identify", "userId": "u", "traits": {"name": "x", "email": "a\"b@x.io"}})
+        ),
+        Some("a\"b@x.io".to_owned())
+    );
+    assert_eq!(
+        email(json!({"type": "identify", "userId": "u", "traits": {"email": 42}})),
+        None
+    );
+    assert_eq!(
+        email(json!({"type": "identify", "userId": "u", "traits": {"email": ""}})),
+        None
+    );
+    assert_eq!(
+        email(json!({"type": "identify", "userId": "u", "traits": []})),
+        None
+    );
+    assert_eq!(email(json!({"type": "identify", "userId": "u"})), None);
+    assert_eq!(
+        email(json!({"type": "track", "userId": "u", "event": "E", "traits": {"email": "a@b.c"}})),
+        None
+    );
+}

@@ -14,7 +14,7 @@
 //! Keys and dedup entries are written in sorted order so that concurrent appends lock rows in the
 //! same order and do not deadlock.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use sqlx_core::query::query;
 use sqlx_core::row::Row;
@@ -88,6 +88,7 @@ pub(crate) async fn append(
     if !accepted.is_empty() {
         upsert_keys(&mut tx, &accepted).await?;
         insert_events(&mut tx, &accepted).await?;
+        record_emails(&mut tx, &accepted).await?;
     }
 
     if !batch.rejected.is_empty() {
@@ -154,6 +155,43 @@ async fn upsert_keys(
     )
     .bind(keys.values().map(|k| k.due_ms).collect::<Vec<_>>())
     .bind(keys.values().map(|k| k.pending).collect::<Vec<_>>())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Record the (email, contact) pairs of the accepted identifies for the listing's email search.
+/// Sorted, like the keys, so that concurrent appends take the same rows in the same order; a
+/// known pair is skipped without writing a row version.
+async fn record_emails(
+    tx: &mut sqlx_postgres::PgConnection,
+    accepted: &[&NewEvent],
+) -> Result<(), StoreError> {
+    let pairs: BTreeSet<(String, &str)> = accepted
+        .iter()
+        .filter_map(|ev| {
+            ev.email
+                .as_deref()
+                .filter(|e| !e.is_empty())
+                .map(|e| (crate::email_key(e), ev.contact_key.as_str()))
+        })
+        .collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    query(
+        "INSERT INTO contact_emails (email, contact_key)
+         SELECT email, contact_key FROM UNNEST($1::text[], $2::text[]) AS u(email, contact_key)
+         ORDER BY email, contact_key
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(pairs.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>())
+    .bind(
+        pairs
+            .iter()
+            .map(|(_, k)| (*k).to_owned())
+            .collect::<Vec<_>>(),
+    )
     .execute(&mut *tx)
     .await?;
     Ok(())

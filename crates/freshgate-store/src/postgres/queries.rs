@@ -552,10 +552,8 @@ pub(crate) async fn prune(
     })
 }
 
-/// The listing's email condition as `events_identify_email` indexes it, and the messageId
-/// condition through `events_message_id`.
+/// The listing's messageId condition through `events_message_id`.
 const LISTING: BackendSql = BackendSql {
-    email_match: "i.event_type = 'identify' AND freshgate_identify_email(i.raw) = lower(?)",
     message_match: "e.message_id = ?",
 };
 

@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery records",
         include_str!("../../migrations/postgres/0007_delivery_records.sql"),
     ),
+    (
+        8,
+        "contact emails",
+        include_str!("../../migrations/postgres/0008_contact_emails.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

@@ -439,11 +439,8 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
     }
 }
 
-/// The listing's email condition as `events_identify_email` indexes it, and the messageId
-/// condition through the `messages` index.
+/// The listing's messageId condition through the `messages` index.
 const LISTING: BackendSql = BackendSql {
-    email_match: "i.event_type = 'identify' AND json_valid(CAST(i.raw AS TEXT))
-     AND lower(json_extract(CAST(i.raw AS TEXT), '$.traits.email')) = lower(?)",
     message_match: "e.id IN (SELECT m.event_id FROM messages m WHERE m.message_id = ?)",
 };
 

@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_console_indexes.sql"),
     include_str!("../../migrations/sqlite/0007_reason_codes.sql"),
     include_str!("../../migrations/sqlite/0008_delivery_records.sql"),
+    include_str!("../../migrations/sqlite/0009_contact_emails.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.
@@ -163,5 +164,56 @@ mod tests {
             )
             .unwrap();
         assert_eq!(old_tables, 0);
+    }
+
+    /// A store from before the `contact_emails` table gets the emails of its stored identifies
+    /// (lower-cased; non-strings, empty emails and non-identifies skipped), and loses the
+    /// expression index the table replaces.
+    #[test]
+    fn stored_identifies_give_their_emails_to_contact_emails() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("before.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let table = MIGRATIONS
+                .iter()
+                .position(|m| m.contains("CREATE TABLE contact_emails"))
+                .unwrap();
+            let before = &MIGRATIONS[..table];
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+                before.join("\n"),
+                before.len()
+            ))
+            .unwrap();
+            conn.execute_batch(
+                r#"INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+                                      received_at_ms, raw) VALUES
+                   ('web', 'a', 'identify', 'u1', 1, 1, '{"traits":{"email":"Ann@Example.com"}}'),
+                   ('web', 'b', 'identify', 'u1', 2, 2, '{"traits":{"email":"ann@example.com"}}'),
+                   ('web', 'c', 'identify', 'u2', 3, 3, '{"traits":{"email":42}}'),
+                   ('web', 'd', 'identify', 'u3', 4, 4, '{"traits":{"email":""}}'),
+                   ('web', 'e', 'track', 'u4', 5, 5, '{"traits":{"email":"t@example.com"}}'),
+                   ('web', 'f', 'identify', 'u5', 6, 6, x'00ff');"#,
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        let pairs: Vec<(String, String)> = conn
+            .prepare("SELECT email, contact_key FROM contact_emails ORDER BY 1, 2")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(pairs, [("ann@example.com".to_owned(), "u1".to_owned())]);
+        let old_index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'events_identify_email'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(old_index, 0);
     }
 }

@@ -510,6 +510,13 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
             event_id,
             ev.received_at_ms
         ])?;
+        if let Some(email) = ev.email.as_deref().filter(|e| !e.is_empty()) {
+            // Usually already there: a known pair is a lookup that dirties no page.
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO contact_emails (email, contact_key) VALUES (?1, ?2)",
+            )?
+            .execute(params![crate::email_key(email), ev.contact_key])?;
+        }
         for d in &ev.deliveries {
             match &d.skip_reason {
                 Some(reason) => {

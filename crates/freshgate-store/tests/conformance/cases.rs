@@ -1135,6 +1135,8 @@ fn identify_with_email(message_id: &str, key: &str, email: &str, at: i64) -> New
         r#"{{"type":"identify","messageId":"{message_id}","userId":"{key}","traits":{{"email":"{email}"}}}}"#
     )
     .into_bytes();
+    e.event_type = "identify".into();
+    e.email = Some(email.into());
     e
 }
 

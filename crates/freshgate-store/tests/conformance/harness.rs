@@ -40,6 +40,7 @@ pub fn ev(message_id: &str, key: &str, at: i64) -> NewEvent {
         timestamp_ms: at,
         received_at_ms: at,
         raw: format!(r#"{{"messageId":"{message_id}","userId":"{key}"}}"#).into_bytes(),
+        email: None,
         deliveries: vec![NewDelivery {
             destination: DEST.to_owned(),
             skip_reason: None,

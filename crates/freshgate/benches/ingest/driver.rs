@@ -431,6 +431,9 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            // Its own console port: another server on this machine may hold the default.
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .env("FRESHGATE_LOG_FORMAT", "json")
             .env_remove("FRESHGATE_DATA_DIR")
@@ -934,10 +937,23 @@ fn read_templates(db: &Path, n: usize) -> Result<Vec<NewEvent>> {
                 timestamp_ms: r.get(4)?,
                 received_at_ms: r.get(5)?,
                 raw: r.get(6)?,
+                email: None,
                 deliveries: Vec::new(),
             })
         })?
         .collect::<Result<Vec<_>, _>>()?;
+    // The same rows as the server appended: an identify's email is recorded with it.
+    let rows = rows
+        .into_iter()
+        .map(|mut ev| {
+            if ev.event_type == "identify" {
+                ev.email = serde_json::from_slice::<serde_json::Value>(&ev.raw)
+                    .ok()
+                    .and_then(|v| v["traits"]["email"].as_str().map(str::to_owned));
+            }
+            ev
+        })
+        .collect::<Vec<_>>();
     if rows.is_empty() {
         bail!("no events stored in {} to use as templates", db.display());
     }

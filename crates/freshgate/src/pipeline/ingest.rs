@@ -185,6 +185,7 @@ impl Ingestor {
             timestamp_ms: unix_ms(event.timestamp),
             received_at_ms: unix_ms(event.received_at),
             raw: event.raw,
+            email: event.email,
             deliveries,
         }
     }

@@ -272,6 +272,7 @@ async fn seeded_store(data: &std::path::Path, base_url: &str) {
         contact_key: user.into(),
         timestamp_ms: now,
         received_at_ms: now,
+        email: raw["traits"]["email"].as_str().map(str::to_owned),
         raw: serde_json::to_vec(&raw).unwrap(),
         deliveries: vec![NewDelivery {
             destination: "crm".into(),
