@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "console indexes",
         include_str!("../../migrations/postgres/0005_console_indexes.sql"),
     ),
+    (
+        6,
+        "delivery history",
+        include_str!("../../migrations/postgres/0006_delivery_history.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

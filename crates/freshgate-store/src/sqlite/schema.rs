@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0003_field_metadata.sql"),
     include_str!("../../migrations/sqlite/0005_unmapped_traits.sql"),
     include_str!("../../migrations/sqlite/0006_console_indexes.sql"),
+    include_str!("../../migrations/sqlite/0007_delivery_history.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.

@@ -544,20 +544,34 @@ impl DestinationWorker {
                 if let Some(remaining) = exchange.rate_limit_remaining {
                     self.budget.observe_remaining(remaining);
                 }
-                let attempt = Attempt {
+                let id = exchange.body.contact.id;
+                let mut attempt = Attempt {
                     delivery_ids: p.delivery_ids.clone(),
                     at_ms: at,
                     request_line: exchange.request_line.clone(),
                     request_body: exchange.request_body.clone(),
                     status: Some(exchange.status),
                     response_body: Some(truncate(&exchange.raw)),
-                    outcome: format!(
-                        "delivered to contact {}{}",
-                        exchange.body.contact.id, p.summary
-                    ),
+                    outcome: format!("delivered to contact {id}{}", p.summary),
                 };
-                self.delivered(&p, Some(exchange.body.contact.id), attempt)
-                    .await
+                // The contact the shadow knew is gone (deleted or merged in the CRM): complete
+                // the new one with every value the shadow knows, then settle.
+                if let Some(full) = shadow::recreated(p.shadow.as_ref(), &p.plan, Some(id)) {
+                    attempt.outcome = format!(
+                        "created contact {id} anew (contact {} is gone from the CRM); its other known fields follow",
+                        p.shadow.as_ref().and_then(|s| s.contact_id).unwrap_or_default()
+                    );
+                    self.store
+                        .settle(&p.lease, at, Vec::new(), Some(attempt))
+                        .await?;
+                    let again = Prepared {
+                        plan: full,
+                        identity: Identity::ExternalId(p.user_id.clone()),
+                        ..p
+                    };
+                    return Box::pin(self.send_single(again)).await;
+                }
+                self.delivered(&p, Some(id), attempt).await
             }
             Err(error) => {
                 let outcome = outcome_of(&error);
