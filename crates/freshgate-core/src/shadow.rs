@@ -444,7 +444,11 @@ mod tests {
         ]);
         let p = plan(
             Some(&s),
-            &mapped("a@x.io", 5, &[("last_name", json!("Lee")), ("city", json!("Bergen"))]),
+            &mapped(
+                "a@x.io",
+                5,
+                &[("last_name", json!("Lee")), ("city", json!("Bergen"))],
+            ),
             MissingTraits::Keep,
         );
         assert_eq!(p.stale, vec!["city"], "Oslo is newer than this event");

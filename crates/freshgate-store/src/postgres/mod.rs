@@ -26,9 +26,10 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
     AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
-    DeliveryId, DestinationPause, EventId, FinishedDelivery, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
+    FinishedDelivery, LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait,
+    UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.

@@ -27,9 +27,10 @@ use self::queries::ReaderPool;
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter,
-    DeliveryId, DestinationPause, EventId, FinishedDelivery, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
-    RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace, FieldMetadata,
+    FinishedDelivery, LateDelivery, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait,
+    UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of

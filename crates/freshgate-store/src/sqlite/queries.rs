@@ -432,8 +432,9 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?)
     };
-    let current =
-        counts("SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status")?;
+    let current = counts(
+        "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status",
+    )?;
     let past = counts(
         "SELECT destination, status, count(*) FROM delivery_history GROUP BY destination, status",
     )?;

@@ -574,7 +574,16 @@ pub async fn history_is_never_rewritten(fx: &mut dyn Fixture) {
     let past: Vec<_> = trace
         .history
         .iter()
-        .map(|h| (h.status, h.reason.as_deref(), h.attempts, h.finished_ms, h.reopened_ms, h.reopened_by))
+        .map(|h| {
+            (
+                h.status,
+                h.reason.as_deref(),
+                h.attempts,
+                h.finished_ms,
+                h.reopened_ms,
+                h.reopened_by,
+            )
+        })
         .collect();
     assert_eq!(
         past,
@@ -599,7 +608,13 @@ pub async fn history_is_never_rewritten(fx: &mut dyn Fixture) {
     );
     let crm = crm_stats(s).await;
     assert_eq!(
-        (crm.delivered, crm.skipped, crm.dead_lettered, crm.dead, crm.reopened),
+        (
+            crm.delivered,
+            crm.skipped,
+            crm.dead_lettered,
+            crm.dead,
+            crm.reopened
+        ),
         (1, 1, 1, 0, 2)
     );
     fx.reopen().await;

@@ -19,8 +19,8 @@ use super::AdminState;
 use super::api::{DeadLetterParams, EventParams};
 use super::auth::COOKIE_NAME;
 use super::views::{
-    past_outcome_words,
     CHART_WINDOW_MS, DestinationStatus, TraceView, TraitMapping, TraitOutcome, ViewError,
+    past_outcome_words,
 };
 use crate::pipeline::now_ms;
 

@@ -251,8 +251,10 @@ pub struct TraceView {
 #[must_use]
 pub fn past_outcome_words(p: &PastOutcome) -> String {
     let when = |ms: Option<i64>| {
-        ms.and_then(|m| time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000).ok())
-            .map_or_else(|| "-".to_owned(), freshgate_core::segment::format_timestamp)
+        ms.and_then(|m| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000).ok()
+        })
+        .map_or_else(|| "-".to_owned(), freshgate_core::segment::format_timestamp)
     };
     let ended = match p.status {
         DeliveryStatus::Delivered => "delivered",

@@ -677,13 +677,21 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         if replayed.not_routed > 0 {
             println!(
                 "{} left as they are: the destination does not take the event (integrations opt-out or call type)",
-                plural(replayed.not_routed, "finished delivery", "finished deliveries")
+                plural(
+                    replayed.not_routed,
+                    "finished delivery",
+                    "finished deliveries"
+                )
             );
         }
         if replayed.unconfigured > 0 {
             println!(
                 "{} left as they are: their destination is no longer configured",
-                plural(replayed.unconfigured, "finished delivery", "finished deliveries")
+                plural(
+                    replayed.unconfigured,
+                    "finished delivery",
+                    "finished deliveries"
+                )
             );
         }
         println!(

@@ -559,7 +559,10 @@ impl DestinationWorker {
                 if let Some(full) = shadow::recreated(p.shadow.as_ref(), &p.plan, Some(id)) {
                     attempt.outcome = format!(
                         "created contact {id} anew (contact {} is gone from the CRM); its other known fields follow",
-                        p.shadow.as_ref().and_then(|s| s.contact_id).unwrap_or_default()
+                        p.shadow
+                            .as_ref()
+                            .and_then(|s| s.contact_id)
+                            .unwrap_or_default()
                     );
                     self.store
                         .settle(&p.lease, at, Vec::new(), Some(attempt))

@@ -6,9 +6,7 @@
 
 use freshgate_core::routing::Route;
 use freshgate_core::segment::parse_stored_event;
-use freshgate_store::{
-    DeliveryFilter, LateDelivery, NewDelivery, Reopen, Store, StoreError,
-};
+use freshgate_store::{DeliveryFilter, LateDelivery, NewDelivery, Reopen, Store, StoreError};
 
 use crate::config::DestinationConfig;
 

@@ -186,7 +186,9 @@ async fn a_contact_deleted_in_the_crm_comes_back_with_every_newest_field() {
         let out = cli(site_ref, &["events", "show", "d-3", "--json"]);
         let v: Value = serde_json::from_str(&out).unwrap();
         let d = &v[0]["event"]["deliveries"][0];
-        (d["status"] == "skipped").then_some(()).ok_or(format!("{d}"))
+        (d["status"] == "skipped")
+            .then_some(())
+            .ok_or(format!("{d}"))
     })
     .await;
     assert_eq!(writes(emu.log().await), before);

@@ -129,27 +129,29 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         // One or two contacts deleted in the CRM per scenario.
         proptest::collection::vec((0usize..12, 0usize..6), 1..=2),
     )
-        .prop_map(|(users, mut events, batch_sizes, mut actions, kills, deletes)| {
-            for e in &mut events {
-                e.user %= users;
-            }
-            actions.extend(kills.into_iter().map(|(at, ms)| (at, Action::Kill(ms))));
-            actions.extend(
-                deletes
-                    .into_iter()
-                    .map(|(at, u)| (at, Action::DeleteContact(u))),
-            );
-            for (_, a) in &mut actions {
-                if let Action::DeleteContact(u) = a {
-                    *u %= users;
+        .prop_map(
+            |(users, mut events, batch_sizes, mut actions, kills, deletes)| {
+                for e in &mut events {
+                    e.user %= users;
                 }
-            }
-            Scenario {
-                events,
-                batch_sizes,
-                actions,
-            }
-        })
+                actions.extend(kills.into_iter().map(|(at, ms)| (at, Action::Kill(ms))));
+                actions.extend(
+                    deletes
+                        .into_iter()
+                        .map(|(at, u)| (at, Action::DeleteContact(u))),
+                );
+                for (_, a) in &mut actions {
+                    if let Action::DeleteContact(u) = a {
+                        *u %= users;
+                    }
+                }
+                Scenario {
+                    events,
+                    batch_sizes,
+                    actions,
+                }
+            },
+        )
 }
 
 /// The wire events of a scenario, in posting order, with their `messageId`s.

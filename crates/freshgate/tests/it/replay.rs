@@ -56,7 +56,9 @@ async fn replay_keeps_the_first_outcome_and_never_delivers_an_opted_out_event() 
     let limit = Duration::from_secs(60);
     wait_until("a-1 delivered", limit, || async {
         let d = delivery(&site, "a-1");
-        (d["status"] == "delivered").then_some(()).ok_or(format!("{d}"))
+        (d["status"] == "delivered")
+            .then_some(())
+            .ok_or(format!("{d}"))
     })
     .await;
     drop(server);
@@ -73,7 +75,9 @@ async fn replay_keeps_the_first_outcome_and_never_delivers_an_opted_out_event() 
     let (server, _url) = site.serve(1.0);
     wait_until("a-1 settled again", limit, || async {
         let d = delivery(&site, "a-1");
-        (d["status"] != "pending").then_some(()).ok_or(format!("{d}"))
+        (d["status"] != "pending")
+            .then_some(())
+            .ok_or(format!("{d}"))
     })
     .await;
     drop(server);
@@ -92,7 +96,10 @@ async fn replay_keeps_the_first_outcome_and_never_delivers_an_opted_out_event() 
     assert_eq!(o["status"], "skipped", "{o}");
     assert!(o["history"].as_array().unwrap().is_empty(), "{o}");
     assert!(
-        emu.contacts().await.iter().all(|c| c["external_id"] != "u-out"),
+        emu.contacts()
+            .await
+            .iter()
+            .all(|c| c["external_id"] != "u-out"),
         "an opted-out event is never delivered"
     );
 
