@@ -275,9 +275,11 @@ pub fn past_outcome_words(p: &PastOutcome) -> String {
         Reopen::Replay => "replay",
         Reopen::DeadLetterReplay => "dead-letter replay",
     };
+    let at = p
+        .finished_ms
+        .map_or_else(String::new, |ms| format!(" {}", when(Some(ms))));
     format!(
-        "{ended} {}{reason}, {attempts}; put back in the queue {} by {by}",
-        when(p.finished_ms),
+        "{ended}{at}{reason}, {attempts}; put back in the queue {} by {by}",
         when(Some(p.reopened_ms))
     )
 }
@@ -1032,6 +1034,35 @@ mod tests {
     use freshgate_core::fields::FieldType;
     use freshgate_core::shadow::ShadowField;
     use serde_json::json;
+
+    #[test]
+    fn an_earlier_outcome_reads_as_a_sentence() {
+        let dead = PastOutcome {
+            status: DeliveryStatus::Dead,
+            reason: Some("400: Email is invalid".into()),
+            attempts: 2,
+            finished_ms: Some(1_790_000_000_000),
+            reopened_ms: 1_790_000_060_000,
+            reopened_by: Reopen::DeadLetterReplay,
+        };
+        assert_eq!(
+            past_outcome_words(&dead),
+            "dead-lettered 2026-09-21T14:13:20.000Z (400: Email is invalid), 2 attempts; \
+             put back in the queue 2026-09-21T14:14:20.000Z by dead-letter replay"
+        );
+        let skipped = PastOutcome {
+            status: DeliveryStatus::Skipped,
+            reason: None,
+            attempts: 0,
+            finished_ms: None,
+            reopened_by: Reopen::Replay,
+            ..dead
+        };
+        assert_eq!(
+            past_outcome_words(&skipped),
+            "skipped, no call; put back in the queue 2026-09-21T14:14:20.000Z by replay"
+        );
+    }
 
     fn index() -> FieldIndex {
         FieldIndex::new(&[

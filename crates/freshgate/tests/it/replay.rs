@@ -9,9 +9,14 @@ use serde_json::{Value, json};
 use crate::procs::{KEY, KEY_VAR, Site, emulator, identify, post_batch, wait_until};
 
 fn cli_json(site: &Site, args: &[&str]) -> Value {
+    let mut with_json = args.to_vec();
+    with_json.push("--json");
+    serde_json::from_str(&cli_text(site, &with_json)).unwrap()
+}
+
+fn cli_text(site: &Site, args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
         .args(args)
-        .arg("--json")
         .arg("--config")
         .arg(site.config())
         .arg("--data-dir")
@@ -24,7 +29,7 @@ fn cli_json(site: &Site, args: &[&str]) -> Value {
         "{args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 /// The one delivery of the event `message_id` as `events show --json` gives it.
@@ -92,6 +97,13 @@ async fn replay_keeps_the_first_outcome_and_never_delivers_an_opted_out_event() 
         (&json!("delivered"), &json!("replay"))
     );
     assert_eq!(a["attempts"].as_array().unwrap().len(), 1, "the first call");
+    let shown = cli_text(&site, &["events", "show", "a-1"]);
+    assert!(
+        shown.contains("-> crm: skipped (unchanged")
+            && shown.contains("earlier: delivered ")
+            && shown.contains("by replay"),
+        "{shown}"
+    );
     let o = delivery(&site, "o-1");
     assert_eq!(o["status"], "skipped", "{o}");
     assert!(o["history"].as_array().unwrap().is_empty(), "{o}");
@@ -120,5 +132,12 @@ async fn replay_keeps_the_first_outcome_and_never_delivers_an_opted_out_event() 
         ),
         (Some(1), Some(2), Some(1)),
         "{crm}"
+    );
+    let text = cli_text(&site, &["queue", "stats"]);
+    assert!(
+        text.contains(
+            "outcomes kept: delivered 1, skipped 2, dead-lettered 0; 1 put back by replay"
+        ),
+        "{text}"
     );
 }
