@@ -242,9 +242,20 @@ fn deleted_users_identify_again(s: &Scenario, tag: &str, anchor: i64) -> Vec<Val
 }
 
 /// Delete every contact of `user` in the emulator (through its admin API: not a counted call).
-async fn delete_contacts_of(emu: &Emulator, user: &str) -> usize {
+/// When `posted` (an identify of the user was posted), wait up to two seconds for its contact
+/// to appear first, so that the deletion usually hits one.
+async fn delete_contacts_of(emu: &Emulator, user: &str, posted: bool) -> usize {
+    let start = Instant::now();
+    let mut contacts = emu.contacts().await;
+    while posted
+        && start.elapsed() < Duration::from_secs(2)
+        && !contacts.iter().any(|c| c["external_id"] == user)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        contacts = emu.contacts().await;
+    }
     let mut deleted = 0;
-    for c in emu.contacts().await {
+    for c in contacts {
         if c["external_id"] == user {
             let r = http()
                 .delete(format!("{}/contacts/{}", emu.admin, c["id"]))
@@ -399,7 +410,12 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
                 }
                 Action::ClearFaults => emu.clear_faults().await,
                 Action::DeleteContact(u) => {
-                    deletions += delete_contacts_of(&emu, &format!("{tag}-u{u}")).await;
+                    let user = format!("{tag}-u{u}");
+                    let posted = batches[..=i]
+                        .iter()
+                        .flatten()
+                        .any(|e| e["userId"] == user.as_str());
+                    deletions += delete_contacts_of(&emu, &user, posted).await;
                 }
                 Action::Kill(ms) => {
                     if let Some(k) = killer.take() {
