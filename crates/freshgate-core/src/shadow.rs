@@ -161,6 +161,47 @@ pub fn plan(
     out
 }
 
+/// After a write answered with `contact_id`: the plan that completes a contact the CRM had to
+/// create anew, or `None`.
+///
+/// The answer names another contact than the one the shadow knew: that contact was deleted or
+/// merged away in the CRM, and the write (keyed by `external_id` or email) created a new one
+/// holding only what `sent` carried. Every other value the shadow knows as newest (fields set
+/// by earlier events, or kept because they were newer than this event) is missing from it; the
+/// plan sends them all, with what `sent` carried, so the contact comes back whole and the
+/// shadow again says what the CRM holds. `None` when the contact is the same one, when either
+/// id is unknown (a bulk write answers none), or when `sent` already carried everything.
+#[must_use]
+pub fn recreated(
+    shadow: Option<&ContactShadow>,
+    sent: &UpsertPlan,
+    contact_id: Option<i64>,
+) -> Option<UpsertPlan> {
+    let shadow = shadow?;
+    let (known, answered) = (shadow.contact_id?, contact_id?);
+    if known == answered {
+        return None;
+    }
+    let mut full = UpsertPlan {
+        send: sent.send.clone(),
+        ..UpsertPlan::default()
+    };
+    for (name, old) in &shadow.fields {
+        if old.value.is_null() || full.send.contains_key(name) {
+            continue;
+        }
+        full.send.insert(
+            name.clone(),
+            MappedField {
+                value: old.value.clone(),
+                ts_ms: old.ts_ms,
+                custom: old.custom,
+            },
+        );
+    }
+    (full.send.len() > sent.send.len()).then_some(full)
+}
+
 /// The shadow after `plan` was delivered (or found `unchanged`: apply it then too, so the
 /// timestamps move forward). `contact_id` is the id from the response, if any; a known id is
 /// kept when the response had none.
@@ -392,6 +433,54 @@ mod tests {
         let fresh = apply(None, "u2", "c@x.io", &p, Some(99));
         assert_eq!(fresh.contact_id, Some(99));
         assert_eq!(fresh.external_id.as_deref(), Some("u2"));
+    }
+
+    #[test]
+    fn a_contact_created_anew_gets_every_newest_value_back() {
+        let s = shadow_of(&[
+            ("first_name", json!("Ada"), 3),
+            ("city", json!("Oslo"), 9),
+            ("cf_plan", json!(null), 2),
+        ]);
+        let p = plan(
+            Some(&s),
+            &mapped(
+                "a@x.io",
+                5,
+                &[("last_name", json!("Lee")), ("city", json!("Bergen"))],
+            ),
+            MissingTraits::Keep,
+        );
+        assert_eq!(p.stale, vec!["city"], "Oslo is newer than this event");
+        assert_eq!(recreated(Some(&s), &p, Some(7)), None, "the same contact");
+        assert_eq!(recreated(Some(&s), &p, None), None, "no id in the answer");
+        assert_eq!(recreated(None, &p, Some(8)), None, "nothing known");
+        let unknown = ContactShadow {
+            contact_id: None,
+            ..s.clone()
+        };
+        assert_eq!(recreated(Some(&unknown), &p, Some(8)), None);
+
+        let full = recreated(Some(&s), &p, Some(8)).unwrap();
+        let sent: Vec<(&str, &Value, i64)> = full
+            .send
+            .iter()
+            .map(|(n, f)| (n.as_str(), &f.value, f.ts_ms))
+            .collect();
+        assert_eq!(
+            sent,
+            [
+                ("city", &json!("Oslo"), 9),
+                ("first_name", &json!("Ada"), 3),
+                ("last_name", &json!("Lee"), 5),
+            ],
+            "what was sent, and every other known value (a cleared one is absent anyway)"
+        );
+        // Sending that plan answers the new id again: nothing more to add, no loop.
+        assert_eq!(recreated(Some(&s), &full, Some(8)), None);
+        let next = apply(Some(&s), "u1", "a@x.io", &full, Some(8));
+        assert_eq!(next.contact_id, Some(8));
+        assert_eq!(next.fields["city"].value, json!("Oslo"));
     }
 
     #[test]

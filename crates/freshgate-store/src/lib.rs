@@ -3,7 +3,9 @@
 //! Everything freshgate has acknowledged lives here until it is delivered, dead-lettered or pruned:
 //! the raw bytes of each accepted event, one delivery row per (event, destination), a lease per
 //! (destination, contact key) that gives per-contact FIFO across workers (and, with PostgreSQL,
-//! across nodes), every delivery attempt (for traces), dead letters with their reason, the rejected
+//! across nodes), every delivery attempt (for traces), dead letters with their reason, the history
+//! of each delivery (an outcome is appended to it when a replay reopens the delivery, never
+//! overwritten), the rejected
 //! input that never became an event, the per-contact "shadow" of what was last sent, and the quota
 //! spend per Freshworks account.
 //!
@@ -237,6 +239,91 @@ impl DeliveryStatus {
             Self::Dead => "dead",
         }
     }
+
+    /// The status stored as `s`.
+    ///
+    /// # Errors
+    /// `Database` for a name no version of the schema writes.
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "delivered" => Ok(Self::Delivered),
+            "skipped" => Ok(Self::Skipped),
+            "dead" => Ok(Self::Dead),
+            other => Err(StoreError::Database(format!(
+                "unknown delivery status {other:?}"
+            ))),
+        }
+    }
+}
+
+/// Why a finished delivery was put back to pending.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reopen {
+    /// `freshgate replay` (or `serve --emulator` refilling a new emulator).
+    Replay,
+    /// A dead letter replayed (`freshgate dlq replay`, the console).
+    DeadLetterReplay,
+}
+
+impl Reopen {
+    /// The name stored in the database.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Replay => "replay",
+            Self::DeadLetterReplay => "dead_letter_replay",
+        }
+    }
+
+    /// The cause stored as `s`.
+    ///
+    /// # Errors
+    /// `Database` for a name no version of the schema writes.
+    pub fn parse(s: &str) -> Result<Self, StoreError> {
+        match s {
+            "replay" => Ok(Self::Replay),
+            "dead_letter_replay" => Ok(Self::DeadLetterReplay),
+            other => Err(StoreError::Database(format!(
+                "unknown reopen cause {other:?}"
+            ))),
+        }
+    }
+}
+
+/// An outcome a delivery had before it was reopened: appended to its history when the reopen
+/// happened and never changed after, so a replay does not erase what happened first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PastOutcome {
+    /// How it had ended (delivered, skipped or dead).
+    pub status: DeliveryStatus,
+    /// Reason for skip / dead letter.
+    pub reason: Option<String>,
+    /// Attempts it had taken.
+    pub attempts: u32,
+    /// When it had ended, Unix ms.
+    pub finished_ms: Option<i64>,
+    /// When it was reopened, Unix ms.
+    pub reopened_ms: i64,
+    /// What reopened it.
+    pub reopened_by: Reopen,
+}
+
+/// A finished delivery that a replay may put back, with its event for the routing decision
+/// (see [`Store::finished_deliveries`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FinishedDelivery {
+    /// Delivery row id (the page cursor).
+    pub delivery_id: DeliveryId,
+    /// Destination name.
+    pub destination: String,
+    /// Source of the event.
+    pub source: String,
+    /// How it ended.
+    pub status: DeliveryStatus,
+    /// The normalised event JSON.
+    pub raw: Vec<u8>,
 }
 
 /// Everything known about one event: for `freshgate events show` and the console.
@@ -275,8 +362,12 @@ pub struct DeliveryTrace {
     pub reason: Option<String>,
     /// Next attempt time when pending, Unix ms.
     pub next_attempt_ms: Option<i64>,
-    /// Attempts, oldest first.
+    /// Attempts, oldest first (those made before a reopen too).
     pub attempts: Vec<Attempt>,
+    /// The outcomes it had before each reopen, oldest first; the current state (above) is
+    /// the latest.
+    #[serde(default)]
+    pub history: Vec<PastOutcome>,
 }
 
 /// Which dead letters or deliveries an operation applies to. Empty fields match everything.
@@ -406,12 +497,19 @@ pub struct DestinationStats {
     pub destination: String,
     /// Pending deliveries.
     pub pending: u64,
-    /// Delivered (not yet pruned).
+    /// Outcomes "delivered" (not yet pruned): a delivery delivered, replayed and delivered
+    /// again counts twice.
     pub delivered: u64,
-    /// Skipped (not yet pruned).
+    /// Outcomes "skipped" (not yet pruned), counted like `delivered`.
     pub skipped: u64,
-    /// Dead letters.
+    /// Dead letters now (waiting in the dead-letter queue).
     pub dead: u64,
+    /// Outcomes "dead-lettered" (not yet pruned): `dead` and those replayed since.
+    #[serde(default)]
+    pub dead_lettered: u64,
+    /// Times a finished delivery was put back to pending (replay, dead-letter replay).
+    #[serde(default)]
+    pub reopened: u64,
     /// Receive time of the oldest pending event, Unix ms.
     pub oldest_pending_received_ms: Option<i64>,
     /// Earliest scheduled next attempt among pending contact keys, Unix ms.
@@ -467,6 +565,43 @@ pub(crate) fn destination_stats<'a>(
         destination: d.to_owned(),
         ..DestinationStats::default()
     })
+}
+
+/// Fill the outcome figures of `per` from `(destination, status, count)` rows of the current
+/// deliveries and of their histories (both backends' `stats`): an outcome counts whether it is
+/// the latest or was reopened since.
+pub(crate) fn count_outcomes(
+    per: &mut std::collections::BTreeMap<String, DestinationStats>,
+    current: Vec<(String, String, i64)>,
+    past: Vec<(String, String, i64)>,
+) -> Result<(), StoreError> {
+    let count = |n: i64| u64::try_from(n).unwrap_or(0);
+    for (destination, status, n) in current {
+        let s = destination_stats(per, &destination);
+        let n = count(n);
+        match DeliveryStatus::parse(&status)? {
+            DeliveryStatus::Pending => s.pending = n,
+            DeliveryStatus::Delivered => s.delivered += n,
+            DeliveryStatus::Skipped => s.skipped += n,
+            DeliveryStatus::Dead => {
+                s.dead = n;
+                s.dead_lettered += n;
+            }
+        }
+    }
+    for (destination, status, n) in past {
+        let s = destination_stats(per, &destination);
+        let n = count(n);
+        s.reopened += n;
+        match DeliveryStatus::parse(&status)? {
+            // A pending delivery is never reopened; the schema does not store one.
+            DeliveryStatus::Pending => {}
+            DeliveryStatus::Delivered => s.delivered += n,
+            DeliveryStatus::Skipped => s.skipped += n,
+            DeliveryStatus::Dead => s.dead_lettered += n,
+        }
+    }
+    Ok(())
 }
 
 /// Queue figures for the whole store.
@@ -961,19 +1096,39 @@ pub trait Store: Send + Sync + 'static {
     /// `Database`.
     async fn dead_letters(&self, filter: &DeliveryFilter) -> Result<Vec<DeadLetter>, StoreError>;
 
-    /// Put dead letters matching the filter back to pending (attempts reset), due at `now_ms`.
-    /// Returns how many.
+    /// Put dead letters matching the filter back to pending (attempts reset), due at `now_ms`;
+    /// each one's dead-lettering is appended to its history first
+    /// ([`Reopen::DeadLetterReplay`]). Returns how many.
     ///
     /// # Errors
     /// `Database`.
     async fn requeue_dead(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError>;
 
-    /// Put every finished delivery (delivered, skipped, dead) of events received in the filter's
-    /// time range back to pending, for `freshgate replay`. Returns how many.
+    /// Up to `limit` finished deliveries (delivered, skipped, dead) matching the filter (its
+    /// limit ignored) with an id above `after_id`, in id order (page with the last id), each
+    /// with its event: what `freshgate replay` may put back once routing has decided.
     ///
     /// # Errors
     /// `Database`.
-    async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError>;
+    async fn finished_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        after_id: DeliveryId,
+        limit: usize,
+    ) -> Result<Vec<FinishedDelivery>, StoreError>;
+
+    /// Put these deliveries back to pending (attempts reset), their keys due at `now_ms` at the
+    /// latest. Each one's outcome is appended to its history first, with `cause`; a delivery
+    /// that is pending (or unknown) is left alone and not counted. Returns how many.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn reopen(
+        &self,
+        delivery_ids: Vec<DeliveryId>,
+        cause: Reopen,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
 
     /// Up to `limit` events received in `[since_ms, until_ms)` with an id above `after_id` that
     /// have no delivery to `destination`, in id order (page with the last id).

@@ -1,11 +1,12 @@
 //! The admin API under `/__emulator/` (no auth, not counted, not logged): state, request log, reset,
-//! faults, limits, time scale, switches and `spend`.
+//! faults, limits, time scale, switches, `spend`, and deleting a contact as a person in the CRM
+//! would (`DELETE /__emulator/contacts/{id}`).
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use serde::Deserialize;
 use serde_json::json;
 
@@ -41,7 +42,16 @@ pub(crate) fn admin_router(state: EmulatorState) -> Router {
         .route("/quota", get(quota))
         .route("/time_scale", post(time_scale))
         .route("/switches", get(switches_get).put(switches_put))
+        .route("/contacts/{id}", delete(contact_delete))
         .with_state(state)
+}
+
+async fn contact_delete(State(st): State<EmulatorState>, Path(id): Path<i64>) -> Response {
+    if st.delete_contact(id) {
+        axum::Json(json!({"ok": true})).into_response()
+    } else {
+        (StatusCode::NOT_FOUND, axum::Json(json!({"ok": false}))).into_response()
+    }
 }
 
 async fn state_get(State(st): State<EmulatorState>) -> Response {

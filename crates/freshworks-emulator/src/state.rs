@@ -420,6 +420,19 @@ impl EmulatorState {
         lock(&self.inner.quota).spend(calls);
     }
 
+    /// Removes contact `id` and its list memberships, as a person deleting it in the CRM (or a
+    /// merge that removes it) would. `false` if there is no such contact.
+    pub fn delete_contact(&self, id: i64) -> bool {
+        let mut store = lock(&self.inner.store);
+        if store.remove_contact(id).is_none() {
+            return false;
+        }
+        for list in store.lists.values_mut() {
+            list.members.remove(&id);
+        }
+        true
+    }
+
     /// Forgets all data, the log, the quota usage and the faults (configuration is kept).
     pub fn reset(&self) {
         lock(&self.inner.store).clear();

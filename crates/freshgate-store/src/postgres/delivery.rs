@@ -1,5 +1,5 @@
 //! Delivery across nodes: contact-key leases, per-key FIFO reads, settlement, and putting finished
-//! deliveries back to pending (requeue, replay).
+//! deliveries back to pending (requeue, replay) with their outcome kept in their history.
 //!
 //! A node leases keys in one statement (`SELECT … FOR UPDATE SKIP LOCKED` + `UPDATE`, its own
 //! short transaction): keys another node is leasing at that instant are skipped, not waited for,
@@ -19,7 +19,7 @@ use sqlx_postgres::{PgConnection, PgPool, PgRow};
 use super::filter::{filter_sql, limit_value};
 use crate::{
     Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus, LateDelivery,
-    PendingDelivery, Settlement, StoreError,
+    PendingDelivery, Reopen, Settlement, StoreError,
 };
 
 /// Advisory lock key (transaction scoped) that serialises `reopen` and `prune`: prune decides
@@ -316,32 +316,46 @@ pub(crate) async fn release(
     Ok(())
 }
 
-/// Put finished deliveries (in `statuses`) matching `filter` back to pending (attempts reset),
-/// their keys due at `now_ms` at the latest.
-pub(crate) async fn reopen(
+/// The statement that reopens the finished deliveries among the ids `targets` selects: each
+/// one's outcome is appended to its history, then it is made pending (attempts reset); returns
+/// `(destination, contact_key)` per delivery reopened. `now` and `cause` are placeholders.
+fn reopen_sql(targets: &str, now: &str, cause: &str) -> String {
+    format!(
+        "WITH target AS ({targets}),
+              old AS (
+                  SELECT d.id, d.destination, d.status, d.reason, d.attempts, d.finished_ms
+                  FROM deliveries d JOIN target t ON t.id = d.id
+                  WHERE d.status IN ('delivered', 'skipped', 'dead')
+                  ORDER BY d.id
+                  FOR UPDATE OF d),
+              archived AS (
+                  INSERT INTO delivery_history (delivery_id, destination, status, reason,
+                                                attempts, finished_ms, reopened_ms, reopened_by)
+                  SELECT id, destination, status, reason, attempts, finished_ms, {now}, {cause}
+                  FROM old)
+         UPDATE deliveries d SET status = 'pending', attempts = 0, reason = NULL,
+             reason_code = NULL, first_attempt_ms = NULL, finished_ms = NULL
+         FROM old WHERE d.id = old.id
+         RETURNING d.destination, d.contact_key"
+    )
+}
+
+/// Put the dead letters matching `filter` back to pending (see [`reopen_sql`]), their keys due
+/// at `now_ms` at the latest.
+pub(crate) async fn requeue_dead(
     pool: &PgPool,
     filter: &DeliveryFilter,
-    statuses: &[&str],
     now_ms: i64,
 ) -> Result<u64, StoreError> {
     let f = filter_sql(filter);
-    let status_list = statuses
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let sql = format!(
-        "UPDATE deliveries SET status = 'pending', attempts = 0, reason = NULL,
-             reason_code = NULL, first_attempt_ms = NULL, finished_ms = NULL
-         WHERE status IN ({status_list}) AND id IN (
-             SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.status IN ({status_list}){clause}
-             ORDER BY d.id LIMIT {limit}
-             FOR UPDATE OF d)
-         RETURNING destination, contact_key",
+    let n = f.params.len();
+    let targets = format!(
+        "SELECT d.id FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.status = 'dead'{clause} ORDER BY d.id LIMIT ${limit}",
         clause = f.clause,
-        limit = f.next_placeholder(),
+        limit = n + 1,
     );
+    let sql = reopen_sql(&targets, &format!("${}", n + 2), &format!("${}", n + 3));
     let mut tx = pool.begin().await?;
     query("SELECT pg_advisory_xact_lock($1)")
         .bind(MAINTENANCE_LOCK)
@@ -350,6 +364,35 @@ pub(crate) async fn reopen(
     let rows: Vec<PgRow> = f
         .bind(query(AssertSqlSafe(sql)))
         .bind(limit_value(filter))
+        .bind(now_ms)
+        .bind(Reopen::DeadLetterReplay.as_str())
+        .fetch_all(&mut *tx)
+        .await?;
+    add_pending_keys(&mut tx, &rows, now_ms).await?;
+    tx.commit().await?;
+    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+}
+
+/// See [`crate::Store::reopen`].
+pub(crate) async fn reopen(
+    pool: &PgPool,
+    delivery_ids: &[DeliveryId],
+    cause: Reopen,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    if delivery_ids.is_empty() {
+        return Ok(0);
+    }
+    let sql = reopen_sql("SELECT unnest($1::bigint[]) AS id", "$2", "$3");
+    let mut tx = pool.begin().await?;
+    query("SELECT pg_advisory_xact_lock($1)")
+        .bind(MAINTENANCE_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let rows: Vec<PgRow> = query(AssertSqlSafe(sql))
+        .bind(delivery_ids)
+        .bind(now_ms)
+        .bind(cause.as_str())
         .fetch_all(&mut *tx)
         .await?;
     add_pending_keys(&mut tx, &rows, now_ms).await?;

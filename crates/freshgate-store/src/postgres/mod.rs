@@ -28,8 +28,9 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 use crate::{
     ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
     DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MinuteCount, PendingDelivery,
+    PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError,
+    UnmappedTrait, UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -357,7 +358,7 @@ impl Store for PostgresStore {
     }
 
     async fn requeue_dead(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
-        delivery::reopen(&self.pool, filter, &["dead"], now_ms).await
+        delivery::requeue_dead(&self.pool, filter, now_ms).await
     }
 
     async fn forget_shadows(
@@ -375,14 +376,22 @@ impl Store for PostgresStore {
         queries::contacts_matching(&self.pool, filter).await
     }
 
-    async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
-        delivery::reopen(
-            &self.pool,
-            filter,
-            &["delivered", "skipped", "dead"],
-            now_ms,
-        )
-        .await
+    async fn finished_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        after_id: DeliveryId,
+        limit: usize,
+    ) -> Result<Vec<FinishedDelivery>, StoreError> {
+        queries::finished_deliveries(&self.pool, filter, after_id, limit).await
+    }
+
+    async fn reopen(
+        &self,
+        delivery_ids: Vec<DeliveryId>,
+        cause: Reopen,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        delivery::reopen(&self.pool, &delivery_ids, cause, now_ms).await
     }
 
     async fn events_without_delivery(

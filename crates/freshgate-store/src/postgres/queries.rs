@@ -17,8 +17,9 @@ use crate::listing::{
 use crate::{
     Attempt, Backlog, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus, DeliveryTrace,
     DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    MinuteCount, PruneOutcome, QueueDepth, QueueStats, RejectedRecord, StoreError, UnroutedEvent,
-    destination_stats, merge_depths,
+    FinishedDelivery, MinuteCount, PastOutcome, PruneOutcome, QueueDepth, QueueStats,
+    RejectedRecord, Reopen, StoreError, UnroutedEvent, count_outcomes, destination_stats,
+    merge_depths,
 };
 
 use crate::LEDGER_KEEP_MS;
@@ -34,15 +35,7 @@ fn to_u64(v: i64) -> u64 {
 }
 
 fn parse_status(s: &str) -> Result<DeliveryStatus, StoreError> {
-    match s {
-        "pending" => Ok(DeliveryStatus::Pending),
-        "delivered" => Ok(DeliveryStatus::Delivered),
-        "skipped" => Ok(DeliveryStatus::Skipped),
-        "dead" => Ok(DeliveryStatus::Dead),
-        other => Err(StoreError::Database(format!(
-            "unknown delivery status {other:?}"
-        ))),
-    }
+    DeliveryStatus::parse(s)
 }
 
 pub(crate) async fn shadow(
@@ -197,7 +190,7 @@ pub(crate) async fn event_traces(
     pool: &PgPool,
     message_id: &str,
 ) -> Result<Vec<EventTrace>, StoreError> {
-    // Three queries whatever the number of events, deliveries and attempts, all in one snapshot.
+    // Four queries whatever the number of events, deliveries and attempts, all in one snapshot.
     let mut tx = pool.begin().await?;
     query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
@@ -241,6 +234,7 @@ pub(crate) async fn event_traces(
                 reason: r.try_get(4)?,
                 next_attempt_ms: r.try_get(5)?,
                 attempts: Vec::new(),
+                history: Vec::new(),
             },
         ));
     }
@@ -257,7 +251,27 @@ pub(crate) async fn event_traces(
     .bind(&delivery_ids)
     .fetch_all(&mut *tx)
     .await?;
+    let past: Vec<PgRow> = query(
+        "SELECT delivery_id, status, reason, attempts, finished_ms, reopened_ms, reopened_by
+         FROM delivery_history WHERE delivery_id = ANY($1::bigint[]) ORDER BY id",
+    )
+    .bind(&delivery_ids)
+    .fetch_all(&mut *tx)
+    .await?;
     tx.commit().await?;
+    let mut history: HashMap<i64, Vec<PastOutcome>> = HashMap::new();
+    for r in &past {
+        let status: String = r.try_get(1)?;
+        let cause: String = r.try_get(6)?;
+        history.entry(r.try_get(0)?).or_default().push(PastOutcome {
+            status: parse_status(&status)?,
+            reason: r.try_get(2)?,
+            attempts: to_u32(r.try_get(3)?),
+            finished_ms: r.try_get(4)?,
+            reopened_ms: r.try_get(5)?,
+            reopened_by: Reopen::parse(&cause)?,
+        });
+    }
     let mut attempts: HashMap<i64, Vec<Attempt>> = HashMap::new();
     for r in &rows {
         let status: Option<i64> = r.try_get(4)?;
@@ -274,12 +288,50 @@ pub(crate) async fn event_traces(
     let mut by_event: HashMap<i64, Vec<DeliveryTrace>> = HashMap::new();
     for (event_id, mut d) in deliveries {
         d.attempts = attempts.remove(&d.delivery_id).unwrap_or_default();
+        d.history = history.remove(&d.delivery_id).unwrap_or_default();
         by_event.entry(event_id).or_default().push(d);
     }
     for ev in &mut events {
         ev.deliveries = by_event.remove(&ev.event_id).unwrap_or_default();
     }
     Ok(events)
+}
+
+pub(crate) async fn finished_deliveries(
+    pool: &PgPool,
+    filter: &DeliveryFilter,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<FinishedDelivery>, StoreError> {
+    let f = filter_sql(filter);
+    let n = f.params.len();
+    let sql = format!(
+        "SELECT d.id, d.destination, e.source, d.status, e.raw
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.status IN ('delivered', 'skipped', 'dead'){} AND d.id > ${}
+         ORDER BY d.id LIMIT ${}",
+        f.clause,
+        n + 1,
+        n + 2
+    );
+    let rows: Vec<PgRow> = f
+        .bind(query(AssertSqlSafe(sql)))
+        .bind(after_id)
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let status: String = r.try_get(3)?;
+            Ok(FinishedDelivery {
+                delivery_id: r.try_get(0)?,
+                destination: r.try_get(1)?,
+                source: r.try_get(2)?,
+                status: parse_status(&status)?,
+                raw: r.try_get(4)?,
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn dead_letters(
@@ -453,6 +505,11 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
     )
     .fetch_all(&mut *tx)
     .await?;
+    let past: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(
+        "SELECT destination, status, count(*) FROM delivery_history GROUP BY destination, status",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
     let oldest: Vec<(String, i64)> = sqlx_core::query_as::query_as(
         "SELECT d.destination, min(e.received_at_ms)
          FROM deliveries d JOIN events e ON e.id = d.event_id
@@ -468,16 +525,7 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
     .await?;
     tx.commit().await?;
     let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
-    for (destination, status, n) in counts {
-        let s = destination_stats(&mut per, &destination);
-        let n = to_u64(n);
-        match parse_status(&status)? {
-            DeliveryStatus::Pending => s.pending = n,
-            DeliveryStatus::Delivered => s.delivered = n,
-            DeliveryStatus::Skipped => s.skipped = n,
-            DeliveryStatus::Dead => s.dead = n,
-        }
-    }
+    count_outcomes(&mut per, counts, past)?;
     for (destination, at) in oldest {
         destination_stats(&mut per, &destination).oldest_pending_received_ms = Some(at);
     }

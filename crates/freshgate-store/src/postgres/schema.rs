@@ -51,6 +51,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "contact emails",
         include_str!("../../migrations/postgres/0008_contact_emails.sql"),
     ),
+    (
+        9,
+        "delivery history",
+        include_str!("../../migrations/postgres/0009_delivery_history.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

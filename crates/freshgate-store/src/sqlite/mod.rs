@@ -30,8 +30,9 @@ use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
     DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MinuteCount, PendingDelivery,
+    PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError,
+    UnmappedTrait, UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -598,9 +599,30 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn replay(&self, filter: &DeliveryFilter, now_ms: i64) -> Result<u64, StoreError> {
-        let op = WriteOp::Replay {
-            filter: filter.clone(),
+    async fn finished_deliveries(
+        &self,
+        filter: &DeliveryFilter,
+        after_id: DeliveryId,
+        limit: usize,
+    ) -> Result<Vec<FinishedDelivery>, StoreError> {
+        let filter = filter.clone();
+        self.readers
+            .run(move |c| queries::finished_deliveries(c, &filter, after_id, limit))
+            .await
+    }
+
+    async fn reopen(
+        &self,
+        delivery_ids: Vec<DeliveryId>,
+        cause: Reopen,
+        now_ms: i64,
+    ) -> Result<u64, StoreError> {
+        if delivery_ids.is_empty() {
+            return Ok(0);
+        }
+        let op = WriteOp::Reopen {
+            delivery_ids,
+            cause,
             now_ms,
         };
         match self.write(op, false).await? {

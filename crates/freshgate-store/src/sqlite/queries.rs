@@ -17,8 +17,9 @@ use crate::listing::{
 use crate::{
     Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus,
     DeliveryTrace, DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, MinuteCount, PendingDelivery, QueueDepth, QueueStats, RejectedRecord,
-    StoreError, UnroutedEvent, destination_stats, merge_depths,
+    FieldMetadata, FinishedDelivery, MinuteCount, PastOutcome, PendingDelivery, QueueDepth,
+    QueueStats, RejectedRecord, Reopen, StoreError, UnroutedEvent, count_outcomes,
+    destination_stats, merge_depths,
 };
 
 /// Idle read-only connections; more are opened on demand and the surplus is closed.
@@ -83,15 +84,7 @@ fn to_u64(v: i64) -> u64 {
 }
 
 fn parse_status(s: &str) -> Result<DeliveryStatus, StoreError> {
-    match s {
-        "pending" => Ok(DeliveryStatus::Pending),
-        "delivered" => Ok(DeliveryStatus::Delivered),
-        "skipped" => Ok(DeliveryStatus::Skipped),
-        "dead" => Ok(DeliveryStatus::Dead),
-        other => Err(StoreError::Database(format!(
-            "unknown delivery status {other:?}"
-        ))),
-    }
+    DeliveryStatus::parse(s)
 }
 
 pub(crate) fn pending_for(
@@ -205,6 +198,77 @@ fn attempts_of(conn: &Connection, delivery_id: i64) -> Result<Vec<Attempt>, Stor
     Ok(out)
 }
 
+/// (status, reason, attempts, finished, reopened, cause) of one past outcome.
+type HistoryRow = (String, Option<String>, i64, Option<i64>, i64, String);
+
+fn history_of(conn: &Connection, delivery_id: i64) -> Result<Vec<PastOutcome>, StoreError> {
+    let rows: Vec<HistoryRow> = conn
+        .prepare_cached(
+            "SELECT status, reason, attempts, finished_ms, reopened_ms, reopened_by
+             FROM delivery_history WHERE delivery_id = ?1 ORDER BY id",
+        )?
+        .query_map(params![delivery_id], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+            ))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(
+            |(status, reason, attempts, finished_ms, reopened_ms, cause)| {
+                Ok(PastOutcome {
+                    status: parse_status(&status)?,
+                    reason,
+                    attempts: to_u32(attempts),
+                    finished_ms,
+                    reopened_ms,
+                    reopened_by: Reopen::parse(&cause)?,
+                })
+            },
+        )
+        .collect()
+}
+
+pub(crate) fn finished_deliveries(
+    conn: &Connection,
+    filter: &DeliveryFilter,
+    after_id: i64,
+    limit: usize,
+) -> Result<Vec<FinishedDelivery>, StoreError> {
+    let f = filter_sql(filter);
+    let sql = format!(
+        "SELECT d.id, d.destination, e.source, d.status, e.raw
+         FROM deliveries d JOIN events e ON e.id = d.event_id
+         WHERE d.status IN ('delivered', 'skipped', 'dead') AND d.id > ?{}
+         ORDER BY d.id LIMIT {}",
+        f.clause,
+        i64::try_from(limit).unwrap_or(i64::MAX)
+    );
+    let params = std::iter::once(rusqlite::types::Value::Integer(after_id)).chain(f.params);
+    let rows: Vec<(i64, String, String, String, Vec<u8>)> = conn
+        .prepare(&sql)?
+        .query_map(params_from_iter(params), |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(delivery_id, destination, source, status, raw)| {
+            Ok(FinishedDelivery {
+                delivery_id,
+                destination,
+                source,
+                status: parse_status(&status)?,
+                raw,
+            })
+        })
+        .collect()
+}
+
 pub(crate) fn event_traces(
     conn: &Connection,
     message_id: &str,
@@ -242,6 +306,7 @@ pub(crate) fn event_traces(
                 reason,
                 next_attempt_ms,
                 attempts: attempts_of(conn, delivery_id)?,
+                history: history_of(conn, delivery_id)?,
             });
         }
     }
@@ -363,22 +428,19 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
     let events: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
     let rejected: i64 = conn.query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?;
     let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
-    let counts: Vec<(String, String, i64)> = conn
-        .prepare(
-            "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
-        .collect::<Result<_, _>>()?;
-    for (destination, status, n) in counts {
-        let s = destination_stats(&mut per, &destination);
-        let n = to_u64(n);
-        match parse_status(&status)? {
-            DeliveryStatus::Pending => s.pending = n,
-            DeliveryStatus::Delivered => s.delivered = n,
-            DeliveryStatus::Skipped => s.skipped = n,
-            DeliveryStatus::Dead => s.dead = n,
-        }
-    }
+    let counts = |sql: &str| -> Result<Vec<(String, String, i64)>, StoreError> {
+        Ok(conn
+            .prepare(sql)?
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?)
+    };
+    let current = counts(
+        "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status",
+    )?;
+    let past = counts(
+        "SELECT destination, status, count(*) FROM delivery_history GROUP BY destination, status",
+    )?;
+    count_outcomes(&mut per, current, past)?;
     let oldest: Vec<(String, i64)> = conn
         .prepare(
             "SELECT d.destination, min(e.received_at_ms)

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0007_reason_codes.sql"),
     include_str!("../../migrations/sqlite/0008_delivery_records.sql"),
     include_str!("../../migrations/sqlite/0009_contact_emails.sql"),
+    include_str!("../../migrations/sqlite/0010_delivery_history.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.

@@ -17,7 +17,7 @@ use super::checkpoint::WriterGate;
 use super::filter::{filter_sql, limit_value};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus,
-    LateDelivery, PruneOutcome, Settlement, StoreError,
+    LateDelivery, PruneOutcome, Reopen, Settlement, StoreError,
 };
 
 /// Quota ledger buckets older than this (relative to the newest bucket) are pruned: the widest
@@ -77,8 +77,9 @@ pub(crate) enum WriteOp {
         filter: DeliveryFilter,
         now_ms: i64,
     },
-    Replay {
-        filter: DeliveryFilter,
+    Reopen {
+        delivery_ids: Vec<DeliveryId>,
+        cause: Reopen,
         now_ms: i64,
     },
     AddDeliveries {
@@ -108,6 +109,7 @@ impl WriteOp {
             Self::Settle { settlements, .. } => settlements.len(),
             Self::RecordUnmapped(traits) => traits.len(),
             Self::AddDeliveries { deliveries, .. } => deliveries.len(),
+            Self::Reopen { delivery_ids, .. } => delivery_ids.len(),
             _ => 1,
         };
         w.max(1)
@@ -376,15 +378,13 @@ impl Writer {
                 Ok(WriteReply::Count(1))
             }
             WriteOp::RequeueDead { filter, now_ms } => {
-                reopen(&self.conn, filter, &["dead"], *now_ms).map(WriteReply::Count)
+                requeue_dead(&self.conn, filter, *now_ms).map(WriteReply::Count)
             }
-            WriteOp::Replay { filter, now_ms } => reopen(
-                &self.conn,
-                filter,
-                &["delivered", "skipped", "dead"],
-                *now_ms,
-            )
-            .map(WriteReply::Count),
+            WriteOp::Reopen {
+                delivery_ids,
+                cause,
+                now_ms,
+            } => reopen(&self.conn, delivery_ids, *cause, *now_ms).map(WriteReply::Count),
             WriteOp::AddDeliveries { deliveries, now_ms } => {
                 add_deliveries(&self.conn, deliveries, *now_ms).map(WriteReply::Count)
             }
@@ -760,42 +760,60 @@ fn release(
     Ok(())
 }
 
-/// Put finished deliveries (in `statuses`) matching `filter` back to pending, due at `now_ms`.
-fn reopen(
+/// Put the dead letters matching `filter` back to pending, due at `now_ms`.
+fn requeue_dead(
     conn: &Connection,
     filter: &DeliveryFilter,
-    statuses: &[&str],
     now_ms: i64,
 ) -> Result<u64, StoreError> {
     let f = filter_sql(filter);
-    let status_list = statuses
-        .iter()
-        .map(|s| format!("'{s}'"))
-        .collect::<Vec<_>>()
-        .join(", ");
     let sql = format!(
-        "SELECT d.id, d.destination, d.contact_key FROM deliveries d
+        "SELECT d.id FROM deliveries d
          JOIN events e ON e.id = d.event_id
-         WHERE d.status IN ({status_list}){} ORDER BY d.id LIMIT {}",
+         WHERE d.status = 'dead'{} ORDER BY d.id LIMIT {}",
         f.clause,
         limit_value(filter)
     );
-    let rows: Vec<(i64, String, String)> = conn
+    let ids: Vec<DeliveryId> = conn
         .prepare(&sql)?
-        .query_map(params_from_iter(f.params.iter()), |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
+        .query_map(params_from_iter(f.params.iter()), |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    for (id, destination, contact_key) in &rows {
-        conn.prepare_cached(
-            "UPDATE deliveries SET status = 'pending', attempts = 0, reason = NULL,
-                 reason_code = NULL, first_attempt_ms = NULL, finished_ms = NULL
-             WHERE id = ?1",
-        )?
-        .execute(params![id])?;
-        add_pending(conn, destination, contact_key, now_ms, true)?;
+    reopen(conn, &ids, Reopen::DeadLetterReplay, now_ms)
+}
+
+/// Put finished deliveries back to pending, due at `now_ms`, each one's outcome appended to its
+/// history first. Pending or unknown ids are skipped.
+fn reopen(
+    conn: &Connection,
+    delivery_ids: &[DeliveryId],
+    cause: Reopen,
+    now_ms: i64,
+) -> Result<u64, StoreError> {
+    let mut reopened = 0_u64;
+    for id in delivery_ids {
+        let archived = conn
+            .prepare_cached(
+                "INSERT INTO delivery_history (delivery_id, destination, status, reason, attempts,
+                                               finished_ms, reopened_ms, reopened_by)
+                 SELECT id, destination, status, reason, attempts, finished_ms, ?2, ?3
+                 FROM deliveries WHERE id = ?1 AND status IN ('delivered', 'skipped', 'dead')",
+            )?
+            .execute(params![id, now_ms, cause.as_str()])?;
+        if archived == 0 {
+            continue;
+        }
+        let (destination, contact_key): (String, String) = conn
+            .prepare_cached(
+                "UPDATE deliveries SET status = 'pending', attempts = 0, reason = NULL,
+                     reason_code = NULL, first_attempt_ms = NULL, finished_ms = NULL
+                 WHERE id = ?1
+                 RETURNING destination, contact_key",
+            )?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        add_pending(conn, &destination, &contact_key, now_ms, true)?;
+        reopened += 1;
     }
-    Ok(u64::try_from(rows.len()).unwrap_or(u64::MAX))
+    Ok(reopened)
 }
 
 fn add_deliveries(

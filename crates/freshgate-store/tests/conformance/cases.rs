@@ -3,8 +3,8 @@
 use freshgate_store::{
     ActivityIntent, AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery,
     FieldMetadata, LateDelivery, ListClaim, MAX_UNMAPPED_KEY_BYTES,
-    MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, NewEvent, QueueDepth, RejectedInput,
-    Settlement, StoreError, UnmappedTrait,
+    MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, NewEvent, PastOutcome, QueueDepth,
+    RejectedInput, Reopen, Settlement, StoreError, UnmappedTrait,
 };
 
 use crate::harness::{
@@ -426,7 +426,9 @@ pub async fn dead_letters_listed_and_requeued(fx: &mut dyn Fixture) {
     assert_eq!(mids(&pending(s, &lease).await), ["b1", "b2"]);
 }
 
-/// `replay` puts finished deliveries of a time range back to pending.
+/// `replay` lists the finished deliveries of a time range, a page at a time with their events,
+/// and puts back those it is given; each keeps the outcome it had in its history, and the
+/// figures count that outcome and the new one.
 pub async fn replay_reopens_finished(fx: &mut dyn Fixture) {
     let s = fx.store();
     append_all(
@@ -451,19 +453,209 @@ pub async fn replay_reopens_finished(fx: &mut dyn Fixture) {
     let range = DeliveryFilter {
         since_ms: Some(0),
         until_ms: Some(5000),
+        // A list's limit is not the page size.
+        limit: Some(1),
         ..DeliveryFilter::default()
     };
-    assert_eq!(s.replay(&range, 6000).await.unwrap(), 2);
+    let first = s.finished_deliveries(&range, 0, 1).await.unwrap();
+    assert_eq!(first.len(), 1, "one page");
+    let rest = s
+        .finished_deliveries(&range, first[0].delivery_id, 10)
+        .await
+        .unwrap();
+    let found: Vec<_> = first.iter().chain(&rest).collect();
+    assert_eq!(found.len(), 2, "b1 is out of range");
+    assert!(String::from_utf8_lossy(&found[0].raw).contains("a1"));
+    assert_eq!(
+        (
+            found[0].destination.as_str(),
+            found[0].source.as_str(),
+            found[0].status
+        ),
+        (DEST, "web", DeliveryStatus::Delivered)
+    );
+    let ids: Vec<_> = found.iter().map(|d| d.delivery_id).collect();
+    assert_eq!(
+        s.reopen(ids.clone(), Reopen::Replay, 6000).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        s.reopen(ids, Reopen::Replay, 6000).await.unwrap(),
+        0,
+        "a pending delivery is not reopened again"
+    );
+    assert!(
+        s.finished_deliveries(&range, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     let leases = lease_all(s, 6000).await;
     assert_eq!(leases.len(), 1);
     assert_eq!(mids(&pending(s, &leases[0]).await), ["a1", "a2"]);
-    let stats = s.stats().await.unwrap();
-    let crm = stats
+    let crm = crm_stats(s).await;
+    assert_eq!(
+        (crm.pending, crm.delivered, crm.reopened),
+        (2, 3, 2),
+        "the first deliveries still count"
+    );
+    let trace = &s.event_traces("a1").await.unwrap()[0].deliveries[0];
+    assert_eq!(trace.status, DeliveryStatus::Pending);
+    assert_eq!(
+        trace.history,
+        [PastOutcome {
+            status: DeliveryStatus::Delivered,
+            reason: None,
+            attempts: 0,
+            finished_ms: Some(5001),
+            reopened_ms: 6000,
+            reopened_by: Reopen::Replay,
+        }]
+    );
+}
+
+async fn crm_stats(s: &dyn freshgate_store::Store) -> freshgate_store::DestinationStats {
+    s.stats()
+        .await
+        .unwrap()
         .destinations
-        .iter()
+        .into_iter()
         .find(|d| d.destination == DEST)
+        .unwrap()
+}
+
+/// A delivery dead-lettered, replayed from the dead-letter queue and delivered, then replayed
+/// again and skipped: its trace shows every outcome in order with every attempt, and the figures
+/// count each outcome once (history is appended, never rewritten).
+pub async fn history_is_never_rewritten(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("a1", "k1", 1000)]).await;
+    let settle_once = |at: i64, settlement: Settlement, status: u16| async move {
+        let lease = lease_key(s, "k1", at).await;
+        let p = pending(s, &lease).await;
+        let id = p[0].delivery_id;
+        s.settle(
+            &lease,
+            at,
+            vec![(id, settlement)],
+            Some(attempt(&[id], at, status, "outcome")),
+        )
+        .await
         .unwrap();
-    assert_eq!((crm.pending, crm.delivered), (2, 1));
+        s.release(&lease, None).await.unwrap();
+        id
+    };
+    let dead = Settlement::DeadLettered {
+        code: "refused".to_owned(),
+        reason: "400: email is invalid".to_owned(),
+    };
+    let id = settle_once(2000, dead, 400).await;
+    assert_eq!(
+        s.requeue_dead(&DeliveryFilter::default(), 3000)
+            .await
+            .unwrap(),
+        1
+    );
+    settle_once(3000, Settlement::Delivered, 200).await;
+    let crm = crm_stats(s).await;
+    assert_eq!(
+        (crm.delivered, crm.dead_lettered, crm.dead, crm.reopened),
+        (1, 1, 0, 1),
+        "dead-lettered then delivered on replay: both outcomes count"
+    );
+    assert_eq!(s.reopen(vec![id], Reopen::Replay, 4000).await.unwrap(), 1);
+    let lease = lease_key(s, "k1", 4000).await;
+    s.settle(
+        &lease,
+        4001,
+        vec![(
+            id,
+            Settlement::Skipped {
+                code: "unchanged".to_owned(),
+                reason: "unchanged".to_owned(),
+            },
+        )],
+        None,
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+
+    let trace = &s.event_traces("a1").await.unwrap()[0].deliveries[0];
+    assert_eq!(
+        (trace.status, trace.reason.as_deref()),
+        (DeliveryStatus::Skipped, Some("unchanged"))
+    );
+    assert_eq!(trace.attempts.len(), 2, "every attempt is kept");
+    let past: Vec<_> = trace
+        .history
+        .iter()
+        .map(|h| {
+            (
+                h.status,
+                h.reason.as_deref(),
+                h.attempts,
+                h.finished_ms,
+                h.reopened_ms,
+                h.reopened_by,
+            )
+        })
+        .collect();
+    assert_eq!(
+        past,
+        [
+            (
+                DeliveryStatus::Dead,
+                Some("400: email is invalid"),
+                1,
+                Some(2000),
+                3000,
+                Reopen::DeadLetterReplay
+            ),
+            (
+                DeliveryStatus::Delivered,
+                None,
+                1,
+                Some(3000),
+                4000,
+                Reopen::Replay
+            ),
+        ]
+    );
+    let crm = crm_stats(s).await;
+    assert_eq!(
+        (
+            crm.delivered,
+            crm.skipped,
+            crm.dead_lettered,
+            crm.dead,
+            crm.reopened
+        ),
+        (1, 1, 1, 0, 2)
+    );
+    fx.reopen().await;
+    let s = fx.store();
+    assert_eq!(
+        s.event_traces("a1").await.unwrap()[0].deliveries[0]
+            .history
+            .len(),
+        2,
+        "kept across restarts"
+    );
+    // The history goes with its event when the event is pruned.
+    s.prune(10_000, 10_000).await.unwrap();
+    assert!(s.event_traces("a1").await.unwrap().is_empty());
+    assert_eq!(crm_stats_or_default(s).await.delivered, 0);
+}
+
+async fn crm_stats_or_default(s: &dyn freshgate_store::Store) -> freshgate_store::DestinationStats {
+    s.stats()
+        .await
+        .unwrap()
+        .destinations
+        .into_iter()
+        .find(|d| d.destination == DEST)
+        .unwrap_or_default()
 }
 
 /// Events stored with no delivery to a destination (added later) are listed by receive time,

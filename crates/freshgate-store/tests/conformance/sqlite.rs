@@ -53,6 +53,7 @@ crate::conformance!(Sqlite =>
     release_not_before,
     dead_letters_listed_and_requeued,
     replay_reopens_finished,
+    history_is_never_rewritten,
     skipped_at_append_never_pending,
     late_deliveries_for_stored_events,
     shadow_get_put,

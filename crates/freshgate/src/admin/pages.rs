@@ -20,6 +20,7 @@ use super::api::{DeadLetterParams, EventParams};
 use super::auth::COOKIE_NAME;
 use super::views::{
     CHART_WINDOW_MS, DestinationStatus, TraceView, TraitMapping, TraitOutcome, ViewError,
+    past_outcome_words,
 };
 use crate::pipeline::now_ms;
 
@@ -487,6 +488,13 @@ fn trace_html(t: &TraceView) -> String {
         }
         if let Some(next) = d.next_attempt_ms {
             let _ = write!(out, "<p>Next attempt {}.</p>", esc(&time(Some(next))));
+        }
+        if !d.history.is_empty() {
+            out.push_str("<p>Earlier outcomes, oldest first:</p><ol class=\"history\">");
+            for p in &d.history {
+                let _ = write!(out, "<li>{}</li>", esc(&past_outcome_words(p)));
+            }
+            out.push_str("</ol>");
         }
         if d.attempts.is_empty() && d.status == DeliveryStatus::Pending {
             out.push_str("<p class=\"note\">No call yet.</p>");

@@ -3,7 +3,7 @@
 //! `/metrics`: quota left is counted against the caps with `headroom` applied).
 //!
 //! Every list here is an index range of the store (see `Store::list_events`, `Store::backlog`);
-//! nothing counts every event or delivery.
+//! nothing counts every event or delivery, except [`Views::outcomes`] for `queue stats`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -13,8 +13,8 @@ use freshgate_core::fields::FieldDef;
 use freshgate_core::mapping::{self, FieldIndex, Level, Resolution};
 use freshgate_core::shadow::{self, ContactShadow};
 use freshgate_store::{
-    DeadLetter, DeliveryFilter, DeliveryId, DestinationPause, EventQuery, EventSummary, EventTrace,
-    MinuteCount, RejectedRecord, Store, StoreError,
+    DeadLetter, DeliveryFilter, DeliveryId, DeliveryStatus, DestinationPause, EventQuery,
+    EventSummary, EventTrace, MinuteCount, PastOutcome, RejectedRecord, Reopen, Store, StoreError,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
@@ -246,6 +246,44 @@ pub struct TraceView {
     pub merged: BTreeMap<DeliveryId, String>,
 }
 
+/// One earlier outcome of a delivery in words, as the CLI's trace and the console show it: how
+/// it had ended, with its reason and attempts, then what put it back in the queue and when.
+#[must_use]
+pub fn past_outcome_words(p: &PastOutcome) -> String {
+    let when = |ms: Option<i64>| {
+        ms.and_then(|m| {
+            time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(m) * 1_000_000).ok()
+        })
+        .map_or_else(|| "-".to_owned(), freshgate_core::segment::format_timestamp)
+    };
+    let ended = match p.status {
+        DeliveryStatus::Delivered => "delivered",
+        DeliveryStatus::Skipped => "skipped",
+        DeliveryStatus::Dead => "dead-lettered",
+        DeliveryStatus::Pending => "pending",
+    };
+    let reason = p
+        .reason
+        .as_deref()
+        .map_or_else(String::new, |r| format!(" ({r})"));
+    let attempts = match p.attempts {
+        0 => "no call".to_owned(),
+        1 => "1 attempt".to_owned(),
+        n => format!("{n} attempts"),
+    };
+    let by = match p.reopened_by {
+        Reopen::Replay => "replay",
+        Reopen::DeadLetterReplay => "dead-letter replay",
+    };
+    let at = p
+        .finished_ms
+        .map_or_else(String::new, |ms| format!(" {}", when(Some(ms))));
+    format!(
+        "{ended}{at}{reason}, {attempts}; put back in the queue {} by {by}",
+        when(Some(p.reopened_ms))
+    )
+}
+
 /// A trait key that matched no field, over recent identifies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmappedTrait {
@@ -399,6 +437,16 @@ impl Views {
             });
         }
         Ok(out)
+    }
+
+    /// Outcomes per destination over the deliveries kept (not yet pruned): each outcome counts,
+    /// also one a replay has since reopened. Unlike every other view this counts every kept
+    /// delivery, so it serves `queue stats`, not the console's live pages.
+    ///
+    /// # Errors
+    /// The store's.
+    pub async fn outcomes(&self) -> Result<Vec<freshgate_store::DestinationStats>, ViewError> {
+        Ok(self.store.stats().await?.destinations)
     }
 
     /// Backlog, pause and quota per destination: configured ones first, then any other the
@@ -1010,6 +1058,35 @@ mod tests {
     use freshgate_core::fields::FieldType;
     use freshgate_core::shadow::ShadowField;
     use serde_json::json;
+
+    #[test]
+    fn an_earlier_outcome_reads_as_a_sentence() {
+        let dead = PastOutcome {
+            status: DeliveryStatus::Dead,
+            reason: Some("400: Email is invalid".into()),
+            attempts: 2,
+            finished_ms: Some(1_790_000_000_000),
+            reopened_ms: 1_790_000_060_000,
+            reopened_by: Reopen::DeadLetterReplay,
+        };
+        assert_eq!(
+            past_outcome_words(&dead),
+            "dead-lettered 2026-09-21T14:13:20.000Z (400: Email is invalid), 2 attempts; \
+             put back in the queue 2026-09-21T14:14:20.000Z by dead-letter replay"
+        );
+        let skipped = PastOutcome {
+            status: DeliveryStatus::Skipped,
+            reason: None,
+            attempts: 0,
+            finished_ms: None,
+            reopened_by: Reopen::Replay,
+            ..dead
+        };
+        assert_eq!(
+            past_outcome_words(&skipped),
+            "skipped, no call; put back in the queue 2026-09-21T14:14:20.000Z by replay"
+        );
+    }
 
     fn index() -> FieldIndex {
         FieldIndex::new(&[

@@ -14,7 +14,7 @@ use super::{ConfigArgs, StoreLocation, load_config, print_json, resolve_config};
 use crate::admin::api::{parse_status, parse_time};
 use crate::admin::views::{self, DestinationStatus, TraceView, TraitOutcome, Views};
 use crate::config::{self, ProcessEnv};
-use crate::pipeline::late::{LateRouting, route_stored_events};
+use crate::pipeline::late::{LateRouting, Replayed, replay_finished, route_stored_events};
 use crate::pipeline::now_ms;
 
 /// `--json`
@@ -261,13 +261,17 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let (store, views) = views_for(&args.config).await?;
     let now = now_ms();
     let status = views.status(now).await;
+    let outcomes = views.outcomes().await;
     let unmapped = views.unmapped_traits().await;
     store.close().await;
-    let (status, unmapped) = (status?, unmapped?);
+    let (status, outcomes, unmapped) = (status?, outcomes?, unmapped?);
     if args.out.json {
         #[derive(Serialize)]
         struct Stats<'a> {
             destinations: &'a [DestinationStatus],
+            /// Outcomes per destination over the kept deliveries (each counts, also one a
+            /// replay has reopened since).
+            outcomes: &'a [freshgate_store::DestinationStats],
             /// Trait keys that matched no field, most often seen first (from the store).
             unmapped_traits: &'a [views::UnmappedTrait],
             /// Set-up problems an operator must know (no destination configured).
@@ -275,6 +279,7 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }
         print_json(&Stats {
             destinations: &status,
+            outcomes: &outcomes,
             unmapped_traits: &unmapped,
             warnings: views.warnings(),
         })?;
@@ -288,6 +293,12 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     }
     for d in &status {
         print_status(d, now);
+        if let Some(o) = outcomes.iter().find(|o| o.destination == d.destination) {
+            println!(
+                "  outcomes kept: delivered {}, skipped {}, dead-lettered {}; {} put back by replay",
+                o.delivered, o.skipped, o.dead_lettered, o.reopened
+            );
+        }
         let keys: Vec<String> = unmapped
             .iter()
             .filter(|t| t.destination == d.destination)
@@ -523,6 +534,9 @@ fn print_trace(view: &TraceView) {
         if let Some(next) = d.next_attempt_ms {
             println!("     next attempt {}", fmt_ms(Some(next)));
         }
+        for p in &d.history {
+            println!("     earlier: {}", views::past_outcome_words(p));
+        }
         for a in &d.attempts {
             println!(
                 "     {} {} -> {}: {}",
@@ -658,26 +672,50 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
     };
     let result = replay_in(store.as_ref(), &cfg, &args, &filter, since, until).await;
     store.close().await;
-    let (n, late, forced) = result?;
+    let (replayed, late, forced) = result?;
     if args.out.json {
         #[derive(Serialize)]
-        struct Replayed {
+        struct ReplayOutput {
             requeued: u64,
+            not_routed: u64,
+            unconfigured: u64,
             created: u64,
             skipped: u64,
             forced_contacts: u64,
         }
-        print_json(&Replayed {
-            requeued: n,
+        print_json(&ReplayOutput {
+            requeued: replayed.requeued,
+            not_routed: replayed.not_routed,
+            unconfigured: replayed.unconfigured,
             created: late.created,
             skipped: late.skipped,
             forced_contacts: forced,
         })?;
     } else {
         println!(
-            "{} put back in the queue",
-            plural(n, "delivery", "deliveries")
+            "{} put back in the queue (what each had done stays in its history: `events show`)",
+            plural(replayed.requeued, "delivery", "deliveries")
         );
+        if replayed.not_routed > 0 {
+            println!(
+                "{} left as they are: the destination does not take the event (integrations opt-out or call type)",
+                plural(
+                    replayed.not_routed,
+                    "finished delivery",
+                    "finished deliveries"
+                )
+            );
+        }
+        if replayed.unconfigured > 0 {
+            println!(
+                "{} left as they are: their destination is no longer configured",
+                plural(
+                    replayed.unconfigured,
+                    "finished delivery",
+                    "finished deliveries"
+                )
+            );
+        }
         println!(
             "{} new deliveries for events stored before their destination existed ({} of them skipped by routing)",
             late.created + late.skipped,
@@ -702,13 +740,13 @@ async fn replay_in(
     filter: &DeliveryFilter,
     since: i64,
     until: i64,
-) -> anyhow::Result<(u64, LateRouting, u64)> {
+) -> anyhow::Result<(Replayed, LateRouting, u64)> {
     let forced = if args.force {
         super::shadow::unconfirm(store, filter).await?
     } else {
         0
     };
-    let requeued = store.replay(filter, now_ms()).await?;
+    let requeued = replay_finished(store, &cfg.destinations, filter, now_ms()).await?;
     let mut late = LateRouting::default();
     for d in &cfg.destinations {
         if args

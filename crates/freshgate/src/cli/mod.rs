@@ -116,8 +116,10 @@ pub enum Command {
     },
     /// Load historical events and deliver the whole queue through bulk upserts, then exit.
     Backfill(backfill::BackfillArgs),
-    /// Resend stored events received in a time range (delivered, skipped or dead), and give
-    /// events stored before a destination was added the delivery its routing decides.
+    /// Resend stored events received in a time range (delivered, skipped or dead) that the
+    /// destination's routing takes (an `integrations` opt-out stays skipped), keeping what each
+    /// delivery did first in its history; and give events stored before a destination was added
+    /// the delivery its routing decides.
     Replay(inspect::ReplayArgs),
     /// The contact shadows (what freshgate last wrote to each contact).
     Shadow {

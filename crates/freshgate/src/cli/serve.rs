@@ -143,7 +143,14 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
             destination: Some(DEFAULT_DESTINATION.into()),
             ..freshgate_store::DeliveryFilter::default()
         };
-        store.replay(&everything, crate::pipeline::now_ms()).await?
+        crate::pipeline::late::replay_finished(
+            store.as_ref(),
+            &resolved.config.destinations,
+            &everything,
+            crate::pipeline::now_ms(),
+        )
+        .await?
+        .requeued
     } else {
         0
     };

@@ -1,11 +1,12 @@
-//! Deliveries for events stored before their destination existed (`freshgate replay`): each
-//! stored event without a delivery to a configured destination gets the delivery ingest would
-//! have given it, by the same routing decision ([`Route::decide`]). The store only lists and
-//! inserts.
+//! Routing stored events again (`freshgate replay`): each stored event without a delivery to a
+//! configured destination gets the delivery ingest would have given it, and a finished delivery
+//! is put back in the queue only if that same routing decision ([`Route::decide`]) delivers it
+//! (an event that opted out of the destination, or a call type it does not handle, stays
+//! skipped). The store only lists, inserts and reopens.
 
 use freshgate_core::routing::Route;
 use freshgate_core::segment::parse_stored_event;
-use freshgate_store::{LateDelivery, NewDelivery, Store, StoreError};
+use freshgate_store::{DeliveryFilter, LateDelivery, NewDelivery, Reopen, Store, StoreError};
 
 use crate::config::DestinationConfig;
 
@@ -49,14 +50,7 @@ pub async fn route_stored_events(
             if !destination.takes_source(&event.source) {
                 continue;
             }
-            // An event that cannot be read back is queued all the same: the delivery side
-            // dead-letters it with its reason, where the operator sees it.
-            let route = parse_stored_event(&event.raw).map_or(Route::Deliver, |stored| {
-                Route::decide(
-                    stored.event_type,
-                    stored.destination_enabled(&destination.integration_key),
-                )
-            });
+            let route = route_of(&event.raw, destination);
             let skip_reason = route.skip_reason(&destination.integration_key);
             match skip_reason {
                 Some(_) => total.skipped += 1,
@@ -72,5 +66,64 @@ pub async fn route_stored_events(
             });
         }
         store.add_deliveries(late, now_ms).await?;
+    }
+}
+
+/// What `destination` does with a stored event. One that cannot be read back is delivered all
+/// the same: the delivery side dead-letters it with its reason, where the operator sees it.
+fn route_of(raw: &[u8], destination: &DestinationConfig) -> Route {
+    parse_stored_event(raw).map_or(Route::Deliver, |stored| {
+        Route::decide(
+            stored.event_type,
+            stored.destination_enabled(&destination.integration_key),
+        )
+    })
+}
+
+/// What a replay of finished deliveries did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Replayed {
+    /// Deliveries put back in the queue.
+    pub requeued: u64,
+    /// Finished deliveries left as they are: their routing does not deliver the event
+    /// (`integrations` opt-out, call type not handled).
+    pub not_routed: u64,
+    /// Finished deliveries left as they are: their destination is not configured.
+    pub unconfigured: u64,
+}
+
+/// Put back in the queue, due at `now_ms`, every finished delivery matching `filter` (its limit
+/// ignored) whose destination is among `destinations` and whose routing delivers the event; the
+/// outcome each had stays in its history.
+///
+/// # Errors
+/// When the store cannot be read or written.
+pub async fn replay_finished(
+    store: &dyn Store,
+    destinations: &[DestinationConfig],
+    filter: &DeliveryFilter,
+    now_ms: i64,
+) -> Result<Replayed, StoreError> {
+    let mut total = Replayed::default();
+    let mut after_id = 0;
+    loop {
+        let page = store.finished_deliveries(filter, after_id, PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(total);
+        };
+        after_id = last.delivery_id;
+        let mut reopen = Vec::with_capacity(page.len());
+        for finished in page {
+            let Some(destination) = destinations.iter().find(|d| d.name == finished.destination)
+            else {
+                total.unconfigured += 1;
+                continue;
+            };
+            match route_of(&finished.raw, destination) {
+                Route::Deliver => reopen.push(finished.delivery_id),
+                Route::NotHandled(_) | Route::OptedOut => total.not_routed += 1,
+            }
+        }
+        total.requeued += store.reopen(reopen, Reopen::Replay, now_ms).await?;
     }
 }

@@ -102,6 +102,107 @@ async fn replay_force_and_shadow_forget_write_contacts_the_crm_lost() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_deleted_in_the_crm_comes_back_with_every_newest_field() {
+    let emu = emulator(100_000, 10_000, 1.0);
+    let site = Site::new(&emu, "");
+    let (_server, url) = site.serve(1.0);
+    let limit = Duration::from_secs(60);
+    let contact_of = |contacts: Vec<Value>| {
+        contacts
+            .into_iter()
+            .find(|c| c["external_id"] == "u-d")
+            .ok_or_else(|| "no contact for u-d".to_owned())
+    };
+    post_batch(
+        &url,
+        &[identify(
+            "u-d",
+            "d@example.com",
+            json!({"firstName": "Ada", "plan": "Pro"}),
+            1_790_000_000_000,
+            "d-1",
+        )],
+    )
+    .await
+    .unwrap();
+    wait_until("u-d written", limit, || async {
+        contact_of(emu.contacts().await).map(|_| ())
+    })
+    .await;
+    let first = contact_of(emu.contacts().await).unwrap();
+    // Someone deletes the contact in the CRM; the shadow still says it holds Ada and Pro.
+    let deleted = http()
+        .delete(format!("{}/contacts/{}", emu.admin, first["id"]))
+        .send()
+        .await
+        .unwrap();
+    assert!(deleted.status().is_success());
+    assert!(contact_of(emu.contacts().await).is_err());
+
+    // A later identify carries only a new last name: the CRM creates the contact anew, and
+    // freshgate completes it with every value it knows as newest.
+    post_batch(
+        &url,
+        &[identify(
+            "u-d",
+            "d@example.com",
+            json!({"lastName": "Lee"}),
+            1_790_000_060_000,
+            "d-2",
+        )],
+    )
+    .await
+    .unwrap();
+    wait_until("u-d back whole", limit, || async {
+        let c = contact_of(emu.contacts().await)?;
+        let whole = c["first_name"] == "Ada"
+            && c["last_name"] == "Lee"
+            && c["custom_field"]["cf_plan"] == "Pro"
+            && c["id"] != first["id"];
+        whole.then_some(()).ok_or(format!("{c}"))
+    })
+    .await;
+    // The shadow learnt the new contact: an unchanged identify now costs no call.
+    let writes = |log: Vec<crate::procs::Logged>| {
+        log.iter()
+            .filter(|l| l.path.ends_with("/contacts/upsert"))
+            .count()
+    };
+    let before = writes(emu.log().await);
+    post_batch(
+        &url,
+        &[identify(
+            "u-d",
+            "d@example.com",
+            json!({"lastName": "Lee"}),
+            1_790_000_120_000,
+            "d-3",
+        )],
+    )
+    .await
+    .unwrap();
+    let site_ref = &site;
+    wait_until("d-3 settled", limit, || async move {
+        let out = cli(site_ref, &["events", "show", "d-3", "--json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let d = &v[0]["event"]["deliveries"][0];
+        (d["status"] == "skipped")
+            .then_some(())
+            .ok_or(format!("{d}"))
+    })
+    .await;
+    assert_eq!(writes(emu.log().await), before);
+    assert_eq!(
+        emu.contacts()
+            .await
+            .iter()
+            .filter(|c| c["external_id"] == "u-d")
+            .count(),
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_since_delivers_events_accepted_before_the_destination_existed() {
     let emu = emulator(100_000, 10_000, 1.0);
     let site = Site::new(&emu, "");

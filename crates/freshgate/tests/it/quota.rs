@@ -1,6 +1,6 @@
 //! Issue 6 end to end with real processes: the `freshgate` binary and the emulator binary, sped
-//! up with the hidden `--time-scale` flags. A differential test with `kill -9` against the
-//! reference model, the hourly budget used to the cap with no self-inflicted 429, a day-long
+//! up with the hidden `--time-scale` flags. A differential test with `kill -9` and contacts
+//! deleted in the CRM against the reference model, the hourly budget used to the cap with no self-inflicted 429, a day-long
 //! outage, and a 10,000-contact backfill with per-record dead letters.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -69,6 +69,9 @@ enum Action {
     /// `kill -9` the server this many ms after the batch is posted (concurrently with the next
     /// posts), then restart it.
     Kill(u64),
+    /// Delete this user's contact in the CRM (as a person would), whatever is in flight. The
+    /// user gets one more identify at the end (see [`deleted_users_identify_again`]).
+    DeleteContact(usize),
 }
 
 #[derive(Debug, Clone)]
@@ -123,18 +126,32 @@ fn scenario() -> impl Strategy<Value = Scenario> {
         proptest::collection::vec((0usize..12, gen_action()), 0..5),
         // One or two crashes per scenario, each followed by a full lease expiry.
         proptest::collection::vec((0usize..12, 0u64..1500), 1..=2),
+        // One or two contacts deleted in the CRM per scenario.
+        proptest::collection::vec((0usize..12, 0usize..6), 1..=2),
     )
-        .prop_map(|(users, mut events, batch_sizes, mut actions, kills)| {
-            for e in &mut events {
-                e.user %= users;
-            }
-            actions.extend(kills.into_iter().map(|(at, ms)| (at, Action::Kill(ms))));
-            Scenario {
-                events,
-                batch_sizes,
-                actions,
-            }
-        })
+        .prop_map(
+            |(users, mut events, batch_sizes, mut actions, kills, deletes)| {
+                for e in &mut events {
+                    e.user %= users;
+                }
+                actions.extend(kills.into_iter().map(|(at, ms)| (at, Action::Kill(ms))));
+                actions.extend(
+                    deletes
+                        .into_iter()
+                        .map(|(at, u)| (at, Action::DeleteContact(u))),
+                );
+                for (_, a) in &mut actions {
+                    if let Action::DeleteContact(u) = a {
+                        *u %= users;
+                    }
+                }
+                Scenario {
+                    events,
+                    batch_sizes,
+                    actions,
+                }
+            },
+        )
 }
 
 /// The wire events of a scenario, in posting order, with their `messageId`s.
@@ -196,6 +213,61 @@ fn materialize(s: &Scenario, tag: &str, anchor: i64) -> Vec<Value> {
         ));
     }
     out
+}
+
+/// One more identify per user whose contact a scenario deletes, after everything else and
+/// newer than every other event, changing a field (so it is written, not skipped as
+/// unchanged): the contact must come back with every newest field, not only this one.
+fn deleted_users_identify_again(s: &Scenario, tag: &str, anchor: i64) -> Vec<Value> {
+    let users: std::collections::BTreeSet<usize> = s
+        .actions
+        .iter()
+        .filter_map(|(_, a)| match a {
+            Action::DeleteContact(u) => Some(*u),
+            _ => None,
+        })
+        .collect();
+    users
+        .into_iter()
+        .map(|u| {
+            identify(
+                &format!("{tag}-u{u}"),
+                &format!("{tag}-U{u}.V0@Example.com"),
+                json!({"firstName": "Zed"}),
+                anchor + 600 * 60_000 + i64::try_from(u).unwrap_or(0),
+                &format!("{tag}-again{u}"),
+            )
+        })
+        .collect()
+}
+
+/// Delete every contact of `user` in the emulator (through its admin API: not a counted call).
+/// When `posted` (an identify of the user was posted), wait up to two seconds for its contact
+/// to appear first, so that the deletion usually hits one.
+async fn delete_contacts_of(emu: &Emulator, user: &str, posted: bool) -> usize {
+    let start = Instant::now();
+    let mut contacts = emu.contacts().await;
+    while posted
+        && start.elapsed() < Duration::from_secs(2)
+        && !contacts.iter().any(|c| c["external_id"] == user)
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        contacts = emu.contacts().await;
+    }
+    let mut deleted = 0;
+    for c in contacts {
+        if c["external_id"] == user {
+            let r = http()
+                .delete(format!("{}/contacts/{}", emu.admin, c["id"]))
+                .send()
+                .await
+                .unwrap();
+            if r.status().is_success() {
+                deleted += 1;
+            }
+        }
+    }
+    deleted
 }
 
 /// `9000-01-01T00:00:00Z`.
@@ -278,7 +350,7 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
     );
     let index = emu.field_index().await;
     let anchor = freshgate::pipeline::now_ms();
-    let wire = materialize(&s, &tag, anchor);
+    let mut wire = materialize(&s, &tag, anchor);
     let mut batches: Vec<Vec<Value>> = Vec::new();
     let mut rest = &wire[..];
     for size in s.batch_sizes.iter().cycle() {
@@ -289,6 +361,11 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
         batches.push(rest[..n].to_vec());
         rest = &rest[n..];
     }
+    // Every scenario deletes a contact: its user's identify again is the last batch.
+    let again = deleted_users_identify_again(&s, &tag, anchor);
+    wire.extend(again.iter().cloned());
+    batches.push(again);
+    let mut deletions = 0;
     let (mut server, mut url) = site.serve(1.0);
     let mut killer: Option<std::thread::JoinHandle<()>> = None;
     let mut crashes = 0;
@@ -305,7 +382,13 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
             assert!(server.exited(), "post failed but the server is alive");
             (server, url) = site.serve(1.0);
         }
-        for (_, action) in s.actions.iter().filter(|(at, _)| at % batches.len() == i) {
+        // The last batch (identifies of deleted users) comes after every action.
+        let actions_at = batches.len() - 1;
+        for (_, action) in s
+            .actions
+            .iter()
+            .filter(|(at, _)| i < actions_at && at % actions_at == i)
+        {
             match action {
                 Action::Fault5xx(count, status) => {
                     emu.post(
@@ -326,6 +409,14 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
                         .await;
                 }
                 Action::ClearFaults => emu.clear_faults().await,
+                Action::DeleteContact(u) => {
+                    let user = format!("{tag}-u{u}");
+                    let posted = batches[..=i]
+                        .iter()
+                        .flatten()
+                        .any(|e| e["userId"] == user.as_str());
+                    deletions += delete_contacts_of(&emu, &user, posted).await;
+                }
                 Action::Kill(ms) => {
                     if let Some(k) = killer.take() {
                         k.join().unwrap();
@@ -361,7 +452,7 @@ async fn run_scenario(s: Scenario, tag: String, postgres: bool) -> Result<(), St
         last = diff(&emu.contacts().await, &wire, &index, anchor);
         if last.is_empty() {
             eprintln!(
-                "{tag} ({}): {} events, {} batches, {crashes} crashes: CRM equals the model after {:?}",
+                "{tag} ({}): {} events, {} batches, {crashes} crashes, {deletions} contacts deleted: CRM equals the model after {:?}",
                 if postgres { "PostgreSQL" } else { "SQLite" },
                 wire.len(),
                 batches.len(),

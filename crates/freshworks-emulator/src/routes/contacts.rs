@@ -117,12 +117,8 @@ pub(super) async fn update(
 /// Removes a contact and its list memberships; answers `true` like the real API.
 fn remove(st: &EmulatorState, raw: &str) -> Result<Response, ApiError> {
     let id = path_id(st, raw, "Contact")?;
-    let mut store = lock(&st.inner.store);
-    if store.remove_contact(id).is_none() {
+    if !st.delete_contact(id) {
         return Err(st.err(StatusCode::NOT_FOUND, Msg::NotFound("Contact")));
-    }
-    for list in store.lists.values_mut() {
-        list.members.remove(&id);
     }
     Ok(axum::Json(json!(true)).into_response())
 }

@@ -1,4 +1,4 @@
-//! The admin API: state, request log, reset, switches; plus the CLI entry.
+//! The admin API: state, request log, reset, switches, deleting a contact; plus the CLI entry.
 
 use clap::Parser;
 use freshworks_emulator::{EmulatorArgs, EmulatorConfig, EmulatorState, run_cli};
@@ -49,6 +49,47 @@ async fn state_log_and_reset() {
         env.admin(Method::GET, "/quota", None).await.body["used_hour"],
         0
     );
+    env.emu.stop().await;
+}
+
+/// A contact deleted as a person in the CRM would: gone from the state and its lists, not a
+/// counted call; the next upsert by the same email creates a new contact with a new id.
+#[tokio::test]
+async fn a_contact_deleted_through_the_admin_api_is_created_anew_by_the_next_upsert() {
+    let env = Env::start().await;
+    let c = env
+        .upsert_email("d@a.io", json!({"first_name": "Ada"}))
+        .await;
+    let list = env.post("/lists", json!({"name": "L"})).await.body["list"]["id"].clone();
+    env.put(
+        &format!("/lists/{list}/add_contacts"),
+        json!({"ids": [c["id"]]}),
+    )
+    .await;
+    let used = env.admin(Method::GET, "/quota", None).await.body["used_hour"].clone();
+    let deleted = env
+        .admin(Method::DELETE, &format!("/contacts/{}", c["id"]), None)
+        .await;
+    assert_eq!(deleted.status, 200);
+    let s = env.admin(Method::GET, "/state", None).await.body;
+    assert_eq!(s["contacts"], json!([]));
+    assert_eq!(s["lists"][0]["contact_ids"], json!([]));
+    assert_eq!(
+        env.admin(Method::GET, "/quota", None).await.body["used_hour"],
+        used,
+        "not a counted call"
+    );
+    assert_eq!(
+        env.admin(Method::DELETE, &format!("/contacts/{}", c["id"]), None)
+            .await
+            .status,
+        404
+    );
+    let again = env
+        .upsert_email("d@a.io", json!({"last_name": "Lee"}))
+        .await;
+    assert_ne!(again["id"], c["id"]);
+    assert_eq!(again["first_name"], json!(null));
     env.emu.stop().await;
 }
 

@@ -1,7 +1,8 @@
 //! The single contact sink: one `POST /contacts/upsert` for one prepared contact.
 
 use freshgate_core::delivery::Outcome;
-use freshgate_core::mapping;
+use freshgate_core::mapping::{self, Identity};
+use freshgate_core::shadow;
 
 use super::call::{Endpoint, Quota};
 use super::worker::quota_not_before;
@@ -27,6 +28,24 @@ impl DestinationWorker {
         match (&called.result, called.outcome) {
             (Ok(exchange), _) => {
                 let id = exchange.body.contact.id;
+                // The contact the shadow knew is gone (deleted or merged in the CRM): complete
+                // the new one with every value the shadow knows, then settle.
+                if let Some(full) = shadow::recreated(p.shadow.as_ref(), &p.plan, Some(id)) {
+                    attempt.outcome = format!(
+                        "created contact {id} anew (contact {} is gone from the CRM); its other known fields follow",
+                        p.shadow
+                            .as_ref()
+                            .and_then(|s| s.contact_id)
+                            .unwrap_or_default()
+                    );
+                    self.record_attempt(&p.lease, attempt).await?;
+                    let again = Prepared {
+                        plan: full,
+                        identity: Identity::ExternalId(p.user_id.clone()),
+                        ..p
+                    };
+                    return Box::pin(self.send_single(again)).await;
+                }
                 attempt.outcome = format!("delivered to contact {id}{}", p.summary);
                 self.contact_delivered(&p, Some(id), attempt).await
             }
