@@ -5,7 +5,7 @@
 
 use freshgate_core::routing::Route;
 use freshgate_core::segment::parse_stored_event;
-use freshgate_store::{LateDelivery, NewDelivery, Store, StoreError};
+use freshgate_store::{LateDelivery, Store, StoreError};
 
 use crate::config::DestinationConfig;
 
@@ -57,18 +57,15 @@ pub async fn route_stored_events(
                     stored.destination_enabled(&destination.integration_key),
                 )
             });
-            let skip_reason = route.skip_reason(&destination.integration_key);
-            match skip_reason {
+            let skip = route.skip(&destination.integration_key);
+            match skip {
                 Some(_) => total.skipped += 1,
                 None => total.created += 1,
             }
             late.push(LateDelivery {
                 event_id: event.event_id,
                 contact_key: event.contact_key,
-                delivery: NewDelivery {
-                    destination: destination.name.clone(),
-                    skip_reason,
-                },
+                delivery: super::ingest::new_delivery(&destination.name, skip),
             });
         }
         store.add_deliveries(late, now_ms).await?;
