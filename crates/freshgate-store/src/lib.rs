@@ -66,6 +66,10 @@ pub struct NewDelivery {
     /// `None`: pending, to be delivered. `Some(reason)`: recorded as skipped right away
     /// (for example "not handled by this destination" or an `integrations` opt-out).
     pub skip_reason: Option<String>,
+    /// The skip's stable code (`freshgate_core::reason::SkipReason::code`), set with
+    /// `skip_reason`.
+    #[doc(alias = "reason_code")]
+    pub skip_code: Option<String>,
 }
 
 /// A stored event with no delivery to some destination: one accepted before the destination

@@ -260,6 +260,7 @@ async fn insert_events(
     let mut statuses = Vec::new();
     let mut reasons: Vec<Option<String>> = Vec::new();
     let mut finished: Vec<Option<i64>> = Vec::new();
+    let mut codes: Vec<Option<String>> = Vec::new();
     for ev in accepted {
         let id = *ids
             .get(&(ev.source.clone(), ev.message_id.clone()))
@@ -285,17 +286,21 @@ async fn insert_events(
                     finished.push(None);
                 }
             }
+            codes.push(d.skip_code.clone());
         }
     }
     if event_ids.is_empty() {
         return Ok(());
     }
     query(
-        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms)
-         SELECT event_id, destination, contact_key, status, reason, finished_ms
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms,
+                                 reason_code)
+         SELECT event_id, destination, contact_key, status, reason, finished_ms, reason_code
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                     $7::text[])
               WITH ORDINALITY
-              AS u(event_id, destination, contact_key, status, reason, finished_ms, ord)
+              AS u(event_id, destination, contact_key, status, reason, finished_ms, reason_code,
+                   ord)
          ORDER BY ord",
     )
     .bind(event_ids)
@@ -304,6 +309,7 @@ async fn insert_events(
     .bind(statuses)
     .bind(reasons)
     .bind(finished)
+    .bind(codes)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -522,15 +522,16 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
                 Some(reason) => {
                     conn.prepare_cached(
                         "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
-                                                 finished_ms)
-                         VALUES (?1, ?2, ?3, 'skipped', ?4, ?5)",
+                                                 finished_ms, reason_code)
+                         VALUES (?1, ?2, ?3, 'skipped', ?4, ?5, ?6)",
                     )?
                     .execute(params![
                         event_id,
                         d.destination,
                         ev.contact_key,
                         reason,
-                        ev.received_at_ms
+                        ev.received_at_ms,
+                        d.skip_code
                     ])?;
                 }
                 None => {
@@ -834,8 +835,8 @@ fn add_deliveries(
         }
         conn.prepare_cached(
             "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
-                                     finished_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                     finished_ms, reason_code)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             late.event_id,
@@ -847,7 +848,8 @@ fn add_deliveries(
                 "pending"
             },
             d.skip_reason,
-            d.skip_reason.as_ref().map(|_| now_ms)
+            d.skip_reason.as_ref().map(|_| now_ms),
+            d.skip_code
         ])?;
         if d.skip_reason.is_none() {
             add_pending(conn, &d.destination, &late.contact_key, now_ms, true)?;

@@ -706,6 +706,7 @@ pub async fn late_deliveries_for_stored_events(fx: &mut dyn Fixture) {
             delivery: NewDelivery {
                 destination: DEST.to_owned(),
                 skip_reason: (e.contact_key == "k2").then(|| "opted out".to_owned()),
+                skip_code: (e.contact_key == "k2").then(|| "opted_out".to_owned()),
             },
         })
         .collect();
@@ -728,6 +729,17 @@ pub async fn late_deliveries_for_stored_events(fx: &mut dyn Fixture) {
     let trace = &s.event_traces("n3").await.unwrap()[0];
     assert_eq!(trace.deliveries[0].status, DeliveryStatus::Skipped);
     assert_eq!(trace.deliveries[0].reason.as_deref(), Some("opted out"));
+    // The skip's code is kept: a filter on it selects that delivery alone.
+    let opted_out = DeliveryFilter {
+        reason_code: Some("opted_out".to_owned()),
+        ..DeliveryFilter::default()
+    };
+    let finished = s.finished_deliveries(&opted_out, 0, 100).await.unwrap();
+    assert_eq!(finished.len(), 1);
+    let ids = finished.iter().map(|f| f.delivery_id).collect();
+    assert_eq!(s.reopen(ids, Reopen::Replay, 7000).await.unwrap(), 1);
+    let trace = &s.event_traces("n3").await.unwrap()[0];
+    assert_eq!(trace.deliveries[0].status, DeliveryStatus::Pending);
 }
 
 /// Deliveries skipped at append are recorded but never leased.

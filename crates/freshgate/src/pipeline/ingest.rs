@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use freshgate_core::reason::SkipReason;
 use freshgate_core::routing::Route;
 use freshgate_core::segment::{ItemOutcome, NormalizedEvent, ParsedRequest};
 use freshgate_store::{
@@ -170,11 +171,7 @@ impl Ingestor {
                     event.event_type,
                     event.destination_enabled(&d.config.integration_key),
                 );
-                let skip_reason = route.skip_reason(&d.config.integration_key);
-                NewDelivery {
-                    destination: d.config.name.clone(),
-                    skip_reason,
-                }
+                new_delivery(&d.config.name, route.skip(&d.config.integration_key))
             })
             .collect();
         NewEvent {
@@ -195,4 +192,14 @@ impl Ingestor {
 #[must_use]
 pub fn unix_ms(t: time::OffsetDateTime) -> i64 {
     i64::try_from(t.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+}
+
+/// The initial state of an event's delivery to `destination`: pending, or skipped with the
+/// reason's code and words.
+pub(super) fn new_delivery(destination: &str, skip: Option<SkipReason>) -> NewDelivery {
+    NewDelivery {
+        destination: destination.to_owned(),
+        skip_code: skip.as_ref().map(|r| r.code().to_owned()),
+        skip_reason: skip.map(|r| r.detail()),
+    }
 }

@@ -6,7 +6,7 @@
 
 use freshgate_core::routing::Route;
 use freshgate_core::segment::parse_stored_event;
-use freshgate_store::{DeliveryFilter, LateDelivery, NewDelivery, Reopen, Store, StoreError};
+use freshgate_store::{DeliveryFilter, LateDelivery, Reopen, Store, StoreError};
 
 use crate::config::DestinationConfig;
 
@@ -50,19 +50,15 @@ pub async fn route_stored_events(
             if !destination.takes_source(&event.source) {
                 continue;
             }
-            let route = route_of(&event.raw, destination);
-            let skip_reason = route.skip_reason(&destination.integration_key);
-            match skip_reason {
+            let skip = route_of(&event.raw, destination).skip(&destination.integration_key);
+            match skip {
                 Some(_) => total.skipped += 1,
                 None => total.created += 1,
             }
             late.push(LateDelivery {
                 event_id: event.event_id,
                 contact_key: event.contact_key,
-                delivery: NewDelivery {
-                    destination: destination.name.clone(),
-                    skip_reason,
-                },
+                delivery: super::ingest::new_delivery(&destination.name, skip),
             });
         }
         store.add_deliveries(late, now_ms).await?;

@@ -60,8 +60,11 @@ impl DestinationWorker {
             let ids: Vec<i64> = pending.iter().map(|p| p.delivery_id).collect();
             let before: Vec<&Step> = steps[..first_call.unwrap_or(steps.len())].iter().collect();
             self.settle_planned(lease, &before, &ids).await?;
-            let Some(Step::UpsertContact { members }) = first_call.map(|i| &steps[i]) else {
-                continue;
+            // Exhaustive on purpose: a new kind of step must say here how it is prepared.
+            let members = match first_call.map(|i| &steps[i]) {
+                Some(Step::UpsertContact { members }) => members,
+                // Nothing calls (all settled above): read what is left.
+                None | Some(Step::Skip { .. } | Step::DeadLetter { .. }) => continue,
             };
             let run: Run<'_> = members
                 .iter()
