@@ -1,133 +1,70 @@
-//! Ingest: one append = one transaction of a few `UNNEST` array statements, whatever its size.
+//! Ingest: one append = one transaction of two statements, whatever its size.
 //!
 //! Order inside the transaction, and why:
 //! 1. duplicates within the batch are dropped in memory (the first copy wins);
-//! 2. the `dedup` upsert decides, atomically against every other node, which events are new:
-//!    a row is inserted, or replaced when the stored one is older than the window; the rows it
-//!    returns are the accepted events, the others are duplicates;
-//! 3. the contact keys of the accepted pending deliveries are upserted *before* the events are
-//!    inserted: that row lock serialises appends of one key, so event ids (the FIFO order) of a
-//!    key are allocated in commit order and a worker never sees a later event before an earlier
-//!    one commits;
-//! 4. events, deliveries and rejected inputs are inserted.
+//! 2. the contact keys that will get pending deliveries are created or row-locked, in sorted
+//!    order, *before* any event id is allocated: that lock serialises appends of one key across
+//!    nodes, so a key's event ids (its FIFO order) follow commit order and a worker never sees a
+//!    later event before an earlier one commits;
+//! 3. ONE multi-row statement decides dedup and writes everything else: the `dedup` upsert
+//!    (rows in sorted order, so concurrent appends lock them in the same order and do not
+//!    deadlock) returns the new events, and the same statement inserts those events in batch
+//!    order (their ids ascend with it), their deliveries, the batch's rejected inputs, and adds
+//!    the pending counts to the keys.
 //!
-//! Keys and dedup entries are written in sorted order so that concurrent appends lock rows in the
-//! same order and do not deadlock.
+//! The commit is the acknowledgement: `append` returns after it. Two round trips besides BEGIN
+//! and COMMIT, against one per table before (dedup, keys, events, deliveries, rejected);
+//! concurrent appends of one node still share the server's WAL flushes, as PostgreSQL groups the
+//! commits that arrive together. (Grouping several appends into one transaction in the node,
+//! with writer tasks and a queue, was measured slower on this machine: issue 15's notes.)
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 use sqlx_core::query::query;
 use sqlx_core::row::Row;
-use sqlx_postgres::{PgPool, PgRow};
+use sqlx_postgres::{PgConnection, PgPool};
 
 use crate::{AppendBatch, AppendOutcome, NewEvent, StoreError};
-
-/// What a new contact key row starts with: due at the receive time of its first event.
-struct KeyAdd {
-    due_ms: i64,
-    pending: i64,
-}
 
 pub(crate) async fn append(
     pool: &PgPool,
     batch: &AppendBatch,
 ) -> Result<AppendOutcome, StoreError> {
-    let mut outcome = AppendOutcome::default();
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
-    let mut candidates: Vec<&NewEvent> = Vec::with_capacity(batch.events.len());
-    for ev in &batch.events {
-        if seen.insert((ev.source.as_str(), ev.message_id.as_str())) {
-            candidates.push(ev);
-        } else {
-            outcome.duplicates += 1;
-        }
-    }
+    let candidates: Vec<&NewEvent> = batch
+        .events
+        .iter()
+        .filter(|ev| seen.insert((ev.source.as_str(), ev.message_id.as_str())))
+        .collect();
     if candidates.is_empty() && batch.rejected.is_empty() {
-        return Ok(outcome);
+        return Ok(AppendOutcome {
+            duplicates: batch.events.len(),
+            ..AppendOutcome::default()
+        });
     }
-
     let mut tx = pool.begin().await?;
-
-    let accepted: Vec<&NewEvent> = if candidates.is_empty() {
-        Vec::new()
-    } else {
-        let mut sorted = candidates.clone();
-        sorted.sort_by(|a, b| (&a.source, &a.message_id).cmp(&(&b.source, &b.message_id)));
-        let rows: Vec<PgRow> = query(
-            "INSERT INTO dedup (source, message_id, received_at_ms)
-             SELECT * FROM UNNEST($1::text[], $2::text[], $3::bigint[])
-             ON CONFLICT (source, message_id) DO UPDATE
-                 SET received_at_ms = excluded.received_at_ms
-                 WHERE dedup.received_at_ms < excluded.received_at_ms - $4
-             RETURNING source, message_id",
-        )
-        .bind(sorted.iter().map(|e| e.source.clone()).collect::<Vec<_>>())
-        .bind(
-            sorted
-                .iter()
-                .map(|e| e.message_id.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(sorted.iter().map(|e| e.received_at_ms).collect::<Vec<_>>())
-        .bind(batch.dedup_window_ms)
-        .fetch_all(&mut *tx)
-        .await?;
-        let fresh: HashSet<(String, String)> = rows
-            .iter()
-            .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-            .collect::<Result<_, sqlx_core::Error>>()?;
-        candidates
-            .into_iter()
-            .filter(|e| fresh.contains(&(e.source.clone(), e.message_id.clone())))
-            .collect()
-    };
-    // In-batch copies and events the dedup index refused.
-    outcome.duplicates = batch.events.len() - accepted.len();
-    outcome.accepted = accepted.len();
-
-    if !accepted.is_empty() {
-        upsert_keys(&mut tx, &accepted).await?;
-        insert_events(&mut tx, &accepted).await?;
-    }
-
-    if !batch.rejected.is_empty() {
-        let r = &batch.rejected;
-        query(
-            "INSERT INTO rejected (source, raw, reason, received_at_ms)
-             SELECT source, raw, reason, received_at_ms
-             FROM UNNEST($1::text[], $2::bytea[], $3::text[], $4::bigint[])
-                  WITH ORDINALITY AS u(source, raw, reason, received_at_ms, ord)
-             ORDER BY ord",
-        )
-        .bind(r.iter().map(|x| x.source.clone()).collect::<Vec<_>>())
-        .bind(r.iter().map(|x| x.raw.clone()).collect::<Vec<_>>())
-        .bind(r.iter().map(|x| x.reason.clone()).collect::<Vec<_>>())
-        .bind(r.iter().map(|x| x.received_at_ms).collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await?;
-        outcome.rejected = r.len();
-    }
-
+    lock_keys(&mut tx, &candidates).await?;
+    let accepted = write_batch(&mut tx, &candidates, batch).await?;
     tx.commit().await?;
-    Ok(outcome)
+    Ok(AppendOutcome {
+        accepted,
+        // In-batch copies and events the dedup index refused.
+        duplicates: batch.events.len() - accepted,
+        rejected: batch.rejected.len(),
+    })
 }
 
-/// Count the accepted pending deliveries per (destination, key) and upsert the keys: a new key is
-/// due at its first event's receive time; an existing key keeps its schedule (a key waiting for a
-/// retry must not become due earlier because a new event arrived).
-async fn upsert_keys(
-    tx: &mut sqlx_postgres::PgConnection,
-    accepted: &[&NewEvent],
-) -> Result<(), StoreError> {
-    let mut keys: BTreeMap<(&str, &str), KeyAdd> = BTreeMap::new();
-    for ev in accepted {
+/// Create (due at their first event's receive time) or row-lock, in sorted order, the keys that
+/// the candidates' pending deliveries will count on. A new key starts with no pending work and a
+/// key's schedule is left alone (a key waiting for a retry must not become due earlier because a
+/// new event arrived); a key whose every event turns out a duplicate is left with nothing
+/// pending, which `prune` removes.
+async fn lock_keys(tx: &mut PgConnection, candidates: &[&NewEvent]) -> Result<(), StoreError> {
+    let mut keys: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    for ev in candidates {
         for d in ev.deliveries.iter().filter(|d| d.skip_reason.is_none()) {
             keys.entry((d.destination.as_str(), ev.contact_key.as_str()))
-                .or_insert(KeyAdd {
-                    due_ms: ev.received_at_ms,
-                    pending: 0,
-                })
-                .pending += 1;
+                .or_insert(ev.received_at_ms);
         }
     }
     if keys.is_empty() {
@@ -135,138 +72,165 @@ async fn upsert_keys(
     }
     query(
         "INSERT INTO contact_keys (destination, contact_key, next_attempt_ms, pending)
-         SELECT destination, contact_key, due, n
-         FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::bigint[])
-              AS u(destination, contact_key, due, n)
+         SELECT destination, contact_key, due, 0
+         FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(destination, contact_key, due)
          ORDER BY destination, contact_key
-         ON CONFLICT (destination, contact_key)
-             DO UPDATE SET pending = contact_keys.pending + excluded.pending",
+         ON CONFLICT (destination, contact_key) DO UPDATE SET pending = contact_keys.pending",
     )
-    .bind(
-        keys.keys()
-            .map(|(d, _)| (*d).to_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        keys.keys()
-            .map(|(_, k)| (*k).to_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(keys.values().map(|k| k.due_ms).collect::<Vec<_>>())
-    .bind(keys.values().map(|k| k.pending).collect::<Vec<_>>())
+    .bind(keys.keys().map(|(d, _)| *d).collect::<Vec<_>>())
+    .bind(keys.keys().map(|(_, k)| *k).collect::<Vec<_>>())
+    .bind(keys.values().copied().collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())
 }
 
-/// Insert the events in batch order (ids ascend with it) and one delivery row per destination.
-async fn insert_events(
-    tx: &mut sqlx_postgres::PgConnection,
-    accepted: &[&NewEvent],
-) -> Result<(), StoreError> {
-    let rows: Vec<PgRow> = query(
-        "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
-                             received_at_ms, raw)
-         SELECT source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
-         FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::bigint[],
-                     $7::bytea[])
-              WITH ORDINALITY
-              AS u(source, message_id, event_type, contact_key, timestamp_ms, received_at_ms,
-                   raw, ord)
-         ORDER BY ord
-         RETURNING id, source, message_id",
-    )
-    .bind(
-        accepted
-            .iter()
-            .map(|e| e.source.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        accepted
-            .iter()
-            .map(|e| e.message_id.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        accepted
-            .iter()
-            .map(|e| e.event_type.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        accepted
-            .iter()
-            .map(|e| e.contact_key.clone())
-            .collect::<Vec<_>>(),
-    )
-    .bind(accepted.iter().map(|e| e.timestamp_ms).collect::<Vec<_>>())
-    .bind(
-        accepted
-            .iter()
-            .map(|e| e.received_at_ms)
-            .collect::<Vec<_>>(),
-    )
-    .bind(accepted.iter().map(|e| e.raw.clone()).collect::<Vec<_>>())
-    .fetch_all(&mut *tx)
-    .await?;
-    // (source, message_id) is unique among accepted events: map the returned ids back by it
-    // rather than trusting RETURNING's row order.
-    let mut ids: HashMap<(String, String), i64> = HashMap::with_capacity(rows.len());
-    for r in &rows {
-        ids.insert((r.try_get(1)?, r.try_get(2)?), r.try_get(0)?);
-    }
-    let mut event_ids = Vec::new();
-    let mut destinations = Vec::new();
-    let mut contact_keys = Vec::new();
-    let mut statuses = Vec::new();
-    let mut reasons: Vec<Option<String>> = Vec::new();
-    let mut finished: Vec<Option<i64>> = Vec::new();
-    for ev in accepted {
-        let id = *ids
-            .get(&(ev.source.clone(), ev.message_id.clone()))
-            .ok_or_else(|| {
-                StoreError::Database(format!(
-                    "event {}/{} was inserted but its id did not come back",
-                    ev.source, ev.message_id
-                ))
-            })?;
-        for d in &ev.deliveries {
-            event_ids.push(id);
-            destinations.push(d.destination.clone());
-            contact_keys.push(ev.contact_key.clone());
-            match &d.skip_reason {
-                Some(reason) => {
-                    statuses.push("skipped");
-                    reasons.push(Some(reason.clone()));
-                    finished.push(Some(ev.received_at_ms));
-                }
-                None => {
-                    statuses.push("pending");
-                    reasons.push(None);
-                    finished.push(None);
-                }
-            }
+/// Step 3: the one statement. Returns how many candidates were new.
+async fn write_batch(
+    tx: &mut PgConnection,
+    candidates: &[&NewEvent],
+    batch: &AppendBatch,
+) -> Result<usize, StoreError> {
+    // Candidates go in sorted by (source, messageId) for the dedup upsert's lock order; `ord`
+    // (the place in the batch) gives the events their ids in batch order.
+    let mut sorted: Vec<usize> = (0..candidates.len()).collect();
+    sorted.sort_by(|&a, &b| {
+        let (a, b) = (candidates[a], candidates[b]);
+        (&a.source, &a.message_id).cmp(&(&b.source, &b.message_id))
+    });
+    let ord = |i: usize| i64::try_from(i).unwrap_or(i64::MAX);
+    let mut d_ord = Vec::new();
+    let mut d_seq = Vec::new();
+    let mut d_destination = Vec::new();
+    let mut d_reason: Vec<Option<&str>> = Vec::new();
+    for (i, ev) in candidates.iter().enumerate() {
+        for (seq, d) in ev.deliveries.iter().enumerate() {
+            d_ord.push(ord(i));
+            d_seq.push(ord(seq));
+            d_destination.push(d.destination.as_str());
+            d_reason.push(d.skip_reason.as_deref());
         }
     }
-    if event_ids.is_empty() {
-        return Ok(());
-    }
-    query(
-        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms)
-         SELECT event_id, destination, contact_key, status, reason, finished_ms
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
-              WITH ORDINALITY
-              AS u(event_id, destination, contact_key, status, reason, finished_ms, ord)
-         ORDER BY ord",
+    let rejected = &batch.rejected;
+    let row = query(
+        "WITH input AS (
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                  $6::bigint[], $7::bigint[], $8::bytea[])
+                 AS u(ord, source, message_id, event_type, contact_key, timestamp_ms,
+                      received_at_ms, raw)
+         ),
+         fresh AS (
+             INSERT INTO dedup (source, message_id, received_at_ms)
+             SELECT source, message_id, received_at_ms FROM input
+             ON CONFLICT (source, message_id) DO UPDATE
+                 SET received_at_ms = excluded.received_at_ms
+                 WHERE dedup.received_at_ms < excluded.received_at_ms - $9
+             RETURNING source, message_id
+         ),
+         accepted AS (
+             SELECT i.* FROM input i JOIN fresh f USING (source, message_id)
+         ),
+         inserted AS (
+             INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+                                 received_at_ms, raw)
+             SELECT source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
+             FROM accepted ORDER BY ord
+             RETURNING id, source, message_id
+         ),
+         ids AS (
+             SELECT a.ord, n.id, a.contact_key, a.received_at_ms
+             FROM inserted n JOIN accepted a USING (source, message_id)
+         ),
+         delivery AS (
+             SELECT ids.id AS event_id, ids.contact_key, ids.received_at_ms, d.seq,
+                    d.destination, d.reason
+             FROM UNNEST($10::bigint[], $11::bigint[], $12::text[], $13::text[])
+                  AS d(ord, seq, destination, reason)
+             JOIN ids USING (ord)
+         ),
+         delivered AS (
+             INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
+                                     finished_ms)
+             SELECT event_id, destination, contact_key,
+                    CASE WHEN reason IS NULL THEN 'pending' ELSE 'skipped' END, reason,
+                    CASE WHEN reason IS NULL THEN NULL ELSE received_at_ms END
+             FROM delivery ORDER BY event_id, seq
+         ),
+         counted AS (
+             UPDATE contact_keys k SET pending = k.pending + c.n
+             FROM (SELECT destination, contact_key, count(*) AS n FROM delivery
+                   WHERE reason IS NULL GROUP BY destination, contact_key) c
+             WHERE k.destination = c.destination AND k.contact_key = c.contact_key
+         ),
+         refused AS (
+             INSERT INTO rejected (source, raw, reason, received_at_ms)
+             SELECT source, raw, reason, received_at_ms
+             FROM UNNEST($14::text[], $15::bytea[], $16::text[], $17::bigint[])
+                  WITH ORDINALITY AS r(source, raw, reason, received_at_ms, n)
+             ORDER BY n
+         )
+         SELECT count(*) FROM ids",
     )
-    .bind(event_ids)
-    .bind(destinations)
-    .bind(contact_keys)
-    .bind(statuses)
-    .bind(reasons)
-    .bind(finished)
-    .execute(&mut *tx)
+    .bind(sorted.iter().map(|&i| ord(i)).collect::<Vec<_>>())
+    .bind(
+        sorted
+            .iter()
+            .map(|&i| candidates[i].source.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|&i| candidates[i].message_id.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|&i| candidates[i].event_type.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|&i| candidates[i].contact_key.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|&i| candidates[i].timestamp_ms)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|&i| candidates[i].received_at_ms)
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        sorted
+            .iter()
+            .map(|&i| candidates[i].raw.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(batch.dedup_window_ms)
+    .bind(d_ord)
+    .bind(d_seq)
+    .bind(d_destination)
+    .bind(d_reason)
+    .bind(
+        rejected
+            .iter()
+            .map(|r| r.source.as_deref())
+            .collect::<Vec<_>>(),
+    )
+    .bind(rejected.iter().map(|r| r.raw.as_slice()).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
+    .fetch_one(&mut *tx)
     .await?;
-    Ok(())
+    let accepted: i64 = row.try_get(0)?;
+    usize::try_from(accepted)
+        .map_err(|_| StoreError::Database(format!("unexpected accepted count {accepted}")))
 }

@@ -36,6 +36,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "console indexes",
         include_str!("../../migrations/postgres/0005_console_indexes.sql"),
     ),
+    (
+        6,
+        "events by receive time and id",
+        include_str!("../../migrations/postgres/0006_events_received_id.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

@@ -431,6 +431,9 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(&config)
+            // Several nodes (and other processes) must not collide on the console's port.
+            .arg("--admin-listen")
+            .arg("127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .env("FRESHGATE_LOG_FORMAT", "json")
             .env_remove("FRESHGATE_DATA_DIR")
