@@ -399,6 +399,19 @@ async fn run(args: Args) -> Result<()> {
         })
         .await?,
     );
+    let hour = page(|q| {
+        q.since_ms = Some(noon);
+        q.until_ms = Some(noon + 3_600_000);
+    });
+    let hour_next = v.events(&hour).await?.next_before;
+    out.push(
+        time("events: that hour, 2nd page (keyset)", n, || {
+            let mut q = hour.clone();
+            q.before_id = hour_next;
+            async move { Ok(v.events(&q).await?.events.len()) }
+        })
+        .await?,
+    );
     out.push(
         time("event trace", n, || async {
             Ok(v.trace(subject_message).await?.len())

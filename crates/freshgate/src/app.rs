@@ -110,7 +110,7 @@ impl App {
             // A current pause may be another node's (several nodes share a PostgreSQL store):
             // it stays recorded. This node takes it as its own with the probe due now, so the
             // first delivery probes the key: success clears the record (as it would for the node
-            // that set it), a refusal renews it. Pauses long overdue were cleared above.
+            // that set it), a refusal renews it. Pauses nobody renewed were cleared above.
             if pauses.iter().any(|p| p.destination == d.config.name) {
                 *worker
                     .paused
