@@ -272,10 +272,7 @@ mod tests {
             limit: 10_000,
             ..EventQuery::default()
         };
-        let built = event_list_sql(
-            &q,
-            &TEST_BACKEND,
-        );
+        let built = event_list_sql(&q, &TEST_BACKEND);
         assert_eq!(built.sql.matches('?').count(), built.params.len());
         assert_eq!(
             built.params,

@@ -295,9 +295,7 @@ async fn run(args: Args) -> Result<()> {
         !trace.is_empty() && trace.iter().all(|t| !t.mapping.is_empty()),
         "the trace of {subject_message} has no mapping report: its raw event did not parse"
     );
-    eprintln!(
-        "subject: userId {subject_user}, email {subject_email}, messageId {subject_message}"
-    );
+    eprintln!("subject: userId {subject_user}, email {subject_email}, messageId {subject_message}");
     let (subject_user, subject_email, subject_message) =
         (&subject_user, &subject_email, &subject_message);
     let mut out = Vec::new();
@@ -342,21 +340,21 @@ async fn run(args: Args) -> Result<()> {
     );
     out.push(
         time("events: by email", n, || async {
-            Ok(
-                v.events(&page(|q| q.email = Some(subject_email.clone())))
-                    .await?
-                    .events
-                    .len(),
-            )
+            Ok(v.events(&page(|q| q.email = Some(subject_email.clone())))
+                .await?
+                .events
+                .len())
         })
         .await?,
     );
     out.push(
         time("events: by messageId", n, || async {
-            Ok(v.events(&page(|q| q.message_id = Some(subject_message.clone())))
-                .await?
-                .events
-                .len())
+            Ok(
+                v.events(&page(|q| q.message_id = Some(subject_message.clone())))
+                    .await?
+                    .events
+                    .len(),
+            )
         })
         .await?,
     );

@@ -282,7 +282,10 @@ const UNMAPPED_FLUSH_EVERY: Duration = Duration::from_secs(2);
 /// set each one would have renewed it by then, had its probe failed again (it stopped, or its
 /// probe succeeded while another node's record was in the way). A pause is otherwise cleared
 /// only by a successful probe (`DestinationWorker::resume`), never because a node started.
-async fn clear_stale_pauses(store: &dyn Store, pause_probe: Duration) -> Result<u64, freshgate_store::StoreError> {
+async fn clear_stale_pauses(
+    store: &dyn Store,
+    pause_probe: Duration,
+) -> Result<u64, freshgate_store::StoreError> {
     let n = store
         .clear_expired_pauses(now_ms() - crate::pipeline::clock::clock_ms(pause_probe))
         .await?;

@@ -225,9 +225,24 @@ async fn write_batch(
             .map(|r| r.source.as_deref())
             .collect::<Vec<_>>(),
     )
-    .bind(rejected.iter().map(|r| r.raw.as_slice()).collect::<Vec<_>>())
-    .bind(rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
-    .bind(rejected.iter().map(|r| r.received_at_ms).collect::<Vec<_>>())
+    .bind(
+        rejected
+            .iter()
+            .map(|r| r.raw.as_slice())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rejected
+            .iter()
+            .map(|r| r.reason.as_str())
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        rejected
+            .iter()
+            .map(|r| r.received_at_ms)
+            .collect::<Vec<_>>(),
+    )
     .fetch_one(&mut *tx)
     .await?;
     let accepted: i64 = row.try_get(0)?;

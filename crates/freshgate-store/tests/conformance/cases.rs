@@ -1413,7 +1413,11 @@ pub async fn expired_pauses_cleared_others_kept(fx: &mut dyn Fixture) {
     s.set_pause(OTHER, Some(pause(OTHER, 200_000)))
         .await
         .unwrap();
-    assert_eq!(s.clear_expired_pauses(61_000).await.unwrap(), 0, "due, not overdue");
+    assert_eq!(
+        s.clear_expired_pauses(61_000).await.unwrap(),
+        0,
+        "due, not overdue"
+    );
     assert_eq!(s.clear_expired_pauses(100_000).await.unwrap(), 1);
     assert_eq!(s.pauses().await.unwrap(), [pause(OTHER, 200_000)]);
     assert_eq!(s.clear_expired_pauses(100_000).await.unwrap(), 0);
