@@ -639,7 +639,8 @@ pub struct EventQuery {
     pub since_ms: Option<i64>,
     /// Only events received before this time, Unix ms.
     pub until_ms: Option<i64>,
-    /// Only events older than this one (the previous page's last `event_id`).
+    /// Only events after this one in the listing's order (the previous page's last
+    /// `event_id`): newest id first, or, with a time range, newest receive time first (then id).
     pub before_id: Option<EventId>,
     /// Page size.
     pub limit: usize,
@@ -1238,6 +1239,14 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database`.
     async fn pauses(&self) -> Result<Vec<DestinationPause>, StoreError>;
+
+    /// Forget the pauses whose next probe was due before `now_ms` (their node did not renew
+    /// them: it stopped, or its probe has not run yet and will record the pause again should it
+    /// fail). One conditional delete, so a pause renewed meanwhile stays. Returns how many.
+    ///
+    /// # Errors
+    /// `Database`, `Closed`.
+    async fn clear_expired_pauses(&self, now_ms: i64) -> Result<u64, StoreError>;
 
     /// Remove events whose deliveries are all finished and that were received before
     /// `events_before_ms` (dead letters are kept), and dedup entries older than `dedup_before_ms`

@@ -77,6 +77,9 @@ pub(crate) const MAX_PAGE: usize = 500;
 pub(crate) struct BackendSql {
     /// Event `e` has the parameter as its messageId (through the backend's messageId index).
     pub(crate) message_match: &'static str,
+    /// The scalar function returning the smaller of two values (`min` in SQLite, `LEAST` in
+    /// PostgreSQL).
+    pub(crate) least: &'static str,
 }
 
 /// Build the listing statement.
@@ -120,16 +123,45 @@ pub(crate) fn event_list_sql(query: &EventQuery, backend: &BackendSql) -> EventL
         )),
         None => {}
     }
-    let mut int = |sql: &mut String, condition: &str, value: Option<i64>| {
-        if let Some(v) = value {
-            sql.push_str(condition);
-            params.push(Param::Int(v));
+    if query.since_ms.is_none() && query.until_ms.is_none() {
+        if let Some(before) = query.before_id {
+            sql.push_str(" AND e.id < ?");
+            params.push(Param::Int(before));
         }
-    };
-    int(&mut sql, " AND e.received_at_ms >= ?", query.since_ms);
-    int(&mut sql, " AND e.received_at_ms < ?", query.until_ms);
-    int(&mut sql, " AND e.id < ?", query.before_id);
-    sql.push_str(" ORDER BY e.id DESC LIMIT ?");
+        sql.push_str(" ORDER BY e.id DESC LIMIT ?");
+    } else {
+        // A time range is walked newest first on the `(received_at_ms, id)` index, and the
+        // cursor (the previous page's last id) is turned into that index's key, so a page is an
+        // index range of `limit` entries wherever it lies (ordering by id alone walked ids down
+        // from the newest, past every event after the range). The range and the cursor make one
+        // upper bound: SQLite's planner bounds an index range by one condition only.
+        const CURSOR_TIME: &str = "(SELECT c.received_at_ms FROM events c WHERE c.id = ?)";
+        if let Some(since) = query.since_ms {
+            sql.push_str(" AND e.received_at_ms >= ?");
+            params.push(Param::Int(since));
+        }
+        match (query.until_ms, query.before_id) {
+            (Some(until), None) => {
+                sql.push_str(" AND e.received_at_ms < ?");
+                params.push(Param::Int(until));
+            }
+            (None, None) => {}
+            (until, Some(before)) => {
+                if let Some(until) = until {
+                    sql.push_str(&format!(
+                        " AND e.received_at_ms <= {}(?, {CURSOR_TIME})",
+                        backend.least
+                    ));
+                    params.extend([Param::Int(until.saturating_sub(1)), Param::Int(before)]);
+                }
+                sql.push_str(&format!(
+                    " AND (e.received_at_ms, e.id) < ({CURSOR_TIME}, ?)"
+                ));
+                params.extend([Param::Int(before), Param::Int(before)]);
+            }
+        }
+        sql.push_str(" ORDER BY e.received_at_ms DESC, e.id DESC LIMIT ?");
+    }
     params.push(Param::Int(
         i64::try_from(query.limit.clamp(1, MAX_PAGE)).unwrap_or(1),
     ));
@@ -179,6 +211,51 @@ pub(crate) fn merge_backlog(keys: Vec<KeyFigures>, dead: Vec<(String, i64)>) -> 
 mod tests {
     use super::*;
 
+    const TEST_BACKEND: BackendSql = BackendSql {
+        message_match: "e.message_id = ?",
+        least: "min",
+    };
+
+    #[test]
+    fn a_time_range_pages_on_receive_time_then_id() {
+        let q = EventQuery {
+            since_ms: Some(1_000),
+            until_ms: Some(2_000),
+            before_id: Some(42),
+            limit: 50,
+            ..EventQuery::default()
+        };
+        let built = event_list_sql(&q, &TEST_BACKEND);
+        assert_eq!(built.sql.matches('?').count(), built.params.len());
+        assert!(
+            built
+                .sql
+                .ends_with("ORDER BY e.received_at_ms DESC, e.id DESC LIMIT ?"),
+            "{}",
+            built.sql
+        );
+        assert_eq!(
+            built.params,
+            vec![
+                Param::Int(1_000),
+                Param::Int(1_999),
+                Param::Int(42),
+                Param::Int(42),
+                Param::Int(42),
+                Param::Int(50),
+            ]
+        );
+        let no_cursor = event_list_sql(
+            &EventQuery {
+                before_id: None,
+                ..q
+            },
+            &TEST_BACKEND,
+        );
+        assert!(no_cursor.sql.contains("AND e.received_at_ms < ?"));
+        assert_eq!(no_cursor.sql.matches('?').count(), no_cursor.params.len());
+    }
+
     #[test]
     fn parameters_follow_their_placeholders() {
         let q = EventQuery {
@@ -188,12 +265,7 @@ mod tests {
             limit: 10_000,
             ..EventQuery::default()
         };
-        let built = event_list_sql(
-            &q,
-            &BackendSql {
-                message_match: "e.message_id = ?",
-            },
-        );
+        let built = event_list_sql(&q, &TEST_BACKEND);
         assert_eq!(built.sql.matches('?').count(), built.params.len());
         assert_eq!(
             built.params,

@@ -1,12 +1,15 @@
 //! The console's views over a large store (`cargo bench -p freshgate --bench console`).
 //!
 //! Seeds an SQLite store with 1,000,000 events (`--events=N`) of 100,000 contacts received over
-//! the last 24 hours, through `Store::append` like ingest (so every index and the per-minute
+//! the last 24 hours, each contact with identifies and tracks whose stored JSON comes out of the
+//! real Segment parser, through `Store::append` like ingest (so every index and the per-minute
 //! trigger are maintained as in production). Then, with SQL on the closed file, it settles them
 //! as a day of traffic leaves them: 94.9 % delivered, 5 % still pending, 0.1 % dead letters
 //! (the contact keys' pending counters recomputed to match). Then it times every view the API
 //! and the console serve, in process (the same `Views` calls the handlers make, without HTTP),
-//! `--runs=N` times each (default 30): p50, p99 and max per view.
+//! `--runs=N` times each (default 30): p50, p99 and max per view. The searches and the trace
+//! look for the identify nearest the middle of the store (its userId, its email upper-cased,
+//! its messageId), so they find rows whatever `--events` is.
 //!
 //! The target is p99 ≤ 100 ms per view. Each view is an index range: none counts every event or
 //! delivery. The seeded store is kept in `--dir=PATH` when given (reused when it exists).
@@ -18,7 +21,11 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use freshgate::admin::views::Views;
 use freshgate::config::{Config, DestinationConfig};
+use freshgate::pipeline::ingest::unix_ms;
 use freshgate_core::fields::{FieldDef, FieldType};
+use freshgate_core::segment::{
+    Endpoint, EventType, ItemOutcome, Limits, format_timestamp, parse_tracking_request,
+};
 use freshgate_store::sqlite::{SqliteOptions, SqliteStore};
 use freshgate_store::{
     AppendBatch, DeliveryFilter, DeliveryStatus, EventQuery, FieldMetadata, NewDelivery, NewEvent,
@@ -57,43 +64,63 @@ fn now_ms() -> i64 {
     freshgate::pipeline::now_ms()
 }
 
-fn event(i: usize, start: i64, span: i64, total: usize) -> NewEvent {
+/// The `i`-th seeded event, built as ingest builds it: a Segment request body through the real
+/// parser (`parse_tracking_request`), so the stored raw JSON is what the trace view reads back.
+/// Each contact gets a mix of identifies (2 in 5) and tracks.
+fn event(i: usize, start: i64, span: i64, total: usize) -> Result<NewEvent> {
     let contact = i % CONTACTS;
     let user = format!("user-{contact:06}");
     let at = start + span * i64::try_from(i).unwrap_or(0) / i64::try_from(total).unwrap_or(1);
-    let (kind, raw) = if i % 5 < 2 {
+    let when = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(at) * 1_000_000)?;
+    let message_id = format!("m-{i:07}");
+    let identify = (i / CONTACTS + contact) % 5 < 2;
+    let (kind, body) = if identify {
         (
-            "identify",
+            EventType::Identify,
             serde_json::json!({
-                "type": "identify", "userId": user, "messageId": format!("m-{i:07}"),
+                "userId": user, "messageId": message_id,
+                "timestamp": format_timestamp(when),
+                "context": {"library": {"name": "analytics-node", "version": "2.1.0"}},
                 "traits": {"email": format!("{user}@example.com"), "firstName": "Bench",
                            "plan": "Pro", "favourite colour": "teal"},
             }),
         )
     } else {
         (
-            "track",
+            EventType::Track,
             serde_json::json!({
-                "type": "track", "userId": user, "messageId": format!("m-{i:07}"),
+                "userId": user, "messageId": message_id,
+                "timestamp": format_timestamp(when),
+                "context": {"library": {"name": "analytics-node", "version": "2.1.0"}},
                 "event": "Order Completed", "properties": {"total": 42},
             }),
         )
     };
-    NewEvent {
+    let parsed = parse_tracking_request(
+        Endpoint::Single(kind),
+        &serde_json::to_vec(&body)?,
+        when,
+        &Limits::default(),
+        &mut || message_id.clone(),
+    )?;
+    let Some(ItemOutcome::Accepted(ev)) = parsed.items.into_iter().next() else {
+        anyhow::bail!("the parser refused seeded event {i}");
+    };
+    Ok(NewEvent {
         source: "web".into(),
-        message_id: format!("m-{i:07}"),
-        event_type: kind.into(),
-        contact_key: user,
-        timestamp_ms: at,
-        received_at_ms: at,
-        email: raw["traits"]["email"].as_str().map(str::to_owned),
-        raw: serde_json::to_vec(&raw).unwrap_or_default(),
+        message_id: ev.message_id,
+        event_type: ev.event_type.as_str().into(),
+        contact_key: ev.contact_key,
+        timestamp_ms: unix_ms(ev.timestamp),
+        received_at_ms: unix_ms(ev.received_at),
+        raw: ev.raw,
+        email: ev.email,
         deliveries: vec![NewDelivery {
             destination: DEST.into(),
             skip_reason: None,
             skip_code: None,
         }],
-    }
+    })
 }
 
 async fn seed(dir: &std::path::Path, total: usize) -> Result<()> {
@@ -113,8 +140,9 @@ async fn seed(dir: &std::path::Path, total: usize) -> Result<()> {
                 break;
             }
             let upto = (next + chunk).min(total);
-            let events: Vec<NewEvent> =
-                (next..upto).map(|i| event(i, start, span, total)).collect();
+            let events: Vec<NewEvent> = (next..upto)
+                .map(|i| event(i, start, span, total))
+                .collect::<Result<_>>()?;
             next = upto;
             let store = Arc::clone(&store);
             tasks.spawn(async move {
@@ -178,6 +206,16 @@ async fn seed(dir: &std::path::Path, total: usize) -> Result<()> {
     Ok(())
 }
 
+/// A page of 50 events with the conditions `f` sets.
+fn page(f: impl FnOnce(&mut EventQuery)) -> EventQuery {
+    let mut q = EventQuery {
+        limit: 50,
+        ..EventQuery::default()
+    };
+    f(&mut q);
+    q
+}
+
 struct Timing {
     name: &'static str,
     rows: usize,
@@ -228,16 +266,40 @@ async fn run(args: Args) -> Result<()> {
         ..DestinationConfig::default()
     });
     let views = Views::new(Arc::clone(&store), Arc::new(config), Vec::new());
-    let page = |f: fn(&mut EventQuery)| {
-        let mut q = EventQuery {
-            limit: 50,
-            ..EventQuery::default()
-        };
-        f(&mut q);
-        q
-    };
     let v = &views;
     let n = args.runs;
+    // The subject of the searches and the trace, taken from the seeded data: the identify
+    // nearest the middle of the store (its contact has identifies and tracks).
+    let middle = {
+        let newest = v.events(&page(|_| {})).await?;
+        newest.events.first().map_or(0, |e| e.event_id) / 2
+    };
+    let subject = {
+        let mut q = page(|q| q.event_type = Some("identify".into()));
+        q.before_id = Some(middle + 1);
+        q.limit = 1;
+        v.events(&q)
+            .await?
+            .events
+            .into_iter()
+            .next()
+            .context("no identify in the store")?
+    };
+    let subject_user = subject.contact_key.clone();
+    let subject_email = serde_json::from_str::<serde_json::Value>(&subject.raw)?
+        .pointer("/traits/email")
+        .and_then(serde_json::Value::as_str)
+        .context("the subject identify has no traits.email")?
+        .to_uppercase();
+    let subject_message = subject.message_id.clone();
+    let trace = v.trace(&subject_message).await?;
+    anyhow::ensure!(
+        !trace.is_empty() && trace.iter().all(|t| !t.mapping.is_empty()),
+        "the trace of {subject_message} has no mapping report: its raw event did not parse"
+    );
+    eprintln!("subject: userId {subject_user}, email {subject_email}, messageId {subject_message}");
+    let (subject_user, subject_email, subject_message) =
+        (&subject_user, &subject_email, &subject_message);
     let mut out = Vec::new();
     out.push(
         time("overview (charts, backlog, quota)", n, || async {
@@ -270,7 +332,7 @@ async fn run(args: Args) -> Result<()> {
     out.push(
         time("events: by userId", n, || async {
             Ok(
-                v.events(&page(|q| q.contact_key = Some("user-031337".into())))
+                v.events(&page(|q| q.contact_key = Some(subject_user.clone())))
                     .await?
                     .events
                     .len(),
@@ -280,21 +342,21 @@ async fn run(args: Args) -> Result<()> {
     );
     out.push(
         time("events: by email", n, || async {
-            Ok(
-                v.events(&page(|q| q.email = Some("USER-031337@example.com".into())))
-                    .await?
-                    .events
-                    .len(),
-            )
+            Ok(v.events(&page(|q| q.email = Some(subject_email.clone())))
+                .await?
+                .events
+                .len())
         })
         .await?,
     );
     out.push(
         time("events: by messageId", n, || async {
-            Ok(v.events(&page(|q| q.message_id = Some("m-0500000".into())))
-                .await?
-                .events
-                .len())
+            Ok(
+                v.events(&page(|q| q.message_id = Some(subject_message.clone())))
+                    .await?
+                    .events
+                    .len(),
+            )
         })
         .await?,
     );
@@ -337,9 +399,22 @@ async fn run(args: Args) -> Result<()> {
         })
         .await?,
     );
+    let hour = page(|q| {
+        q.since_ms = Some(noon);
+        q.until_ms = Some(noon + 3_600_000);
+    });
+    let hour_next = v.events(&hour).await?.next_before;
+    out.push(
+        time("events: that hour, 2nd page (keyset)", n, || {
+            let mut q = hour.clone();
+            q.before_id = hour_next;
+            async move { Ok(v.events(&q).await?.events.len()) }
+        })
+        .await?,
+    );
     out.push(
         time("event trace", n, || async {
-            Ok(v.trace("m-0500000").await?.len())
+            Ok(v.trace(subject_message).await?.len())
         })
         .await?,
     );

@@ -78,6 +78,8 @@ impl App {
         }
         let mut workers = Vec::new();
         let unmapped = Arc::new(UnmappedTally::default());
+        clear_stale_pauses(store.as_ref(), options.pause_probe).await?;
+        let pauses = store.pauses().await?;
         let mut gates: Vec<(String, Arc<BudgetGate>)> = Vec::new();
         for d in &config.destinations {
             // One budget per account: destinations on the same base URL share it.
@@ -103,10 +105,18 @@ impl App {
                     g
                 }
             };
-            // A pause recorded by an earlier run is stale: this run probes again at once.
-            store.set_pause(&d.config.name, None).await?;
             let mut worker =
                 DestinationWorker::new(d, Arc::clone(&store), gate, options.pause_probe)?;
+            // A current pause may be another node's (several nodes share a PostgreSQL store):
+            // it stays recorded. This node takes it as its own with the probe due now, so the
+            // first delivery probes the key: success clears the record (as it would for the node
+            // that set it), a refusal renews it. Pauses nobody renewed were cleared above.
+            if pauses.iter().any(|p| p.destination == d.config.name) {
+                *worker
+                    .paused
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now_ms());
+            }
             worker.force_bulk = options.force_bulk;
             worker.unmapped = Arc::clone(&unmapped);
             workers.push((Arc::new(worker), d.config.concurrency));
@@ -164,6 +174,7 @@ impl App {
             Arc::clone(&self.store),
             Arc::clone(&self.config),
             self.options.housekeeping_every,
+            self.options.pause_probe,
             stop.clone(),
         ));
 
@@ -267,11 +278,29 @@ impl App {
 /// How often unmapped trait keys noted by the workers are written to the store.
 const UNMAPPED_FLUSH_EVERY: Duration = Duration::from_secs(2);
 
-/// Prune old events and publish queue gauges, until stopped.
+/// Forget the recorded pauses whose probe is overdue by a whole probe interval: the node that
+/// set each one would have renewed it by then, had its probe failed again (it stopped, or its
+/// probe succeeded while another node's record was in the way). A pause is otherwise cleared
+/// only by a successful probe (`DestinationWorker::resume`), never because a node started.
+async fn clear_stale_pauses(
+    store: &dyn Store,
+    pause_probe: Duration,
+) -> Result<u64, freshgate_store::StoreError> {
+    let n = store
+        .clear_expired_pauses(now_ms() - crate::pipeline::clock::clock_ms(pause_probe))
+        .await?;
+    if n > 0 {
+        tracing::info!(pauses = n, "forgot destination pauses nobody renewed");
+    }
+    Ok(n)
+}
+
+/// Prune old events, forget stale pauses and publish queue gauges, until stopped.
 async fn housekeeping(
     store: Arc<dyn Store>,
     config: Arc<Resolved>,
     every: Duration,
+    pause_probe: Duration,
     stop: CancellationToken,
 ) {
     let retention_ms = i64::try_from(config.config.server.retention_hours)
@@ -298,6 +327,9 @@ async fn housekeeping(
                     events::queue(&d.config.name, 0, 0);
                 }
             }
+        }
+        if let Err(e) = clear_stale_pauses(store.as_ref(), pause_probe).await {
+            tracing::warn!(error = %e, "clearing stale pauses failed");
         }
         // Rejected inputs are bounded in bytes: checked every tick, so one burst of invalid
         // input cannot outgrow the bound for long.

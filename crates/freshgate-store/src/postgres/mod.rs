@@ -472,6 +472,10 @@ impl Store for PostgresStore {
         queries::pauses(&self.pool).await
     }
 
+    async fn clear_expired_pauses(&self, now_ms: i64) -> Result<u64, StoreError> {
+        queries::clear_expired_pauses(&self.pool, now_ms).await
+    }
+
     async fn prune(
         &self,
         events_before_ms: i64,

@@ -603,6 +603,7 @@ pub(crate) async fn prune(
 /// The listing's messageId condition through `events_message_id`.
 const LISTING: BackendSql = BackendSql {
     message_match: "e.message_id = ?",
+    least: "LEAST",
 };
 
 pub(crate) async fn list_events(
@@ -761,6 +762,15 @@ pub(crate) async fn set_pause(
         }
     }
     Ok(())
+}
+
+pub(crate) async fn clear_expired_pauses(pool: &PgPool, now_ms: i64) -> Result<u64, StoreError> {
+    // One statement: a pause renewed by its node since it was read is not removed.
+    let done = query("DELETE FROM destination_pauses WHERE until_ms < $1")
+        .bind(now_ms)
+        .execute(pool)
+        .await?;
+    Ok(done.rows_affected())
 }
 
 pub(crate) async fn pauses(pool: &PgPool) -> Result<Vec<DestinationPause>, StoreError> {

@@ -56,6 +56,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery history",
         include_str!("../../migrations/postgres/0009_delivery_history.sql"),
     ),
+    (
+        10,
+        "events by receive time and id",
+        include_str!("../../migrations/postgres/0010_events_received_id.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

@@ -735,6 +735,16 @@ impl Store for SqliteStore {
         self.readers.run(queries::pauses).await
     }
 
+    async fn clear_expired_pauses(&self, now_ms: i64) -> Result<u64, StoreError> {
+        match self
+            .write(WriteOp::ClearExpiredPauses { now_ms }, false)
+            .await?
+        {
+            WriteReply::Count(n) => Ok(n),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     async fn prune(
         &self,
         events_before_ms: i64,

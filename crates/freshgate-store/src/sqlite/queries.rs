@@ -504,6 +504,7 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
 /// The listing's messageId condition through the `messages` index.
 const LISTING: BackendSql = BackendSql {
     message_match: "e.id IN (SELECT m.event_id FROM messages m WHERE m.message_id = ?)",
+    least: "min",
 };
 
 pub(crate) fn list_events(
@@ -654,4 +655,75 @@ fn event_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventHead> {
         received_at_ms: r.get(6)?,
         raw: r.get(7)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// The plan SQLite chooses for the listing statement of `query`, one line per step.
+    fn plan(conn: &Connection, query: &EventQuery) -> String {
+        let built = event_list_sql(query, &LISTING);
+        let params: Vec<rusqlite::types::Value> = built
+            .params
+            .into_iter()
+            .map(|p| match p {
+                Param::Text(s) => rusqlite::types::Value::Text(s),
+                Param::Int(i) => rusqlite::types::Value::Integer(i),
+            })
+            .collect();
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {}", built.sql))
+            .unwrap()
+            .query_map(params_from_iter(params.iter()), |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("\n")
+    }
+
+    /// A time-range search (with or without a cursor, alone or with a common condition) is a
+    /// range of the receive-time index walked in the listing's order: no sort of the range, no
+    /// walk of the primary key past every later event.
+    #[test]
+    fn time_range_search_walks_the_receive_time_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_writer(&dir.path().join("plan.db")).unwrap();
+        for i in 1..=2000_i64 {
+            conn.execute(
+                "INSERT INTO events (id, source, message_id, event_type, contact_key,
+                                     timestamp_ms, received_at_ms, raw)
+                 VALUES (?1, 'web', 'm' || ?1, 'identify', 'k' || (?1 % 10), ?1, ?1 * 10,
+                         x'7b7d')",
+                params![i],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("ANALYZE").unwrap();
+        let range = |before_id, until_ms| EventQuery {
+            since_ms: Some(5_000),
+            until_ms,
+            before_id,
+            limit: 50,
+            ..EventQuery::default()
+        };
+        let cases = [
+            range(None, Some(9_000)),
+            range(Some(800), Some(9_000)),
+            range(Some(800), None),
+            EventQuery {
+                status: Some(DeliveryStatus::Pending),
+                ..range(Some(800), Some(9_000))
+            },
+        ];
+        for q in &cases {
+            let plan = plan(&conn, q);
+            assert!(
+                plan.contains("SEARCH e USING COVERING INDEX events_received_at")
+                    || plan.contains("SEARCH e USING INDEX events_received_at"),
+                "{q:?}:\n{plan}"
+            );
+            assert!(!plan.contains("TEMP B-TREE"), "{q:?}:\n{plan}");
+        }
+    }
 }

@@ -57,6 +57,9 @@ pub(crate) enum WriteOp {
         destination: String,
         pause: Option<crate::DestinationPause>,
     },
+    ClearExpiredPauses {
+        now_ms: i64,
+    },
     PutFieldMetadata {
         account: String,
         metadata: crate::FieldMetadata,
@@ -325,6 +328,13 @@ impl Writer {
                         .execute(params![destination])?,
                 };
                 Ok(WriteReply::Done)
+            }
+            WriteOp::ClearExpiredPauses { now_ms } => {
+                let n = self
+                    .conn
+                    .prepare_cached("DELETE FROM destination_pauses WHERE until_ms < ?1")?
+                    .execute(params![now_ms])?;
+                Ok(WriteReply::Count(u64::try_from(n).unwrap_or(u64::MAX)))
             }
             WriteOp::PutFieldMetadata { account, metadata } => {
                 self.conn

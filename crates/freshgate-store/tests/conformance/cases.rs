@@ -1470,6 +1470,54 @@ pub async fn events_listed_newest_first_by_keyset(fx: &mut dyn Fixture) {
     assert_eq!(s.requeue_dead(&one, 3000).await.unwrap(), 1);
 }
 
+/// A time range lists newest receive time first (then newest id), page after page with the
+/// previous page's last id as cursor, even where ids do not follow receive times (several nodes,
+/// clock steps): every event of the range exactly once, none outside it.
+pub async fn time_range_pages_by_receive_time(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(
+        s,
+        vec![
+            ev("a", "k1", 1005),
+            ev("b", "k2", 1001),
+            ev("c", "k1", 1003),
+            ev("d", "k3", 1003),
+            ev("e", "k2", 1010),
+            ev("f", "k1", 999),
+        ],
+    )
+    .await;
+    let walk = |since: Option<i64>, until: Option<i64>, limit: usize| async move {
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = s
+                .list_events(&EventQuery {
+                    since_ms: since,
+                    until_ms: until,
+                    before_id: before,
+                    limit,
+                    ..EventQuery::default()
+                })
+                .await
+                .unwrap();
+            seen.extend(page.iter().map(|e| e.message_id.clone()));
+            match page.last() {
+                Some(last) if page.len() == limit => before = Some(last.event_id),
+                _ => return seen,
+            }
+        }
+    };
+    assert_eq!(walk(Some(1000), Some(1010), 10).await, ["a", "d", "c", "b"]);
+    assert_eq!(
+        walk(Some(1000), Some(1010), 1).await,
+        ["a", "d", "c", "b"],
+        "one row per page, cursor by cursor"
+    );
+    assert_eq!(walk(Some(1000), None, 2).await, ["e", "a", "d", "c", "b"]);
+    assert_eq!(walk(None, Some(1004), 2).await, ["d", "c", "b", "f"]);
+}
+
 /// The backlog read from indexes agrees with the full `stats()` count.
 pub async fn backlog_agrees_with_stats(fx: &mut dyn Fixture) {
     let s = fx.store();
@@ -1575,6 +1623,29 @@ pub async fn pauses_recorded_and_cleared(fx: &mut dyn Fixture) {
     assert_eq!(s.pauses().await.unwrap().len(), 1, "kept across restarts");
     s.set_pause(DEST, None).await.unwrap();
     assert!(s.pauses().await.unwrap().is_empty());
+}
+
+/// Only pauses whose next probe is overdue are cleared; a pause another node holds stays.
+pub async fn expired_pauses_cleared_others_kept(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    let pause = |destination: &str, until_ms| DestinationPause {
+        destination: destination.to_owned(),
+        reason: "401: the API key was refused".to_owned(),
+        since_ms: 1000,
+        until_ms,
+    };
+    s.set_pause(DEST, Some(pause(DEST, 61_000))).await.unwrap();
+    s.set_pause(OTHER, Some(pause(OTHER, 200_000)))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.clear_expired_pauses(61_000).await.unwrap(),
+        0,
+        "due, not overdue"
+    );
+    assert_eq!(s.clear_expired_pauses(100_000).await.unwrap(), 1);
+    assert_eq!(s.pauses().await.unwrap(), [pause(OTHER, 200_000)]);
+    assert_eq!(s.clear_expired_pauses(100_000).await.unwrap(), 0);
 }
 
 /// A dead letter counts every attempt its trace shows, also those before a requeue.

@@ -199,6 +199,8 @@ crate::conformance!(Postgres =>
     rejected_pruned_by_age_and_bytes,
     unmapped_traits_counted_and_bounded,
     events_listed_newest_first_by_keyset,
+    time_range_pages_by_receive_time,
+    expired_pauses_cleared_others_kept,
     backlog_agrees_with_stats,
     per_minute_counts,
     pauses_recorded_and_cleared,
@@ -389,6 +391,84 @@ async fn a_failing_append_stores_nothing() {
     assert!(p.windows(2).all(|w| w[0].event_id < w[1].event_id));
     assert_eq!(p[0].message_id, "m0");
     assert_eq!(p[499].message_id, "m499");
+    store.close().await;
+}
+
+/// The console's time-range search, first page and next, is served by the
+/// `(received_at_ms, id)` index (migration 6): the index's scan count grows by the two
+/// listings. One connection, so the statistics read are the listings' own backend's, flushed
+/// on request (`pg_stat_force_next_flush`, PostgreSQL 15+).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_range_search_uses_the_receive_time_index() {
+    let db = TestDb::create().await;
+    let one = PostgresOptions {
+        max_connections: 1,
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::connect(&db.url, one).await.unwrap();
+    for chunk in 0..10_i64 {
+        append_all(
+            &store,
+            (0..500_i64)
+                .map(|i| {
+                    let n = chunk * 500 + i;
+                    ev(&format!("m{n}"), &format!("k{}", n % 50), 1_000 + n)
+                })
+                .collect(),
+        )
+        .await;
+    }
+    sqlx_core::query::query("ANALYZE events")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let scans = || async {
+        sqlx_core::query::query("SELECT pg_stat_force_next_flush()")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        sqlx_core::query::query("SELECT pg_stat_clear_snapshot()")
+            .execute(store.pool())
+            .await
+            .unwrap();
+        let (n,): (i64,) = sqlx_core::query_as::query_as(
+            "SELECT idx_scan FROM pg_stat_user_indexes WHERE indexrelname = 'events_received_id'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        n
+    };
+    let before = scans().await;
+    let query = freshgate_store::EventQuery {
+        since_ms: Some(2_000),
+        until_ms: Some(4_000),
+        limit: 50,
+        ..freshgate_store::EventQuery::default()
+    };
+    let first = store.list_events(&query).await.unwrap();
+    assert_eq!(first.len(), 50);
+    assert_eq!(first[0].received_at_ms, 3_999, "newest first");
+    let next = store
+        .list_events(&freshgate_store::EventQuery {
+            before_id: first.last().map(|e| e.event_id),
+            ..query
+        })
+        .await
+        .unwrap();
+    assert_eq!(next[0].received_at_ms, 3_949);
+    let mut after = scans().await;
+    for _ in 0..50 {
+        if after >= before + 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        after = scans().await;
+    }
+    assert!(
+        after >= before + 2,
+        "events_received_id scanned {before} -> {after} times"
+    );
     store.close().await;
 }
 

@@ -70,6 +70,8 @@ crate::conformance!(Sqlite =>
     rejected_pruned_by_age_and_bytes,
     unmapped_traits_counted_and_bounded,
     events_listed_newest_first_by_keyset,
+    time_range_pages_by_receive_time,
+    expired_pauses_cleared_others_kept,
     backlog_agrees_with_stats,
     per_minute_counts,
     pauses_recorded_and_cleared,

@@ -393,6 +393,17 @@ struct Server {
     pid: u32,
 }
 
+impl Drop for Server {
+    /// A node left running by an error (another node failing to start, say) is killed, not
+    /// left behind holding the bench's output pipe.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 impl Server {
     fn start(
         opts: &Options,
@@ -431,7 +442,7 @@ impl Server {
             .arg("serve")
             .arg("--config")
             .arg(&config)
-            // Its own console port: another server on this machine may hold the default.
+            // Several nodes (and other processes) must not collide on the console's port.
             .arg("--admin-listen")
             .arg("127.0.0.1:0")
             .env("RUST_LOG", "warn")

@@ -119,7 +119,8 @@ pub struct EventParams {
     pub since: Option<String>,
     /// Received before (RFC 3339).
     pub until: Option<String>,
-    /// Keyset cursor: events older than this event id.
+    /// Keyset cursor: the events after this one in the listing (newest first; with a time
+    /// range, by receive time then id).
     pub before: Option<String>,
     /// Page size.
     pub limit: Option<String>,

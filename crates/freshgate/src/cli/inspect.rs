@@ -134,7 +134,8 @@ pub struct ListArgs {
     /// Only events received before this time (RFC 3339).
     #[arg(long)]
     pub until: Option<String>,
-    /// Page: events older than this event id (the `next_before` of the previous page).
+    /// Page: the events after this one in the listing, newest first (the `next_before` of the
+    /// previous page; with --since/--until the order is by receive time).
     #[arg(long)]
     pub before: Option<i64>,
     /// At most this many (newest first).

@@ -581,6 +581,60 @@ async fn a_401_pauses_the_destination_and_keeps_its_events_until_the_key_works()
     app.stop().await;
 }
 
+/// Several nodes share the pauses on a PostgreSQL store: a node that starts must not wipe the
+/// pause another node recorded (its key may still be refused). It keeps it, probes at once, and
+/// its successful delivery clears it; a pause nobody renewed for a whole probe interval is
+/// forgotten at start.
+#[tokio::test]
+async fn a_restart_keeps_another_nodes_pause_until_a_probe_succeeds() {
+    let probe = std::time::Duration::from_secs(60);
+    let app = spawn_app_with(Setup {
+        pause_probe: probe,
+        ..Setup::default()
+    })
+    .await;
+    let now = freshgate::pipeline::now_ms();
+    let name = freshgate::config::DestinationConfig::default().name;
+    let pause = |destination: &str, until_ms| freshgate_store::DestinationPause {
+        destination: destination.to_owned(),
+        reason: "401: the API key was refused (by another node)".to_owned(),
+        since_ms: now - 1_000,
+        until_ms,
+    };
+    app.store
+        .set_pause(&name, Some(pause(&name, now + 60_000)))
+        .await
+        .unwrap();
+    app.store
+        .set_pause("retired", Some(pause("retired", now - 121_000)))
+        .await
+        .unwrap();
+    let app = app.restart().await;
+    assert_eq!(
+        app.store.pauses().await.unwrap(),
+        [pause(&name, now + 60_000)],
+        "the current pause is kept, the one nobody renewed is forgotten"
+    );
+    app.batch(vec![identify(
+        "u-probe",
+        "probe@example.com",
+        json!({}),
+        "2026-11-20T10:00:00Z",
+        "probe-1",
+    )])
+    .await;
+    app.drain().await;
+    assert!(
+        app.contact_by_email("probe@example.com").is_some(),
+        "the probe went out at once, not after the other node's 60 s"
+    );
+    app.wait_for("the successful probe clears the pause", || async {
+        app.store.pauses().await.unwrap().is_empty()
+    })
+    .await;
+    app.stop().await;
+}
+
 #[tokio::test]
 async fn a_far_future_timestamp_does_not_freeze_the_contact() {
     let app = spawn_app().await;
