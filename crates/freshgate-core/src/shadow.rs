@@ -55,6 +55,11 @@ pub struct ContactShadow {
     /// An unchanged identify is skipped only for a while after it (see [`Self::skips_unchanged`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed_at_ms: Option<i64>,
+    /// Sales account ids freshgate associated the contact with (group / `traits.company`), in
+    /// the order they were added: the first is the primary one. Kept apart from `fields` so
+    /// `MissingTraits::Clear` never blanks an association.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub account_ids: Vec<i64>,
 }
 
 impl ContactShadow {
@@ -239,6 +244,7 @@ mod tests {
                 .collect(),
             in_doubt: false,
             confirmed_at_ms: None,
+            account_ids: Vec::new(),
         }
     }
 

@@ -169,6 +169,7 @@ impl Ingestor {
                 let route = Route::decide(
                     event.event_type,
                     event.destination_enabled(&d.config.integration_key),
+                    &d.kinds,
                 );
                 let skip_reason = route.skip_reason(&d.config.integration_key);
                 NewDelivery {
