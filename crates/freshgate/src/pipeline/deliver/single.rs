@@ -27,6 +27,9 @@ impl DestinationWorker {
         match (&called.result, called.outcome) {
             (Ok(exchange), _) => {
                 let id = exchange.body.contact.id;
+                self.store
+                    .put_contact_ids(&self.name, vec![(p.lease.contact_key.clone(), id)])
+                    .await?;
                 attempt.outcome = format!("delivered to contact {id}{}", p.summary);
                 self.contact_delivered(&p, Some(id), attempt).await
             }
