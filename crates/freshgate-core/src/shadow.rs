@@ -60,6 +60,10 @@ pub struct ContactShadow {
     /// `MissingTraits::Clear` never blanks an association.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub account_ids: Vec<i64>,
+    /// Sales accounts a group named before the contact existed in the CRM: the contact's next
+    /// upsert associates them (then they move to `account_ids`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_account_ids: Vec<i64>,
 }
 
 impl ContactShadow {
@@ -245,6 +249,7 @@ mod tests {
             in_doubt: false,
             confirmed_at_ms: None,
             account_ids: Vec::new(),
+            pending_account_ids: Vec::new(),
         }
     }
 

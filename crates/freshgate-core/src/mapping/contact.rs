@@ -193,6 +193,7 @@ mod tests {
             in_doubt: false,
             confirmed_at_ms: None,
             account_ids: Vec::new(),
+            pending_account_ids: Vec::new(),
         };
         let (upsert, bulk, p) = bodies(
             "u-123",
@@ -245,6 +246,7 @@ mod tests {
             in_doubt: false,
             confirmed_at_ms: None,
             account_ids: Vec::new(),
+            pending_account_ids: Vec::new(),
         };
         let evs = [event(
             3,

@@ -239,6 +239,38 @@ async fn an_older_group_does_not_overwrite_a_newer_account_field() {
 }
 
 #[tokio::test]
+async fn a_group_before_its_users_first_identify_is_associated_by_that_identify() {
+    let app = spawn_app_with(accounts_setup()).await;
+    app.batch(vec![group(
+        "u-5",
+        "g-5",
+        json!({"name": "Stark"}),
+        "2026-11-20T10:00:00.000Z",
+        "grp-5",
+    )])
+    .await;
+    app.drain().await;
+    let (status, text) = trace(&app, "grp-5").await;
+    assert_eq!(status, DeliveryStatus::Delivered, "{text}");
+    assert!(text.contains("no contact with this userId yet"), "{text}");
+    assert_eq!(app.calls("/lookup"), 1, "one lookup by external_id");
+    app.batch(vec![identify(
+        "u-5",
+        "dee@example.com",
+        json!({}),
+        "2026-11-20T10:05:00.000Z",
+        "id-5",
+    )])
+    .await;
+    app.drain().await;
+    let account_id = account_named(&app, "Stark")["id"].as_i64().unwrap();
+    assert_eq!(links_of(&app, "dee@example.com"), vec![(account_id, true)]);
+    // The association travelled on the identify's own upsert.
+    assert_eq!(app.calls("/contacts/upsert"), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn without_group_accounts_a_group_is_not_handled_as_before() {
     let app = spawn_app().await;
     app.batch(vec![group(

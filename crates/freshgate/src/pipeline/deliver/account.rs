@@ -24,6 +24,10 @@ use super::worker::quota_not_before;
 use super::{DestinationWorker, Stop};
 use crate::pipeline::now_ms;
 
+/// The trace words of a group whose contact does not exist (yet).
+const NO_CONTACT: &str =
+    "no contact with this userId yet: its next identify associates it with the account";
+
 /// What became of an account upsert.
 pub(super) enum Upserted {
     /// The account is written (or was unchanged): its id when known, and the call's attempt
@@ -49,7 +53,8 @@ enum Associated {
     Already,
     /// Associated by this call.
     Now(Attempt),
-    /// No contact to associate: the user has no `userId`, or no contact has it.
+    /// No contact to associate: the user has no `userId`, or no contact has it yet (then the
+    /// account waits in the contact shadow for the contact's next upsert).
     NoContact,
     /// The association call failed.
     Failed {
@@ -114,12 +119,16 @@ impl DestinationWorker {
                 self.settle_skipped(lease, &ids, &SkipReason::Unchanged, &summary)
                     .await
             }
-            (Associated::Already | Associated::NoContact, Some(mut attempt)) => {
+            (Associated::Already, Some(mut attempt)) => {
                 attempt.outcome = format!("delivered to {named}{summary}");
                 self.settle_delivered(lease, &ids, attempt).await
             }
+            (Associated::NoContact, Some(mut attempt)) => {
+                attempt.outcome = format!("delivered to {named}; {NO_CONTACT}{summary}");
+                self.settle_delivered(lease, &ids, attempt).await
+            }
             (Associated::NoContact, None) => {
-                let note = format!("; {named} unchanged; no contact with this userId to associate");
+                let note = format!("; {named} unchanged; {NO_CONTACT}");
                 self.settle_skipped(lease, &ids, &SkipReason::Unchanged, &note)
                     .await
             }
@@ -233,7 +242,15 @@ impl DestinationWorker {
         if known.is_none() {
             match self.find_contact(lease, user_id, delivery_ids).await? {
                 Ok(Some(_)) => {}
-                Ok(None) => return Ok(Associated::NoContact),
+                Ok(None) => {
+                    // Kept for the contact's next upsert, which creates it.
+                    let mut next = shadow.unwrap_or_default();
+                    if !next.pending_account_ids.contains(&account_id) {
+                        next.pending_account_ids.push(account_id);
+                    }
+                    self.put_contact_shadow(lease, &next).await?;
+                    return Ok(Associated::NoContact);
+                }
                 Err((outcome, attempt)) => return Ok(Associated::Failed { outcome, attempt }),
             }
         }
@@ -256,14 +273,24 @@ impl DestinationWorker {
                 .await?;
         }
         let mut next = shadow.unwrap_or_default();
+        next.pending_account_ids.retain(|id| !account_ids.contains(id));
         next.account_ids = account_ids;
         next.contact_id = next.contact_id.or(contact_id);
-        if let Ok(bytes) = serde_json::to_vec(&next) {
+        self.put_contact_shadow(lease, &next).await?;
+        Ok(Associated::Now(attempt))
+    }
+
+    async fn put_contact_shadow(
+        &self,
+        lease: &ContactLease,
+        shadow: &ContactShadow,
+    ) -> Result<(), Stop> {
+        if let Ok(bytes) = serde_json::to_vec(shadow) {
             self.store
                 .put_shadow(&self.name, &lease.contact_key, bytes)
                 .await?;
         }
-        Ok(Associated::Now(attempt))
+        Ok(())
     }
 
     /// One lookup by `external_id` (counted in the budget): the contact's id, recorded, or

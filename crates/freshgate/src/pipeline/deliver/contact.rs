@@ -40,7 +40,8 @@ pub struct Prepared {
     /// How the write finds the contact (`mapping::identifier`).
     pub identity: Identity,
     /// The contact's sales account ids when this upsert changes its associations
-    /// (`traits.company`): sent as `sales_accounts` in `plan`, kept in the shadow once written.
+    /// (`traits.company`, or a group that came before the contact existed): sent as
+    /// `sales_accounts` in `plan`, kept in the shadow once written.
     pub account_ids: Option<Vec<i64>>,
 }
 
@@ -97,6 +98,7 @@ impl DestinationWorker {
                 .fields
                 .remove(freshgate_core::account::SALES_ACCOUNTS);
             new_shadow.account_ids.clone_from(ids);
+            new_shadow.pending_account_ids.retain(|id| !ids.contains(id));
         }
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store

@@ -208,7 +208,8 @@ impl DestinationWorker {
         let mut plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
         let mut time_notes: Vec<String> =
             run.iter().filter_map(|(_, e)| e.timestamp_note()).collect();
-        let account_ids = self
+        let associated = shadow.as_ref().map_or(&[][..], |s| s.account_ids.as_slice());
+        let mut account_ids = self
             .company_account(
                 &Covered {
                     lease,
@@ -217,10 +218,17 @@ impl DestinationWorker {
                     attempts,
                 },
                 self.company_of(&run),
-                shadow.as_ref().map_or(&[][..], |s| s.account_ids.as_slice()),
+                associated,
                 &mut time_notes,
             )
             .await?;
+        // Accounts a group named before this contact existed are associated now.
+        for id in shadow.iter().flat_map(|s| &s.pending_account_ids) {
+            let base = account_ids.as_deref().unwrap_or(associated);
+            if let Some(next) = account::with_account(base, *id) {
+                account_ids = Some(next);
+            }
+        }
         if let Some(ids) = &account_ids {
             // The association rides on this upsert; `contact_delivered` moves it from the
             // fields into `ContactShadow::account_ids`.
