@@ -138,7 +138,10 @@ mod tests {
     #[test]
     fn route_handles_identify_only_and_honours_opt_out() {
         let only = DestinationKinds::identify_only();
-        assert_eq!(Route::decide(EventType::Identify, true, &only), Route::Deliver);
+        assert_eq!(
+            Route::decide(EventType::Identify, true, &only),
+            Route::Deliver
+        );
         assert_eq!(
             Route::decide(EventType::Identify, false, &only),
             Route::OptedOut

@@ -73,7 +73,12 @@ impl FieldCache {
     /// An empty cache of `entity`'s fields over the store's copy for `account` (contact
     /// fields in `field_metadata`, any other entity in `entity_field_metadata`).
     #[must_use]
-    pub fn for_entity(entity: Entity, ttl: Duration, account: String, store: Arc<dyn Store>) -> Self {
+    pub fn for_entity(
+        entity: Entity,
+        ttl: Duration,
+        account: String,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Self {
             entity,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),

@@ -63,7 +63,12 @@ fn links_of(app: &TestApp, email: &str) -> Vec<(i64, bool)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|l| (l["id"].as_i64().unwrap(), l["is_primary"].as_bool().unwrap()))
+        .map(|l| {
+            (
+                l["id"].as_i64().unwrap(),
+                l["is_primary"].as_bool().unwrap(),
+            )
+        })
         .collect()
 }
 
@@ -83,7 +88,13 @@ async fn a_group_becomes_an_account_with_mapped_fields_and_the_contact_associate
     let app = spawn_app_with(accounts_setup()).await;
     // The group arrives in the same batch as the identify it follows: it waits for it.
     app.batch(vec![
-        identify("u-1", "ann@example.com", json!({}), "2026-11-20T10:00:00.000Z", "id-1"),
+        identify(
+            "u-1",
+            "ann@example.com",
+            json!({}),
+            "2026-11-20T10:00:00.000Z",
+            "id-1",
+        ),
         group(
             "u-1",
             "g-1",
@@ -105,7 +116,10 @@ async fn a_group_becomes_an_account_with_mapped_fields_and_the_contact_associate
     let (status, text) = trace(&app, "grp-1").await;
     assert_eq!(status, DeliveryStatus::Delivered, "{text}");
     assert!(text.contains("associated"), "{text}");
-    assert!(text.contains("mood"), "unmapped account trait reported: {text}");
+    assert!(
+        text.contains("mood"),
+        "unmapped account trait reported: {text}"
+    );
 
     // The same group again (a later event, same values): no call at all.
     let before = api_calls(&app).await.len();
@@ -198,7 +212,13 @@ async fn traits_company_becomes_an_account_on_the_identifys_own_upsert() {
 async fn an_older_group_does_not_overwrite_a_newer_account_field() {
     let app = spawn_app_with(accounts_setup()).await;
     app.batch(vec![
-        identify("u-3", "cy@example.com", json!({}), "2026-11-20T09:00:00.000Z", "id-3"),
+        identify(
+            "u-3",
+            "cy@example.com",
+            json!({}),
+            "2026-11-20T09:00:00.000Z",
+            "id-3",
+        ),
         group(
             "u-3",
             "g-3",
@@ -225,7 +245,12 @@ async fn an_older_group_does_not_overwrite_a_newer_account_field() {
     let bodies: Vec<Value> = api_calls(&app)
         .await
         .iter()
-        .filter(|r| r["path"].as_str().unwrap().ends_with("/sales_accounts/upsert"))
+        .filter(|r| {
+            r["path"]
+                .as_str()
+                .unwrap()
+                .ends_with("/sales_accounts/upsert")
+        })
         .map(|r| serde_json::from_str(r["body"].as_str().unwrap()).unwrap())
         .collect();
     assert_eq!(bodies.len(), 2);

@@ -273,7 +273,8 @@ impl DestinationWorker {
                 .await?;
         }
         let mut next = shadow.unwrap_or_default();
-        next.pending_account_ids.retain(|id| !account_ids.contains(id));
+        next.pending_account_ids
+            .retain(|id| !account_ids.contains(id));
         next.account_ids = account_ids;
         next.contact_id = next.contact_id.or(contact_id);
         self.put_contact_shadow(lease, &next).await?;
@@ -362,10 +363,8 @@ impl DestinationWorker {
                 attempt,
             } => {
                 if let Some(mut attempt) = attempt {
-                    attempt.outcome = format!(
-                        "{} upserted (traits.company){summary}",
-                        named(account_id)
-                    );
+                    attempt.outcome =
+                        format!("{} upserted (traits.company){summary}", named(account_id));
                     self.record_attempt(covered.lease, attempt).await?;
                 }
                 Ok(account_id.and_then(|id| account::with_account(associated, id)))

@@ -98,7 +98,9 @@ impl DestinationWorker {
                 .fields
                 .remove(freshgate_core::account::SALES_ACCOUNTS);
             new_shadow.account_ids.clone_from(ids);
-            new_shadow.pending_account_ids.retain(|id| !ids.contains(id));
+            new_shadow
+                .pending_account_ids
+                .retain(|id| !ids.contains(id));
         }
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store

@@ -84,8 +84,10 @@ impl DestinationWorker {
     }
 
     async fn field_index(&self) -> Result<Arc<FieldIndex>, Stop> {
-        self.index_of(&self.fields, Endpoint::Fields, || self.client.contact_fields())
-            .await
+        self.index_of(&self.fields, Endpoint::Fields, || {
+            self.client.contact_fields()
+        })
+        .await
     }
 
     /// The sales account field index (groups, companies), fetched like the contact fields.
@@ -208,7 +210,9 @@ impl DestinationWorker {
         let mut plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
         let mut time_notes: Vec<String> =
             run.iter().filter_map(|(_, e)| e.timestamp_note()).collect();
-        let associated = shadow.as_ref().map_or(&[][..], |s| s.account_ids.as_slice());
+        let associated = shadow
+            .as_ref()
+            .map_or(&[][..], |s| s.account_ids.as_slice());
         let mut account_ids = self
             .company_account(
                 &Covered {
@@ -245,12 +249,13 @@ impl DestinationWorker {
         let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
         if account_ids.is_none()
             && let Some(reason) = plan::skip_unchanged(
-            shadow.as_ref(),
-            &plan,
-            &email,
-            now_ms(),
-            self.unchanged_skip_ms,
-        ) {
+                shadow.as_ref(),
+                &plan,
+                &email,
+                now_ms(),
+                self.unchanged_skip_ms,
+            )
+        {
             // Move the shadow's timestamps forward: these events confirmed the values, so an
             // older event arriving later must still count as stale.
             let mut confirmed = shadow::apply(shadow.as_ref(), &user_id, &email, &plan, None);
@@ -316,7 +321,11 @@ impl DestinationWorker {
 
 /// The mapping report as a suffix for traces: what was not sent and why, and event times that
 /// were not taken as sent.
-pub(super) fn report_summary(report: &MappingReport, stale: &[String], time_notes: &[String]) -> String {
+pub(super) fn report_summary(
+    report: &MappingReport,
+    stale: &[String],
+    time_notes: &[String],
+) -> String {
     let mut parts: Vec<String> = time_notes.to_vec();
     if !report.unmapped.is_empty() {
         parts.push(format!("unmapped traits: {}", report.unmapped.join(", ")));
