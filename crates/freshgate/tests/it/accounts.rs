@@ -3,7 +3,8 @@
 //! costing no call (counted through the emulator's admin API), newest event wins per field.
 
 use freshgate::config::DestinationConfig;
-use freshgate_store::DeliveryStatus;
+use freshgate_store::{DeliveryFilter, DeliveryStatus};
+use freshworks_emulator::Fault;
 use serde_json::{Value, json};
 
 use crate::helpers::*;
@@ -292,6 +293,82 @@ async fn a_group_before_its_users_first_identify_is_associated_by_that_identify(
     assert_eq!(links_of(&app, "dee@example.com"), vec![(account_id, true)]);
     // The association travelled on the identify's own upsert.
     assert_eq!(app.calls("/contacts/upsert"), 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_refused_account_is_dead_lettered_with_the_call_and_a_5xx_is_retried() {
+    let app = spawn_app_with(accounts_setup()).await;
+    app.batch(vec![identify(
+        "u-6",
+        "eve@example.com",
+        json!({}),
+        "2026-11-20T10:00:00.000Z",
+        "id-6",
+    )])
+    .await;
+    app.drain().await;
+    app.emulator.state.inject(Fault::NextStatus {
+        count: 1,
+        status: 400,
+        path_contains: Some("sales_accounts/upsert".into()),
+        body: None,
+    });
+    app.batch(vec![group(
+        "u-6",
+        "g-6",
+        json!({"name": "Wayne"}),
+        "2026-11-20T10:01:00.000Z",
+        "bad-6",
+    )])
+    .await;
+    app.drain().await;
+    let t = app.store.event_traces("bad-6").await.unwrap();
+    let d = &t[0].deliveries[0];
+    assert_eq!(d.status, DeliveryStatus::Dead);
+    let dead = app
+        .store
+        .dead_letters(&DeliveryFilter {
+            reason_code: Some("refused".into()),
+            ..DeliveryFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!(
+        (dead[0].message_id.as_str(), dead[0].event_type.as_str()),
+        ("bad-6", "group")
+    );
+    let call = d.attempts.last().unwrap();
+    assert!(
+        call.request_line.contains("/sales_accounts/upsert"),
+        "{}",
+        call.request_line
+    );
+    assert!(call.request_body.as_deref().unwrap().contains("Wayne"));
+    assert_eq!(call.status, Some(400));
+
+    // A 503 is retried, then the account is written and the contact associated.
+    app.emulator.state.inject(Fault::NextStatus {
+        count: 1,
+        status: 503,
+        path_contains: Some("sales_accounts/upsert".into()),
+        body: None,
+    });
+    app.batch(vec![group(
+        "u-6",
+        "g-7",
+        json!({"name": "Oscorp"}),
+        "2026-11-20T10:02:00.000Z",
+        "retry-6",
+    )])
+    .await;
+    app.drain().await;
+    let (status, text) = trace(&app, "retry-6").await;
+    assert_eq!(status, DeliveryStatus::Delivered, "{text}");
+    assert!(text.contains("retry in"), "{text}");
+    let account_id = account_named(&app, "Oscorp")["id"].as_i64().unwrap();
+    assert_eq!(links_of(&app, "eve@example.com"), vec![(account_id, true)]);
     app.stop().await;
 }
 
