@@ -210,6 +210,44 @@ async fn traits_company_becomes_an_account_on_the_identifys_own_upsert() {
 }
 
 #[tokio::test]
+async fn many_contacts_of_one_company_cost_one_account_call_each_company() {
+    let app = spawn_app_with(accounts_setup()).await;
+    // Held back so the contacts are delivered together, concurrently (and in bulk).
+    app.emulator.state.inject(Fault::Latency { ms: 200 });
+    let events: Vec<Value> = (0..150)
+        .map(|i| {
+            identify(
+                &format!("m-{i}"),
+                &format!("m{i}@example.com"),
+                json!({"company": {"name": format!("Company {}", i % 2), "plan": "Pro"}}),
+                "2026-11-20T10:00:00.000Z",
+                &format!("m-msg-{i}"),
+            )
+        })
+        .collect();
+    for chunk in events.chunks(100) {
+        app.batch(chunk.to_vec()).await;
+    }
+    app.emulator.state.clear_faults();
+    app.drain().await;
+    assert_eq!(app.calls("/sales_accounts/upsert"), 2);
+    assert!(
+        app.calls("/contacts/bulk_upsert") >= 1,
+        "the bulk path carries the association too"
+    );
+    for i in [0, 1, 99, 148, 149] {
+        let id = account_named(&app, &format!("Company {}", i % 2))["id"]
+            .as_i64()
+            .unwrap();
+        assert_eq!(
+            links_of(&app, &format!("m{i}@example.com")),
+            vec![(id, true)]
+        );
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn an_older_group_does_not_overwrite_a_newer_account_field() {
     let app = spawn_app_with(accounts_setup()).await;
     app.batch(vec![

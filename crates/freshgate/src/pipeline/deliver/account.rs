@@ -24,6 +24,37 @@ use super::worker::quota_not_before;
 use super::{DestinationWorker, Stop};
 use crate::pipeline::now_ms;
 
+/// Account locks (striped): contacts are leased one by one, but many contacts name one account.
+const LOCK_STRIPES: usize = 64;
+
+/// One lock per stripe of account keys: the read of an account's shadow, its upsert and the
+/// shadow's update happen under it, so two contacts of one account never plan against the same
+/// old shadow in this process (an older group would otherwise overwrite a newer value, and the
+/// first touch of an account would be sent twice).
+pub struct AccountLocks {
+    stripes: Vec<tokio::sync::Mutex<()>>,
+}
+
+impl Default for AccountLocks {
+    fn default() -> Self {
+        Self {
+            stripes: (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        }
+    }
+}
+
+impl AccountLocks {
+    fn of(&self, key: &str) -> &tokio::sync::Mutex<()> {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        key.hash(&mut h);
+        let stripe = usize::try_from(h.finish() % LOCK_STRIPES as u64).unwrap_or(0);
+        &self.stripes[stripe]
+    }
+}
+
 /// The trace words of a group whose contact does not exist (yet).
 const NO_CONTACT: &str =
     "no contact with this userId yet: its next identify associates it with the account";
@@ -162,6 +193,7 @@ impl DestinationWorker {
         delivery_ids: &[i64],
     ) -> Result<Upserted, Stop> {
         let key = spec.key.store_key();
+        let _serialised = self.account_locks.of(&key).lock().await;
         let shadow: Option<AccountShadow> = self
             .store
             .account_shadow(&self.name, &key)

@@ -47,6 +47,8 @@ pub struct DestinationWorker {
     pub account_fields: FieldCache,
     /// What the destination delivers besides identify.
     pub kinds: DestinationKinds,
+    /// Serialises the writes of one sales account within this process.
+    pub account_locks: super::account::AccountLocks,
     /// Set while paused by an authentication failure: until when (Unix ms).
     pub paused: Mutex<Option<i64>>,
     /// Ready contacts that make a batch go through `bulk_upsert` (0: never).
@@ -94,6 +96,7 @@ impl DestinationWorker {
             fields,
             account_fields,
             kinds: destination.kinds.clone(),
+            account_locks: super::account::AccountLocks::default(),
             paused: Mutex::new(None),
             bulk_min_contacts: destination.config.bulk_min_contacts,
             force_bulk: false,
