@@ -77,3 +77,61 @@ pub async fn route_stored_events(
         store.add_deliveries(late, now_ms).await?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use freshgate_store::{AppendBatch, NewEvent};
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored(event_type: &str, message_id: &str) -> NewEvent {
+        let raw = json!({
+            "type": event_type, "messageId": message_id, "userId": "u1", "groupId": "g1",
+            "traits": {"email": "a@x.io"}, "timestamp": "2026-01-01T00:00:00.000Z",
+        });
+        NewEvent {
+            source: "web".into(),
+            message_id: message_id.into(),
+            event_type: event_type.into(),
+            contact_key: "u1".into(),
+            timestamp_ms: 1_000,
+            received_at_ms: 1_000,
+            raw: raw.to_string().into_bytes(),
+            deliveries: Vec::new(),
+        }
+    }
+
+    /// Replay routes stored groups by the destination's kinds, as ingest does.
+    #[tokio::test]
+    async fn stored_groups_are_routed_by_the_destinations_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = freshgate_store::sqlite::open_in(dir.path()).unwrap();
+        store
+            .append(AppendBatch {
+                events: vec![stored("identify", "m1"), stored("group", "m2")],
+                rejected: Vec::new(),
+                dedup_window_ms: 0,
+            })
+            .await
+            .unwrap();
+        let plain = DestinationConfig {
+            name: "plain".into(),
+            ..DestinationConfig::default()
+        };
+        let routed = route_stored_events(&store, &plain, 0, 10_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!((routed.created, routed.skipped), (1, 1));
+        let accounts = DestinationConfig {
+            name: "accounts".into(),
+            group_accounts: true,
+            ..DestinationConfig::default()
+        };
+        let routed = route_stored_events(&store, &accounts, 0, 10_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!((routed.created, routed.skipped), (2, 0));
+    }
+}
