@@ -11,6 +11,7 @@
 use freshgate_core::account::{self, AccountSpec};
 use freshgate_core::account_shadow::{self, AccountShadow};
 use freshgate_core::delivery::Outcome;
+use freshgate_core::mapping::FieldIndex;
 use freshgate_core::reason::{DeadReason, SkipReason};
 use freshgate_core::segment::StoredEvent;
 use freshgate_core::shadow::ContactShadow;
@@ -22,7 +23,7 @@ use super::settle::Covered;
 use super::steps::report_summary;
 use super::worker::quota_not_before;
 use super::{DestinationWorker, Stop};
-use crate::pipeline::now_ms;
+use crate::pipeline::{fields, now_ms};
 
 /// Account locks (striped): contacts are leased one by one, but many contacts name one account.
 const LOCK_STRIPES: usize = 64;
@@ -115,8 +116,13 @@ impl DestinationWorker {
             first_attempt_ms: pending.first_attempt_ms,
             attempts: pending.attempts,
         };
-        let index = self.account_field_index().await?;
-        let spec = match account::group_account(&index, event) {
+        let spec = self
+            .account_spec(
+                |index| account::group_account(index, event),
+                |built| built.as_ref().ok(),
+            )
+            .await?;
+        let spec = match spec {
             Ok(spec) => spec,
             Err(why) => {
                 return self
@@ -180,6 +186,30 @@ impl DestinationWorker {
                     .await
             }
         }
+    }
+
+    /// An account spec built by `build` against the sales account fields, refreshed once
+    /// (like the contact fields) when the mapping shows evidence that they changed.
+    async fn account_spec<T>(
+        &self,
+        build: impl Fn(&FieldIndex) -> T,
+        spec_of: impl Fn(&T) -> Option<&AccountSpec>,
+    ) -> Result<T, Stop> {
+        let index = self.account_field_index().await?;
+        let built = build(&index);
+        let evidence = spec_of(&built)
+            .map(|spec| fields::refresh_evidence(&index, &spec.report))
+            .unwrap_or_default();
+        if !evidence.is_empty()
+            && self
+                .account_fields
+                .invalidate_on_evidence(now_ms(), &evidence)
+                .await
+        {
+            let index = self.account_field_index().await?;
+            return Ok(build(&index));
+        }
+        Ok(built)
     }
 
     /// Upsert `spec` unless its shadow shows it unchanged; the shadow is marked in doubt
@@ -378,8 +408,13 @@ impl DestinationWorker {
         let Some((event, ts_ms)) = company else {
             return Ok(None);
         };
-        let index = self.account_field_index().await?;
-        let spec = match account::company_account(&index, &event.traits, ts_ms) {
+        let spec = self
+            .account_spec(
+                |index| account::company_account(index, &event.traits, ts_ms),
+                |built| built.as_ref().and_then(|r| r.as_ref().ok()),
+            )
+            .await?;
+        let spec = match spec {
             None => return Ok(None),
             Some(Ok(spec)) => spec,
             Some(Err(why)) => {
