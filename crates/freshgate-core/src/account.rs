@@ -20,6 +20,64 @@ use crate::segment::{EventType, StoredEvent};
 /// The identify trait Segment's Freshsales Suite destination reads the account from.
 pub const COMPANY_TRAIT: &str = "company";
 
+/// The contact field that associates sales accounts (`[{"id":..,"is_primary":..}]`).
+pub const SALES_ACCOUNTS: &str = "sales_accounts";
+
+/// Whether an unmapped trait key is the company trait or one of its members (`company`,
+/// `company.name`): not a contact field's business when `company_accounts` delivers it.
+#[must_use]
+pub fn is_company_key(key: &str) -> bool {
+    key == COMPANY_TRAIT
+        || key
+            .strip_prefix(COMPANY_TRAIT)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
+/// The contact's `sales_accounts` value for these account ids, in association order: the
+/// first is the primary one. The array replaces the contact's associations (spec/freshworks.md
+/// §2.1, INFERRED), so it always carries every account freshgate associated.
+#[must_use]
+pub fn account_links(account_ids: &[i64]) -> Value {
+    Value::Array(
+        account_ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let mut link = Map::new();
+                link.insert("id".into(), Value::from(*id));
+                link.insert("is_primary".into(), Value::Bool(i == 0));
+                Value::Object(link)
+            })
+            .collect(),
+    )
+}
+
+/// The account ids after associating `account_id` (appended unless already there), or `None`
+/// when the contact is already associated with it.
+#[must_use]
+pub fn with_account(associated: &[i64], account_id: i64) -> Option<Vec<i64>> {
+    if associated.contains(&account_id) {
+        return None;
+    }
+    let mut ids = associated.to_vec();
+    ids.push(account_id);
+    Some(ids)
+}
+
+/// The body of the `POST /contacts/upsert` that associates an existing contact (found by its
+/// `external_id`, the Segment `userId`) with `account_ids`; no other field is written.
+#[must_use]
+pub fn association_body(user_id: &str, account_ids: &[i64]) -> Value {
+    let mut identifier = Map::new();
+    identifier.insert("external_id".into(), Value::String(user_id.to_owned()));
+    let mut contact = Map::new();
+    contact.insert(SALES_ACCOUNTS.into(), account_links(account_ids));
+    let mut body = Map::new();
+    body.insert("unique_identifier".into(), Value::Object(identifier));
+    body.insert("contact".into(), Value::Object(contact));
+    Value::Object(body)
+}
+
 /// Where an account comes from, and its key in the store's account shadow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub enum AccountKey {
@@ -346,6 +404,16 @@ mod tests {
             .unwrap_err(),
             NoAccount::NoCompanyName
         );
+    }
+
+    #[test]
+    fn associations_append_and_the_first_stays_primary() {
+        assert_eq!(with_account(&[], 7), Some(vec![7]));
+        assert_eq!(with_account(&[7], 9), Some(vec![7, 9]));
+        assert_eq!(with_account(&[7, 9], 9), None);
+        insta::assert_json_snapshot!("association_body", association_body("u-1", &[7, 9]));
+        assert!(is_company_key("company") && is_company_key("company.name"));
+        assert!(!is_company_key("company_size") && !is_company_key("companyName"));
     }
 
     #[test]

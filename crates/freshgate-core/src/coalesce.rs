@@ -319,6 +319,8 @@ mod tests {
                 ContactShadow {
                     in_doubt: false,
                     confirmed_at_ms: None,
+                    account_ids: Vec::new(),
+                    pending_account_ids: Vec::new(),
                     email_ts_ms: None,
                     contact_id: Some(1),
                     email: Some("a@x.io".into()),

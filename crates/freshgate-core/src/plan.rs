@@ -16,6 +16,7 @@
 use serde_json::Value;
 
 use crate::reason::{DeadReason, SkipReason};
+use crate::rules::DestinationKinds;
 use crate::segment::{EventType, StoredEvent};
 use crate::shadow::{ContactShadow, UpsertPlan};
 
@@ -35,6 +36,13 @@ pub enum Step {
     UpsertContact {
         /// The identifies the upsert covers.
         members: Vec<usize>,
+    },
+    /// A `group` call (`group_accounts`): the sales account upserted (unless its shadow shows
+    /// it unchanged), then the contact associated with it. Runs after every identify before it,
+    /// since the association needs the contact.
+    UpsertAccount {
+        /// The group call.
+        index: usize,
     },
     /// No call: recorded as skipped.
     Skip {
@@ -59,7 +67,7 @@ impl Step {
     #[must_use]
     pub fn calls(&self) -> bool {
         match self {
-            Self::UpsertContact { .. } => true,
+            Self::UpsertContact { .. } | Self::UpsertAccount { .. } => true,
             Self::Skip { .. } | Self::DeadLetter { .. } => false,
         }
     }
@@ -69,9 +77,12 @@ impl Step {
 ///
 /// Consecutive identifies form one [`Step::UpsertContact`]; an identify that can never be sent
 /// (no `userId`, no email) is skipped without breaking its run. Any other event ends the run:
-/// it is planned after it, and identifies after it form a new run.
+/// it is planned after it, and identifies after it form a new run. A `group` becomes a
+/// [`Step::UpsertAccount`] when `kinds.group_accounts` is on. (`traits.company` of an identify
+/// travels with its run: the account is upserted just before the run's contact upsert, which
+/// then carries the association.)
 #[must_use]
-pub fn steps(pending: &[Pending<'_>]) -> Vec<Step> {
+pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds) -> Vec<Step> {
     let mut out = Vec::new();
     let mut run: Vec<usize> = Vec::new();
     for (index, p) in pending.iter().enumerate() {
@@ -91,6 +102,10 @@ pub fn steps(pending: &[Pending<'_>]) -> Vec<Step> {
                 Some(reason) => out.push(Step::Skip { index, reason }),
                 None => run.push(index),
             },
+            EventType::Group if kinds.group_accounts => {
+                close_run(&mut out, &mut run);
+                out.push(Step::UpsertAccount { index });
+            }
             other => {
                 close_run(&mut out, &mut run);
                 out.push(Step::Skip {
@@ -159,6 +174,8 @@ mod tests {
         IdentifyNoUser,
         IdentifyNoEmail,
         Other(EventType),
+        /// A group call, with `group_accounts` on.
+        Group,
         Unreadable,
     }
 
@@ -168,6 +185,7 @@ mod tests {
             Kind::IdentifyNoUser => (EventType::Identify, None, Some("a@x.io")),
             Kind::IdentifyNoEmail => (EventType::Identify, Some("u1"), Some("  ")),
             Kind::Other(t) => (t, Some("u1"), None),
+            Kind::Group => (EventType::Group, Some("u1"), None),
             Kind::Unreadable => return None,
         };
         let mut raw = json!({
@@ -194,7 +212,11 @@ mod tests {
                     .map_or(Pending::Unreadable("bad"), Pending::Event)
             })
             .collect();
-        steps(&pending)
+        let kinds = DestinationKinds {
+            group_accounts: true,
+            ..DestinationKinds::identify_only()
+        };
+        steps(&pending, &kinds)
     }
 
     /// The reference model: deliver one event at a time, in FIFO order, as a per-event
@@ -209,6 +231,7 @@ mod tests {
                     Kind::Identify => "upsert",
                     Kind::IdentifyNoUser | Kind::IdentifyNoEmail => "skip",
                     Kind::Other(_) => "skip",
+                    Kind::Group => "account",
                     Kind::Unreadable => "dead",
                 },
             ));
@@ -219,7 +242,7 @@ mod tests {
         for (i, what) in one_by_one {
             match (kinds[i], what) {
                 (_, "upsert") => open.get_or_insert_with(Vec::new).push(i),
-                (Kind::Other(_), _) => {
+                (Kind::Other(_) | Kind::Group, _) => {
                     if let Some(run) = open.take() {
                         out.push((run, "upsert"));
                     }
@@ -239,6 +262,7 @@ mod tests {
             .iter()
             .map(|s| match s {
                 Step::UpsertContact { members } => (members.clone(), "upsert"),
+                Step::UpsertAccount { index } => (vec![*index], "account"),
                 Step::Skip { index, .. } => (vec![*index], "skip"),
                 Step::DeadLetter { index, .. } => (vec![*index], "dead"),
             })
@@ -252,7 +276,8 @@ mod tests {
             1 => Just(Kind::IdentifyNoEmail),
             1 => Just(Kind::Other(EventType::Track)),
             1 => Just(Kind::Other(EventType::Page)),
-            1 => Just(Kind::Other(EventType::Group)),
+            1 => Just(Kind::Other(EventType::Alias)),
+            2 => Just(Kind::Group),
             1 => Just(Kind::Unreadable),
         ]
     }
@@ -287,6 +312,38 @@ mod tests {
         assert!(plan_of(&[]).is_empty());
     }
 
+    #[test]
+    fn a_group_is_an_account_step_after_the_identifies_before_it_only_when_switched_on() {
+        use Kind::*;
+        let planned = plan_of(&[Identify, Group, Identify, Group]);
+        assert_eq!(
+            planned,
+            vec![
+                Step::UpsertContact { members: vec![0] },
+                Step::UpsertAccount { index: 1 },
+                Step::UpsertContact { members: vec![2] },
+                Step::UpsertAccount { index: 3 },
+            ]
+        );
+        assert!(planned.iter().all(Step::calls));
+        // Without group_accounts: not handled, as before.
+        let events: Vec<StoredEvent> = [Identify, Group]
+            .iter()
+            .map(|k| event(*k).unwrap())
+            .collect();
+        let pending: Vec<Pending<'_>> = events.iter().map(Pending::Event).collect();
+        assert_eq!(
+            steps(&pending, &DestinationKinds::identify_only()),
+            vec![
+                Step::UpsertContact { members: vec![0] },
+                Step::Skip {
+                    index: 1,
+                    reason: SkipReason::NotHandled(EventType::Group)
+                },
+            ]
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -305,11 +362,13 @@ mod tests {
             let position = |i: usize| {
                 steps.iter().position(|s| match s {
                     Step::UpsertContact { members } => members.contains(&i),
-                    Step::Skip { index, .. } | Step::DeadLetter { index, .. } => *index == i,
+                    Step::UpsertAccount { index }
+                    | Step::Skip { index, .. }
+                    | Step::DeadLetter { index, .. } => *index == i,
                 })
             };
             for (j, k) in kinds.iter().enumerate() {
-                if matches!(k, Kind::Other(_)) {
+                if matches!(k, Kind::Other(_) | Kind::Group) {
                     let pj = position(j);
                     for (i, other) in kinds.iter().enumerate() {
                         if *other == Kind::Identify {

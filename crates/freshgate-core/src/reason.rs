@@ -5,6 +5,7 @@
 //! variants here, next to its planner case, so every skip and dead letter has a reason a user
 //! understands and an operator can select on.
 
+use crate::account::NoAccount;
 use crate::segment::EventType;
 
 /// Why a delivery needs no call at all.
@@ -23,6 +24,8 @@ pub enum SkipReason {
     NoEmail,
     /// Every mapped field equals what was last sent, and the CRM confirmed it recently.
     Unchanged,
+    /// A group call (or `traits.company`) that names no account.
+    NoAccount(NoAccount),
 }
 
 impl SkipReason {
@@ -35,6 +38,7 @@ impl SkipReason {
             Self::NoUserId => "no_user_id",
             Self::NoEmail => "no_email",
             Self::Unchanged => "unchanged",
+            Self::NoAccount(_) => "no_account",
         }
     }
 
@@ -51,6 +55,7 @@ impl SkipReason {
                 "rejected: identify has no traits.email (Freshmarketer requires it)".into()
             }
             Self::Unchanged => "unchanged: every mapped field equals what was last sent".into(),
+            Self::NoAccount(why) => format!("rejected: {why}"),
         }
     }
 
@@ -58,7 +63,7 @@ impl SkipReason {
     #[must_use]
     pub fn metric_label(&self) -> Option<&'static str> {
         match self {
-            Self::NoUserId | Self::NoEmail => Some("rejected"),
+            Self::NoUserId | Self::NoEmail | Self::NoAccount(_) => Some("rejected"),
             Self::Unchanged => Some("unchanged"),
             Self::NotHandled(_) | Self::OptedOut { .. } => None,
         }

@@ -14,6 +14,7 @@ use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::reason::SkipReason;
+use crate::rules::DestinationKinds;
 use crate::segment::EventType;
 use crate::segment::envelope::{get, is_false, object_entries};
 
@@ -29,11 +30,12 @@ pub enum Route {
 }
 
 impl Route {
-    /// The decision for a call type, given whether [`destination_enabled`] holds. Only
-    /// `identify` writes a contact.
+    /// The decision for a call type, given whether [`destination_enabled`] holds and what the
+    /// destination delivers (`kinds`): `identify` always; `group` when `group_accounts` is on.
+    /// With [`DestinationKinds::identify_only`] this is the seed's decision.
     #[must_use]
-    pub fn decide(event_type: EventType, enabled: bool) -> Self {
-        if !matches!(event_type, EventType::Identify) {
+    pub fn decide(event_type: EventType, enabled: bool, kinds: &DestinationKinds) -> Self {
+        if !handles(event_type, kinds) {
             Self::NotHandled(event_type)
         } else if !enabled {
             Self::OptedOut
@@ -59,6 +61,15 @@ impl Route {
     #[must_use]
     pub fn skip_reason(self, integration_key: &str) -> Option<String> {
         self.skip(integration_key).map(|r| r.detail())
+    }
+}
+
+/// Whether a destination with these kinds does anything with a call type.
+fn handles(event_type: EventType, kinds: &DestinationKinds) -> bool {
+    match event_type {
+        EventType::Identify => true,
+        EventType::Group => kinds.group_accounts,
+        _ => false,
     }
 }
 
@@ -126,11 +137,22 @@ mod tests {
 
     #[test]
     fn route_handles_identify_only_and_honours_opt_out() {
-        assert_eq!(Route::decide(EventType::Identify, true), Route::Deliver);
-        assert_eq!(Route::decide(EventType::Identify, false), Route::OptedOut);
+        let only = DestinationKinds::identify_only();
         assert_eq!(
-            Route::decide(EventType::Track, true),
+            Route::decide(EventType::Identify, true, &only),
+            Route::Deliver
+        );
+        assert_eq!(
+            Route::decide(EventType::Identify, false, &only),
+            Route::OptedOut
+        );
+        assert_eq!(
+            Route::decide(EventType::Track, true, &only),
             Route::NotHandled(EventType::Track)
+        );
+        assert_eq!(
+            Route::decide(EventType::Group, true, &only),
+            Route::NotHandled(EventType::Group)
         );
         assert_eq!(Route::Deliver.skip_reason(KEY), None);
         assert_eq!(
@@ -138,10 +160,39 @@ mod tests {
             Some("disabled by the integrations object (key \"Freshmarketer\")")
         );
         assert_eq!(
-            Route::decide(EventType::Page, false)
+            Route::decide(EventType::Page, false, &only)
                 .skip_reason(KEY)
                 .as_deref(),
             Some("not handled by this destination: page")
+        );
+    }
+
+    #[test]
+    fn group_is_delivered_when_group_accounts_is_on() {
+        let accounts = DestinationKinds {
+            group_accounts: true,
+            ..DestinationKinds::identify_only()
+        };
+        assert_eq!(
+            Route::decide(EventType::Group, true, &accounts),
+            Route::Deliver
+        );
+        assert_eq!(
+            Route::decide(EventType::Group, false, &accounts),
+            Route::OptedOut
+        );
+        // company_accounts rides on identify: it routes no other call type.
+        let company = DestinationKinds {
+            company_accounts: true,
+            ..DestinationKinds::identify_only()
+        };
+        assert_eq!(
+            Route::decide(EventType::Group, true, &company),
+            Route::NotHandled(EventType::Group)
+        );
+        assert_eq!(
+            Route::decide(EventType::Track, true, &accounts),
+            Route::NotHandled(EventType::Track)
         );
     }
 }

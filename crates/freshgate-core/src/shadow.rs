@@ -55,6 +55,15 @@ pub struct ContactShadow {
     /// An unchanged identify is skipped only for a while after it (see [`Self::skips_unchanged`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub confirmed_at_ms: Option<i64>,
+    /// Sales account ids freshgate associated the contact with (group / `traits.company`), in
+    /// the order they were added: the first is the primary one. Kept apart from `fields` so
+    /// `MissingTraits::Clear` never blanks an association.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub account_ids: Vec<i64>,
+    /// Sales accounts a group named before the contact existed in the CRM: the contact's next
+    /// upsert associates them (then they move to `account_ids`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending_account_ids: Vec<i64>,
 }
 
 impl ContactShadow {
@@ -280,6 +289,8 @@ mod tests {
                 .collect(),
             in_doubt: false,
             confirmed_at_ms: None,
+            account_ids: Vec::new(),
+            pending_account_ids: Vec::new(),
         }
     }
 

@@ -192,6 +192,8 @@ mod tests {
             fields: BTreeMap::new(),
             in_doubt: false,
             confirmed_at_ms: None,
+            account_ids: Vec::new(),
+            pending_account_ids: Vec::new(),
         };
         let (upsert, bulk, p) = bodies(
             "u-123",
@@ -243,6 +245,8 @@ mod tests {
             fields: BTreeMap::new(),
             in_doubt: false,
             confirmed_at_ms: None,
+            account_ids: Vec::new(),
+            pending_account_ids: Vec::new(),
         };
         let evs = [event(
             3,

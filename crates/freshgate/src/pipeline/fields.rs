@@ -1,4 +1,5 @@
-//! The account's contact field metadata: cached in memory and in the store, refreshed when the
+//! The account's field metadata of one entity (contact fields, or sales account fields for
+//! groups and companies): cached in memory and in the store (entity-keyed), refreshed when the
 //! mapping shows evidence that the account changed, and otherwise after a long TTL.
 //!
 //! Every fetch is one API call of the account's hourly quota, so the cache is frugal:
@@ -16,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use freshgate_core::fields::{FieldDef, FieldType};
-use freshgate_core::mapping::{FieldIndex, MappingReport};
+use freshgate_core::mapping::{Entity, FieldIndex, MappingReport};
 use freshgate_store::{FieldMetadata, Store};
 use freshworks_client::FreshworksError;
 use tokio::sync::Mutex;
@@ -44,8 +45,9 @@ struct State {
     pending_check: Vec<String>,
 }
 
-/// The field metadata of one account, as one destination worker uses it.
+/// The field metadata of one entity of one account, as one destination worker uses it.
 pub struct FieldCache {
+    entity: Entity,
     ttl_ms: i64,
     /// The store's key: the account's base URL (destinations on one account share it).
     account: String,
@@ -62,10 +64,23 @@ pub enum FieldsError {
 }
 
 impl FieldCache {
-    /// An empty cache over the store's copy for `account`.
+    /// An empty cache of contact fields over the store's copy for `account`.
     #[must_use]
     pub fn new(ttl: Duration, account: String, store: Arc<dyn Store>) -> Self {
+        Self::for_entity(Entity::Contact, ttl, account, store)
+    }
+
+    /// An empty cache of `entity`'s fields over the store's copy for `account` (contact
+    /// fields in `field_metadata`, any other entity in `entity_field_metadata`).
+    #[must_use]
+    pub fn for_entity(
+        entity: Entity,
+        ttl: Duration,
+        account: String,
+        store: Arc<dyn Store>,
+    ) -> Self {
         Self {
+            entity,
             ttl_ms: i64::try_from(ttl.as_millis()).unwrap_or(i64::MAX),
             account,
             store,
@@ -110,7 +125,7 @@ impl FieldCache {
         let fields = fetch().await?;
         let fetched_at_ms = now;
         self.save(&fields, fetched_at_ms).await;
-        let index = Arc::new(FieldIndex::new(&fields));
+        let index = Arc::new(FieldIndex::for_entity(self.entity, &fields));
         state.cached = Some(Cached {
             index: Arc::clone(&index),
             fetched_at_ms,
@@ -124,7 +139,15 @@ impl FieldCache {
 
     /// The stored copy, if fresh and readable. A store failure only costs a fetch.
     async fn load(&self, now: i64) -> Option<Cached> {
-        let stored = match self.store.field_metadata(&self.account).await {
+        let stored = match self.entity {
+            Entity::Contact => self.store.field_metadata(&self.account).await,
+            other => {
+                self.store
+                    .entity_field_metadata(&self.account, other.as_str())
+                    .await
+            }
+        };
+        let stored = match stored {
             Ok(stored) => stored?,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read stored field metadata; fetching it");
@@ -136,7 +159,7 @@ impl FieldCache {
         }
         match serde_json::from_slice::<Vec<FieldDef>>(&stored.body) {
             Ok(fields) => Some(Cached {
-                index: Arc::new(FieldIndex::new(&fields)),
+                index: Arc::new(FieldIndex::for_entity(self.entity, &fields)),
                 fetched_at_ms: stored.fetched_at_ms,
             }),
             Err(e) => {
@@ -148,7 +171,20 @@ impl FieldCache {
 
     /// Keep a fetched copy in the store.
     async fn save(&self, fields: &[FieldDef], fetched_at_ms: i64) {
-        remember(self.store.as_ref(), &self.account, fields, fetched_at_ms).await;
+        if self.entity == Entity::Contact {
+            remember(self.store.as_ref(), &self.account, fields, fetched_at_ms).await;
+            return;
+        }
+        let Some(metadata) = metadata_of(fields, fetched_at_ms) else {
+            return;
+        };
+        if let Err(e) = self
+            .store
+            .put_entity_field_metadata(&self.account, self.entity.as_str(), metadata)
+            .await
+        {
+            tracing::warn!(error = %e, "cannot store field metadata");
+        }
     }
 
     /// At `now`, the mapping found `evidence` (see [`refresh_evidence`]) that the metadata may
@@ -184,19 +220,25 @@ impl FieldCache {
 /// [`FieldCache`] of that account (this process after a restart, other nodes) finds it. A
 /// failure is logged: it only costs a fetch later.
 pub async fn remember(store: &dyn Store, account: &str, fields: &[FieldDef], fetched_at_ms: i64) {
-    let body = match serde_json::to_vec(fields) {
-        Ok(body) => body,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot serialise field metadata");
-            return;
-        }
-    };
-    let metadata = FieldMetadata {
-        fetched_at_ms,
-        body,
+    let Some(metadata) = metadata_of(fields, fetched_at_ms) else {
+        return;
     };
     if let Err(e) = store.put_field_metadata(account, metadata).await {
         tracing::warn!(error = %e, "cannot store field metadata");
+    }
+}
+
+/// A field list as the store keeps it (`None`, logged, when it cannot be serialised).
+fn metadata_of(fields: &[FieldDef], fetched_at_ms: i64) -> Option<FieldMetadata> {
+    match serde_json::to_vec(fields) {
+        Ok(body) => Some(FieldMetadata {
+            fetched_at_ms,
+            body,
+        }),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot serialise field metadata");
+            None
+        }
     }
 }
 
@@ -330,6 +372,35 @@ mod tests {
             "a bad number says nothing about the account"
         );
         assert!(refresh_evidence(&index, &MappingReport::default()).is_empty());
+    }
+
+    #[tokio::test]
+    async fn account_fields_are_kept_apart_from_contact_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(&dir);
+        let accounts = || {
+            FieldCache::for_entity(
+                Entity::SalesAccount,
+                Duration::from_secs(3600),
+                "https://acme.example".into(),
+                Arc::clone(&s),
+            )
+        };
+        let fetches = AtomicUsize::new(0);
+        get(&accounts(), 0, &fetches).await;
+        // The contact cache of the same account does not see the account fields...
+        get(&cache(&s), 1, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        // ...and a restarted account cache reuses its own stored copy.
+        let index = get(&accounts(), 2, &fetches).await;
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        assert_eq!(index.entity(), Entity::SalesAccount);
+        assert!(
+            s.entity_field_metadata("https://acme.example", "sales_account")
+                .await
+                .unwrap()
+                .is_some()
+        );
     }
 
     #[tokio::test]

@@ -170,6 +170,7 @@ impl Ingestor {
                 let route = Route::decide(
                     event.event_type,
                     event.destination_enabled(&d.config.integration_key),
+                    &d.kinds,
                 );
                 new_delivery(&d.config.name, route.skip(&d.config.integration_key))
             })

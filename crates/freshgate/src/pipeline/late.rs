@@ -5,6 +5,7 @@
 //! skipped). The store only lists, inserts and reopens.
 
 use freshgate_core::routing::Route;
+use freshgate_core::rules::DestinationKinds;
 use freshgate_core::segment::parse_stored_event;
 use freshgate_store::{DeliveryFilter, LateDelivery, Reopen, Store, StoreError};
 
@@ -37,6 +38,8 @@ pub async fn route_stored_events(
 ) -> Result<LateRouting, StoreError> {
     let mut total = LateRouting::default();
     let mut after_id = 0;
+    // A loaded configuration was validated: its kinds convert.
+    let kinds = destination.kinds().unwrap_or_default();
     loop {
         let page = store
             .events_without_delivery(&destination.name, since_ms, until_ms, after_id, PAGE)
@@ -50,7 +53,7 @@ pub async fn route_stored_events(
             if !destination.takes_source(&event.source) {
                 continue;
             }
-            let skip = route_of(&event.raw, destination).skip(&destination.integration_key);
+            let skip = route_of(&event.raw, destination, &kinds).skip(&destination.integration_key);
             match skip {
                 Some(_) => total.skipped += 1,
                 None => total.created += 1,
@@ -67,11 +70,12 @@ pub async fn route_stored_events(
 
 /// What `destination` does with a stored event. One that cannot be read back is delivered all
 /// the same: the delivery side dead-letters it with its reason, where the operator sees it.
-fn route_of(raw: &[u8], destination: &DestinationConfig) -> Route {
+fn route_of(raw: &[u8], destination: &DestinationConfig, kinds: &DestinationKinds) -> Route {
     parse_stored_event(raw).map_or(Route::Deliver, |stored| {
         Route::decide(
             stored.event_type,
             stored.destination_enabled(&destination.integration_key),
+            kinds,
         )
     })
 }
@@ -102,6 +106,11 @@ pub async fn replay_finished(
 ) -> Result<Replayed, StoreError> {
     let mut total = Replayed::default();
     let mut after_id = 0;
+    // A loaded configuration was validated: its kinds convert.
+    let kinds: Vec<DestinationKinds> = destinations
+        .iter()
+        .map(|d| d.kinds().unwrap_or_default())
+        .collect();
     loop {
         let page = store.finished_deliveries(filter, after_id, PAGE).await?;
         let Some(last) = page.last() else {
@@ -110,16 +119,78 @@ pub async fn replay_finished(
         after_id = last.delivery_id;
         let mut reopen = Vec::with_capacity(page.len());
         for finished in page {
-            let Some(destination) = destinations.iter().find(|d| d.name == finished.destination)
+            let Some((destination, kinds)) = destinations
+                .iter()
+                .zip(&kinds)
+                .find(|(d, _)| d.name == finished.destination)
             else {
                 total.unconfigured += 1;
                 continue;
             };
-            match route_of(&finished.raw, destination) {
+            match route_of(&finished.raw, destination, kinds) {
                 Route::Deliver => reopen.push(finished.delivery_id),
                 Route::NotHandled(_) | Route::OptedOut => total.not_routed += 1,
             }
         }
         total.requeued += store.reopen(reopen, Reopen::Replay, now_ms).await?;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use freshgate_store::{AppendBatch, NewEvent};
+    use serde_json::json;
+
+    use super::*;
+
+    fn stored(event_type: &str, message_id: &str) -> NewEvent {
+        let raw = json!({
+            "type": event_type, "messageId": message_id, "userId": "u1", "groupId": "g1",
+            "traits": {"email": "a@x.io"}, "timestamp": "2026-01-01T00:00:00.000Z",
+        });
+        NewEvent {
+            source: "web".into(),
+            message_id: message_id.into(),
+            event_type: event_type.into(),
+            contact_key: "u1".into(),
+            timestamp_ms: 1_000,
+            received_at_ms: 1_000,
+            raw: raw.to_string().into_bytes(),
+            email: None,
+            deliveries: Vec::new(),
+        }
+    }
+
+    /// Replay routes stored groups by the destination's kinds, as ingest does.
+    #[tokio::test]
+    async fn stored_groups_are_routed_by_the_destinations_kinds() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = freshgate_store::sqlite::open_in(dir.path()).unwrap();
+        store
+            .append(AppendBatch {
+                events: vec![stored("identify", "m1"), stored("group", "m2")],
+                rejected: Vec::new(),
+                dedup_window_ms: 0,
+            })
+            .await
+            .unwrap();
+        let plain = DestinationConfig {
+            name: "plain".into(),
+            ..DestinationConfig::default()
+        };
+        let routed = route_stored_events(&store, &plain, 0, 10_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!((routed.created, routed.skipped), (1, 1));
+        let accounts = DestinationConfig {
+            name: "accounts".into(),
+            group_accounts: true,
+            ..DestinationConfig::default()
+        };
+        let routed = route_stored_events(&store, &accounts, 0, 10_000, 5_000)
+            .await
+            .unwrap();
+        assert_eq!((routed.created, routed.skipped), (2, 0));
     }
 }

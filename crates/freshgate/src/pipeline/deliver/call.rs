@@ -31,6 +31,10 @@ pub enum Endpoint {
     JobStatus,
     /// `GET /settings/contacts/fields`.
     Fields,
+    /// `POST /sales_accounts/upsert`.
+    AccountsUpsert,
+    /// `GET /settings/sales_accounts/fields`.
+    AccountFields,
 }
 
 impl Endpoint {
@@ -43,6 +47,8 @@ impl Endpoint {
             Self::ContactsBulkUpsert => "contacts_bulk_upsert",
             Self::JobStatus => "job_status",
             Self::Fields => "fields",
+            Self::AccountsUpsert => "sales_accounts_upsert",
+            Self::AccountFields => "account_fields",
         }
     }
 

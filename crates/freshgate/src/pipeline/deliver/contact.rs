@@ -39,6 +39,10 @@ pub struct Prepared {
     pub email_ts_ms: Option<i64>,
     /// How the write finds the contact (`mapping::identifier`).
     pub identity: Identity,
+    /// The contact's sales account ids when this upsert changes its associations
+    /// (`traits.company`, or a group that came before the contact existed): sent as
+    /// `sales_accounts` in `plan`, kept in the shadow once written.
+    pub account_ids: Option<Vec<i64>>,
 }
 
 impl Prepared {
@@ -89,6 +93,15 @@ impl DestinationWorker {
             shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
         new_shadow.email_ts_ms = new_shadow.email_ts_ms.max(p.email_ts_ms);
         new_shadow.confirmed_at_ms = Some(now_ms());
+        if let Some(ids) = &p.account_ids {
+            new_shadow
+                .fields
+                .remove(freshgate_core::account::SALES_ACCOUNTS);
+            new_shadow.account_ids.clone_from(ids);
+            new_shadow
+                .pending_account_ids
+                .retain(|id| !ids.contains(id));
+        }
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)

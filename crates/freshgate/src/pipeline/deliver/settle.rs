@@ -47,7 +47,7 @@ impl DestinationWorker {
                     reason,
                     detail,
                 } => Some((ids[*index], dead(*reason, detail.clone()))),
-                Step::UpsertContact { .. } => None,
+                Step::UpsertContact { .. } | Step::UpsertAccount { .. } => None,
             })
             .collect();
         if !settlements.is_empty() {

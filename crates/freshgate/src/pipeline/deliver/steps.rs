@@ -7,9 +7,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use freshgate_core::account;
 use freshgate_core::coalesce::IdentifyInput;
 use freshgate_core::delivery::Outcome;
-use freshgate_core::mapping::{self, FieldIndex, MappingReport};
+use freshgate_core::mapping::{self, FieldIndex, MappedField, MappingReport};
 use freshgate_core::plan::{self, Pending, Step};
 use freshgate_core::reason::SkipReason;
 use freshgate_core::segment::{self, StoredEvent};
@@ -17,6 +18,7 @@ use freshgate_core::shadow::{self, ContactShadow};
 use freshgate_store::{ContactLease, PendingDelivery};
 
 use super::call::{Endpoint, Quota, duration_ms};
+use super::settle::Covered;
 use super::worker::quota_not_before;
 use super::{DestinationWorker, Prepared, Stop};
 use crate::pipeline::fields::{self, FieldsError};
@@ -53,7 +55,7 @@ impl DestinationWorker {
                     Err(why) => Pending::Unreadable(why),
                 })
                 .collect();
-            let steps = plan::steps(&view);
+            let steps = plan::steps(&view, &self.kinds);
             // Steps run in order: everything before the first call is settled now, the call
             // is prepared; what comes after it is planned again once it is settled.
             let first_call = steps.iter().position(Step::calls);
@@ -63,6 +65,13 @@ impl DestinationWorker {
             // Exhaustive on purpose: a new kind of step must say here how it is prepared.
             let members = match first_call.map(|i| &steps[i]) {
                 Some(Step::UpsertContact { members }) => members,
+                Some(Step::UpsertAccount { index }) => {
+                    // The planner makes account steps of readable events only.
+                    if let Ok(event) = &parsed[*index] {
+                        self.group_account(lease, &pending[*index], event).await?;
+                    }
+                    continue;
+                }
                 // Nothing calls (all settled above): read what is left.
                 None | Some(Step::Skip { .. } | Step::DeadLetter { .. }) => continue,
             };
@@ -77,13 +86,40 @@ impl DestinationWorker {
     }
 
     async fn field_index(&self) -> Result<Arc<FieldIndex>, Stop> {
-        let result = self
-            .fields
+        self.index_of(&self.fields, Endpoint::Fields, || {
+            self.client.contact_fields()
+        })
+        .await
+    }
+
+    /// The sales account field index (groups, companies), fetched like the contact fields.
+    pub(super) async fn account_field_index(&self) -> Result<Arc<FieldIndex>, Stop> {
+        self.index_of(&self.account_fields, Endpoint::AccountFields, || {
+            self.client.account_fields()
+        })
+        .await
+    }
+
+    /// The field index of `cache`, fetched through the call path (`endpoint`, one call of the
+    /// budget) when neither memory nor the store holds a fresh copy.
+    async fn index_of<Fut>(
+        &self,
+        cache: &fields::FieldCache,
+        endpoint: Endpoint,
+        fetch: impl FnOnce() -> Fut,
+    ) -> Result<Arc<FieldIndex>, Stop>
+    where
+        Fut: std::future::Future<
+                Output = Result<
+                    freshworks_client::Exchange<freshworks_client::FieldsResponse>,
+                    freshworks_client::FreshworksError,
+                >,
+            >,
+    {
+        let result = cache
             .get(now_ms(), || async {
                 let called = self
-                    .call(Endpoint::Fields, Quota::Take(1), || {
-                        self.client.contact_fields()
-                    })
+                    .call(endpoint, Quota::Take(1), fetch)
                     .await
                     .map_err(|wait| FieldsError::Budget(wait.0))?;
                 called
@@ -96,7 +132,7 @@ impl DestinationWorker {
             Ok(index) => Ok(index),
             Err(FieldsError::Budget(until)) => Err(Stop::Later(quota_not_before(until))),
             Err(FieldsError::Call(e, outcome)) => {
-                tracing::warn!(destination = self.name, status = ?e.status(), error = %e, "cannot read contact fields");
+                tracing::warn!(destination = self.name, endpoint = endpoint.metric_label(), status = ?e.status(), error = %e, "cannot read field metadata");
                 match outcome {
                     Outcome::Pause { reason } => Err(Stop::Later(Some(self.pause(&reason).await))),
                     Outcome::Retry { after, .. } | Outcome::Throttled { after, .. } => {
@@ -135,6 +171,7 @@ impl DestinationWorker {
 
         let mut index = self.field_index().await?;
         let mut mapped = mapping::map_traits(&index, &coalesced);
+        self.drop_company_keys(&mut mapped.report);
         let evidence = fields::refresh_evidence(&index, &mapped.report);
         if !evidence.is_empty()
             && self
@@ -144,6 +181,7 @@ impl DestinationWorker {
         {
             index = self.field_index().await?;
             mapped = mapping::map_traits(&index, &coalesced);
+            self.drop_company_keys(&mut mapped.report);
         }
         self.report(&mapped.report);
 
@@ -171,16 +209,55 @@ impl DestinationWorker {
                 .await?;
             return Ok(None);
         };
-        let plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
-        let time_notes: Vec<String> = run.iter().filter_map(|(_, e)| e.timestamp_note()).collect();
+        let mut plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
+        let mut time_notes: Vec<String> =
+            run.iter().filter_map(|(_, e)| e.timestamp_note()).collect();
+        let associated = shadow
+            .as_ref()
+            .map_or(&[][..], |s| s.account_ids.as_slice());
+        let mut account_ids = self
+            .company_account(
+                &Covered {
+                    lease,
+                    delivery_ids: &delivery_ids,
+                    first_attempt_ms,
+                    attempts,
+                },
+                self.company_of(&run),
+                associated,
+                &mut time_notes,
+            )
+            .await?;
+        // Accounts a group named before this contact existed are associated now.
+        for id in shadow.iter().flat_map(|s| &s.pending_account_ids) {
+            let base = account_ids.as_deref().unwrap_or(associated);
+            if let Some(next) = account::with_account(base, *id) {
+                account_ids = Some(next);
+            }
+        }
+        if let Some(ids) = &account_ids {
+            // The association rides on this upsert; `contact_delivered` moves it from the
+            // fields into `ContactShadow::account_ids`.
+            let ts_ms = run.iter().map(|(p, _)| p.timestamp_ms).max().unwrap_or(0);
+            plan.send.insert(
+                account::SALES_ACCOUNTS.to_owned(),
+                MappedField {
+                    value: account::account_links(ids),
+                    ts_ms,
+                    custom: false,
+                },
+            );
+        }
         let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
-        if let Some(reason) = plan::skip_unchanged(
-            shadow.as_ref(),
-            &plan,
-            &email,
-            now_ms(),
-            self.unchanged_skip_ms,
-        ) {
+        if account_ids.is_none()
+            && let Some(reason) = plan::skip_unchanged(
+                shadow.as_ref(),
+                &plan,
+                &email,
+                now_ms(),
+                self.unchanged_skip_ms,
+            )
+        {
             // Move the shadow's timestamps forward: these events confirmed the values, so an
             // older event arriving later must still count as stale.
             let mut confirmed = shadow::apply(shadow.as_ref(), &user_id, &email, &plan, None);
@@ -207,7 +284,31 @@ impl DestinationWorker {
             shadow,
             summary,
             email_ts_ms,
+            account_ids,
         }))
+    }
+
+    /// With `company_accounts`, the company trait is the account's, not an unmapped trait.
+    fn drop_company_keys(&self, report: &mut MappingReport) {
+        if self.kinds.company_accounts {
+            report.unmapped.retain(|k| !account::is_company_key(k));
+        }
+    }
+
+    /// The run's newest identify carrying `traits.company`, with its timestamp, when
+    /// `company_accounts` is on.
+    fn company_of<'a>(&self, run: &Run<'a>) -> Option<(&'a StoredEvent, i64)> {
+        if !self.kinds.company_accounts {
+            return None;
+        }
+        run.iter()
+            .filter(|(_, e)| {
+                e.traits
+                    .get(account::COMPANY_TRAIT)
+                    .is_some_and(|c| !c.is_null())
+            })
+            .max_by_key(|(p, _)| (p.timestamp_ms, p.event_id))
+            .map(|(p, e)| (*e, p.timestamp_ms))
     }
 
     fn report(&self, report: &MappingReport) {
@@ -222,7 +323,11 @@ impl DestinationWorker {
 
 /// The mapping report as a suffix for traces: what was not sent and why, and event times that
 /// were not taken as sent.
-fn report_summary(report: &MappingReport, stale: &[String], time_notes: &[String]) -> String {
+pub(super) fn report_summary(
+    report: &MappingReport,
+    stale: &[String],
+    time_notes: &[String],
+) -> String {
     let mut parts: Vec<String> = time_notes.to_vec();
     if !report.unmapped.is_empty() {
         parts.push(format!("unmapped traits: {}", report.unmapped.join(", ")));

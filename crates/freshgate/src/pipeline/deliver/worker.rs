@@ -6,6 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use freshgate_core::coalesce::MissingTraits;
+use freshgate_core::mapping::Entity;
+use freshgate_core::rules::DestinationKinds;
 use freshgate_store::{ContactLease, Store, StoreError};
 use freshworks_client::FreshworksClient;
 
@@ -41,6 +43,12 @@ pub struct DestinationWorker {
     pub budget: Arc<BudgetGate>,
     /// The account's field metadata.
     pub fields: FieldCache,
+    /// The account's sales account field metadata (groups and companies).
+    pub account_fields: FieldCache,
+    /// What the destination delivers besides identify.
+    pub kinds: DestinationKinds,
+    /// Serialises the writes of one sales account within this process.
+    pub account_locks: super::account::AccountLocks,
     /// Set while paused by an authentication failure: until when (Unix ms).
     pub paused: Mutex<Option<i64>>,
     /// Ready contacts that make a batch go through `bulk_upsert` (0: never).
@@ -71,6 +79,12 @@ impl DestinationWorker {
             destination.base_url.clone(),
             Arc::clone(&store),
         );
+        let account_fields = FieldCache::for_entity(
+            Entity::SalesAccount,
+            Duration::from_secs(destination.config.fields_ttl_secs),
+            destination.base_url.clone(),
+            Arc::clone(&store),
+        );
         Ok(Self {
             name: destination.config.name.clone(),
             mode: destination.config.missing_traits,
@@ -80,6 +94,9 @@ impl DestinationWorker {
             store,
             budget,
             fields,
+            account_fields,
+            kinds: destination.kinds.clone(),
+            account_locks: super::account::AccountLocks::default(),
             paused: Mutex::new(None),
             bulk_min_contacts: destination.config.bulk_min_contacts,
             force_bulk: false,
