@@ -29,6 +29,17 @@ fn cli(site: &Site, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Wait until the event's delivery is recorded as delivered (the shadow is written before).
+async fn settled(site: &Site, message_id: &str, limit: Duration) {
+    wait_until("delivery settled", limit, || async {
+        let out = cli(site, &["events", "show", message_id, "--json"]);
+        let v: Value = serde_json::from_str(&out).map_err(|e| e.to_string())?;
+        let delivered = v[0]["event"]["deliveries"][0]["status"] == "delivered";
+        if delivered { Ok(()) } else { Err(out) }
+    })
+    .await;
+}
+
 async fn has_contact(contacts: Vec<Value>, user: &str) -> Result<(), String> {
     if contacts.iter().any(|c| c["external_id"] == user) {
         Ok(())
@@ -57,6 +68,7 @@ async fn replay_force_and_shadow_forget_write_contacts_the_crm_lost() {
         has_contact(emu.contacts().await, "u-a").await
     })
     .await;
+    settled(&site, "u-a-1", limit).await;
     let between = freshgate_core::segment::format_timestamp(time::OffsetDateTime::now_utc());
     tokio::time::sleep(Duration::from_millis(20)).await;
     post_batch(&url, &[event("u-b", 1)]).await.unwrap();
@@ -64,6 +76,9 @@ async fn replay_force_and_shadow_forget_write_contacts_the_crm_lost() {
         has_contact(emu.contacts().await, "u-b").await
     })
     .await;
+    // The contact exists once the call is answered; its shadow is written just after. Stopping
+    // the server before that would leave nothing to forget.
+    settled(&site, "u-b-1", limit).await;
     drop(server);
     // The CRM loses every contact; the shadows still say both were written a moment ago.
     emu.post("reset", json!({})).await;
