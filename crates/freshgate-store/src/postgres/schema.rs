@@ -46,6 +46,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery records",
         include_str!("../../migrations/postgres/0007_delivery_records.sql"),
     ),
+    (
+        8,
+        "list memberships",
+        include_str!("../../migrations/postgres/0008_list_memberships.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

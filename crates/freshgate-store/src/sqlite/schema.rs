@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0006_console_indexes.sql"),
     include_str!("../../migrations/sqlite/0007_reason_codes.sql"),
     include_str!("../../migrations/sqlite/0008_delivery_records.sql"),
+    include_str!("../../migrations/sqlite/0009_list_memberships.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.

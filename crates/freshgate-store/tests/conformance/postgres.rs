@@ -209,6 +209,7 @@ crate::conformance!(Postgres =>
     activity_intents_prevent_duplicates,
     activity_intent_race_has_one_caller,
     entity_field_metadata_by_entity,
+    list_memberships_newest_wins_and_finish,
 );
 
 #[test]

@@ -80,6 +80,7 @@ crate::conformance!(Sqlite =>
     activity_intents_prevent_duplicates,
     activity_intent_race_has_one_caller,
     entity_field_metadata_by_entity,
+    list_memberships_newest_wins_and_finish,
 );
 
 fn db_path(dir: &TempDir) -> PathBuf {
