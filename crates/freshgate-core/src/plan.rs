@@ -15,7 +15,9 @@
 
 use serde_json::Value;
 
+use crate::audience::{AudienceChange, audience_change};
 use crate::reason::{DeadReason, SkipReason};
+use crate::rules::DestinationKinds;
 use crate::segment::{EventType, StoredEvent};
 use crate::shadow::{ContactShadow, UpsertPlan};
 
@@ -35,6 +37,14 @@ pub enum Step {
     UpsertContact {
         /// The identifies the upsert covers.
         members: Vec<usize>,
+    },
+    /// No call now: an Engage audience track's list membership is handed to the list
+    /// flusher, which sends it in a batch with other contacts' (`audience_lists`).
+    HandOffMembership {
+        /// The delivery.
+        index: usize,
+        /// The membership change.
+        change: AudienceChange,
     },
     /// No call: recorded as skipped.
     Skip {
@@ -60,18 +70,21 @@ impl Step {
     pub fn calls(&self) -> bool {
         match self {
             Self::UpsertContact { .. } => true,
-            Self::Skip { .. } | Self::DeadLetter { .. } => false,
+            Self::HandOffMembership { .. } | Self::Skip { .. } | Self::DeadLetter { .. } => false,
         }
     }
 }
 
-/// Plan a contact's pending deliveries (FIFO order) into steps, in the order they must run.
+/// Plan a contact's pending deliveries (FIFO order) into steps, in the order they must run,
+/// for a destination delivering `kinds`.
 ///
 /// Consecutive identifies form one [`Step::UpsertContact`]; an identify that can never be sent
 /// (no `userId`, no email) is skipped without breaking its run. Any other event ends the run:
-/// it is planned after it, and identifies after it form a new run.
+/// it is planned after it, and identifies after it form a new run. With `audience_lists`, an
+/// Engage audience track is a [`Step::HandOffMembership`] (an identify's membership goes with
+/// its upsert).
 #[must_use]
-pub fn steps(pending: &[Pending<'_>]) -> Vec<Step> {
+pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds) -> Vec<Step> {
     let mut out = Vec::new();
     let mut run: Vec<usize> = Vec::new();
     for (index, p) in pending.iter().enumerate() {
@@ -91,6 +104,19 @@ pub fn steps(pending: &[Pending<'_>]) -> Vec<Step> {
                 Some(reason) => out.push(Step::Skip { index, reason }),
                 None => run.push(index),
             },
+            EventType::Track
+                if kinds.audience_lists
+                    && let Some(change) = audience_change(event) =>
+            {
+                close_run(&mut out, &mut run);
+                out.push(match event.user_id.as_deref() {
+                    Some(u) if !u.is_empty() => Step::HandOffMembership { index, change },
+                    _ => Step::Skip {
+                        index,
+                        reason: SkipReason::NoUserId,
+                    },
+                });
+            }
             other => {
                 close_run(&mut out, &mut run);
                 out.push(Step::Skip {
@@ -194,7 +220,7 @@ mod tests {
                     .map_or(Pending::Unreadable("bad"), Pending::Event)
             })
             .collect();
-        steps(&pending)
+        steps(&pending, &DestinationKinds::identify_only())
     }
 
     /// The reference model: deliver one event at a time, in FIFO order, as a per-event
@@ -241,6 +267,7 @@ mod tests {
                 Step::UpsertContact { members } => (members.clone(), "upsert"),
                 Step::Skip { index, .. } => (vec![*index], "skip"),
                 Step::DeadLetter { index, .. } => (vec![*index], "dead"),
+                Step::HandOffMembership { index, .. } => (vec![*index], "hand-off"),
             })
             .collect()
     }
@@ -287,6 +314,58 @@ mod tests {
         assert!(plan_of(&[]).is_empty());
     }
 
+    #[test]
+    fn an_audience_track_hands_its_membership_off_after_the_upsert_before_it() {
+        let parse = |v: serde_json::Value| {
+            crate::segment::parse_stored_event(v.to_string().as_bytes()).unwrap()
+        };
+        let personas = json!({"personas": {"computation_class": "audience",
+                                           "computation_key": "vip"}});
+        let identify = parse(json!({"type": "identify", "messageId": "m1", "userId": "u1",
+            "timestamp": "2026-01-01T00:00:00Z", "traits": {"email": "a@x.io", "vip": true},
+            "context": personas}));
+        let exited = parse(json!({"type": "track", "messageId": "m2", "userId": "u1",
+            "event": "Audience Exited", "timestamp": "2026-01-01T00:00:01Z",
+            "properties": {"vip": false}, "context": personas}));
+        let anonymous = parse(json!({"type": "track", "messageId": "m3", "anonymousId": "a1",
+            "event": "Audience Entered", "timestamp": "2026-01-01T00:00:01Z",
+            "properties": {"vip": true}, "context": personas}));
+        let pending = [
+            Pending::Event(&identify),
+            Pending::Event(&exited),
+            Pending::Event(&anonymous),
+        ];
+        let lists = DestinationKinds {
+            audience_lists: true,
+            ..DestinationKinds::identify_only()
+        };
+        assert_eq!(
+            steps(&pending, &lists),
+            vec![
+                Step::UpsertContact { members: vec![0] },
+                Step::HandOffMembership {
+                    index: 1,
+                    change: AudienceChange {
+                        list: "vip".into(),
+                        membership: crate::audience::Membership::Remove,
+                    },
+                },
+                Step::Skip {
+                    index: 2,
+                    reason: SkipReason::NoUserId
+                },
+            ]
+        );
+        // Without the key: not handled, exactly as before.
+        assert_eq!(
+            steps(&pending, &DestinationKinds::identify_only())[1],
+            Step::Skip {
+                index: 1,
+                reason: SkipReason::NotHandled(EventType::Track)
+            }
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -305,7 +384,9 @@ mod tests {
             let position = |i: usize| {
                 steps.iter().position(|s| match s {
                     Step::UpsertContact { members } => members.contains(&i),
-                    Step::Skip { index, .. } | Step::DeadLetter { index, .. } => *index == i,
+                    Step::Skip { index, .. }
+                    | Step::DeadLetter { index, .. }
+                    | Step::HandOffMembership { index, .. } => *index == i,
                 })
             };
             for (j, k) in kinds.iter().enumerate() {

@@ -13,8 +13,10 @@
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::audience::audience_change;
 use crate::reason::SkipReason;
-use crate::segment::EventType;
+use crate::rules::DestinationKinds;
+use crate::segment::{EventType, StoredEvent};
 use crate::segment::envelope::{get, is_false, object_entries};
 
 /// What a destination does with an event.
@@ -29,11 +31,27 @@ pub enum Route {
 }
 
 impl Route {
-    /// The decision for a call type, given whether [`destination_enabled`] holds. Only
-    /// `identify` writes a contact.
+    /// The decision for a call type, given whether [`destination_enabled`] holds and what the
+    /// destination delivers (`kinds`). `identify` always writes a contact; with
+    /// `audience_lists`, an Engage audience track (`Audience Entered` / `Audience Exited`,
+    /// [`audience_change`]) becomes a list membership. `read` gives the event's details; it is
+    /// called only when the call type and kinds need them (never for an identify-only
+    /// destination), so the ingest hot path parses nothing more than before.
     #[must_use]
-    pub fn decide(event_type: EventType, enabled: bool) -> Self {
-        if !matches!(event_type, EventType::Identify) {
+    pub fn decide(
+        event_type: EventType,
+        enabled: bool,
+        kinds: &DestinationKinds,
+        read: impl FnOnce() -> Option<StoredEvent>,
+    ) -> Self {
+        let handled = match event_type {
+            EventType::Identify => true,
+            EventType::Track if kinds.audience_lists => {
+                read().is_some_and(|e| audience_change(&e).is_some())
+            }
+            _ => false,
+        };
+        if !handled {
             Self::NotHandled(event_type)
         } else if !enabled {
             Self::OptedOut
@@ -124,12 +142,18 @@ mod tests {
         assert!(destination_enabled(None, KEY));
     }
 
+    fn identify_only(event_type: EventType, enabled: bool) -> Route {
+        Route::decide(event_type, enabled, &DestinationKinds::identify_only(), || {
+            panic!("an identify-only destination reads no event")
+        })
+    }
+
     #[test]
     fn route_handles_identify_only_and_honours_opt_out() {
-        assert_eq!(Route::decide(EventType::Identify, true), Route::Deliver);
-        assert_eq!(Route::decide(EventType::Identify, false), Route::OptedOut);
+        assert_eq!(identify_only(EventType::Identify, true), Route::Deliver);
+        assert_eq!(identify_only(EventType::Identify, false), Route::OptedOut);
         assert_eq!(
-            Route::decide(EventType::Track, true),
+            identify_only(EventType::Track, true),
             Route::NotHandled(EventType::Track)
         );
         assert_eq!(Route::Deliver.skip_reason(KEY), None);
@@ -138,10 +162,49 @@ mod tests {
             Some("disabled by the integrations object (key \"Freshmarketer\")")
         );
         assert_eq!(
-            Route::decide(EventType::Page, false)
+            identify_only(EventType::Page, false)
                 .skip_reason(KEY)
                 .as_deref(),
             Some("not handled by this destination: page")
+        );
+    }
+
+    #[test]
+    fn audience_tracks_are_delivered_only_with_audience_lists() {
+        let audience = |event: &str| {
+            crate::segment::parse_stored_event(
+                serde_json::json!({
+                    "type": "track", "event": event, "messageId": "m", "userId": "u",
+                    "timestamp": "2026-01-01T00:00:00Z", "properties": {},
+                    "context": {"personas": {"computation_class": "audience",
+                                             "computation_key": "vip"}}
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .ok()
+        };
+        let lists = DestinationKinds {
+            audience_lists: true,
+            ..DestinationKinds::identify_only()
+        };
+        let decide = |event: &'static str, enabled, kinds: &DestinationKinds| {
+            Route::decide(EventType::Track, enabled, kinds, || audience(event))
+        };
+        assert_eq!(decide("Audience Entered", true, &lists), Route::Deliver);
+        assert_eq!(decide("Audience Exited", false, &lists), Route::OptedOut);
+        assert_eq!(
+            decide("Order Completed", true, &lists),
+            Route::NotHandled(EventType::Track)
+        );
+        assert_eq!(
+            decide("Audience Entered", true, &DestinationKinds::identify_only()),
+            Route::NotHandled(EventType::Track)
+        );
+        // Other call types stay not handled, whatever they carry.
+        assert_eq!(
+            Route::decide(EventType::Group, true, &lists, || audience("x")),
+            Route::NotHandled(EventType::Group)
         );
     }
 }
