@@ -169,6 +169,8 @@ impl Ingestor {
                 let route = Route::decide(
                     event.event_type,
                     event.destination_enabled(&d.config.integration_key),
+                    &d.kinds,
+                    || freshgate_core::segment::parse_stored_event(&event.raw).ok(),
                 );
                 let skip_reason = route.skip_reason(&d.config.integration_key);
                 NewDelivery {

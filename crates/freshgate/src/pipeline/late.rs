@@ -36,6 +36,8 @@ pub async fn route_stored_events(
 ) -> Result<LateRouting, StoreError> {
     let mut total = LateRouting::default();
     let mut after_id = 0;
+    // A loaded configuration has been checked; one that is not routes identify only.
+    let kinds = &destination.kinds().unwrap_or_default();
     loop {
         let page = store
             .events_without_delivery(&destination.name, since_ms, until_ms, after_id, PAGE)
@@ -55,6 +57,8 @@ pub async fn route_stored_events(
                 Route::decide(
                     stored.event_type,
                     stored.destination_enabled(&destination.integration_key),
+                    kinds,
+                    || Some(stored.clone()),
                 )
             });
             let skip_reason = route.skip_reason(&destination.integration_key);

@@ -31,6 +31,12 @@ pub enum Endpoint {
     JobStatus,
     /// `GET /settings/contacts/fields`.
     Fields,
+    /// `GET /lists` (one page).
+    Lists,
+    /// `POST /lists`.
+    CreateList,
+    /// `PUT /lists/{id}/add_contacts` or `remove_contacts`.
+    ListMembership,
 }
 
 impl Endpoint {
@@ -43,6 +49,9 @@ impl Endpoint {
             Self::ContactsBulkUpsert => "contacts_bulk_upsert",
             Self::JobStatus => "job_status",
             Self::Fields => "fields",
+            Self::Lists => "lists",
+            Self::CreateList => "create_list",
+            Self::ListMembership => "list_membership",
         }
     }
 

@@ -39,6 +39,9 @@ pub struct Prepared {
     pub email_ts_ms: Option<i64>,
     /// How the write finds the contact (`mapping::identifier`).
     pub identity: Identity,
+    /// Engage audience memberships the run's identifies carry, handed to the list flusher
+    /// once the contact is written (see [`super::lists`]).
+    pub memberships: Vec<freshgate_store::MembershipChange>,
 }
 
 impl Prepared {
@@ -94,6 +97,9 @@ impl DestinationWorker {
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)
                 .await?;
         }
+        // Recorded before the settle: a crash in between resends the upsert and records again.
+        self.hand_off(p.memberships.clone(), new_shadow.contact_id)
+            .await?;
         self.settle_delivered(&p.lease, &p.delivery_ids, attempt)
             .await
     }

@@ -12,6 +12,8 @@
 //! - [`single`]: one `POST /contacts/upsert` per contact.
 //! - [`bulk`]: up to 100 contacts per `POST /contacts/bulk_upsert`, the job polled.
 //! - [`settle`]: delivered / retry / dead / skipped recorded, once for every kind.
+//! - [`lists`]: Engage audiences: memberships handed off by a contact's steps, sent in batches
+//!   per list by the destination's list flusher.
 //!
 //! A new kind of delivery is one planner case ([`freshgate_core::plan::Step`]), one sink
 //! module here sending through [`call`], and its outcomes recorded through [`settle`].
@@ -19,6 +21,7 @@
 pub mod bulk;
 pub mod call;
 pub mod contact;
+pub mod lists;
 pub mod settle;
 pub mod single;
 pub mod steps;

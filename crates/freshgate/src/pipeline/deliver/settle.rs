@@ -47,7 +47,8 @@ impl DestinationWorker {
                     reason,
                     detail,
                 } => Some((ids[*index], dead(*reason, detail.clone()))),
-                Step::UpsertContact { .. } => None,
+                // Settled by their sinks.
+                Step::UpsertContact { .. } | Step::HandOffMembership { .. } => None,
             })
             .collect();
         if !settlements.is_empty() {

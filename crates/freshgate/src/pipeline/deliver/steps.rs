@@ -53,12 +53,13 @@ impl DestinationWorker {
                     Err(why) => Pending::Unreadable(why),
                 })
                 .collect();
-            let steps = plan::steps(&view);
+            let steps = plan::steps(&view, &self.kinds);
             // Steps run in order: everything before the first call is settled now, the call
             // is prepared; what comes after it is planned again once it is settled.
             let first_call = steps.iter().position(Step::calls);
             let ids: Vec<i64> = pending.iter().map(|p| p.delivery_id).collect();
             let before: Vec<&Step> = steps[..first_call.unwrap_or(steps.len())].iter().collect();
+            self.hand_off_planned(lease, &before, &pending).await?;
             self.settle_planned(lease, &before, &ids).await?;
             let Some(Step::UpsertContact { members }) = first_call.map(|i| &steps[i]) else {
                 continue;
@@ -127,6 +128,7 @@ impl DestinationWorker {
             })
             .collect();
         let first_attempt_ms = run.iter().filter_map(|(p, _)| p.first_attempt_ms).min();
+        let memberships = self.identify_memberships(&lease.contact_key, &run);
         let attempts = run.iter().map(|(p, _)| p.attempts).max().unwrap_or(0);
         let coalesced = freshgate_core::coalesce::coalesce(&inputs, self.mode);
 
@@ -170,7 +172,11 @@ impl DestinationWorker {
         };
         let plan = shadow::plan(shadow.as_ref(), &mapped, self.mode);
         let time_notes: Vec<String> = run.iter().filter_map(|(_, e)| e.timestamp_note()).collect();
-        let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
+        let summary = format!(
+            "{}{}",
+            report_summary(&mapped.report, &plan.stale, &time_notes),
+            super::lists::hand_off_note(&memberships)
+        );
         if let Some(reason) = plan::skip_unchanged(
             shadow.as_ref(),
             &plan,
@@ -187,6 +193,7 @@ impl DestinationWorker {
                     .put_shadow(&self.name, &lease.contact_key, bytes)
                     .await?;
             }
+            self.hand_off(memberships, confirmed.contact_id).await?;
             self.settle_skipped(lease, &delivery_ids, &reason, &summary)
                 .await?;
             return Ok(None);
@@ -204,6 +211,7 @@ impl DestinationWorker {
             shadow,
             summary,
             email_ts_ms,
+            memberships,
         }))
     }
 

@@ -51,6 +51,10 @@ pub struct DestinationWorker {
     pub unmapped: Arc<crate::pipeline::unmapped::UnmappedTally>,
     /// How long after a confirmed write an unchanged identify is skipped (ms).
     pub unchanged_skip_ms: i64,
+    /// What the destination delivers besides identify.
+    pub kinds: freshgate_core::rules::DestinationKinds,
+    /// Marketing list ids by name, once known (see [`super::lists`]).
+    pub list_ids: super::lists::ListIds,
 }
 
 impl DestinationWorker {
@@ -87,6 +91,8 @@ impl DestinationWorker {
             unchanged_skip_ms: i64::try_from(destination.config.unchanged_skip_secs)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
+            kinds: destination.kinds.clone(),
+            list_ids: super::lists::ListIds::default(),
         })
     }
 
