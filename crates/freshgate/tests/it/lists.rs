@@ -170,7 +170,8 @@ async fn audience_enter_then_exit_adds_then_removes() {
     )])
     .await;
     app.drain().await;
-    tokio::time::sleep(Duration::from_millis(1200)).await;
+    // Longer than a flusher round.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
     assert_eq!(members(&app.emulator, "vip_users").unwrap(), Vec::<i64>::new());
     app.stop().await;
 }
