@@ -321,15 +321,19 @@ mod tests {
         };
         let personas = json!({"personas": {"computation_class": "audience",
                                            "computation_key": "vip"}});
-        let identify = parse(json!({"type": "identify", "messageId": "m1", "userId": "u1",
+        let identify = parse(
+            json!({"type": "identify", "messageId": "m1", "userId": "u1",
             "timestamp": "2026-01-01T00:00:00Z", "traits": {"email": "a@x.io", "vip": true},
-            "context": personas}));
+            "context": personas}),
+        );
         let exited = parse(json!({"type": "track", "messageId": "m2", "userId": "u1",
             "event": "Audience Exited", "timestamp": "2026-01-01T00:00:01Z",
             "properties": {"vip": false}, "context": personas}));
-        let anonymous = parse(json!({"type": "track", "messageId": "m3", "anonymousId": "a1",
+        let anonymous = parse(
+            json!({"type": "track", "messageId": "m3", "anonymousId": "a1",
             "event": "Audience Entered", "timestamp": "2026-01-01T00:00:01Z",
-            "properties": {"vip": true}, "context": personas}));
+            "properties": {"vip": true}, "context": personas}),
+        );
         let pending = [
             Pending::Event(&identify),
             Pending::Event(&exited),

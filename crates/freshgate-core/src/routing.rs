@@ -16,8 +16,8 @@ use serde_json::{Map, Value};
 use crate::audience::audience_change;
 use crate::reason::SkipReason;
 use crate::rules::DestinationKinds;
-use crate::segment::{EventType, StoredEvent};
 use crate::segment::envelope::{get, is_false, object_entries};
+use crate::segment::{EventType, StoredEvent};
 
 /// What a destination does with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,9 +143,12 @@ mod tests {
     }
 
     fn identify_only(event_type: EventType, enabled: bool) -> Route {
-        Route::decide(event_type, enabled, &DestinationKinds::identify_only(), || {
-            panic!("an identify-only destination reads no event")
-        })
+        Route::decide(
+            event_type,
+            enabled,
+            &DestinationKinds::identify_only(),
+            || panic!("an identify-only destination reads no event"),
+        )
     }
 
     #[test]

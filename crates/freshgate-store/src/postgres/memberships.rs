@@ -8,8 +8,8 @@ use sqlx_postgres::PgPool;
 
 use crate::memberships::state_of;
 use crate::{
-    DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd,
-    MembershipResult, StoreError,
+    DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd, MembershipResult,
+    StoreError,
 };
 
 pub(crate) async fn record(
@@ -145,13 +145,15 @@ pub(crate) async fn finish(
     Ok(())
 }
 
-pub(crate) async fn counts(pool: &PgPool, destination: &str) -> Result<MembershipCounts, StoreError> {
-    let rows = query(
-        "SELECT state, count(*) FROM list_memberships WHERE destination = $1 GROUP BY state",
-    )
-    .bind(destination)
-    .fetch_all(pool)
-    .await?;
+pub(crate) async fn counts(
+    pool: &PgPool,
+    destination: &str,
+) -> Result<MembershipCounts, StoreError> {
+    let rows =
+        query("SELECT state, count(*) FROM list_memberships WHERE destination = $1 GROUP BY state")
+            .bind(destination)
+            .fetch_all(pool)
+            .await?;
     let mut out = MembershipCounts::default();
     for r in rows {
         let state: String = r.try_get(0)?;

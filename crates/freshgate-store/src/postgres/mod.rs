@@ -27,11 +27,11 @@ use sqlx_core::pool::PoolOptions;
 use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
-    ActivityIntent, AppendBatch, DueMembership, MembershipChange, MembershipCounts,
-    MembershipResult, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
-    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
+    DeliveryFilter, DeliveryId, DestinationPause, DueMembership, EventId, EventQuery, EventSummary,
+    EventTrace, FieldMetadata, LateDelivery, ListClaim, MembershipChange, MembershipCounts,
+    MembershipResult, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
+    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.

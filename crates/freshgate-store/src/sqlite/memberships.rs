@@ -6,8 +6,8 @@ use rusqlite::{Connection, params};
 
 use crate::memberships::state_of;
 use crate::{
-    DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd,
-    MembershipResult, StoreError,
+    DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd, MembershipResult,
+    StoreError,
 };
 
 /// One write of the list memberships.

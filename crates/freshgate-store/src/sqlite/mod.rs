@@ -25,16 +25,16 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::WriterGate;
-use self::queries::ReaderPool;
 use self::memberships::{MembershipOp, MembershipReply};
+use self::queries::ReaderPool;
 use self::records::{RecordOp, RecordReply};
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
-    ActivityIntent, AppendBatch, DueMembership, MembershipChange, MembershipCounts,
-    MembershipResult, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
-    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
+    DeliveryFilter, DeliveryId, DestinationPause, DueMembership, EventId, EventQuery, EventSummary,
+    EventTrace, FieldMetadata, LateDelivery, ListClaim, MembershipChange, MembershipCounts,
+    MembershipResult, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth, QueueStats,
+    RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -510,9 +510,7 @@ impl Store for SqliteStore {
 
     async fn membership_counts(&self, destination: &str) -> Result<MembershipCounts, StoreError> {
         let d = destination.to_owned();
-        self.readers
-            .run(move |c| memberships::counts(c, &d))
-            .await
+        self.readers.run(move |c| memberships::counts(c, &d)).await
     }
 
     async fn intend_activity(

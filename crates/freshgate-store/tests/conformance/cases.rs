@@ -1,11 +1,11 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    ActivityIntent, DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd,
-    MembershipResult, AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery,
-    FieldMetadata, LateDelivery, ListClaim, MAX_UNMAPPED_KEY_BYTES,
-    MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, NewEvent, QueueDepth, RejectedInput,
-    Settlement, StoreError, UnmappedTrait,
+    ActivityIntent, AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, DueMembership,
+    EventQuery, FieldMetadata, LateDelivery, ListAction, ListClaim, MAX_UNMAPPED_KEY_BYTES,
+    MAX_UNMAPPED_TRAITS_PER_DESTINATION, MembershipChange, MembershipCounts, MembershipEnd,
+    MembershipResult, NewDelivery, NewEvent, QueueDepth, RejectedInput, Settlement, StoreError,
+    UnmappedTrait,
 };
 
 use crate::harness::{

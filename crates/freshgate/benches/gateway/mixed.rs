@@ -25,8 +25,8 @@ use time::format_description::well_known::Rfc3339;
 use tokio::sync::oneshot;
 
 use super::{
-    API_KEY_ENV, BATCH, Gateway, SOURCE, WRITE_KEY, batch_body, email, identify_json,
-    post_batches, unthrottled_emulator, user_id, verdict,
+    API_KEY_ENV, BATCH, Gateway, SOURCE, WRITE_KEY, batch_body, email, identify_json, post_batches,
+    unthrottled_emulator, user_id, verdict,
 };
 
 const USERS: usize = 5_000;
@@ -57,7 +57,10 @@ fn call_kind(path: &str) -> &'static str {
         "group"
     } else if path.contains("/sales_activities") || path.contains("/selector/") {
         "track"
-    } else if path.contains("/contacts/") || path.contains("/job_statuses/") || path.contains("fields") {
+    } else if path.contains("/contacts/")
+        || path.contains("/job_statuses/")
+        || path.contains("fields")
+    {
         "identify"
     } else {
         "other"
@@ -75,15 +78,22 @@ fn personas() -> Value {
                         "computation_id": "aud_bench", "space_id": "spa_bench"}})
 }
 
-/// The workload: (kind, messageId, event JSON), phase 1 then phase 2 (the exits).
-fn workload(base: OffsetDateTime) -> (Vec<(&'static str, String, String)>, Vec<(&'static str, String, String)>) {
+/// One posted event: (kind, messageId, event JSON).
+type Posted = (&'static str, String, String);
+
+/// The workload: phase 1, then phase 2 (the exits).
+fn workload(base: OffsetDateTime) -> (Vec<Posted>, Vec<Posted>) {
     let mut first = Vec::new();
     let mut exits = Vec::new();
     for n in 0..USERS {
         let u = 300_000 + n;
         let uid = user_id(u);
         let mid = |what: &str| format!("mixed-{what}-{u}");
-        first.push(("identify", mid("id"), identify_json(u, &mid("id"), &ts_at(base, 0), "pro", 1)));
+        first.push((
+            "identify",
+            mid("id"),
+            identify_json(u, &mid("id"), &ts_at(base, 0), "pro", 1),
+        ));
         for (i, (event, kind)) in [
             ("Order Completed", "track (rule)"),
             ("Product Viewed", "track (rule)"),
@@ -196,7 +206,7 @@ async fn settle(gw: &Gateway, destination: &str, limit: Duration) -> Result<()> 
     }
 }
 
-async fn post(gw: &Gateway, events: &[(&'static str, String, String)]) -> Result<()> {
+async fn post(gw: &Gateway, events: &[Posted]) -> Result<()> {
     let bodies: Vec<String> = events.iter().map(|(_, _, b)| b.clone()).collect();
     post_batches(gw, bodies.chunks(BATCH).map(batch_body).collect()).await
 }
@@ -204,7 +214,7 @@ async fn post(gw: &Gateway, events: &[(&'static str, String, String)]) -> Result
 /// How the deliveries of each kind ended: (delivered, not handled, other skips, dead, pending).
 async fn outcomes(
     store: &dyn Store,
-    events: &[(&'static str, String, String)],
+    events: &[Posted],
 ) -> Result<BTreeMap<&'static str, [u64; 5]>> {
     let mut out: BTreeMap<&'static str, [u64; 5]> = BTreeMap::new();
     for (kind, mid, _) in events {
@@ -214,7 +224,9 @@ async fn outcomes(
                 let slot = match d.status {
                     DeliveryStatus::Delivered => 0,
                     DeliveryStatus::Skipped
-                        if d.reason.as_deref().is_some_and(|r| r.starts_with("not handled")) =>
+                        if d.reason
+                            .as_deref()
+                            .is_some_and(|r| r.starts_with("not handled")) =>
                     {
                         1
                     }
@@ -230,7 +242,11 @@ async fn outcomes(
 }
 
 fn ratio(a: usize, b: u64) -> f64 {
-    if b == 0 { f64::NAN } else { a as f64 / b as f64 }
+    if b == 0 {
+        f64::NAN
+    } else {
+        a as f64 / b as f64
+    }
 }
 
 /// The mixed workload with the default configuration (bulk jobs for backlogs: their results
@@ -263,7 +279,7 @@ async fn mixed_run(mode: &str, bulk_min: Option<usize>) -> Result<Value> {
     settle(&gw, &destination, Duration::from_secs(900)).await?;
     let elapsed = started.elapsed();
 
-    let all: Vec<(&'static str, String, String)> = first.into_iter().chain(exits).collect();
+    let all: Vec<Posted> = first.into_iter().chain(exits).collect();
     let ends = outcomes(gw.store.as_ref(), &all).await?;
     let memberships = gw.store.membership_counts(&destination).await?;
     let log = emu.state.request_log();
@@ -275,12 +291,21 @@ async fn mixed_run(mode: &str, bulk_min: Option<usize>) -> Result<Value> {
         let path: String = r
             .path
             .split('/')
-            .map(|s| if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() { "{id}" } else { s })
+            .map(|s| {
+                if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
+                    "{id}"
+                } else {
+                    s
+                }
+            })
             .collect::<Vec<_>>()
             .join("/");
         *by_path.entry(format!("{} {path}", r.method)).or_default() += 1;
     }
-    let non_2xx = log.iter().filter(|r| !(200..300).contains(&r.status)).count();
+    let non_2xx = log
+        .iter()
+        .filter(|r| !(200..300).contains(&r.status))
+        .count();
     let contacts = emu.state.contacts().len();
     let lists = emu.state.snapshot()["lists"].as_array().map_or(0, Vec::len);
     gw.stop().await?;
@@ -319,7 +344,10 @@ async fn mixed_run(mode: &str, bulk_min: Option<usize>) -> Result<Value> {
         "    list memberships: {} sent, {} given up, {} pending",
         memberships.done, memberships.dead, memberships.pending
     );
-    println!("    Freshworks calls by endpoint ({} in all, {non_2xx} non-2xx):", log.len());
+    println!(
+        "    Freshworks calls by endpoint ({} in all, {non_2xx} non-2xx):",
+        log.len()
+    );
     for (path, n) in &by_path {
         println!("      {n:>6}  {path}");
     }
@@ -332,13 +360,19 @@ async fn mixed_run(mode: &str, bulk_min: Option<usize>) -> Result<Value> {
     let groups = count("group");
     let groups_delivered = delivered("group");
     let changes = count("audience enter (identify)") + count("audience exit (track)");
-    let changes_delivered = delivered("audience enter (identify)") + delivered("audience exit (track)");
+    let changes_delivered =
+        delivered("audience enter (identify)") + delivered("audience exit (track)");
     let c = |k: &str| calls.get(k).copied().unwrap_or(0);
     let rows: [(&str, &str, u64, u64); 4] = [
         ("identify", "identify", identifies, delivered("identify")),
         ("track", "track", tracks, tracks_delivered),
         ("group", "group", groups, groups_delivered),
-        ("list membership change", "audience", changes, changes_delivered),
+        (
+            "list membership change",
+            "audience",
+            changes,
+            changes_delivered,
+        ),
     ];
     println!(
         "    {:<24} {:>6} {:>9} {:>6} {:>10} {:>13} {:>18}",
@@ -347,7 +381,11 @@ async fn mixed_run(mode: &str, bulk_min: Option<usize>) -> Result<Value> {
     let mut per_kind = serde_json::Map::new();
     for (label, key, n, d) in rows {
         let baseline = if key == "identify" { n } else { 2 * n };
-        let status = if d == 0 { " (not handled by this build)" } else { "" };
+        let status = if d == 0 {
+            " (not handled by this build)"
+        } else {
+            ""
+        };
         println!(
             "    {label:<24} {n:>6} {d:>9} {:>6} {:>10.4} {:>13.4} {:>18}{status}",
             c(key),
@@ -380,19 +418,35 @@ async fn mixed_run(mode: &str, bulk_min: Option<usize>) -> Result<Value> {
     let exit_calls = log.len() - calls_before_exits;
     println!(
         "    targets: per delivered track {per_track:.4} (<= {TARGET_PER_TRACK}: {}); per list membership change {per_change:.4} (<= {TARGET_PER_MEMBERSHIP}: {}); per group after the first per account: {} (<= {TARGET_PER_GROUP_AFTER_FIRST}: {}); the exit phase cost {exit_calls} calls for {} exits",
-        if tracks_delivered == 0 { "not handled" } else { verdict(per_track <= TARGET_PER_TRACK) },
-        if changes_delivered == 0 { "not handled" } else { verdict(per_change <= TARGET_PER_MEMBERSHIP) },
+        if tracks_delivered == 0 {
+            "not handled"
+        } else {
+            verdict(per_track <= TARGET_PER_TRACK)
+        },
+        if changes_delivered == 0 {
+            "not handled"
+        } else {
+            verdict(per_change <= TARGET_PER_MEMBERSHIP)
+        },
         if groups_delivered == 0 {
             "n/a".to_owned()
         } else {
-            format!("{:.4}", ratio(c("group").saturating_sub(ACCOUNTS), groups_delivered.saturating_sub(ACCOUNTS as u64)))
+            format!(
+                "{:.4}",
+                ratio(
+                    c("group").saturating_sub(ACCOUNTS),
+                    groups_delivered.saturating_sub(ACCOUNTS as u64)
+                )
+            )
         },
         if groups_delivered == 0 {
             "not handled"
         } else {
             verdict(
-                ratio(c("group").saturating_sub(ACCOUNTS), groups_delivered.saturating_sub(ACCOUNTS as u64))
-                    <= TARGET_PER_GROUP_AFTER_FIRST,
+                ratio(
+                    c("group").saturating_sub(ACCOUNTS),
+                    groups_delivered.saturating_sub(ACCOUNTS as u64),
+                ) <= TARGET_PER_GROUP_AFTER_FIRST,
             )
         },
         count("audience exit (track)")

@@ -172,7 +172,10 @@ async fn audience_enter_then_exit_adds_then_removes() {
     app.drain().await;
     // Longer than a flusher round.
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(members(&app.emulator, "vip_users").unwrap(), Vec::<i64>::new());
+    assert_eq!(
+        members(&app.emulator, "vip_users").unwrap(),
+        Vec::<i64>::new()
+    );
     app.stop().await;
 }
 
@@ -193,7 +196,15 @@ async fn memberships_of_many_contacts_share_one_call() {
     app.batch(
         users
             .iter()
-            .map(|u| identify(u, &format!("{u}@example.com"), json!({}), TS, &format!("{u}-0")))
+            .map(|u| {
+                identify(
+                    u,
+                    &format!("{u}@example.com"),
+                    json!({}),
+                    TS,
+                    &format!("{u}-0"),
+                )
+            })
             .collect(),
     )
     .await;
@@ -223,10 +234,16 @@ async fn memberships_of_many_contacts_share_one_call() {
     assert_eq!(adds.iter().sum::<usize>(), 60, "{adds:?}");
     // Batched: at most 0.05 calls per membership change (60 changes: 3 calls), and the
     // contacts' ids came from their upserts (no lookup).
-    assert!(adds.len() * 20 <= 60, "{} add_contacts calls: {adds:?}", adds.len());
+    assert!(
+        adds.len() * 20 <= 60,
+        "{} add_contacts calls: {adds:?}",
+        adds.len()
+    );
     assert!(adds.iter().any(|n| *n >= 20), "{adds:?}");
     assert_eq!(
-        log.iter().filter(|(_, p, _)| p.ends_with("/lookup")).count(),
+        log.iter()
+            .filter(|(_, p, _)| p.ends_with("/lookup"))
+            .count(),
         0
     );
     app.stop().await;
@@ -241,7 +258,9 @@ struct Node {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_list_is_created_once_by_two_nodes_racing() {
-    let emu = RunningEmulator::start(EmulatorConfig::default()).await.unwrap();
+    let emu = RunningEmulator::start(EmulatorConfig::default())
+        .await
+        .unwrap();
     let http = reqwest::Client::new();
     let key = EmulatorConfig::default().api_key;
     // 30 other lists, so that `churn` (which exists) is on page 2 of `GET /lists`.
@@ -340,7 +359,10 @@ async fn a_missing_list_is_created_once_by_two_nodes_racing() {
     assert_eq!(all.iter().filter(|(n, _, _)| n == "vip").count(), 1);
     assert_eq!(all.iter().filter(|(n, _, _)| n == "churn").count(), 1);
     assert_eq!(all.len(), 32, "only vip was created");
-    assert_eq!(store.list_id(&dest, "churn").await.ok().flatten(), Some(churn_id));
+    assert_eq!(
+        store.list_id(&dest, "churn").await.ok().flatten(),
+        Some(churn_id)
+    );
     let log = requests(&emu).await;
     let creates = log
         .iter()

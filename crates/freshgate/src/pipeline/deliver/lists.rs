@@ -223,12 +223,10 @@ impl DestinationWorker {
 
         // The fewest calls with the same end state, decided in pure code.
         let by_version: BTreeMap<(String, i64), Vec<(DueMembership, i64)>> =
-            ready
-                .into_iter()
-                .fold(BTreeMap::new(), |mut m, (d, id)| {
-                    m.entry((d.list.clone(), id)).or_default().push((d, id));
-                    m
-                });
+            ready.into_iter().fold(BTreeMap::new(), |mut m, (d, id)| {
+                m.entry((d.list.clone(), id)).or_default().push((d, id));
+                m
+            });
         let changes = by_version.values().flatten().map(|(d, id)| {
             (
                 *id,
@@ -422,7 +420,12 @@ impl DestinationWorker {
             .map_err(|wait| later(wait.0, "quota spent"))?;
         match (called.result, called.outcome) {
             (Ok(x), _) => {
-                tracing::info!(destination = self.name, list = name, id = x.body.list.id, "marketing list created");
+                tracing::info!(
+                    destination = self.name,
+                    list = name,
+                    id = x.body.list.id,
+                    "marketing list created"
+                );
                 Ok(x.body.list.id)
             }
             (Err(_), outcome) => Err(self.failed(outcome, 0).await),
