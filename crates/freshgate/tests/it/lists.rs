@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use freshgate::app::{App, AppOptions};
 use freshgate::config::{self, DestinationConfig};
-use freshworks_emulator::{EmulatorConfig, RunningEmulator};
+use freshworks_emulator::{EmulatorConfig, Fault, RunningEmulator};
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
@@ -284,6 +284,9 @@ async fn a_missing_list_is_created_once_by_two_nodes_racing() {
         .find(|(n, _, _)| n == "churn")
         .unwrap()
         .1;
+    // Slow answers spread the contacts' hand-offs over several flusher rounds of both nodes,
+    // so that both need the list while one of them is still paging and creating it.
+    emu.state.inject(Fault::Latency { ms: 150 });
 
     // Two nodes on one store, each with its own dispatcher and list flusher.
     let data_dir = tempfile::tempdir().unwrap();
