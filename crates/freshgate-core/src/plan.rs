@@ -185,6 +185,8 @@ mod tests {
         IdentifyNoUser,
         IdentifyNoEmail,
         Other(EventType),
+        /// An Engage `Audience Exited` track (a list membership with `audience_lists`).
+        AudienceTrack,
         Unreadable,
     }
 
@@ -194,6 +196,7 @@ mod tests {
             Kind::IdentifyNoUser => (EventType::Identify, None, Some("a@x.io")),
             Kind::IdentifyNoEmail => (EventType::Identify, Some("u1"), Some("  ")),
             Kind::Other(t) => (t, Some("u1"), None),
+            Kind::AudienceTrack => (EventType::Track, Some("u1"), None),
             Kind::Unreadable => return None,
         };
         let mut raw = json!({
@@ -208,6 +211,11 @@ mod tests {
         if let Some(e) = email {
             raw["traits"]["email"] = json!(e);
         }
+        if kind == Kind::AudienceTrack {
+            raw["event"] = json!("Audience Exited");
+            raw["context"] = json!({"personas": {"computation_class": "audience",
+                                                 "computation_key": "vip"}});
+        }
         Some(crate::segment::parse_stored_event(raw.to_string().as_bytes()).unwrap())
     }
 
@@ -220,7 +228,12 @@ mod tests {
                     .map_or(Pending::Unreadable("bad"), Pending::Event)
             })
             .collect();
-        steps(&pending, &DestinationKinds::identify_only())
+        // Audience lists on: plain tracks, pages and groups are still not handled.
+        let kinds = DestinationKinds {
+            audience_lists: true,
+            ..DestinationKinds::identify_only()
+        };
+        steps(&pending, &kinds)
     }
 
     /// The reference model: deliver one event at a time, in FIFO order, as a per-event
@@ -235,6 +248,7 @@ mod tests {
                     Kind::Identify => "upsert",
                     Kind::IdentifyNoUser | Kind::IdentifyNoEmail => "skip",
                     Kind::Other(_) => "skip",
+                    Kind::AudienceTrack => "hand-off",
                     Kind::Unreadable => "dead",
                 },
             ));
@@ -245,7 +259,7 @@ mod tests {
         for (i, what) in one_by_one {
             match (kinds[i], what) {
                 (_, "upsert") => open.get_or_insert_with(Vec::new).push(i),
-                (Kind::Other(_), _) => {
+                (Kind::Other(_) | Kind::AudienceTrack, _) => {
                     if let Some(run) = open.take() {
                         out.push((run, "upsert"));
                     }
@@ -280,6 +294,7 @@ mod tests {
             1 => Just(Kind::Other(EventType::Track)),
             1 => Just(Kind::Other(EventType::Page)),
             1 => Just(Kind::Other(EventType::Group)),
+            1 => Just(Kind::AudienceTrack),
             1 => Just(Kind::Unreadable),
         ]
     }
@@ -394,7 +409,7 @@ mod tests {
                 })
             };
             for (j, k) in kinds.iter().enumerate() {
-                if matches!(k, Kind::Other(_)) {
+                if matches!(k, Kind::Other(_) | Kind::AudienceTrack) {
                     let pj = position(j);
                     for (i, other) in kinds.iter().enumerate() {
                         if *other == Kind::Identify {
