@@ -942,7 +942,8 @@ pub trait Store: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<DueMembership>, StoreError>;
 
-    /// Record how taken memberships ended (see [`MembershipResult`]).
+    /// Record how taken memberships ended (see [`MembershipResult`]), and the list calls made
+    /// for them in the traces of the deliveries they name (unknown delivery ids are skipped).
     ///
     /// # Errors
     /// `Database`.
@@ -950,6 +951,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         destination: &str,
         results: Vec<MembershipResult>,
+        attempts: Vec<Attempt>,
     ) -> Result<(), StoreError>;
 
     /// The memberships of a destination by state.

@@ -48,6 +48,8 @@ pub struct MembershipChange {
     pub ts_ms: i64,
     /// The contact's Freshworks id, when the step knew it.
     pub contact_id: Option<i64>,
+    /// The delivery of the event (the list call is recorded in its trace).
+    pub delivery_id: Option<i64>,
 }
 
 /// A membership due to be sent, as taken by the flusher.
@@ -67,6 +69,8 @@ pub struct DueMembership {
     pub attempts: u32,
     /// When this version was recorded (Unix ms): the retry horizon counts from here.
     pub first_at_ms: i64,
+    /// The delivery of the event this version came from.
+    pub delivery_id: Option<i64>,
 }
 
 /// How a due membership ended.

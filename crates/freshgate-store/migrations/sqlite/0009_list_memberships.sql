@@ -13,6 +13,8 @@ CREATE TABLE list_memberships (
     attempts    INTEGER NOT NULL DEFAULT 0,
     first_at_ms INTEGER NOT NULL,
     error       TEXT,
+    -- The delivery of the event this version came from: the list call joins its trace.
+    delivery_id INTEGER,
     PRIMARY KEY (destination, list_name, contact_key)
 ) WITHOUT ROWID;
 CREATE INDEX list_memberships_due ON list_memberships (destination, state, next_at_ms);

@@ -8,8 +8,8 @@ use sqlx_postgres::PgPool;
 
 use crate::memberships::state_of;
 use crate::{
-    DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd, MembershipResult,
-    StoreError,
+    Attempt, DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd,
+    MembershipResult, StoreError,
 };
 
 pub(crate) async fn record(
@@ -23,8 +23,8 @@ pub(crate) async fn record(
         // Newest event wins; a repeat of what was already sent stays done.
         query(
             "INSERT INTO list_memberships (destination, list_name, contact_key, action, ts_ms,
-                 contact_id, state, next_at_ms, attempts, first_at_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, 0, $7)
+                 contact_id, state, next_at_ms, attempts, first_at_ms, delivery_id)
+             VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, 0, $7, $8)
              ON CONFLICT (destination, list_name, contact_key) DO UPDATE
              SET state = CASE WHEN list_memberships.state = 'done'
                                AND list_memberships.action = excluded.action
@@ -32,7 +32,8 @@ pub(crate) async fn record(
                  action = excluded.action, ts_ms = excluded.ts_ms,
                  contact_id = coalesce(excluded.contact_id, list_memberships.contact_id),
                  next_at_ms = excluded.next_at_ms, attempts = 0,
-                 first_at_ms = excluded.first_at_ms, error = NULL
+                 first_at_ms = excluded.first_at_ms, error = NULL,
+                 delivery_id = excluded.delivery_id
              WHERE excluded.ts_ms >= list_memberships.ts_ms",
         )
         .bind(destination)
@@ -42,6 +43,7 @@ pub(crate) async fn record(
         .bind(c.ts_ms)
         .bind(c.contact_id)
         .bind(now_ms)
+        .bind(c.delivery_id)
         .execute(&mut *tx)
         .await?;
     }
@@ -65,7 +67,7 @@ pub(crate) async fn take(
          WHERE m.destination = due.destination AND m.list_name = due.list_name
            AND m.contact_key = due.contact_key
          RETURNING m.list_name, m.contact_key, m.action, m.ts_ms, m.contact_id, m.attempts,
-                   m.first_at_ms",
+                   m.first_at_ms, m.delivery_id",
     )
     .bind(destination)
     .bind(now_ms)
@@ -88,6 +90,7 @@ pub(crate) async fn take(
             contact_id: r.try_get(4)?,
             attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
             first_at_ms: r.try_get(6)?,
+            delivery_id: r.try_get(7)?,
         });
     }
     // Oldest first, as taken (RETURNING keeps no order).
@@ -99,8 +102,33 @@ pub(crate) async fn finish(
     pool: &PgPool,
     destination: &str,
     results: Vec<MembershipResult>,
+    attempts: Vec<Attempt>,
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
+    for a in attempts {
+        let attempt_id: i64 = sqlx_core::query_scalar::query_scalar(
+            "INSERT INTO attempts (at_ms, request_line, request_body, status, response_body, outcome)
+             VALUES ($1, $2, $3, $4, $5, $6) RETURNING id",
+        )
+        .bind(a.at_ms)
+        .bind(&a.request_line)
+        .bind(&a.request_body)
+        .bind(a.status.map(i64::from))
+        .bind(&a.response_body)
+        .bind(&a.outcome)
+        .fetch_one(&mut *tx)
+        .await?;
+        // Through a SELECT: a pruned delivery is skipped, not a foreign-key error.
+        query(
+            "INSERT INTO attempt_deliveries (attempt_id, delivery_id)
+             SELECT $1, id FROM deliveries WHERE id = ANY($2::bigint[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(attempt_id)
+        .bind(&a.delivery_ids)
+        .execute(&mut *tx)
+        .await?;
+    }
     for r in results {
         // The resolved id is kept even when a newer version replaced the one taken.
         if let Some(id) = r.contact_id {

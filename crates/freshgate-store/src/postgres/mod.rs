@@ -319,8 +319,9 @@ impl Store for PostgresStore {
         &self,
         destination: &str,
         results: Vec<MembershipResult>,
+        attempts: Vec<Attempt>,
     ) -> Result<(), StoreError> {
-        memberships::finish(&self.pool, destination, results).await
+        memberships::finish(&self.pool, destination, results, attempts).await
     }
 
     async fn membership_counts(&self, destination: &str) -> Result<MembershipCounts, StoreError> {

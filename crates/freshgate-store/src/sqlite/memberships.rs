@@ -6,8 +6,8 @@ use rusqlite::{Connection, params};
 
 use crate::memberships::state_of;
 use crate::{
-    DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd, MembershipResult,
-    StoreError,
+    Attempt, DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd,
+    MembershipResult, StoreError,
 };
 
 /// One write of the list memberships.
@@ -27,6 +27,7 @@ pub(crate) enum MembershipOp {
     Finish {
         destination: String,
         results: Vec<MembershipResult>,
+        attempts: Vec<Attempt>,
     },
 }
 
@@ -47,8 +48,8 @@ pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipRe
             // Newest event wins; a repeat of what was already sent stays done.
             let mut stmt = conn.prepare_cached(
                 "INSERT INTO list_memberships (destination, list_name, contact_key, action, ts_ms,
-                     contact_id, state, next_at_ms, attempts, first_at_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, 0, ?7)
+                     contact_id, state, next_at_ms, attempts, first_at_ms, delivery_id)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'pending', ?7, 0, ?7, ?8)
                  ON CONFLICT (destination, list_name, contact_key) DO UPDATE
                  SET state = CASE WHEN list_memberships.state = 'done'
                                    AND list_memberships.action = excluded.action
@@ -56,7 +57,8 @@ pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipRe
                      action = excluded.action, ts_ms = excluded.ts_ms,
                      contact_id = coalesce(excluded.contact_id, list_memberships.contact_id),
                      next_at_ms = excluded.next_at_ms, attempts = 0,
-                     first_at_ms = excluded.first_at_ms, error = NULL
+                     first_at_ms = excluded.first_at_ms, error = NULL,
+                     delivery_id = excluded.delivery_id
                  WHERE excluded.ts_ms >= list_memberships.ts_ms",
             )?;
             for c in changes {
@@ -67,7 +69,8 @@ pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipRe
                     c.action.as_str(),
                     c.ts_ms,
                     c.contact_id,
-                    now_ms
+                    now_ms,
+                    c.delivery_id
                 ])?;
             }
             Ok(MembershipReply::Done)
@@ -80,7 +83,8 @@ pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipRe
         } => {
             let due: Vec<DueMembership> = conn
                 .prepare_cached(
-                    "SELECT list_name, contact_key, action, ts_ms, contact_id, attempts, first_at_ms
+                    "SELECT list_name, contact_key, action, ts_ms, contact_id, attempts, first_at_ms,
+                         delivery_id
                      FROM list_memberships
                      WHERE destination = ?1 AND state = 'pending' AND next_at_ms <= ?2
                      ORDER BY next_at_ms LIMIT ?3",
@@ -100,12 +104,21 @@ pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipRe
                             r.get::<_, Option<i64>>(4)?,
                             r.get::<_, i64>(5)?,
                             r.get::<_, i64>(6)?,
+                            r.get::<_, Option<i64>>(7)?,
                         ))
                     },
                 )?
                 .filter_map(|row| {
-                    let (list, contact_key, action, ts_ms, contact_id, attempts, first_at_ms) =
-                        match row {
+                    let (
+                        list,
+                        contact_key,
+                        action,
+                        ts_ms,
+                        contact_id,
+                        attempts,
+                        first_at_ms,
+                        delivery_id,
+                    ) = match row {
                             Ok(r) => r,
                             Err(e) => return Some(Err(e)),
                         };
@@ -117,6 +130,7 @@ pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipRe
                         contact_id,
                         attempts: u32::try_from(attempts).unwrap_or(u32::MAX),
                         first_at_ms,
+                        delivery_id,
                     }))
                 })
                 .collect::<Result<_, _>>()?;
@@ -137,7 +151,31 @@ pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipRe
         MembershipOp::Finish {
             destination,
             results,
+            attempts,
         } => {
+            for a in attempts {
+                conn.prepare_cached(
+                    "INSERT INTO attempts (at_ms, request_line, request_body, status, response_body, outcome)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                )?
+                .execute(params![
+                    a.at_ms,
+                    a.request_line,
+                    a.request_body,
+                    a.status,
+                    a.response_body,
+                    a.outcome
+                ])?;
+                let attempt_id = conn.last_insert_rowid();
+                for id in &a.delivery_ids {
+                    // Through a SELECT: a pruned delivery is skipped, not a foreign-key error.
+                    conn.prepare_cached(
+                        "INSERT OR IGNORE INTO attempt_deliveries (attempt_id, delivery_id)
+                         SELECT ?1, id FROM deliveries WHERE id = ?2",
+                    )?
+                    .execute(params![attempt_id, id])?;
+                }
+            }
             let mut stmt = conn.prepare_cached(
                 "UPDATE list_memberships
                  SET state = ?6, error = ?7, next_at_ms = coalesce(?8, next_at_ms),

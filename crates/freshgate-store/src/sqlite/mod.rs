@@ -496,13 +496,15 @@ impl Store for SqliteStore {
         &self,
         destination: &str,
         results: Vec<MembershipResult>,
+        attempts: Vec<Attempt>,
     ) -> Result<(), StoreError> {
-        if results.is_empty() {
+        if results.is_empty() && attempts.is_empty() {
             return Ok(());
         }
         self.membership(MembershipOp::Finish {
             destination: destination.to_owned(),
             results,
+            attempts,
         })
         .await
         .map(drop)

@@ -1628,6 +1628,7 @@ fn membership(list: &str, key: &str, action: ListAction, ts_ms: i64) -> Membersh
         action,
         ts_ms,
         contact_id: None,
+        delivery_id: None,
     }
 }
 
@@ -1716,6 +1717,7 @@ pub async fn list_memberships_newest_wins_and_finish(fx: &mut dyn Fixture) {
                 },
             ),
         ],
+        Vec::new(),
     )
     .await
     .unwrap();
@@ -1751,6 +1753,7 @@ pub async fn list_memberships_newest_wins_and_finish(fx: &mut dyn Fixture) {
                 reason: "no contact with external_id u1".into(),
             },
         )],
+        Vec::new(),
     )
     .await
     .unwrap();
@@ -1781,5 +1784,52 @@ pub async fn list_memberships_newest_wins_and_finish(fx: &mut dyn Fixture) {
             done: 0,
             dead: 0
         }
+    );
+}
+
+/// The list call the flusher made for a membership joins the trace of the event it came from,
+/// after the hand-off; a pruned (unknown) delivery id is skipped.
+pub async fn list_membership_call_joins_the_event_trace(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("m1", "k1", 1000)]).await;
+    let lease = lease_key(s, "k1", 1000).await;
+    let delivery_id = pending(s, &lease).await[0].delivery_id;
+    s.record_memberships(
+        DEST,
+        vec![MembershipChange {
+            delivery_id: Some(delivery_id),
+            ..membership("vip", "k1", ListAction::Add, 1000)
+        }],
+        1000,
+    )
+    .await
+    .unwrap();
+    let due = s.take_memberships(DEST, 1000, 5000, 10).await.unwrap();
+    assert_eq!(due[0].delivery_id, Some(delivery_id));
+    let mut call = attempt(
+        &[delivery_id, 999_999],
+        1500,
+        200,
+        "list membership sent: 1 contacts in this call",
+    );
+    call.request_line = "PUT /crm/sales/api/lists/7/add_contacts".into();
+    s.finish_memberships(
+        DEST,
+        vec![finished(&due[0], Some(5), MembershipEnd::Done)],
+        vec![call],
+    )
+    .await
+    .unwrap();
+    let traces = s.event_traces("m1").await.unwrap();
+    let attempts = &traces[0].deliveries[0].attempts;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].request_line,
+        "PUT /crm/sales/api/lists/7/add_contacts"
+    );
+    assert_eq!(
+        s.membership_counts(DEST).await.unwrap().done,
+        1,
+        "finished with its attempt"
     );
 }

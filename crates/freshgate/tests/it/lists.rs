@@ -137,18 +137,32 @@ async fn audience_enter_then_exit_adds_then_removes() {
         members(&app.emulator, "vip_users").is_some_and(|m| m.is_empty())
     })
     .await;
-    // The track's trace says where its membership went.
-    let traces = app
-        .store
-        .event_traces("u1-vip_users-track-false-2026-03-01T11:00:00.000Z")
-        .await
-        .unwrap();
-    let attempt = &traces[0].deliveries[0].attempts[0];
+    // The track's trace says where its membership went, then shows the batch call that
+    // carried it (recorded right after the call).
+    let mid = "u1-vip_users-track-false-2026-03-01T11:00:00.000Z";
+    let attempts = || async {
+        app.store.event_traces(mid).await.unwrap()[0].deliveries[0]
+            .attempts
+            .clone()
+    };
+    app.wait_for("the list call in the trace", || async {
+        attempts().await.iter().any(|a| a.status.is_some())
+    })
+    .await;
+    let attempts = attempts().await;
+    let handed = attempts.iter().find(|a| a.status.is_none()).unwrap();
     assert!(
-        attempt.outcome.contains("handed to the list flusher")
-            && attempt.outcome.contains("remove to 'vip_users'"),
+        handed.outcome.contains("handed to the list flusher")
+            && handed.outcome.contains("remove to 'vip_users'"),
         "{}",
-        attempt.outcome
+        handed.outcome
+    );
+    let sent = attempts.iter().find(|a| a.status.is_some()).unwrap();
+    assert_eq!(sent.status, Some(200));
+    assert!(
+        sent.request_line.contains("/remove_contacts")
+            && sent.outcome.starts_with("list membership sent"),
+        "{sent:?}"
     );
     // One list, created once; one add and one remove; the contact's id came from its upsert.
     let log = requests(&app.emulator).await;

@@ -126,6 +126,7 @@ impl DestinationWorker {
                     action: action_of(change.membership),
                     ts_ms: p.timestamp_ms,
                     contact_id: None,
+                    delivery_id: Some(p.delivery_id),
                 })
             })
             .collect()
@@ -181,6 +182,7 @@ impl DestinationWorker {
                 action: action_of(change.membership),
                 ts_ms: p.timestamp_ms,
                 contact_id,
+                delivery_id: Some(p.delivery_id),
             })
             .collect();
         self.hand_off(changes.clone(), None).await?;
@@ -219,6 +221,7 @@ impl DestinationWorker {
             return Ok(0);
         }
         let mut results: Vec<MembershipResult> = Vec::with_capacity(taken);
+        let mut attempts: Vec<Attempt> = Vec::new();
         let ready = self.resolve_contacts(due, &mut results).await?;
 
         // The fewest calls with the same end state, decided in pure code.
@@ -248,8 +251,15 @@ impl DestinationWorker {
                         .cloned()
                 })
                 .collect();
+            let delivery_ids: Vec<i64> = rows.iter().filter_map(|(d, _)| d.delivery_id).collect();
             let end = match self.list_id(&batch.list, node_id).await? {
-                Ok(list_id) => self.send_batch(list_id, batch.membership, &batch.ids).await,
+                Ok(list_id) => {
+                    let (end, attempt) = self
+                        .send_batch(list_id, batch.membership, &batch.ids, &delivery_ids)
+                        .await;
+                    attempts.extend(attempt);
+                    end
+                }
                 Err(end) => end,
             };
             for (d, id) in rows {
@@ -268,7 +278,9 @@ impl DestinationWorker {
                 );
             }
         }
-        self.store.finish_memberships(&self.name, results).await?;
+        self.store
+            .finish_memberships(&self.name, results, attempts)
+            .await?;
         Ok(taken)
     }
 
@@ -432,8 +444,15 @@ impl DestinationWorker {
         }
     }
 
-    /// One membership call for many contacts.
-    async fn send_batch(&self, list_id: i64, membership: Membership, ids: &[i64]) -> MembershipEnd {
+    /// One membership call for many contacts, and its record for the traces of
+    /// `delivery_ids`.
+    async fn send_batch(
+        &self,
+        list_id: i64,
+        membership: Membership,
+        ids: &[i64],
+        delivery_ids: &[i64],
+    ) -> (MembershipEnd, Option<Attempt>) {
         let called = match self
             .call(Endpoint::ListMembership, Quota::Take(1), || async {
                 match membership {
@@ -444,15 +463,26 @@ impl DestinationWorker {
             .await
         {
             Ok(c) => c,
-            Err(wait) => return later(wait.0, "quota spent"),
+            Err(wait) => return (later(wait.0, "quota spent"), None),
         };
-        match called.outcome {
+        let mut attempt = called.attempt(delivery_ids);
+        let end = match called.outcome {
             Outcome::Success => {
                 self.resume().await;
                 MembershipEnd::Done
             }
             outcome => self.failed(outcome, 0).await,
-        }
+        };
+        attempt.outcome = match &end {
+            MembershipEnd::Done => {
+                format!("list membership sent: {} contacts in this call", ids.len())
+            }
+            MembershipEnd::Retry { at_ms, error } => {
+                format!("list membership retried at {at_ms}: {error}")
+            }
+            MembershipEnd::Dead { reason } => format!("list membership given up: {reason}"),
+        };
+        (end, Some(attempt))
     }
 
     /// How a failed call ends the memberships waiting on it (a pause pauses the destination).
