@@ -395,3 +395,28 @@ async fn a_missing_list_is_created_once_by_two_nodes_racing() {
     store.close().await;
     emu.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_the_key_audiences_are_handled_as_before() {
+    let app = spawn_app_with(Setup::default()).await;
+    app.batch(vec![
+        audience_identify("u9", "vip_users", true, TS),
+        audience_track("u9", "vip_users", false, "2026-03-01T11:00:00.000Z"),
+    ])
+    .await;
+    app.drain().await;
+    assert!(app.contact_by_email("u9@example.com").is_some());
+    let traces = app
+        .store
+        .event_traces("u9-vip_users-track-false-2026-03-01T11:00:00.000Z")
+        .await
+        .unwrap();
+    assert_eq!(
+        traces[0].deliveries[0].reason.as_deref(),
+        Some("not handled by this destination: track")
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(app.calls("/lists"), 0);
+    assert!(lists(&app.emulator).is_empty());
+    app.stop().await;
+}

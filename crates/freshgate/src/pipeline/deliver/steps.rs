@@ -166,7 +166,12 @@ impl DestinationWorker {
             .clone()
             .or_else(|| shadow.as_ref().and_then(|s| s.email.clone()))
         else {
-            self.settle_skipped(lease, &delivery_ids, &SkipReason::NoEmail, "")
+            // No contact is written, but an audience membership may still find one by
+            // `external_id` (or be given up with that reason, visibly).
+            let note = super::lists::hand_off_note(&memberships);
+            let contact_id = shadow.as_ref().and_then(|s| s.contact_id);
+            self.hand_off(memberships, contact_id).await?;
+            self.settle_skipped(lease, &delivery_ids, &SkipReason::NoEmail, &note)
                 .await?;
             return Ok(None);
         };
