@@ -954,6 +954,18 @@ pub trait Store: Send + Sync + 'static {
         attempts: Vec<Attempt>,
     ) -> Result<(), StoreError>;
 
+    /// Forget the list id `list_id` recorded for `name` (the list was deleted in the CRM), so
+    /// that the next caller finds or creates it again. Another id recorded meanwhile stays.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn forget_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<(), StoreError>;
+
     /// The memberships of a destination by state.
     ///
     /// # Errors

@@ -190,3 +190,18 @@ pub(crate) async fn counts(
     }
     Ok(out)
 }
+
+pub(crate) async fn forget_list(
+    pool: &PgPool,
+    destination: &str,
+    name: &str,
+    list_id: i64,
+) -> Result<(), StoreError> {
+    query("DELETE FROM marketing_lists WHERE destination = $1 AND name = $2 AND list_id = $3")
+        .bind(destination)
+        .bind(name)
+        .bind(list_id)
+        .execute(pool)
+        .await?;
+    Ok(())
+}

@@ -324,6 +324,15 @@ impl Store for PostgresStore {
         memberships::finish(&self.pool, destination, results, attempts).await
     }
 
+    async fn forget_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<(), StoreError> {
+        memberships::forget_list(&self.pool, destination, name, list_id).await
+    }
+
     async fn membership_counts(&self, destination: &str) -> Result<MembershipCounts, StoreError> {
         memberships::counts(&self.pool, destination).await
     }

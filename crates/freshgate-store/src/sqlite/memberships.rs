@@ -29,6 +29,11 @@ pub(crate) enum MembershipOp {
         results: Vec<MembershipResult>,
         attempts: Vec<Attempt>,
     },
+    ForgetList {
+        destination: String,
+        name: String,
+        list_id: i64,
+    },
 }
 
 /// What a [`MembershipOp`] answers.
@@ -40,6 +45,17 @@ pub(crate) enum MembershipReply {
 
 pub(crate) fn apply(conn: &Connection, op: &MembershipOp) -> Result<MembershipReply, StoreError> {
     match op {
+        MembershipOp::ForgetList {
+            destination,
+            name,
+            list_id,
+        } => {
+            conn.prepare_cached(
+                "DELETE FROM marketing_lists WHERE destination = ?1 AND name = ?2 AND list_id = ?3",
+            )?
+            .execute(params![destination, name, list_id])?;
+            Ok(MembershipReply::Done)
+        }
         MembershipOp::Record {
             destination,
             changes,

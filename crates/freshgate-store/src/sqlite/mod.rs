@@ -510,6 +510,21 @@ impl Store for SqliteStore {
         .map(drop)
     }
 
+    async fn forget_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<(), StoreError> {
+        self.membership(MembershipOp::ForgetList {
+            destination: destination.to_owned(),
+            name: name.to_owned(),
+            list_id,
+        })
+        .await
+        .map(drop)
+    }
+
     async fn membership_counts(&self, destination: &str) -> Result<MembershipCounts, StoreError> {
         let d = destination.to_owned();
         self.readers.run(move |c| memberships::counts(c, &d)).await

@@ -1832,4 +1832,14 @@ pub async fn list_membership_call_joins_the_event_trace(fx: &mut dyn Fixture) {
         1,
         "finished with its attempt"
     );
+    // A list deleted in the CRM is forgotten (only the id that was deleted), then found again.
+    assert_eq!(s.put_list_id(DEST, "vip", 7).await.unwrap(), 7);
+    s.forget_list_id(DEST, "vip", 8).await.unwrap();
+    assert_eq!(s.list_id(DEST, "vip").await.unwrap(), Some(7));
+    s.forget_list_id(DEST, "vip", 7).await.unwrap();
+    assert_eq!(s.list_id(DEST, "vip").await.unwrap(), None);
+    assert_eq!(
+        s.claim_list(DEST, "vip", "n1", 2000, 500).await.unwrap(),
+        ListClaim::Claimed
+    );
 }

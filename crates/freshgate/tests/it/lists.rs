@@ -420,3 +420,36 @@ async fn without_the_key_audiences_are_handled_as_before() {
     assert!(lists(&app.emulator).is_empty());
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_gone_from_the_account_is_looked_up_again() {
+    let app = spawn_app_with(Setup {
+        destination: audiences(),
+        ..Setup::default()
+    })
+    .await;
+    // The first membership call meets a 404, as when the list was deleted in the CRM.
+    app.emulator.state.inject(Fault::NextStatus {
+        count: 1,
+        status: 404,
+        path_contains: Some("add_contacts".into()),
+        body: None,
+    });
+    app.batch(vec![audience_identify("u2", "trial_users", true, TS)])
+        .await;
+    app.wait_for("u2 added to trial_users", || async {
+        members(&app.emulator, "trial_users").is_some_and(|m| m.len() == 1)
+    })
+    .await;
+    let log = requests(&app.emulator).await;
+    let count = |m: &str, suffix: &str| {
+        log.iter()
+            .filter(|(method, p, _)| method == m && p.ends_with(suffix))
+            .count()
+    };
+    // Created once, found again by name after the 404, then the call went through.
+    assert_eq!(count("POST", "/lists"), 1);
+    assert_eq!(count("GET", "/lists"), 2);
+    assert_eq!(count("PUT", "/add_contacts"), 2);
+    app.stop().await;
+}

@@ -74,6 +74,13 @@ impl ListIds {
             .unwrap_or_else(PoisonError::into_inner)
             .insert(name.to_owned(), id);
     }
+
+    fn forget(&self, name: &str) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(name);
+    }
 }
 
 /// The store's action of a membership change.
@@ -257,6 +264,20 @@ impl DestinationWorker {
                     let (end, attempt) = self
                         .send_batch(list_id, batch.membership, &batch.ids, &delivery_ids)
                         .await;
+                    let end = if attempt.as_ref().and_then(|a| a.status) == Some(404) {
+                        // The list was deleted in the CRM: forget its id, so that the next
+                        // round finds it by name or creates it again, and retry then.
+                        self.list_ids.forget(&batch.list);
+                        self.store
+                            .forget_list_id(&self.name, &batch.list, list_id)
+                            .await?;
+                        later(
+                            now_ms() + 1_000,
+                            &format!("list {list_id} ('{}') no longer exists", batch.list),
+                        )
+                    } else {
+                        end
+                    };
                     attempts.extend(attempt);
                     end
                 }
