@@ -15,6 +15,7 @@
 
 use serde_json::Value;
 
+use crate::audience::{AudienceChange, audience_change};
 use crate::reason::{DeadReason, SkipReason};
 use crate::rules::DestinationKinds;
 use crate::segment::{EventType, StoredEvent};
@@ -44,6 +45,14 @@ pub enum Step {
         /// The group call.
         index: usize,
     },
+    /// No call now: an Engage audience track's list membership is handed to the list
+    /// flusher, which sends it in a batch with other contacts' (`audience_lists`).
+    HandOffMembership {
+        /// The delivery.
+        index: usize,
+        /// The membership change.
+        change: AudienceChange,
+    },
     /// No call: recorded as skipped.
     Skip {
         /// The delivery.
@@ -68,19 +77,21 @@ impl Step {
     pub fn calls(&self) -> bool {
         match self {
             Self::UpsertContact { .. } | Self::UpsertAccount { .. } => true,
-            Self::Skip { .. } | Self::DeadLetter { .. } => false,
+            Self::HandOffMembership { .. } | Self::Skip { .. } | Self::DeadLetter { .. } => false,
         }
     }
 }
 
-/// Plan a contact's pending deliveries (FIFO order) into steps, in the order they must run.
+/// Plan a contact's pending deliveries (FIFO order) into steps, in the order they must run,
+/// for a destination delivering `kinds`.
 ///
 /// Consecutive identifies form one [`Step::UpsertContact`]; an identify that can never be sent
 /// (no `userId`, no email) is skipped without breaking its run. Any other event ends the run:
 /// it is planned after it, and identifies after it form a new run. A `group` becomes a
 /// [`Step::UpsertAccount`] when `kinds.group_accounts` is on. (`traits.company` of an identify
 /// travels with its run: the account is upserted just before the run's contact upsert, which
-/// then carries the association.)
+/// then carries the association.) With `audience_lists`, an Engage audience track is a
+/// [`Step::HandOffMembership`] (an identify's membership goes with its upsert).
 #[must_use]
 pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds) -> Vec<Step> {
     let mut out = Vec::new();
@@ -105,6 +116,19 @@ pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds) -> Vec<Step> {
             EventType::Group if kinds.group_accounts => {
                 close_run(&mut out, &mut run);
                 out.push(Step::UpsertAccount { index });
+            }
+            EventType::Track
+                if kinds.audience_lists
+                    && let Some(change) = audience_change(event) =>
+            {
+                close_run(&mut out, &mut run);
+                out.push(match event.user_id.as_deref() {
+                    Some(u) if !u.is_empty() => Step::HandOffMembership { index, change },
+                    _ => Step::Skip {
+                        index,
+                        reason: SkipReason::NoUserId,
+                    },
+                });
             }
             other => {
                 close_run(&mut out, &mut run);
@@ -176,6 +200,8 @@ mod tests {
         Other(EventType),
         /// A group call, with `group_accounts` on.
         Group,
+        /// An Engage `Audience Exited` track (a list membership with `audience_lists`).
+        AudienceTrack,
         Unreadable,
     }
 
@@ -186,6 +212,7 @@ mod tests {
             Kind::IdentifyNoEmail => (EventType::Identify, Some("u1"), Some("  ")),
             Kind::Other(t) => (t, Some("u1"), None),
             Kind::Group => (EventType::Group, Some("u1"), None),
+            Kind::AudienceTrack => (EventType::Track, Some("u1"), None),
             Kind::Unreadable => return None,
         };
         let mut raw = json!({
@@ -200,6 +227,11 @@ mod tests {
         if let Some(e) = email {
             raw["traits"]["email"] = json!(e);
         }
+        if kind == Kind::AudienceTrack {
+            raw["event"] = json!("Audience Exited");
+            raw["context"] = json!({"personas": {"computation_class": "audience",
+                                                 "computation_key": "vip"}});
+        }
         Some(crate::segment::parse_stored_event(raw.to_string().as_bytes()).unwrap())
     }
 
@@ -212,8 +244,10 @@ mod tests {
                     .map_or(Pending::Unreadable("bad"), Pending::Event)
             })
             .collect();
+        // Accounts and audience lists on: plain tracks and pages are still not handled.
         let kinds = DestinationKinds {
             group_accounts: true,
+            audience_lists: true,
             ..DestinationKinds::identify_only()
         };
         steps(&pending, &kinds)
@@ -232,6 +266,7 @@ mod tests {
                     Kind::IdentifyNoUser | Kind::IdentifyNoEmail => "skip",
                     Kind::Other(_) => "skip",
                     Kind::Group => "account",
+                    Kind::AudienceTrack => "hand-off",
                     Kind::Unreadable => "dead",
                 },
             ));
@@ -242,7 +277,7 @@ mod tests {
         for (i, what) in one_by_one {
             match (kinds[i], what) {
                 (_, "upsert") => open.get_or_insert_with(Vec::new).push(i),
-                (Kind::Other(_) | Kind::Group, _) => {
+                (Kind::Other(_) | Kind::Group | Kind::AudienceTrack, _) => {
                     if let Some(run) = open.take() {
                         out.push((run, "upsert"));
                     }
@@ -265,6 +300,7 @@ mod tests {
                 Step::UpsertAccount { index } => (vec![*index], "account"),
                 Step::Skip { index, .. } => (vec![*index], "skip"),
                 Step::DeadLetter { index, .. } => (vec![*index], "dead"),
+                Step::HandOffMembership { index, .. } => (vec![*index], "hand-off"),
             })
             .collect()
     }
@@ -278,6 +314,7 @@ mod tests {
             1 => Just(Kind::Other(EventType::Page)),
             1 => Just(Kind::Other(EventType::Alias)),
             2 => Just(Kind::Group),
+            1 => Just(Kind::AudienceTrack),
             1 => Just(Kind::Unreadable),
         ]
     }
@@ -344,6 +381,62 @@ mod tests {
         );
     }
 
+    #[test]
+    fn an_audience_track_hands_its_membership_off_after_the_upsert_before_it() {
+        let parse = |v: serde_json::Value| {
+            crate::segment::parse_stored_event(v.to_string().as_bytes()).unwrap()
+        };
+        let personas = json!({"personas": {"computation_class": "audience",
+                                           "computation_key": "vip"}});
+        let identify = parse(
+            json!({"type": "identify", "messageId": "m1", "userId": "u1",
+            "timestamp": "2026-01-01T00:00:00Z", "traits": {"email": "a@x.io", "vip": true},
+            "context": personas}),
+        );
+        let exited = parse(json!({"type": "track", "messageId": "m2", "userId": "u1",
+            "event": "Audience Exited", "timestamp": "2026-01-01T00:00:01Z",
+            "properties": {"vip": false}, "context": personas}));
+        let anonymous = parse(
+            json!({"type": "track", "messageId": "m3", "anonymousId": "a1",
+            "event": "Audience Entered", "timestamp": "2026-01-01T00:00:01Z",
+            "properties": {"vip": true}, "context": personas}),
+        );
+        let pending = [
+            Pending::Event(&identify),
+            Pending::Event(&exited),
+            Pending::Event(&anonymous),
+        ];
+        let lists = DestinationKinds {
+            audience_lists: true,
+            ..DestinationKinds::identify_only()
+        };
+        assert_eq!(
+            steps(&pending, &lists),
+            vec![
+                Step::UpsertContact { members: vec![0] },
+                Step::HandOffMembership {
+                    index: 1,
+                    change: AudienceChange {
+                        list: "vip".into(),
+                        membership: crate::audience::Membership::Remove,
+                    },
+                },
+                Step::Skip {
+                    index: 2,
+                    reason: SkipReason::NoUserId
+                },
+            ]
+        );
+        // Without the key: not handled, exactly as before.
+        assert_eq!(
+            steps(&pending, &DestinationKinds::identify_only())[1],
+            Step::Skip {
+                index: 1,
+                reason: SkipReason::NotHandled(EventType::Track)
+            }
+        );
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -364,11 +457,12 @@ mod tests {
                     Step::UpsertContact { members } => members.contains(&i),
                     Step::UpsertAccount { index }
                     | Step::Skip { index, .. }
-                    | Step::DeadLetter { index, .. } => *index == i,
+                    | Step::DeadLetter { index, .. }
+                    | Step::HandOffMembership { index, .. } => *index == i,
                 })
             };
             for (j, k) in kinds.iter().enumerate() {
-                if matches!(k, Kind::Other(_) | Kind::Group) {
+                if matches!(k, Kind::Other(_) | Kind::Group | Kind::AudienceTrack) {
                     let pj = position(j);
                     for (i, other) in kinds.iter().enumerate() {
                         if *other == Kind::Identify {

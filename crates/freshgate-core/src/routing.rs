@@ -13,10 +13,11 @@
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
+use crate::audience::audience_change;
 use crate::reason::SkipReason;
 use crate::rules::DestinationKinds;
-use crate::segment::EventType;
 use crate::segment::envelope::{get, is_false, object_entries};
+use crate::segment::{EventType, StoredEvent};
 
 /// What a destination does with an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -31,11 +32,28 @@ pub enum Route {
 
 impl Route {
     /// The decision for a call type, given whether [`destination_enabled`] holds and what the
-    /// destination delivers (`kinds`): `identify` always; `group` when `group_accounts` is on.
-    /// With [`DestinationKinds::identify_only`] this is the seed's decision.
+    /// destination delivers (`kinds`). `identify` always writes a contact; `group` upserts a
+    /// sales account with `group_accounts`; with `audience_lists`, an Engage audience track
+    /// (`Audience Entered` / `Audience Exited`, [`audience_change`]) becomes a list membership.
+    /// `read` gives the event's details; it is called only when the call type and kinds need
+    /// them (never for an identify-only destination), so the ingest hot path parses nothing
+    /// more than before. With [`DestinationKinds::identify_only`] this is the seed's decision.
     #[must_use]
-    pub fn decide(event_type: EventType, enabled: bool, kinds: &DestinationKinds) -> Self {
-        if !handles(event_type, kinds) {
+    pub fn decide(
+        event_type: EventType,
+        enabled: bool,
+        kinds: &DestinationKinds,
+        read: impl FnOnce() -> Option<StoredEvent>,
+    ) -> Self {
+        let handled = match event_type {
+            EventType::Identify => true,
+            EventType::Group => kinds.group_accounts,
+            EventType::Track if kinds.audience_lists => {
+                read().is_some_and(|e| audience_change(&e).is_some())
+            }
+            _ => false,
+        };
+        if !handled {
             Self::NotHandled(event_type)
         } else if !enabled {
             Self::OptedOut
@@ -61,15 +79,6 @@ impl Route {
     #[must_use]
     pub fn skip_reason(self, integration_key: &str) -> Option<String> {
         self.skip(integration_key).map(|r| r.detail())
-    }
-}
-
-/// Whether a destination with these kinds does anything with a call type.
-fn handles(event_type: EventType, kinds: &DestinationKinds) -> bool {
-    match event_type {
-        EventType::Identify => true,
-        EventType::Group => kinds.group_accounts,
-        _ => false,
     }
 }
 
@@ -135,23 +144,25 @@ mod tests {
         assert!(destination_enabled(None, KEY));
     }
 
+    fn identify_only(event_type: EventType, enabled: bool) -> Route {
+        Route::decide(
+            event_type,
+            enabled,
+            &DestinationKinds::identify_only(),
+            || panic!("an identify-only destination reads no event"),
+        )
+    }
+
     #[test]
     fn route_handles_identify_only_and_honours_opt_out() {
-        let only = DestinationKinds::identify_only();
+        assert_eq!(identify_only(EventType::Identify, true), Route::Deliver);
+        assert_eq!(identify_only(EventType::Identify, false), Route::OptedOut);
         assert_eq!(
-            Route::decide(EventType::Identify, true, &only),
-            Route::Deliver
-        );
-        assert_eq!(
-            Route::decide(EventType::Identify, false, &only),
-            Route::OptedOut
-        );
-        assert_eq!(
-            Route::decide(EventType::Track, true, &only),
+            identify_only(EventType::Track, true),
             Route::NotHandled(EventType::Track)
         );
         assert_eq!(
-            Route::decide(EventType::Group, true, &only),
+            identify_only(EventType::Group, true),
             Route::NotHandled(EventType::Group)
         );
         assert_eq!(Route::Deliver.skip_reason(KEY), None);
@@ -160,7 +171,7 @@ mod tests {
             Some("disabled by the integrations object (key \"Freshmarketer\")")
         );
         assert_eq!(
-            Route::decide(EventType::Page, false, &only)
+            identify_only(EventType::Page, false)
                 .skip_reason(KEY)
                 .as_deref(),
             Some("not handled by this destination: page")
@@ -174,11 +185,11 @@ mod tests {
             ..DestinationKinds::identify_only()
         };
         assert_eq!(
-            Route::decide(EventType::Group, true, &accounts),
+            Route::decide(EventType::Group, true, &accounts, || None),
             Route::Deliver
         );
         assert_eq!(
-            Route::decide(EventType::Group, false, &accounts),
+            Route::decide(EventType::Group, false, &accounts, || None),
             Route::OptedOut
         );
         // company_accounts rides on identify: it routes no other call type.
@@ -187,12 +198,51 @@ mod tests {
             ..DestinationKinds::identify_only()
         };
         assert_eq!(
-            Route::decide(EventType::Group, true, &company),
+            Route::decide(EventType::Group, true, &company, || None),
             Route::NotHandled(EventType::Group)
         );
         assert_eq!(
-            Route::decide(EventType::Track, true, &accounts),
+            Route::decide(EventType::Track, true, &accounts, || None),
             Route::NotHandled(EventType::Track)
+        );
+    }
+
+    #[test]
+    fn audience_tracks_are_delivered_only_with_audience_lists() {
+        let audience = |event: &str| {
+            crate::segment::parse_stored_event(
+                serde_json::json!({
+                    "type": "track", "event": event, "messageId": "m", "userId": "u",
+                    "timestamp": "2026-01-01T00:00:00Z", "properties": {},
+                    "context": {"personas": {"computation_class": "audience",
+                                             "computation_key": "vip"}}
+                })
+                .to_string()
+                .as_bytes(),
+            )
+            .ok()
+        };
+        let lists = DestinationKinds {
+            audience_lists: true,
+            ..DestinationKinds::identify_only()
+        };
+        let decide = |event: &'static str, enabled, kinds: &DestinationKinds| {
+            Route::decide(EventType::Track, enabled, kinds, || audience(event))
+        };
+        assert_eq!(decide("Audience Entered", true, &lists), Route::Deliver);
+        assert_eq!(decide("Audience Exited", false, &lists), Route::OptedOut);
+        assert_eq!(
+            decide("Order Completed", true, &lists),
+            Route::NotHandled(EventType::Track)
+        );
+        assert_eq!(
+            decide("Audience Entered", true, &DestinationKinds::identify_only()),
+            Route::NotHandled(EventType::Track)
+        );
+        // Other call types stay not handled, whatever they carry.
+        assert_eq!(
+            Route::decide(EventType::Group, true, &lists, || audience("x")),
+            Route::NotHandled(EventType::Group)
         );
     }
 }

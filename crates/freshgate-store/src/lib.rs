@@ -13,12 +13,16 @@
 //! All times are Unix milliseconds (`i64`) passed in by the caller, so tests control the clock.
 
 mod listing;
+mod memberships;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 mod records;
 pub mod sqlite;
 
 use async_trait::async_trait;
+pub use memberships::{
+    DueMembership, ListAction, MembershipChange, MembershipCounts, MembershipEnd, MembershipResult,
+};
 pub use records::{ActivityIntent, ListClaim};
 use serde::{Deserialize, Serialize};
 
@@ -1060,6 +1064,63 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database`.
     async fn prune_activity_intents(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Record desired list memberships (Engage audiences), handed off by contacts' deliveries to
+    /// the list flusher. Per (list, contact) the newest event wins: a change older than the
+    /// recorded one is ignored. A change that repeats a membership already sent stays done.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn record_memberships(
+        &self,
+        destination: &str,
+        changes: Vec<MembershipChange>,
+        now_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Take up to `limit` pending memberships due at `now_ms`, oldest first, and hold them for
+    /// `hold_ms` (another node's flusher skips them meanwhile; an unfinished one is due again
+    /// after it).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn take_memberships(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        hold_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueMembership>, StoreError>;
+
+    /// Record how taken memberships ended (see [`MembershipResult`]), and the list calls made
+    /// for them in the traces of the deliveries they name (unknown delivery ids are skipped).
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn finish_memberships(
+        &self,
+        destination: &str,
+        results: Vec<MembershipResult>,
+        attempts: Vec<Attempt>,
+    ) -> Result<(), StoreError>;
+
+    /// Forget the list id `list_id` recorded for `name` (the list was deleted in the CRM), so
+    /// that the next caller finds or creates it again. Another id recorded meanwhile stays.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn forget_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<(), StoreError>;
+
+    /// The memberships of a destination by state.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn membership_counts(&self, destination: &str) -> Result<MembershipCounts, StoreError>;
 
     /// Add `calls` API calls spent on `account` at `at_ms` to the persisted quota ledger.
     ///

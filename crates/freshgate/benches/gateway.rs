@@ -5,7 +5,9 @@
 //!
 //! * `delivery` (issue 5): Freshworks calls per delivered identify against the emulator, for
 //!   distinct users and for bursts of identifies per user (coalescing), and the end-to-end
-//!   latency from the ingest 200 to the upsert reaching the emulator.
+//!   latency from the ingest 200 to the upsert reaching the emulator; then (issue 11, [`mixed`])
+//!   a mixed workload of every kind, with calls per event of each kind (`-- mixed`: that part
+//!   alone).
 //!
 //! Ingest throughput is not measured here: an in-process load generator competes with the
 //! server for the cores and understated it threefold (issue 15). `benches/ingest` drives the
@@ -41,7 +43,12 @@ const TARGET_CALLS_BURST: f64 = 0.3;
 /// What to run, from the command line (`cargo bench` adds `--bench`, which is ignored).
 struct Args {
     delivery: bool,
+    /// Only the mixed workload (`-- mixed`).
+    mixed_only: bool,
 }
+
+#[path = "gateway/mixed.rs"]
+mod mixed;
 
 fn parse_args() -> Result<Args> {
     let mut parts = Vec::new();
@@ -52,11 +59,15 @@ fn parse_args() -> Result<Args> {
         }
     }
     for p in &parts {
-        if p != "delivery" {
-            bail!("unknown part {p:?}: expected `delivery` (ingest: `--bench ingest`)");
+        if p != "delivery" && p != "mixed" {
+            bail!("unknown part {p:?}: expected `delivery` or `mixed` (ingest: `--bench ingest`)");
         }
     }
-    Ok(Args { delivery: true })
+    let mixed_only = parts.iter().all(|p| p == "mixed") && !parts.is_empty();
+    Ok(Args {
+        delivery: true,
+        mixed_only,
+    })
 }
 
 fn main() -> Result<()> {
@@ -77,7 +88,11 @@ fn main() -> Result<()> {
         "machine".into(),
         json!({ "cpus": cpus, "loadavg_1min_before": loadavg }),
     );
-    if args.delivery {
+    if args.mixed_only {
+        println!("\n== delivery of every kind (issue 11) ==");
+        let r = runtime.block_on(mixed::mixed_scenario())?;
+        report.insert("mixed".into(), r);
+    } else if args.delivery {
         let r = runtime.block_on(delivery_bench())?;
         report.insert("delivery".into(), r);
     }
@@ -517,7 +532,9 @@ async fn delivery_bench() -> Result<Value> {
 
     // (c) end-to-end latency under quota.
     let c = latency_scenario(500, 50).await?;
-    Ok(json!({ "distinct_users": a, "burst": b, "latency": c }))
+    // (d) every kind at once (issue 11).
+    let d = mixed::mixed_scenario().await?;
+    Ok(json!({ "distinct_users": a, "burst": b, "latency": c, "mixed": d }))
 }
 
 /// Post `n` single identifies at `rate`/s (distinct users) and measure, per identify, the time

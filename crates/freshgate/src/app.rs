@@ -234,6 +234,15 @@ impl App {
             UNMAPPED_FLUSH_EVERY,
             stop.clone(),
         ));
+        for (worker, _) in &self.workers {
+            if worker.kinds.audience_lists {
+                set.spawn(crate::pipeline::deliver::lists::run_flusher(
+                    Arc::clone(worker),
+                    self.options.node_id.clone(),
+                    stop.clone(),
+                ));
+            }
+        }
         for (worker, concurrency) in &self.workers {
             set.spawn(dispatcher::run(
                 Arc::clone(worker),

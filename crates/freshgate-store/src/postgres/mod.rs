@@ -15,6 +15,7 @@ mod bounded;
 mod delivery;
 mod filter;
 mod ingest;
+mod memberships;
 mod queries;
 mod records;
 mod schema;
@@ -27,10 +28,11 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 
 use crate::{
     ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
-    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MinuteCount, PendingDelivery,
-    PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError,
-    UnmappedTrait, UnroutedEvent,
+    DeliveryFilter, DeliveryId, DestinationPause, DueMembership, EventId, EventQuery, EventSummary,
+    EventTrace, FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MembershipChange,
+    MembershipCounts, MembershipResult, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait,
+    UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -290,6 +292,50 @@ impl Store for PostgresStore {
         list_id: i64,
     ) -> Result<i64, StoreError> {
         records::put_list_id(&self.pool, destination, name, list_id).await
+    }
+
+    async fn record_memberships(
+        &self,
+        destination: &str,
+        changes: Vec<MembershipChange>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        memberships::record(&self.pool, destination, changes, now_ms).await
+    }
+
+    async fn take_memberships(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        hold_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueMembership>, StoreError> {
+        memberships::take(&self.pool, destination, now_ms, hold_ms, limit).await
+    }
+
+    async fn finish_memberships(
+        &self,
+        destination: &str,
+        results: Vec<MembershipResult>,
+        attempts: Vec<Attempt>,
+    ) -> Result<(), StoreError> {
+        memberships::finish(&self.pool, destination, results, attempts).await
+    }
+
+    async fn forget_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<(), StoreError> {
+        memberships::forget_list(&self.pool, destination, name, list_id).await
+    }
+
+    async fn membership_counts(&self, destination: &str) -> Result<MembershipCounts, StoreError> {
+        memberships::counts(&self.pool, destination).await
     }
 
     async fn intend_activity(

@@ -61,6 +61,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "events by receive time and id",
         include_str!("../../migrations/postgres/0010_events_received_id.sql"),
     ),
+    (
+        11,
+        "list memberships",
+        include_str!("../../migrations/postgres/0011_list_memberships.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

@@ -8,6 +8,7 @@
 mod bounded;
 mod checkpoint;
 mod filter;
+mod memberships;
 mod queries;
 mod raw;
 mod records;
@@ -24,15 +25,17 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::WriterGate;
+use self::memberships::{MembershipOp, MembershipReply};
 use self::queries::ReaderPool;
 use self::records::{RecordOp, RecordReply};
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
-    DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MinuteCount, PendingDelivery,
-    PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError,
-    UnmappedTrait, UnroutedEvent,
+    DeliveryFilter, DeliveryId, DestinationPause, DueMembership, EventId, EventQuery, EventSummary,
+    EventTrace, FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MembershipChange,
+    MembershipCounts, MembershipResult, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
+    QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait,
+    UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -168,6 +171,14 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
+    /// Run one list-membership write on the writer thread.
+    async fn membership(&self, op: MembershipOp) -> Result<MembershipReply, StoreError> {
+        match self.write(WriteOp::Membership(op), false).await? {
+            WriteReply::Membership(reply) => Ok(reply),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Run one delivery-record write on the writer thread.
     async fn record(&self, op: RecordOp) -> Result<RecordReply, StoreError> {
         match self.write(WriteOp::Record(op), false).await? {
@@ -439,6 +450,85 @@ impl Store for SqliteStore {
             RecordReply::ListId(id) => Ok(id),
             other => Err(unexpected_record(&other)),
         }
+    }
+
+    async fn record_memberships(
+        &self,
+        destination: &str,
+        changes: Vec<MembershipChange>,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        if changes.is_empty() {
+            return Ok(());
+        }
+        self.membership(MembershipOp::Record {
+            destination: destination.to_owned(),
+            changes,
+            now_ms,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn take_memberships(
+        &self,
+        destination: &str,
+        now_ms: i64,
+        hold_ms: i64,
+        limit: usize,
+    ) -> Result<Vec<DueMembership>, StoreError> {
+        match self
+            .membership(MembershipOp::Take {
+                destination: destination.to_owned(),
+                now_ms,
+                hold_ms,
+                limit,
+            })
+            .await?
+        {
+            MembershipReply::Due(due) => Ok(due),
+            MembershipReply::Done => Err(StoreError::Database(
+                "writer answered a membership take without rows".to_owned(),
+            )),
+        }
+    }
+
+    async fn finish_memberships(
+        &self,
+        destination: &str,
+        results: Vec<MembershipResult>,
+        attempts: Vec<Attempt>,
+    ) -> Result<(), StoreError> {
+        if results.is_empty() && attempts.is_empty() {
+            return Ok(());
+        }
+        self.membership(MembershipOp::Finish {
+            destination: destination.to_owned(),
+            results,
+            attempts,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn forget_list_id(
+        &self,
+        destination: &str,
+        name: &str,
+        list_id: i64,
+    ) -> Result<(), StoreError> {
+        self.membership(MembershipOp::ForgetList {
+            destination: destination.to_owned(),
+            name: name.to_owned(),
+            list_id,
+        })
+        .await
+        .map(drop)
+    }
+
+    async fn membership_counts(&self, destination: &str) -> Result<MembershipCounts, StoreError> {
+        let d = destination.to_owned();
+        self.readers.run(move |c| memberships::counts(c, &d)).await
     }
 
     async fn intend_activity(

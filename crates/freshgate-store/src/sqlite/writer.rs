@@ -102,6 +102,8 @@ pub(crate) enum WriteOp {
     RecordUnmapped(Vec<crate::UnmappedTrait>),
     /// Delivery records (contact ids, account shadows, lists, activity intents, entity fields).
     Record(super::records::RecordOp),
+    /// List memberships handed to the list flusher.
+    Membership(super::memberships::MembershipOp),
 }
 
 impl WriteOp {
@@ -129,6 +131,7 @@ pub(crate) enum WriteReply {
     Pruned(PruneOutcome, bool),
     Done,
     Record(super::records::RecordReply),
+    Membership(super::memberships::MembershipReply),
 }
 
 /// A write and where to send its result once committed.
@@ -283,6 +286,9 @@ impl Writer {
                 not_before_ms,
             } => release(&self.conn, lease, *not_before_ms).map(|()| WriteReply::Done),
             WriteOp::Record(op) => super::records::apply(&self.conn, op).map(WriteReply::Record),
+            WriteOp::Membership(op) => {
+                super::memberships::apply(&self.conn, op).map(WriteReply::Membership)
+            }
             WriteOp::PutShadow {
                 destination,
                 contact_key,

@@ -1,10 +1,11 @@
 //! The conformance cases: what every `Store` backend must do, whatever it is built on.
 
 use freshgate_store::{
-    ActivityIntent, AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, EventQuery,
-    FieldMetadata, LateDelivery, ListClaim, MAX_UNMAPPED_KEY_BYTES,
-    MAX_UNMAPPED_TRAITS_PER_DESTINATION, NewDelivery, NewEvent, PastOutcome, QueueDepth,
-    RejectedInput, Reopen, Settlement, StoreError, UnmappedTrait,
+    ActivityIntent, AppendBatch, DeliveryFilter, DeliveryStatus, DestinationPause, DueMembership,
+    EventQuery, FieldMetadata, LateDelivery, ListAction, ListClaim, MAX_UNMAPPED_KEY_BYTES,
+    MAX_UNMAPPED_TRAITS_PER_DESTINATION, MembershipChange, MembershipCounts, MembershipEnd,
+    MembershipResult, NewDelivery, NewEvent, PastOutcome, QueueDepth, RejectedInput, Reopen,
+    Settlement, StoreError, UnmappedTrait,
 };
 
 use crate::harness::{
@@ -1895,4 +1896,227 @@ pub async fn entity_field_metadata_by_entity(fx: &mut dyn Fixture) {
         Some(at(500, b"[d]"))
     );
     assert_eq!(s.field_metadata("acct").await.unwrap(), None);
+}
+
+fn membership(list: &str, key: &str, action: ListAction, ts_ms: i64) -> MembershipChange {
+    MembershipChange {
+        list: list.into(),
+        contact_key: key.into(),
+        action,
+        ts_ms,
+        contact_id: None,
+        delivery_id: None,
+    }
+}
+
+fn finished(d: &DueMembership, contact_id: Option<i64>, end: MembershipEnd) -> MembershipResult {
+    MembershipResult {
+        list: d.list.clone(),
+        contact_key: d.contact_key.clone(),
+        action: d.action,
+        ts_ms: d.ts_ms,
+        contact_id,
+        end,
+    }
+}
+
+/// List memberships: newest event per (list, contact) wins; taken rows are held from other
+/// takers; a finish applies only to the version taken; a repeat of a sent membership costs
+/// nothing; retries come back when due; dead ones keep their reason out of the way.
+pub async fn list_memberships_newest_wins_and_finish(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    s.record_memberships(
+        DEST,
+        vec![
+            membership("vip", "u1", ListAction::Add, 100),
+            membership("vip", "u2", ListAction::Add, 100),
+            // Older than what is recorded next for u1/churn: ignored.
+            membership("churn", "u1", ListAction::Add, 300),
+            membership("churn", "u1", ListAction::Remove, 200),
+        ],
+        1000,
+    )
+    .await
+    .unwrap();
+    s.record_memberships(
+        OTHER,
+        vec![membership("vip", "u1", ListAction::Add, 1)],
+        1000,
+    )
+    .await
+    .unwrap();
+    let due = s.take_memberships(DEST, 1000, 5000, 10).await.unwrap();
+    let mut got: Vec<(String, String, ListAction, i64)> = due
+        .iter()
+        .map(|d| (d.list.clone(), d.contact_key.clone(), d.action, d.ts_ms))
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("churn".into(), "u1".into(), ListAction::Add, 300),
+            ("vip".into(), "u1".into(), ListAction::Add, 100),
+            ("vip".into(), "u2".into(), ListAction::Add, 100),
+        ]
+    );
+    // Held: nobody else takes them before the hold ends.
+    assert!(
+        s.take_memberships(DEST, 2000, 5000, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // A newer change of u2 arrives while its older version is in flight.
+    s.record_memberships(
+        DEST,
+        vec![membership("vip", "u2", ListAction::Remove, 150)],
+        2000,
+    )
+    .await
+    .unwrap();
+    let by = |key: &str, list: &str| {
+        due.iter()
+            .find(|d| d.contact_key == key && d.list == list)
+            .unwrap()
+            .clone()
+    };
+    s.finish_memberships(
+        DEST,
+        vec![
+            finished(&by("u1", "vip"), Some(11), MembershipEnd::Done),
+            finished(&by("u2", "vip"), Some(12), MembershipEnd::Done),
+            finished(
+                &by("u1", "churn"),
+                None,
+                MembershipEnd::Retry {
+                    at_ms: 3000,
+                    error: "HTTP 503".into(),
+                },
+            ),
+        ],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    // u2's newer removal is still pending (the finish named the older version) and due now.
+    let again = s.take_memberships(DEST, 3000, 5000, 10).await.unwrap();
+    let mut got: Vec<(String, String, ListAction, u32, Option<i64>)> = again
+        .iter()
+        .map(|d| {
+            (
+                d.list.clone(),
+                d.contact_key.clone(),
+                d.action,
+                d.attempts,
+                d.contact_id,
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        vec![
+            ("churn".into(), "u1".into(), ListAction::Add, 1, None),
+            ("vip".into(), "u2".into(), ListAction::Remove, 0, Some(12)),
+        ]
+    );
+    let churn = again.iter().find(|d| d.list == "churn").unwrap();
+    s.finish_memberships(
+        DEST,
+        vec![finished(
+            churn,
+            None,
+            MembershipEnd::Dead {
+                reason: "no contact with external_id u1".into(),
+            },
+        )],
+        Vec::new(),
+    )
+    .await
+    .unwrap();
+    // A repeat of u1's sent membership stays done: no call for it.
+    s.record_memberships(
+        DEST,
+        vec![membership("vip", "u1", ListAction::Add, 400)],
+        4000,
+    )
+    .await
+    .unwrap();
+    let counts = s.membership_counts(DEST).await.unwrap();
+    assert_eq!(
+        counts,
+        MembershipCounts {
+            pending: 1,
+            done: 1,
+            dead: 1
+        }
+    );
+    let last = s.take_memberships(DEST, 9000, 5000, 10).await.unwrap();
+    assert_eq!(last.len(), 1);
+    assert_eq!(last[0].contact_key, "u2");
+    assert_eq!(
+        s.membership_counts(OTHER).await.unwrap(),
+        MembershipCounts {
+            pending: 1,
+            done: 0,
+            dead: 0
+        }
+    );
+}
+
+/// The list call the flusher made for a membership joins the trace of the event it came from,
+/// after the hand-off; a pruned (unknown) delivery id is skipped.
+pub async fn list_membership_call_joins_the_event_trace(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("m1", "k1", 1000)]).await;
+    let lease = lease_key(s, "k1", 1000).await;
+    let delivery_id = pending(s, &lease).await[0].delivery_id;
+    s.record_memberships(
+        DEST,
+        vec![MembershipChange {
+            delivery_id: Some(delivery_id),
+            ..membership("vip", "k1", ListAction::Add, 1000)
+        }],
+        1000,
+    )
+    .await
+    .unwrap();
+    let due = s.take_memberships(DEST, 1000, 5000, 10).await.unwrap();
+    assert_eq!(due[0].delivery_id, Some(delivery_id));
+    let mut call = attempt(
+        &[delivery_id, 999_999],
+        1500,
+        200,
+        "list membership sent: 1 contacts in this call",
+    );
+    call.request_line = "PUT /crm/sales/api/lists/7/add_contacts".into();
+    s.finish_memberships(
+        DEST,
+        vec![finished(&due[0], Some(5), MembershipEnd::Done)],
+        vec![call],
+    )
+    .await
+    .unwrap();
+    let traces = s.event_traces("m1").await.unwrap();
+    let attempts = &traces[0].deliveries[0].attempts;
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(
+        attempts[0].request_line,
+        "PUT /crm/sales/api/lists/7/add_contacts"
+    );
+    assert_eq!(
+        s.membership_counts(DEST).await.unwrap().done,
+        1,
+        "finished with its attempt"
+    );
+    // A list deleted in the CRM is forgotten (only the id that was deleted), then found again.
+    assert_eq!(s.put_list_id(DEST, "vip", 7).await.unwrap(), 7);
+    s.forget_list_id(DEST, "vip", 8).await.unwrap();
+    assert_eq!(s.list_id(DEST, "vip").await.unwrap(), Some(7));
+    s.forget_list_id(DEST, "vip", 7).await.unwrap();
+    assert_eq!(s.list_id(DEST, "vip").await.unwrap(), None);
+    assert_eq!(
+        s.claim_list(DEST, "vip", "n1", 2000, 500).await.unwrap(),
+        ListClaim::Claimed
+    );
 }

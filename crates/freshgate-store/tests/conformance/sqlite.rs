@@ -83,6 +83,8 @@ crate::conformance!(Sqlite =>
     activity_intents_prevent_duplicates,
     activity_intent_race_has_one_caller,
     entity_field_metadata_by_entity,
+    list_memberships_newest_wins_and_finish,
+    list_membership_call_joins_the_event_trace,
 );
 
 fn db_path(dir: &TempDir) -> PathBuf {

@@ -171,6 +171,7 @@ impl Ingestor {
                     event.event_type,
                     event.destination_enabled(&d.config.integration_key),
                     &d.kinds,
+                    || freshgate_core::segment::parse_stored_event(&event.raw).ok(),
                 );
                 new_delivery(&d.config.name, route.skip(&d.config.integration_key))
             })

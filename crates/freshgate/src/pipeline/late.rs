@@ -72,11 +72,9 @@ pub async fn route_stored_events(
 /// the same: the delivery side dead-letters it with its reason, where the operator sees it.
 fn route_of(raw: &[u8], destination: &DestinationConfig, kinds: &DestinationKinds) -> Route {
     parse_stored_event(raw).map_or(Route::Deliver, |stored| {
-        Route::decide(
-            stored.event_type,
-            stored.destination_enabled(&destination.integration_key),
-            kinds,
-        )
+        let event_type = stored.event_type;
+        let enabled = stored.destination_enabled(&destination.integration_key);
+        Route::decide(event_type, enabled, kinds, move || Some(stored))
     })
 }
 

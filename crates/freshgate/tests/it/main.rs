@@ -18,6 +18,7 @@ mod forget;
 mod hardening;
 mod identity;
 mod ingest;
+mod lists;
 mod multinode;
 mod procs;
 mod quota;

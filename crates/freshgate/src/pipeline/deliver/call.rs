@@ -35,6 +35,12 @@ pub enum Endpoint {
     AccountsUpsert,
     /// `GET /settings/sales_accounts/fields`.
     AccountFields,
+    /// `GET /lists` (one page).
+    Lists,
+    /// `POST /lists`.
+    CreateList,
+    /// `PUT /lists/{id}/add_contacts` or `remove_contacts`.
+    ListMembership,
 }
 
 impl Endpoint {
@@ -49,6 +55,9 @@ impl Endpoint {
             Self::Fields => "fields",
             Self::AccountsUpsert => "sales_accounts_upsert",
             Self::AccountFields => "account_fields",
+            Self::Lists => "lists",
+            Self::CreateList => "create_list",
+            Self::ListMembership => "list_membership",
         }
     }
 

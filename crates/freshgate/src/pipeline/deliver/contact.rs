@@ -43,6 +43,9 @@ pub struct Prepared {
     /// (`traits.company`, or a group that came before the contact existed): sent as
     /// `sales_accounts` in `plan`, kept in the shadow once written.
     pub account_ids: Option<Vec<i64>>,
+    /// Engage audience memberships the run's identifies carry, handed to the list flusher
+    /// once the contact is written (see [`super::lists`]).
+    pub memberships: Vec<freshgate_store::MembershipChange>,
 }
 
 impl Prepared {
@@ -107,6 +110,9 @@ impl DestinationWorker {
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)
                 .await?;
         }
+        // Recorded before the settle: a crash in between resends the upsert and records again.
+        self.hand_off(p.memberships.clone(), new_shadow.contact_id)
+            .await?;
         self.settle_delivered(&p.lease, &p.delivery_ids, attempt)
             .await
     }

@@ -14,6 +14,8 @@
 //! - [`account`]: group / `traits.company` → `POST /sales_accounts/upsert` against the account
 //!   shadow, the contact associated.
 //! - [`settle`]: delivered / retry / dead / skipped recorded, once for every kind.
+//! - [`lists`]: Engage audiences: memberships handed off by a contact's steps, sent in batches
+//!   per list by the destination's list flusher.
 //!
 //! A new kind of delivery is one planner case ([`freshgate_core::plan::Step`]), one sink
 //! module here sending through [`call`], and its outcomes recorded through [`settle`].
@@ -22,6 +24,7 @@ pub mod account;
 pub mod bulk;
 pub mod call;
 pub mod contact;
+pub mod lists;
 pub mod settle;
 pub mod single;
 pub mod steps;

@@ -47,7 +47,10 @@ impl DestinationWorker {
                     reason,
                     detail,
                 } => Some((ids[*index], dead(*reason, detail.clone()))),
-                Step::UpsertContact { .. } | Step::UpsertAccount { .. } => None,
+                // Settled by their sinks.
+                Step::UpsertContact { .. }
+                | Step::UpsertAccount { .. }
+                | Step::HandOffMembership { .. } => None,
             })
             .collect();
         if !settlements.is_empty() {

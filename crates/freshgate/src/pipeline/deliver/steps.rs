@@ -61,6 +61,7 @@ impl DestinationWorker {
             let first_call = steps.iter().position(Step::calls);
             let ids: Vec<i64> = pending.iter().map(|p| p.delivery_id).collect();
             let before: Vec<&Step> = steps[..first_call.unwrap_or(steps.len())].iter().collect();
+            self.hand_off_planned(lease, &before, &pending).await?;
             self.settle_planned(lease, &before, &ids).await?;
             // Exhaustive on purpose: a new kind of step must say here how it is prepared.
             let members = match first_call.map(|i| &steps[i]) {
@@ -73,7 +74,10 @@ impl DestinationWorker {
                     continue;
                 }
                 // Nothing calls (all settled above): read what is left.
-                None | Some(Step::Skip { .. } | Step::DeadLetter { .. }) => continue,
+                None
+                | Some(
+                    Step::Skip { .. } | Step::DeadLetter { .. } | Step::HandOffMembership { .. },
+                ) => continue,
             };
             let run: Run<'_> = members
                 .iter()
@@ -166,6 +170,7 @@ impl DestinationWorker {
             })
             .collect();
         let first_attempt_ms = run.iter().filter_map(|(p, _)| p.first_attempt_ms).min();
+        let memberships = self.identify_memberships(&lease.contact_key, &run);
         let attempts = run.iter().map(|(p, _)| p.attempts).max().unwrap_or(0);
         let coalesced = freshgate_core::coalesce::coalesce(&inputs, self.mode);
 
@@ -205,7 +210,12 @@ impl DestinationWorker {
             .clone()
             .or_else(|| shadow.as_ref().and_then(|s| s.email.clone()))
         else {
-            self.settle_skipped(lease, &delivery_ids, &SkipReason::NoEmail, "")
+            // No contact is written, but an audience membership may still find one by
+            // `external_id` (or be given up with that reason, visibly).
+            let note = super::lists::hand_off_note(&memberships);
+            let contact_id = shadow.as_ref().and_then(|s| s.contact_id);
+            self.hand_off(memberships, contact_id).await?;
+            self.settle_skipped(lease, &delivery_ids, &SkipReason::NoEmail, &note)
                 .await?;
             return Ok(None);
         };
@@ -248,7 +258,11 @@ impl DestinationWorker {
                 },
             );
         }
-        let summary = report_summary(&mapped.report, &plan.stale, &time_notes);
+        let summary = format!(
+            "{}{}",
+            report_summary(&mapped.report, &plan.stale, &time_notes),
+            super::lists::hand_off_note(&memberships)
+        );
         if account_ids.is_none()
             && let Some(reason) = plan::skip_unchanged(
                 shadow.as_ref(),
@@ -267,6 +281,7 @@ impl DestinationWorker {
                     .put_shadow(&self.name, &lease.contact_key, bytes)
                     .await?;
             }
+            self.hand_off(memberships, confirmed.contact_id).await?;
             self.settle_skipped(lease, &delivery_ids, &reason, &summary)
                 .await?;
             return Ok(None);
@@ -285,6 +300,7 @@ impl DestinationWorker {
             summary,
             email_ts_ms,
             account_ids,
+            memberships,
         }))
     }
 

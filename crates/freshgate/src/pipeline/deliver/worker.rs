@@ -59,6 +59,8 @@ pub struct DestinationWorker {
     pub unmapped: Arc<crate::pipeline::unmapped::UnmappedTally>,
     /// How long after a confirmed write an unchanged identify is skipped (ms).
     pub unchanged_skip_ms: i64,
+    /// Marketing list ids by name, once known (see [`super::lists`]).
+    pub list_ids: super::lists::ListIds,
 }
 
 impl DestinationWorker {
@@ -104,6 +106,7 @@ impl DestinationWorker {
             unchanged_skip_ms: i64::try_from(destination.config.unchanged_skip_secs)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
+            list_ids: super::lists::ListIds::default(),
         })
     }
 
