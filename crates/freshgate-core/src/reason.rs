@@ -5,6 +5,8 @@
 //! variants here, next to its planner case, so every skip and dead letter has a reason a user
 //! understands and an operator can select on.
 
+use crate::activity::NoIdentify;
+use crate::rules::NoRuleMatches;
 use crate::segment::EventType;
 
 /// Why a delivery needs no call at all.
@@ -23,6 +25,24 @@ pub enum SkipReason {
     NoEmail,
     /// Every mapped field equals what was last sent, and the CRM confirmed it recently.
     Unchanged,
+    /// A track / page / screen that no rule of the destination takes.
+    NoRule(NoRuleMatches),
+    /// A track / page of a user that had no valid identify within the wait.
+    NoIdentify(NoIdentify),
+    /// An earlier attempt to create this event's activity was interrupted with its outcome
+    /// unknown (Unix ms of the attempt): it may exist, and Freshworks has no idempotency key,
+    /// so it is not sent again.
+    ActivityInDoubt {
+        /// When the interrupted attempt was recorded.
+        at_ms: i64,
+    },
+    /// This event's activity was already created (by an attempt whose settle was lost).
+    ActivityExists {
+        /// Its Freshworks id.
+        activity_id: i64,
+    },
+    /// The rule only sets a lifecycle stage, and a newer event already set the field.
+    StaleStage,
 }
 
 impl SkipReason {
@@ -35,6 +55,11 @@ impl SkipReason {
             Self::NoUserId => "no_user_id",
             Self::NoEmail => "no_email",
             Self::Unchanged => "unchanged",
+            Self::NoRule(_) => "no_rule",
+            Self::NoIdentify(_) => "no_identify",
+            Self::ActivityInDoubt { .. } => "activity_in_doubt",
+            Self::ActivityExists { .. } => "activity_exists",
+            Self::StaleStage => "stale_stage",
         }
     }
 
@@ -51,6 +76,19 @@ impl SkipReason {
                 "rejected: identify has no traits.email (Freshmarketer requires it)".into()
             }
             Self::Unchanged => "unchanged: every mapped field equals what was last sent".into(),
+            Self::NoRule(no_rule) => no_rule.to_string(),
+            Self::NoIdentify(no_identify) => no_identify.to_string(),
+            Self::ActivityInDoubt { at_ms } => format!(
+                "an attempt to create this activity (at {at_ms} ms) was interrupted before its \
+                 answer was recorded: it may exist in Freshworks, which has no idempotency key, \
+                 so it is not sent again"
+            ),
+            Self::ActivityExists { activity_id } => {
+                format!("activity {activity_id} was already created for this messageId")
+            }
+            Self::StaleStage => {
+                "lifecycle stage not set: a newer event already set lifecycle_stage_id".into()
+            }
         }
     }
 
@@ -59,8 +97,9 @@ impl SkipReason {
     pub fn metric_label(&self) -> Option<&'static str> {
         match self {
             Self::NoUserId | Self::NoEmail => Some("rejected"),
-            Self::Unchanged => Some("unchanged"),
-            Self::NotHandled(_) | Self::OptedOut { .. } => None,
+            Self::Unchanged | Self::StaleStage | Self::ActivityExists { .. } => Some("unchanged"),
+            Self::NoIdentify(_) | Self::ActivityInDoubt { .. } => Some("rejected"),
+            Self::NotHandled(_) | Self::OptedOut { .. } | Self::NoRule(_) => None,
         }
     }
 }
@@ -76,15 +115,21 @@ pub enum DeadReason {
     Conflict,
     /// Retried past the retry horizon.
     RetryHorizon,
+    /// A rule names an activity type or lifecycle stage the account does not have.
+    UnknownName,
+    /// No owner can be chosen for an activity (`owner_email` unknown, no active user).
+    NoOwner,
 }
 
 impl DeadReason {
     /// Every reason, for `--help` texts and filters.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::Unreadable,
         Self::Refused,
         Self::Conflict,
         Self::RetryHorizon,
+        Self::UnknownName,
+        Self::NoOwner,
     ];
 
     /// The stable code (lower snake case).
@@ -95,6 +140,8 @@ impl DeadReason {
             Self::Refused => "refused",
             Self::Conflict => "conflict",
             Self::RetryHorizon => "retry_horizon",
+            Self::UnknownName => "unknown_name",
+            Self::NoOwner => "no_owner",
         }
     }
 
@@ -124,7 +171,14 @@ mod tests {
         let codes: Vec<&str> = DeadReason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(
             codes,
-            ["unreadable", "refused", "conflict", "retry_horizon"]
+            [
+                "unreadable",
+                "refused",
+                "conflict",
+                "retry_horizon",
+                "unknown_name",
+                "no_owner"
+            ]
         );
         for r in DeadReason::ALL {
             assert_eq!(DeadReason::from_code(r.code()), Some(r));

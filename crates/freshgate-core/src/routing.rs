@@ -8,32 +8,54 @@
 //! (webhook deletes send `[]`) counts as absent.
 //!
 //! [`Route::decide`] is the one decision of what a destination does with an event, used at
-//! ingest and by `replay` for events stored before the destination existed.
+//! ingest and by `replay` for events stored before the destination existed. A destination
+//! takes `identify` always, and `track` / `page` / `screen` when it has rules for them
+//! ([`DestinationKinds::rules_for`]): a call no rule takes is skipped with the rule's reason
+//! ("no track rule matches 'Signed Up'"). With no rules, only `identify` is delivered.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::reason::SkipReason;
+use crate::rules::{DestinationKinds, NoRuleMatches};
 use crate::segment::EventType;
 use crate::segment::envelope::{get, is_false, object_entries};
 
 /// What a destination does with an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Queue it for delivery.
     Deliver,
     /// Record it as skipped: the destination does nothing with this call type.
     NotHandled(EventType),
+    /// Record it as skipped: the destination has rules for this call type, none takes it.
+    NoRule(NoRuleMatches),
     /// Record it as skipped: the `integrations` object turns the destination off.
     OptedOut,
 }
 
 impl Route {
-    /// The decision for a call type, given whether [`destination_enabled`] holds. Only
-    /// `identify` writes a contact.
+    /// The decision for a call of `event_type` named `name` (a track's `event`, a page's or
+    /// screen's `name`), given whether [`destination_enabled`] holds and what the destination
+    /// delivers besides identify.
     #[must_use]
-    pub fn decide(event_type: EventType, enabled: bool) -> Self {
-        if !matches!(event_type, EventType::Identify) {
+    pub fn decide(
+        event_type: EventType,
+        name: Option<&str>,
+        enabled: bool,
+        kinds: &DestinationKinds,
+    ) -> Self {
+        let taken = match event_type {
+            EventType::Identify => true,
+            other => match kinds.rules_for(other) {
+                Some(rules) if !rules.is_empty() => match rules.find(name) {
+                    Ok(_) => true,
+                    Err(no_rule) => return Self::NoRule(no_rule),
+                },
+                _ => false,
+            },
+        };
+        if !taken {
             Self::NotHandled(event_type)
         } else if !enabled {
             Self::OptedOut
@@ -45,10 +67,11 @@ impl Route {
     /// Why a skipped delivery is skipped (`None`: deliver), for the destination whose
     /// `integrations` key is `integration_key`.
     #[must_use]
-    pub fn skip(self, integration_key: &str) -> Option<SkipReason> {
+    pub fn skip(&self, integration_key: &str) -> Option<SkipReason> {
         match self {
             Self::Deliver => None,
-            Self::NotHandled(t) => Some(SkipReason::NotHandled(t)),
+            Self::NotHandled(t) => Some(SkipReason::NotHandled(*t)),
+            Self::NoRule(no_rule) => Some(SkipReason::NoRule(no_rule.clone())),
             Self::OptedOut => Some(SkipReason::OptedOut {
                 integration_key: integration_key.to_owned(),
             }),
@@ -57,8 +80,41 @@ impl Route {
 
     /// The reason stored with a skipped delivery (`None`: deliver): [`Self::skip`] in words.
     #[must_use]
-    pub fn skip_reason(self, integration_key: &str) -> Option<String> {
+    pub fn skip_reason(&self, integration_key: &str) -> Option<String> {
         self.skip(integration_key).map(|r| r.detail())
+    }
+}
+
+/// The name rules match a call on: a track's `event`, a page's or screen's `name`, read from
+/// the raw event only for those types (ingest keeps no parsed copy of them).
+#[must_use]
+pub fn call_name(event_type: EventType, raw: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        #[serde(default)]
+        event: Option<Value>,
+        #[serde(default)]
+        name: Option<Value>,
+    }
+    let field: fn(Names) -> Option<Value> = match event_type {
+        EventType::Track => |n: Names| n.event,
+        EventType::Page | EventType::Screen => |n: Names| n.name,
+        _ => return None,
+    };
+    let names: Names = serde_json::from_slice(raw).ok()?;
+    match field(names)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The name rules match a stored call on (see [`call_name`]).
+#[must_use]
+pub fn stored_call_name(event: &crate::segment::StoredEvent) -> Option<&str> {
+    match event.event_type {
+        EventType::Track => event.event.as_deref(),
+        EventType::Page | EventType::Screen => event.name.as_deref(),
+        _ => None,
     }
 }
 
@@ -124,12 +180,16 @@ mod tests {
         assert!(destination_enabled(None, KEY));
     }
 
+    fn decide(t: EventType, enabled: bool) -> Route {
+        Route::decide(t, Some("E"), enabled, &DestinationKinds::identify_only())
+    }
+
     #[test]
     fn route_handles_identify_only_and_honours_opt_out() {
-        assert_eq!(Route::decide(EventType::Identify, true), Route::Deliver);
-        assert_eq!(Route::decide(EventType::Identify, false), Route::OptedOut);
+        assert_eq!(decide(EventType::Identify, true), Route::Deliver);
+        assert_eq!(decide(EventType::Identify, false), Route::OptedOut);
         assert_eq!(
-            Route::decide(EventType::Track, true),
+            decide(EventType::Track, true),
             Route::NotHandled(EventType::Track)
         );
         assert_eq!(Route::Deliver.skip_reason(KEY), None);
@@ -138,10 +198,52 @@ mod tests {
             Some("disabled by the integrations object (key \"Freshmarketer\")")
         );
         assert_eq!(
-            Route::decide(EventType::Page, false)
-                .skip_reason(KEY)
-                .as_deref(),
+            decide(EventType::Page, false).skip_reason(KEY).as_deref(),
             Some("not handled by this destination: page")
         );
+    }
+
+    #[test]
+    fn tracks_and_pages_are_taken_by_their_rules() {
+        use crate::rules::{RuleKind, TrackRule, TrackRules};
+        let mut kinds = DestinationKinds::identify_only();
+        kinds.track = TrackRules::new(
+            RuleKind::Track,
+            vec![TrackRule::new("Order Completed", Some("Purchase".into()), None, None).unwrap()],
+        );
+        let track = |name: &str, enabled: bool| {
+            Route::decide(EventType::Track, Some(name), enabled, &kinds)
+        };
+        assert_eq!(track("Order Completed", true), Route::Deliver);
+        assert_eq!(track("Order Completed", false), Route::OptedOut);
+        let skipped = track("Signed Up", true).skip(KEY).unwrap();
+        assert_eq!(skipped.code(), "no_rule");
+        assert_eq!(skipped.detail(), "no track rule matches 'Signed Up'");
+        // No page rules: pages stay not handled; groups too.
+        assert_eq!(
+            Route::decide(EventType::Page, Some("Pricing"), true, &kinds),
+            Route::NotHandled(EventType::Page)
+        );
+        kinds.page = TrackRules::new(
+            RuleKind::Page,
+            vec![TrackRule::new("*", Some("Website visit".into()), None, None).unwrap()],
+        );
+        assert_eq!(
+            Route::decide(EventType::Screen, None, true, &kinds),
+            Route::Deliver
+        );
+        assert_eq!(
+            Route::decide(EventType::Group, None, true, &kinds),
+            Route::NotHandled(EventType::Group)
+        );
+    }
+
+    #[test]
+    fn call_names_come_from_event_or_name() {
+        let raw = br#"{"type":"track","event":"Signed Up","name":"x"}"#;
+        assert_eq!(call_name(EventType::Track, raw).as_deref(), Some("Signed Up"));
+        assert_eq!(call_name(EventType::Page, raw).as_deref(), Some("x"));
+        assert_eq!(call_name(EventType::Identify, raw), None);
+        assert_eq!(call_name(EventType::Page, br#"{"name":3}"#), None);
     }
 }
