@@ -718,7 +718,11 @@ async fn replay_in(
         {
             continue;
         }
-        let added = route_stored_events(store, d, since, until, now_ms()).await?;
+        let kinds = d.kinds().map_err(|problems| {
+            let words: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+            anyhow::anyhow!("destination {:?}: {}", d.name, words.join("; "))
+        })?;
+        let added = route_stored_events(store, d, &kinds, since, until, now_ms()).await?;
         late.created += added.created;
         late.skipped += added.skipped;
     }

@@ -3,7 +3,8 @@
 //! have given it, by the same routing decision ([`Route::decide`]). The store only lists and
 //! inserts.
 
-use freshgate_core::routing::Route;
+use freshgate_core::routing::{Route, stored_call_name};
+use freshgate_core::rules::DestinationKinds;
 use freshgate_core::segment::parse_stored_event;
 use freshgate_store::{LateDelivery, NewDelivery, Store, StoreError};
 
@@ -22,7 +23,7 @@ pub struct LateRouting {
 }
 
 /// Give every event received in `[since_ms, until_ms)` that has no delivery to `destination`
-/// the delivery its routing decides, due at `now_ms`. Events of sources the destination does
+/// the delivery its routing decides (what `kinds` delivers), due at `now_ms`. Events of sources the destination does
 /// not take get none (as at ingest).
 ///
 /// # Errors
@@ -30,6 +31,7 @@ pub struct LateRouting {
 pub async fn route_stored_events(
     store: &dyn Store,
     destination: &DestinationConfig,
+    kinds: &DestinationKinds,
     since_ms: i64,
     until_ms: i64,
     now_ms: i64,
@@ -54,7 +56,9 @@ pub async fn route_stored_events(
             let route = parse_stored_event(&event.raw).map_or(Route::Deliver, |stored| {
                 Route::decide(
                     stored.event_type,
+                    stored_call_name(&stored),
                     stored.destination_enabled(&destination.integration_key),
+                    kinds,
                 )
             });
             let skip_reason = route.skip_reason(&destination.integration_key);

@@ -31,6 +31,10 @@ pub enum Endpoint {
     JobStatus,
     /// `GET /settings/contacts/fields`.
     Fields,
+    /// `POST /sales_activities`.
+    SalesActivities,
+    /// `GET /selector/...` (activity types, lifecycle stages, owners).
+    Selector,
 }
 
 impl Endpoint {
@@ -43,6 +47,8 @@ impl Endpoint {
             Self::ContactsBulkUpsert => "contacts_bulk_upsert",
             Self::JobStatus => "job_status",
             Self::Fields => "fields",
+            Self::SalesActivities => "sales_activities",
+            Self::Selector => "selector",
         }
     }
 

@@ -89,6 +89,12 @@ impl DestinationWorker {
             shadow::apply(p.shadow.as_ref(), &p.user_id, &p.email, &p.plan, contact_id);
         new_shadow.email_ts_ms = new_shadow.email_ts_ms.max(p.email_ts_ms);
         new_shadow.confirmed_at_ms = Some(now_ms());
+        // Every answer that names the contact's id is kept: tracks, accounts and lists need it.
+        if let Some(id) = contact_id {
+            self.store
+                .put_contact_ids(&self.name, vec![(p.lease.contact_key.clone(), id)])
+                .await?;
+        }
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)

@@ -11,11 +11,14 @@
 //!   (in-doubt marking, the shadow moved forward, the web-form fallback).
 //! - [`single`]: one `POST /contacts/upsert` per contact.
 //! - [`bulk`]: up to 100 contacts per `POST /contacts/bulk_upsert`, the job polled.
+//! - [`activity`]: a track / page a rule takes: the contact's lifecycle stage set by upsert,
+//!   one `POST /sales_activities` on the contact, never twice for a `messageId`.
 //! - [`settle`]: delivered / retry / dead / skipped recorded, once for every kind.
 //!
 //! A new kind of delivery is one planner case ([`freshgate_core::plan::Step`]), one sink
 //! module here sending through [`call`], and its outcomes recorded through [`settle`].
 
+pub mod activity;
 pub mod bulk;
 pub mod call;
 pub mod contact;

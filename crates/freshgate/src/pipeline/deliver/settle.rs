@@ -47,7 +47,9 @@ impl DestinationWorker {
                     reason,
                     detail,
                 } => Some((ids[*index], dead(*reason, detail.clone()))),
-                Step::UpsertContact { .. } => None,
+                Step::UpsertContact { .. }
+                | Step::TrackActivity { .. }
+                | Step::AwaitIdentify { .. } => None,
             })
             .collect();
         if !settlements.is_empty() {

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use freshgate_core::coalesce::MissingTraits;
+use freshgate_core::rules::DestinationKinds;
 use freshgate_store::{ContactLease, Store, StoreError};
 use freshworks_client::FreshworksClient;
 
@@ -51,6 +52,10 @@ pub struct DestinationWorker {
     pub unmapped: Arc<crate::pipeline::unmapped::UnmappedTally>,
     /// How long after a confirmed write an unchanged identify is skipped (ms).
     pub unchanged_skip_ms: i64,
+    /// What the destination delivers besides identify (track / page rules, ...).
+    pub kinds: Arc<DestinationKinds>,
+    /// The account's activity types, lifecycle stages and activity owner, cached.
+    pub selectors: super::activity::SelectorCache,
 }
 
 impl DestinationWorker {
@@ -87,6 +92,10 @@ impl DestinationWorker {
             unchanged_skip_ms: i64::try_from(destination.config.unchanged_skip_secs)
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
+            kinds: Arc::new(destination.kinds.clone()),
+            selectors: super::activity::SelectorCache::new(Duration::from_secs(
+                destination.config.fields_ttl_secs,
+            )),
         })
     }
 
