@@ -241,7 +241,10 @@ mod tests {
     #[test]
     fn call_names_come_from_event_or_name() {
         let raw = br#"{"type":"track","event":"Signed Up","name":"x"}"#;
-        assert_eq!(call_name(EventType::Track, raw).as_deref(), Some("Signed Up"));
+        assert_eq!(
+            call_name(EventType::Track, raw).as_deref(),
+            Some("Signed Up")
+        );
         assert_eq!(call_name(EventType::Page, raw).as_deref(), Some("x"));
         assert_eq!(call_name(EventType::Identify, raw), None);
         assert_eq!(call_name(EventType::Page, br#"{"name":3}"#), None);

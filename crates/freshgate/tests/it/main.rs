@@ -20,3 +20,4 @@ mod ingest;
 mod multinode;
 mod procs;
 mod quota;
+mod track;

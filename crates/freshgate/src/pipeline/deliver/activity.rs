@@ -119,7 +119,10 @@ impl DestinationWorker {
         // The activity's own idempotency record, checked before anything is sent.
         let activity_wanted = rule.activity_type.is_some();
         if activity_wanted {
-            match self.store.activity_intents(&self.name, vec![event.message_id.clone()]).await?
+            match self
+                .store
+                .activity_intents(&self.name, vec![event.message_id.clone()])
+                .await?
                 .into_iter()
                 .next()
                 .map(|(_, intent)| intent)
@@ -168,7 +171,12 @@ impl DestinationWorker {
                 Ok(id) => Some(id),
                 Err(no_owner) => {
                     return self
-                        .dead_without_call(lease, pending, DeadReason::NoOwner, no_owner.to_string())
+                        .dead_without_call(
+                            lease,
+                            pending,
+                            DeadReason::NoOwner,
+                            no_owner.to_string(),
+                        )
                         .await;
                 }
             }
@@ -255,7 +263,9 @@ impl DestinationWorker {
         {
             // Another attempt got there between the check and now.
             let reason = match intent {
-                ActivityIntent::Created { activity_id } => SkipReason::ActivityExists { activity_id },
+                ActivityIntent::Created { activity_id } => {
+                    SkipReason::ActivityExists { activity_id }
+                }
                 ActivityIntent::Intended { at_ms } => SkipReason::ActivityInDoubt { at_ms },
             };
             return self.settle_skipped(lease, &ids, &reason, "").await;
@@ -283,9 +293,8 @@ impl DestinationWorker {
                 self.store
                     .activity_created(&self.name, &event.message_id, activity_id)
                     .await?;
-                attempt.outcome = format!(
-                    "created sales activity {activity_id} on contact {contact_id}{note}"
-                );
+                attempt.outcome =
+                    format!("created sales activity {activity_id} on contact {contact_id}{note}");
                 self.settle_delivered(lease, &ids, attempt).await
             }
             (Err(error), Outcome::Success) => {
@@ -405,7 +414,9 @@ impl DestinationWorker {
             .await?
             .and_then(|b| serde_json::from_slice(&b).ok());
         if let Some(id) = shadow.and_then(|s| s.contact_id) {
-            self.store.put_contact_ids(&self.name, vec![(key, id)]).await?;
+            self.store
+                .put_contact_ids(&self.name, vec![(key, id)])
+                .await?;
             return Ok(Some(id));
         }
         let called = self
@@ -420,7 +431,9 @@ impl DestinationWorker {
             .ok()
             .and_then(|x| x.body.first().map(|c| c.id));
         if let Some(id) = found {
-            self.store.put_contact_ids(&self.name, vec![(key, id)]).await?;
+            self.store
+                .put_contact_ids(&self.name, vec![(key, id)])
+                .await?;
             return Ok(Some(id));
         }
         let mut attempt = called.attempt(covered.delivery_ids);
@@ -457,7 +470,11 @@ impl DestinationWorker {
                 .map_err(|wait| Stop::Later(quota_not_before(wait.0)))?;
             match called.result {
                 Ok(x) => names.activity_types = by_name(x.body.sales_activity_types),
-                Err(e) => return Err(self.metadata_unreadable("activity types", &e, called.outcome).await),
+                Err(e) => {
+                    return Err(self
+                        .metadata_unreadable("activity types", &e, called.outcome)
+                        .await);
+                }
             }
         }
         if !self.kinds.lifecycle_stages().is_empty() {
@@ -469,7 +486,11 @@ impl DestinationWorker {
                 .map_err(|wait| Stop::Later(quota_not_before(wait.0)))?;
             match called.result {
                 Ok(x) => names.lifecycle_stages = by_name(x.body.lifecycle_stages),
-                Err(e) => return Err(self.metadata_unreadable("lifecycle stages", &e, called.outcome).await),
+                Err(e) => {
+                    return Err(self
+                        .metadata_unreadable("lifecycle stages", &e, called.outcome)
+                        .await);
+                }
             }
         }
         SelectorCache::put(&self.selectors.names, names.clone());
@@ -518,7 +539,9 @@ impl DestinationWorker {
                 let wait = after.unwrap_or(Duration::from_secs(5));
                 Stop::Later(Some(now_ms() + duration_ms(wait)))
             }
-            Outcome::Success => Stop::Later(Some(now_ms() + clock::clock_ms(Duration::from_secs(5)))),
+            Outcome::Success => {
+                Stop::Later(Some(now_ms() + clock::clock_ms(Duration::from_secs(5))))
+            }
             Outcome::DeadLetter { .. } => {
                 Stop::Later(Some(now_ms() + clock::clock_ms(Duration::from_secs(60))))
             }

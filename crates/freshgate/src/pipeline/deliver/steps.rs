@@ -63,7 +63,8 @@ impl DestinationWorker {
             // is prepared; what comes after it is planned again once it is settled.
             let first_call = steps.iter().position(Step::calls);
             let ids: Vec<i64> = pending.iter().map(|p| p.delivery_id).collect();
-            let (before, wait) = self.waits_decided(&steps[..first_call.unwrap_or(steps.len())], &pending);
+            let (before, wait) =
+                self.waits_decided(&steps[..first_call.unwrap_or(steps.len())], &pending);
             let before: Vec<&Step> = before.iter().collect();
             self.settle_planned(lease, &before, &ids).await?;
             match first_call.map(|i| &steps[i]) {
@@ -96,8 +97,11 @@ impl DestinationWorker {
         parsed: &[Result<StoredEvent, String>],
     ) -> Result<bool, Stop> {
         let needs = parsed.iter().any(|e| {
-            e.as_ref()
-                .is_ok_and(|e| self.kinds.rules_for(e.event_type).is_some_and(|r| !r.is_empty()))
+            e.as_ref().is_ok_and(|e| {
+                self.kinds
+                    .rules_for(e.event_type)
+                    .is_some_and(|r| !r.is_empty())
+            })
         });
         if !needs {
             return Ok(false);
@@ -117,7 +121,11 @@ impl DestinationWorker {
     /// once `identify_wait_secs` after it was received is over, else left pending; the second
     /// value is when to look again (the earliest end of a wait, at most a minute away so an
     /// identify arriving meanwhile is not held up for the whole wait).
-    fn waits_decided(&self, steps: &[Step], pending: &[PendingDelivery]) -> (Vec<Step>, Option<i64>) {
+    fn waits_decided(
+        &self,
+        steps: &[Step],
+        pending: &[PendingDelivery],
+    ) -> (Vec<Step>, Option<i64>) {
         let now = now_ms();
         let mut wait: Option<i64> = None;
         let decided = steps

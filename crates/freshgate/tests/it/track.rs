@@ -1,0 +1,319 @@
+//! track → sales activity and lifecycle stage, end to end through the real server into the
+//! emulator: routing by the rules, the wait for the user's identify, newest-wins on the stage,
+//! unknown names dead-lettered, and no duplicate activity after a `kill -9`.
+
+use std::time::Duration;
+
+use freshgate::config::{DestinationConfig, TrackRuleConfig};
+use freshgate_store::DeliveryStatus;
+use serde_json::{Value, json};
+
+use crate::helpers::*;
+
+const CUSTOMER: i64 = 71_012_139_275;
+const PURCHASE: i64 = 70_000_612_901;
+const FIRST_ACTIVE_OWNER: i64 = 70_000_012_345;
+
+fn rule(
+    event: &str,
+    activity_type: Option<&str>,
+    stage: Option<&str>,
+    title: Option<&str>,
+) -> TrackRuleConfig {
+    TrackRuleConfig {
+        event: event.into(),
+        activity_type: activity_type.map(str::to_owned),
+        lifecycle_stage: stage.map(str::to_owned),
+        title: title.map(str::to_owned),
+    }
+}
+
+fn rules() -> Vec<TrackRuleConfig> {
+    vec![
+        rule(
+            "Order Completed",
+            Some("Purchase"),
+            None,
+            Some("Order {{properties.order_id}}"),
+        ),
+        rule("Became Customer", None, Some("Customer"), None),
+        rule("Bad Type", Some("No Such Type"), None, None),
+        rule("Bad Stage", None, Some("No Such Stage"), None),
+    ]
+}
+
+async fn app_with(wait_secs: u64) -> TestApp {
+    spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 4,
+            track: rules(),
+            identify_wait_secs: wait_secs,
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await
+}
+
+fn track(user: &str, event: &str, properties: Value, ts: &str, message_id: &str) -> Value {
+    json!({
+        "type": "track", "userId": user, "event": event, "properties": properties,
+        "timestamp": ts, "messageId": message_id
+    })
+}
+
+fn activities(app: &TestApp) -> Vec<Value> {
+    app.emulator.state.snapshot()["sales_activities"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+fn contact_of(app: &TestApp, user: &str) -> Value {
+    app.contacts()
+        .into_iter()
+        .find(|c| c["external_id"].as_str() == Some(user))
+        .unwrap_or_else(|| panic!("no contact for {user}"))
+}
+
+async fn delivery(app: &TestApp, message_id: &str) -> (DeliveryStatus, String, String) {
+    let t = app.store.event_traces(message_id).await.unwrap();
+    let d = &t[0].deliveries[0];
+    let mut calls = String::new();
+    for a in &d.attempts {
+        calls.push_str(&format!("{} -> {}; ", a.request_line, a.outcome));
+    }
+    (d.status, d.reason.clone().unwrap_or_default(), calls)
+}
+
+#[tokio::test]
+async fn a_track_with_a_rule_becomes_one_activity_and_one_without_stays_not_handled() {
+    let app = app_with(3600).await;
+    app.batch(vec![
+        identify(
+            "u-1",
+            "one@example.com",
+            json!({}),
+            "2026-03-01T10:00:00Z",
+            "i-1",
+        ),
+        track(
+            "u-1",
+            "Order Completed",
+            json!({"order_id": "A-17", "total": 42.5, "items": ["x", "y"]}),
+            "2026-03-01T10:05:00Z",
+            "t-1",
+        ),
+        track("u-1", "Signed Up", json!({}), "2026-03-01T10:06:00Z", "t-2"),
+    ])
+    .await;
+    app.drain().await;
+
+    let contact = contact_of(&app, "u-1");
+    let made = activities(&app);
+    assert_eq!(made.len(), 1, "{made:?}");
+    let a = &made[0];
+    assert_eq!(a["title"], "Order A-17");
+    assert_eq!(a["targetable_type"], "Contact");
+    assert_eq!(a["targetable_id"], contact["id"]);
+    assert_eq!(a["sales_activity_type_id"], PURCHASE);
+    assert_eq!(a["owner_id"], FIRST_ACTIVE_OWNER);
+    assert_eq!(a["start_date"], "2026-03-01T10:05:00+00:00");
+    assert_eq!(a["end_date"], a["start_date"]);
+    let notes = a["notes"].as_str().unwrap();
+    assert!(notes.contains("order_id: A-17"), "{notes}");
+    assert!(notes.contains("total: 42.5"), "{notes}");
+    assert!(
+        !notes.trim_start().starts_with('{'),
+        "notes are not a JSON blob: {notes}"
+    );
+
+    let (status, _, calls) = delivery(&app, "t-1").await;
+    assert_eq!(status, DeliveryStatus::Delivered);
+    assert!(calls.contains("POST /sales_activities"), "{calls}");
+    assert!(calls.contains("created sales activity"), "{calls}");
+
+    let (status, reason, calls) = delivery(&app, "t-2").await;
+    assert_eq!(status, DeliveryStatus::Skipped);
+    assert_eq!(reason, "no track rule matches 'Signed Up'");
+    assert!(calls.is_empty());
+    // The contact id came from the upsert's answer: no lookup.
+    assert_eq!(app.calls("/lookup"), 0);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_track_before_its_users_identify_is_delivered_after_it() {
+    let app = app_with(3600).await;
+    app.batch(vec![
+        track(
+            "u-2",
+            "Order Completed",
+            json!({"order_id": 1}),
+            "2026-03-01T09:00:00Z",
+            "t-early",
+        ),
+        identify(
+            "u-2",
+            "two@example.com",
+            json!({}),
+            "2026-03-01T09:00:01Z",
+            "i-2",
+        ),
+    ])
+    .await;
+    app.drain().await;
+    let made = activities(&app);
+    assert_eq!(made.len(), 1);
+    assert_eq!(made[0]["targetable_id"], contact_of(&app, "u-2")["id"]);
+    let log = app.emulator.state.request_log();
+    let upsert = log
+        .iter()
+        .position(|r| r.path.ends_with("/contacts/upsert"));
+    let activity = log
+        .iter()
+        .position(|r| r.path.ends_with("/sales_activities"));
+    assert!(upsert < activity, "the identify's upsert goes first");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_track_of_a_user_never_identified_waits_then_is_skipped_with_the_reason() {
+    let app = app_with(1).await;
+    app.batch(vec![track(
+        "ghost",
+        "Order Completed",
+        json!({}),
+        "2026-03-01T09:00:00Z",
+        "t-ghost",
+    )])
+    .await;
+    app.wait_for("the wait to end", || async {
+        delivery(&app, "t-ghost").await.0 == DeliveryStatus::Skipped
+    })
+    .await;
+    let (_, reason, _) = delivery(&app, "t-ghost").await;
+    assert!(
+        reason.contains("no valid identify for this user within 1 s"),
+        "{reason}"
+    );
+    assert!(activities(&app).is_empty());
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn the_lifecycle_stage_is_set_and_an_older_identify_does_not_overwrite_it() {
+    let app = app_with(3600).await;
+    app.batch(vec![identify(
+        "u-3",
+        "three@example.com",
+        json!({}),
+        "2026-03-01T08:00:00Z",
+        "i-3a",
+    )])
+    .await;
+    app.drain().await;
+    app.batch(vec![track(
+        "u-3",
+        "Became Customer",
+        json!({}),
+        "2026-03-01T10:00:00Z",
+        "t-stage",
+    )])
+    .await;
+    app.drain().await;
+    assert_eq!(contact_of(&app, "u-3")["lifecycle_stage_id"], CUSTOMER);
+    let (status, _, calls) = delivery(&app, "t-stage").await;
+    assert_eq!(status, DeliveryStatus::Delivered, "{calls}");
+
+    // An identify from before the track, arriving after it: its stage is older, kept out.
+    app.batch(vec![identify(
+        "u-3",
+        "three@example.com",
+        json!({"lifecycle_stage_id": "Lead", "first_name": "Tri"}),
+        "2026-03-01T09:00:00Z",
+        "i-3b",
+    )])
+    .await;
+    app.drain().await;
+    let contact = contact_of(&app, "u-3");
+    assert_eq!(contact["first_name"], "Tri");
+    assert_eq!(contact["lifecycle_stage_id"], CUSTOMER);
+
+    // An older track does not write it again either.
+    app.batch(vec![track(
+        "u-3",
+        "Became Customer",
+        json!({}),
+        "2026-03-01T09:30:00Z",
+        "t-old",
+    )])
+    .await;
+    app.drain().await;
+    assert_eq!(contact_of(&app, "u-3")["lifecycle_stage_id"], CUSTOMER);
+    let (status, reason, _) = delivery(&app, "t-old").await;
+    assert_eq!(status, DeliveryStatus::Skipped);
+    assert!(
+        reason.contains("a newer event already set lifecycle_stage_id"),
+        "{reason}"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_type_and_stage_names_are_dead_lettered_with_the_reason() {
+    let app = app_with(3600).await;
+    app.batch(vec![
+        identify(
+            "u-4",
+            "four@example.com",
+            json!({}),
+            "2026-03-01T08:00:00Z",
+            "i-4",
+        ),
+        track(
+            "u-4",
+            "Bad Type",
+            json!({}),
+            "2026-03-01T08:01:00Z",
+            "t-bad-type",
+        ),
+        track(
+            "u-4",
+            "Bad Stage",
+            json!({}),
+            "2026-03-01T08:02:00Z",
+            "t-bad-stage",
+        ),
+    ])
+    .await;
+    app.drain().await;
+    let (status, reason, _) = delivery(&app, "t-bad-type").await;
+    assert_eq!(status, DeliveryStatus::Dead);
+    assert!(
+        reason.contains("sales activity type 'No Such Type' does not exist"),
+        "{reason}"
+    );
+    let (status, reason, _) = delivery(&app, "t-bad-stage").await;
+    assert_eq!(status, DeliveryStatus::Dead);
+    assert!(
+        reason.contains("lifecycle stage 'No Such Stage' does not exist"),
+        "{reason}"
+    );
+    let dead = app
+        .store
+        .dead_letters(&freshgate_store::DeliveryFilter {
+            reason_code: Some("unknown_name".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(app.calls("/sales_activities"), 0);
+    // The selectors were read once each, not per event.
+    assert_eq!(app.calls("/selector/sales_activity_types"), 1);
+    assert_eq!(app.calls("/selector/lifecycle_stages"), 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(app.calls("/sales_activities"), 0, "never retried");
+    app.stop().await;
+}
