@@ -317,3 +317,104 @@ async fn unknown_type_and_stage_names_are_dead_lettered_with_the_reason() {
     assert_eq!(app.calls("/sales_activities"), 0, "never retried");
     app.stop().await;
 }
+
+/// The destination's rule, as the config file writes it.
+const CRASH_RULES: &str = "concurrency = 2\n\n[[destinations.track]]\nevent = \"Order Completed\"\nactivity_type = \"Purchase\"\n";
+
+/// `freshgate events show <message_id> --json` (run while no server holds the store): the
+/// first delivery's status, reason and reason code.
+fn shown(site: &crate::procs::Site, message_id: &str) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_freshgate"))
+        .args(["events", "show", message_id, "--json", "--config"])
+        .arg(site.config())
+        .arg("--data-dir")
+        .arg(site.data())
+        .env(crate::procs::KEY_VAR, crate::procs::KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let traces: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    traces[0]["event"]["deliveries"][0].clone()
+}
+
+#[tokio::test]
+async fn a_kill_9_between_an_activity_call_and_its_settle_creates_no_duplicate() {
+    use crate::procs::{Site, emulator, post_batch, wait_until};
+    let emu = emulator(1_000_000, 100_000, 1.0);
+    let site = Site::new(&emu, CRASH_RULES);
+    let (server, url) = site.serve(1.0);
+    let ts = 1_790_000_000_000i64;
+    let order = |n: i64, mid: &str| {
+        let at = time::OffsetDateTime::from_unix_timestamp(ts / 1000 + n)
+            .unwrap()
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap();
+        track("k-1", "Order Completed", json!({"n": n}), &at, mid)
+    };
+    let count = || async {
+        emu.get("state").await["sales_activities"]
+            .as_array()
+            .map_or(0, Vec::len)
+    };
+    // The contact, and a first activity (the selectors are read and cached).
+    post_batch(
+        &url,
+        &[
+            crate::procs::identify("k-1", "k1@example.com", json!({}), ts, "k-i"),
+            order(1, "k-a"),
+        ],
+    )
+    .await
+    .unwrap();
+    wait_until("the first activity", Duration::from_secs(30), || async {
+        if count().await == 1 {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    // The next activity is written, its answer held back: the process dies before settling.
+    emu.post("faults", json!({"kind": "slow_answer", "ms": 5000}))
+        .await;
+    post_batch(&url, &[order(2, "k-b")]).await.unwrap();
+    wait_until(
+        "the second activity written",
+        Duration::from_secs(30),
+        || async {
+            if count().await == 2 {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    )
+    .await;
+    server.kill9();
+    emu.clear_faults().await;
+
+    // Restarted: the in-doubt activity is not sent again; a later one is.
+    let (server, url) = site.serve(1.0);
+    post_batch(&url, &[order(3, "k-c")]).await.unwrap();
+    wait_until("the third activity", Duration::from_secs(30), || async {
+        if count().await == 3 {
+            Ok(())
+        } else {
+            Err("not yet".into())
+        }
+    })
+    .await;
+    // Per-contact order: k-b was settled before k-c was sent.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.kill9();
+    assert_eq!(count().await, 3, "no duplicate activity");
+    let b = shown(&site, "k-b");
+    assert_eq!(b["status"], "skipped", "{b}");
+    let reason = b["reason"].as_str().unwrap();
+    assert!(reason.contains("not sent again"), "{reason}");
+    assert_eq!(shown(&site, "k-c")["status"], "delivered");
+}
