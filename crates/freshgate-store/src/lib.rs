@@ -54,6 +54,8 @@ pub struct NewDelivery {
     /// `None`: pending, to be delivered. `Some(reason)`: recorded as skipped right away
     /// (for example "not handled by this destination" or an `integrations` opt-out).
     pub skip_reason: Option<String>,
+    /// The stable code of `skip_reason` (`not_handled`, `no_rule`, ...), stored beside it.
+    pub skip_code: Option<String>,
 }
 
 /// A stored event with no delivery to some destination: one accepted before the destination

@@ -90,6 +90,7 @@ fn event(i: usize, start: i64, span: i64, total: usize) -> NewEvent {
         deliveries: vec![NewDelivery {
             destination: DEST.into(),
             skip_reason: None,
+            skip_code: None,
         }],
     }
 }

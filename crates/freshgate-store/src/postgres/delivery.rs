@@ -405,12 +405,13 @@ pub(crate) async fn add_deliveries(
         .execute(&mut *tx)
         .await?;
     let rows: Vec<PgRow> = query(
-        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms)
+        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms,
+                                 reason_code)
          SELECT u.event_id, u.destination, u.contact_key,
                 CASE WHEN u.reason IS NULL THEN 'pending' ELSE 'skipped' END, u.reason,
-                CASE WHEN u.reason IS NULL THEN NULL ELSE $5::bigint END
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
-              WITH ORDINALITY AS u(event_id, destination, contact_key, reason, ord)
+                CASE WHEN u.reason IS NULL THEN NULL ELSE $5::bigint END, u.reason_code
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $6::text[])
+              WITH ORDINALITY AS u(event_id, destination, contact_key, reason, reason_code, ord)
          WHERE NOT EXISTS (SELECT 1 FROM deliveries d
                            WHERE d.event_id = u.event_id AND d.destination = u.destination)
          ORDER BY ord
@@ -436,6 +437,12 @@ pub(crate) async fn add_deliveries(
             .collect::<Vec<_>>(),
     )
     .bind(now_ms)
+    .bind(
+        deliveries
+            .iter()
+            .map(|d| d.delivery.skip_code.clone())
+            .collect::<Vec<_>>(),
+    )
     .fetch_all(&mut *tx)
     .await?;
     let mut pending = Vec::with_capacity(rows.len());

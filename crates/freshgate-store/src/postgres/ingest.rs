@@ -221,6 +221,7 @@ async fn insert_events(
     let mut contact_keys = Vec::new();
     let mut statuses = Vec::new();
     let mut reasons: Vec<Option<String>> = Vec::new();
+    let mut codes: Vec<Option<String>> = Vec::new();
     let mut finished: Vec<Option<i64>> = Vec::new();
     for ev in accepted {
         let id = *ids
@@ -239,11 +240,13 @@ async fn insert_events(
                 Some(reason) => {
                     statuses.push("skipped");
                     reasons.push(Some(reason.clone()));
+                    codes.push(d.skip_code.clone());
                     finished.push(Some(ev.received_at_ms));
                 }
                 None => {
                     statuses.push("pending");
                     reasons.push(None);
+                    codes.push(None);
                     finished.push(None);
                 }
             }
@@ -253,11 +256,14 @@ async fn insert_events(
         return Ok(());
     }
     query(
-        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms)
-         SELECT event_id, destination, contact_key, status, reason, finished_ms
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[])
+        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms,
+                                 reason_code)
+         SELECT event_id, destination, contact_key, status, reason, finished_ms, reason_code
+         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
+                     $7::text[])
               WITH ORDINALITY
-              AS u(event_id, destination, contact_key, status, reason, finished_ms, ord)
+              AS u(event_id, destination, contact_key, status, reason, finished_ms, reason_code,
+                   ord)
          ORDER BY ord",
     )
     .bind(event_ids)
@@ -266,6 +272,7 @@ async fn insert_events(
     .bind(statuses)
     .bind(reasons)
     .bind(finished)
+    .bind(codes)
     .execute(&mut *tx)
     .await?;
     Ok(())

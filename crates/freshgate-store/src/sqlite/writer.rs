@@ -515,14 +515,15 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
                 Some(reason) => {
                     conn.prepare_cached(
                         "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
-                                                 finished_ms)
-                         VALUES (?1, ?2, ?3, 'skipped', ?4, ?5)",
+                                                 reason_code, finished_ms)
+                         VALUES (?1, ?2, ?3, 'skipped', ?4, ?5, ?6)",
                     )?
                     .execute(params![
                         event_id,
                         d.destination,
                         ev.contact_key,
                         reason,
+                        d.skip_code,
                         ev.received_at_ms
                     ])?;
                 }
@@ -809,8 +810,8 @@ fn add_deliveries(
         }
         conn.prepare_cached(
             "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
-                                     finished_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                                     reason_code, finished_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             late.event_id,
@@ -822,6 +823,7 @@ fn add_deliveries(
                 "pending"
             },
             d.skip_reason,
+            d.skip_code,
             d.skip_reason.as_ref().map(|_| now_ms)
         ])?;
         if d.skip_reason.is_none() {

@@ -514,6 +514,7 @@ pub async fn late_deliveries_for_stored_events(fx: &mut dyn Fixture) {
             delivery: NewDelivery {
                 destination: DEST.to_owned(),
                 skip_reason: (e.contact_key == "k2").then(|| "opted out".to_owned()),
+                skip_code: (e.contact_key == "k2").then(|| "opted_out".to_owned()),
             },
         })
         .collect();
@@ -536,6 +537,11 @@ pub async fn late_deliveries_for_stored_events(fx: &mut dyn Fixture) {
     let trace = &s.event_traces("n3").await.unwrap()[0];
     assert_eq!(trace.deliveries[0].status, DeliveryStatus::Skipped);
     assert_eq!(trace.deliveries[0].reason.as_deref(), Some("opted out"));
+    let opted_out = DeliveryFilter {
+        reason_code: Some("opted_out".to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.replay(&opted_out, 7_000).await.unwrap(), 1);
 }
 
 /// Deliveries skipped at append are recorded but never leased.
@@ -572,6 +578,14 @@ pub async fn skipped_at_append_never_pending(fx: &mut dyn Fixture) {
         .find(|d| d.destination == OTHER)
         .unwrap();
     assert_eq!((o.pending, o.skipped, o.pending_contacts), (0, 1, 0));
+    // The skip's code is stored beside its words: a filter selects on it.
+    let by_code = |code: &str| DeliveryFilter {
+        destination: Some(OTHER.to_owned()),
+        reason_code: Some(code.to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.replay(&by_code("no_rule"), 2_000).await.unwrap(), 0);
+    assert_eq!(s.replay(&by_code("not_handled"), 2_000).await.unwrap(), 1);
 }
 
 /// Shadows are stored per (destination, contact) and replaced on put.

@@ -43,6 +43,7 @@ pub fn ev(message_id: &str, key: &str, at: i64) -> NewEvent {
         deliveries: vec![NewDelivery {
             destination: DEST.to_owned(),
             skip_reason: None,
+            skip_code: None,
         }],
     }
 }
@@ -53,6 +54,7 @@ pub fn ev_with_skip(message_id: &str, key: &str, at: i64) -> NewEvent {
     e.deliveries.push(NewDelivery {
         destination: OTHER.to_owned(),
         skip_reason: Some("not handled by this destination".to_owned()),
+        skip_code: Some("not_handled".to_owned()),
     });
     e
 }

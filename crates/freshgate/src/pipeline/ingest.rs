@@ -8,6 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use freshgate_core::reason::SkipReason;
 use freshgate_core::routing::{Route, call_name};
 use freshgate_core::segment::{ItemOutcome, NormalizedEvent, ParsedRequest};
 use freshgate_store::{
@@ -179,10 +180,11 @@ impl Ingestor {
                     event.destination_enabled(&d.config.integration_key),
                     &d.kinds,
                 );
-                let skip_reason = route.skip_reason(&d.config.integration_key);
+                let skip = route.skip(&d.config.integration_key);
                 NewDelivery {
                     destination: d.config.name.clone(),
-                    skip_reason,
+                    skip_reason: skip.as_ref().map(SkipReason::detail),
+                    skip_code: skip.as_ref().map(|r| r.code().to_owned()),
                 }
             })
             .collect();

@@ -3,6 +3,7 @@
 //! have given it, by the same routing decision ([`Route::decide`]). The store only lists and
 //! inserts.
 
+use freshgate_core::reason::SkipReason;
 use freshgate_core::routing::{Route, stored_call_name};
 use freshgate_core::rules::DestinationKinds;
 use freshgate_core::segment::parse_stored_event;
@@ -61,8 +62,8 @@ pub async fn route_stored_events(
                     kinds,
                 )
             });
-            let skip_reason = route.skip_reason(&destination.integration_key);
-            match skip_reason {
+            let skip = route.skip(&destination.integration_key);
+            match skip {
                 Some(_) => total.skipped += 1,
                 None => total.created += 1,
             }
@@ -71,7 +72,8 @@ pub async fn route_stored_events(
                 contact_key: event.contact_key,
                 delivery: NewDelivery {
                     destination: destination.name.clone(),
-                    skip_reason,
+                    skip_reason: skip.as_ref().map(SkipReason::detail),
+                    skip_code: skip.as_ref().map(|r| r.code().to_owned()),
                 },
             });
         }

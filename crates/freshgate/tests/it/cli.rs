@@ -276,6 +276,7 @@ async fn seeded_store(data: &std::path::Path, base_url: &str) {
         deliveries: vec![NewDelivery {
             destination: "crm".into(),
             skip_reason: None,
+            skip_code: None,
         }],
     };
     store

@@ -139,6 +139,12 @@ async fn a_track_with_a_rule_becomes_one_activity_and_one_without_stays_not_hand
     assert!(calls.is_empty());
     // The contact id came from the upsert's answer: no lookup.
     assert_eq!(app.calls("/lookup"), 0);
+    // The skip's code is stored beside its words (what `replay --reason-code` selects on).
+    let no_rule = freshgate_store::DeliveryFilter {
+        reason_code: Some("no_rule".into()),
+        ..Default::default()
+    };
+    assert_eq!(app.store.replay(&no_rule, 0).await.unwrap(), 1);
     app.stop().await;
 }
 
