@@ -31,7 +31,7 @@ use freshgate_core::routing::stored_call_name;
 use freshgate_core::rules::NameIds;
 use freshgate_core::segment::StoredEvent;
 use freshgate_core::shadow::{ContactShadow, ShadowField, UpsertPlan};
-use freshgate_store::{ActivityIntent, ContactLease, PendingDelivery};
+use freshgate_store::{ActivityIntent, Attempt, ContactLease, PendingDelivery};
 use freshworks_client::{SalesActivityRequest, SelectorChoice};
 use serde_json::json;
 use time::UtcOffset;
@@ -190,6 +190,7 @@ impl DestinationWorker {
 
         // 1. The lifecycle stage, newest event wins.
         let mut contact_id = None;
+        let mut stage_attempt = None;
         let mut notes = Vec::new();
         if let (Some(change), Some(stage_id)) = (&spec.lifecycle_stage, stage_id) {
             let shadow: Option<ContactShadow> = self
@@ -211,12 +212,15 @@ impl DestinationWorker {
                     .set_stage(&covered, &user_id, shadow, stage_id, change.ts_ms)
                     .await?
                 {
-                    Some(id) => {
+                    Some((id, mut attempt)) => {
                         contact_id = Some(id);
-                        notes.push(format!(
+                        let words = format!(
                             "lifecycle stage '{}' ({stage_id}) set on contact {id}",
                             change.stage_name
-                        ));
+                        );
+                        attempt.outcome = format!("track step: {words}");
+                        stage_attempt = Some(attempt);
+                        notes.push(words);
                     }
                     // Settled (dead-lettered) by the stage call.
                     None => return Ok(()),
@@ -233,22 +237,17 @@ impl DestinationWorker {
         let (Some(body), Some(type_id), Some(owner_id)) = (&spec.activity, type_id, owner_id)
         else {
             // A stage-only rule.
-            return if contact_id.is_some() {
-                let attempt = freshgate_store::Attempt {
-                    delivery_ids: ids.to_vec(),
-                    at_ms: now_ms(),
-                    request_line: format!("track activity step: {}", note.trim_start_matches("; ")),
-                    request_body: None,
-                    status: None,
-                    response_body: None,
-                    outcome: format!("delivered{note}"),
-                };
+            return if let Some(attempt) = stage_attempt {
                 self.settle_delivered(lease, &ids, attempt).await
             } else {
                 self.settle_skipped(lease, &ids, &SkipReason::StaleStage, "")
                     .await
             };
         };
+        // The stage's call shows in the trace beside the activity's.
+        if let Some(attempt) = stage_attempt {
+            self.record_attempt(lease, attempt).await?;
+        }
         let contact_id = match contact_id {
             Some(id) => id,
             None => match self.contact_id(&covered, &user_id).await? {
@@ -293,15 +292,16 @@ impl DestinationWorker {
                 self.store
                     .activity_created(&self.name, &event.message_id, activity_id)
                     .await?;
-                attempt.outcome =
-                    format!("created sales activity {activity_id} on contact {contact_id}{note}");
+                attempt.outcome = format!(
+                    "track step: created sales activity {activity_id} on contact {contact_id}{note}"
+                );
                 self.settle_delivered(lease, &ids, attempt).await
             }
             (Err(error), Outcome::Success) => {
                 // A 2xx we could not read: created, id unknown; the intent stays, so it is
                 // never sent again.
                 attempt.outcome = format!(
-                    "created sales activity on contact {contact_id} (response unreadable: {error}){note}"
+                    "track step: created sales activity on contact {contact_id} (response unreadable: {error}){note}"
                 );
                 self.settle_delivered(lease, &ids, attempt).await
             }
@@ -319,8 +319,8 @@ impl DestinationWorker {
     }
 
     /// Set the contact's lifecycle stage by upsert (keyed as the contact's writes are) and move
-    /// the shadow's field forward. `Some(contact id)` when written; `None` when the delivery was
-    /// settled (dead-lettered) by the answer.
+    /// the shadow's field forward. `Some((contact id, the call's attempt))` when written; `None`
+    /// when the delivery was settled (dead-lettered) by the answer.
     async fn set_stage(
         &self,
         covered: &Covered<'_>,
@@ -328,7 +328,7 @@ impl DestinationWorker {
         shadow: Option<ContactShadow>,
         stage_id: i64,
         ts_ms: i64,
-    ) -> Result<Option<i64>, Stop> {
+    ) -> Result<Option<(i64, Attempt)>, Stop> {
         let mut plan = UpsertPlan::default();
         plan.send.insert(
             STAGE_FIELD.to_owned(),
@@ -355,7 +355,7 @@ impl DestinationWorker {
             })
             .await
             .map_err(|wait| Stop::Later(quota_not_before(wait.0)))?;
-        match called.result {
+        match &called.result {
             Ok(exchange) => {
                 let id = exchange.body.contact.id;
                 self.store
@@ -376,7 +376,7 @@ impl DestinationWorker {
                         .put_shadow(&self.name, &covered.lease.contact_key, bytes)
                         .await?;
                 }
-                Ok(Some(id))
+                Ok(Some((id, called.attempt(covered.delivery_ids))))
             }
             Err(_) => {
                 let mut attempt = called.attempt(covered.delivery_ids);
@@ -430,13 +430,15 @@ impl DestinationWorker {
             .as_ref()
             .ok()
             .and_then(|x| x.body.first().map(|c| c.id));
+        let mut attempt = called.attempt(covered.delivery_ids);
         if let Some(id) = found {
             self.store
                 .put_contact_ids(&self.name, vec![(key, id)])
                 .await?;
+            attempt.outcome = format!("track step: contact id {id} found by external_id");
+            self.record_attempt(covered.lease, attempt).await?;
             return Ok(Some(id));
         }
-        let mut attempt = called.attempt(covered.delivery_ids);
         let outcome = match called.outcome {
             // Answered, but no contact carries the external_id (yet): retried until the
             // retry horizon.
