@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use freshgate::config::{DestinationConfig, TrackRuleConfig};
+use freshgate::config::{DestinationConfig, PageRuleConfig, TrackRuleConfig};
 use freshgate_store::DeliveryStatus;
 use serde_json::{Value, json};
 
@@ -321,6 +321,74 @@ async fn unknown_type_and_stage_names_are_dead_lettered_with_the_reason() {
     assert_eq!(app.calls("/selector/lifecycle_stages"), 1);
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(app.calls("/sales_activities"), 0, "never retried");
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn pages_become_activities_and_ids_unknown_after_bulk_are_looked_up_once() {
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 4,
+            bulk_min_contacts: 2,
+            track: rules(),
+            page: vec![PageRuleConfig {
+                name: "*".into(),
+                activity_type: Some("Website visit".into()),
+                ..PageRuleConfig::default()
+            }],
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    let users = ["b-1", "b-2", "b-3"];
+    app.batch(
+        users
+            .iter()
+            .map(|u| {
+                identify(
+                    u,
+                    &format!("{u}@example.com"),
+                    json!({}),
+                    "2026-03-01T08:00:00Z",
+                    &format!("{u}-i"),
+                )
+            })
+            .collect(),
+    )
+    .await;
+    app.drain().await;
+    assert!(
+        app.calls("/bulk_upsert") >= 1,
+        "the identifies went by bulk"
+    );
+    let page = |u: &str, n: u32| {
+        json!({"type": "page", "userId": u, "name": "Pricing", "properties": {"path": "/pricing"},
+               "timestamp": "2026-03-01T09:00:00Z", "messageId": format!("{u}-p{n}")})
+    };
+    app.batch(users.iter().map(|u| page(u, 1)).collect()).await;
+    app.drain().await;
+    // Bulk answers carry no ids: one lookup per contact, then recorded.
+    assert_eq!(app.calls("/lookup"), users.len());
+    app.batch(users.iter().map(|u| page(u, 2)).collect()).await;
+    app.drain().await;
+    assert_eq!(app.calls("/lookup"), users.len(), "ids are kept");
+    let made = activities(&app);
+    assert_eq!(made.len(), 2 * users.len());
+    for u in users {
+        let id = &contact_of(&app, u)["id"];
+        let theirs: Vec<&Value> = made.iter().filter(|a| &a["targetable_id"] == id).collect();
+        assert_eq!(theirs.len(), 2, "{u}");
+        assert_eq!(theirs[0]["title"], "Pricing");
+        assert!(
+            theirs[0]["notes"]
+                .as_str()
+                .unwrap()
+                .contains("path: /pricing")
+        );
+    }
+    let (_, _, calls) = delivery(&app, "b-1-p1").await;
+    assert!(calls.contains("found by external_id"), "{calls}");
     app.stop().await;
 }
 
