@@ -22,7 +22,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use freshgate_core::activity::{NoOwner, OwnerCandidate, activity_spec, choose_owner};
+use freshgate_core::activity::{NoOwner, OwnerCandidate, activity_spec, choose_owner, offset_of};
 use freshgate_core::delivery::Outcome;
 use freshgate_core::mapping;
 use freshgate_core::plan::Step;
@@ -50,6 +50,8 @@ pub struct SelectorCache {
     ttl_ms: i64,
     names: Mutex<Option<(i64, NameIds)>>,
     owner: Mutex<Option<(i64, Result<i64, NoOwner>)>>,
+    /// The account's UTC offset, learnt from the timestamps its answers carry (UTC until then).
+    offset: Mutex<Option<UtcOffset>>,
 }
 
 impl SelectorCache {
@@ -60,7 +62,30 @@ impl SelectorCache {
             ttl_ms: duration_ms(ttl),
             names: Mutex::new(None),
             owner: Mutex::new(None),
+            offset: Mutex::new(None),
         }
+    }
+
+    /// Learn the account's offset from a record's `updated_at` / `created_at`, if it has one.
+    pub fn learn_offset(&self, record: &serde_json::Map<String, serde_json::Value>) {
+        let learnt = ["updated_at", "created_at"]
+            .iter()
+            .find_map(|k| record.get(*k)?.as_str().and_then(offset_of));
+        if let Some(offset) = learnt {
+            *self
+                .offset
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(offset);
+        }
+    }
+
+    /// The account's offset as far as known (UTC until an answer told it).
+    #[must_use]
+    pub fn offset(&self) -> UtcOffset {
+        self.offset
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .unwrap_or(UtcOffset::UTC)
     }
 
     fn fresh<T: Clone>(&self, slot: &Mutex<Option<(i64, T)>>) -> Option<T> {
@@ -138,7 +163,7 @@ impl DestinationWorker {
                 None => {}
             }
         }
-        let spec = activity_spec(event, rule, UtcOffset::UTC);
+        let spec = activity_spec(event, rule, self.selectors.offset());
         let names = self.name_ids().await?;
         let type_id = match spec
             .activity
@@ -358,6 +383,7 @@ impl DestinationWorker {
         match &called.result {
             Ok(exchange) => {
                 let id = exchange.body.contact.id;
+                self.selectors.learn_offset(&exchange.body.contact.other);
                 self.store
                     .put_contact_ids(&self.name, vec![(covered.lease.contact_key.clone(), id)])
                     .await?;

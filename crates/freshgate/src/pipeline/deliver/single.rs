@@ -27,6 +27,8 @@ impl DestinationWorker {
         match (&called.result, called.outcome) {
             (Ok(exchange), _) => {
                 let id = exchange.body.contact.id;
+                // Activity times are written in the account's offset (see `activity`).
+                self.selectors.learn_offset(&exchange.body.contact.other);
                 attempt.outcome = format!("delivered to contact {id}{}", p.summary);
                 self.contact_delivered(&p, Some(id), attempt).await
             }
