@@ -56,7 +56,8 @@ pub struct DlqArgs {
     pub reason: Option<String>,
     /// Only dead letters with this reason code: conflict (another contact holds the email or
     /// the userId), refused (Freshworks refused the data), retry_horizon (retried too long),
-    /// unreadable (the stored event cannot be read).
+    /// unreadable (the stored event cannot be read), unknown_name (a rule's activity type or
+    /// lifecycle stage does not exist in the account), no_owner (no owner for activities).
     #[arg(long, value_name = "CODE", value_parser = reason_code)]
     pub reason_code: Option<String>,
     /// At most this many (list).
@@ -178,6 +179,10 @@ pub struct ReplayArgs {
     /// or merged in the CRM); a replayed event still never overwrites a newer value.
     #[arg(long)]
     pub force: bool,
+    /// Only deliveries that ended with this reason code, e.g. no_rule (tracks no rule took,
+    /// after adding one), not_handled, no_identify, or a dead-letter code.
+    #[arg(long, value_name = "CODE")]
+    pub reason_code: Option<String>,
     /// JSON output.
     #[command(flatten)]
     pub out: JsonFlag,
@@ -654,6 +659,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         destination: args.destination.clone(),
         since_ms: Some(since),
         until_ms: Some(until),
+        reason_code: args.reason_code.clone(),
         ..DeliveryFilter::default()
     };
     let result = replay_in(store.as_ref(), &cfg, &args, &filter, since, until).await;
