@@ -140,12 +140,25 @@ async fn a_track_with_a_rule_becomes_one_activity_and_one_without_stays_not_hand
     assert!(calls.is_empty());
     // The contact id came from the upsert's answer: no lookup.
     assert_eq!(app.calls("/lookup"), 0);
-    // The skip's code is stored beside its words (what `replay --reason-code` selects on).
+    // The skip's code is stored beside its words: once a rule takes the event, a replay of
+    // that code (`replay --reason-code no_rule`) delivers it.
+    let app = app
+        .restart_with(|cfg| {
+            cfg.destinations[0]
+                .track
+                .push(rule("Signed Up", Some("Meeting"), None, None));
+        })
+        .await;
     let no_rule = freshgate_store::DeliveryFilter {
         reason_code: Some("no_rule".into()),
         ..Default::default()
     };
     assert_eq!(app.store.replay(&no_rule, 0).await.unwrap(), 1);
+    app.drain().await;
+    assert_eq!(delivery(&app, "t-2").await.0, DeliveryStatus::Delivered);
+    let made = activities(&app);
+    assert_eq!(made.len(), 2);
+    assert_eq!(made[1]["title"], "Signed Up");
     app.stop().await;
 }
 
