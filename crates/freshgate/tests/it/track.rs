@@ -406,6 +406,42 @@ async fn pages_become_activities_and_ids_unknown_after_bulk_are_looked_up_once()
     app.stop().await;
 }
 
+#[tokio::test]
+async fn an_activity_call_answered_with_an_error_is_retried_and_made_once() {
+    let app = app_with(3600).await;
+    app.batch(vec![identify(
+        "u-5",
+        "five@example.com",
+        json!({}),
+        "2026-03-01T08:00:00Z",
+        "i-5",
+    )])
+    .await;
+    app.drain().await;
+    app.emulator
+        .state
+        .inject(freshworks_emulator::Fault::NextStatus {
+            count: 1,
+            status: 503,
+            path_contains: Some("sales_activities".into()),
+            body: None,
+        });
+    app.batch(vec![track(
+        "u-5",
+        "Order Completed",
+        json!({"order_id": 5}),
+        "2026-03-01T08:01:00Z",
+        "t-5",
+    )])
+    .await;
+    app.drain().await;
+    let (status, _, calls) = delivery(&app, "t-5").await;
+    assert_eq!(status, DeliveryStatus::Delivered, "{calls}");
+    assert_eq!(app.calls("/sales_activities"), 2, "{calls}");
+    assert_eq!(activities(&app).len(), 1);
+    app.stop().await;
+}
+
 /// The destination's rule, as the config file writes it.
 const CRASH_RULES: &str = "concurrency = 2\n\n[[destinations.track]]\nevent = \"Order Completed\"\nactivity_type = \"Purchase\"\n";
 
