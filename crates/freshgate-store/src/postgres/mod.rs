@@ -28,8 +28,9 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 use crate::{
     ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
     DeliveryFilter, DeliveryId, DestinationPause, EventId, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait, UnroutedEvent,
+    FieldMetadata, KindCount, LateDelivery, ListClaim, MinuteCount, PendingDelivery, PruneOutcome,
+    QueueDepth, QueueStats, RejectedRecord, Settlement, Store, StoreError, UnmappedTrait,
+    UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -422,6 +423,10 @@ impl Store for PostgresStore {
 
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
         queries::depths(&self.pool).await
+    }
+
+    async fn kind_counts(&self) -> Result<Vec<KindCount>, StoreError> {
+        queries::kind_counts(&self.pool).await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {

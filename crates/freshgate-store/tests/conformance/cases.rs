@@ -585,6 +585,19 @@ pub async fn skipped_at_append_never_pending(fx: &mut dyn Fixture) {
         ..DeliveryFilter::default()
     };
     assert_eq!(s.replay(&by_code("no_rule"), 2_000).await.unwrap(), 0);
+    // Per call type and state (the harness's events are identifies).
+    let kinds = s.kind_counts().await.unwrap();
+    let count = |d: &str, status: DeliveryStatus| {
+        kinds
+            .iter()
+            .filter(|k| k.destination == d && k.status == status && k.event_type == "identify")
+            .map(|k| k.count)
+            .sum::<u64>()
+    };
+    assert_eq!(count(DEST, DeliveryStatus::Pending), 1);
+    assert_eq!(count(DEST, DeliveryStatus::Skipped), 1);
+    assert_eq!(count(OTHER, DeliveryStatus::Skipped), 1);
+    assert_eq!(kinds.iter().map(|k| k.count).sum::<u64>(), 3);
     assert_eq!(s.replay(&by_code("not_handled"), 2_000).await.unwrap(), 1);
 }
 

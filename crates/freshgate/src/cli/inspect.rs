@@ -267,20 +267,24 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let now = now_ms();
     let status = views.status(now).await;
     let unmapped = views.unmapped_traits().await;
+    let kinds = store.kind_counts().await;
     store.close().await;
-    let (status, unmapped) = (status?, unmapped?);
+    let (status, unmapped, kinds) = (status?, unmapped?, kinds?);
     if args.out.json {
         #[derive(Serialize)]
         struct Stats<'a> {
             destinations: &'a [DestinationStatus],
             /// Trait keys that matched no field, most often seen first (from the store).
             unmapped_traits: &'a [views::UnmappedTrait],
+            /// Deliveries per destination, call type and state.
+            kinds: &'a [freshgate_store::KindCount],
             /// Set-up problems an operator must know (no destination configured).
             warnings: Vec<&'static str>,
         }
         print_json(&Stats {
             destinations: &status,
             unmapped_traits: &unmapped,
+            kinds: &kinds,
             warnings: views.warnings(),
         })?;
         return Ok(ExitCode::SUCCESS);
@@ -293,6 +297,7 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     }
     for d in &status {
         print_status(d, now);
+        print_kinds(&d.destination, &kinds);
         let keys: Vec<String> = unmapped
             .iter()
             .filter(|t| t.destination == d.destination)
@@ -318,6 +323,24 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per call type of a destination: how many deliveries are in each state.
+fn print_kinds(destination: &str, kinds: &[freshgate_store::KindCount]) {
+    let mut types: Vec<&str> = kinds
+        .iter()
+        .filter(|k| k.destination == destination)
+        .map(|k| k.event_type.as_str())
+        .collect();
+    types.dedup();
+    for t in types {
+        let states: Vec<String> = kinds
+            .iter()
+            .filter(|k| k.destination == destination && k.event_type == t)
+            .map(|k| format!("{} {}", k.count, k.status.as_str()))
+            .collect();
+        println!("  {t}: {}", states.join(", "));
+    }
 }
 
 /// Unmapped trait keys `queue stats` names per destination; the console lists them all.

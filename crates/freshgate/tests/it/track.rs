@@ -541,4 +541,31 @@ async fn a_kill_9_between_an_activity_call_and_its_settle_creates_no_duplicate()
     let reason = b["reason"].as_str().unwrap();
     assert!(reason.contains("not sent again"), "{reason}");
     assert_eq!(shown(&site, "k-c")["status"], "delivered");
+
+    // `queue stats` counts deliveries per call type and state.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_freshgate"))
+        .args(["queue", "stats", "--json", "--config"])
+        .arg(site.config())
+        .arg("--data-dir")
+        .arg(site.data())
+        .env(crate::procs::KEY_VAR, crate::procs::KEY)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stats: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let count = |t: &str, status: &str| {
+        stats["kinds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| k["event_type"] == t && k["status"] == status)
+            .map_or(0, |k| k["count"].as_u64().unwrap())
+    };
+    assert_eq!(count("track", "delivered"), 2, "{stats}");
+    assert_eq!(count("track", "skipped"), 1, "{stats}");
+    assert_eq!(count("identify", "delivered"), 1, "{stats}");
 }
