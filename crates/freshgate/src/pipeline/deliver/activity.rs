@@ -3,7 +3,8 @@
 //!
 //! - Names → ids: the rule's activity type and lifecycle stage names are resolved against the
 //!   account's selectors, cached per worker for `fields_ttl_secs` ([`SelectorCache`]). A name the
-//!   account lacks dead-letters the event with `unknown_name` (never retried forever); so does
+//!   account lacks (also after reading the lists again, at most once a minute) dead-letters
+//!   the event with `unknown_name` (never retried forever); so does
 //!   an owner that cannot be chosen (`no_owner`).
 //! - The contact id: from the stage upsert's answer, else `Store::contact_ids` (every single
 //!   upsert answer records it), else the shadow, else one `GET /lookup` by `external_id`
@@ -42,6 +43,9 @@ use super::worker::quota_not_before;
 use super::{DestinationWorker, Stop};
 use crate::pipeline::{clock, now_ms};
 
+/// How often at most a name the cached selectors lack makes them be read again.
+const NAMES_RECHECK: Duration = Duration::from_secs(60);
+
 /// The contact field a lifecycle stage is written to.
 const STAGE_FIELD: &str = "lifecycle_stage_id";
 
@@ -77,6 +81,19 @@ impl SelectorCache {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(offset);
         }
+    }
+
+    /// Whether the cached names were read more than `age_ms` ago (or never).
+    #[must_use]
+    pub fn names_older_than(&self, age_ms: i64) -> bool {
+        self.older_than(&self.names, age_ms)
+    }
+
+    fn older_than<T>(&self, slot: &Mutex<Option<(i64, T)>>, age_ms: i64) -> bool {
+        slot.lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .as_ref()
+            .is_none_or(|(at, _)| now_ms() - at > age_ms)
     }
 
     /// The account's offset as far as known (UTC until an answer told it).
@@ -164,7 +181,24 @@ impl DestinationWorker {
             }
         }
         let spec = activity_spec(event, rule, self.selectors.offset());
-        let names = self.name_ids().await?;
+        let mut names = self.name_ids(false).await?;
+        // A name missing from a cached list may have been added since (the operator fixed the
+        // account and replays the dead letters): read the list again, at most once a minute.
+        let missing = spec
+            .activity
+            .as_ref()
+            .is_some_and(|a| names.activity_type(&a.type_name).is_err())
+            || spec
+                .lifecycle_stage
+                .as_ref()
+                .is_some_and(|c| names.lifecycle_stage(&c.stage_name).is_err());
+        if missing
+            && self
+                .selectors
+                .names_older_than(clock::clock_ms(NAMES_RECHECK))
+        {
+            names = self.name_ids(true).await?;
+        }
         let type_id = match spec
             .activity
             .as_ref()
@@ -481,8 +515,8 @@ impl DestinationWorker {
 
     /// The account's activity type and lifecycle stage ids by name (only the selectors the
     /// rules use are read), cached.
-    async fn name_ids(&self) -> Result<NameIds, Stop> {
-        if let Some(names) = self.selectors.fresh(&self.selectors.names) {
+    async fn name_ids(&self, reread: bool) -> Result<NameIds, Stop> {
+        if !reread && let Some(names) = self.selectors.fresh(&self.selectors.names) {
             return Ok(names);
         }
         let by_name = |choices: Vec<SelectorChoice>| -> std::collections::BTreeMap<String, i64> {
@@ -527,7 +561,13 @@ impl DestinationWorker {
 
     /// The owner of created activities (`owner_email`, else the first active user), cached.
     async fn owner_id(&self) -> Result<Result<i64, NoOwner>, Stop> {
-        if let Some(owner) = self.selectors.fresh(&self.selectors.owner) {
+        // A failed choice is kept for a minute only: the operator may be fixing the account.
+        let cached = self.selectors.fresh(&self.selectors.owner);
+        let stale_failure = cached.as_ref().is_some_and(Result::is_err)
+            && self
+                .selectors
+                .older_than(&self.selectors.owner, clock::clock_ms(NAMES_RECHECK));
+        if let Some(owner) = cached.filter(|_| !stale_failure) {
             return Ok(owner);
         }
         let called = self
