@@ -130,7 +130,12 @@ pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds, contact_known: b
                     .rules_for(other)
                     .filter(|r| !r.is_empty())
                     .map(|r| r.find(stored_call_name(event)));
+                let anonymous = event.user_id.as_deref().is_none_or(str::is_empty);
                 match rule {
+                    Some(Ok(_)) if anonymous => out.push(Step::Skip {
+                        index,
+                        reason: SkipReason::Anonymous,
+                    }),
                     Some(Ok(_)) if known => {
                         close_run(&mut out, &mut run, &mut deferred);
                         out.push(Step::TrackActivity { index });
@@ -473,6 +478,18 @@ mod tests {
         assert_eq!(
             plan_with(&[TrackRule, IdentifyNoEmail], &rules, false)[0],
             Step::AwaitIdentify { index: 0 }
+        );
+        // A track without userId can never have a contact.
+        let anonymous = crate::segment::parse_stored_event(
+            br#"{"type":"track","event":"Buy","anonymousId":"a","messageId":"m","timestamp":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            super::steps(&[Pending::Event(&anonymous)], &rules, true),
+            vec![Step::Skip {
+                index: 0,
+                reason: SkipReason::Anonymous
+            }]
         );
         // A track no rule takes is skipped with the rule's reason.
         match &plan_with(&[Other(EventType::Track)], &rules, true)[0] {

@@ -29,6 +29,8 @@ pub enum SkipReason {
     NoRule(NoRuleMatches),
     /// A track / page of a user that had no valid identify within the wait.
     NoIdentify(NoIdentify),
+    /// A track / page without `userId`: no contact can ever be attached to it.
+    Anonymous,
     /// An earlier attempt to create this event's activity was interrupted with its outcome
     /// unknown (Unix ms of the attempt): it may exist, and Freshworks has no idempotency key,
     /// so it is not sent again.
@@ -57,6 +59,7 @@ impl SkipReason {
             Self::Unchanged => "unchanged",
             Self::NoRule(_) => "no_rule",
             Self::NoIdentify(_) => "no_identify",
+            Self::Anonymous => "anonymous",
             Self::ActivityInDoubt { .. } => "activity_in_doubt",
             Self::ActivityExists { .. } => "activity_exists",
             Self::StaleStage => "stale_stage",
@@ -78,6 +81,9 @@ impl SkipReason {
             Self::Unchanged => "unchanged: every mapped field equals what was last sent".into(),
             Self::NoRule(no_rule) => no_rule.to_string(),
             Self::NoIdentify(no_identify) => no_identify.to_string(),
+            Self::Anonymous => {
+                "no userId (anonymousId only): there is no contact to attach it to".into()
+            }
             Self::ActivityInDoubt { at_ms } => format!(
                 "an attempt to create this activity (at {at_ms} ms) was interrupted before its \
                  answer was recorded: it may exist in Freshworks, which has no idempotency key, \
@@ -98,7 +104,9 @@ impl SkipReason {
         match self {
             Self::NoUserId | Self::NoEmail => Some("rejected"),
             Self::Unchanged | Self::StaleStage | Self::ActivityExists { .. } => Some("unchanged"),
-            Self::NoIdentify(_) | Self::ActivityInDoubt { .. } => Some("rejected"),
+            Self::NoIdentify(_) | Self::ActivityInDoubt { .. } | Self::Anonymous => {
+                Some("rejected")
+            }
             Self::NotHandled(_) | Self::OptedOut { .. } | Self::NoRule(_) => None,
         }
     }

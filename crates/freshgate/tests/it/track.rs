@@ -217,6 +217,15 @@ async fn a_track_of_a_user_never_identified_waits_then_is_skipped_with_the_reaso
         reason.contains("no valid identify for this user within 1 s"),
         "{reason}"
     );
+    app.batch(vec![json!({
+        "type": "track", "anonymousId": "anon-1", "event": "Order Completed",
+        "timestamp": "2026-03-01T09:00:00Z", "messageId": "t-anon"
+    })])
+    .await;
+    app.drain().await;
+    let (status, reason, _) = delivery(&app, "t-anon").await;
+    assert_eq!(status, DeliveryStatus::Skipped);
+    assert!(reason.contains("no userId"), "{reason}");
     assert!(activities(&app).is_empty());
     app.stop().await;
 }
