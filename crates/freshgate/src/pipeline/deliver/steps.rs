@@ -26,6 +26,8 @@ use crate::telemetry::events;
 
 /// Pending deliveries read per round.
 const ROUND: usize = 100;
+/// Work stops this long before the lease ends (as the worker's drain does).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
 /// How often a track waiting for its user's identify is looked at again.
 const IDENTIFY_RECHECK: Duration = Duration::from_secs(60);
 
@@ -80,6 +82,16 @@ impl DestinationWorker {
                 Some(Step::TrackActivity { index }) => {
                     if let Ok(event) = &parsed[*index] {
                         self.track_activity(lease, &pending[*index], event).await?;
+                    }
+                    // Many tracks can follow one another without returning to the worker:
+                    // stop while the lease still holds, and when the destination paused.
+                    if now_ms() + clock::clock_ms(LEASE_MARGIN) > lease.until_ms {
+                        return Err(Stop::Later(None));
+                    }
+                    if let Some(until) = self.paused_until()
+                        && until > now_ms()
+                    {
+                        return Err(Stop::Later(Some(until)));
                     }
                 }
                 // Only tracks waiting for an identify are left: look again later.
