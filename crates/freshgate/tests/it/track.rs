@@ -198,6 +198,57 @@ async fn a_track_before_its_users_identify_is_delivered_after_it() {
 }
 
 #[tokio::test]
+async fn a_track_after_an_identify_waits_for_its_upsert_even_through_a_retry() {
+    let app = app_with(3600).await;
+    app.emulator
+        .state
+        .inject(freshworks_emulator::Fault::NextStatus {
+            count: 1,
+            status: 503,
+            path_contains: Some("contacts/upsert".into()),
+            body: None,
+        });
+    app.batch(vec![
+        identify(
+            "u-6",
+            "six@example.com",
+            json!({}),
+            "2026-03-01T09:00:00Z",
+            "i-6",
+        ),
+        track(
+            "u-6",
+            "Order Completed",
+            json!({"order_id": 6}),
+            "2026-03-01T09:00:01Z",
+            "t-6",
+        ),
+    ])
+    .await;
+    app.drain().await;
+    let paths: Vec<String> = app
+        .emulator
+        .state
+        .request_log()
+        .iter()
+        .filter(|r| r.path.contains("contacts/upsert") || r.path.contains("sales_activities"))
+        .map(|r| {
+            format!(
+                "{} {}",
+                r.status,
+                r.path.rsplit('/').next().unwrap_or_default()
+            )
+        })
+        .collect();
+    assert_eq!(paths, ["503 upsert", "200 upsert", "200 sales_activities"]);
+    assert_eq!(
+        activities(&app)[0]["targetable_id"],
+        contact_of(&app, "u-6")["id"]
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn a_track_of_a_user_never_identified_waits_then_is_skipped_with_the_reason() {
     let app = app_with(1).await;
     app.batch(vec![track(
