@@ -319,6 +319,7 @@ mod tests {
                 ContactShadow {
                     in_doubt: false,
                     confirmed_at_ms: None,
+                    not_from_traits: std::collections::BTreeSet::new(),
                     email_ts_ms: None,
                     contact_id: Some(1),
                     email: Some("a@x.io".into()),

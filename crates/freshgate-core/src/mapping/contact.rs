@@ -192,6 +192,7 @@ mod tests {
             fields: BTreeMap::new(),
             in_doubt: false,
             confirmed_at_ms: None,
+            not_from_traits: std::collections::BTreeSet::new(),
         };
         let (upsert, bulk, p) = bodies(
             "u-123",
@@ -243,6 +244,7 @@ mod tests {
             fields: BTreeMap::new(),
             in_doubt: false,
             confirmed_at_ms: None,
+            not_from_traits: std::collections::BTreeSet::new(),
         };
         let evs = [event(
             3,

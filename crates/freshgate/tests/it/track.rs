@@ -341,6 +341,59 @@ async fn the_lifecycle_stage_is_set_and_an_older_identify_does_not_overwrite_it(
 }
 
 #[tokio::test]
+async fn missing_traits_clear_does_not_blank_a_stage_a_track_set() {
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 4,
+            track: rules(),
+            missing_traits: freshgate_core::coalesce::MissingTraits::Clear,
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    app.batch(vec![
+        identify(
+            "u-7",
+            "seven@example.com",
+            json!({"first_name": "Sev"}),
+            "2026-03-01T08:00:00Z",
+            "i-7a",
+        ),
+        track(
+            "u-7",
+            "Became Customer",
+            json!({}),
+            "2026-03-01T09:00:00Z",
+            "t-7",
+        ),
+    ])
+    .await;
+    app.drain().await;
+    app.batch(vec![identify(
+        "u-7",
+        "seven@example.com",
+        json!({"last_name": "Enth"}),
+        "2026-03-01T10:00:00Z",
+        "i-7b",
+    )])
+    .await;
+    app.drain().await;
+    let contact = contact_of(&app, "u-7");
+    assert_eq!(contact["last_name"], "Enth");
+    assert_eq!(
+        contact["first_name"],
+        Value::Null,
+        "a trait's field is cleared"
+    );
+    assert_eq!(
+        contact["lifecycle_stage_id"], CUSTOMER,
+        "the track's stage is not"
+    );
+    app.stop().await;
+}
+
+#[tokio::test]
 async fn unknown_type_and_stage_names_are_dead_lettered_with_the_reason() {
     let app = app_with(3600).await;
     app.batch(vec![

@@ -423,6 +423,7 @@ impl DestinationWorker {
                     .await?;
                 let mut next = shadow.unwrap_or_default();
                 next.contact_id = Some(id);
+                next.not_from_traits.insert(STAGE_FIELD.to_owned());
                 next.fields.insert(
                     STAGE_FIELD.to_owned(),
                     ShadowField {
