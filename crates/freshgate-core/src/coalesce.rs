@@ -321,6 +321,7 @@ mod tests {
                     confirmed_at_ms: None,
                     account_ids: Vec::new(),
                     pending_account_ids: Vec::new(),
+                    not_from_traits: std::collections::BTreeSet::new(),
                     email_ts_ms: None,
                     contact_id: Some(1),
                     email: Some("a@x.io".into()),

@@ -12,11 +12,18 @@
 //! A new kind of delivery is one new [`Step`] variant planned here and one sink in the
 //! pipeline; events of kinds without a step are skipped as not handled (ingest already records
 //! them so through `routing`; the planner holds the same line for anything queued otherwise).
+//!
+//! Tracks, pages and screens a rule takes become [`Step::TrackActivity`]. They need the
+//! contact: when it is not known yet (no id, no shadow), a track waits behind the first valid
+//! identify queued after it (planned right after that identify's upsert run), or, when none is
+//! queued, becomes [`Step::AwaitIdentify`] (the pipeline keeps it pending for
+//! `identify_wait_secs`, then skips it with the reason).
 
 use serde_json::Value;
 
 use crate::audience::{AudienceChange, audience_change};
 use crate::reason::{DeadReason, SkipReason};
+use crate::routing::stored_call_name;
 use crate::rules::DestinationKinds;
 use crate::segment::{EventType, StoredEvent};
 use crate::shadow::{ContactShadow, UpsertPlan};
@@ -53,6 +60,18 @@ pub enum Step {
         /// The membership change.
         change: AudienceChange,
     },
+    /// A track / page / screen a rule takes: its sales activity created and/or the contact's
+    /// lifecycle stage set (the rule is looked up again by the sink).
+    TrackActivity {
+        /// The delivery.
+        index: usize,
+    },
+    /// A track / page / screen a rule takes whose contact is not known and no identify is
+    /// queued for it: it stays pending until one comes or the wait is over.
+    AwaitIdentify {
+        /// The delivery.
+        index: usize,
+    },
     /// No call: recorded as skipped.
     Skip {
         /// The delivery.
@@ -76,26 +95,41 @@ impl Step {
     #[must_use]
     pub fn calls(&self) -> bool {
         match self {
-            Self::UpsertContact { .. } | Self::UpsertAccount { .. } => true,
-            Self::HandOffMembership { .. } | Self::Skip { .. } | Self::DeadLetter { .. } => false,
+            Self::UpsertContact { .. }
+            | Self::UpsertAccount { .. }
+            | Self::TrackActivity { .. } => true,
+            Self::HandOffMembership { .. }
+            | Self::Skip { .. }
+            | Self::DeadLetter { .. }
+            | Self::AwaitIdentify { .. } => false,
         }
     }
 }
 
-/// Plan a contact's pending deliveries (FIFO order) into steps, in the order they must run,
-/// for a destination delivering `kinds`.
+/// Plan a contact's pending deliveries (FIFO order) into steps, in the order they must run.
+/// `kinds` says what the destination delivers besides identify; `contact_known`: the contact
+/// exists in Freshworks as far as the store knows (an id or a shadow).
 ///
 /// Consecutive identifies form one [`Step::UpsertContact`]; an identify that can never be sent
 /// (no `userId`, no email) is skipped without breaking its run. Any other event ends the run:
-/// it is planned after it, and identifies after it form a new run. A `group` becomes a
-/// [`Step::UpsertAccount`] when `kinds.group_accounts` is on. (`traits.company` of an identify
-/// travels with its run: the account is upserted just before the run's contact upsert, which
-/// then carries the association.) With `audience_lists`, an Engage audience track is a
-/// [`Step::HandOffMembership`] (an identify's membership goes with its upsert).
+/// it is planned after it, and identifies after it form a new run. A track a rule takes whose
+/// contact is not known yet is planned after the run of the first valid identify queued
+/// after it. A `group` becomes a [`Step::UpsertAccount`] when `kinds.group_accounts` is on.
+/// (`traits.company` of an identify travels with its run: the account is upserted just before
+/// the run's contact upsert, which then carries the association.) With `audience_lists`, an
+/// Engage audience track is a [`Step::HandOffMembership`] (an identify's membership goes with
+/// its upsert).
 #[must_use]
-pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds) -> Vec<Step> {
+pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds, contact_known: bool) -> Vec<Step> {
     let mut out = Vec::new();
     let mut run: Vec<usize> = Vec::new();
+    // Tracks waiting for the contact's first upsert run to close.
+    let mut deferred: Vec<usize> = Vec::new();
+    let mut known = contact_known;
+    let valid_identify = |p: &Pending<'_>| {
+        matches!(p, Pending::Event(e) if e.event_type == EventType::Identify
+            && identify_rejection(e).is_none())
+    };
     for (index, p) in pending.iter().enumerate() {
         let event = match p {
             Pending::Unreadable(why) => {
@@ -111,17 +145,20 @@ pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds) -> Vec<Step> {
         match event.event_type {
             EventType::Identify => match identify_rejection(event) {
                 Some(reason) => out.push(Step::Skip { index, reason }),
-                None => run.push(index),
+                None => {
+                    run.push(index);
+                    known = true;
+                }
             },
             EventType::Group if kinds.group_accounts => {
-                close_run(&mut out, &mut run);
+                close_run(&mut out, &mut run, &mut deferred);
                 out.push(Step::UpsertAccount { index });
             }
             EventType::Track
                 if kinds.audience_lists
                     && let Some(change) = audience_change(event) =>
             {
-                close_run(&mut out, &mut run);
+                close_run(&mut out, &mut run, &mut deferred);
                 out.push(match event.user_id.as_deref() {
                     Some(u) if !u.is_empty() => Step::HandOffMembership { index, change },
                     _ => Step::Skip {
@@ -131,23 +168,54 @@ pub fn steps(pending: &[Pending<'_>], kinds: &DestinationKinds) -> Vec<Step> {
                 });
             }
             other => {
-                close_run(&mut out, &mut run);
-                out.push(Step::Skip {
-                    index,
-                    reason: SkipReason::NotHandled(other),
-                });
+                let rule = kinds
+                    .rules_for(other)
+                    .filter(|r| !r.is_empty())
+                    .map(|r| r.find(stored_call_name(event)));
+                let anonymous = event.user_id.as_deref().is_none_or(str::is_empty);
+                match rule {
+                    Some(Ok(_)) if anonymous => out.push(Step::Skip {
+                        index,
+                        reason: SkipReason::Anonymous,
+                    }),
+                    Some(Ok(_)) if known => {
+                        close_run(&mut out, &mut run, &mut deferred);
+                        out.push(Step::TrackActivity { index });
+                    }
+                    Some(Ok(_)) if pending[index + 1..].iter().any(valid_identify) => {
+                        deferred.push(index);
+                    }
+                    Some(Ok(_)) => out.push(Step::AwaitIdentify { index }),
+                    Some(Err(no_rule)) => out.push(Step::Skip {
+                        index,
+                        reason: SkipReason::NoRule(no_rule),
+                    }),
+                    None => {
+                        close_run(&mut out, &mut run, &mut deferred);
+                        out.push(Step::Skip {
+                            index,
+                            reason: SkipReason::NotHandled(other),
+                        });
+                    }
+                }
             }
         }
     }
-    close_run(&mut out, &mut run);
+    close_run(&mut out, &mut run, &mut deferred);
     out
 }
 
-fn close_run(out: &mut Vec<Step>, run: &mut Vec<usize>) {
+/// Close the open identify run; tracks that waited for the contact follow its upsert.
+fn close_run(out: &mut Vec<Step>, run: &mut Vec<usize>, deferred: &mut Vec<usize>) {
     if !run.is_empty() {
         out.push(Step::UpsertContact {
             members: std::mem::take(run),
         });
+        out.extend(
+            deferred
+                .drain(..)
+                .map(|index| Step::TrackActivity { index }),
+        );
     }
 }
 
@@ -202,7 +270,20 @@ mod tests {
         Group,
         /// An Engage `Audience Exited` track (a list membership with `audience_lists`).
         AudienceTrack,
+        /// A track a rule of [`rule_kinds`] takes.
+        TrackRule,
         Unreadable,
+    }
+
+    /// Track rule for "Buy" only.
+    fn rule_kinds() -> DestinationKinds {
+        use crate::rules::{RuleKind, TrackRule, TrackRules};
+        let mut kinds = DestinationKinds::identify_only();
+        kinds.track = TrackRules::new(
+            RuleKind::Track,
+            vec![TrackRule::new("Buy", Some("Purchase".into()), None, None).unwrap()],
+        );
+        kinds
     }
 
     fn event(kind: Kind) -> Option<StoredEvent> {
@@ -213,11 +294,13 @@ mod tests {
             Kind::Other(t) => (t, Some("u1"), None),
             Kind::Group => (EventType::Group, Some("u1"), None),
             Kind::AudienceTrack => (EventType::Track, Some("u1"), None),
+            Kind::TrackRule => (EventType::Track, Some("u1"), None),
             Kind::Unreadable => return None,
         };
+        let name = if kind == Kind::TrackRule { "Buy" } else { "E" };
         let mut raw = json!({
             "type": t.as_str(), "messageId": "m", "timestamp": "2026-01-01T00:00:00Z",
-            "traits": {}, "event": "E", "groupId": "g", "previousId": "p",
+            "traits": {}, "event": name, "groupId": "g", "previousId": "p",
         });
         if let Some(u) = user {
             raw["userId"] = json!(u);
@@ -235,7 +318,17 @@ mod tests {
         Some(crate::segment::parse_stored_event(raw.to_string().as_bytes()).unwrap())
     }
 
+    /// Accounts and audience lists on: plain tracks and pages are still not handled.
     fn plan_of(kinds: &[Kind]) -> Vec<Step> {
+        let accounts_and_lists = DestinationKinds {
+            group_accounts: true,
+            audience_lists: true,
+            ..DestinationKinds::identify_only()
+        };
+        plan_with(kinds, &accounts_and_lists, false)
+    }
+
+    fn plan_with(kinds: &[Kind], rules: &DestinationKinds, known: bool) -> Vec<Step> {
         let events: Vec<Option<StoredEvent>> = kinds.iter().map(|k| event(*k)).collect();
         let pending: Vec<Pending<'_>> = events
             .iter()
@@ -244,13 +337,7 @@ mod tests {
                     .map_or(Pending::Unreadable("bad"), Pending::Event)
             })
             .collect();
-        // Accounts and audience lists on: plain tracks and pages are still not handled.
-        let kinds = DestinationKinds {
-            group_accounts: true,
-            audience_lists: true,
-            ..DestinationKinds::identify_only()
-        };
-        steps(&pending, &kinds)
+        steps(&pending, rules, known)
     }
 
     /// The reference model: deliver one event at a time, in FIFO order, as a per-event
@@ -264,7 +351,7 @@ mod tests {
                 match k {
                     Kind::Identify => "upsert",
                     Kind::IdentifyNoUser | Kind::IdentifyNoEmail => "skip",
-                    Kind::Other(_) => "skip",
+                    Kind::Other(_) | Kind::TrackRule => "skip",
                     Kind::Group => "account",
                     Kind::AudienceTrack => "hand-off",
                     Kind::Unreadable => "dead",
@@ -301,6 +388,52 @@ mod tests {
                 Step::Skip { index, .. } => (vec![*index], "skip"),
                 Step::DeadLetter { index, .. } => (vec![*index], "dead"),
                 Step::HandOffMembership { index, .. } => (vec![*index], "hand-off"),
+                Step::TrackActivity { index } => (vec![*index], "activity"),
+                Step::AwaitIdentify { index } => (vec![*index], "await"),
+            })
+            .collect()
+    }
+
+    fn position(steps: &[Step], i: usize) -> Option<usize> {
+        steps.iter().position(|s| match s {
+            Step::UpsertContact { members } => members.contains(&i),
+            Step::Skip { index, .. }
+            | Step::DeadLetter { index, .. }
+            | Step::TrackActivity { index }
+            | Step::AwaitIdentify { index }
+            | Step::UpsertAccount { index }
+            | Step::HandOffMembership { index, .. } => *index == i,
+        })
+    }
+
+    fn mixed_kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            4 => Just(Kind::Identify),
+            1 => Just(Kind::IdentifyNoEmail),
+            3 => Just(Kind::TrackRule),
+            1 => Just(Kind::Other(EventType::Track)),
+            1 => Just(Kind::Other(EventType::Group)),
+            1 => Just(Kind::Unreadable),
+        ]
+    }
+
+    /// What a per-event integration would do with each delivery, one at a time: a track a rule
+    /// takes is written once the contact exists (known, or an earlier valid identify), or after
+    /// the first valid identify queued after it, or waits.
+    fn mixed_model(kinds: &[Kind], known: bool) -> Vec<&'static str> {
+        let mut exists = known;
+        kinds
+            .iter()
+            .enumerate()
+            .map(|(i, k)| match k {
+                Kind::Identify => {
+                    exists = true;
+                    "upsert"
+                }
+                Kind::TrackRule if exists || kinds[i..].contains(&Kind::Identify) => "activity",
+                Kind::TrackRule => "await",
+                Kind::Unreadable => "dead",
+                _ => "skip",
             })
             .collect()
     }
@@ -370,7 +503,7 @@ mod tests {
             .collect();
         let pending: Vec<Pending<'_>> = events.iter().map(Pending::Event).collect();
         assert_eq!(
-            steps(&pending, &DestinationKinds::identify_only()),
+            steps(&pending, &DestinationKinds::identify_only(), false),
             vec![
                 Step::UpsertContact { members: vec![0] },
                 Step::Skip {
@@ -411,7 +544,7 @@ mod tests {
             ..DestinationKinds::identify_only()
         };
         assert_eq!(
-            steps(&pending, &lists),
+            steps(&pending, &lists, false),
             vec![
                 Step::UpsertContact { members: vec![0] },
                 Step::HandOffMembership {
@@ -429,7 +562,7 @@ mod tests {
         );
         // Without the key: not handled, exactly as before.
         assert_eq!(
-            steps(&pending, &DestinationKinds::identify_only())[1],
+            steps(&pending, &DestinationKinds::identify_only(), false)[1],
             Step::Skip {
                 index: 1,
                 reason: SkipReason::NotHandled(EventType::Track)
@@ -452,15 +585,7 @@ mod tests {
 
             // Order across kinds: whatever an event of another kind is planned with, everything
             // before it in FIFO order runs before it and everything after it runs after it.
-            let position = |i: usize| {
-                steps.iter().position(|s| match s {
-                    Step::UpsertContact { members } => members.contains(&i),
-                    Step::UpsertAccount { index }
-                    | Step::Skip { index, .. }
-                    | Step::DeadLetter { index, .. }
-                    | Step::HandOffMembership { index, .. } => *index == i,
-                })
-            };
+            let position = |i: usize| position(&steps, i);
             for (j, k) in kinds.iter().enumerate() {
                 if matches!(k, Kind::Other(_) | Kind::Group | Kind::AudienceTrack) {
                     let pj = position(j);
@@ -477,6 +602,122 @@ mod tests {
                     prop_assert!(members.windows(2).all(|w| w[0] < w[1]));
                     prop_assert!(members.iter().all(|i| kinds[*i] == Kind::Identify));
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_track_before_the_first_identify_waits_for_its_upsert() {
+        use Kind::*;
+        let rules = rule_kinds();
+        let steps = plan_with(&[TrackRule, Identify, TrackRule, Identify], &rules, false);
+        assert_eq!(
+            steps,
+            vec![
+                Step::UpsertContact { members: vec![1] },
+                Step::TrackActivity { index: 0 },
+                Step::TrackActivity { index: 2 },
+                Step::UpsertContact { members: vec![3] },
+            ]
+        );
+        // Known contact: in FIFO order.
+        let steps = plan_with(&[TrackRule, Identify], &rules, true);
+        assert_eq!(
+            steps,
+            vec![
+                Step::TrackActivity { index: 0 },
+                Step::UpsertContact { members: vec![1] },
+            ]
+        );
+        // Nothing to wait behind.
+        assert_eq!(
+            plan_with(&[TrackRule, IdentifyNoEmail], &rules, false)[0],
+            Step::AwaitIdentify { index: 0 }
+        );
+        // A track without userId can never have a contact.
+        let anonymous = crate::segment::parse_stored_event(
+            br#"{"type":"track","event":"Buy","anonymousId":"a","messageId":"m","timestamp":"2026-01-01T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            super::steps(&[Pending::Event(&anonymous)], &rules, true),
+            vec![Step::Skip {
+                index: 0,
+                reason: SkipReason::Anonymous
+            }]
+        );
+        // A track no rule takes is skipped with the rule's reason.
+        match &plan_with(&[Other(EventType::Track)], &rules, true)[0] {
+            Step::Skip { reason, .. } => {
+                assert_eq!(reason.detail(), "no track rule matches 'E'");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn mixed_kinds_keep_order_and_coalescing(
+            kinds in proptest::collection::vec(mixed_kind(), 0..24),
+            known in any::<bool>(),
+        ) {
+            let rules = rule_kinds();
+            let steps = plan_with(&kinds, &rules, known);
+            let model = mixed_model(&kinds, known);
+
+            // Every delivery planned exactly once, as the one-by-one model says.
+            let shape = shape(&steps);
+            let mut seen: Vec<usize> = shape.iter().flat_map(|(m, _)| m.clone()).collect();
+            seen.sort_unstable();
+            prop_assert_eq!(seen, (0..kinds.len()).collect::<Vec<_>>());
+            for (members, what) in &shape {
+                for i in members {
+                    prop_assert_eq!(model[*i], *what, "delivery {}", i);
+                }
+            }
+            let first_identify = kinds.iter().position(|k| *k == Kind::Identify);
+            for (t, k) in kinds.iter().enumerate() {
+                if *k != Kind::TrackRule || model[t] != "activity" {
+                    continue;
+                }
+                let pt = position(&steps, t);
+                // A track whose contact did not exist yet runs right after the upsert of the
+                // first identify queued after it; any other track keeps its FIFO place
+                // against identifies.
+                let waited = !known && first_identify.is_none_or(|f| f > t);
+                for (i, other) in kinds.iter().enumerate() {
+                    if *other != Kind::Identify {
+                        continue;
+                    }
+                    let before = position(&steps, i) < pt;
+                    if waited {
+                        if Some(i) == first_identify {
+                            prop_assert!(before, "track {} before its identify {}", t, i);
+                        }
+                    } else {
+                        prop_assert_eq!(before, i < t, "{} vs {}", i, t);
+                    }
+                }
+                // Tracks keep their FIFO order among themselves.
+                for (u, other) in kinds.iter().enumerate().skip(t + 1) {
+                    if *other == Kind::TrackRule && model[u] == "activity" {
+                        prop_assert!(pt < position(&steps, u));
+                    }
+                }
+            }
+            // Coalescing unchanged: members of an upsert are FIFO-ordered valid identifies,
+            // and a run is broken only by an event that is not a call-less skip of a track.
+            for s in &steps {
+                if let Step::UpsertContact { members } = s {
+                    prop_assert!(members.windows(2).all(|w| w[0] < w[1]));
+                    prop_assert!(members.iter().all(|i| kinds[*i] == Kind::Identify));
+                }
+            }
+            // Without tracks a rule takes, the plan is the identify-only plan.
+            if !kinds.contains(&Kind::TrackRule) && !kinds.contains(&Kind::Other(EventType::Track)) {
+                prop_assert_eq!(steps, plan_of(&kinds));
             }
         }
     }

@@ -6,6 +6,8 @@
 //! understands and an operator can select on.
 
 use crate::account::NoAccount;
+use crate::activity::NoIdentify;
+use crate::rules::NoRuleMatches;
 use crate::segment::EventType;
 
 /// Why a delivery needs no call at all.
@@ -26,6 +28,26 @@ pub enum SkipReason {
     Unchanged,
     /// A group call (or `traits.company`) that names no account.
     NoAccount(NoAccount),
+    /// A track / page / screen that no rule of the destination takes.
+    NoRule(NoRuleMatches),
+    /// A track / page of a user that had no valid identify within the wait.
+    NoIdentify(NoIdentify),
+    /// A track / page without `userId`: no contact can ever be attached to it.
+    Anonymous,
+    /// An earlier attempt to create this event's activity was interrupted with its outcome
+    /// unknown (Unix ms of the attempt): it may exist, and Freshworks has no idempotency key,
+    /// so it is not sent again.
+    ActivityInDoubt {
+        /// When the interrupted attempt was recorded.
+        at_ms: i64,
+    },
+    /// This event's activity was already created (by an attempt whose settle was lost).
+    ActivityExists {
+        /// Its Freshworks id.
+        activity_id: i64,
+    },
+    /// The rule only sets a lifecycle stage, and a newer event already set the field.
+    StaleStage,
 }
 
 impl SkipReason {
@@ -39,6 +61,12 @@ impl SkipReason {
             Self::NoEmail => "no_email",
             Self::Unchanged => "unchanged",
             Self::NoAccount(_) => "no_account",
+            Self::NoRule(_) => "no_rule",
+            Self::NoIdentify(_) => "no_identify",
+            Self::Anonymous => "anonymous",
+            Self::ActivityInDoubt { .. } => "activity_in_doubt",
+            Self::ActivityExists { .. } => "activity_exists",
+            Self::StaleStage => "stale_stage",
         }
     }
 
@@ -56,6 +84,22 @@ impl SkipReason {
             }
             Self::Unchanged => "unchanged: every mapped field equals what was last sent".into(),
             Self::NoAccount(why) => format!("rejected: {why}"),
+            Self::NoRule(no_rule) => no_rule.to_string(),
+            Self::NoIdentify(no_identify) => no_identify.to_string(),
+            Self::Anonymous => {
+                "no userId (anonymousId only): there is no contact to attach it to".into()
+            }
+            Self::ActivityInDoubt { at_ms } => format!(
+                "an attempt to create this activity (at {at_ms} ms) was interrupted before its \
+                 answer was recorded: it may exist in Freshworks, which has no idempotency key, \
+                 so it is not sent again"
+            ),
+            Self::ActivityExists { activity_id } => {
+                format!("activity {activity_id} was already created for this messageId")
+            }
+            Self::StaleStage => {
+                "lifecycle stage not set: a newer event already set lifecycle_stage_id".into()
+            }
         }
     }
 
@@ -64,8 +108,11 @@ impl SkipReason {
     pub fn metric_label(&self) -> Option<&'static str> {
         match self {
             Self::NoUserId | Self::NoEmail | Self::NoAccount(_) => Some("rejected"),
-            Self::Unchanged => Some("unchanged"),
-            Self::NotHandled(_) | Self::OptedOut { .. } => None,
+            Self::Unchanged | Self::StaleStage | Self::ActivityExists { .. } => Some("unchanged"),
+            Self::NoIdentify(_) | Self::ActivityInDoubt { .. } | Self::Anonymous => {
+                Some("rejected")
+            }
+            Self::NotHandled(_) | Self::OptedOut { .. } | Self::NoRule(_) => None,
         }
     }
 }
@@ -81,15 +128,21 @@ pub enum DeadReason {
     Conflict,
     /// Retried past the retry horizon.
     RetryHorizon,
+    /// A rule names an activity type or lifecycle stage the account does not have.
+    UnknownName,
+    /// No owner can be chosen for an activity (`owner_email` unknown, no active user).
+    NoOwner,
 }
 
 impl DeadReason {
     /// Every reason, for `--help` texts and filters.
-    pub const ALL: [Self; 4] = [
+    pub const ALL: [Self; 6] = [
         Self::Unreadable,
         Self::Refused,
         Self::Conflict,
         Self::RetryHorizon,
+        Self::UnknownName,
+        Self::NoOwner,
     ];
 
     /// The stable code (lower snake case).
@@ -100,6 +153,8 @@ impl DeadReason {
             Self::Refused => "refused",
             Self::Conflict => "conflict",
             Self::RetryHorizon => "retry_horizon",
+            Self::UnknownName => "unknown_name",
+            Self::NoOwner => "no_owner",
         }
     }
 
@@ -129,7 +184,14 @@ mod tests {
         let codes: Vec<&str> = DeadReason::ALL.iter().map(|r| r.code()).collect();
         assert_eq!(
             codes,
-            ["unreadable", "refused", "conflict", "retry_horizon"]
+            [
+                "unreadable",
+                "refused",
+                "conflict",
+                "retry_horizon",
+                "unknown_name",
+                "no_owner"
+            ]
         );
         for r in DeadReason::ALL {
             assert_eq!(DeadReason::from_code(r.code()), Some(r));

@@ -8,52 +8,68 @@
 //! (webhook deletes send `[]`) counts as absent.
 //!
 //! [`Route::decide`] is the one decision of what a destination does with an event, used at
-//! ingest and by `replay` for events stored before the destination existed.
+//! ingest and by `replay` for events stored before the destination existed. A destination
+//! takes `identify` always, and `track` / `page` / `screen` when it has rules for them
+//! ([`DestinationKinds::rules_for`]): a call no rule takes is skipped with the rule's reason
+//! ("no track rule matches 'Signed Up'"). With no rules, only `identify` is delivered.
 
 use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::audience::audience_change;
 use crate::reason::SkipReason;
-use crate::rules::DestinationKinds;
+use crate::rules::{DestinationKinds, NoRuleMatches};
 use crate::segment::envelope::{get, is_false, object_entries};
 use crate::segment::{EventType, StoredEvent};
 
 /// What a destination does with an event.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     /// Queue it for delivery.
     Deliver,
     /// Record it as skipped: the destination does nothing with this call type.
     NotHandled(EventType),
+    /// Record it as skipped: the destination has rules for this call type, none takes it.
+    NoRule(NoRuleMatches),
     /// Record it as skipped: the `integrations` object turns the destination off.
     OptedOut,
 }
 
 impl Route {
-    /// The decision for a call type, given whether [`destination_enabled`] holds and what the
-    /// destination delivers (`kinds`). `identify` always writes a contact; `group` upserts a
-    /// sales account with `group_accounts`; with `audience_lists`, an Engage audience track
-    /// (`Audience Entered` / `Audience Exited`, [`audience_change`]) becomes a list membership.
-    /// `read` gives the event's details; it is called only when the call type and kinds need
-    /// them (never for an identify-only destination), so the ingest hot path parses nothing
-    /// more than before. With [`DestinationKinds::identify_only`] this is the seed's decision.
+    /// The decision for a call of `event_type` named `name` (a track's `event`, a page's or
+    /// screen's `name`), given whether [`destination_enabled`] holds and what the destination
+    /// delivers (`kinds`): `identify` always writes a contact; `group` upserts a sales account
+    /// with `group_accounts`; with `audience_lists`, an Engage audience track (`Audience
+    /// Entered` / `Audience Exited`, [`audience_change`]) becomes a list membership; other
+    /// tracks, pages and screens are taken by the first of the destination's rules that matches
+    /// (none matching: skipped with the rules' reason). `read` gives the event's details; it is
+    /// called only for a track when `audience_lists` is on, so the ingest hot path parses
+    /// nothing more than before. With [`DestinationKinds::identify_only`] this is the seed's
+    /// decision.
     #[must_use]
     pub fn decide(
         event_type: EventType,
+        name: Option<&str>,
         enabled: bool,
         kinds: &DestinationKinds,
         read: impl FnOnce() -> Option<StoredEvent>,
     ) -> Self {
-        let handled = match event_type {
+        let audience = event_type == EventType::Track
+            && kinds.audience_lists
+            && read().is_some_and(|e| audience_change(&e).is_some());
+        let taken = match event_type {
+            _ if audience => true,
             EventType::Identify => true,
             EventType::Group => kinds.group_accounts,
-            EventType::Track if kinds.audience_lists => {
-                read().is_some_and(|e| audience_change(&e).is_some())
-            }
-            _ => false,
+            other => match kinds.rules_for(other) {
+                Some(rules) if !rules.is_empty() => match rules.find(name) {
+                    Ok(_) => true,
+                    Err(no_rule) => return Self::NoRule(no_rule),
+                },
+                _ => false,
+            },
         };
-        if !handled {
+        if !taken {
             Self::NotHandled(event_type)
         } else if !enabled {
             Self::OptedOut
@@ -65,10 +81,11 @@ impl Route {
     /// Why a skipped delivery is skipped (`None`: deliver), for the destination whose
     /// `integrations` key is `integration_key`.
     #[must_use]
-    pub fn skip(self, integration_key: &str) -> Option<SkipReason> {
+    pub fn skip(&self, integration_key: &str) -> Option<SkipReason> {
         match self {
             Self::Deliver => None,
-            Self::NotHandled(t) => Some(SkipReason::NotHandled(t)),
+            Self::NotHandled(t) => Some(SkipReason::NotHandled(*t)),
+            Self::NoRule(no_rule) => Some(SkipReason::NoRule(no_rule.clone())),
             Self::OptedOut => Some(SkipReason::OptedOut {
                 integration_key: integration_key.to_owned(),
             }),
@@ -77,8 +94,41 @@ impl Route {
 
     /// The reason stored with a skipped delivery (`None`: deliver): [`Self::skip`] in words.
     #[must_use]
-    pub fn skip_reason(self, integration_key: &str) -> Option<String> {
+    pub fn skip_reason(&self, integration_key: &str) -> Option<String> {
         self.skip(integration_key).map(|r| r.detail())
+    }
+}
+
+/// The name rules match a call on: a track's `event`, a page's or screen's `name`, read from
+/// the raw event only for those types (ingest keeps no parsed copy of them).
+#[must_use]
+pub fn call_name(event_type: EventType, raw: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Names {
+        #[serde(default)]
+        event: Option<Value>,
+        #[serde(default)]
+        name: Option<Value>,
+    }
+    let field: fn(Names) -> Option<Value> = match event_type {
+        EventType::Track => |n: Names| n.event,
+        EventType::Page | EventType::Screen => |n: Names| n.name,
+        _ => return None,
+    };
+    let names: Names = serde_json::from_slice(raw).ok()?;
+    match field(names)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
+}
+
+/// The name rules match a stored call on (see [`call_name`]).
+#[must_use]
+pub fn stored_call_name(event: &crate::segment::StoredEvent) -> Option<&str> {
+    match event.event_type {
+        EventType::Track => event.event.as_deref(),
+        EventType::Page | EventType::Screen => event.name.as_deref(),
+        _ => None,
     }
 }
 
@@ -147,6 +197,7 @@ mod tests {
     fn identify_only(event_type: EventType, enabled: bool) -> Route {
         Route::decide(
             event_type,
+            None,
             enabled,
             &DestinationKinds::identify_only(),
             || panic!("an identify-only destination reads no event"),
@@ -185,11 +236,11 @@ mod tests {
             ..DestinationKinds::identify_only()
         };
         assert_eq!(
-            Route::decide(EventType::Group, true, &accounts, || None),
+            Route::decide(EventType::Group, None, true, &accounts, || None),
             Route::Deliver
         );
         assert_eq!(
-            Route::decide(EventType::Group, false, &accounts, || None),
+            Route::decide(EventType::Group, None, false, &accounts, || None),
             Route::OptedOut
         );
         // company_accounts rides on identify: it routes no other call type.
@@ -198,11 +249,11 @@ mod tests {
             ..DestinationKinds::identify_only()
         };
         assert_eq!(
-            Route::decide(EventType::Group, true, &company, || None),
+            Route::decide(EventType::Group, None, true, &company, || None),
             Route::NotHandled(EventType::Group)
         );
         assert_eq!(
-            Route::decide(EventType::Track, true, &accounts, || None),
+            Route::decide(EventType::Track, None, true, &accounts, || None),
             Route::NotHandled(EventType::Track)
         );
     }
@@ -227,7 +278,7 @@ mod tests {
             ..DestinationKinds::identify_only()
         };
         let decide = |event: &'static str, enabled, kinds: &DestinationKinds| {
-            Route::decide(EventType::Track, enabled, kinds, || audience(event))
+            Route::decide(EventType::Track, None, enabled, kinds, || audience(event))
         };
         assert_eq!(decide("Audience Entered", true, &lists), Route::Deliver);
         assert_eq!(decide("Audience Exited", false, &lists), Route::OptedOut);
@@ -241,8 +292,55 @@ mod tests {
         );
         // Other call types stay not handled, whatever they carry.
         assert_eq!(
-            Route::decide(EventType::Group, true, &lists, || audience("x")),
+            Route::decide(EventType::Group, None, true, &lists, || audience("x")),
             Route::NotHandled(EventType::Group)
         );
+    }
+
+    #[test]
+    fn tracks_and_pages_are_taken_by_their_rules() {
+        use crate::rules::{RuleKind, TrackRule, TrackRules};
+        let mut kinds = DestinationKinds::identify_only();
+        kinds.track = TrackRules::new(
+            RuleKind::Track,
+            vec![TrackRule::new("Order Completed", Some("Purchase".into()), None, None).unwrap()],
+        );
+        let track = |name: &str, enabled: bool| {
+            Route::decide(EventType::Track, Some(name), enabled, &kinds, || None)
+        };
+        assert_eq!(track("Order Completed", true), Route::Deliver);
+        assert_eq!(track("Order Completed", false), Route::OptedOut);
+        let skipped = track("Signed Up", true).skip(KEY).unwrap();
+        assert_eq!(skipped.code(), "no_rule");
+        assert_eq!(skipped.detail(), "no track rule matches 'Signed Up'");
+        // No page rules: pages stay not handled; groups too.
+        assert_eq!(
+            Route::decide(EventType::Page, Some("Pricing"), true, &kinds, || None),
+            Route::NotHandled(EventType::Page)
+        );
+        kinds.page = TrackRules::new(
+            RuleKind::Page,
+            vec![TrackRule::new("*", Some("Website visit".into()), None, None).unwrap()],
+        );
+        assert_eq!(
+            Route::decide(EventType::Screen, None, true, &kinds, || None),
+            Route::Deliver
+        );
+        assert_eq!(
+            Route::decide(EventType::Group, None, true, &kinds, || None),
+            Route::NotHandled(EventType::Group)
+        );
+    }
+
+    #[test]
+    fn call_names_come_from_event_or_name() {
+        let raw = br#"{"type":"track","event":"Signed Up","name":"x"}"#;
+        assert_eq!(
+            call_name(EventType::Track, raw).as_deref(),
+            Some("Signed Up")
+        );
+        assert_eq!(call_name(EventType::Page, raw).as_deref(), Some("x"));
+        assert_eq!(call_name(EventType::Identify, raw), None);
+        assert_eq!(call_name(EventType::Page, br#"{"name":3}"#), None);
     }
 }

@@ -64,6 +64,11 @@ pub struct ContactShadow {
     /// upsert associates them (then they move to `account_ids`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_account_ids: Vec<i64>,
+    /// Fields last written by another kind of event than identify (a track's lifecycle
+    /// stage): newest event still wins on them, but `MissingTraits::Clear` does not blank them
+    /// for lacking a trait. An identify that writes the field takes it back.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeSet::is_empty")]
+    pub not_from_traits: std::collections::BTreeSet<String>,
 }
 
 impl ContactShadow {
@@ -140,7 +145,10 @@ pub fn plan(
     }
     if let (MissingTraits::Clear, Some(shadow), Some(ts_ms)) = (mode, shadow, mapped.ts_ms) {
         for (name, old) in &shadow.fields {
-            if mapped.fields.contains_key(name) || old.value.is_null() {
+            if mapped.fields.contains_key(name)
+                || old.value.is_null()
+                || shadow.not_from_traits.contains(name)
+            {
                 continue;
             }
             if old.ts_ms > ts_ms {
@@ -228,6 +236,7 @@ pub fn apply(
     next.email = Some(crate::email::normalize(email));
     next.external_id = Some(user_id.to_owned());
     for (name, f) in &plan.send {
+        next.not_from_traits.remove(name);
         next.fields.insert(
             name.clone(),
             ShadowField {
@@ -291,6 +300,7 @@ mod tests {
             confirmed_at_ms: None,
             account_ids: Vec::new(),
             pending_account_ids: Vec::new(),
+            not_from_traits: std::collections::BTreeSet::new(),
         }
     }
 
@@ -424,6 +434,26 @@ mod tests {
         );
         assert!(p.cleared.is_empty());
         assert_eq!(p.send.len(), 1);
+    }
+
+    #[test]
+    fn clear_leaves_fields_other_kinds_wrote_until_an_identify_writes_them() {
+        let mut s = shadow_of(&[
+            ("first_name", json!("A"), 1),
+            ("lifecycle_stage_id", json!(7), 1),
+        ]);
+        s.not_from_traits.insert("lifecycle_stage_id".into());
+        let m = mapped("a@x.io", 5, &[("last_name", json!("B"))]);
+        let p = plan(Some(&s), &m, MissingTraits::Clear);
+        assert_eq!(p.cleared, vec!["first_name"]);
+        // An identify that writes the field owns it again.
+        let m = mapped("a@x.io", 6, &[("lifecycle_stage_id", json!(8))]);
+        let p = plan(Some(&s), &m, MissingTraits::Clear);
+        let next = apply(Some(&s), "u1", "a@x.io", &p, None);
+        assert!(next.not_from_traits.is_empty());
+        let m = mapped("a@x.io", 7, &[("last_name", json!("B"))]);
+        let p = plan(Some(&next), &m, MissingTraits::Clear);
+        assert!(p.cleared.contains(&"lifecycle_stage_id".to_owned()));
     }
 
     #[test]

@@ -62,6 +62,19 @@ pub fn email_key(email: &str) -> String {
     email.to_lowercase()
 }
 
+/// How many deliveries of one call type to one destination are in one state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindCount {
+    /// Destination name.
+    pub destination: String,
+    /// The event's call type (`identify`, `track`, ...).
+    pub event_type: String,
+    /// The state.
+    pub status: DeliveryStatus,
+    /// How many.
+    pub count: u64,
+}
+
 /// The initial state of an event's delivery to one destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewDelivery {
@@ -1243,6 +1256,13 @@ pub trait Store: Send + Sync + 'static {
     /// # Errors
     /// `Database`.
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
+
+    /// Deliveries per destination, call type and state (`queue stats`). Counts every delivery:
+    /// for an operator's question, not for gauges.
+    ///
+    /// # Errors
+    /// `Database`.
+    async fn kind_counts(&self) -> Result<Vec<KindCount>, StoreError>;
 
     /// Events matching `query`, newest first, at most `query.limit`, each with the state of
     /// its deliveries. Every filter is served by an index range.

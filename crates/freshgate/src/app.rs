@@ -365,6 +365,16 @@ async fn housekeeping(
                 Ok(_) => {}
                 Err(e) => tracing::warn!(error = %e, "prune failed"),
             }
+            // Activity intents guard against creating an activity twice for a messageId: kept
+            // as long as the event or its dedup entry could bring the messageId back.
+            match store
+                .prune_activity_intents(now - retention_ms.max(dedup_ms))
+                .await
+            {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(activity_intents = n, "pruned"),
+                Err(e) => tracing::warn!(error = %e, "pruning activity intents failed"),
+            }
         }
     }
 }

@@ -194,6 +194,7 @@ mod tests {
             confirmed_at_ms: None,
             account_ids: Vec::new(),
             pending_account_ids: Vec::new(),
+            not_from_traits: std::collections::BTreeSet::new(),
         };
         let (upsert, bulk, p) = bodies(
             "u-123",
@@ -247,6 +248,7 @@ mod tests {
             confirmed_at_ms: None,
             account_ids: Vec::new(),
             pending_account_ids: Vec::new(),
+            not_from_traits: std::collections::BTreeSet::new(),
         };
         let evs = [event(
             3,

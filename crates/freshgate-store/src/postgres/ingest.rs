@@ -259,8 +259,8 @@ async fn insert_events(
     let mut contact_keys = Vec::new();
     let mut statuses = Vec::new();
     let mut reasons: Vec<Option<String>> = Vec::new();
-    let mut finished: Vec<Option<i64>> = Vec::new();
     let mut codes: Vec<Option<String>> = Vec::new();
+    let mut finished: Vec<Option<i64>> = Vec::new();
     for ev in accepted {
         let id = *ids
             .get(&(ev.source.clone(), ev.message_id.clone()))
@@ -278,15 +278,16 @@ async fn insert_events(
                 Some(reason) => {
                     statuses.push("skipped");
                     reasons.push(Some(reason.clone()));
+                    codes.push(d.skip_code.clone());
                     finished.push(Some(ev.received_at_ms));
                 }
                 None => {
                     statuses.push("pending");
                     reasons.push(None);
+                    codes.push(None);
                     finished.push(None);
                 }
             }
-            codes.push(d.skip_code.clone());
         }
     }
     if event_ids.is_empty() {

@@ -29,10 +29,10 @@ use sqlx_postgres::{PgConnectOptions, PgPool, Postgres};
 use crate::{
     ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
     DeliveryFilter, DeliveryId, DestinationPause, DueMembership, EventId, EventQuery, EventSummary,
-    EventTrace, FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MembershipChange,
-    MembershipCounts, MembershipResult, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait,
-    UnroutedEvent,
+    EventTrace, FieldMetadata, FinishedDelivery, KindCount, LateDelivery, ListClaim,
+    MembershipChange, MembershipCounts, MembershipResult, MinuteCount, PendingDelivery,
+    PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError,
+    UnmappedTrait, UnroutedEvent,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -477,6 +477,10 @@ impl Store for PostgresStore {
 
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
         queries::depths(&self.pool).await
+    }
+
+    async fn kind_counts(&self) -> Result<Vec<KindCount>, StoreError> {
+        queries::kind_counts(&self.pool).await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {

@@ -17,7 +17,7 @@ use crate::listing::{
 use crate::{
     Attempt, Backlog, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus, DeliveryTrace,
     DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace, FieldMetadata,
-    FinishedDelivery, MinuteCount, PastOutcome, PruneOutcome, QueueDepth, QueueStats,
+    FinishedDelivery, KindCount, MinuteCount, PastOutcome, PruneOutcome, QueueDepth, QueueStats,
     RejectedRecord, Reopen, StoreError, UnroutedEvent, count_outcomes, destination_stats,
     merge_depths,
 };
@@ -486,6 +486,27 @@ pub(crate) async fn depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError>
     .fetch_all(pool)
     .await?;
     Ok(merge_depths(pending, dead))
+}
+
+pub(crate) async fn kind_counts(pool: &PgPool) -> Result<Vec<KindCount>, StoreError> {
+    let rows: Vec<(String, String, String, i64)> = sqlx_core::query_as::query_as(
+        "SELECT d.destination, e.event_type, d.status, count(*)
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             GROUP BY d.destination, e.event_type, d.status
+             ORDER BY d.destination, e.event_type, d.status",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.into_iter()
+        .map(|(destination, event_type, status, n)| {
+            Ok(KindCount {
+                destination,
+                event_type,
+                status: parse_status(&status)?,
+                count: to_u64(n),
+            })
+        })
+        .collect()
 }
 
 pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {

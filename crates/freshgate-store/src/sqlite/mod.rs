@@ -32,10 +32,10 @@ use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
     ActivityIntent, AppendBatch, AppendOutcome, Attempt, Backlog, ContactLease, DeadLetter,
     DeliveryFilter, DeliveryId, DestinationPause, DueMembership, EventId, EventQuery, EventSummary,
-    EventTrace, FieldMetadata, FinishedDelivery, LateDelivery, ListClaim, MembershipChange,
-    MembershipCounts, MembershipResult, MinuteCount, PendingDelivery, PruneOutcome, QueueDepth,
-    QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError, UnmappedTrait,
-    UnroutedEvent,
+    EventTrace, FieldMetadata, FinishedDelivery, KindCount, LateDelivery, ListClaim,
+    MembershipChange, MembershipCounts, MembershipResult, MinuteCount, PendingDelivery,
+    PruneOutcome, QueueDepth, QueueStats, RejectedRecord, Reopen, Settlement, Store, StoreError,
+    UnmappedTrait, UnroutedEvent,
 };
 
 /// Events (and dedup entries) deleted per prune command: a chunk holds the writer for tens of
@@ -766,6 +766,10 @@ impl Store for SqliteStore {
 
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError> {
         self.readers.run(queries::depths).await
+    }
+
+    async fn kind_counts(&self) -> Result<Vec<KindCount>, StoreError> {
+        self.readers.run(queries::kind_counts).await
     }
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {

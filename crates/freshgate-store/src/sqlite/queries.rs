@@ -17,8 +17,8 @@ use crate::listing::{
 use crate::{
     Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus,
     DeliveryTrace, DestinationPause, DestinationStats, EventQuery, EventSummary, EventTrace,
-    FieldMetadata, FinishedDelivery, MinuteCount, PastOutcome, PendingDelivery, QueueDepth,
-    QueueStats, RejectedRecord, Reopen, StoreError, UnroutedEvent, count_outcomes,
+    FieldMetadata, FinishedDelivery, KindCount, MinuteCount, PastOutcome, PendingDelivery,
+    QueueDepth, QueueStats, RejectedRecord, Reopen, StoreError, UnroutedEvent, count_outcomes,
     destination_stats, merge_depths,
 };
 
@@ -422,6 +422,28 @@ pub(crate) fn rejected(conn: &Connection, limit: usize) -> Result<Vec<RejectedRe
         })?
         .collect::<Result<_, _>>()?;
     Ok(rows)
+}
+
+pub(crate) fn kind_counts(conn: &Connection) -> Result<Vec<KindCount>, StoreError> {
+    let rows: Vec<(String, String, String, i64)> = conn
+        .prepare(
+            "SELECT d.destination, e.event_type, d.status, count(*)
+             FROM deliveries d JOIN events e ON e.id = d.event_id
+             GROUP BY d.destination, e.event_type, d.status
+             ORDER BY d.destination, e.event_type, d.status",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    rows.into_iter()
+        .map(|(destination, event_type, status, n)| {
+            Ok(KindCount {
+                destination,
+                event_type,
+                status: parse_status(&status)?,
+                count: to_u64(n),
+            })
+        })
+        .collect()
 }
 
 pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {

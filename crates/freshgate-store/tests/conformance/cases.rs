@@ -777,6 +777,27 @@ pub async fn skipped_at_append_never_pending(fx: &mut dyn Fixture) {
         .find(|d| d.destination == OTHER)
         .unwrap();
     assert_eq!((o.pending, o.skipped, o.pending_contacts), (0, 1, 0));
+    // The skip's code is stored beside its words: a filter selects on it.
+    let by_code = |code: &str| DeliveryFilter {
+        destination: Some(OTHER.to_owned()),
+        reason_code: Some(code.to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(replay_matching(s, &by_code("no_rule"), 2_000).await, 0);
+    // Per call type and state (the harness's events are identifies).
+    let kinds = s.kind_counts().await.unwrap();
+    let count = |d: &str, status: DeliveryStatus| {
+        kinds
+            .iter()
+            .filter(|k| k.destination == d && k.status == status && k.event_type == "identify")
+            .map(|k| k.count)
+            .sum::<u64>()
+    };
+    assert_eq!(count(DEST, DeliveryStatus::Pending), 1);
+    assert_eq!(count(DEST, DeliveryStatus::Skipped), 1);
+    assert_eq!(count(OTHER, DeliveryStatus::Skipped), 1);
+    assert_eq!(kinds.iter().map(|k| k.count).sum::<u64>(), 3);
+    assert_eq!(replay_matching(s, &by_code("not_handled"), 2_000).await, 1);
 }
 
 /// Shadows are stored per (destination, contact) and replaced on put.
@@ -2119,4 +2140,16 @@ pub async fn list_membership_call_joins_the_event_trace(fx: &mut dyn Fixture) {
         s.claim_list(DEST, "vip", "n1", 2000, 500).await.unwrap(),
         ListClaim::Claimed
     );
+}
+
+/// What `replay` does once routing has decided to take everything: every finished delivery
+/// matching `filter` put back to pending. Returns how many.
+async fn replay_matching(
+    s: &dyn freshgate_store::Store,
+    filter: &DeliveryFilter,
+    now_ms: i64,
+) -> u64 {
+    let finished = s.finished_deliveries(filter, 0, 10_000).await.unwrap();
+    let ids = finished.iter().map(|f| f.delivery_id).collect();
+    s.reopen(ids, Reopen::Replay, now_ms).await.unwrap()
 }

@@ -168,7 +168,8 @@ pub struct DeadLetterParams {
     pub destination: Option<String>,
     /// Text the reason contains.
     pub reason: Option<String>,
-    /// The reason's code (`conflict`, `refused`, `retry_horizon`, `unreadable`).
+    /// The reason's code (`conflict`, `refused`, `retry_horizon`, `unreadable`, `unknown_name`,
+    /// `no_owner`).
     #[serde(default)]
     pub reason_code: Option<String>,
     /// Contact key.

@@ -56,7 +56,8 @@ pub struct DlqArgs {
     pub reason: Option<String>,
     /// Only dead letters with this reason code: conflict (another contact holds the email or
     /// the userId), refused (Freshworks refused the data), retry_horizon (retried too long),
-    /// unreadable (the stored event cannot be read).
+    /// unreadable (the stored event cannot be read), unknown_name (a rule's activity type or
+    /// lifecycle stage does not exist in the account), no_owner (no owner for activities).
     #[arg(long, value_name = "CODE", value_parser = reason_code)]
     pub reason_code: Option<String>,
     /// At most this many (list).
@@ -179,6 +180,10 @@ pub struct ReplayArgs {
     /// or merged in the CRM); a replayed event still never overwrites a newer value.
     #[arg(long)]
     pub force: bool,
+    /// Only deliveries that ended with this reason code, e.g. no_rule (tracks no rule took,
+    /// after adding one), not_handled, no_identify, or a dead-letter code.
+    #[arg(long, value_name = "CODE")]
+    pub reason_code: Option<String>,
     /// JSON output.
     #[command(flatten)]
     pub out: JsonFlag,
@@ -264,8 +269,9 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
     let status = views.status(now).await;
     let outcomes = views.outcomes().await;
     let unmapped = views.unmapped_traits().await;
+    let kinds = store.kind_counts().await;
     store.close().await;
-    let (status, outcomes, unmapped) = (status?, outcomes?, unmapped?);
+    let (status, outcomes, unmapped, kinds) = (status?, outcomes?, unmapped?, kinds?);
     if args.out.json {
         #[derive(Serialize)]
         struct Stats<'a> {
@@ -275,6 +281,8 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             outcomes: &'a [freshgate_store::DestinationStats],
             /// Trait keys that matched no field, most often seen first (from the store).
             unmapped_traits: &'a [views::UnmappedTrait],
+            /// Deliveries per destination, call type and state.
+            kinds: &'a [freshgate_store::KindCount],
             /// Set-up problems an operator must know (no destination configured).
             warnings: Vec<&'static str>,
         }
@@ -282,6 +290,7 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
             destinations: &status,
             outcomes: &outcomes,
             unmapped_traits: &unmapped,
+            kinds: &kinds,
             warnings: views.warnings(),
         })?;
         return Ok(ExitCode::SUCCESS);
@@ -300,6 +309,7 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
                 o.delivered, o.skipped, o.dead_lettered, o.reopened
             );
         }
+        print_kinds(&d.destination, &kinds);
         let keys: Vec<String> = unmapped
             .iter()
             .filter(|t| t.destination == d.destination)
@@ -325,6 +335,24 @@ pub async fn stats(args: StatsArgs) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One line per call type of a destination: how many deliveries are in each state.
+fn print_kinds(destination: &str, kinds: &[freshgate_store::KindCount]) {
+    let mut types: Vec<&str> = kinds
+        .iter()
+        .filter(|k| k.destination == destination)
+        .map(|k| k.event_type.as_str())
+        .collect();
+    types.dedup();
+    for t in types {
+        let states: Vec<String> = kinds
+            .iter()
+            .filter(|k| k.destination == destination && k.event_type == t)
+            .map(|k| format!("{} {}", k.count, k.status.as_str()))
+            .collect();
+        println!("  {t}: {}", states.join(", "));
+    }
 }
 
 /// Unmapped trait keys `queue stats` names per destination; the console lists them all.
@@ -669,6 +697,7 @@ pub async fn replay(args: ReplayArgs) -> anyhow::Result<ExitCode> {
         destination: args.destination.clone(),
         since_ms: Some(since),
         until_ms: Some(until),
+        reason_code: args.reason_code.clone(),
         ..DeliveryFilter::default()
     };
     let result = replay_in(store.as_ref(), &cfg, &args, &filter, since, until).await;
@@ -757,7 +786,11 @@ async fn replay_in(
         {
             continue;
         }
-        let added = route_stored_events(store, d, since, until, now_ms()).await?;
+        let kinds = d.kinds().map_err(|problems| {
+            let words: Vec<String> = problems.iter().map(|(k, m)| format!("{k}: {m}")).collect();
+            anyhow::anyhow!("destination {:?}: {}", d.name, words.join("; "))
+        })?;
+        let added = route_stored_events(store, d, &kinds, since, until, now_ms()).await?;
         late.created += added.created;
         late.skipped += added.skipped;
     }

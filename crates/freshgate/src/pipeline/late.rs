@@ -4,7 +4,7 @@
 //! (an event that opted out of the destination, or a call type it does not handle, stays
 //! skipped). The store only lists, inserts and reopens.
 
-use freshgate_core::routing::Route;
+use freshgate_core::routing::{Route, stored_call_name};
 use freshgate_core::rules::DestinationKinds;
 use freshgate_core::segment::parse_stored_event;
 use freshgate_store::{DeliveryFilter, LateDelivery, Reopen, Store, StoreError};
@@ -24,7 +24,7 @@ pub struct LateRouting {
 }
 
 /// Give every event received in `[since_ms, until_ms)` that has no delivery to `destination`
-/// the delivery its routing decides, due at `now_ms`. Events of sources the destination does
+/// the delivery its routing decides (what `kinds` delivers), due at `now_ms`. Events of sources the destination does
 /// not take get none (as at ingest).
 ///
 /// # Errors
@@ -32,14 +32,13 @@ pub struct LateRouting {
 pub async fn route_stored_events(
     store: &dyn Store,
     destination: &DestinationConfig,
+    kinds: &DestinationKinds,
     since_ms: i64,
     until_ms: i64,
     now_ms: i64,
 ) -> Result<LateRouting, StoreError> {
     let mut total = LateRouting::default();
     let mut after_id = 0;
-    // A loaded configuration was validated: its kinds convert.
-    let kinds = destination.kinds().unwrap_or_default();
     loop {
         let page = store
             .events_without_delivery(&destination.name, since_ms, until_ms, after_id, PAGE)
@@ -53,7 +52,7 @@ pub async fn route_stored_events(
             if !destination.takes_source(&event.source) {
                 continue;
             }
-            let skip = route_of(&event.raw, destination, &kinds).skip(&destination.integration_key);
+            let skip = route_of(&event.raw, destination, kinds).skip(&destination.integration_key);
             match skip {
                 Some(_) => total.skipped += 1,
                 None => total.created += 1,
@@ -73,8 +72,11 @@ pub async fn route_stored_events(
 fn route_of(raw: &[u8], destination: &DestinationConfig, kinds: &DestinationKinds) -> Route {
     parse_stored_event(raw).map_or(Route::Deliver, |stored| {
         let event_type = stored.event_type;
+        let name = stored_call_name(&stored).map(str::to_owned);
         let enabled = stored.destination_enabled(&destination.integration_key);
-        Route::decide(event_type, enabled, kinds, move || Some(stored))
+        Route::decide(event_type, name.as_deref(), enabled, kinds, move || {
+            Some(stored)
+        })
     })
 }
 
@@ -127,7 +129,7 @@ pub async fn replay_finished(
             };
             match route_of(&finished.raw, destination, kinds) {
                 Route::Deliver => reopen.push(finished.delivery_id),
-                Route::NotHandled(_) | Route::OptedOut => total.not_routed += 1,
+                Route::NotHandled(_) | Route::OptedOut | Route::NoRule(_) => total.not_routed += 1,
             }
         }
         total.requeued += store.reopen(reopen, Reopen::Replay, now_ms).await?;
@@ -177,7 +179,7 @@ mod tests {
             name: "plain".into(),
             ..DestinationConfig::default()
         };
-        let routed = route_stored_events(&store, &plain, 0, 10_000, 5_000)
+        let routed = route_stored_events(&store, &plain, &plain.kinds().unwrap(), 0, 10_000, 5_000)
             .await
             .unwrap();
         assert_eq!((routed.created, routed.skipped), (1, 1));
@@ -186,9 +188,16 @@ mod tests {
             group_accounts: true,
             ..DestinationConfig::default()
         };
-        let routed = route_stored_events(&store, &accounts, 0, 10_000, 5_000)
-            .await
-            .unwrap();
+        let routed = route_stored_events(
+            &store,
+            &accounts,
+            &accounts.kinds().unwrap(),
+            0,
+            10_000,
+            5_000,
+        )
+        .await
+        .unwrap();
         assert_eq!((routed.created, routed.skipped), (2, 0));
     }
 }

@@ -23,3 +23,4 @@ mod multinode;
 mod procs;
 mod quota;
 mod replay;
+mod track;

@@ -41,6 +41,10 @@ pub enum Endpoint {
     CreateList,
     /// `PUT /lists/{id}/add_contacts` or `remove_contacts`.
     ListMembership,
+    /// `POST /sales_activities`.
+    SalesActivities,
+    /// `GET /selector/...` (activity types, lifecycle stages, owners).
+    Selector,
 }
 
 impl Endpoint {
@@ -58,6 +62,8 @@ impl Endpoint {
             Self::Lists => "lists",
             Self::CreateList => "create_list",
             Self::ListMembership => "list_membership",
+            Self::SalesActivities => "sales_activities",
+            Self::Selector => "selector",
         }
     }
 

@@ -105,6 +105,12 @@ impl DestinationWorker {
                 .pending_account_ids
                 .retain(|id| !ids.contains(id));
         }
+        // Every answer that names the contact's id is kept: tracks, accounts and lists need it.
+        if let Some(id) = contact_id {
+            self.store
+                .put_contact_ids(&self.name, vec![(p.lease.contact_key.clone(), id)])
+                .await?;
+        }
         if let Ok(bytes) = serde_json::to_vec(&new_shadow) {
             self.store
                 .put_shadow(&self.name, &p.lease.contact_key, bytes)

@@ -13,6 +13,8 @@
 //! - [`bulk`]: up to 100 contacts per `POST /contacts/bulk_upsert`, the job polled.
 //! - [`account`]: group / `traits.company` → `POST /sales_accounts/upsert` against the account
 //!   shadow, the contact associated.
+//! - [`activity`]: a track / page a rule takes: the contact's lifecycle stage set by upsert,
+//!   one `POST /sales_activities` on the contact, never twice for a `messageId`.
 //! - [`settle`]: delivered / retry / dead / skipped recorded, once for every kind.
 //! - [`lists`]: Engage audiences: memberships handed off by a contact's steps, sent in batches
 //!   per list by the destination's list flusher.
@@ -21,6 +23,7 @@
 //! module here sending through [`call`], and its outcomes recorded through [`settle`].
 
 pub mod account;
+pub mod activity;
 pub mod bulk;
 pub mod call;
 pub mod contact;

@@ -50,7 +50,9 @@ impl DestinationWorker {
                 // Settled by their sinks.
                 Step::UpsertContact { .. }
                 | Step::UpsertAccount { .. }
-                | Step::HandOffMembership { .. } => None,
+                | Step::HandOffMembership { .. }
+                | Step::TrackActivity { .. }
+                | Step::AwaitIdentify { .. } => None,
             })
             .collect();
         if !settlements.is_empty() {

@@ -28,9 +28,8 @@ impl DestinationWorker {
         match (&called.result, called.outcome) {
             (Ok(exchange), _) => {
                 let id = exchange.body.contact.id;
-                self.store
-                    .put_contact_ids(&self.name, vec![(p.lease.contact_key.clone(), id)])
-                    .await?;
+                // Activity times are written in the account's offset (see `activity`).
+                self.selectors.learn_offset(&exchange.body.contact.other);
                 // The contact the shadow knew is gone (deleted or merged in the CRM): complete
                 // the new one with every value the shadow knows, then settle.
                 if let Some(full) = shadow::recreated(p.shadow.as_ref(), &p.plan, Some(id)) {

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use freshgate_core::account;
+use freshgate_core::activity::{AwaitIdentify, await_identify};
 use freshgate_core::coalesce::IdentifyInput;
 use freshgate_core::delivery::Outcome;
 use freshgate_core::mapping::{self, FieldIndex, MappedField, MappingReport};
@@ -22,18 +23,23 @@ use super::settle::Covered;
 use super::worker::quota_not_before;
 use super::{DestinationWorker, Prepared, Stop};
 use crate::pipeline::fields::{self, FieldsError};
-use crate::pipeline::now_ms;
+use crate::pipeline::{clock, now_ms};
 use crate::telemetry::events;
 
 /// Pending deliveries read per round.
 const ROUND: usize = 100;
+/// Work stops this long before the lease ends (as the worker's drain does).
+const LEASE_MARGIN: Duration = Duration::from_secs(5);
+/// How often a track waiting for its user's identify is looked at again.
+const IDENTIFY_RECHECK: Duration = Duration::from_secs(60);
 
 /// The identifies one upsert covers, each with its parsed event.
 type Run<'a> = Vec<(&'a PendingDelivery, &'a StoredEvent)>;
 
 impl DestinationWorker {
     /// The next contact upsert of a leased contact that needs a call, settling on the way
-    /// every step that needs none (not handled, rejected, unreadable, unchanged). `None`:
+    /// every step that needs none (not handled, rejected, unreadable, unchanged) and running
+    /// the track activities planned before it (one call each, see `activity`). `None`:
     /// nothing left.
     ///
     /// # Errors
@@ -55,38 +61,125 @@ impl DestinationWorker {
                     Err(why) => Pending::Unreadable(why),
                 })
                 .collect();
-            let steps = plan::steps(&view, &self.kinds);
+            let contact_known = self.contact_known(&lease.contact_key, &parsed).await?;
+            let steps = plan::steps(&view, &self.kinds, contact_known);
             // Steps run in order: everything before the first call is settled now, the call
             // is prepared; what comes after it is planned again once it is settled.
             let first_call = steps.iter().position(Step::calls);
             let ids: Vec<i64> = pending.iter().map(|p| p.delivery_id).collect();
-            let before: Vec<&Step> = steps[..first_call.unwrap_or(steps.len())].iter().collect();
+            let (before, wait) =
+                self.waits_decided(&steps[..first_call.unwrap_or(steps.len())], &pending);
+            let before: Vec<&Step> = before.iter().collect();
             self.hand_off_planned(lease, &before, &pending).await?;
             self.settle_planned(lease, &before, &ids).await?;
-            // Exhaustive on purpose: a new kind of step must say here how it is prepared.
-            let members = match first_call.map(|i| &steps[i]) {
-                Some(Step::UpsertContact { members }) => members,
+            // Exhaustive on purpose: a new kind of step must say here how it is run.
+            match first_call.map(|i| &steps[i]) {
+                Some(Step::UpsertContact { members }) => {
+                    let run: Run<'_> = members
+                        .iter()
+                        .filter_map(|i| Some((&pending[*i], parsed[*i].as_ref().ok()?)))
+                        .collect();
+                    if let Some(prepared) = self.prepare(lease, run).await? {
+                        return Ok(Some(prepared));
+                    }
+                }
                 Some(Step::UpsertAccount { index }) => {
                     // The planner makes account steps of readable events only.
                     if let Ok(event) = &parsed[*index] {
                         self.group_account(lease, &pending[*index], event).await?;
                     }
-                    continue;
                 }
+                Some(Step::TrackActivity { index }) => {
+                    if let Ok(event) = &parsed[*index] {
+                        self.track_activity(lease, &pending[*index], event).await?;
+                    }
+                    // Many tracks can follow one another without returning to the worker:
+                    // stop while the lease still holds, and when the destination paused.
+                    if now_ms() + clock::clock_ms(LEASE_MARGIN) > lease.until_ms {
+                        return Err(Stop::Later(None));
+                    }
+                    if let Some(until) = self.paused_until()
+                        && until > now_ms()
+                    {
+                        return Err(Stop::Later(Some(until)));
+                    }
+                }
+                // Only tracks waiting for an identify are left: look again later.
+                _ if wait.is_some() => return Err(Stop::Later(wait)),
                 // Nothing calls (all settled above): read what is left.
                 None
                 | Some(
-                    Step::Skip { .. } | Step::DeadLetter { .. } | Step::HandOffMembership { .. },
-                ) => continue,
-            };
-            let run: Run<'_> = members
-                .iter()
-                .filter_map(|i| Some((&pending[*i], parsed[*i].as_ref().ok()?)))
-                .collect();
-            if let Some(prepared) = self.prepare(lease, run).await? {
-                return Ok(Some(prepared));
+                    Step::Skip { .. }
+                    | Step::DeadLetter { .. }
+                    | Step::HandOffMembership { .. }
+                    | Step::AwaitIdentify { .. },
+                ) => {}
             }
         }
+    }
+
+    /// Whether the contact exists in Freshworks as far as the store knows (an id or a shadow);
+    /// read only when a pending track or page could need it.
+    async fn contact_known(
+        &self,
+        contact_key: &str,
+        parsed: &[Result<StoredEvent, String>],
+    ) -> Result<bool, Stop> {
+        let needs = parsed.iter().any(|e| {
+            e.as_ref().is_ok_and(|e| {
+                self.kinds
+                    .rules_for(e.event_type)
+                    .is_some_and(|r| !r.is_empty())
+            })
+        });
+        if !needs {
+            return Ok(false);
+        }
+        if !self
+            .store
+            .contact_ids(&self.name, vec![contact_key.to_owned()])
+            .await?
+            .is_empty()
+        {
+            return Ok(true);
+        }
+        Ok(self.store.shadow(&self.name, contact_key).await?.is_some())
+    }
+
+    /// The call-less steps with every [`Step::AwaitIdentify`] decided: skipped with the reason
+    /// once `identify_wait_secs` after it was received is over, else left pending; the second
+    /// value is when to look again (the earliest end of a wait, at most a minute away so an
+    /// identify arriving meanwhile is not held up for the whole wait).
+    fn waits_decided(
+        &self,
+        steps: &[Step],
+        pending: &[PendingDelivery],
+    ) -> (Vec<Step>, Option<i64>) {
+        let now = now_ms();
+        let mut wait: Option<i64> = None;
+        let decided = steps
+            .iter()
+            .filter_map(|step| match step {
+                Step::AwaitIdentify { index } => match await_identify(
+                    pending[*index].received_at_ms,
+                    now,
+                    self.kinds.identify_wait_secs,
+                ) {
+                    AwaitIdentify::GiveUp(no_identify) => Some(Step::Skip {
+                        index: *index,
+                        reason: SkipReason::NoIdentify(no_identify),
+                    }),
+                    AwaitIdentify::Wait { until_ms } => {
+                        let recheck = now + clock::clock_ms(IDENTIFY_RECHECK);
+                        let at = until_ms.min(recheck);
+                        wait = Some(wait.map_or(at, |w| w.min(at)));
+                        None
+                    }
+                },
+                other => Some(other.clone()),
+            })
+            .collect();
+        (decided, wait)
     }
 
     async fn field_index(&self) -> Result<Arc<FieldIndex>, Stop> {

@@ -61,6 +61,8 @@ pub struct DestinationWorker {
     pub unchanged_skip_ms: i64,
     /// Marketing list ids by name, once known (see [`super::lists`]).
     pub list_ids: super::lists::ListIds,
+    /// The account's activity types, lifecycle stages and activity owner, cached.
+    pub selectors: super::activity::SelectorCache,
 }
 
 impl DestinationWorker {
@@ -107,6 +109,9 @@ impl DestinationWorker {
                 .unwrap_or(i64::MAX / 1000)
                 .saturating_mul(1000),
             list_ids: super::lists::ListIds::default(),
+            selectors: super::activity::SelectorCache::new(Duration::from_secs(
+                destination.config.fields_ttl_secs,
+            )),
         })
     }
 
