@@ -717,7 +717,10 @@ mod tests {
             }
             // Without tracks a rule takes, the plan is the identify-only plan.
             if !kinds.contains(&Kind::TrackRule) && !kinds.contains(&Kind::Other(EventType::Track)) {
-                prop_assert_eq!(steps, plan_of(&kinds));
+                prop_assert_eq!(
+                    steps,
+                    plan_with(&kinds, &DestinationKinds::identify_only(), false)
+                );
             }
         }
     }
