@@ -9,24 +9,10 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::procs::{KEY, KEY_VAR, Proc, Site, emulator, http, identify, post_batch, wait_until};
+use crate::procs::{Proc, Site, emulator, http, identify, post_batch, wait_until};
 
 fn cli(site: &Site, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
-        .args(args)
-        .arg("--config")
-        .arg(site.config())
-        .arg("--data-dir")
-        .arg(site.data())
-        .env(KEY_VAR, KEY)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    site.cli(args)
 }
 
 /// Wait until the event's delivery is recorded as delivered (the shadow is written before).

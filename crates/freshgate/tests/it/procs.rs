@@ -193,6 +193,26 @@ pub(crate) struct Site {
 }
 
 impl Site {
+    /// Run a `freshgate` command against this site's config and data dir; its stdout (the
+    /// command must succeed).
+    pub(crate) fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
+            .args(args)
+            .arg("--config")
+            .arg(self.config())
+            .arg("--data-dir")
+            .arg(self.data())
+            .env(KEY_VAR, KEY)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     pub(crate) fn new(emu: &Emulator, destination_extra: &str) -> Self {
         Self::with_store(emu, destination_extra, None)
     }

@@ -1,12 +1,11 @@
 //! `replay` with the real binary: what a delivery did first stays in its history (trace and
 //! figures), and a replay never delivers an event whose routing does not take it.
 
-use std::process::Command;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
-use crate::procs::{KEY, KEY_VAR, Site, emulator, identify, post_batch, wait_until};
+use crate::procs::{Site, emulator, identify, post_batch, wait_until};
 
 fn cli_json(site: &Site, args: &[&str]) -> Value {
     let mut with_json = args.to_vec();
@@ -15,21 +14,7 @@ fn cli_json(site: &Site, args: &[&str]) -> Value {
 }
 
 fn cli_text(site: &Site, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
-        .args(args)
-        .arg("--config")
-        .arg(site.config())
-        .arg("--data-dir")
-        .arg(site.data())
-        .env(KEY_VAR, KEY)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    site.cli(args)
 }
 
 /// The one delivery of the event `message_id` as `events show --json` gives it.
