@@ -72,6 +72,14 @@ pub struct ContactShadow {
 }
 
 impl ContactShadow {
+    /// Whether the CRM has confirmed a write of this contact at least once (its id is known,
+    /// or a write was settled). A shadow can exist before that: a group naming an account for
+    /// a user with no contact yet keeps the pending association in it.
+    #[must_use]
+    pub fn written(&self) -> bool {
+        self.contact_id.is_some() || self.confirmed_at_ms.is_some()
+    }
+
     /// Whether an identify that changes nothing may be skipped without a call at `now_ms`:
     /// the CRM confirmed a write less than `within_ms` ago (after that the contact may have
     /// been deleted or merged in the CRM, and is written again) and nothing is in doubt.
@@ -533,5 +541,24 @@ mod tests {
             serde_json::from_str::<ContactShadow>("{}").unwrap(),
             ContactShadow::default()
         );
+    }
+
+    #[test]
+    fn a_shadow_holding_only_a_pending_association_is_not_a_written_contact() {
+        let pending = ContactShadow {
+            pending_account_ids: vec![7],
+            ..ContactShadow::default()
+        };
+        assert!(!pending.written());
+        let confirmed = ContactShadow {
+            confirmed_at_ms: Some(1),
+            ..ContactShadow::default()
+        };
+        assert!(confirmed.written());
+        let with_id = ContactShadow {
+            contact_id: Some(9),
+            ..ContactShadow::default()
+        };
+        assert!(with_id.written());
     }
 }

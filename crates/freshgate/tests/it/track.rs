@@ -694,3 +694,49 @@ async fn a_kill_9_between_an_activity_call_and_its_settle_creates_no_duplicate()
     assert_eq!(count("track", "skipped"), 1, "{stats}");
     assert_eq!(count("identify", "delivered"), 1, "{stats}");
 }
+
+/// A group names its account before the user's first identify: the account is written and kept
+/// for the contact (a shadow with only the pending association). A track queued after the group
+/// and before that identify must still wait for the identify, not take the contact for written
+/// (found by the mixed-workload bench: the track's id lookup failed, was retried with backoff,
+/// and held the identify behind it).
+#[tokio::test]
+async fn a_track_after_a_group_waits_for_the_users_first_identify() {
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            concurrency: 4,
+            track: rules(),
+            group_accounts: true,
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    app.batch(vec![json!({
+        "type": "group", "userId": "u-g", "groupId": "g-1", "traits": {"name": "Stark"},
+        "timestamp": "2026-11-20T10:00:00.000Z", "messageId": "grp-1"
+    })])
+    .await;
+    app.drain().await;
+    app.batch(vec![
+        track(
+            "u-g",
+            "Order Completed",
+            json!({"order_id": "7"}),
+            "2026-11-20T10:01:00.000Z",
+            "t-g",
+        ),
+        identify(
+            "u-g",
+            "g@example.com",
+            json!({}),
+            "2026-11-20T10:02:00.000Z",
+            "id-g",
+        ),
+    ])
+    .await;
+    app.drain().await;
+    assert_eq!(delivery(&app, "t-g").await.0, DeliveryStatus::Delivered);
+    assert_eq!(activities(&app).len(), 1);
+    app.stop().await;
+}

@@ -143,7 +143,13 @@ impl DestinationWorker {
         {
             return Ok(true);
         }
-        Ok(self.store.shadow(&self.name, contact_key).await?.is_some())
+        // A shadow alone is not enough: one may hold only a group's pending association.
+        Ok(self
+            .store
+            .shadow(&self.name, contact_key)
+            .await?
+            .and_then(|b| serde_json::from_slice::<ContactShadow>(&b).ok())
+            .is_some_and(|s| s.written()))
     }
 
     /// The call-less steps with every [`Step::AwaitIdentify`] decided: skipped with the reason
