@@ -99,30 +99,8 @@ impl Route {
     }
 }
 
-/// The name rules match a call on: a track's `event`, a page's or screen's `name`, read from
-/// the raw event only for those types (ingest keeps no parsed copy of them).
-#[must_use]
-pub fn call_name(event_type: EventType, raw: &[u8]) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct Names {
-        #[serde(default)]
-        event: Option<Value>,
-        #[serde(default)]
-        name: Option<Value>,
-    }
-    let field: fn(Names) -> Option<Value> = match event_type {
-        EventType::Track => |n: Names| n.event,
-        EventType::Page | EventType::Screen => |n: Names| n.name,
-        _ => return None,
-    };
-    let names: Names = serde_json::from_slice(raw).ok()?;
-    match field(names)? {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
-}
-
-/// The name rules match a stored call on (see [`call_name`]).
+/// The name rules match a stored call on: a track's `event`, a page's or screen's `name` (the
+/// same as `NormalizedEvent::name` at ingest).
 #[must_use]
 pub fn stored_call_name(event: &crate::segment::StoredEvent) -> Option<&str> {
     match event.event_type {
@@ -330,17 +308,5 @@ mod tests {
             Route::decide(EventType::Group, None, true, &kinds, || None),
             Route::NotHandled(EventType::Group)
         );
-    }
-
-    #[test]
-    fn call_names_come_from_event_or_name() {
-        let raw = br#"{"type":"track","event":"Signed Up","name":"x"}"#;
-        assert_eq!(
-            call_name(EventType::Track, raw).as_deref(),
-            Some("Signed Up")
-        );
-        assert_eq!(call_name(EventType::Page, raw).as_deref(), Some("x"));
-        assert_eq!(call_name(EventType::Identify, raw), None);
-        assert_eq!(call_name(EventType::Page, br#"{"name":3}"#), None);
     }
 }

@@ -152,6 +152,9 @@ pub struct NormalizedEvent {
     pub contact_key: String,
     /// An identify's `traits.email`, when it is a non-empty string.
     pub email: Option<String>,
+    /// The call's name track and page rules match on: a track's `event`, a page's or screen's
+    /// `name`, when it is a string.
+    pub name: Option<String>,
     /// The corrected event time (millisecond precision, as serialised in `raw`).
     pub timestamp: OffsetDateTime,
     /// When we received the request (millisecond precision, as serialised in `raw`).

@@ -97,6 +97,7 @@ struct Members<'a> {
     group_id: Option<&'a RawValue>,
     previous_id: Option<&'a RawValue>,
     traits: Option<&'a RawValue>,
+    name: Option<&'a RawValue>,
 }
 
 fn present(raw: Option<&RawValue>) -> Option<&RawValue> {
@@ -126,6 +127,7 @@ pub(crate) fn normalize(
             "groupId" => &mut m.group_id,
             "previousId" => &mut m.previous_id,
             "traits" => &mut m.traits,
+            "name" => &mut m.name,
             _ => continue,
         };
         *slot = Some(*value);
@@ -241,11 +243,20 @@ pub(crate) fn normalize(
         EventType::Identify => m.traits.and_then(trait_email),
         _ => None,
     };
+    // What track and page rules match on, read here once rather than from `raw` per destination.
+    let name = match event_type {
+        EventType::Track => m.event,
+        EventType::Page | EventType::Screen => m.name,
+        _ => None,
+    }
+    .and_then(as_str)
+    .map(std::borrow::Cow::into_owned);
 
     Ok(NormalizedEvent {
         event_type,
         contact_key,
         email,
+        name,
         user_id: user_id.map(|c| c.into_owned()),
         anonymous_id: anonymous_id.map(|c| c.into_owned()),
         message_id,

@@ -967,3 +967,29 @@ fn identify_email_is_taken_from_its_traits() {
         None
     );
 }
+
+/// The name rules match on comes from a track's `event` or a page's or screen's `name`, and
+/// only when it is a string.
+#[test]
+fn call_names_come_from_event_or_name() {
+    let name = |item: Value| match batch_of(item) {
+        ItemOutcome::Accepted(e) => e.name,
+        ItemOutcome::Rejected(r) => panic!("rejected: {}", r.reason),
+    };
+    assert_eq!(
+        name(json!({"type": "track", "userId": "u", "event": "Signed Up", "name": "x"})).as_deref(),
+        Some("Signed Up")
+    );
+    assert_eq!(
+        name(json!({"type": "page", "userId": "u", "event": "Signed Up", "name": "x"})).as_deref(),
+        Some("x")
+    );
+    assert_eq!(
+        name(json!({"type": "identify", "userId": "u", "name": "x"})),
+        None
+    );
+    assert_eq!(
+        name(json!({"type": "page", "userId": "u", "name": 3})),
+        None
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use freshgate_core::reason::SkipReason;
-use freshgate_core::routing::{Route, call_name};
+use freshgate_core::routing::Route;
 use freshgate_core::segment::{ItemOutcome, NormalizedEvent, ParsedRequest};
 use freshgate_store::{
     AppendBatch, AppendOutcome, NewDelivery, NewEvent, RejectedInput, Store, StoreError,
@@ -167,16 +167,9 @@ impl Ingestor {
             .iter()
             .filter(|d| d.config.takes_source(source))
             .map(|d| {
-                // The name rules match on is read only when the destination has rules for
-                // this call type.
-                let name = d
-                    .kinds
-                    .rules_for(event.event_type)
-                    .filter(|r| !r.is_empty())
-                    .and_then(|_| call_name(event.event_type, &event.raw));
                 let route = Route::decide(
                     event.event_type,
-                    name.as_deref(),
+                    event.name.as_deref(),
                     event.destination_enabled(&d.config.integration_key),
                     &d.kinds,
                     || freshgate_core::segment::parse_stored_event(&event.raw).ok(),
