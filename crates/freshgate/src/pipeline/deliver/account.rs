@@ -8,6 +8,7 @@
 //! by `external_id`) and is not yet associated. A company's association rides on the
 //! identify's own contact upsert (see `steps.rs`), so it costs no call of its own.
 
+use super::contact::LookedUp;
 use freshgate_core::account::{self, AccountSpec};
 use freshgate_core::account_shadow::{self, AccountShadow};
 use freshgate_core::delivery::Outcome;
@@ -364,28 +365,19 @@ impl DestinationWorker {
         user_id: &str,
         delivery_ids: &[i64],
     ) -> Result<Result<Option<i64>, (Outcome, Attempt)>, Stop> {
-        let found = self
-            .call(Endpoint::Lookup, Quota::Take(1), || {
-                self.client.lookup_contacts("external_id", user_id)
-            })
-            .await
-            .map_err(|wait| Stop::Later(quota_not_before(wait.0)))?;
-        let mut attempt = found.attempt(delivery_ids);
-        let id = match (&found.result, found.outcome) {
-            (Ok(x), _) => x.body.first().map(|c| c.id),
-            (Err(_), Outcome::Success) => None,
-            (Err(_), outcome) => return Ok(Err((outcome, attempt))),
-        };
+        let LookedUp {
+            id,
+            outcome,
+            mut attempt,
+        } = self.look_up_contact(lease, user_id, delivery_ids).await?;
+        if id.is_none() && outcome != Outcome::Success {
+            return Ok(Err((outcome, attempt)));
+        }
         attempt.outcome = match id {
             Some(id) => format!("contact {id} found by external_id"),
             None => "no contact has this external_id".to_owned(),
         };
         self.record_attempt(lease, attempt).await?;
-        if let Some(id) = id {
-            self.store
-                .put_contact_ids(&self.name, vec![(lease.contact_key.clone(), id)])
-                .await?;
-        }
         Ok(Ok(id))
     }
 

@@ -20,6 +20,7 @@
 //!   not created (any HTTP error status, or the quota refusing the call before it is sent)
 //!   clears the intent, and the event is retried as usual.
 
+use super::contact::LookedUp;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -484,27 +485,19 @@ impl DestinationWorker {
                 .await?;
             return Ok(Some(id));
         }
-        let called = self
-            .call(Endpoint::Lookup, Quota::Take(1), || {
-                self.client.lookup_contacts("external_id", user_id)
-            })
-            .await
-            .map_err(|wait| Stop::Later(quota_not_before(wait.0)))?;
-        let found = called
-            .result
-            .as_ref()
-            .ok()
-            .and_then(|x| x.body.first().map(|c| c.id));
-        let mut attempt = called.attempt(covered.delivery_ids);
-        if let Some(id) = found {
-            self.store
-                .put_contact_ids(&self.name, vec![(key, id)])
-                .await?;
+        let LookedUp {
+            id,
+            outcome,
+            mut attempt,
+        } = self
+            .look_up_contact(covered.lease, user_id, covered.delivery_ids)
+            .await?;
+        if let Some(id) = id {
             attempt.outcome = format!("track step: contact id {id} found by external_id");
             self.record_attempt(covered.lease, attempt).await?;
             return Ok(Some(id));
         }
-        let outcome = match called.outcome {
+        let outcome = match outcome {
             // Answered, but no contact carries the external_id (yet): retried until the
             // retry horizon.
             Outcome::Success => Outcome::Retry {

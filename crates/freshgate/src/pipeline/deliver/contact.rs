@@ -60,7 +60,54 @@ impl Prepared {
     }
 }
 
+/// What one lookup of a contact by `external_id` gave: its id (already recorded with the
+/// contact's key) when a contact has it, the classified outcome, and the attempt to record.
+pub(super) struct LookedUp {
+    /// The contact's Freshworks id, when one has this `external_id`.
+    pub id: Option<i64>,
+    /// The lookup's outcome (`Success` with no id: answered, no such contact).
+    pub outcome: Outcome,
+    /// The call, for the trace; its outcome words are the caller's.
+    pub attempt: Attempt,
+}
+
 impl DestinationWorker {
+    /// One lookup by `external_id` through the call path (counted in the budget); a found id is
+    /// kept for the contact, so it is looked up once. The lookup the track, account and list
+    /// steps share when a contact's id is not known (bulk job answers carry none).
+    ///
+    /// # Errors
+    /// `Stop::Later` when the quota makes it wait, `Stop::Store`.
+    pub(super) async fn look_up_contact(
+        &self,
+        lease: &ContactLease,
+        user_id: &str,
+        delivery_ids: &[i64],
+    ) -> Result<LookedUp, Stop> {
+        let called = self
+            .call(Endpoint::Lookup, Quota::Take(1), || {
+                self.client.lookup_contacts("external_id", user_id)
+            })
+            .await
+            .map_err(|wait| Stop::Later(quota_not_before(wait.0)))?;
+        let id = called
+            .result
+            .as_ref()
+            .ok()
+            .and_then(|x| x.body.first().map(|c| c.id));
+        if let Some(id) = id {
+            self.store
+                .put_contact_ids(&self.name, vec![(lease.contact_key.clone(), id)])
+                .await?;
+        }
+        let attempt = called.attempt(delivery_ids);
+        Ok(LookedUp {
+            id,
+            outcome: called.outcome,
+            attempt,
+        })
+    }
+
     /// Record, before a write to these contacts is sent, that its outcome is in doubt until
     /// settled (see `ContactShadow::in_doubt`). The one place both the single and the bulk path
     /// mark their writes; it costs a store write only for contacts with a confirmed shadow.
