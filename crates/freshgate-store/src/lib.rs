@@ -591,6 +591,20 @@ pub(crate) fn destination_stats<'a>(
 /// Fill the outcome figures of `per` from `(destination, status, count)` rows of the current
 /// deliveries and of their histories (both backends' `stats`): an outcome counts whether it is
 /// the latest or was reopened since.
+/// The doctor's sentence for a delivery counter that disagrees with a count of the deliveries.
+pub(crate) fn counter_drift(
+    destination: &str,
+    event_type: &str,
+    status: &str,
+    counted: i64,
+    actual: i64,
+) -> String {
+    format!(
+        "delivery counter {destination}/{event_type}/{status} says {counted}, {actual} deliveries \
+         exist"
+    )
+}
+
 pub(crate) fn count_outcomes(
     per: &mut std::collections::BTreeMap<String, DestinationStats>,
     current: Vec<(String, String, i64)>,
@@ -721,6 +735,21 @@ pub struct Backlog {
     pub oldest_pending_received_ms: Option<i64>,
     /// Earliest scheduled next attempt among pending contact keys, Unix ms.
     pub next_attempt_ms: Option<i64>,
+    /// The pending deliveries per kind (the event's call type), by event type.
+    #[serde(default)]
+    pub kinds: Vec<KindBacklog>,
+}
+
+/// The pending deliveries of one kind (the event's call type) at one destination, read from the
+/// delivery counters and the pending index.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindBacklog {
+    /// The event's call type (`identify`, `track`, ...).
+    pub event_type: String,
+    /// Pending deliveries of this kind.
+    pub pending: u64,
+    /// Receive time of the oldest pending event of this kind, Unix ms.
+    pub oldest_pending_received_ms: Option<i64>,
 }
 
 /// A destination paused because Freshworks refused its API key.

@@ -4,7 +4,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::{Backlog, DeliveryStatus, EventId, EventQuery, EventSummary, EventTrace, MinuteCount};
+use crate::{
+    Backlog, DeliveryStatus, EventId, EventQuery, EventSummary, EventTrace, KindBacklog,
+    MinuteCount,
+};
 
 /// One bound value.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,9 +187,17 @@ pub(crate) fn minute_counts(rows: Vec<(i64, i64)>) -> Vec<MinuteCount> {
 /// `(destination, pending deliveries, pending contact keys, earliest next attempt)`.
 pub(crate) type KeyFigures = (String, i64, i64, i64);
 
-/// One backlog row per destination from the contact-key figures and the dead-letter counts
-/// (the oldest pending event is left for the backend to look up per row).
-pub(crate) fn merge_backlog(keys: Vec<KeyFigures>, dead: Vec<(String, i64)>) -> Vec<Backlog> {
+/// `(destination, event type, pending deliveries, receive time of the oldest pending event)`,
+/// read from the delivery counters and the pending index.
+pub(crate) type KindFigures = (String, String, i64, Option<i64>);
+
+/// One backlog row per destination from the contact-key figures, the dead-letter counts and the
+/// per-kind pending figures; a destination's oldest pending event is the oldest of its kinds'.
+pub(crate) fn merge_backlog(
+    keys: Vec<KeyFigures>,
+    dead: Vec<(String, i64)>,
+    kinds: Vec<KindFigures>,
+) -> Vec<Backlog> {
     let count = |n: i64| u64::try_from(n).unwrap_or(0);
     fn entry(per: &mut BTreeMap<String, Backlog>, d: String) -> &mut Backlog {
         per.entry(d.clone()).or_insert_with(|| Backlog {
@@ -204,7 +215,35 @@ pub(crate) fn merge_backlog(keys: Vec<KeyFigures>, dead: Vec<(String, i64)>) -> 
     for (destination, n) in dead {
         entry(&mut per, destination).dead = count(n);
     }
-    per.into_values().collect()
+    for (destination, oldest) in oldest_pending(&kinds) {
+        entry(&mut per, destination).oldest_pending_received_ms = Some(oldest);
+    }
+    for (destination, event_type, pending, oldest) in kinds {
+        let b = entry(&mut per, destination);
+        b.kinds.push(KindBacklog {
+            event_type,
+            pending: count(pending),
+            oldest_pending_received_ms: oldest,
+        });
+    }
+    let mut rows: Vec<Backlog> = per.into_values().collect();
+    for b in &mut rows {
+        b.kinds.sort_by(|x, y| x.event_type.cmp(&y.event_type));
+    }
+    rows
+}
+
+/// The oldest pending event per destination: the oldest of its kinds'.
+pub(crate) fn oldest_pending(kinds: &[KindFigures]) -> BTreeMap<String, i64> {
+    let mut per: BTreeMap<String, i64> = BTreeMap::new();
+    for (destination, _, _, oldest) in kinds {
+        if let Some(at) = *oldest {
+            per.entry(destination.clone())
+                .and_modify(|t| *t = (*t).min(at))
+                .or_insert(at);
+        }
+    }
+    per
 }
 
 #[cfg(test)]

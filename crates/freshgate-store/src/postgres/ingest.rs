@@ -257,6 +257,7 @@ async fn insert_events(
     let mut event_ids = Vec::new();
     let mut destinations = Vec::new();
     let mut contact_keys = Vec::new();
+    let mut event_types = Vec::new();
     let mut statuses = Vec::new();
     let mut reasons: Vec<Option<String>> = Vec::new();
     let mut codes: Vec<Option<String>> = Vec::new();
@@ -274,6 +275,7 @@ async fn insert_events(
             event_ids.push(id);
             destinations.push(d.destination.clone());
             contact_keys.push(ev.contact_key.clone());
+            event_types.push(ev.event_type.clone());
             match &d.skip_reason {
                 Some(reason) => {
                     statuses.push("skipped");
@@ -295,13 +297,14 @@ async fn insert_events(
     }
     query(
         "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms,
-                                 reason_code)
-         SELECT event_id, destination, contact_key, status, reason, finished_ms, reason_code
+                                 reason_code, event_type)
+         SELECT event_id, destination, contact_key, status, reason, finished_ms, reason_code,
+                event_type
          FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[], $6::bigint[],
-                     $7::text[])
+                     $7::text[], $8::text[])
               WITH ORDINALITY
               AS u(event_id, destination, contact_key, status, reason, finished_ms, reason_code,
-                   ord)
+                   event_type, ord)
          ORDER BY ord",
     )
     .bind(event_ids)
@@ -311,6 +314,7 @@ async fn insert_events(
     .bind(reasons)
     .bind(finished)
     .bind(codes)
+    .bind(event_types)
     .execute(&mut *tx)
     .await?;
     Ok(())

@@ -7,12 +7,13 @@ use sqlx_core::query::query;
 use sqlx_core::query_scalar::query_scalar;
 use sqlx_core::row::Row;
 use sqlx_core::sql_str::AssertSqlSafe;
-use sqlx_postgres::{PgPool, PgRow};
+use sqlx_postgres::{PgConnection, PgPool, PgRow};
 
 use super::delivery::MAINTENANCE_LOCK;
 use super::filter::{filter_sql, limit_value};
 use crate::listing::{
-    BackendSql, EventHead, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts,
+    BackendSql, EventHead, KeyFigures, KindFigures, Param, event_list_sql, merge_backlog,
+    minute_counts, oldest_pending,
 };
 use crate::{
     Attempt, Backlog, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus, DeliveryTrace,
@@ -481,7 +482,8 @@ pub(crate) async fn depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError>
     .fetch_all(pool)
     .await?;
     let dead: Vec<(String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT destination, count(*) FROM deliveries WHERE status = 'dead' GROUP BY destination",
+        "SELECT destination, sum(count)::BIGINT FROM delivery_counts WHERE status = 'dead'
+         GROUP BY destination HAVING sum(count) <> 0",
     )
     .fetch_all(pool)
     .await?;
@@ -489,11 +491,12 @@ pub(crate) async fn depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError>
 }
 
 pub(crate) async fn kind_counts(pool: &PgPool) -> Result<Vec<KindCount>, StoreError> {
+    // The counters the triggers of migration 12 keep (summed over their shards); no delivery is
+    // read.
     let rows: Vec<(String, String, String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT d.destination, e.event_type, d.status, count(*)
-             FROM deliveries d JOIN events e ON e.id = d.event_id
-             GROUP BY d.destination, e.event_type, d.status
-             ORDER BY d.destination, e.event_type, d.status",
+        "SELECT destination, event_type, status, sum(count)::BIGINT FROM delivery_counts
+         GROUP BY destination, event_type, status HAVING sum(count) <> 0
+         ORDER BY destination, event_type, status",
     )
     .fetch_all(pool)
     .await?;
@@ -509,20 +512,49 @@ pub(crate) async fn kind_counts(pool: &PgPool) -> Result<Vec<KindCount>, StoreEr
         .collect()
 }
 
+/// Pending deliveries per (destination, kind) from the counters, each with its oldest event
+/// from the front of its range in the pending index.
+async fn pending_kinds(conn: &mut PgConnection) -> Result<Vec<KindFigures>, StoreError> {
+    let kinds: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(
+        "SELECT destination, event_type, sum(count)::BIGINT FROM delivery_counts
+         WHERE status = 'pending' GROUP BY destination, event_type HAVING sum(count) > 0
+         ORDER BY destination, event_type",
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    let mut figures = Vec::with_capacity(kinds.len());
+    for (destination, event_type, n) in kinds {
+        let at: Option<i64> = query_scalar(
+            "SELECT e.received_at_ms FROM events e WHERE e.id = (
+                 SELECT min(d.event_id) FROM deliveries d
+                 WHERE d.destination = $1 AND d.event_type = $2 AND d.status = 'pending')",
+        )
+        .bind(&destination)
+        .bind(&event_type)
+        .fetch_optional(&mut *conn)
+        .await?;
+        figures.push((destination, event_type, n, at));
+    }
+    Ok(figures)
+}
+
 pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
     // One snapshot for all figures, so that they add up.
     let mut tx = pool.begin().await?;
     query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let events: i64 = query_scalar("SELECT count(*) FROM events")
+    // Counters and index ranges only: the cost follows the number of destinations, kinds and
+    // reopened deliveries, not the number of deliveries stored.
+    let events: i64 = query_scalar("SELECT coalesce(sum(count), 0)::BIGINT FROM event_counts")
         .fetch_one(&mut *tx)
         .await?;
     let rejected: i64 = query_scalar("SELECT count(*) FROM rejected")
         .fetch_one(&mut *tx)
         .await?;
     let counts: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status",
+        "SELECT destination, status, sum(count)::BIGINT FROM delivery_counts
+         GROUP BY destination, status HAVING sum(count) <> 0",
     )
     .fetch_all(&mut *tx)
     .await?;
@@ -531,13 +563,7 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
     )
     .fetch_all(&mut *tx)
     .await?;
-    let oldest: Vec<(String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT d.destination, min(e.received_at_ms)
-         FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.status = 'pending' GROUP BY d.destination",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let kinds = pending_kinds(&mut *tx).await?;
     let keys: Vec<(String, i64, i64)> = sqlx_core::query_as::query_as(
         "SELECT destination, min(next_attempt_ms), count(*) FROM contact_keys
          WHERE pending > 0 GROUP BY destination",
@@ -547,7 +573,7 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
     tx.commit().await?;
     let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
     count_outcomes(&mut per, counts, past)?;
-    for (destination, at) in oldest {
+    for (destination, at) in oldest_pending(&kinds) {
         destination_stats(&mut per, &destination).oldest_pending_received_ms = Some(at);
     }
     for (destination, next, n) in keys {
@@ -699,25 +725,16 @@ pub(crate) async fn backlog(pool: &PgPool) -> Result<Vec<Backlog>, StoreError> {
     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
     .collect::<SqlResult<_>>()?;
     let dead: Vec<(String, i64)> = query(
-        "SELECT destination, count(*) FROM deliveries WHERE status = 'dead' GROUP BY destination",
+        "SELECT destination, sum(count)::BIGINT FROM delivery_counts WHERE status = 'dead'
+         GROUP BY destination HAVING sum(count) <> 0",
     )
     .fetch_all(pool)
     .await?
     .iter()
     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
     .collect::<SqlResult<_>>()?;
-    let mut rows = merge_backlog(keys, dead);
-    for b in rows.iter_mut().filter(|b| b.pending > 0) {
-        b.oldest_pending_received_ms = query_scalar(
-            "SELECT e.received_at_ms FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.destination = $1 AND d.status = 'pending'
-             ORDER BY d.event_id LIMIT 1",
-        )
-        .bind(&b.destination)
-        .fetch_optional(pool)
-        .await?;
-    }
-    Ok(rows)
+    let mut conn = pool.acquire().await?;
+    Ok(merge_backlog(keys, dead, pending_kinds(&mut conn).await?))
 }
 
 pub(crate) async fn events_per_minute(

@@ -4,6 +4,7 @@
 //! migrator, which records them (with a checksum) in `_sqlx_migrations` and holds an advisory lock
 //! while it runs, so nodes starting together do not race.
 
+use crate::counter_drift;
 use sqlx_core::migrate::{Migration, MigrationType, Migrator};
 use sqlx_core::sql_str::AssertSqlSafe;
 use sqlx_core::sql_str::SqlSafeStr;
@@ -65,6 +66,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         11,
         "list memberships",
         include_str!("../../migrations/postgres/0011_list_memberships.sql"),
+    ),
+    (
+        12,
+        "delivery counts",
+        include_str!("../../migrations/postgres/0012_delivery_counts.sql"),
     ),
 ];
 
@@ -152,6 +158,30 @@ pub(crate) async fn integrity_check(pool: &PgPool) -> Result<Vec<String>, StoreE
         problems.push(format!(
             "contact key {destination}/{contact_key} counts {counted} pending deliveries, \
              {actual} exist"
+        ));
+    }
+    let drifted: Vec<(String, String, String, i64, i64)> = sqlx_core::query_as::query_as(
+        "SELECT coalesce(c.destination, d.destination), coalesce(c.event_type, d.event_type),
+                coalesce(c.status, d.status), coalesce(c.n, 0), coalesce(d.n, 0)
+         FROM (SELECT destination, event_type, status, sum(count)::BIGINT AS n
+               FROM delivery_counts GROUP BY 1, 2, 3) c
+         FULL JOIN (SELECT destination, event_type, status, count(*) AS n FROM deliveries
+                    GROUP BY 1, 2, 3) d
+           ON d.destination = c.destination AND d.event_type = c.event_type
+          AND d.status = c.status
+         WHERE coalesce(c.n, 0) <> coalesce(d.n, 0)
+         ORDER BY 1, 2, 3
+         LIMIT 100",
+    )
+    .fetch_all(pool)
+    .await?;
+    for (destination, event_type, status, counted, actual) in drifted {
+        problems.push(counter_drift(
+            &destination,
+            &event_type,
+            &status,
+            counted,
+            actual,
         ));
     }
     Ok(problems)

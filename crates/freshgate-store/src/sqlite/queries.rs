@@ -12,7 +12,8 @@ use super::filter::{filter_sql, limit_value};
 use super::schema::open_reader;
 use super::writer::check_lease;
 use crate::listing::{
-    BackendSql, EventHead, KeyFigures, Param, event_list_sql, merge_backlog, minute_counts,
+    BackendSql, EventHead, KeyFigures, KindFigures, Param, event_list_sql, merge_backlog,
+    minute_counts, oldest_pending,
 };
 use crate::{
     Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus,
@@ -425,12 +426,11 @@ pub(crate) fn rejected(conn: &Connection, limit: usize) -> Result<Vec<RejectedRe
 }
 
 pub(crate) fn kind_counts(conn: &Connection) -> Result<Vec<KindCount>, StoreError> {
+    // The counters the triggers of migration 0012 keep; no delivery is read.
     let rows: Vec<(String, String, String, i64)> = conn
-        .prepare(
-            "SELECT d.destination, e.event_type, d.status, count(*)
-             FROM deliveries d JOIN events e ON e.id = d.event_id
-             GROUP BY d.destination, e.event_type, d.status
-             ORDER BY d.destination, e.event_type, d.status",
+        .prepare_cached(
+            "SELECT destination, event_type, status, count FROM delivery_counts
+             WHERE count <> 0 ORDER BY destination, event_type, status",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
@@ -446,8 +446,38 @@ pub(crate) fn kind_counts(conn: &Connection) -> Result<Vec<KindCount>, StoreErro
         .collect()
 }
 
+/// Pending deliveries per (destination, kind) from the counters, each with its oldest event
+/// from the front of its range in the pending index.
+fn pending_kinds(conn: &Connection) -> Result<Vec<KindFigures>, StoreError> {
+    let kinds: Vec<(String, String, i64)> = conn
+        .prepare_cached(
+            "SELECT destination, event_type, count FROM delivery_counts
+             WHERE status = 'pending' AND count > 0 ORDER BY destination, event_type",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut oldest = conn.prepare_cached(
+        "SELECT e.received_at_ms FROM events e WHERE e.id = (
+             SELECT min(d.event_id) FROM deliveries d
+             WHERE d.destination = ?1 AND d.event_type = ?2 AND d.status = 'pending')",
+    )?;
+    kinds
+        .into_iter()
+        .map(|(destination, event_type, n)| {
+            let at: Option<i64> = oldest
+                .query_row(params![destination, event_type], |r| r.get(0))
+                .optional()?;
+            Ok((destination, event_type, n, at))
+        })
+        .collect()
+}
+
 pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
-    let events: i64 = conn.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
+    // Counters and index ranges only: the cost follows the number of destinations, kinds and
+    // reopened deliveries, not the number of deliveries stored.
+    let events: i64 = conn.query_row("SELECT count FROM event_counts WHERE id = 1", [], |r| {
+        r.get(0)
+    })?;
     let rejected: i64 = conn.query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?;
     let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
     let counts = |sql: &str| -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -457,21 +487,14 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
             .collect::<Result<_, _>>()?)
     };
     let current = counts(
-        "SELECT destination, status, count(*) FROM deliveries GROUP BY destination, status",
+        "SELECT destination, status, sum(count) FROM delivery_counts
+         GROUP BY destination, status HAVING sum(count) <> 0",
     )?;
     let past = counts(
         "SELECT destination, status, count(*) FROM delivery_history GROUP BY destination, status",
     )?;
     count_outcomes(&mut per, current, past)?;
-    let oldest: Vec<(String, i64)> = conn
-        .prepare(
-            "SELECT d.destination, min(e.received_at_ms)
-             FROM deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.status = 'pending' GROUP BY d.destination",
-        )?
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-        .collect::<Result<_, _>>()?;
-    for (destination, at) in oldest {
+    for (destination, at) in oldest_pending(&pending_kinds(conn)?) {
         destination_stats(&mut per, &destination).oldest_pending_received_ms = Some(at);
     }
     let keys: Vec<(String, i64, i64)> = conn
@@ -503,8 +526,8 @@ pub(crate) fn depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
         .collect::<Result<_, _>>()?;
     let dead: Vec<(String, i64)> = conn
         .prepare_cached(
-            "SELECT destination, count(*) FROM deliveries WHERE status = 'dead'
-             GROUP BY destination",
+            "SELECT destination, sum(count) FROM delivery_counts WHERE status = 'dead'
+             GROUP BY destination HAVING sum(count) <> 0",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
@@ -516,11 +539,34 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
         .prepare("PRAGMA integrity_check")?
         .query_map([], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
-    if lines.len() == 1 && lines[0] == "ok" {
-        Ok(Vec::new())
-    } else {
-        Ok(lines)
+    if lines.len() != 1 || lines[0] != "ok" {
+        return Ok(lines);
     }
+    // The counters the console and `queue stats` read, against a count of every delivery.
+    let drifted: Vec<(String, String, String, i64, i64)> = conn
+        .prepare(
+            "WITH c AS (SELECT destination, event_type, status, count AS n FROM delivery_counts),
+                  d AS (SELECT destination, event_type, status, count(*) AS n FROM deliveries
+                        GROUP BY 1, 2, 3)
+             SELECT c.destination, c.event_type, c.status, c.n, coalesce(d.n, 0)
+             FROM c LEFT JOIN d USING (destination, event_type, status)
+             WHERE c.n <> coalesce(d.n, 0)
+             UNION ALL
+             SELECT d.destination, d.event_type, d.status, 0, d.n
+             FROM d LEFT JOIN c USING (destination, event_type, status)
+             WHERE c.n IS NULL
+             LIMIT 100",
+        )?
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(drifted
+        .into_iter()
+        .map(|(destination, event_type, status, counted, actual)| {
+            crate::counter_drift(&destination, &event_type, &status, counted, actual)
+        })
+        .collect())
 }
 
 /// The listing's messageId condition through the `messages` index.
@@ -578,23 +624,12 @@ pub(crate) fn backlog(conn: &Connection) -> Result<Vec<Backlog>, StoreError> {
         .collect::<Result<_, _>>()?;
     let dead: Vec<(String, i64)> = conn
         .prepare_cached(
-            "SELECT destination, count(*) FROM deliveries WHERE status = 'dead'
-             GROUP BY destination",
+            "SELECT destination, sum(count) FROM delivery_counts WHERE status = 'dead'
+             GROUP BY destination HAVING sum(count) <> 0",
         )?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
-    let mut rows = merge_backlog(keys, dead);
-    let mut oldest = conn.prepare_cached(
-        "SELECT e.received_at_ms FROM deliveries d JOIN events e ON e.id = d.event_id
-         WHERE d.destination = ?1 AND d.status = 'pending'
-         ORDER BY d.event_id LIMIT 1",
-    )?;
-    for b in rows.iter_mut().filter(|b| b.pending > 0) {
-        b.oldest_pending_received_ms = oldest
-            .query_row(params![b.destination], |r| r.get(0))
-            .optional()?;
-    }
-    Ok(rows)
+    Ok(merge_backlog(keys, dead, pending_kinds(conn)?))
 }
 
 pub(crate) fn events_per_minute(

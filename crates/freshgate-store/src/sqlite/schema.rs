@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0009_contact_emails.sql"),
     include_str!("../../migrations/sqlite/0010_delivery_history.sql"),
     include_str!("../../migrations/sqlite/0011_list_memberships.sql"),
+    include_str!("../../migrations/sqlite/0012_delivery_counts.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.

@@ -538,8 +538,8 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
                 Some(reason) => {
                     conn.prepare_cached(
                         "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
-                                                 finished_ms, reason_code)
-                         VALUES (?1, ?2, ?3, 'skipped', ?4, ?5, ?6)",
+                                                 finished_ms, reason_code, event_type)
+                         VALUES (?1, ?2, ?3, 'skipped', ?4, ?5, ?6, ?7)",
                     )?
                     .execute(params![
                         event_id,
@@ -547,18 +547,21 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
                         ev.contact_key,
                         reason,
                         ev.received_at_ms,
-                        d.skip_code
+                        d.skip_code,
+                        ev.event_type
                     ])?;
                 }
                 None => {
                     conn.prepare_cached(
-                        "INSERT INTO deliveries (event_id, destination, contact_key, status)
-                         VALUES (?1, ?2, ?3, 'pending')",
+                        "INSERT INTO deliveries (event_id, destination, contact_key, status,
+                                                 event_type)
+                         VALUES (?1, ?2, ?3, 'pending', ?4)",
                     )?
                     .execute(params![
                         event_id,
                         d.destination,
-                        ev.contact_key
+                        ev.contact_key,
+                        ev.event_type
                     ])?;
                     // An existing key keeps its schedule: a key waiting for a retry must not
                     // become due earlier because a new event arrived.
@@ -851,8 +854,9 @@ fn add_deliveries(
         }
         conn.prepare_cached(
             "INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
-                                     finished_ms, reason_code)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                                     finished_ms, reason_code, event_type)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                     (SELECT e.event_type FROM events e WHERE e.id = ?1))",
         )?
         .execute(params![
             late.event_id,

@@ -1585,6 +1585,201 @@ pub async fn backlog_agrees_with_stats(fx: &mut dyn Fixture) {
     assert_eq!(b.next_attempt_ms, st.next_attempt_ms);
 }
 
+/// `ev_with_skip` of one call type.
+fn typed(message_id: &str, key: &str, at: i64, event_type: &str) -> NewEvent {
+    let mut e = ev_with_skip(message_id, key, at);
+    e.event_type = event_type.to_owned();
+    e
+}
+
+/// The count of one (destination, kind, status) in `kind_counts`.
+async fn kind_count(
+    s: &dyn freshgate_store::Store,
+    destination: &str,
+    event_type: &str,
+    status: DeliveryStatus,
+) -> u64 {
+    s.kind_counts()
+        .await
+        .unwrap()
+        .iter()
+        .filter(|k| {
+            k.destination == destination && k.event_type == event_type && k.status == status
+        })
+        .map(|k| k.count)
+        .sum()
+}
+
+/// `(kind, pending, oldest)` of one destination's backlog.
+async fn backlog_kinds(
+    s: &dyn freshgate_store::Store,
+    destination: &str,
+) -> Vec<(String, u64, Option<i64>)> {
+    s.backlog()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.destination == destination)
+        .flat_map(|b| b.kinds)
+        .map(|k| (k.event_type, k.pending, k.oldest_pending_received_ms))
+        .collect()
+}
+
+/// The doctor's recount of every delivery agrees with the counters.
+async fn counters_agree(s: &dyn freshgate_store::Store, step: &str) {
+    assert_eq!(
+        s.integrity_check().await.unwrap(),
+        Vec::<String>::new(),
+        "after {step}"
+    );
+}
+
+/// The delivery counters and the per-kind backlog follow every path that moves a delivery:
+/// append (pending and skipped), settle, dead-letter replay, replay, late routing, and prune
+/// with its cascade; after each step the doctor's recount agrees with them.
+pub async fn counters_follow_every_path(fx: &mut dyn Fixture) {
+    use DeliveryStatus::{Dead, Delivered, Pending, Skipped};
+    let s = fx.store();
+    let kinds = |v: &[(&str, u64, Option<i64>)]| -> Vec<(String, u64, Option<i64>)> {
+        v.iter()
+            .map(|(t, n, at)| ((*t).to_owned(), *n, *at))
+            .collect()
+    };
+    append_all(
+        s,
+        vec![
+            typed("i1", "k1", 1000, "identify"),
+            typed("t1", "k1", 1100, "track"),
+            typed("t2", "k2", 1200, "track"),
+            typed("g1", "k2", 1300, "group"),
+        ],
+    )
+    .await;
+    counters_agree(s, "append").await;
+    assert_eq!(kind_count(s, DEST, "track", Pending).await, 2);
+    assert_eq!(kind_count(s, OTHER, "track", Skipped).await, 2);
+    assert_eq!(kind_count(s, OTHER, "group", Skipped).await, 1);
+    assert_eq!(
+        backlog_kinds(s, DEST).await,
+        kinds(&[
+            ("group", 1, Some(1300)),
+            ("identify", 1, Some(1000)),
+            ("track", 2, Some(1100))
+        ])
+    );
+    let stats = s.stats().await.unwrap();
+    assert_eq!(stats.events, 4);
+
+    // Settle: the identify delivered, the first track dead-lettered.
+    let lease = lease_key(s, "k1", 2000).await;
+    let p = pending(s, &lease).await;
+    s.settle(
+        &lease,
+        2000,
+        vec![
+            (p[0].delivery_id, delivered()),
+            (
+                p[1].delivery_id,
+                Settlement::DeadLettered {
+                    code: "refused".to_owned(),
+                    reason: "no".to_owned(),
+                },
+            ),
+        ],
+        None,
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    counters_agree(s, "settle").await;
+    assert_eq!(kind_count(s, DEST, "identify", Delivered).await, 1);
+    assert_eq!(kind_count(s, DEST, "track", Dead).await, 1);
+    assert_eq!(
+        backlog_kinds(s, DEST).await,
+        kinds(&[("group", 1, Some(1300)), ("track", 1, Some(1200))])
+    );
+    let b = &s.backlog().await.unwrap()[0];
+    assert_eq!((b.destination.as_str(), b.pending, b.dead), (DEST, 2, 1));
+    assert_eq!(b.oldest_pending_received_ms, Some(1200));
+
+    // The dead letter replayed: pending again, and the oldest track again.
+    let dest_only = DeliveryFilter {
+        destination: Some(DEST.to_owned()),
+        ..DeliveryFilter::default()
+    };
+    assert_eq!(s.requeue_dead(&dest_only, 3000).await.unwrap(), 1);
+    counters_agree(s, "dead-letter replay").await;
+    assert_eq!(kind_count(s, DEST, "track", Dead).await, 0);
+    assert_eq!(
+        backlog_kinds(s, DEST).await,
+        kinds(&[("group", 1, Some(1300)), ("track", 2, Some(1100))])
+    );
+
+    // A replay of the delivered identify.
+    assert_eq!(replay_matching(s, &dest_only, 3000).await, 1);
+    counters_agree(s, "replay").await;
+    assert_eq!(kind_count(s, DEST, "identify", Delivered).await, 0);
+    assert_eq!(kind_count(s, DEST, "identify", Pending).await, 1);
+
+    // Late routing to a destination added since: its kind comes from the stored event.
+    let g1 = &s.event_traces("g1").await.unwrap()[0];
+    let added = s
+        .add_deliveries(
+            vec![LateDelivery {
+                event_id: g1.event_id,
+                contact_key: "k2".to_owned(),
+                delivery: NewDelivery {
+                    destination: "late".to_owned(),
+                    skip_reason: None,
+                    skip_code: None,
+                },
+            }],
+            4000,
+        )
+        .await
+        .unwrap();
+    assert_eq!(added, 1);
+    counters_agree(s, "late routing").await;
+    assert_eq!(
+        backlog_kinds(s, "late").await,
+        kinds(&[("group", 1, Some(1300))])
+    );
+
+    // Deliver everything, then prune: the cascade from the events takes the counts to zero.
+    // (k2 was leased beside k1 at 2000 and never released: wait its lease out.)
+    let now = 2000 + LEASE_MS + 1;
+    let mut leases = lease_all(s, now).await;
+    leases.extend(
+        s.lease_contacts("late", "worker-1", now, LEASE_MS, 100)
+            .await
+            .unwrap(),
+    );
+    for lease in leases {
+        let settlements = pending(s, &lease)
+            .await
+            .iter()
+            .map(|p| (p.delivery_id, delivered()))
+            .collect();
+        s.settle(&lease, now, settlements, None).await.unwrap();
+        s.release(&lease, None).await.unwrap();
+    }
+    counters_agree(s, "deliver all").await;
+    let left = s.backlog().await.unwrap();
+    assert!(left.iter().all(|b| b.kinds.is_empty()), "{left:?}");
+    s.prune(now, now).await.unwrap();
+    counters_agree(s, "prune").await;
+    assert_eq!(s.kind_counts().await.unwrap(), Vec::new());
+    let stats = s.stats().await.unwrap();
+    assert_eq!(stats.events, 0);
+    assert!(
+        stats
+            .destinations
+            .iter()
+            .all(|d| d.pending == 0 && d.delivered == 0 && d.dead == 0),
+        "{stats:?}"
+    );
+}
+
 /// Events and calls per minute, for the console's charts.
 pub async fn per_minute_counts(fx: &mut dyn Fixture) {
     let s = fx.store();

@@ -202,6 +202,7 @@ crate::conformance!(Postgres =>
     time_range_pages_by_receive_time,
     expired_pauses_cleared_others_kept,
     backlog_agrees_with_stats,
+    counters_follow_every_path,
     per_minute_counts,
     pauses_recorded_and_cleared,
     dead_letter_counts_every_attempt,

@@ -129,6 +129,22 @@ async fn run(store: &dyn Store, ops: Vec<Op>) {
                 }
             }
         }
+        // The counters the console reads agree with the model and with a recount.
+        let pending: u64 = store
+            .kind_counts()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|k| k.status == freshgate_store::DeliveryStatus::Pending)
+            .map(|k| k.count)
+            .sum();
+        let modelled: usize = m.queues.values().map(VecDeque::len).sum();
+        assert_eq!(
+            usize::try_from(pending).unwrap(),
+            modelled,
+            "pending at {now}"
+        );
+        assert_eq!(store.integrity_check().await.unwrap(), Vec::<String>::new());
     }
 }
 
