@@ -16,7 +16,7 @@ secs="${1:-600}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(body webhook timestamp mapping config)
+    targets=(body webhook timestamp mapping config activity)
 fi
 
 if ! command -v cargo-fuzz >/dev/null; then

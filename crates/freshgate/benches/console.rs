@@ -314,6 +314,18 @@ async fn run(args: Args) -> Result<()> {
         .await?,
     );
     out.push(
+        time("queue stats: outcomes (counters)", n, || async {
+            Ok(v.outcomes().await?.len())
+        })
+        .await?,
+    );
+    out.push(
+        time("queue stats: per kind and state (counters)", n, || async {
+            Ok(store.kind_counts().await?.len())
+        })
+        .await?,
+    );
+    out.push(
         time("events: newest page", n, || async {
             Ok(v.events(&page(|_| {})).await?.events.len())
         })

@@ -197,6 +197,24 @@ fn status_card(d: &DestinationStatus, now: i64) -> String {
         ),
     );
     out.push_str("</table>");
+    if !d.kinds.is_empty() {
+        out.push_str(
+            "<table class=\"kinds\"><thead><tr><th>Kind</th><th>Pending</th>\
+             <th>Oldest pending</th></tr></thead><tbody>",
+        );
+        for k in &d.kinds {
+            let kind = esc(&k.event_type);
+            let _ = write!(
+                out,
+                "<tr data-kind=\"{kind}\"><td>{kind}</td><td data-field=\"kind_pending\">{}</td>\
+                 <td data-field=\"kind_oldest_pending_age_secs\">{}</td></tr>",
+                k.pending,
+                k.oldest_pending_age_secs
+                    .map_or_else(|| "-".into(), |s| format!("{s} s"))
+            );
+        }
+        out.push_str("</tbody></table>");
+    }
     if let Some(p) = &d.paused {
         let _ = write!(
             out,

@@ -103,10 +103,24 @@ pub struct DestinationStatus {
     pub oldest_pending_age_secs: Option<i64>,
     /// The earliest scheduled attempt, Unix ms.
     pub next_attempt_ms: Option<i64>,
+    /// The backlog per kind (the event's call type), by event type; kinds with nothing pending
+    /// are left out.
+    pub kinds: Vec<KindStatus>,
     /// Set while Freshworks refuses the key.
     pub paused: Option<PauseView>,
     /// The account's quota (absent for a destination no longer configured).
     pub budget: Option<BudgetView>,
+}
+
+/// The backlog of one kind (the event's call type) at one destination.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KindStatus {
+    /// The event's call type (`identify`, `track`, ...).
+    pub event_type: String,
+    /// Pending deliveries of this kind.
+    pub pending: u64,
+    /// Age of the oldest pending event of this kind, seconds.
+    pub oldest_pending_age_secs: Option<i64>,
 }
 
 /// Calls per minute of one destination's account.
@@ -485,6 +499,18 @@ impl Views {
                         .and_then(|b| b.oldest_pending_received_ms)
                         .map(|t| (now_ms - t).max(0) / 1000),
                     next_attempt_ms: b.and_then(|b| b.next_attempt_ms),
+                    kinds: b.map_or_else(Vec::new, |b| {
+                        b.kinds
+                            .iter()
+                            .map(|k| KindStatus {
+                                event_type: k.event_type.clone(),
+                                pending: k.pending,
+                                oldest_pending_age_secs: k
+                                    .oldest_pending_received_ms
+                                    .map(|t| (now_ms - t).max(0) / 1000),
+                            })
+                            .collect()
+                    }),
                     paused: pauses
                         .iter()
                         .find(|p| p.destination == name)

@@ -376,6 +376,22 @@ fn print_status(d: &DestinationStatus, now: i64) {
             )
         ),
     );
+    if !d.kinds.is_empty() {
+        let kinds: Vec<String> = d
+            .kinds
+            .iter()
+            .map(|k| {
+                format!(
+                    "{} {}{}",
+                    k.event_type,
+                    k.pending,
+                    k.oldest_pending_age_secs
+                        .map_or_else(String::new, |s| format!(" (oldest {s}s old)"))
+                )
+            })
+            .collect();
+        println!("  pending by kind: {}", kinds.join(", "));
+    }
     if let Some(p) = &d.paused {
         println!(
             "  PAUSED since {}: {}; next probe {}",

@@ -84,6 +84,10 @@ async function step(name, f) {
         const card = page.locator(`section.card[data-destination="${d.destination}"]`);
         assert.equal(await card.locator('td[data-field="pending"]').innerText(), String(d.pending));
         assert.equal(await card.locator('td[data-field="dead"]').innerText(), String(d.dead));
+        for (const k of d.kinds) {
+          const row = card.locator(`tr[data-kind="${k.event_type}"]`);
+          assert.equal(await row.locator('td[data-field="kind_pending"]').innerText(), String(k.pending));
+        }
         const left = await card.locator('td[data-field="left_this_hour"]').innerText();
         assert.ok(left.startsWith(`${d.budget.left_this_hour} of ${d.budget.hour_cap}`), left);
       }

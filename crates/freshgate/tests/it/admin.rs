@@ -210,6 +210,99 @@ async fn the_overview_counts_what_the_store_and_the_emulator_saw() {
     app.stop().await;
 }
 
+/// The overview's backlog per kind: how many of each call type wait and how old the oldest is,
+/// in the API and on the page (read from the store's counters and the pending index).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_overview_shows_the_backlog_per_kind() {
+    let app = spawn_app_with(Setup {
+        destination: DestinationConfig {
+            track: vec![TrackRuleConfig {
+                event: "Became Customer".into(),
+                activity_type: None,
+                lifecycle_stage: Some("Customer".into()),
+                title: None,
+            }],
+            ..DestinationConfig::default()
+        },
+        ..Setup::default()
+    })
+    .await;
+    // Freshworks answers 503 to everything: the identifies wait for a retry, the track for
+    // its identify.
+    app.emulator.state.inject(Fault::NextStatus {
+        count: 10_000,
+        status: 503,
+        path_contains: None,
+        body: None,
+    });
+    app.batch(vec![
+        identify(
+            "u-1",
+            "one@example.com",
+            json!({}),
+            "2026-11-20T10:00:00Z",
+            "k-1",
+        ),
+        identify(
+            "u-2",
+            "two@example.com",
+            json!({}),
+            "2026-11-20T10:00:00Z",
+            "k-2",
+        ),
+        json!({"type": "track", "userId": "u-1", "event": "Became Customer", "messageId": "k-3"}),
+        json!({"type": "track", "userId": "u-1", "event": "Unruled", "messageId": "k-4"}),
+    ])
+    .await;
+    let o = get(&app, "/api/v1/overview").await;
+    let d = &o["destinations"][0];
+    let kinds: Vec<(&str, u64)> = d["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["event_type"].as_str().unwrap(),
+                k["pending"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    // The track without a rule was skipped at ingest: it is no backlog.
+    assert_eq!(kinds, [("identify", 2), ("track", 1)], "{o}");
+    assert_eq!(d["pending"], 3, "{o}");
+    let ages: Vec<i64> = d["kinds"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["oldest_pending_age_secs"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        d["oldest_pending_age_secs"].as_i64(),
+        ages.iter().copied().max(),
+        "{o}"
+    );
+    let html = app
+        .client
+        .get(format!("{}/", app.admin_url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains(
+            r#"<tr data-kind="track"><td>track</td><td data-field="kind_pending">1</td>"#
+        ),
+        "{html}"
+    );
+    assert!(
+        html.contains(r#"<td data-field="kind_pending">2</td>"#),
+        "{html}"
+    );
+    app.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn search_trace_and_the_mapping_report() {
     let app = spawn_app().await;
