@@ -591,6 +591,18 @@ pub(crate) fn destination_stats<'a>(
 /// Fill the outcome figures of `per` from `(destination, status, count)` rows of the current
 /// deliveries and of their histories (both backends' `stats`): an outcome counts whether it is
 /// the latest or was reopened since.
+/// The doctor's sentence for a contact key whose pending counter disagrees with its deliveries.
+pub(crate) fn pending_drift(
+    destination: &str,
+    contact_key: &str,
+    counted: i64,
+    actual: i64,
+) -> String {
+    format!(
+        "contact key {destination}/{contact_key} counts {counted} pending deliveries, {actual} exist"
+    )
+}
+
 /// The doctor's sentence for a delivery counter that disagrees with a count of the deliveries.
 pub(crate) fn counter_drift(
     destination: &str,

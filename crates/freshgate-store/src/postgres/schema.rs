@@ -4,7 +4,7 @@
 //! migrator, which records them (with a checksum) in `_sqlx_migrations` and holds an advisory lock
 //! while it runs, so nodes starting together do not race.
 
-use crate::counter_drift;
+use crate::{counter_drift, pending_drift};
 use sqlx_core::migrate::{Migration, MigrationType, Migrator};
 use sqlx_core::sql_str::AssertSqlSafe;
 use sqlx_core::sql_str::SqlSafeStr;
@@ -155,10 +155,7 @@ pub(crate) async fn integrity_check(pool: &PgPool) -> Result<Vec<String>, StoreE
     .fetch_all(pool)
     .await?;
     for (destination, contact_key, counted, actual) in mismatched {
-        problems.push(format!(
-            "contact key {destination}/{contact_key} counts {counted} pending deliveries, \
-             {actual} exist"
-        ));
+        problems.push(pending_drift(&destination, &contact_key, counted, actual));
     }
     let drifted: Vec<(String, String, String, i64, i64)> = sqlx_core::query_as::query_as(
         "SELECT coalesce(c.destination, d.destination), coalesce(c.event_type, d.event_type),

@@ -552,6 +552,30 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
     if lines.len() != 1 || lines[0] != "ok" {
         return Ok(lines);
     }
+    // Each key's pending counter (what leasing trusts) against its pending deliveries.
+    let mismatched: Vec<(String, String, i64, i64)> = conn
+        .prepare(
+            "WITH k AS (SELECT destination, contact_key, pending FROM contact_keys
+                        WHERE pending <> 0),
+                  d AS (SELECT destination, contact_key, count(*) AS n FROM deliveries
+                        WHERE status = 'pending' GROUP BY 1, 2)
+             SELECT k.destination, k.contact_key, k.pending, coalesce(d.n, 0)
+             FROM k LEFT JOIN d USING (destination, contact_key)
+             WHERE k.pending <> coalesce(d.n, 0)
+             UNION ALL
+             SELECT d.destination, d.contact_key, 0, d.n
+             FROM d LEFT JOIN k USING (destination, contact_key)
+             WHERE k.pending IS NULL
+             LIMIT 100",
+        )?
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        .collect::<Result<_, _>>()?;
+    let mut problems: Vec<String> = mismatched
+        .into_iter()
+        .map(|(destination, contact_key, counted, actual)| {
+            crate::pending_drift(&destination, &contact_key, counted, actual)
+        })
+        .collect();
     // The counters the console and `queue stats` read, against a count of every delivery.
     let drifted: Vec<(String, String, String, i64, i64)> = conn
         .prepare(
@@ -571,12 +595,12 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<Result<_, _>>()?;
-    Ok(drifted
-        .into_iter()
-        .map(|(destination, event_type, status, counted, actual)| {
+    problems.extend(drifted.into_iter().map(
+        |(destination, event_type, status, counted, actual)| {
             crate::counter_drift(&destination, &event_type, &status, counted, actual)
-        })
-        .collect())
+        },
+    ));
+    Ok(problems)
 }
 
 /// The listing's messageId condition through the `messages` index.

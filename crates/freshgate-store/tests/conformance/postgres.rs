@@ -512,6 +512,20 @@ async fn separate_migration_and_integrity_check() {
     let problems = store.integrity_check().await.unwrap();
     assert_eq!(problems.len(), 1, "{problems:?}");
     assert!(problems[0].contains("crm/k1"), "{problems:?}");
+    // So is a delivery counter that drifted from the deliveries.
+    sqlx_core::query::query("UPDATE contact_keys SET pending = 1")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    sqlx_core::query::query("UPDATE delivery_counts SET count = count + 2")
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let problems = store.integrity_check().await.unwrap();
+    assert_eq!(
+        problems,
+        ["delivery counter crm/identify/pending says 3, 1 deliveries exist"]
+    );
     store.close().await;
     assert!(matches!(
         store.stats().await.unwrap_err(),

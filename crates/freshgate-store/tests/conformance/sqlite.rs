@@ -266,6 +266,32 @@ async fn open_in_creates_the_directory_and_the_file() {
     store.close().await;
 }
 
+/// The doctor recounts: a key's pending counter or a delivery counter that disagrees with the
+/// deliveries is named.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_integrity_check_names_drifted_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&db_path(&dir), SqliteOptions::default()).unwrap();
+    append_all(&store, vec![ev("a1", "k1", 1000)]).await;
+    assert_eq!(store.integrity_check().await.unwrap(), Vec::<String>::new());
+    store.close().await;
+    let conn = rusqlite::Connection::open(db_path(&dir)).unwrap();
+    conn.execute_batch(
+        "UPDATE contact_keys SET pending = 5; UPDATE delivery_counts SET count = count + 2;",
+    )
+    .unwrap();
+    drop(conn);
+    let store = SqliteStore::open(&db_path(&dir), SqliteOptions::default()).unwrap();
+    assert_eq!(
+        store.integrity_check().await.unwrap(),
+        [
+            "contact key crm/k1 counts 5 pending deliveries, 1 exist",
+            "delivery counter crm/identify/pending says 3, 1 deliveries exist"
+        ]
+    );
+    store.close().await;
+}
+
 #[tokio::test]
 async fn the_delivering_process_drops_leases_left_by_a_crash() {
     let dir = tempfile::tempdir().unwrap();
