@@ -563,7 +563,7 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
     )
     .fetch_all(&mut *tx)
     .await?;
-    let kinds = pending_kinds(&mut *tx).await?;
+    let kinds = pending_kinds(&mut tx).await?;
     let keys: Vec<(String, i64, i64)> = sqlx_core::query_as::query_as(
         "SELECT destination, min(next_attempt_ms), count(*) FROM contact_keys
          WHERE pending > 0 GROUP BY destination",
