@@ -80,6 +80,8 @@ async function step(name, f) {
 
     await step("the overview shows the figures the API returns", async () => {
       const o = await (await page.request.get(ADMIN + "/api/v1/overview")).json();
+      assert.ok(o.destinations.some((d) => d.kinds.some((k) => k.event_type === "track" && k.pending > 0)),
+        JSON.stringify(o.destinations));
       for (const d of o.destinations) {
         const card = page.locator(`section.card[data-destination="${d.destination}"]`);
         assert.equal(await card.locator('td[data-field="pending"]').innerText(), String(d.pending));

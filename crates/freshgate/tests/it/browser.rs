@@ -7,6 +7,7 @@
 use std::path::PathBuf;
 use std::process::Command;
 
+use freshgate::config::{DestinationConfig, TrackRuleConfig};
 use freshgate_store::DeliveryStatus;
 use freshworks_emulator::Fault;
 use serde_json::json;
@@ -57,6 +58,17 @@ async fn the_console_in_headless_chromium() {
     let modules = tokio::task::spawn_blocking(playwright_dir).await.unwrap();
     let app = spawn_app_with(Setup {
         admin_token: Some(TOKEN.into()),
+        destination: DestinationConfig {
+            // A rule whose track waits for its user's identify: the overview's backlog by kind.
+            track: vec![TrackRuleConfig {
+                event: "Trial Started".into(),
+                activity_type: None,
+                lifecycle_stage: Some("Customer".into()),
+                title: None,
+            }],
+            identify_wait_secs: 3600,
+            ..DestinationConfig::default()
+        },
         ..Setup::default()
     })
     .await;
@@ -96,6 +108,12 @@ async fn the_console_in_headless_chromium() {
         app.store.event_traces("zed-1").await.unwrap()[0].deliveries[0].status
             == DeliveryStatus::Dead
     })
+    .await;
+
+    // A track of a user whose identify has not come: pending, as a kind of its own.
+    app.batch(vec![
+        json!({"type": "track", "userId": "cat", "event": "Trial Started", "messageId": "cat-1"}),
+    ])
     .await;
 
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/browser/console.cjs");
