@@ -1283,23 +1283,24 @@ pub trait Store: Send + Sync + 'static {
     /// `Database`.
     async fn rejected(&self, limit: usize) -> Result<Vec<RejectedRecord>, StoreError>;
 
-    /// Queue figures.
+    /// Queue figures, from the delivery and event counters and the index ranges (no count of
+    /// every delivery or event; the reopened outcomes are counted in `delivery_history`).
     ///
     /// # Errors
     /// `Database`.
     async fn stats(&self) -> Result<QueueStats, StoreError>;
 
     /// Pending and dead deliveries per destination (the figures of [`Store::stats`] that
-    /// gauges publish every few seconds), from the per-key pending counters and the dead-letter
-    /// index rather than a scan of every delivery and event. Destinations with neither are
+    /// gauges publish every few seconds), from the per-key pending counters and the delivery
+    /// counters rather than a scan of every delivery and event. Destinations with neither are
     /// left out.
     ///
     /// # Errors
     /// `Database`.
     async fn depths(&self) -> Result<Vec<QueueDepth>, StoreError>;
 
-    /// Deliveries per destination, call type and state (`queue stats`). Counts every delivery:
-    /// for an operator's question, not for gauges.
+    /// Deliveries per destination, call type and state (`queue stats`), read from the delivery
+    /// counters: a row per (destination, call type, state), whatever the store holds.
     ///
     /// # Errors
     /// `Database`.
@@ -1322,8 +1323,9 @@ pub trait Store: Send + Sync + 'static {
         delivery_ids: &[DeliveryId],
     ) -> Result<Vec<(DeliveryId, String)>, StoreError>;
 
-    /// Per destination with pending work or dead letters: the backlog, from indexes only (no
-    /// count of every delivery, unlike [`Store::stats`]).
+    /// Per destination with pending work or dead letters: the backlog, per destination and per
+    /// kind (call type), from the counters, the contact keys and the front of the pending index
+    /// for each kind's oldest event (no count of every delivery).
     ///
     /// # Errors
     /// `Database`.
