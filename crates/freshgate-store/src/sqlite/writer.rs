@@ -482,7 +482,7 @@ fn answer_all_with(group: Vec<Command>, err: &StoreError) {
 struct CounterMoves<'a> {
     events: i64,
     events_per_minute: BTreeMap<i64, i64>,
-    deliveries: BTreeMap<(&'a str, &'a str, &'static str), i64>,
+    deliveries: BTreeMap<(&'a str, &'a str, DeliveryStatus), i64>,
 }
 
 impl<'a> CounterMoves<'a> {
@@ -494,7 +494,7 @@ impl<'a> CounterMoves<'a> {
             .or_default() += 1;
     }
 
-    fn delivery(&mut self, destination: &'a str, event_type: &'a str, status: &'static str) {
+    fn delivery(&mut self, destination: &'a str, event_type: &'a str, status: DeliveryStatus) {
         *self
             .deliveries
             .entry((destination, event_type, status))
@@ -520,7 +520,7 @@ impl<'a> CounterMoves<'a> {
                  ON CONFLICT (destination, event_type, status)
                  DO UPDATE SET count = count + excluded.count",
             )?
-            .execute(params![destination, event_type, status, n])?;
+            .execute(params![destination, event_type, status.as_str(), n])?;
         }
         Ok(())
     }
@@ -604,7 +604,7 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
                         d.skip_code,
                         ev.event_type
                     ])?;
-                    counters.delivery(&d.destination, &ev.event_type, "skipped");
+                    counters.delivery(&d.destination, &ev.event_type, DeliveryStatus::Skipped);
                 }
                 None => {
                     conn.prepare_cached(
@@ -618,7 +618,7 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
                         ev.contact_key,
                         ev.event_type
                     ])?;
-                    counters.delivery(&d.destination, &ev.event_type, "pending");
+                    counters.delivery(&d.destination, &ev.event_type, DeliveryStatus::Pending);
                     // An existing key keeps its schedule: a key waiting for a retry must not
                     // become due earlier because a new event arrived.
                     add_pending(
