@@ -284,11 +284,7 @@ impl DestinationWorker {
         let Some(user_id) = user_id.filter(|u| !u.is_empty()) else {
             return Ok(Associated::NoContact);
         };
-        let shadow: Option<ContactShadow> = self
-            .store
-            .shadow(&self.name, &lease.contact_key)
-            .await?
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let shadow = self.contact_shadow(&lease.contact_key).await?;
         let associated = shadow
             .as_ref()
             .map_or(&[][..], |s| s.account_ids.as_slice());

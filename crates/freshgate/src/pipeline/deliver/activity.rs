@@ -257,11 +257,7 @@ impl DestinationWorker {
         let mut stage_attempt = None;
         let mut notes = Vec::new();
         if let (Some(change), Some(stage_id)) = (&spec.lifecycle_stage, stage_id) {
-            let shadow: Option<ContactShadow> = self
-                .store
-                .shadow(&self.name, &lease.contact_key)
-                .await?
-                .and_then(|b| serde_json::from_slice(&b).ok());
+            let shadow = self.contact_shadow(&lease.contact_key).await?;
             let newer = shadow
                 .as_ref()
                 .and_then(|s| s.fields.get(STAGE_FIELD))
@@ -474,11 +470,7 @@ impl DestinationWorker {
         {
             return Ok(Some(id));
         }
-        let shadow: Option<ContactShadow> = self
-            .store
-            .shadow(&self.name, &key)
-            .await?
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let shadow = self.contact_shadow(&key).await?;
         if let Some(id) = shadow.and_then(|s| s.contact_id) {
             self.store
                 .put_contact_ids(&self.name, vec![(key, id)])

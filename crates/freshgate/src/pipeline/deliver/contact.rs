@@ -72,6 +72,22 @@ pub(super) struct LookedUp {
 }
 
 impl DestinationWorker {
+    /// The contact's shadow as stored; one that does not parse (written by another version)
+    /// counts as none, as if nothing were known of the contact.
+    ///
+    /// # Errors
+    /// The store's.
+    pub(super) async fn contact_shadow(
+        &self,
+        contact_key: &str,
+    ) -> Result<Option<ContactShadow>, freshgate_store::StoreError> {
+        Ok(self
+            .store
+            .shadow(&self.name, contact_key)
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
     /// One lookup by `external_id` through the call path (counted in the budget); a found id is
     /// kept for the contact, so it is looked up once. The lookup the track, account and list
     /// steps share when a contact's id is not known (bulk job answers carry none).

@@ -26,7 +26,6 @@ use freshgate_core::audience::{AudienceChange, Membership, audience_change, batc
 use freshgate_core::delivery::{self, Outcome};
 use freshgate_core::plan::Step;
 use freshgate_core::segment::StoredEvent;
-use freshgate_core::shadow::ContactShadow;
 use freshgate_store::{
     Attempt, ContactLease, DueMembership, ListAction, ListClaim, MembershipChange, MembershipEnd,
     MembershipResult, PendingDelivery, StoreError,
@@ -176,10 +175,8 @@ impl DestinationWorker {
             return Ok(());
         }
         let contact_id = self
-            .store
-            .shadow(&self.name, &lease.contact_key)
+            .contact_shadow(&lease.contact_key)
             .await?
-            .and_then(|b| serde_json::from_slice::<ContactShadow>(&b).ok())
             .and_then(|s| s.contact_id);
         let changes: Vec<MembershipChange> = planned
             .iter()

@@ -15,7 +15,7 @@ use freshgate_core::mapping::{self, FieldIndex, MappedField, MappingReport};
 use freshgate_core::plan::{self, Pending, Step};
 use freshgate_core::reason::SkipReason;
 use freshgate_core::segment::{self, StoredEvent};
-use freshgate_core::shadow::{self, ContactShadow};
+use freshgate_core::shadow;
 use freshgate_store::{ContactLease, PendingDelivery};
 
 use super::call::{Endpoint, Quota, duration_ms};
@@ -145,10 +145,8 @@ impl DestinationWorker {
         }
         // A shadow alone is not enough: one may hold only a group's pending association.
         Ok(self
-            .store
-            .shadow(&self.name, contact_key)
+            .contact_shadow(contact_key)
             .await?
-            .and_then(|b| serde_json::from_slice::<ContactShadow>(&b).ok())
             .is_some_and(|s| s.written()))
     }
 
@@ -289,11 +287,7 @@ impl DestinationWorker {
         }
         self.report(&mapped.report);
 
-        let shadow: Option<ContactShadow> = self
-            .store
-            .shadow(&self.name, &lease.contact_key)
-            .await?
-            .and_then(|b| serde_json::from_slice(&b).ok());
+        let shadow = self.contact_shadow(&lease.contact_key).await?;
         // Newest event wins for the email too: a late event carrying an older address must not
         // move the contact back to it.
         if let Some(s) = &shadow
