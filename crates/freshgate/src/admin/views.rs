@@ -112,6 +112,11 @@ pub struct DestinationStatus {
     pub budget: Option<BudgetView>,
 }
 
+/// Whole seconds from `at_ms` to `now_ms` (0 for a time ahead of the clock).
+fn age_secs(now_ms: i64, at_ms: i64) -> i64 {
+    (now_ms - at_ms).max(0) / 1000
+}
+
 /// The backlog of one kind (the event's call type) at one destination.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KindStatus {
@@ -497,7 +502,7 @@ impl Views {
                     dead: b.map_or(0, |b| b.dead),
                     oldest_pending_age_secs: b
                         .and_then(|b| b.oldest_pending_received_ms)
-                        .map(|t| (now_ms - t).max(0) / 1000),
+                        .map(|t| age_secs(now_ms, t)),
                     next_attempt_ms: b.and_then(|b| b.next_attempt_ms),
                     kinds: b.map_or_else(Vec::new, |b| {
                         b.kinds
@@ -507,7 +512,7 @@ impl Views {
                                 pending: k.pending,
                                 oldest_pending_age_secs: k
                                     .oldest_pending_received_ms
-                                    .map(|t| (now_ms - t).max(0) / 1000),
+                                    .map(|t| age_secs(now_ms, t)),
                             })
                             .collect()
                     }),
