@@ -272,20 +272,7 @@ impl Site {
     }
     /// `freshgate dlq list --json` (run while no server holds the store).
     pub(crate) fn dead_letters(&self) -> Vec<Value> {
-        let out = Command::new(env!("CARGO_BIN_EXE_freshgate"))
-            .args(["dlq", "list", "--json", "--limit", "100000", "--config"])
-            .arg(self.config())
-            .arg("--data-dir")
-            .arg(self.data())
-            .env(KEY_VAR, KEY)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        serde_json::from_slice::<Vec<Value>>(&out.stdout).unwrap()
+        serde_json::from_str(&self.cli(&["dlq", "list", "--json", "--limit", "100000"])).unwrap()
     }
 }
 
