@@ -12,6 +12,7 @@
 //! The store knows nothing of Freshworks or HTTP: the pipeline decides, the store remembers.
 //! All times are Unix milliseconds (`i64`) passed in by the caller, so tests control the clock.
 
+mod counters;
 mod listing;
 mod memberships;
 #[cfg(feature = "postgres")]
@@ -591,32 +592,6 @@ pub(crate) fn destination_stats<'a>(
 /// Fill the outcome figures of `per` from `(destination, status, count)` rows of the current
 /// deliveries and of their histories (both backends' `stats`): an outcome counts whether it is
 /// the latest or was reopened since.
-/// The doctor's sentence for a contact key whose pending counter disagrees with its deliveries.
-pub(crate) fn pending_drift(
-    destination: &str,
-    contact_key: &str,
-    counted: i64,
-    actual: i64,
-) -> String {
-    format!(
-        "contact key {destination}/{contact_key} counts {counted} pending deliveries, {actual} exist"
-    )
-}
-
-/// The doctor's sentence for a delivery counter that disagrees with a count of the deliveries.
-pub(crate) fn counter_drift(
-    destination: &str,
-    event_type: &str,
-    status: &str,
-    counted: i64,
-    actual: i64,
-) -> String {
-    format!(
-        "delivery counter {destination}/{event_type}/{status} says {counted}, {actual} deliveries \
-         exist"
-    )
-}
-
 pub(crate) fn count_outcomes(
     per: &mut std::collections::BTreeMap<String, DestinationStats>,
     current: Vec<(String, String, i64)>,

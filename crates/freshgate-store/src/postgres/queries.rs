@@ -11,6 +11,7 @@ use sqlx_postgres::{PgConnection, PgPool, PgRow};
 
 use super::delivery::MAINTENANCE_LOCK;
 use super::filter::{filter_sql, limit_value};
+use crate::counters;
 use crate::listing::{
     BackendSql, EventHead, KeyFigures, KindFigures, Param, event_list_sql, merge_backlog,
     minute_counts, oldest_pending,
@@ -481,25 +482,17 @@ pub(crate) async fn depths(pool: &PgPool) -> Result<Vec<QueueDepth>, StoreError>
     )
     .fetch_all(pool)
     .await?;
-    let dead: Vec<(String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT destination, sum(count)::BIGINT FROM delivery_counts WHERE status = 'dead'
-         GROUP BY destination HAVING sum(count) <> 0",
-    )
-    .fetch_all(pool)
-    .await?;
+    let dead: Vec<(String, i64)> = sqlx_core::query_as::query_as(counters::DEAD_PER_DESTINATION)
+        .fetch_all(pool)
+        .await?;
     Ok(merge_depths(pending, dead))
 }
 
 pub(crate) async fn kind_counts(pool: &PgPool) -> Result<Vec<KindCount>, StoreError> {
-    // The counters the triggers of migration 12 keep (summed over their shards); no delivery is
-    // read.
-    let rows: Vec<(String, String, String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT destination, event_type, status, sum(count)::BIGINT FROM delivery_counts
-         GROUP BY destination, event_type, status HAVING sum(count) <> 0
-         ORDER BY destination, event_type, status",
-    )
-    .fetch_all(pool)
-    .await?;
+    let rows: Vec<(String, String, String, i64)> =
+        sqlx_core::query_as::query_as(counters::KIND_COUNTS)
+            .fetch_all(pool)
+            .await?;
     rows.into_iter()
         .map(|(destination, event_type, status, n)| {
             Ok(KindCount {
@@ -515,24 +508,16 @@ pub(crate) async fn kind_counts(pool: &PgPool) -> Result<Vec<KindCount>, StoreEr
 /// Pending deliveries per (destination, kind) from the counters, each with its oldest event
 /// from the front of its range in the pending index.
 async fn pending_kinds(conn: &mut PgConnection) -> Result<Vec<KindFigures>, StoreError> {
-    let kinds: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT destination, event_type, sum(count)::BIGINT FROM delivery_counts
-         WHERE status = 'pending' GROUP BY destination, event_type HAVING sum(count) > 0
-         ORDER BY destination, event_type",
-    )
-    .fetch_all(&mut *conn)
-    .await?;
+    let kinds: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(counters::PENDING_KINDS)
+        .fetch_all(&mut *conn)
+        .await?;
     let mut figures = Vec::with_capacity(kinds.len());
     for (destination, event_type, n) in kinds {
-        let at: Option<i64> = query_scalar(
-            "SELECT e.received_at_ms FROM events e WHERE e.id = (
-                 SELECT min(d.event_id) FROM deliveries d
-                 WHERE d.destination = $1 AND d.event_type = $2 AND d.status = 'pending')",
-        )
-        .bind(&destination)
-        .bind(&event_type)
-        .fetch_optional(&mut *conn)
-        .await?;
+        let at: Option<i64> = query_scalar(counters::OLDEST_PENDING_OF_KIND)
+            .bind(&destination)
+            .bind(&event_type)
+            .fetch_optional(&mut *conn)
+            .await?;
         figures.push((destination, event_type, n, at));
     }
     Ok(figures)
@@ -546,18 +531,15 @@ pub(crate) async fn stats(pool: &PgPool) -> Result<QueueStats, StoreError> {
         .await?;
     // Counters and index ranges only: the cost follows the number of destinations, kinds and
     // reopened deliveries, not the number of deliveries stored.
-    let events: i64 = query_scalar("SELECT coalesce(sum(count), 0)::BIGINT FROM event_counts")
+    let events: i64 = query_scalar(counters::EVENTS_STORED)
         .fetch_one(&mut *tx)
         .await?;
     let rejected: i64 = query_scalar("SELECT count(*) FROM rejected")
         .fetch_one(&mut *tx)
         .await?;
-    let counts: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(
-        "SELECT destination, status, sum(count)::BIGINT FROM delivery_counts
-         GROUP BY destination, status HAVING sum(count) <> 0",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let counts: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(counters::STATUS_COUNTS)
+        .fetch_all(&mut *tx)
+        .await?;
     let past: Vec<(String, String, i64)> = sqlx_core::query_as::query_as(
         "SELECT destination, status, count(*) FROM delivery_history GROUP BY destination, status",
     )
@@ -724,15 +706,12 @@ pub(crate) async fn backlog(pool: &PgPool) -> Result<Vec<Backlog>, StoreError> {
     .iter()
     .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
     .collect::<SqlResult<_>>()?;
-    let dead: Vec<(String, i64)> = query(
-        "SELECT destination, sum(count)::BIGINT FROM delivery_counts WHERE status = 'dead'
-         GROUP BY destination HAVING sum(count) <> 0",
-    )
-    .fetch_all(pool)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-    .collect::<SqlResult<_>>()?;
+    let dead: Vec<(String, i64)> = query(counters::DEAD_PER_DESTINATION)
+        .fetch_all(pool)
+        .await?
+        .iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect::<SqlResult<_>>()?;
     let mut conn = pool.acquire().await?;
     Ok(merge_backlog(keys, dead, pending_kinds(&mut conn).await?))
 }

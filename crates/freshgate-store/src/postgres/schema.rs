@@ -4,7 +4,7 @@
 //! migrator, which records them (with a checksum) in `_sqlx_migrations` and holds an advisory lock
 //! while it runs, so nodes starting together do not race.
 
-use crate::{counter_drift, pending_drift};
+use crate::counters::{self, CounterDrift, PendingDrift};
 use sqlx_core::migrate::{Migration, MigrationType, Migrator};
 use sqlx_core::sql_str::AssertSqlSafe;
 use sqlx_core::sql_str::SqlSafeStr;
@@ -141,45 +141,12 @@ pub(crate) async fn integrity_check(pool: &PgPool) -> Result<Vec<String>, StoreE
             ));
         }
     }
-    let mismatched: Vec<(String, String, i64, i64)> = sqlx_core::query_as::query_as(
-        "SELECT coalesce(k.destination, d.destination), coalesce(k.contact_key, d.contact_key),
-                coalesce(k.pending, 0), coalesce(d.n, 0)
-         FROM (SELECT destination, contact_key, pending FROM contact_keys WHERE pending <> 0) k
-         FULL JOIN (SELECT destination, contact_key, count(*) AS n FROM deliveries
-                    WHERE status = 'pending' GROUP BY destination, contact_key) d
-           ON d.destination = k.destination AND d.contact_key = k.contact_key
-         WHERE coalesce(k.pending, 0) <> coalesce(d.n, 0)
-         ORDER BY 1, 2
-         LIMIT 100",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (destination, contact_key, counted, actual) in mismatched {
-        problems.push(pending_drift(&destination, &contact_key, counted, actual));
-    }
-    let drifted: Vec<(String, String, String, i64, i64)> = sqlx_core::query_as::query_as(
-        "SELECT coalesce(c.destination, d.destination), coalesce(c.event_type, d.event_type),
-                coalesce(c.status, d.status), coalesce(c.n, 0), coalesce(d.n, 0)
-         FROM (SELECT destination, event_type, status, sum(count)::BIGINT AS n
-               FROM delivery_counts GROUP BY 1, 2, 3) c
-         FULL JOIN (SELECT destination, event_type, status, count(*) AS n FROM deliveries
-                    GROUP BY 1, 2, 3) d
-           ON d.destination = c.destination AND d.event_type = c.event_type
-          AND d.status = c.status
-         WHERE coalesce(c.n, 0) <> coalesce(d.n, 0)
-         ORDER BY 1, 2, 3
-         LIMIT 100",
-    )
-    .fetch_all(pool)
-    .await?;
-    for (destination, event_type, status, counted, actual) in drifted {
-        problems.push(counter_drift(
-            &destination,
-            &event_type,
-            &status,
-            counted,
-            actual,
-        ));
-    }
+    let pending: Vec<PendingDrift> = sqlx_core::query_as::query_as(counters::PENDING_DRIFT)
+        .fetch_all(pool)
+        .await?;
+    let counted: Vec<CounterDrift> = sqlx_core::query_as::query_as(counters::COUNTER_DRIFT)
+        .fetch_all(pool)
+        .await?;
+    problems.extend(counters::drift_problems(pending, counted));
     Ok(problems)
 }

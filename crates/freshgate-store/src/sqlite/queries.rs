@@ -11,6 +11,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use super::filter::{filter_sql, limit_value};
 use super::schema::open_reader;
 use super::writer::check_lease;
+use crate::counters::{self, CounterDrift, PendingDrift};
 use crate::listing::{
     BackendSql, EventHead, KeyFigures, KindFigures, Param, event_list_sql, merge_backlog,
     minute_counts, oldest_pending,
@@ -436,12 +437,8 @@ pub(crate) fn rejected(conn: &Connection, limit: usize) -> Result<Vec<RejectedRe
 }
 
 pub(crate) fn kind_counts(conn: &Connection) -> Result<Vec<KindCount>, StoreError> {
-    // The counters the triggers of migration 0012 keep; no delivery is read.
     let rows: Vec<(String, String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT destination, event_type, status, count FROM delivery_counts
-             WHERE count <> 0 ORDER BY destination, event_type, status",
-        )?
+        .prepare_cached(counters::KIND_COUNTS)?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     rows.into_iter()
@@ -460,17 +457,10 @@ pub(crate) fn kind_counts(conn: &Connection) -> Result<Vec<KindCount>, StoreErro
 /// from the front of its range in the pending index.
 fn pending_kinds(conn: &Connection) -> Result<Vec<KindFigures>, StoreError> {
     let kinds: Vec<(String, String, i64)> = conn
-        .prepare_cached(
-            "SELECT destination, event_type, count FROM delivery_counts
-             WHERE status = 'pending' AND count > 0 ORDER BY destination, event_type",
-        )?
+        .prepare_cached(counters::PENDING_KINDS)?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<Result<_, _>>()?;
-    let mut oldest = conn.prepare_cached(
-        "SELECT e.received_at_ms FROM events e WHERE e.id = (
-             SELECT min(d.event_id) FROM deliveries d
-             WHERE d.destination = ?1 AND d.event_type = ?2 AND d.status = 'pending')",
-    )?;
+    let mut oldest = conn.prepare_cached(counters::OLDEST_PENDING_OF_KIND)?;
     kinds
         .into_iter()
         .map(|(destination, event_type, n)| {
@@ -485,9 +475,7 @@ fn pending_kinds(conn: &Connection) -> Result<Vec<KindFigures>, StoreError> {
 pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
     // Counters and index ranges only: the cost follows the number of destinations, kinds and
     // reopened deliveries, not the number of deliveries stored.
-    let events: i64 = conn.query_row("SELECT count FROM event_counts WHERE id = 1", [], |r| {
-        r.get(0)
-    })?;
+    let events: i64 = conn.query_row(counters::EVENTS_STORED, [], |r| r.get(0))?;
     let rejected: i64 = conn.query_row("SELECT count(*) FROM rejected", [], |r| r.get(0))?;
     let mut per: BTreeMap<String, DestinationStats> = BTreeMap::new();
     let counts = |sql: &str| -> Result<Vec<(String, String, i64)>, StoreError> {
@@ -496,10 +484,7 @@ pub(crate) fn stats(conn: &Connection) -> Result<QueueStats, StoreError> {
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
             .collect::<Result<_, _>>()?)
     };
-    let current = counts(
-        "SELECT destination, status, sum(count) FROM delivery_counts
-         GROUP BY destination, status HAVING sum(count) <> 0",
-    )?;
+    let current = counts(counters::STATUS_COUNTS)?;
     let past = counts(
         "SELECT destination, status, count(*) FROM delivery_history GROUP BY destination, status",
     )?;
@@ -535,10 +520,7 @@ pub(crate) fn depths(conn: &Connection) -> Result<Vec<QueueDepth>, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     let dead: Vec<(String, i64)> = conn
-        .prepare_cached(
-            "SELECT destination, sum(count) FROM delivery_counts WHERE status = 'dead'
-             GROUP BY destination HAVING sum(count) <> 0",
-        )?
+        .prepare_cached(counters::DEAD_PER_DESTINATION)?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(merge_depths(pending, dead))
@@ -552,55 +534,17 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
     if lines.len() != 1 || lines[0] != "ok" {
         return Ok(lines);
     }
-    // Each key's pending counter (what leasing trusts) against its pending deliveries.
-    let mismatched: Vec<(String, String, i64, i64)> = conn
-        .prepare(
-            "WITH k AS (SELECT destination, contact_key, pending FROM contact_keys
-                        WHERE pending <> 0),
-                  d AS (SELECT destination, contact_key, count(*) AS n FROM deliveries
-                        WHERE status = 'pending' GROUP BY 1, 2)
-             SELECT k.destination, k.contact_key, k.pending, coalesce(d.n, 0)
-             FROM k LEFT JOIN d USING (destination, contact_key)
-             WHERE k.pending <> coalesce(d.n, 0)
-             UNION ALL
-             SELECT d.destination, d.contact_key, 0, d.n
-             FROM d LEFT JOIN k USING (destination, contact_key)
-             WHERE k.pending IS NULL
-             LIMIT 100",
-        )?
+    let pending: Vec<PendingDrift> = conn
+        .prepare(counters::PENDING_DRIFT)?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
-    let mut problems: Vec<String> = mismatched
-        .into_iter()
-        .map(|(destination, contact_key, counted, actual)| {
-            crate::pending_drift(&destination, &contact_key, counted, actual)
-        })
-        .collect();
-    // The counters the console and `queue stats` read, against a count of every delivery.
-    let drifted: Vec<(String, String, String, i64, i64)> = conn
-        .prepare(
-            "WITH c AS (SELECT destination, event_type, status, count AS n FROM delivery_counts),
-                  d AS (SELECT destination, event_type, status, count(*) AS n FROM deliveries
-                        GROUP BY 1, 2, 3)
-             SELECT c.destination, c.event_type, c.status, c.n, coalesce(d.n, 0)
-             FROM c LEFT JOIN d USING (destination, event_type, status)
-             WHERE c.n <> coalesce(d.n, 0)
-             UNION ALL
-             SELECT d.destination, d.event_type, d.status, 0, d.n
-             FROM d LEFT JOIN c USING (destination, event_type, status)
-             WHERE c.n IS NULL
-             LIMIT 100",
-        )?
+    let counted: Vec<CounterDrift> = conn
+        .prepare(counters::COUNTER_DRIFT)?
         .query_map([], |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
         })?
         .collect::<Result<_, _>>()?;
-    problems.extend(drifted.into_iter().map(
-        |(destination, event_type, status, counted, actual)| {
-            crate::counter_drift(&destination, &event_type, &status, counted, actual)
-        },
-    ));
-    Ok(problems)
+    Ok(counters::drift_problems(pending, counted))
 }
 
 /// The listing's messageId condition through the `messages` index.
@@ -657,10 +601,7 @@ pub(crate) fn backlog(conn: &Connection) -> Result<Vec<Backlog>, StoreError> {
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
         .collect::<Result<_, _>>()?;
     let dead: Vec<(String, i64)> = conn
-        .prepare_cached(
-            "SELECT destination, sum(count) FROM delivery_counts WHERE status = 'dead'
-             GROUP BY destination HAVING sum(count) <> 0",
-        )?
+        .prepare_cached(counters::DEAD_PER_DESTINATION)?
         .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
         .collect::<Result<_, _>>()?;
     Ok(merge_backlog(keys, dead, pending_kinds(conn)?))
