@@ -17,6 +17,14 @@ fn delivered() -> Settlement {
     Settlement::Delivered
 }
 
+/// A dead letter with the `refused` code and these words.
+fn refused(reason: &str) -> Settlement {
+    Settlement::DeadLettered {
+        code: "refused".to_owned(),
+        reason: reason.to_owned(),
+    }
+}
+
 /// A messageId repeated inside one batch is stored once; the first copy wins.
 pub async fn dedup_within_batch(fx: &mut dyn Fixture) {
     let s = fx.store();
@@ -546,10 +554,7 @@ pub async fn history_is_never_rewritten(fx: &mut dyn Fixture) {
         s.release(&lease, None).await.unwrap();
         id
     };
-    let dead = Settlement::DeadLettered {
-        code: "refused".to_owned(),
-        reason: "400: email is invalid".to_owned(),
-    };
+    let dead = refused("400: email is invalid");
     let id = settle_once(2000, dead, 400).await;
     assert_eq!(
         s.requeue_dead(&DeliveryFilter::default(), 3000)
@@ -996,13 +1001,7 @@ pub async fn stats_figures(fx: &mut dyn Fixture) {
         3000,
         vec![
             (p[0].delivery_id, Settlement::Delivered),
-            (
-                p[1].delivery_id,
-                Settlement::DeadLettered {
-                    code: "refused".to_owned(),
-                    reason: "400".to_owned(),
-                },
-            ),
+            (p[1].delivery_id, refused("400")),
         ],
         None,
     )
@@ -1061,10 +1060,7 @@ pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
         let p = pending(s, &lease).await;
         let settlement = match lease.contact_key.as_str() {
             "k1" | "k5" => Settlement::Delivered,
-            "k2" => Settlement::DeadLettered {
-                code: "refused".to_owned(),
-                reason: "400".to_owned(),
-            },
+            "k2" => refused("400"),
             _ => {
                 s.release(&lease, None).await.unwrap();
                 continue;
@@ -1454,13 +1450,7 @@ pub async fn events_listed_newest_first_by_keyset(fx: &mut dyn Fixture) {
     s.settle(
         &lease,
         2000,
-        vec![(
-            p[0].delivery_id,
-            Settlement::DeadLettered {
-                code: "refused".to_owned(),
-                reason: "400: email is invalid".to_owned(),
-            },
-        )],
+        vec![(p[0].delivery_id, refused("400: email is invalid"))],
         Some(attempt(&[p[0].delivery_id], 2000, 400, "dead-lettered")),
     )
     .await
@@ -1555,20 +1545,9 @@ pub async fn backlog_agrees_with_stats(fx: &mut dyn Fixture) {
     .await;
     let lease = lease_key(s, "k1", 3000).await;
     let p = pending(s, &lease).await;
-    s.settle(
-        &lease,
-        3000,
-        vec![(
-            p[0].delivery_id,
-            Settlement::DeadLettered {
-                code: "refused".to_owned(),
-                reason: "no".to_owned(),
-            },
-        )],
-        None,
-    )
-    .await
-    .unwrap();
+    s.settle(&lease, 3000, vec![(p[0].delivery_id, refused("no"))], None)
+        .await
+        .unwrap();
     s.release(&lease, None).await.unwrap();
     let backlog = s.backlog().await.unwrap();
     let stats = s.stats().await.unwrap();
@@ -1678,13 +1657,7 @@ pub async fn counters_follow_every_path(fx: &mut dyn Fixture) {
         2000,
         vec![
             (p[0].delivery_id, delivered()),
-            (
-                p[1].delivery_id,
-                Settlement::DeadLettered {
-                    code: "refused".to_owned(),
-                    reason: "no".to_owned(),
-                },
-            ),
+            (p[1].delivery_id, refused("no")),
         ],
         None,
     )
@@ -1875,13 +1848,7 @@ pub async fn dead_letter_counts_every_attempt(fx: &mut dyn Fixture) {
         s.settle(
             &lease,
             at,
-            vec![(
-                p[0].delivery_id,
-                Settlement::DeadLettered {
-                    code: "refused".to_owned(),
-                    reason: "400".to_owned(),
-                },
-            )],
+            vec![(p[0].delivery_id, refused("400"))],
             Some(attempt(&[p[0].delivery_id], at, 400, "dead-lettered")),
         )
         .await
