@@ -161,6 +161,11 @@ fn chart(id: &str, label: &str, minutes: &[MinuteCount], now: i64) -> String {
     )
 }
 
+/// An age in seconds as a cell, `-` when there is none.
+fn age(secs: Option<i64>) -> String {
+    secs.map_or_else(|| "-".into(), |s| format!("{s} s"))
+}
+
 fn status_card(d: &DestinationStatus, now: i64) -> String {
     let name = esc(&d.destination);
     let mut out = format!(
@@ -184,8 +189,7 @@ fn status_card(d: &DestinationStatus, now: i64) -> String {
         &mut out,
         "oldest_pending_age_secs",
         "Oldest pending",
-        d.oldest_pending_age_secs
-            .map_or_else(|| "-".into(), |s| format!("{s} s")),
+        age(d.oldest_pending_age_secs),
     );
     row(
         &mut out,
@@ -209,8 +213,7 @@ fn status_card(d: &DestinationStatus, now: i64) -> String {
                 "<tr data-kind=\"{kind}\"><td>{kind}</td><td data-field=\"kind_pending\">{}</td>\
                  <td data-field=\"kind_oldest_pending_age_secs\">{}</td></tr>",
                 k.pending,
-                k.oldest_pending_age_secs
-                    .map_or_else(|| "-".into(), |s| format!("{s} s"))
+                age(k.oldest_pending_age_secs)
             );
         }
         out.push_str("</tbody></table>");
