@@ -386,6 +386,19 @@ async fn a_missing_list_is_created_once_by_two_nodes_racing() {
         .filter(|(m, p, _)| m == "POST" && p.ends_with("/lists"))
         .count();
     assert_eq!(creates, 31 + 1, "the test's 31 lists and vip once");
+    // The emulator holds the members before the nodes read its answers (150 ms late) and
+    // settle; wait for the settle rather than reading the counts mid-flight.
+    wait_for(
+        "the 80 memberships settled",
+        Duration::from_secs(30),
+        &mut || async {
+            store
+                .membership_counts(&dest)
+                .await
+                .is_ok_and(|c| c.pending == 0)
+        },
+    )
+    .await;
     let counts = store.membership_counts(&dest).await.unwrap();
     assert_eq!((counts.done, counts.dead), (80, 0), "{counts:?}");
     for node in nodes {
