@@ -1,8 +1,9 @@
 //! The embedded SQLite backend of the queue of record (the default).
 //!
 //! One `std::thread` owns the only read-write connection and applies writes in group commits
-//! (see [`writer`]); reads run on a small pool of read-only connections (see [`queries`]);
-//! a third thread copies the WAL back into the database file (see [`checkpoint`]).
+//! (see [`writer`]); reads run on a few reader threads, each with its own read-only connection
+//! (see [`readers`], [`queries`]); one more thread copies the WAL back into the database file
+//! (see [`checkpoint`]).
 //! The database is in WAL mode with `synchronous=FULL`: every `Ok` from a write is on disk.
 
 mod bounded;
@@ -11,6 +12,7 @@ mod filter;
 mod memberships;
 mod queries;
 mod raw;
+mod readers;
 mod records;
 mod schema;
 mod writer;
@@ -26,7 +28,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::WriterGate;
 use self::memberships::{MembershipOp, MembershipReply};
-use self::queries::ReaderPool;
+use self::readers::ReaderPool;
 use self::records::{RecordOp, RecordReply};
 use self::writer::{Command, WriteOp, WriteReply, Writer};
 use crate::{
@@ -117,7 +119,7 @@ impl SqliteStore {
                 tracing::warn!(released, "released leases left by a crashed process");
             }
         }
-        let readers = Arc::new(ReaderPool::new(path.to_path_buf(), options.readers)?);
+        let readers = Arc::new(ReaderPool::new(path, options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
         let gate = Arc::new(WriterGate::default());
         let (alive, checkpointer) = checkpoint::spawn(path, Arc::clone(&gate))?;

@@ -1,15 +1,12 @@
-//! Read-only queries, run on a small pool of read-only connections off the async runtime.
+//! Read-only queries, run on the reader threads' connections (see [`super::readers`]).
 //!
 //! WAL mode lets these run while the writer commits; each sees the last committed state.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, Mutex, PoisonError};
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::filter::{filter_sql, limit_value};
-use super::schema::open_reader;
 use super::writer::check_lease;
 use crate::counters::{self, CounterDrift, PendingDrift};
 use crate::listing::{
@@ -23,66 +20,6 @@ use crate::{
     QueueDepth, QueueStats, RejectedRecord, Reopen, StoreError, UnroutedEvent, count_outcomes,
     destination_stats, merge_depths,
 };
-
-/// A fixed number of read-only connections. A read waits (asynchronously) for a free one: a
-/// burst of reads must not become a burst of blocking threads and connections, each with its own
-/// page cache (and, on unix, a database file descriptor SQLite may keep open after the close
-/// while another connection holds a lock).
-pub(crate) struct ReaderPool {
-    path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
-    permits: Arc<tokio::sync::Semaphore>,
-}
-
-impl ReaderPool {
-    /// A pool of `size` connections to `path`, opened now so that a bad path fails at start.
-    pub(crate) fn new(path: PathBuf, size: usize) -> Result<Self, StoreError> {
-        let size = size.max(1);
-        let idle = (0..size)
-            .map(|_| open_reader(&path))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self {
-            path,
-            idle: Mutex::new(idle),
-            permits: Arc::new(tokio::sync::Semaphore::new(size)),
-        })
-    }
-
-    /// Run `f` on a pooled connection in a blocking task, once one is free.
-    pub(crate) async fn run<T, F>(self: &Arc<Self>, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
-    {
-        let permit = Arc::clone(&self.permits)
-            .acquire_owned()
-            .await
-            .map_err(|_| StoreError::Database("the reader pool is closed".to_owned()))?;
-        let pool = Arc::clone(self);
-        tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            let taken = pool
-                .idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .pop();
-            // A permit means a connection is idle; one that failed to come back (a panic in
-            // `f`) is replaced here.
-            let conn = match taken {
-                Some(c) => c,
-                None => open_reader(&pool.path)?,
-            };
-            let result = f(&conn);
-            pool.idle
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .push(conn);
-            result
-        })
-        .await
-        .map_err(|e| StoreError::Database(format!("reader task failed: {e}")))?
-    }
-}
 
 /// (id, destination, status, reason, next attempt) of one delivery, as read for a trace.
 type DeliveryRow = (i64, String, String, Option<String>, Option<i64>);
@@ -693,44 +630,6 @@ fn event_head(r: &rusqlite::Row<'_>) -> rusqlite::Result<EventHead> {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
-
-    /// A burst of reads waits for the pool's connections instead of opening one connection (and
-    /// one blocking thread, with its page cache) per read: the soak bench saw 470 threads and
-    /// 210 open database files, RSS 60 → 275 MiB, when the delivery workers read at once.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_burst_of_reads_never_runs_more_than_the_pool_size_at_once() {
-        use std::sync::atomic::{AtomicUsize, Ordering};
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("pool.db");
-        drop(super::super::schema::open_writer(&path).unwrap());
-        let pool = Arc::new(ReaderPool::new(path, 3).unwrap());
-        let running = Arc::new(AtomicUsize::new(0));
-        let most = Arc::new(AtomicUsize::new(0));
-        let reads = (0..40).map(|_| {
-            let (pool, running, most) =
-                (Arc::clone(&pool), Arc::clone(&running), Arc::clone(&most));
-            tokio::spawn(async move {
-                pool.run(move |c| {
-                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                    most.fetch_max(now, Ordering::SeqCst);
-                    std::thread::sleep(std::time::Duration::from_millis(5));
-                    let n: i64 = c.query_row("SELECT count(*) FROM events", [], |r| r.get(0))?;
-                    running.fetch_sub(1, Ordering::SeqCst);
-                    Ok(n)
-                })
-                .await
-            })
-        });
-        for read in reads.collect::<Vec<_>>() {
-            assert_eq!(read.await.unwrap().unwrap(), 0);
-        }
-        assert!(
-            most.load(Ordering::SeqCst) <= 3,
-            "{} reads ran at once",
-            most.load(Ordering::SeqCst)
-        );
-        assert_eq!(pool.idle.lock().unwrap().len(), 3);
-    }
 
     /// The plan SQLite chooses for the listing statement of `query`, one line per step.
     fn plan(conn: &Connection, query: &EventQuery) -> String {
