@@ -10,7 +10,11 @@
 //!    random trait keys, and 20 slowloris connections kept re-opening.
 //! 3. Every `--sample-secs` (default 60): acknowledged events/s, the server's RSS and open file
 //!    descriptors, p99 acknowledgement latency, refusals by status.
-//! 4. At the end: the server is stopped (SIGTERM) and every acknowledged event is looked for in
+//! 4. With `--outage-minutes=N`, the emulator fails every call for the first N minutes of the
+//!    soak, then recovers: the backlog of N minutes meets the quota at once, as it does an hour
+//!    in, when the hourly window slides past the first calls, without waiting the hour.
+//! 5. `--binary=PATH` soaks another build of `freshgate` (an A/B against an older commit).
+//! 6. At the end: the server is stopped (SIGTERM) and every acknowledged event is looked for in
 //!    the store: lost = acknowledged − stored (must be 0).
 //!
 //! Goals (issue 13): RSS flat within ±10 % after warm-up (the first fifth) and under 150 MiB;
@@ -43,6 +47,8 @@ struct Args {
     sample_secs: u64,
     capacity_secs: u64,
     rate: Option<f64>,
+    outage_minutes: f64,
+    binary: PathBuf,
 }
 
 fn parse_args() -> Result<Args> {
@@ -51,6 +57,8 @@ fn parse_args() -> Result<Args> {
         sample_secs: 60,
         capacity_secs: 15,
         rate: None,
+        outage_minutes: 0.0,
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
     };
     for arg in std::env::args().skip(1) {
         if let Some(v) = arg.strip_prefix("--minutes=") {
@@ -61,6 +69,10 @@ fn parse_args() -> Result<Args> {
             a.capacity_secs = v.parse().context("--capacity-secs=N")?;
         } else if let Some(v) = arg.strip_prefix("--rate=") {
             a.rate = Some(v.parse().context("--rate=EVENTS_PER_SEC")?);
+        } else if let Some(v) = arg.strip_prefix("--binary=") {
+            a.binary = PathBuf::from(v);
+        } else if let Some(v) = arg.strip_prefix("--outage-minutes=") {
+            a.outage_minutes = v.parse().context("--outage-minutes=N")?;
         } else if !arg.starts_with('-') {
             bail!("unknown argument {arg:?}");
         }
@@ -101,7 +113,7 @@ struct Server {
     data_dir: PathBuf,
 }
 
-fn start_server(dir: &Path, emulator: &RunningEmulator) -> Result<Server> {
+fn start_server(binary: &Path, dir: &Path, emulator: &RunningEmulator) -> Result<Server> {
     let plan = EmulatorConfig::default();
     let config = dir.join("freshgate.toml");
     std::fs::write(
@@ -113,7 +125,7 @@ fn start_server(dir: &Path, emulator: &RunningEmulator) -> Result<Server> {
         ),
     )?;
     let data_dir = dir.join("data");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_freshgate"))
+    let mut child = Command::new(binary)
         .args([
             "serve",
             "--listen",
@@ -156,6 +168,13 @@ fn proc_mib(pid: u32, field: &str) -> Option<f64> {
     let line = status.lines().find(|l| l.starts_with(field))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kb / 1024.0)
+}
+
+/// A count from `/proc/<pid>/status` (e.g. `Threads:`).
+fn proc_count(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with(field))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -341,7 +360,7 @@ async fn capacity(url: &str, secs: u64, seq: &Arc<AtomicU64>) -> Result<f64> {
 async fn soak(args: &Args) -> Result<Value> {
     let emulator = RunningEmulator::start(EmulatorConfig::default()).await?;
     let dir = tempfile::tempdir()?;
-    let mut server = start_server(dir.path(), &emulator)?;
+    let mut server = start_server(&args.binary, dir.path(), &emulator)?;
     let pid = server.child.id();
     let url = server.url.clone();
     let seq = Arc::new(AtomicU64::new(0));
@@ -383,12 +402,28 @@ async fn soak(args: &Args) -> Result<Value> {
     }
 
     let total = Duration::from_secs_f64(args.minutes * 60.0);
+    let outage = Duration::from_secs_f64(args.outage_minutes.max(0.0) * 60.0);
+    if !outage.is_zero() {
+        emulator
+            .state
+            .inject(freshworks_emulator::Fault::FailureRate { rate: 1.0 });
+        println!(
+            "the emulator fails every call for {:.1} min",
+            args.outage_minutes
+        );
+        let state = emulator.state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(outage).await;
+            state.clear_faults();
+            println!("the emulator answers again");
+        });
+    }
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut last_acked = 0;
     println!(
-        "{:>7} {:>10} {:>9} {:>6} {:>9} {:>8} {:>8}",
-        "min", "events/s", "RSS MiB", "fds", "p99 ms", "refused", "errors"
+        "{:>7} {:>10} {:>9} {:>6} {:>7} {:>9} {:>8} {:>8}",
+        "min", "events/s", "RSS MiB", "fds", "threads", "p99 ms", "refused", "errors"
     );
     while started.elapsed() < total {
         tokio::time::sleep(
@@ -408,16 +443,18 @@ async fn soak(args: &Args) -> Result<Value> {
             "events_per_sec": (acked - last_acked) as f64 / window,
             "rss_mib": proc_mib(pid, "VmRSS:"),
             "open_fds": open_fds(pid),
+            "threads": proc_count(pid, "Threads:"),
             "p99_ack_ms": pct(&lat, 0.99),
             "refused": load.refused.load(Ordering::Relaxed),
             "errors": load.errors.load(Ordering::Relaxed),
         });
         println!(
-            "{:>7.1} {:>10.0} {:>9.1} {:>6} {:>9.1} {:>8} {:>8}",
+            "{:>7.1} {:>10.0} {:>9.1} {:>6} {:>7} {:>9.1} {:>8} {:>8}",
             sample["minute"].as_f64().unwrap_or(0.0),
             sample["events_per_sec"].as_f64().unwrap_or(0.0),
             sample["rss_mib"].as_f64().unwrap_or(0.0),
             sample["open_fds"],
+            sample["threads"],
             sample["p99_ack_ms"].as_f64().unwrap_or(0.0),
             sample["refused"],
             sample["errors"]
