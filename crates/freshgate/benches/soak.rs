@@ -13,6 +13,9 @@
 //! 4. With `--outage-minutes=N`, the emulator fails every call for the first N minutes of the
 //!    soak, then recovers: the backlog of N minutes meets the quota at once, as it does an hour
 //!    in, when the hourly window slides past the first calls, without waiting the hour.
+//!    `--time-scale=X` runs the quota's clock (the server's and the emulator's) X times faster,
+//!    so that the hourly window slides past the first calls after 60/X minutes: the real
+//!    hour boundary, with less backlog.
 //! 5. `--binary=PATH` soaks another build of `freshgate` (an A/B against an older commit).
 //! 6. At the end: the server is stopped (SIGTERM) and every acknowledged event is looked for in
 //!    the store: lost = acknowledged − stored (must be 0).
@@ -49,6 +52,7 @@ struct Args {
     rate: Option<f64>,
     outage_minutes: f64,
     binary: PathBuf,
+    time_scale: f64,
 }
 
 fn parse_args() -> Result<Args> {
@@ -59,6 +63,7 @@ fn parse_args() -> Result<Args> {
         rate: None,
         outage_minutes: 0.0,
         binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
+        time_scale: 1.0,
     };
     for arg in std::env::args().skip(1) {
         if let Some(v) = arg.strip_prefix("--minutes=") {
@@ -69,6 +74,8 @@ fn parse_args() -> Result<Args> {
             a.capacity_secs = v.parse().context("--capacity-secs=N")?;
         } else if let Some(v) = arg.strip_prefix("--rate=") {
             a.rate = Some(v.parse().context("--rate=EVENTS_PER_SEC")?);
+        } else if let Some(v) = arg.strip_prefix("--time-scale=") {
+            a.time_scale = v.parse().context("--time-scale=X")?;
         } else if let Some(v) = arg.strip_prefix("--binary=") {
             a.binary = PathBuf::from(v);
         } else if let Some(v) = arg.strip_prefix("--outage-minutes=") {
@@ -113,7 +120,7 @@ struct Server {
     data_dir: PathBuf,
 }
 
-fn start_server(binary: &Path, dir: &Path, emulator: &RunningEmulator) -> Result<Server> {
+fn start_server(args: &Args, dir: &Path, emulator: &RunningEmulator) -> Result<Server> {
     let plan = EmulatorConfig::default();
     let config = dir.join("freshgate.toml");
     std::fs::write(
@@ -125,9 +132,11 @@ fn start_server(binary: &Path, dir: &Path, emulator: &RunningEmulator) -> Result
         ),
     )?;
     let data_dir = dir.join("data");
-    let mut child = Command::new(binary)
+    let mut child = Command::new(&args.binary)
+        .arg("serve")
+        .arg("--time-scale")
+        .arg(args.time_scale.to_string())
         .args([
-            "serve",
             "--listen",
             "127.0.0.1:0",
             "--admin-listen",
@@ -358,9 +367,13 @@ async fn capacity(url: &str, secs: u64, seq: &Arc<AtomicU64>) -> Result<f64> {
 
 #[allow(clippy::too_many_lines, clippy::cast_precision_loss)]
 async fn soak(args: &Args) -> Result<Value> {
-    let emulator = RunningEmulator::start(EmulatorConfig::default()).await?;
+    let emulator = RunningEmulator::start(EmulatorConfig {
+        time_scale: args.time_scale,
+        ..EmulatorConfig::default()
+    })
+    .await?;
     let dir = tempfile::tempdir()?;
-    let mut server = start_server(&args.binary, dir.path(), &emulator)?;
+    let mut server = start_server(args, dir.path(), &emulator)?;
     let pid = server.child.id();
     let url = server.url.clone();
     let seq = Arc::new(AtomicU64::new(0));
