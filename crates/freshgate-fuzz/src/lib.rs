@@ -197,11 +197,15 @@ pub fn config(data: &[u8]) {
     let Ok(cfg) = freshgate::config::parse(&text, "fuzz.toml") else {
         return;
     };
+    // Every write key in the printed form is the placeholder. (Looking for the key's text
+    // instead failed on a key that is also part of a source or destination name: not secret.)
     let shown = freshgate::config::redacted_toml(&cfg);
-    for source in &cfg.sources {
-        for key in &source.write_keys {
-            if key.len() >= 8 && key.chars().all(|c| c.is_ascii_alphanumeric()) {
-                assert!(!shown.contains(key.as_str()), "write key printed");
+    if let Ok(printed) = shown.parse::<toml::Table>() {
+        let sources = printed.get("sources").and_then(toml::Value::as_array);
+        for source in sources.into_iter().flatten() {
+            let keys = source.get("write_keys").and_then(toml::Value::as_array);
+            for key in keys.into_iter().flatten() {
+                assert_eq!(key.as_str(), Some("<redacted>"), "write key printed");
             }
         }
     }
