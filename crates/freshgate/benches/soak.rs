@@ -171,19 +171,17 @@ fn start_server(args: &Args, dir: &Path, emulator: &RunningEmulator) -> Result<S
     })
 }
 
-/// A value from `/proc/<pid>/status` in MiB.
-fn proc_mib(pid: u32, field: &str) -> Option<f64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with(field))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
-
-/// A count from `/proc/<pid>/status` (e.g. `Threads:`).
-fn proc_count(pid: u32, field: &str) -> Option<u64> {
+/// The number after `field` in `/proc/<pid>/status` (kB for sizes, a count for `Threads:`).
+fn proc_status(pid: u32, field: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with(field))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// A size from `/proc/<pid>/status` in MiB.
+#[allow(clippy::cast_precision_loss)]
+fn proc_mib(pid: u32, field: &str) -> Option<f64> {
+    proc_status(pid, field).map(|kb| kb as f64 / 1024.0)
 }
 
 fn open_fds(pid: u32) -> usize {
@@ -456,7 +454,7 @@ async fn soak(args: &Args) -> Result<Value> {
             "events_per_sec": (acked - last_acked) as f64 / window,
             "rss_mib": proc_mib(pid, "VmRSS:"),
             "open_fds": open_fds(pid),
-            "threads": proc_count(pid, "Threads:"),
+            "threads": proc_status(pid, "Threads:"),
             "p99_ack_ms": pct(&lat, 0.99),
             "refused": load.refused.load(Ordering::Relaxed),
             "errors": load.errors.load(Ordering::Relaxed),

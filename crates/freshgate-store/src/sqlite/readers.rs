@@ -24,7 +24,7 @@ type Job = Box<dyn FnOnce(&Connection) + Send>;
 
 /// `size` reader threads; dropping the pool ends them once the queued reads are done.
 pub(crate) struct ReaderPool {
-    jobs: Mutex<Sender<Job>>,
+    jobs: Sender<Job>,
 }
 
 impl ReaderPool {
@@ -43,9 +43,7 @@ impl ReaderPool {
                 .spawn(move || serve_reads(&conn, &queue))
                 .map_err(|e| StoreError::Database(format!("cannot start a reader thread: {e}")))?;
         }
-        Ok(Self {
-            jobs: Mutex::new(jobs),
-        })
+        Ok(Self { jobs })
     }
 
     /// Run `f` on the next free reader thread's connection and wait (asynchronously) for it.
@@ -60,8 +58,6 @@ impl ReaderPool {
             let _ = answer.send(f(conn));
         });
         self.jobs
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
             .send(job)
             .map_err(|_| StoreError::Database("the reader threads have stopped".to_owned()))?;
         answered
