@@ -180,18 +180,7 @@ impl Writer {
 
     /// Run until every sender is gone and the queue is empty.
     pub(crate) fn run(mut self) {
-        while let Some(first) = self.rx.blocking_recv() {
-            let mut weight = first.op.weight();
-            let mut group = vec![first];
-            while weight < self.max_group_events {
-                match self.rx.try_recv() {
-                    Ok(cmd) => {
-                        weight += cmd.op.weight();
-                        group.push(cmd);
-                    }
-                    Err(_) => break,
-                }
-            }
+        while let Some((group, weight)) = self.next_group() {
             self.gate.enter();
             let started = std::time::Instant::now();
             self.run_group(group);
@@ -202,6 +191,24 @@ impl Writer {
                 .record(started.elapsed().as_secs_f64());
         }
         tracing::debug!("SQLite writer stopped");
+    }
+
+    /// The next group to commit and its weight: waits for a command, then takes whatever else
+    /// is already queued, up to the group limit. `None` once every sender is gone.
+    fn next_group(&mut self) -> Option<(Vec<Command>, usize)> {
+        let first = self.rx.blocking_recv()?;
+        let mut weight = first.op.weight();
+        let mut group = vec![first];
+        while weight < self.max_group_events {
+            match self.rx.try_recv() {
+                Ok(cmd) => {
+                    weight += cmd.op.weight();
+                    group.push(cmd);
+                }
+                Err(_) => break,
+            }
+        }
+        Some((group, weight))
     }
 
     /// Apply a group in one transaction and answer every command after the commit.
