@@ -9,6 +9,7 @@
 mod bounded;
 mod checkpoint;
 mod filter;
+mod group;
 mod memberships;
 mod queries;
 mod raw;
@@ -27,6 +28,7 @@ use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
 
 use self::checkpoint::WriterGate;
+use self::group::GroupLimits;
 use self::memberships::{MembershipOp, MembershipReply};
 use self::readers::ReaderPool;
 use self::records::{RecordOp, RecordReply};
@@ -52,8 +54,11 @@ pub const DB_FILE_NAME: &str = "freshgate.db";
 pub struct SqliteOptions {
     /// Capacity of the writer's queue, in requests. When full, `append` answers `Saturated`.
     pub writer_queue: usize,
-    /// Most events (roughly rows) committed in one group transaction.
+    /// Most events (roughly rows) appended in one group transaction.
     pub max_group_commit_events: usize,
+    /// Most delivery rows (settles, leases, records, prunes) in one group transaction beside
+    /// the appends: bounds how long a request waits behind delivery work.
+    pub max_group_background_rows: usize,
     /// Read-only connections kept open for queries.
     pub readers: usize,
     /// Drop every lease when opening. Right for the process that delivers (`serve`,
@@ -68,6 +73,7 @@ impl Default for SqliteOptions {
         Self {
             writer_queue: 1024,
             max_group_commit_events: 5000,
+            max_group_background_rows: 1000,
             readers: 4,
             release_leases_on_open: false,
         }
@@ -123,7 +129,11 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
         let gate = Arc::new(WriterGate::default());
         let (alive, checkpointer) = checkpoint::spawn(path, Arc::clone(&gate))?;
-        let writer = Writer::new(conn, rx, options.max_group_commit_events, gate, alive);
+        let limits = GroupLimits {
+            ingest: options.max_group_commit_events,
+            background: options.max_group_background_rows,
+        };
+        let writer = Writer::new(conn, rx, limits, options.writer_queue, gate, alive);
         let handle = std::thread::Builder::new()
             .name("fg-sqlite-write".to_owned())
             .spawn(move || writer.run())

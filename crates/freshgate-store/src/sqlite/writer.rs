@@ -1,9 +1,10 @@
 //! The single writer thread: owns the read-write connection and applies every write.
 //!
 //! Commands arrive on a bounded channel. The writer takes one, drains whatever else is already
-//! queued (up to a group size counted in events), runs the whole group in ONE transaction with a
-//! savepoint per command, commits once (one fsync for the group, `synchronous=FULL`), and only
-//! then answers every command. A command that fails rolls back its own savepoint and gets its
+//! queued, picks a group from it (appends first, delivery work within its own limit: see
+//! [`super::group`]), runs the whole group in ONE transaction with a savepoint per command,
+//! commits once (one fsync for the group, `synchronous=FULL`), and only then answers every
+//! command. A command that fails rolls back its own savepoint and gets its
 //! error; the rest of the group still commits.
 
 use std::collections::{BTreeMap, HashSet};
@@ -15,6 +16,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::WriterGate;
 use super::filter::{filter_sql, limit_value};
+use super::group::{GroupLimits, GroupQueue, Lane, Queued};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus,
     LateDelivery, PruneOutcome, Reopen, Settlement, StoreError,
@@ -121,6 +123,19 @@ impl WriteOp {
     }
 }
 
+impl Queued for Command {
+    fn lane(&self) -> Lane {
+        match self.op {
+            WriteOp::Append(_) => Lane::Ingest,
+            _ => Lane::Background,
+        }
+    }
+
+    fn weight(&self) -> usize {
+        self.op.weight()
+    }
+}
+
 /// What a write produced.
 #[derive(Debug)]
 pub(crate) enum WriteReply {
@@ -148,7 +163,10 @@ pub(crate) struct Writer {
     gate: Arc<WriterGate>,
     /// Dropped with the writer: tells the checkpointer thread to stop.
     _alive: std::sync::mpsc::Sender<()>,
-    max_group_events: usize,
+    /// Commands taken off the channel and not yet committed.
+    queue: GroupQueue<Command>,
+    /// Most commands held in `queue`: beyond it they wait in the bounded channel.
+    max_held: usize,
     token_prefix: String,
     token_counter: u64,
 }
@@ -158,7 +176,8 @@ impl Writer {
     pub(crate) fn new(
         conn: Connection,
         rx: mpsc::Receiver<Command>,
-        max_group_events: usize,
+        limits: GroupLimits,
+        max_held: usize,
         gate: Arc<WriterGate>,
         alive: std::sync::mpsc::Sender<()>,
     ) -> Self {
@@ -172,7 +191,8 @@ impl Writer {
             rx,
             gate,
             _alive: alive,
-            max_group_events: max_group_events.max(1),
+            queue: GroupQueue::new(limits),
+            max_held: max_held.max(1),
             token_prefix: format!("{nanos:x}-{:x}", std::process::id()),
             token_counter: 0,
         }
@@ -193,22 +213,23 @@ impl Writer {
         tracing::debug!("SQLite writer stopped");
     }
 
-    /// The next group to commit and its weight: waits for a command, then takes whatever else
-    /// is already queued, up to the group limit. `None` once every sender is gone.
+    /// The next group to commit and its weight: waits for a command if none is held, takes
+    /// whatever else is already queued, and lets [`GroupQueue`] pick. `None` once every sender
+    /// is gone and nothing is held.
     fn next_group(&mut self) -> Option<(Vec<Command>, usize)> {
-        let first = self.rx.blocking_recv()?;
-        let mut weight = first.op.weight();
-        let mut group = vec![first];
-        while weight < self.max_group_events {
+        if self.queue.is_empty() {
+            let first = self.rx.blocking_recv()?;
+            self.queue.push(first);
+        }
+        // Past a full group of appends, the rest stay in the channel, whose bound is the
+        // ingest back-pressure; delivery work is held here so appends behind it can be seen.
+        while !self.queue.has_full_ingest_group() && self.queue.len() < self.max_held {
             match self.rx.try_recv() {
-                Ok(cmd) => {
-                    weight += cmd.op.weight();
-                    group.push(cmd);
-                }
+                Ok(cmd) => self.queue.push(cmd),
                 Err(_) => break,
             }
         }
-        Some((group, weight))
+        Some(self.queue.next_group())
     }
 
     /// Apply a group in one transaction and answer every command after the commit.
@@ -1007,4 +1028,132 @@ fn prune(
         params![events_before_ms],
     )?;
     Ok((outcome, false))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// A writer whose channel the test fills before asking for groups; the connection is never
+    /// used by `next_group`.
+    fn writer(max_group_events: usize) -> (Writer, mpsc::Sender<Command>) {
+        let (tx, rx) = mpsc::channel(4096);
+        let (alive, _stop) = std::sync::mpsc::channel();
+        let conn = Connection::open_in_memory().unwrap();
+        let limits = GroupLimits {
+            ingest: max_group_events,
+            background: 1_000,
+        };
+        let writer = Writer::new(
+            conn,
+            rx,
+            limits,
+            4096,
+            Arc::new(WriterGate::default()),
+            alive,
+        );
+        (writer, tx)
+    }
+
+    fn send(tx: &mpsc::Sender<Command>, op: WriteOp) {
+        let (reply, _answer) = oneshot::channel();
+        tx.try_send(Command { op, reply }).ok().unwrap();
+    }
+
+    /// A settle of `rows` deliveries of one contact (as a bulk job's contact settles).
+    fn settle_of(rows: usize) -> WriteOp {
+        WriteOp::Settle {
+            lease: ContactLease {
+                destination: "crm".to_owned(),
+                contact_key: "u".to_owned(),
+                token: "t".to_owned(),
+                until_ms: 0,
+            },
+            now_ms: 0,
+            settlements: (0..rows)
+                .map(|i| (i64::try_from(i).unwrap(), Settlement::Delivered))
+                .collect(),
+            attempt: None,
+        }
+    }
+
+    /// An append of `items` rejected inputs (weighs like as many events).
+    fn append_of(items: usize) -> WriteOp {
+        WriteOp::Append(AppendBatch {
+            events: Vec::new(),
+            rejected: (0..items)
+                .map(|_| crate::RejectedInput {
+                    source: None,
+                    raw: b"{}".to_vec(),
+                    reason: "test".to_owned(),
+                    received_at_ms: 0,
+                })
+                .collect(),
+            dedup_window_ms: 0,
+        })
+    }
+
+    fn weights(group: &[Command]) -> (usize, usize) {
+        group.iter().fold((0, 0), |(appends, other), c| match c.op {
+            WriteOp::Append(_) => (appends + c.op.weight(), other),
+            _ => (appends, other + c.op.weight()),
+        })
+    }
+
+    /// When the hourly quota window slides past an hour of backlog, bulk jobs settle thousands
+    /// of deliveries at once. A request's append queued behind them must not wait for them all:
+    /// it goes into the next group, beside at most one group's share of delivery rows.
+    #[test]
+    fn an_append_queued_behind_thousands_of_settled_rows_is_in_the_next_group() {
+        let (mut writer, tx) = writer(5_000);
+        for _ in 0..100 {
+            send(&tx, settle_of(100));
+        }
+        send(&tx, append_of(100));
+        let (group, _) = writer.next_group().unwrap();
+        let (appends, other) = weights(&group);
+        assert_eq!(
+            appends, 100,
+            "the append waited behind {other} settled rows"
+        );
+        assert!(other <= 1_000, "{other} settled rows beside the append");
+    }
+
+    /// The other way round: appends queued after delivery work never overtake it, however
+    /// many keep coming. (Appends beyond a full group stay in the bounded channel, so work
+    /// behind them is reached as they are taken, in arrival order.)
+    #[test]
+    fn appends_queued_later_never_overtake_delivery_work() {
+        let (mut writer, tx) = writer(5_000);
+        for _ in 0..200 {
+            send(&tx, append_of(100));
+        }
+        send(&tx, settle_of(100));
+        for _ in 0..200 {
+            send(&tx, append_of(10));
+        }
+        drop(tx);
+        let mut groups = Vec::new();
+        while let Some((group, weight)) = writer.next_group() {
+            let (appends, other) = weights(&group);
+            assert_eq!(weight, appends + other);
+            assert!(appends <= 5_000, "{appends} appended rows in one group");
+            groups.push(group);
+        }
+        let settled_in = groups
+            .iter()
+            .position(|g| g.iter().any(|c| !matches!(c.op, WriteOp::Append(_))))
+            .unwrap();
+        let first_later_append = groups
+            .iter()
+            .position(|g| g.iter().any(|c| c.op.weight() == 10))
+            .unwrap();
+        assert!(
+            settled_in <= first_later_append,
+            "the settle went in group {settled_in}, a later append in group {first_later_append}"
+        );
+        let served: usize = groups.iter().map(Vec::len).sum();
+        assert_eq!(served, 401);
+    }
 }

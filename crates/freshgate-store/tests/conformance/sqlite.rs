@@ -118,6 +118,7 @@ async fn full_writer_queue_answers_saturated() {
     let options = SqliteOptions {
         writer_queue: 1,
         max_group_commit_events: 1,
+        max_group_background_rows: 1,
         readers: 1,
         release_leases_on_open: false,
     };
@@ -155,6 +156,7 @@ async fn flood_of_appends_is_stored_or_shed() {
     let options = SqliteOptions {
         writer_queue: 2,
         max_group_commit_events: 8,
+        max_group_background_rows: 8,
         readers: 2,
         release_leases_on_open: false,
     };
