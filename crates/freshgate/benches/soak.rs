@@ -53,6 +53,8 @@ struct Args {
     outage_minutes: f64,
     binary: PathBuf,
     time_scale: f64,
+    /// The destination's `concurrency`; the server's default when `None`.
+    concurrency: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -64,6 +66,7 @@ fn parse_args() -> Result<Args> {
         outage_minutes: 0.0,
         binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
         time_scale: 1.0,
+        concurrency: None,
     };
     for arg in std::env::args().skip(1) {
         if let Some(v) = arg.strip_prefix("--minutes=") {
@@ -78,6 +81,8 @@ fn parse_args() -> Result<Args> {
             a.time_scale = v.parse().context("--time-scale=X")?;
         } else if let Some(v) = arg.strip_prefix("--binary=") {
             a.binary = PathBuf::from(v);
+        } else if let Some(v) = arg.strip_prefix("--concurrency=") {
+            a.concurrency = Some(v.parse().context("--concurrency=N")?);
         } else if let Some(v) = arg.strip_prefix("--outage-minutes=") {
             a.outage_minutes = v.parse().context("--outage-minutes=N")?;
         } else if !arg.starts_with('-') {
@@ -120,6 +125,17 @@ struct Server {
     data_dir: PathBuf,
 }
 
+impl Drop for Server {
+    /// A soak that fails half way must not leave its server running (and loading the machine
+    /// under the next run); after a clean stop this finds the child already reaped.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 fn start_server(args: &Args, dir: &Path, emulator: &RunningEmulator) -> Result<Server> {
     let plan = EmulatorConfig::default();
     let config = dir.join("freshgate.toml");
@@ -129,7 +145,10 @@ fn start_server(args: &Args, dir: &Path, emulator: &RunningEmulator) -> Result<S
             "[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\nwebhook_secret_env = \"{WEBHOOK_SECRET_ENV}\"\n\n\
              [[destinations]]\nname = \"crm\"\nbase_url = \"{}\"\napi_key_env = \"{API_KEY_ENV}\"\nhourly_limit = {}\nminute_limit = {}\n",
             emulator.base_url, plan.hourly_limit, plan.minute_limit
-        ),
+        ) + &args
+            .concurrency
+            .map(|n| format!("concurrency = {n}\n"))
+            .unwrap_or_default(),
     )?;
     let data_dir = dir.join("data");
     let mut child = Command::new(&args.binary)
@@ -327,6 +346,36 @@ async fn slow_loop(addr: String, load: Arc<Load>) {
     }
 }
 
+/// The server's `/metrics`, on a fresh connection each try: a pooled one may have been closed
+/// by the server's keep-alive timeout while the load ran (seen once: "connection closed before
+/// message completed", which ended the run without its report).
+async fn scrape_metrics(url: &str) -> Result<String> {
+    let mut tries = 0;
+    loop {
+        let answer = async {
+            reqwest::Client::builder()
+                .pool_max_idle_per_host(0)
+                .build()?
+                .get(format!("{url}/metrics"))
+                .send()
+                .await?
+                .error_for_status()?
+                .text()
+                .await
+        }
+        .await;
+        match answer {
+            Ok(text) => return Ok(text),
+            Err(e) if tries < 3 => {
+                eprintln!("scraping /metrics: {e}; trying again");
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(e).context("scraping /metrics"),
+        }
+    }
+}
+
 fn pct(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
@@ -478,12 +527,7 @@ async fn soak(args: &Args) -> Result<Value> {
         t.abort();
     }
     let peak = proc_mib(pid, "VmHWM:");
-    let metrics = client
-        .get(format!("{url}/metrics"))
-        .send()
-        .await?
-        .text()
-        .await?;
+    let metrics = scrape_metrics(&url).await?;
     let metrics_bytes = metrics.len();
     let metrics_series = metrics
         .lines()
