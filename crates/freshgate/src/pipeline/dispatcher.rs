@@ -89,9 +89,10 @@ pub async fn run(
                 break;
             };
             let worker = Arc::clone(&worker);
+            let stop = stop.clone();
             tasks.spawn(async move {
                 let _permit = permit;
-                bulk::run(&worker, leases).await;
+                bulk::run(&worker, leases, &stop).await;
             });
             continue;
         }

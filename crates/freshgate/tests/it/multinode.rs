@@ -226,11 +226,17 @@ struct Emulator {
 
 impl Emulator {
     fn start(minute_limit: usize, dir: &Path) -> Self {
+        Self::start_with(minute_limit, dir, &[])
+    }
+
+    /// With more emulator flags (`--bulk-job-delay-ms 600000` …).
+    fn start_with(minute_limit: usize, dir: &Path, extra: &[&str]) -> Self {
         let proc = Proc::spawn(
             Command::new(BIN)
                 .args(["emulator", "--listen", "127.0.0.1:0", "--api-key", API_KEY])
                 .args(["--minute-limit", &minute_limit.to_string()])
                 .args(["--hourly-limit", "100000"])
+                .args(extra)
                 .stderr(File::create(dir.join("emulator.log")).unwrap()),
         );
         Self {
@@ -726,4 +732,61 @@ async fn sigterm_drains_a_node_and_the_others_finish_its_work() {
         "{stats}"
     );
     drop(others);
+}
+
+/// A node told to stop while its bulk job is still being processed by Freshworks stops polling
+/// it: the job's records are retried later (upserts are idempotent), and the node exits at
+/// once instead of polling the job on its backoff (12 polls, over four minutes), past what
+/// systemd or Kubernetes give a stopping process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_does_not_wait_for_a_bulk_job_still_processing() {
+    const USERS: usize = 40;
+    const EVENTS: usize = 3;
+    let minute_limit = 10_000;
+    let db = TestDb::create();
+    let dir = tempfile::tempdir().unwrap();
+    // Jobs stay IN_PROGRESS for ten minutes.
+    let emulator =
+        Emulator::start_with(minute_limit, dir.path(), &["--bulk-job-delay-ms", "600000"]);
+    let config = write_config(dir.path(), &emulator, minute_limit, "bulk_min_contacts = 2");
+    let mut node = start_node(&config, &db, dir.path(), 0);
+    let client = reqwest::Client::new();
+    let nodes = [node.url.clone()];
+    for seq in 0..EVENTS {
+        post_round(&client, &nodes, USERS, seq).await;
+    }
+    wait_until("a bulk job to be posted", Duration::from_secs(60), || {
+        let emulator = &emulator;
+        async move {
+            let posted = emulator
+                .requests()
+                .await
+                .iter()
+                .any(|r| r.to_string().contains("bulk_upsert"));
+            if posted {
+                Ok(())
+            } else {
+                Err("no bulk_upsert yet".to_owned())
+            }
+        }
+    })
+    .await;
+
+    node.signal("TERM");
+    let status = node.wait_exit(Duration::from_secs(30));
+    assert!(status.success(), "a stopped node exits cleanly: {status:?}");
+    assert_eq!(
+        db.query("SELECT count(*) FROM contact_keys WHERE lease_owner IS NOT NULL"),
+        "0",
+        "the stopped node gave its leases back"
+    );
+    // Nothing was lost or given up: the job's events wait to be sent again.
+    let stats = queue_stats(&config, &db);
+    assert_eq!(stat(&stats, "dead"), 0, "{stats}");
+    assert!(stat(&stats, "pending") > 0, "{stats}");
+    assert_eq!(
+        db.query("SELECT count(*) FROM events").trim(),
+        (USERS * EVENTS).to_string(),
+        "{stats}"
+    );
 }

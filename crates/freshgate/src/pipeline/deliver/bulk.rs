@@ -16,6 +16,7 @@ use freshworks_client::JobStatus;
 use futures::future::join_all;
 use futures::stream::{self, StreamExt};
 use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
 
 use super::call::{Endpoint, Quota, truncate};
 use super::worker::quota_not_before;
@@ -33,7 +34,8 @@ const MAX_POLLS: u32 = 12;
 const PREPARED_AT_ONCE: usize = 8;
 
 /// Deliver the leased contacts through one bulk job. Every lease is settled or released.
-pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
+/// Once `stop` is cancelled a job already sent is no longer polled: its records are retried.
+pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>, stop: &CancellationToken) {
     // Contacts are prepared and settled concurrently: their store writes then share group
     // commits instead of paying one fsync each.
     let outcomes: Vec<_> = stream::iter(leases.into_iter().map(|lease| async move {
@@ -65,7 +67,7 @@ pub async fn run(worker: &DestinationWorker, leases: Vec<ContactLease>) {
     if prepared.is_empty() {
         return;
     }
-    let waits = deliver_prepared(worker, &prepared).await;
+    let waits = deliver_prepared(worker, &prepared, stop).await;
     join_all(
         prepared
             .iter()
@@ -111,7 +113,11 @@ fn identifier(item: &Value) -> Option<(String, String)> {
 }
 
 /// Send, poll, settle. Returns, per prepared contact, when its lease may be taken again.
-async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> Vec<Option<i64>> {
+async fn deliver_prepared(
+    worker: &DestinationWorker,
+    prepared: &[Prepared],
+    stop: &CancellationToken,
+) -> Vec<Option<i64>> {
     let items: Vec<Value> = prepared
         .iter()
         .map(|p| mapping::bulk_item(&p.user_id, &p.email, &p.plan, &p.identity))
@@ -166,7 +172,7 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
         }
     };
 
-    let status = poll(worker, &job_url, leases_end).await;
+    let status = poll(worker, &job_url, leases_end, stop).await;
     let mut verdicts = Vec::with_capacity(prepared.len());
     match status {
         Ok(job) if job.is_done() => {
@@ -241,16 +247,24 @@ async fn deliver_prepared(worker: &DestinationWorker, prepared: &[Prepared]) -> 
 /// Poll a job until it is done, failed, or `MAX_POLLS` polls went by. Every poll is charged to
 /// the quota like any call; the first was paid for with the POST. A later poll that would have
 /// to wait for quota past `leases_end` (Unix ms) is not made: the records are then retried.
+/// Nor is one after `stop`: the process is shutting down, and a job Freshworks is slow to
+/// process would otherwise hold the shutdown for the whole backoff (minutes).
 async fn poll(
     worker: &DestinationWorker,
     job_url: &str,
     leases_end: i64,
+    stop: &CancellationToken,
 ) -> Result<JobStatus, String> {
     // Most jobs of 100 records finish within a second or two: the first poll waits for that,
     // so a job usually costs exactly one poll.
     let mut wait = Duration::from_millis(1500);
     for n in 0..MAX_POLLS {
-        clock::sleep_clock_ms(clock::clock_ms(wait)).await;
+        tokio::select! {
+            () = stop.cancelled() => {
+                return Err(format!("shutting down; job {job_url} not polled again"));
+            }
+            () = clock::sleep_clock_ms(clock::clock_ms(wait)) => {}
+        }
         let quota = if n == 0 {
             Quota::Prepaid
         } else {
@@ -270,8 +284,12 @@ async fn poll(
                 ));
             }
             Err(wait) => {
-                clock::sleep_clock_ms(wait.0 - now_ms()).await;
-                continue;
+                tokio::select! {
+                    () = stop.cancelled() => {
+                        return Err(format!("shutting down; job {job_url} not polled again"));
+                    }
+                    () = clock::sleep_clock_ms(wait.0 - now_ms()) => continue,
+                }
             }
         };
         match called.result {
