@@ -11,7 +11,9 @@
 //!   path: 429s caused by freshgate itself and budget utilisation per emulated hour.
 //!
 //! Options: `--headroom=H` (default 0.9), `--contacts=N` (backfill, default 100000),
-//! `--warm` (backfill: field metadata stored by an earlier run), `--hours=N` (stream, default 12), `--scale=X` (backfill, default 30), `--stream-scale=X`
+//! `--warm` (backfill: field metadata stored by an earlier run), `--hours=N` (stream, default 12), `--scale=X` (backfill, default 30),
+//! `--hourly=N` (the plan's hourly limit, default 1000), `--bulk-jobs=N` (backfill: the
+//! destination's `bulk_jobs`), `--stream-scale=X`
 //! (default 1200: at 3600 one call per contact means 900 calls a real second, and the run
 //! measures the machine instead of the budget).
 
@@ -26,6 +28,7 @@ use serde_json::{Value, json};
 const KEY: &str = "bench-quota-key";
 const KEY_VAR: &str = "BENCH_QUOTA_FRESHWORKS_KEY";
 const WRITE_KEY: &str = "bench-quota-write-key";
+/// The plan's hourly limit unless `--hourly=N`.
 const HOURLY: u32 = 1000;
 const MINUTE: u32 = 400;
 
@@ -40,6 +43,10 @@ struct Args {
     /// Run a one-contact backfill on the same store first, so the account's field metadata is
     /// already stored (as after `freshgate serve`), and count only the main run's calls.
     warm: bool,
+    /// The plan's hourly limit (`--hourly=N`).
+    hourly: u32,
+    /// The destination's `bulk_jobs` (`--bulk-jobs=N`); the server's default when `None`.
+    bulk_jobs: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -56,6 +63,8 @@ fn parse_args() -> Result<Args> {
         scale: 30.0,
         stream_scale: 1200.0,
         warm: false,
+        hourly: HOURLY,
+        bulk_jobs: None,
     };
     for arg in std::env::args().skip(1) {
         if let Some(v) = arg.strip_prefix("--headroom=") {
@@ -68,6 +77,10 @@ fn parse_args() -> Result<Args> {
             a.stream_scale = v.parse().context("--stream-scale")?;
         } else if let Some(v) = arg.strip_prefix("--scale=") {
             a.scale = v.parse().context("--scale")?;
+        } else if let Some(v) = arg.strip_prefix("--hourly=") {
+            a.hourly = v.parse().context("--hourly")?;
+        } else if let Some(v) = arg.strip_prefix("--bulk-jobs=") {
+            a.bulk_jobs = Some(v.parse().context("--bulk-jobs")?);
         } else if arg == "--warm" {
             a.warm = true;
         } else if arg == "backfill" {
@@ -118,11 +131,11 @@ struct Emulator {
     admin: String,
 }
 
-fn emulator(scale: f64) -> Result<Emulator> {
+fn emulator(scale: f64, hourly: u32) -> Result<Emulator> {
     let (proc, base) = spawn_url(
         Command::new(env!("CARGO_BIN_EXE_freshgate"))
             .args(["emulator", "--listen", "127.0.0.1:0", "--api-key", KEY])
-            .args(["--hourly-limit", &HOURLY.to_string()])
+            .args(["--hourly-limit", &hourly.to_string()])
             .args(["--minute-limit", &MINUTE.to_string()])
             .args(["--time-scale", &scale.to_string()])
             .env_remove("FRESHWORKS_API_KEY")
@@ -168,14 +181,20 @@ async fn call_log(emu: &Emulator) -> Result<Vec<Call>> {
     Ok(out)
 }
 
-fn write_config(dir: &Path, emu: &Emulator, extra: &str, headroom: f64) -> Result<PathBuf> {
+fn write_config(
+    dir: &Path,
+    emu: &Emulator,
+    extra: &str,
+    headroom: f64,
+    hourly: u32,
+) -> Result<PathBuf> {
     let path = dir.join("freshgate.toml");
     std::fs::write(
         &path,
         format!(
             "[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n\n\
              [[destinations]]\nname = \"crm\"\nbase_url = \"{}\"\napi_key_env = \"{KEY_VAR}\"\n\
-             hourly_limit = {HOURLY}\nminute_limit = {MINUTE}\nheadroom = {headroom}\n{extra}\n",
+             hourly_limit = {hourly}\nminute_limit = {MINUTE}\nheadroom = {headroom}\n{extra}\n",
             emu.base
         ),
     )?;
@@ -191,15 +210,19 @@ fn identify(tag: &str, i: usize) -> Value {
     })
 }
 
-fn cap(headroom: f64) -> f64 {
-    (f64::from(HOURLY) * headroom).floor()
+fn cap(headroom: f64, hourly: u32) -> f64 {
+    (f64::from(hourly) * headroom).floor()
 }
 
 async fn bench_backfill(args: &Args) -> Result<()> {
     let n = args.contacts;
-    let emu = emulator(args.scale)?;
+    let emu = emulator(args.scale, args.hourly)?;
     let dir = tempfile::tempdir()?;
-    let config = write_config(dir.path(), &emu, "", args.headroom)?;
+    let extra = args
+        .bulk_jobs
+        .map(|n| format!("bulk_jobs = {n}"))
+        .unwrap_or_default();
+    let config = write_config(dir.path(), &emu, &extra, args.headroom, args.hourly)?;
     let file = dir.path().join("history.ndjson");
     {
         let mut f = std::io::BufWriter::new(std::fs::File::create(&file)?);
@@ -256,11 +279,14 @@ async fn bench_backfill(args: &Args) -> Result<()> {
     let span_hours = (last - first) * args.scale / 3600.0;
     let throttled = log.iter().filter(|c| c.status == 429).count();
     let per_contact = calls as f64 / n as f64;
-    let quota_hours = calls as f64 / f64::from(HOURLY);
+    let quota_hours = calls as f64 / f64::from(args.hourly);
     println!(
-        "== backfill: {n} new contacts, plan {HOURLY}/h, {MINUTE}/min, headroom {}, time scale {}, {}",
+        "== backfill: {n} new contacts, plan {}/h, {MINUTE}/min, headroom {}, time scale {}, bulk_jobs {}, {}",
+        args.hourly,
         args.headroom,
         args.scale,
+        args.bulk_jobs
+            .map_or_else(|| "default".to_owned(), |n| n.to_string()),
         if args.warm {
             "field metadata already stored by an earlier run (--warm)"
         } else {
@@ -281,13 +307,15 @@ async fn bench_backfill(args: &Args) -> Result<()> {
         "  calls per contact       {per_contact:.4}   (target <= 0.02; one call per contact: 1)"
     );
     println!(
-        "  quota time              {quota_hours:.3} hours of the plan's {HOURLY} calls/h (target <= 2 h; {:.2} h at the {} calls/h the headroom leaves us)",
-        calls as f64 / cap(args.headroom),
-        cap(args.headroom)
+        "  quota time              {quota_hours:.3} hours of the plan's {} calls/h (target <= 2 h; {:.2} h at the {} calls/h the headroom leaves us)",
+        args.hourly,
+        calls as f64 / cap(args.headroom, args.hourly),
+        cap(args.headroom, args.hourly)
     );
     println!(
-        "  first to last call      {span_hours:.2} emulated hours   (one call per contact: {:.1} h at {HOURLY}/h)",
-        n as f64 / f64::from(HOURLY)
+        "  first to last call      {span_hours:.2} emulated hours   (one call per contact: {:.1} h at {}/h)",
+        n as f64 / f64::from(args.hourly),
+        args.hourly
     );
     println!(
         "  real time               {:.1} s (load + deliver)",
@@ -315,10 +343,10 @@ async fn post(client: &reqwest::Client, url: &str, events: &[Value]) -> Result<(
 }
 
 async fn bench_stream(args: &Args, bulk: bool) -> Result<()> {
-    let emu = emulator(args.stream_scale)?;
+    let emu = emulator(args.stream_scale, args.hourly)?;
     let dir = tempfile::tempdir()?;
     let extra = if bulk { "" } else { "bulk_min_contacts = 0\n" };
-    let config = write_config(dir.path(), &emu, extra, args.headroom)?;
+    let config = write_config(dir.path(), &emu, extra, args.headroom, args.hourly)?;
     let (server, url) = spawn_url(
         Command::new(env!("CARGO_BIN_EXE_freshgate"))
             .args([
@@ -339,7 +367,7 @@ async fn bench_stream(args: &Args, bulk: bool) -> Result<()> {
     )?;
     let client = reqwest::Client::new();
     // Twice the plan's hourly rate, in batches of 100.
-    let per_hour = 2 * HOURLY as usize;
+    let per_hour = 2 * args.hourly as usize;
     let total = per_hour * usize::try_from(args.hours)?;
     let emulated_hour = Duration::from_secs_f64(3600.0 / args.stream_scale);
     let batch_every = emulated_hour.mul_f64(100.0 / per_hour as f64);
@@ -376,7 +404,7 @@ async fn bench_stream(args: &Args, bulk: bool) -> Result<()> {
     }
     // The last hour may be cut short by the stop; the first starts at the first call.
     let full = &per_hour_calls[..hours.saturating_sub(1)];
-    let c = cap(args.headroom);
+    let c = cap(args.headroom, args.hourly);
     let min = full.iter().copied().min().unwrap_or(0);
     let mean = full.iter().sum::<usize>() as f64 / full.len().max(1) as f64;
     println!(

@@ -16,7 +16,8 @@
 //!    `--time-scale=X` runs the quota's clock (the server's and the emulator's) X times faster,
 //!    so that the hourly window slides past the first calls after 60/X minutes: the real
 //!    hour boundary, with less backlog.
-//! 5. `--binary=PATH` soaks another build of `freshgate` (an A/B against an older commit).
+//! 5. `--binary=PATH` soaks another build of `freshgate` (an A/B against an older commit);
+//!    `--concurrency=N` and `--bulk-jobs=N` set the destination's keys of those names.
 //! 6. At the end: the server is stopped (SIGTERM) and every acknowledged event is looked for in
 //!    the store: lost = acknowledged − stored (must be 0).
 //!
@@ -55,6 +56,8 @@ struct Args {
     time_scale: f64,
     /// The destination's `concurrency`; the server's default when `None`.
     concurrency: Option<usize>,
+    /// The destination's `bulk_jobs`; the server's default when `None`.
+    bulk_jobs: Option<usize>,
 }
 
 fn parse_args() -> Result<Args> {
@@ -67,6 +70,7 @@ fn parse_args() -> Result<Args> {
         binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
         time_scale: 1.0,
         concurrency: None,
+        bulk_jobs: None,
     };
     for arg in std::env::args().skip(1) {
         if let Some(v) = arg.strip_prefix("--minutes=") {
@@ -83,6 +87,8 @@ fn parse_args() -> Result<Args> {
             a.binary = PathBuf::from(v);
         } else if let Some(v) = arg.strip_prefix("--concurrency=") {
             a.concurrency = Some(v.parse().context("--concurrency=N")?);
+        } else if let Some(v) = arg.strip_prefix("--bulk-jobs=") {
+            a.bulk_jobs = Some(v.parse().context("--bulk-jobs=N")?);
         } else if let Some(v) = arg.strip_prefix("--outage-minutes=") {
             a.outage_minutes = v.parse().context("--outage-minutes=N")?;
         } else if !arg.starts_with('-') {
@@ -148,7 +154,11 @@ fn start_server(args: &Args, dir: &Path, emulator: &RunningEmulator) -> Result<S
         ) + &args
             .concurrency
             .map(|n| format!("concurrency = {n}\n"))
-            .unwrap_or_default(),
+            .unwrap_or_default()
+            + &args
+                .bulk_jobs
+                .map(|n| format!("bulk_jobs = {n}\n"))
+                .unwrap_or_default(),
     )?;
     let data_dir = dir.join("data");
     let mut child = Command::new(&args.binary)

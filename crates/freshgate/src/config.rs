@@ -226,6 +226,11 @@ pub struct DestinationConfig {
     /// When at least this many contacts are ready at once (a backlog), they go out through
     /// `bulk_upsert`, up to 100 per call; 0 turns the bulk path off.
     pub bulk_min_contacts: usize,
+    /// Bulk jobs in flight at once (each also takes one of the `concurrency` permits). A job
+    /// holds up to 100 contacts' plans, settles and traces until Freshworks has processed it,
+    /// so this bounds what draining an hour of backlog at once costs in memory; two jobs keep
+    /// the hourly quota, not the job latency, the bound of the drain on every plan.
+    pub bulk_jobs: usize,
     /// An identify that changes nothing freshgate last wrote costs no call, but only within
     /// this many seconds of the last write the CRM confirmed: contacts are deleted and merged in
     /// the CRM, and the shadow must not hide a contact forever. 0: always send.
@@ -323,6 +328,7 @@ impl Default for DestinationConfig {
             fields_ttl_secs: 86_400,
             retry_horizon_hours: 72,
             bulk_min_contacts: 20,
+            bulk_jobs: 2,
             unchanged_skip_secs: 86_400,
             group_accounts: false,
             company_accounts: false,
@@ -1057,6 +1063,12 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
         if d.concurrency == 0 {
             problem(format!("{at}.concurrency"), "must be at least 1".into());
         }
+        if d.bulk_jobs == 0 {
+            problem(
+                format!("{at}.bulk_jobs"),
+                "must be at least 1 (bulk_min_contacts = 0 turns the bulk path off)".into(),
+            );
+        }
         if d.timeout_secs == 0 {
             problem(format!("{at}.timeout_secs"), "must be at least 1".into());
         }
@@ -1149,6 +1161,7 @@ name = "crm"
 domain = "not a domain!"
 plan = "platinum"
 minute_limit = 0
+bulk_jobs = 0
 sources = ["nope"]
 "#;
         let cfg = parse(text, "bad.toml").unwrap();
@@ -1160,6 +1173,7 @@ sources = ["nope"]
             "destinations[0].domain",
             "destinations[0].plan",
             "destinations[0].minute_limit",
+            "destinations[0].bulk_jobs",
             "destinations[0].sources[0]",
             "destinations[0].api_key_env",
         ] {

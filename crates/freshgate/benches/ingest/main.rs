@@ -10,6 +10,7 @@
 //! Flags: --secs=N (20) --warmup=N (3) --rounds=N (3) --connections=N (8) --threads=N (2)
 //! --fsync-secs=N (5, 0 to skip) --no-raw --seed=N (events stored before the rounds)
 //! --prune-share=F (with --seed: time a prune of that share of them) --postgres[=URL]
+//! --seed-keep=DIR (keep the seeded store there, start every round from a copy)
 //! --nodes=N --work-dir=DIR --smoke (2 s, one round, for CI) --json (print the report as JSON).
 
 mod driver;
@@ -38,6 +39,7 @@ fn main() -> Result<()> {
         fsync_secs: if smoke { 1 } else { 5 },
         seed: 0,
         prune_share: 0.1,
+        seed_keep: None,
     };
     let opts = driver::parse_args(&args, defaults)?;
     let report = driver::run(&opts)?;

@@ -163,6 +163,7 @@ fn ingest_bench_smoke_runs_end_to_end() {
         fsync_secs: 1,
         seed: 2_000,
         prune_share: 0.5,
+        seed_keep: None,
     };
     let report = driver::run(&opts).unwrap();
     assert_eq!(report.ours.len(), 1);

@@ -114,3 +114,34 @@ async fn a_405_from_bulk_upsert_is_retried_and_a_changed_email_keeps_the_contact
     );
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_backlog_runs_at_most_bulk_jobs_jobs_at_once() {
+    // Jobs stay in progress for ten minutes: none ends while the test looks, so every job the
+    // dispatcher starts shows as one `bulk_upsert` and none of them frees its slot.
+    let mut setup = Setup::default();
+    setup.emulator.switches.bulk_job_delay_ms = 600_000;
+    setup.destination.concurrency = 8;
+    setup.destination.bulk_jobs = 2;
+    let app = spawn_app_with(setup).await;
+    // Hold the first deliveries back so the whole backlog (five jobs' worth) waits together.
+    app.emulator.state.inject(Fault::Latency { ms: 300 });
+    let events = users(0..500, "2026-11-20T10:00:00Z");
+    for chunk in events.chunks(100) {
+        app.batch(chunk.to_vec()).await;
+    }
+    app.emulator.state.clear_faults();
+    app.wait_for("two bulk jobs posted", || async {
+        app.calls("/contacts/bulk_upsert") >= 2
+    })
+    .await;
+    // With a job per free permit (the old way) the other three jobs went out at once beside
+    // the first two; give them a second to show up.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    assert_eq!(
+        app.calls("/contacts/bulk_upsert"),
+        2,
+        "no more than bulk_jobs jobs in flight"
+    );
+    app.stop().await;
+}

@@ -53,6 +53,8 @@ pub struct DestinationWorker {
     pub paused: Mutex<Option<i64>>,
     /// Ready contacts that make a batch go through `bulk_upsert` (0: never).
     pub bulk_min_contacts: usize,
+    /// Bulk jobs in flight at once.
+    pub bulk_jobs: usize,
     /// Send everything through `bulk_upsert` (`freshgate backfill`).
     pub force_bulk: bool,
     /// Unmapped trait keys seen, until written to the store.
@@ -103,6 +105,7 @@ impl DestinationWorker {
             account_locks: super::account::AccountLocks::default(),
             paused: Mutex::new(None),
             bulk_min_contacts: destination.config.bulk_min_contacts,
+            bulk_jobs: destination.config.bulk_jobs,
             force_bulk: false,
             unmapped: Arc::default(),
             unchanged_skip_ms: i64::try_from(destination.config.unchanged_skip_secs)
