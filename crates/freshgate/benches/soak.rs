@@ -151,14 +151,13 @@ fn start_server(args: &Args, dir: &Path, emulator: &RunningEmulator) -> Result<S
             "[[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\nwebhook_secret_env = \"{WEBHOOK_SECRET_ENV}\"\n\n\
              [[destinations]]\nname = \"crm\"\nbase_url = \"{}\"\napi_key_env = \"{API_KEY_ENV}\"\nhourly_limit = {}\nminute_limit = {}\n",
             emulator.base_url, plan.hourly_limit, plan.minute_limit
-        ) + &args
-            .concurrency
-            .map(|n| format!("concurrency = {n}\n"))
-            .unwrap_or_default()
-            + &args
-                .bulk_jobs
-                .map(|n| format!("bulk_jobs = {n}\n"))
-                .unwrap_or_default(),
+        ) + &[
+            ("concurrency", args.concurrency),
+            ("bulk_jobs", args.bulk_jobs),
+        ]
+        .iter()
+        .filter_map(|(key, value)| value.map(|n| format!("{key} = {n}\n")))
+        .collect::<String>(),
     )?;
     let data_dir = dir.join("data");
     let mut child = Command::new(&args.binary)

@@ -218,42 +218,33 @@ pub fn run(opts: &Options) -> Result<Report> {
             }
             let node0 = data_dir.path().join("node0");
             std::fs::create_dir_all(&node0)?;
-            let (seeded_db, copy) = match &opts.seed_keep {
-                Some(keep) => (keep.join(format!("seed-{}.db", opts.seed)), true),
-                None => (node0.join("freshgate.db"), false),
-            };
-            if seeded_db.exists() {
-                println!(
-                    "  seeded store kept from an earlier run: {}",
-                    seeded_db.display()
-                );
-            } else {
-                if let Some(dir) = seeded_db.parent() {
-                    std::fs::create_dir_all(dir)?;
+            let node_db = node0.join("freshgate.db");
+            match &opts.seed_keep {
+                None => seed_secs = Some(seed(&node_db, &templates, opts.seed)?),
+                Some(keep) => {
+                    let kept = keep.join(format!("seed-{}.db", opts.seed));
+                    if kept.exists() {
+                        println!(
+                            "  seeded store kept from an earlier run: {}",
+                            kept.display()
+                        );
+                    } else {
+                        // Seeded apart and renamed once complete, so that an interrupted
+                        // seeding is never taken for a kept store.
+                        std::fs::create_dir_all(keep)?;
+                        let partial = tempfile::tempdir_in(keep)?;
+                        let db = partial.path().join("seed.db");
+                        seed_secs = Some(seed(&db, &templates, opts.seed)?);
+                        std::fs::rename(&db, &kept)?;
+                    }
+                    let started = Instant::now();
+                    std::fs::copy(&kept, &node_db)
+                        .with_context(|| format!("copying {}", kept.display()))?;
+                    println!(
+                        "  copied the seeded store in {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    );
                 }
-                let started = Instant::now();
-                seed(&seeded_db, &templates, opts.seed)?;
-                let secs = started.elapsed().as_secs_f64();
-                println!(
-                    "  seeded {} events in {secs:.1} s ({:.0}/s, raw path)",
-                    opts.seed,
-                    opts.seed as f64 / secs
-                );
-                seed_secs = Some(secs);
-            }
-            if copy {
-                let started = Instant::now();
-                std::fs::copy(&seeded_db, node0.join("freshgate.db"))
-                    .with_context(|| format!("copying {}", seeded_db.display()))?;
-                // Closed stores leave no WAL behind; one left by a killed run is part of it.
-                let wal = seeded_db.with_extension("db-wal");
-                if wal.exists() {
-                    std::fs::copy(&wal, node0.join("freshgate.db-wal"))?;
-                }
-                println!(
-                    "  copied the seeded store in {:.1} s",
-                    started.elapsed().as_secs_f64()
-                );
             }
         }
         let r = server_round(opts, data_dir.path(), &db_name, round)?;
@@ -1084,8 +1075,10 @@ fn raw_round(db: &Path, templates: &[NewEvent], group: usize, dur: Duration) -> 
 }
 
 /// Put `n` events into a fresh store through the raw path, received over the past hours (one
-/// per ms up to now), so they are inside the dedup window and the retention period.
-fn seed(db: &Path, templates: &[NewEvent], n: u64) -> Result<()> {
+/// per ms up to now), so they are inside the dedup window and the retention period. Returns
+/// the seconds it took; the store is closed (its WAL checkpointed away) on return.
+fn seed(db: &Path, templates: &[NewEvent], n: u64) -> Result<f64> {
+    let started = Instant::now();
     let mut w = RawWriter::open(db)?;
     let start_ms = now_ms() - i64::try_from(n)?;
     let group = 5_000_u64;
@@ -1104,7 +1097,13 @@ fn seed(db: &Path, templates: &[NewEvent], n: u64) -> Result<()> {
         bar.set_position(done);
     }
     bar.finish_and_clear();
-    Ok(())
+    drop(w);
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "  seeded {n} events in {secs:.1} s ({:.0}/s, raw path)",
+        n as f64 / secs
+    );
+    Ok(secs)
 }
 
 /// Time the store's retention prune of the oldest `share` of `seeded` events (received one per

@@ -59,28 +59,20 @@ pub async fn run(
             }
         }
         let free = permits.available_permits();
-        if free == 0 {
+        // With the bulk path on, what is leased may become a job: take its slot first. While
+        // every slot is busy the backlog waits for a job to end (it would be leased only to
+        // be given back, or sent a call per contact, which a backlog cannot afford).
+        let bulk_slot = if bulk {
+            Arc::clone(&bulk_slots).try_acquire_owned().ok()
+        } else {
+            None
+        };
+        if free == 0 || (bulk && bulk_slot.is_none()) {
             tokio::select! {
                 () = stop.cancelled() => break,
                 _ = tasks.join_next() => continue,
             }
         }
-        // With the bulk path on, what is leased may become a job: take its slot first. While
-        // every slot is busy the backlog waits for a job to end (it would be leased only to
-        // be given back, or sent a call per contact, which a backlog cannot afford).
-        let bulk_slot = if bulk {
-            match Arc::clone(&bulk_slots).try_acquire_owned() {
-                Ok(slot) => Some(slot),
-                Err(_) => {
-                    tokio::select! {
-                        () = stop.cancelled() => break,
-                        _ = tasks.join_next() => continue,
-                    }
-                }
-            }
-        } else {
-            None
-        };
         let max = if bulk { bulk::MAX_BULK.max(free) } else { free };
         let mut leases = match worker
             .store
