@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 
 use super::checkpoint::{self, WriterGate};
+use super::dedup::DedupIndex;
 use super::{schema, writer};
 use crate::{AppendBatch, AppendOutcome, StoreError};
 
@@ -17,6 +18,7 @@ use crate::{AppendBatch, AppendOutcome, StoreError};
 /// Only one may be open on a file, and not beside a running `SqliteStore` (both would write).
 pub struct RawWriter {
     conn: Connection,
+    dedup: DedupIndex,
     gate: Arc<WriterGate>,
     /// Dropped first (see `Drop`): stops the checkpoint thread.
     alive: Option<std::sync::mpsc::Sender<()>>,
@@ -36,10 +38,12 @@ impl RawWriter {
     /// `Database` if the file cannot be opened, put in WAL mode or migrated.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
+        let dedup = DedupIndex::load(&conn)?;
         let gate = Arc::new(WriterGate::default());
         let (alive, checkpointer) = checkpoint::spawn(path, Arc::clone(&gate))?;
         Ok(Self {
             conn,
+            dedup,
             gate,
             alive: Some(alive),
             checkpointer,
@@ -65,9 +69,10 @@ impl RawWriter {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.dedup.sync(&tx)?;
         let mut total = AppendOutcome::default();
         for batch in batches {
-            let o = writer::append(&tx, batch)?;
+            let o = writer::append(&tx, &mut self.dedup, batch)?;
             total.accepted += o.accepted;
             total.duplicates += o.duplicates;
             total.rejected += o.rejected;

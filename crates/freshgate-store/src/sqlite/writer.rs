@@ -15,6 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::WriterGate;
+use super::dedup::{self, DedupIndex};
 use super::filter::{filter_sql, limit_value};
 use super::group::{GroupLimits, GroupQueue, Lane, Queued};
 use crate::{
@@ -169,6 +170,8 @@ pub(crate) struct Writer {
     max_held: usize,
     token_prefix: String,
     token_counter: u64,
+    /// Which messageIds were received within the window (see `dedup.rs`).
+    dedup: DedupIndex,
 }
 
 impl Writer {
@@ -180,6 +183,7 @@ impl Writer {
         max_held: usize,
         gate: Arc<WriterGate>,
         alive: std::sync::mpsc::Sender<()>,
+        dedup: DedupIndex,
     ) -> Self {
         // Tokens must be unique across restarts too (a lease can outlive the process that took
         // it), hence the start time and pid in the prefix.
@@ -195,6 +199,7 @@ impl Writer {
             max_held: max_held.max(1),
             token_prefix: format!("{nanos:x}-{:x}", std::process::id()),
             token_counter: 0,
+            dedup,
         }
     }
 
@@ -237,6 +242,12 @@ impl Writer {
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let err = StoreError::from(e);
             tracing::error!(error = %err, "SQLite writer could not begin a transaction");
+            answer_all_with(group, &err);
+            return;
+        }
+        if let Err(err) = self.dedup.sync(&self.conn) {
+            let _ = self.conn.execute_batch("ROLLBACK");
+            tracing::error!(error = %err, "SQLite writer could not read what other connections wrote");
             answer_all_with(group, &err);
             return;
         }
@@ -292,7 +303,9 @@ impl Writer {
 
     fn apply(&mut self, op: &WriteOp) -> Result<WriteReply, StoreError> {
         match op {
-            WriteOp::Append(batch) => append(&self.conn, batch).map(WriteReply::Appended),
+            WriteOp::Append(batch) => {
+                append(&self.conn, &mut self.dedup, batch).map(WriteReply::Appended)
+            }
             WriteOp::Lease {
                 destination,
                 owner,
@@ -554,7 +567,11 @@ impl<'a> CounterMoves<'a> {
     }
 }
 
-pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOutcome, StoreError> {
+pub(crate) fn append(
+    conn: &Connection,
+    dedup: &mut DedupIndex,
+    batch: &AppendBatch,
+) -> Result<AppendOutcome, StoreError> {
     let mut outcome = AppendOutcome::default();
     let mut counters = CounterMoves::default();
     let mut seen: HashSet<(&str, &str)> = HashSet::new();
@@ -564,21 +581,15 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
             continue;
         }
         // A messageId is a duplicate when this source stored it within the window; older
-        // rows only keep the event traceable. The lookup and the insert below touch the same
-        // index leaf, so dedup costs one random page per event.
-        // (`SELECT max(received_at_ms) …` would say the same, but SQLite re-prepares that
-        // statement on every run; this form stays prepared.)
-        let within_window = conn
-            .prepare_cached(
-                "SELECT 1 FROM messages
-                 WHERE message_id = ?1 AND source = ?2 AND received_at_ms >= ?3 LIMIT 1",
-            )?
-            .exists(params![
-                ev.message_id,
-                ev.source,
-                ev.received_at_ms.saturating_sub(batch.dedup_window_ms)
-            ])?;
-        if within_window {
+        // rows only keep the event traceable.
+        let window_ms = batch.dedup_window_ms;
+        if dedup.seen_within(
+            conn,
+            &ev.source,
+            &ev.message_id,
+            ev.received_at_ms,
+            window_ms,
+        )? {
             outcome.duplicates += 1;
             continue;
         }
@@ -599,15 +610,17 @@ pub(crate) fn append(conn: &Connection, batch: &AppendBatch) -> Result<AppendOut
         let event_id = conn.last_insert_rowid();
         counters.event(ev.received_at_ms);
         conn.prepare_cached(
-            "INSERT INTO messages (message_id, source, event_id, received_at_ms)
-             VALUES (?1, ?2, ?3, ?4)",
+            "INSERT INTO messages (hour, message_id, source, event_id, received_at_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
+            dedup::hour_of(ev.received_at_ms),
             ev.message_id,
             ev.source,
             event_id,
             ev.received_at_ms
         ])?;
+        dedup.inserted(&ev.source, &ev.message_id, ev.received_at_ms);
         if let Some(email) = ev.email.as_deref().filter(|e| !e.is_empty()) {
             // Usually already there: a known pair is a lookup that dirties no page.
             conn.prepare_cached(
@@ -995,13 +1008,17 @@ fn prune(
     // traceable by messageId; it no longer deduplicates, see `append`).
     let dedup_entries = conn
         .prepare_cached(
-            "DELETE FROM messages WHERE (message_id, source, event_id) IN (
-                 SELECT message_id, source, event_id FROM messages
-                 WHERE received_at_ms < ?1
+            "DELETE FROM messages WHERE (hour, message_id, source, event_id) IN (
+                 SELECT hour, message_id, source, event_id FROM messages
+                 WHERE hour <= ?3 AND received_at_ms < ?1
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = messages.event_id)
-                 ORDER BY received_at_ms LIMIT ?2)",
+                 ORDER BY hour LIMIT ?2)",
         )?
-        .execute(params![dedup_before_ms, limit])?;
+        .execute(params![
+            dedup_before_ms,
+            limit,
+            dedup::hour_of(dedup_before_ms)
+        ])?;
     let outcome = PruneOutcome {
         events: u64::try_from(events).unwrap_or(u64::MAX),
         dedup_entries: u64::try_from(dedup_entries).unwrap_or(u64::MAX),
@@ -1052,6 +1069,7 @@ mod tests {
             4096,
             Arc::new(WriterGate::default()),
             alive,
+            DedupIndex::empty(),
         );
         (writer, tx)
     }

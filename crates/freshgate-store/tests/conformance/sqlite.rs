@@ -351,3 +351,105 @@ async fn prune_larger_than_a_chunk_removes_everything_due() {
     assert_eq!((again.accepted, again.duplicates), (1, 1));
     store.close().await;
 }
+
+/// The writer keeps its dedup filters in memory: a messageId another process stored in the same
+/// file (a second store open on it) is still a duplicate, before and after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_id_stored_by_another_process_is_a_duplicate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ours = open_in(dir.path()).unwrap();
+    append_all(&ours, vec![ev("ours-1", "k1", 1000)]).await;
+    let theirs = open_in(dir.path()).unwrap();
+    append_all(&theirs, vec![ev("theirs-1", "k2", 2000)]).await;
+    let out = ours
+        .append(batch(vec![
+            ev("theirs-1", "k2", 3000),
+            ev("ours-1", "k1", 3000),
+            ev("new-1", "k1", 3000),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 2));
+    let out = theirs
+        .append(batch(vec![ev("new-1", "k1", 4000)]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 1));
+    theirs.close().await;
+    ours.close().await;
+    let reopened = open_in(dir.path()).unwrap();
+    let out = reopened
+        .append(batch(vec![
+            ev("ours-1", "k1", 5000),
+            ev("theirs-1", "k2", 5000),
+            ev("new-1", "k1", 5000),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (0, 3));
+    assert_eq!(reopened.event_traces("theirs-1").await.unwrap().len(), 1);
+    reopened.close().await;
+}
+
+/// Rows received over many hours and days are all found by messageId (the table is keyed by the
+/// hour of receipt first), and dedup reaches back across days within the window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn message_ids_are_found_across_hours_and_days() {
+    const HOUR_MS: i64 = 3_600_000;
+    let week = |events| freshgate_store::AppendBatch {
+        events,
+        rejected: Vec::new(),
+        dedup_window_ms: 7 * 24 * HOUR_MS,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).unwrap();
+    let base = 1_764_547_200_000; // 2025-12-01T00:00:00Z
+    for h in 0..60 {
+        let out = store
+            .append(week(vec![ev(
+                &format!("m{h}"),
+                "k1",
+                base + h * HOUR_MS + 17,
+            )]))
+            .await
+            .unwrap();
+        assert_eq!(out.accepted, 1);
+    }
+    for h in [0, 23, 24, 59] {
+        let traces = store.event_traces(&format!("m{h}")).await.unwrap();
+        assert_eq!(traces.len(), 1, "m{h}");
+    }
+    let listed = store
+        .list_events(&freshgate_store::EventQuery {
+            message_id: Some("m30".to_owned()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 1);
+    let now = base + 60 * HOUR_MS;
+    let out = store
+        .append(week(
+            (0..60).map(|h| ev(&format!("m{h}"), "k1", now)).collect(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(out.duplicates, 60, "every hour is within the window");
+    // After a restart too (the filters are built from the table).
+    store.close().await;
+    let store = open_in(dir.path()).unwrap();
+    let out = store
+        .append(week(
+            (0..60)
+                .map(|h| ev(&format!("m{h}"), "k1", now + 1))
+                .collect(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        out.duplicates, 60,
+        "every hour is within the window after a restart"
+    );
+    store.close().await;
+}

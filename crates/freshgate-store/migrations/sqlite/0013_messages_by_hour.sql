@@ -1,0 +1,21 @@
+-- Schema version 13: the messageId index keyed by the hour of receipt first.
+--
+-- Keyed by messageId first, every event's entry landed on a random leaf of one B-tree as large
+-- as the dedup window, so the pages an append dirtied (and a checkpoint copied back) were spread
+-- over the whole index: with 10 M events stored, ingest ran at 62 % of its rate on an empty
+-- store, and at 101 % with this table emptied (issue 15). With the hour first, inserts land in
+-- the current hour's part of the tree only. Dedup finds older hours through the writer's
+-- in-memory filters (`src/sqlite/dedup.rs`); traces probe each stored hour. The prune walks the
+-- key in order, so the index on the receive time goes.
+CREATE TABLE messages_by_hour (
+    hour           INTEGER NOT NULL,
+    message_id     TEXT    NOT NULL,
+    source         TEXT    NOT NULL,
+    event_id       INTEGER NOT NULL,
+    received_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (hour, message_id, source, event_id)
+) WITHOUT ROWID;
+INSERT INTO messages_by_hour (hour, message_id, source, event_id, received_at_ms)
+SELECT received_at_ms / 3600000, message_id, source, event_id, received_at_ms FROM messages;
+DROP TABLE messages;
+ALTER TABLE messages_by_hour RENAME TO messages;

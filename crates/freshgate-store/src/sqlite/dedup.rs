@@ -1,0 +1,434 @@
+//! The SQLite store's messageId dedup: has this source sent this messageId within the window?
+//!
+//! The `messages` table answers it (one row per stored event, kept while its event is stored or
+//! its window is open; traces look events up in it too). Keyed by messageId first, every insert
+//! landed on a random leaf of one B-tree as large as the window: with 10 M events stored the
+//! leaves an append dirtied were scattered over a 1.2 GB index, and copying them back in the
+//! checkpoints cost the ingest a third of its rate (issue 15; with that table emptied, the same
+//! 10 M store took events as fast as an empty one). Keyed by the hour of receipt first
+//! (migration 0013), inserts land only in the current hour's part of the tree, whatever the
+//! store holds; older hours are only read, and deleted by the prune.
+//!
+//! Asking every hour of a 7-day window would be 169 index seeks per event, so the writer keeps a
+//! Bloom filter per UTC day of receipt over the `(source, messageId)` pairs of that day's rows.
+//! Only a day whose filter may hold the pair has its hours probed, newest first (a client's retry
+//! is usually recent). A filter must never miss a pair the table holds: it is built from the
+//! table when a writer opens, fed every insert, and topped up from the events another
+//! connection appended (`PRAGMA data_version` says when). Extra entries (an append rolled back,
+//! a row pruned) only cost a probe. The filters are written by hand around the `fastbloom`
+//! crate's filter: it has a fixed capacity, and a day's count is not known in advance.
+
+use std::collections::BTreeMap;
+use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+
+use fastbloom::BloomFilter;
+use rusqlite::{Connection, params};
+
+use crate::StoreError;
+
+/// Width of the first key column of `messages`.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+const HOURS_PER_DAY: i64 = 24;
+
+/// Items the first filter of a day holds at its target false-positive rate; each next one
+/// holds twice as many, so a day of n pairs has about log2(n / 65,536) filters.
+const FIRST_CAPACITY: usize = 65_536;
+
+/// Per filter. With a day of 10 M pairs in 8 filters and 8 days in the window, about 1 % of
+/// new events probe one day's hours.
+const FALSE_POSITIVE_RATE: f64 = 0.001;
+
+/// One hash of a pair serves every filter, so all of them hash alike (SipHash, fixed keys).
+type PairHasher = BuildHasherDefault<DefaultHasher>;
+
+/// The `messages` key column of a row received at `received_at_ms` (the migration computes the
+/// same with SQLite's integer division).
+pub(crate) fn hour_of(received_at_ms: i64) -> i64 {
+    received_at_ms / HOUR_MS
+}
+
+fn day_of(hour: i64) -> i64 {
+    hour.div_euclid(HOURS_PER_DAY)
+}
+
+fn pair_hash(source: &str, message_id: &str) -> u64 {
+    PairHasher::default().hash_one((source, message_id))
+}
+
+/// A Bloom filter that grows: full members are kept and a member twice as large is added.
+struct GrowingFilter {
+    members: Vec<Member>,
+}
+
+struct Member {
+    bloom: BloomFilter<PairHasher>,
+    capacity: usize,
+    items: usize,
+}
+
+impl Member {
+    fn new(capacity: usize) -> Self {
+        Self {
+            bloom: BloomFilter::with_false_pos(FALSE_POSITIVE_RATE)
+                .hasher(PairHasher::default())
+                .expected_items(capacity),
+            capacity,
+            items: 0,
+        }
+    }
+}
+
+impl GrowingFilter {
+    fn new() -> Self {
+        Self {
+            members: vec![Member::new(FIRST_CAPACITY)],
+        }
+    }
+
+    fn insert(&mut self, hash: u64) {
+        let full = self.members.last().is_none_or(|m| m.items >= m.capacity);
+        if full {
+            let next = self
+                .members
+                .last()
+                .map_or(FIRST_CAPACITY, |m| m.capacity.saturating_mul(2));
+            self.members.push(Member::new(next));
+        }
+        if let Some(m) = self.members.last_mut() {
+            m.bloom.insert_hash(hash);
+            m.items += 1;
+        }
+    }
+
+    fn may_contain(&self, hash: u64) -> bool {
+        self.members.iter().any(|m| m.bloom.contains_hash(hash))
+    }
+
+    fn bytes(&self) -> usize {
+        self.members.iter().map(|m| m.bloom.num_bits() / 8).sum()
+    }
+}
+
+/// The pairs received on one UTC day, and the hours of that day that hold rows.
+struct DayFilter {
+    filter: GrowingFilter,
+    first_hour: i64,
+    last_hour: i64,
+}
+
+/// What the filters hold, for the log line at open and for tests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FilterSize {
+    pub(crate) days: usize,
+    pub(crate) pairs: usize,
+    pub(crate) bytes: usize,
+}
+
+/// The writer's dedup index over `messages`. See the module documentation.
+pub(crate) struct DedupIndex {
+    days: BTreeMap<i64, DayFilter>,
+    /// `PRAGMA data_version` at the last [`DedupIndex::sync`]: it changes when another
+    /// connection commits.
+    data_version: i64,
+    /// The largest event id at the last sync: events above it are ours or another connection's.
+    synced_event_id: i64,
+    pairs: usize,
+    /// Days end before the widest window asked for so far reaches them: a day forgotten for a
+    /// short window would be missed by a wider one.
+    widest_window_ms: i64,
+}
+
+impl DedupIndex {
+    /// Build the filters from every row of `messages` (rows outside the window too: they are
+    /// few, as a row outlives its window only while its event is stored).
+    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut index = Self::empty();
+        {
+            let mut stmt = conn.prepare("SELECT hour, source, message_id FROM messages")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let (hour, hash) = hashed_row(row)?;
+                index.add(hour, hash);
+            }
+        }
+        index.data_version = data_version(conn)?;
+        index.synced_event_id = max_event_id(conn)?;
+        Ok(index)
+    }
+
+    /// Filters over nothing, before any row is read.
+    pub(crate) fn empty() -> Self {
+        Self {
+            days: BTreeMap::new(),
+            data_version: 0,
+            synced_event_id: 0,
+            pairs: 0,
+            widest_window_ms: 0,
+        }
+    }
+
+    /// Call at the start of each write transaction (the write lock held): take in the events
+    /// another connection appended since the last call.
+    pub(crate) fn sync(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let version = data_version(conn)?;
+        if version != self.data_version {
+            // Ours since the last call are among them: adding a pair twice is harmless.
+            let mut stmt = conn.prepare_cached(
+                "SELECT received_at_ms, source, message_id FROM events WHERE id > ?1",
+            )?;
+            let mut rows = stmt.query(params![self.synced_event_id])?;
+            let mut added = 0_usize;
+            while let Some(row) = rows.next()? {
+                let (received_at_ms, hash) = hashed_row(row)?;
+                self.add(hour_of(received_at_ms), hash);
+                added += 1;
+            }
+            tracing::debug!(
+                added,
+                "dedup filters topped up after another connection wrote"
+            );
+            self.data_version = version;
+        }
+        self.synced_event_id = max_event_id(conn)?;
+        Ok(())
+    }
+
+    /// Whether `source` stored `message_id` within `window_ms` before `received_at_ms`.
+    pub(crate) fn seen_within(
+        &mut self,
+        conn: &Connection,
+        source: &str,
+        message_id: &str,
+        received_at_ms: i64,
+        window_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.widest_window_ms = self.widest_window_ms.max(window_ms);
+        let reach_ms = received_at_ms.saturating_sub(self.widest_window_ms);
+        self.forget_days_before(day_of(hour_of(reach_ms)) - 1);
+        let since_ms = received_at_ms.saturating_sub(window_ms);
+        let since_hour = hour_of(since_ms);
+        let hash = pair_hash(source, message_id);
+        for (_, day) in self.days.range(day_of(since_hour)..).rev() {
+            if !day.filter.may_contain(hash) {
+                continue;
+            }
+            for hour in (day.first_hour.max(since_hour)..=day.last_hour).rev() {
+                let found = conn
+                    .prepare_cached(
+                        "SELECT 1 FROM messages WHERE hour = ?1 AND message_id = ?2
+                           AND source = ?3 AND received_at_ms >= ?4 LIMIT 1",
+                    )?
+                    .exists(params![hour, message_id, source, since_ms])?;
+                if found {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    /// Record a row just inserted into `messages`.
+    pub(crate) fn inserted(&mut self, source: &str, message_id: &str, received_at_ms: i64) {
+        self.add(hour_of(received_at_ms), pair_hash(source, message_id));
+    }
+
+    pub(crate) fn size(&self) -> FilterSize {
+        FilterSize {
+            days: self.days.len(),
+            pairs: self.pairs,
+            bytes: self.days.values().map(|d| d.filter.bytes()).sum(),
+        }
+    }
+
+    fn add(&mut self, hour: i64, hash: u64) {
+        let day = self.days.entry(day_of(hour)).or_insert_with(|| DayFilter {
+            filter: GrowingFilter::new(),
+            first_hour: hour,
+            last_hour: hour,
+        });
+        day.filter.insert(hash);
+        day.first_hour = day.first_hour.min(hour);
+        day.last_hour = day.last_hour.max(hour);
+        self.pairs += 1;
+    }
+
+    /// Drop the filters of days no window reaches any more. Callers keep a day of slack, so a
+    /// receive time a little behind the last (a clock stepped back) still finds its rows.
+    fn forget_days_before(&mut self, day: i64) {
+        while let Some(entry) = self.days.first_entry() {
+            if *entry.key() >= day {
+                break;
+            }
+            let gone = entry.remove();
+            self.pairs = self
+                .pairs
+                .saturating_sub(gone.filter.members.iter().map(|m| m.items).sum());
+        }
+    }
+}
+
+/// A row of (a time, source, messageId): the time and the pair's hash, without copying the text.
+fn hashed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, u64)> {
+    let at: i64 = row.get(0)?;
+    let source = row.get_ref(1)?.as_str()?;
+    let message_id = row.get_ref(2)?.as_str()?;
+    Ok((at, pair_hash(source, message_id)))
+}
+
+fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
+}
+
+fn max_event_id(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT coalesce(max(id), 0) FROM events")?
+        .query_row([], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_growing_filter_never_misses_and_rarely_claims() {
+        let mut f = GrowingFilter::new();
+        let n = 300_000_u64;
+        for i in 0..n {
+            f.insert(pair_hash("web", &format!("m-{i}")));
+        }
+        assert!(f.members.len() >= 3, "it grew past its first capacity");
+        for i in 0..n {
+            assert!(
+                f.may_contain(pair_hash("web", &format!("m-{i}"))),
+                "missed m-{i}"
+            );
+        }
+        let false_hits = (0..100_000)
+            .filter(|i| f.may_contain(pair_hash("web", &format!("absent-{i}"))))
+            .count();
+        // Three members at 0.1 % each: well under 1 %.
+        assert!(
+            false_hits < 1_000,
+            "{false_hits} false positives in 100,000"
+        );
+    }
+
+    #[test]
+    fn the_pair_hash_tells_sources_apart() {
+        assert_ne!(pair_hash("web", "m-1"), pair_hash("ios", "m-1"));
+        assert_ne!(pair_hash("web1", "m"), pair_hash("web", "1m"));
+    }
+
+    #[test]
+    fn hours_and_days_follow_the_receive_time() {
+        assert_eq!(hour_of(0), 0);
+        assert_eq!(hour_of(HOUR_MS - 1), 0);
+        assert_eq!(hour_of(HOUR_MS), 1);
+        assert_eq!(day_of(23), 0);
+        assert_eq!(day_of(24), 1);
+    }
+
+    fn conn_with_tables() -> Connection {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT, message_id TEXT,
+                                  received_at_ms INTEGER);
+             CREATE TABLE messages (hour INTEGER, message_id TEXT, source TEXT,
+                                    event_id INTEGER, received_at_ms INTEGER,
+                                    PRIMARY KEY (hour, message_id, source, event_id))
+                 WITHOUT ROWID;",
+        )
+        .unwrap();
+        conn
+    }
+
+    fn store_row(conn: &Connection, id: i64, source: &str, message_id: &str, at_ms: i64) {
+        conn.execute(
+            "INSERT INTO events (id, source, message_id, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
+            params![id, source, message_id, at_ms],
+        )
+        .unwrap();
+        conn.execute(
+            "INSERT INTO messages VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![hour_of(at_ms), message_id, source, id, at_ms],
+        )
+        .unwrap();
+    }
+
+    const DAY_MS: i64 = HOUR_MS * HOURS_PER_DAY;
+
+    #[test]
+    fn rows_of_earlier_days_and_hours_are_found_by_their_receive_time() {
+        let conn = conn_with_tables();
+        let base = 20_000 * DAY_MS;
+        store_row(&conn, 1, "web", "a", base + 5 * HOUR_MS);
+        store_row(&conn, 2, "web", "b", base + 2 * DAY_MS + 23 * HOUR_MS);
+        let mut index = DedupIndex::load(&conn).unwrap();
+        assert_eq!(index.size().days, 2);
+        let now = base + 3 * DAY_MS;
+        let window = 7 * DAY_MS;
+        assert!(index.seen_within(&conn, "web", "a", now, window).unwrap());
+        assert!(index.seen_within(&conn, "web", "b", now, window).unwrap());
+        assert!(!index.seen_within(&conn, "ios", "a", now, window).unwrap());
+        assert!(!index.seen_within(&conn, "web", "c", now, window).unwrap());
+        // The window starts after "a" was received: not a duplicate any more.
+        let after_a = now - (base + 5 * HOUR_MS + 1);
+        assert!(!index.seen_within(&conn, "web", "a", now, after_a).unwrap());
+        assert!(index.seen_within(&conn, "web", "b", now, after_a).unwrap());
+    }
+
+    #[test]
+    fn pairs_another_connection_appended_are_taken_in_at_the_next_sync() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let ours = Connection::open(&path).unwrap();
+        ours.execute_batch(
+            "CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT, message_id TEXT,
+                                  received_at_ms INTEGER);
+             CREATE TABLE messages (hour INTEGER, message_id TEXT, source TEXT,
+                                    event_id INTEGER, received_at_ms INTEGER,
+                                    PRIMARY KEY (hour, message_id, source, event_id))
+                 WITHOUT ROWID;",
+        )
+        .unwrap();
+        let mut index = DedupIndex::load(&ours).unwrap();
+        let other = Connection::open(&path).unwrap();
+        store_row(&other, 1, "web", "from-elsewhere", 5 * HOUR_MS);
+        index.sync(&ours).unwrap();
+        assert!(
+            index
+                .seen_within(&ours, "web", "from-elsewhere", 6 * HOUR_MS, HOUR_MS * 2)
+                .unwrap()
+        );
+        // Our own rows change nothing for the next sync.
+        store_row(&ours, 2, "web", "ours", 5 * HOUR_MS);
+        index.inserted("web", "ours", 5 * HOUR_MS);
+        index.sync(&ours).unwrap();
+        assert_eq!(index.size().pairs, 2);
+    }
+
+    #[test]
+    fn days_the_widest_window_does_not_reach_are_forgotten() {
+        let conn = conn_with_tables();
+        store_row(&conn, 1, "web", "old", 0);
+        store_row(&conn, 2, "web", "new", 10 * DAY_MS);
+        let mut index = DedupIndex::load(&conn).unwrap();
+        let now = 10 * DAY_MS + HOUR_MS;
+        assert!(!index.seen_within(&conn, "web", "old", now, DAY_MS).unwrap());
+        assert_eq!(
+            index.size().days,
+            1,
+            "day 0 is past the window from day 9 on"
+        );
+        assert!(index.seen_within(&conn, "web", "new", now, DAY_MS).unwrap());
+        // A wider window later finds the rows of its days, but not of days already forgotten
+        // (they were past every window asked for until then).
+        assert!(
+            !index
+                .seen_within(&conn, "web", "old", now, 11 * DAY_MS)
+                .unwrap()
+        );
+    }
+}
