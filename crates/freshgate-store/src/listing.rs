@@ -85,14 +85,23 @@ pub(crate) struct BackendSql {
     pub(crate) least: &'static str,
 }
 
-/// Build the listing statement.
-pub(crate) fn event_list_sql(query: &EventQuery, backend: &BackendSql) -> EventListSql {
+/// Build the listing statement; with `receive_hour`, only events received in that hour (in
+/// SQLite's form, which its hour-keyed `events_contact` index serves).
+pub(crate) fn event_list_sql(
+    query: &EventQuery,
+    backend: &BackendSql,
+    receive_hour: Option<i64>,
+) -> EventListSql {
     let mut sql = String::from(
         "SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key, e.timestamp_ms,
                 e.received_at_ms, e.raw
          FROM events e WHERE 1 = 1",
     );
     let mut params = Vec::new();
+    if let Some(hour) = receive_hour {
+        sql.push_str(" AND e.received_at_ms / 3600000 = ?");
+        params.push(Param::Int(hour));
+    }
     let mut text = |sql: &mut String, condition: &str, value: &Option<String>| {
         if let Some(v) = value {
             sql.push_str(condition);
@@ -264,7 +273,7 @@ mod tests {
             limit: 50,
             ..EventQuery::default()
         };
-        let built = event_list_sql(&q, &TEST_BACKEND);
+        let built = event_list_sql(&q, &TEST_BACKEND, None);
         assert_eq!(built.sql.matches('?').count(), built.params.len());
         assert!(
             built
@@ -290,6 +299,7 @@ mod tests {
                 ..q
             },
             &TEST_BACKEND,
+            None,
         );
         assert!(no_cursor.sql.contains("AND e.received_at_ms < ?"));
         assert_eq!(no_cursor.sql.matches('?').count(), no_cursor.params.len());
@@ -304,7 +314,7 @@ mod tests {
             limit: 10_000,
             ..EventQuery::default()
         };
-        let built = event_list_sql(&q, &TEST_BACKEND);
+        let built = event_list_sql(&q, &TEST_BACKEND, None);
         assert_eq!(built.sql.matches('?').count(), built.params.len());
         assert_eq!(
             built.params,

@@ -639,7 +639,7 @@ pub(crate) async fn list_events(
     pool: &PgPool,
     event_query: &EventQuery,
 ) -> Result<Vec<EventSummary>, StoreError> {
-    let built = event_list_sql(event_query, &LISTING);
+    let built = event_list_sql(event_query, &LISTING, None);
     let mut n = 0;
     let sql: String = built
         .sql

@@ -6,12 +6,13 @@ use std::collections::BTreeMap;
 
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
+use super::dedup;
 use super::filter::{filter_sql, limit_value};
 use super::writer::check_lease;
 use crate::counters::{self, CounterDrift, PendingDrift};
 use crate::listing::{
-    BackendSql, EventHead, KeyFigures, KindFigures, Param, event_list_sql, merge_backlog,
-    minute_counts, oldest_pending,
+    BackendSql, EventHead, EventListSql, KeyFigures, KindFigures, MAX_PAGE, Param, event_list_sql,
+    merge_backlog, minute_counts, oldest_pending,
 };
 use crate::{
     Attempt, Backlog, ContactLease, DeadLetter, DeliveryFilter, DeliveryState, DeliveryStatus,
@@ -513,21 +514,11 @@ pub(crate) fn list_events(
     conn: &Connection,
     query: &EventQuery,
 ) -> Result<Vec<EventSummary>, StoreError> {
-    let built = event_list_sql(query, &LISTING);
-    let params: Vec<rusqlite::types::Value> = built
-        .params
-        .into_iter()
-        .map(|p| match p {
-            Param::Text(s) => rusqlite::types::Value::Text(s),
-            Param::Int(i) => rusqlite::types::Value::Integer(i),
-        })
-        .collect();
-    let mut events: Vec<EventSummary> = conn
-        .prepare_cached(&built.sql)?
-        .query_map(params_from_iter(params.iter()), |r| {
-            event_head(r).map(EventHead::into_summary)
-        })?
-        .collect::<Result<_, _>>()?;
+    let mut events = if query.contact_key.is_some() || query.email.is_some() {
+        list_by_contact(conn, query)?
+    } else {
+        run_listing(conn, &event_list_sql(query, &LISTING, None))?
+    };
     let mut statement = conn.prepare_cached(
         "SELECT destination, status, reason FROM deliveries WHERE event_id = ?1 ORDER BY id",
     )?;
@@ -546,6 +537,77 @@ pub(crate) fn list_events(
         }
     }
     Ok(events)
+}
+
+/// The events of a contact, or of the contacts an email was identified with, newest receive
+/// time first (then id). The `events_contact` index is keyed by the hour of receipt first, so
+/// that an append writes only the current hour's part of it (migration 0013); so this walks the
+/// stored hours newest first, one index range each, until the page is full. The cursor is the
+/// previous page's last event, as for a time range (the listing's order is the same: receive
+/// time, then id).
+fn list_by_contact(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+    let (oldest, newest): (Option<i64>, Option<i64>) = conn
+        .prepare_cached("SELECT min(received_at_ms), max(received_at_ms) FROM events")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+    let (Some(oldest), Some(newest)) = (oldest, newest) else {
+        return Ok(Vec::new());
+    };
+    let mut last_hour = dedup::hour_of(newest);
+    if let Some(until) = query.until_ms {
+        last_hour = last_hour.min(dedup::hour_of(until.saturating_sub(1)));
+    }
+    if let Some(before) = query.before_id {
+        let cursor_at: Option<i64> = conn
+            .prepare_cached("SELECT received_at_ms FROM events WHERE id = ?1")?
+            .query_row(params![before], |r| r.get(0))
+            .optional()?;
+        match cursor_at {
+            Some(at) => last_hour = last_hour.min(dedup::hour_of(at)),
+            // The cursor's event was pruned: nothing older is listed (as for a time range).
+            None => return Ok(Vec::new()),
+        }
+    }
+    let first_hour = dedup::hour_of(query.since_ms.map_or(oldest, |s| s.max(oldest)));
+    let limit = query.limit.clamp(1, MAX_PAGE);
+    let mut events = Vec::new();
+    let mut hour = last_hour;
+    while hour >= first_hour && events.len() < limit {
+        let in_hour = EventQuery {
+            since_ms: Some(
+                query
+                    .since_ms
+                    .map_or(hour * dedup::HOUR_MS, |s| s.max(hour * dedup::HOUR_MS)),
+            ),
+            until_ms: Some(query.until_ms.map_or((hour + 1) * dedup::HOUR_MS, |u| {
+                u.min((hour + 1) * dedup::HOUR_MS)
+            })),
+            limit: limit - events.len(),
+            ..query.clone()
+        };
+        events.extend(run_listing(
+            conn,
+            &event_list_sql(&in_hour, &LISTING, Some(hour)),
+        )?);
+        hour -= 1;
+    }
+    Ok(events)
+}
+
+fn run_listing(conn: &Connection, built: &EventListSql) -> Result<Vec<EventSummary>, StoreError> {
+    let params: Vec<rusqlite::types::Value> = built
+        .params
+        .iter()
+        .map(|p| match p {
+            Param::Text(s) => rusqlite::types::Value::Text(s.clone()),
+            Param::Int(i) => rusqlite::types::Value::Integer(*i),
+        })
+        .collect();
+    conn.prepare_cached(&built.sql)?
+        .query_map(params_from_iter(params.iter()), |r| {
+            event_head(r).map(EventHead::into_summary)
+        })?
+        .collect::<Result<_, _>>()
+        .map_err(StoreError::from)
 }
 
 pub(crate) fn backlog(conn: &Connection) -> Result<Vec<Backlog>, StoreError> {
@@ -652,7 +714,11 @@ mod tests {
 
     /// The plan SQLite chooses for the listing statement of `query`, one line per step.
     fn plan(conn: &Connection, query: &EventQuery) -> String {
-        let built = event_list_sql(query, &LISTING);
+        plan_in_hour(conn, query, None)
+    }
+
+    fn plan_in_hour(conn: &Connection, query: &EventQuery, hour: Option<i64>) -> String {
+        let built = event_list_sql(query, &LISTING, hour);
         let params: Vec<rusqlite::types::Value> = built
             .params
             .into_iter()
@@ -668,6 +734,43 @@ mod tests {
             .collect::<Result<Vec<_>, _>>()
             .unwrap()
             .join("\n")
+    }
+
+    /// A contact's (or an email's) events in one hour, as `list_by_contact` asks for them, are a
+    /// range of the hour-keyed `events_contact` index, not of the receive-time index.
+    #[test]
+    fn a_contact_listing_walks_the_hour_keyed_contact_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::schema::open_writer(&dir.path().join("plan.db")).unwrap();
+        for i in 1..=5000_i64 {
+            conn.execute(
+                "INSERT INTO events (id, source, message_id, event_type, contact_key,
+                                     timestamp_ms, received_at_ms, raw)
+                 VALUES (?1, 'web', 'm' || ?1, 'identify', 'k' || (?1 % 500), ?1, ?1 * 1000,
+                         x'7b7d')",
+                params![i],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("ANALYZE").unwrap();
+        let hour = 1;
+        let in_hour = |before_id, contact: bool| EventQuery {
+            contact_key: contact.then(|| "k7".to_owned()),
+            email: (!contact).then(|| "a@example.com".to_owned()),
+            since_ms: Some(hour * dedup::HOUR_MS),
+            until_ms: Some((hour + 1) * dedup::HOUR_MS),
+            before_id,
+            limit: 50,
+            ..EventQuery::default()
+        };
+        for q in [
+            in_hour(None, true),
+            in_hour(Some(4000), true),
+            in_hour(None, false),
+        ] {
+            let plan = plan_in_hour(&conn, &q, Some(hour));
+            assert!(plan.contains("INDEX events_contact"), "{q:?}:\n{plan}");
+        }
     }
 
     /// A time-range search (with or without a cursor, alone or with a common condition) is a

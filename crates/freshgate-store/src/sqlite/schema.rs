@@ -23,7 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0010_delivery_history.sql"),
     include_str!("../../migrations/sqlite/0011_list_memberships.sql"),
     include_str!("../../migrations/sqlite/0012_delivery_counts.sql"),
-    include_str!("../../migrations/sqlite/0013_messages_by_hour.sql"),
+    include_str!("../../migrations/sqlite/0013_hour_keyed_indexes.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.

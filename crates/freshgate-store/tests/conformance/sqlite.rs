@@ -453,3 +453,59 @@ async fn message_ids_are_found_across_hours_and_days() {
     );
     store.close().await;
 }
+
+/// A contact's events are listed newest first across the hours the hour-keyed contact index
+/// walks, a page at a time, each exactly once; an email's contacts likewise.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contacts_events_page_through_many_hours() {
+    const HOUR_MS: i64 = 3_600_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = open_in(dir.path()).unwrap();
+    let base = 1_764_547_200_000;
+    // 40 hours, 3 events an hour, alternating between two contacts; hours 10-19 are empty.
+    let mut mine = Vec::new();
+    for h in (0..40).filter(|h| !(10..20).contains(h)) {
+        for i in 0..3 {
+            let key = if i == 1 { "other" } else { "me" };
+            let mid = format!("h{h}-{i}");
+            append_all(&store, vec![ev(&mid, key, base + h * HOUR_MS + i * 1000)]).await;
+            if key == "me" {
+                mine.push(mid);
+            }
+        }
+    }
+    mine.reverse();
+    let mut listed = Vec::new();
+    let mut before_id = None;
+    loop {
+        let page = store
+            .list_events(&freshgate_store::EventQuery {
+                contact_key: Some("me".to_owned()),
+                before_id,
+                limit: 7,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        if page.is_empty() {
+            break;
+        }
+        before_id = page.last().map(|e| e.event_id);
+        listed.extend(page.into_iter().map(|e| e.message_id));
+    }
+    assert_eq!(listed, mine);
+    // A time range inside the walk: hours 30 to 31 only.
+    let ranged = store
+        .list_events(&freshgate_store::EventQuery {
+            contact_key: Some("me".to_owned()),
+            since_ms: Some(base + 30 * HOUR_MS),
+            until_ms: Some(base + 32 * HOUR_MS),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let ranged: Vec<_> = ranged.into_iter().map(|e| e.message_id).collect();
+    assert_eq!(ranged, ["h31-2", "h31-0", "h30-2", "h30-0"]);
+    store.close().await;
+}
