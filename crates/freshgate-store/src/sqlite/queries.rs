@@ -547,7 +547,11 @@ pub(crate) fn list_events(
 /// time, then id).
 fn list_by_contact(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
     let (oldest, newest): (Option<i64>, Option<i64>) = conn
-        .prepare_cached("SELECT min(received_at_ms), max(received_at_ms) FROM events")?
+        // Two subqueries: SQLite reads one end of an index for a lone min() or max() only.
+        .prepare_cached(
+            "SELECT (SELECT min(received_at_ms) FROM events),
+                    (SELECT max(received_at_ms) FROM events)",
+        )?
         .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     let (Some(oldest), Some(newest)) = (oldest, newest) else {
         return Ok(Vec::new());
