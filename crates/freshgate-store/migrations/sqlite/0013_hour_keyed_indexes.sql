@@ -7,8 +7,9 @@
 -- over the whole index: with 10 M events stored, ingest ran at 62 % of its rate on an empty
 -- store, and at 101 % with this table emptied (issue 15). With the hour first, inserts land in
 -- the current hour's part of the tree only. Dedup finds older hours through the writer's
--- in-memory filters (`src/sqlite/dedup.rs`); traces probe each stored hour. The prune walks the
--- key in order, so the index on the receive time goes.
+-- in-memory filters (`src/sqlite/dedup.rs`); traces probe each stored hour. The prune keeps
+-- walking the receive-time index, in the order it prunes events (walking the key instead, hour
+-- by hour, rescanned the rows of events not yet pruned in every chunk).
 CREATE TABLE messages_by_hour (
     hour           INTEGER NOT NULL,
     message_id     TEXT    NOT NULL,
@@ -21,6 +22,7 @@ INSERT INTO messages_by_hour (hour, message_id, source, event_id, received_at_ms
 SELECT received_at_ms / 3600000, message_id, source, event_id, received_at_ms FROM messages;
 DROP TABLE messages;
 ALTER TABLE messages_by_hour RENAME TO messages;
+CREATE INDEX messages_received_at ON messages (received_at_ms);
 
 -- `events_contact`: keyed by contact first, each contact's newest entry was a leaf of its own
 -- somewhere in an index as large as the store (10 M stored: 23,569 events/s without this index

@@ -330,17 +330,17 @@ mod tests {
         assert_eq!(day_of(24), 1);
     }
 
+    /// The columns of `events` and `messages` that dedup reads.
+    const TABLES: &str = "
+        CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT, message_id TEXT,
+                             received_at_ms INTEGER);
+        CREATE TABLE messages (hour INTEGER, message_id TEXT, source TEXT,
+                               event_id INTEGER, received_at_ms INTEGER,
+                               PRIMARY KEY (hour, message_id, source, event_id)) WITHOUT ROWID;";
+
     fn conn_with_tables() -> Connection {
         let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(
-            "CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT, message_id TEXT,
-                                  received_at_ms INTEGER);
-             CREATE TABLE messages (hour INTEGER, message_id TEXT, source TEXT,
-                                    event_id INTEGER, received_at_ms INTEGER,
-                                    PRIMARY KEY (hour, message_id, source, event_id))
-                 WITHOUT ROWID;",
-        )
-        .unwrap();
+        conn.execute_batch(TABLES).unwrap();
         conn
     }
 
@@ -384,15 +384,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let ours = Connection::open(&path).unwrap();
-        ours.execute_batch(
-            "CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT, message_id TEXT,
-                                  received_at_ms INTEGER);
-             CREATE TABLE messages (hour INTEGER, message_id TEXT, source TEXT,
-                                    event_id INTEGER, received_at_ms INTEGER,
-                                    PRIMARY KEY (hour, message_id, source, event_id))
-                 WITHOUT ROWID;",
-        )
-        .unwrap();
+        ours.execute_batch(TABLES).unwrap();
         let mut index = DedupIndex::load(&ours).unwrap();
         let other = Connection::open(&path).unwrap();
         store_row(&other, 1, "web", "from-elsewhere", 5 * HOUR_MS);

@@ -740,23 +740,35 @@ mod tests {
             .join("\n")
     }
 
+    /// A store of `events` identifies over `contacts` keys, event i received at i × `spacing_ms`,
+    /// with the planner's statistics gathered.
+    fn analyzed_store(
+        dir: &tempfile::TempDir,
+        events: i64,
+        contacts: i64,
+        spacing_ms: i64,
+    ) -> Connection {
+        let conn = super::super::schema::open_writer(&dir.path().join("plan.db")).unwrap();
+        for i in 1..=events {
+            conn.execute(
+                "INSERT INTO events (id, source, message_id, event_type, contact_key,
+                                     timestamp_ms, received_at_ms, raw)
+                 VALUES (?1, 'web', 'm' || ?1, 'identify', 'k' || (?1 % ?2), ?1, ?1 * ?3,
+                         x'7b7d')",
+                params![i, contacts, spacing_ms],
+            )
+            .unwrap();
+        }
+        conn.execute_batch("ANALYZE").unwrap();
+        conn
+    }
+
     /// A contact's (or an email's) events in one hour, as `list_by_contact` asks for them, are a
     /// range of the hour-keyed `events_contact` index, not of the receive-time index.
     #[test]
     fn a_contact_listing_walks_the_hour_keyed_contact_index() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::schema::open_writer(&dir.path().join("plan.db")).unwrap();
-        for i in 1..=5000_i64 {
-            conn.execute(
-                "INSERT INTO events (id, source, message_id, event_type, contact_key,
-                                     timestamp_ms, received_at_ms, raw)
-                 VALUES (?1, 'web', 'm' || ?1, 'identify', 'k' || (?1 % 500), ?1, ?1 * 1000,
-                         x'7b7d')",
-                params![i],
-            )
-            .unwrap();
-        }
-        conn.execute_batch("ANALYZE").unwrap();
+        let conn = analyzed_store(&dir, 5000, 500, 1000);
         let hour = 1;
         let in_hour = |before_id, contact: bool| EventQuery {
             contact_key: contact.then(|| "k7".to_owned()),
@@ -783,18 +795,7 @@ mod tests {
     #[test]
     fn time_range_search_walks_the_receive_time_index() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::schema::open_writer(&dir.path().join("plan.db")).unwrap();
-        for i in 1..=2000_i64 {
-            conn.execute(
-                "INSERT INTO events (id, source, message_id, event_type, contact_key,
-                                     timestamp_ms, received_at_ms, raw)
-                 VALUES (?1, 'web', 'm' || ?1, 'identify', 'k' || (?1 % 10), ?1, ?1 * 10,
-                         x'7b7d')",
-                params![i],
-            )
-            .unwrap();
-        }
-        conn.execute_batch("ANALYZE").unwrap();
+        let conn = analyzed_store(&dir, 2000, 10, 10);
         let range = |before_id, until_ms| EventQuery {
             since_ms: Some(5_000),
             until_ms,

@@ -1010,15 +1010,11 @@ fn prune(
         .prepare_cached(
             "DELETE FROM messages WHERE (hour, message_id, source, event_id) IN (
                  SELECT hour, message_id, source, event_id FROM messages
-                 WHERE hour <= ?3 AND received_at_ms < ?1
+                 WHERE received_at_ms < ?1
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = messages.event_id)
-                 ORDER BY hour LIMIT ?2)",
+                 ORDER BY received_at_ms LIMIT ?2)",
         )?
-        .execute(params![
-            dedup_before_ms,
-            limit,
-            dedup::hour_of(dedup_before_ms)
-        ])?;
+        .execute(params![dedup_before_ms, limit])?;
     let outcome = PruneOutcome {
         events: u64::try_from(events).unwrap_or(u64::MAX),
         dedup_entries: u64::try_from(dedup_entries).unwrap_or(u64::MAX),
