@@ -13,7 +13,8 @@
 //! Bloom filter per UTC day of receipt over the `(source, messageId)` pairs of that day's rows.
 //! Only a day whose filter may hold the pair has its hours probed, newest first (a client's retry
 //! is usually recent). A filter must never miss a pair the table holds: it is built from the
-//! table when a writer opens, fed every insert, and topped up from the events another
+//! table by the writer's first append (not at open, so that a CLI command that only reads or
+//! settles never pays for it: 4.5 s for 10 M messageIds), fed every insert, and topped up from the events another
 //! connection appended (`PRAGMA data_version` says when). Extra entries (an append rolled back,
 //! a row pruned) only cost a probe. The filters are written by hand around the `fastbloom`
 //! crate's filter: it has a fixed capacity, and a day's count is not known in advance.
@@ -137,40 +138,64 @@ pub(crate) struct DedupIndex {
     /// Days end before the widest window asked for so far reaches them: a day forgotten for a
     /// short window would be missed by a wider one.
     widest_window_ms: i64,
+    /// The filters were built from the table (by the first lookup).
+    built: bool,
 }
 
 impl DedupIndex {
-    /// Build the filters from every row of `messages` (rows outside the window too: they are
-    /// few, as a row outlives its window only while its event is stored).
-    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let mut index = Self::empty();
-        {
-            let mut stmt = conn.prepare("SELECT hour, source, message_id FROM messages")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let (hour, hash) = hashed_row(row)?;
-                index.add(hour, hash);
-            }
-        }
-        index.data_version = data_version(conn)?;
-        index.synced_event_id = max_event_id(conn)?;
-        Ok(index)
-    }
-
-    /// Filters over nothing, before any row is read.
-    pub(crate) fn empty() -> Self {
+    /// An index whose filters are built from the table by its first lookup.
+    pub(crate) fn new() -> Self {
         Self {
             days: BTreeMap::new(),
             data_version: 0,
             synced_event_id: 0,
             pairs: 0,
             widest_window_ms: 0,
+            built: false,
         }
+    }
+
+    /// An index with its filters built from the table now.
+    #[cfg(test)]
+    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
+        let mut index = Self::new();
+        index.build(conn)?;
+        Ok(index)
+    }
+
+    /// Build the filters from every row of `messages` (rows outside the window too: they are
+    /// few, as a row outlives its window only while its event is stored).
+    fn build(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        {
+            let mut stmt = conn.prepare("SELECT hour, source, message_id FROM messages")?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                let (hour, hash) = hashed_row(row)?;
+                self.add(hour, hash);
+            }
+        }
+        self.data_version = data_version(conn)?;
+        self.synced_event_id = max_event_id(conn)?;
+        self.built = true;
+        let size = self.size();
+        tracing::info!(
+            days = size.days,
+            message_ids = size.pairs,
+            filter_mib = size.bytes / (1024 * 1024),
+            secs = started.elapsed().as_secs_f64(),
+            "dedup filters built from the stored messageIds"
+        );
+        Ok(())
     }
 
     /// Call at the start of each write transaction (the write lock held): take in the events
     /// another connection appended since the last call.
     pub(crate) fn sync(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        if !self.built {
+            // The build will read them all.
+            return Ok(());
+        }
         let version = data_version(conn)?;
         if version != self.data_version {
             // Ours since the last call are among them: adding a pair twice is harmless.
@@ -203,6 +228,9 @@ impl DedupIndex {
         received_at_ms: i64,
         window_ms: i64,
     ) -> Result<bool, StoreError> {
+        if !self.built {
+            self.build(conn)?;
+        }
         self.widest_window_ms = self.widest_window_ms.max(window_ms);
         let reach_ms = received_at_ms.saturating_sub(self.widest_window_ms);
         self.forget_days_before(day_of(hour_of(reach_ms)) - 1);
@@ -399,6 +427,26 @@ mod tests {
         index.inserted("web", "ours", 5 * HOUR_MS);
         index.sync(&ours).unwrap();
         assert_eq!(index.size().pairs, 2);
+    }
+
+    #[test]
+    fn an_index_builds_its_filters_at_its_first_lookup() {
+        let conn = conn_with_tables();
+        let mut index = DedupIndex::new();
+        index.sync(&conn).unwrap();
+        store_row(&conn, 1, "web", "before-first-use", HOUR_MS);
+        index.sync(&conn).unwrap();
+        assert_eq!(
+            index.size().pairs,
+            0,
+            "nothing read before the first lookup"
+        );
+        assert!(
+            index
+                .seen_within(&conn, "web", "before-first-use", 2 * HOUR_MS, DAY_MS)
+                .unwrap()
+        );
+        assert_eq!(index.size().pairs, 1);
     }
 
     #[test]

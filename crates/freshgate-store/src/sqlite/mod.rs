@@ -126,7 +126,7 @@ impl SqliteStore {
                 tracing::warn!(released, "released leases left by a crashed process");
             }
         }
-        let dedup = load_dedup(&conn)?;
+        let dedup = dedup::DedupIndex::new();
         let readers = Arc::new(ReaderPool::new(path, options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
         let gate = Arc::new(WriterGate::default());
@@ -200,21 +200,6 @@ impl SqliteStore {
             other => Err(unexpected(&other)),
         }
     }
-}
-
-/// Build the writer's dedup filters from the stored messageIds, and say what they took.
-fn load_dedup(conn: &rusqlite::Connection) -> Result<dedup::DedupIndex, StoreError> {
-    let started = std::time::Instant::now();
-    let index = dedup::DedupIndex::load(conn)?;
-    let size = index.size();
-    tracing::info!(
-        days = size.days,
-        message_ids = size.pairs,
-        filter_mib = size.bytes / (1024 * 1024),
-        secs = started.elapsed().as_secs_f64(),
-        "dedup filters built from the stored messageIds"
-    );
-    Ok(index)
 }
 
 fn unexpected_record(reply: &RecordReply) -> StoreError {

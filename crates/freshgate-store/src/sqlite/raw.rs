@@ -38,7 +38,7 @@ impl RawWriter {
     /// `Database` if the file cannot be opened, put in WAL mode or migrated.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
-        let dedup = DedupIndex::load(&conn)?;
+        let dedup = DedupIndex::new();
         let gate = Arc::new(WriterGate::default());
         let (alive, checkpointer) = checkpoint::spawn(path, Arc::clone(&gate))?;
         Ok(Self {

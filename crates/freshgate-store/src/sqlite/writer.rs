@@ -1065,7 +1065,7 @@ mod tests {
             4096,
             Arc::new(WriterGate::default()),
             alive,
-            DedupIndex::empty(),
+            DedupIndex::new(),
         );
         (writer, tx)
     }
