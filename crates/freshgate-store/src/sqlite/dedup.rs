@@ -13,8 +13,9 @@
 //! Bloom filter per UTC day of receipt over the `(source, messageId)` pairs of that day's rows.
 //! Only a day whose filter may hold the pair has its hours probed, newest first (a client's retry
 //! is usually recent). A filter must never miss a pair the table holds: it is built from the
-//! table by the writer's first append (not at open, so that a CLI command that only reads or
-//! settles never pays for it: 4.5 s for 10 M messageIds), fed every insert, and topped up from the events another
+//! table when `serve` opens the store, or else by the writer's first append (so that a CLI
+//! command that only reads or settles never pays for it: 4.5 s for 10 M messageIds), fed every
+//! insert, and topped up from the events another
 //! connection appended (`PRAGMA data_version` says when). Extra entries (an append rolled back,
 //! a row pruned) only cost a probe. The filters are written by hand around the `fastbloom`
 //! crate's filter: it has a fixed capacity, and a day's count is not known in advance.
@@ -165,7 +166,7 @@ impl DedupIndex {
 
     /// Build the filters from every row of `messages` (rows outside the window too: they are
     /// few, as a row outlives its window only while its event is stored).
-    fn build(&mut self, conn: &Connection) -> Result<(), StoreError> {
+    pub(crate) fn build(&mut self, conn: &Connection) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
         {
             let mut stmt = conn.prepare("SELECT hour, source, message_id FROM messages")?;

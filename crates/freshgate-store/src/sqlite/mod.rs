@@ -67,6 +67,11 @@ pub struct SqliteOptions {
     /// left by a crash, and waiting for it to expire would only stall those contacts. Wrong for
     /// operator commands that open the file beside a running server.
     pub release_leases_on_open: bool,
+    /// Build the writer's dedup filters before `open` returns (10 M stored messageIds: 4.5 s),
+    /// rather than at the first append. Right for the process that takes ingest (`serve`), so
+    /// that its first requests do not wait for them; operator commands that seldom append
+    /// would only wait longer to start.
+    pub build_dedup_on_open: bool,
 }
 
 impl Default for SqliteOptions {
@@ -77,6 +82,7 @@ impl Default for SqliteOptions {
             max_group_background_rows: 1000,
             readers: 4,
             release_leases_on_open: false,
+            build_dedup_on_open: false,
         }
     }
 }
@@ -126,7 +132,10 @@ impl SqliteStore {
                 tracing::warn!(released, "released leases left by a crashed process");
             }
         }
-        let dedup = dedup::DedupIndex::new();
+        let mut dedup = dedup::DedupIndex::new();
+        if options.build_dedup_on_open {
+            dedup.build(&conn)?;
+        }
         let readers = Arc::new(ReaderPool::new(path, options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
         let gate = Arc::new(WriterGate::default());

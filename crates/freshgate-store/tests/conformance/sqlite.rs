@@ -121,6 +121,7 @@ async fn full_writer_queue_answers_saturated() {
         max_group_background_rows: 1,
         readers: 1,
         release_leases_on_open: false,
+        build_dedup_on_open: false,
     };
     let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
     let blocker = block_writer(&db_path(&dir));
@@ -159,6 +160,7 @@ async fn flood_of_appends_is_stored_or_shed() {
         max_group_background_rows: 8,
         readers: 2,
         release_leases_on_open: false,
+        build_dedup_on_open: false,
     };
     let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
     let tasks: Vec<_> = (0..200)
@@ -357,7 +359,16 @@ async fn prune_larger_than_a_chunk_removes_everything_due() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_message_id_stored_by_another_process_is_a_duplicate() {
     let dir = tempfile::tempdir().unwrap();
-    let ours = open_in(dir.path()).unwrap();
+    // Ours builds its filters at open (as `serve` does), so it learns of theirs by syncing;
+    // theirs builds them at its first append.
+    let ours = SqliteStore::open(
+        &dir.path().join(freshgate_store::sqlite::DB_FILE_NAME),
+        SqliteOptions {
+            build_dedup_on_open: true,
+            ..SqliteOptions::default()
+        },
+    )
+    .unwrap();
     append_all(&ours, vec![ev("ours-1", "k1", 1000)]).await;
     let theirs = open_in(dir.path()).unwrap();
     append_all(&theirs, vec![ev("theirs-1", "k2", 2000)]).await;

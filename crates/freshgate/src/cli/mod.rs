@@ -370,6 +370,8 @@ fn open_sqlite(
     let options = freshgate_store::sqlite::SqliteOptions {
         writer_queue,
         release_leases_on_open,
+        // The delivering process is the one that takes ingest.
+        build_dedup_on_open: release_leases_on_open,
         ..freshgate_store::sqlite::SqliteOptions::default()
     };
     let store = SqliteStore::open(&data_dir.join("freshgate.db"), options)
