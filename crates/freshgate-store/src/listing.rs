@@ -83,10 +83,13 @@ pub(crate) struct BackendSql {
     /// The scalar function returning the smaller of two values (`min` in SQLite, `LEAST` in
     /// PostgreSQL).
     pub(crate) least: &'static str,
+    /// The rest of the `FROM` clause and the condition that keep the events received in one
+    /// hour (`received_at_ms / 3600000 = ?`), with the index that serves it where the planner
+    /// must be told.
+    pub(crate) receive_hour_scope: &'static str,
 }
 
-/// Build the listing statement; with `receive_hour`, only events received in that hour (in
-/// SQLite's form, which its hour-keyed `events_contact` index serves).
+/// Build the listing statement; with `receive_hour`, only events received in that hour.
 pub(crate) fn event_list_sql(
     query: &EventQuery,
     backend: &BackendSql,
@@ -99,10 +102,8 @@ pub(crate) fn event_list_sql(
     );
     let mut params = Vec::new();
     match receive_hour {
-        // Named, because the planner would rather walk the hour on the receive-time index (it
-        // yields the listing's order without a sort) and check every event of it.
         Some(hour) => {
-            sql.push_str(" INDEXED BY events_contact WHERE e.received_at_ms / 3600000 = ?");
+            sql.push_str(backend.receive_hour_scope);
             params.push(Param::Int(hour));
         }
         None => sql.push_str(" WHERE 1 = 1"),
@@ -267,6 +268,7 @@ mod tests {
     const TEST_BACKEND: BackendSql = BackendSql {
         message_match: "e.message_id = ?",
         least: "min",
+        receive_hour_scope: " WHERE e.received_at_ms / 3600000 = ?",
     };
 
     #[test]

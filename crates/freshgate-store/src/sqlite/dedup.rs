@@ -26,10 +26,8 @@ use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
 use fastbloom::BloomFilter;
 use rusqlite::{Connection, params};
 
+use super::hour_of;
 use crate::StoreError;
-
-/// Width of the first key column of `messages`.
-pub(crate) const HOUR_MS: i64 = 3_600_000;
 
 const HOURS_PER_DAY: i64 = 24;
 
@@ -44,12 +42,6 @@ const FALSE_POSITIVE_RATE: f64 = 0.001;
 /// One hash of a pair serves every filter, so all of them hash alike (SipHash, fixed keys).
 type PairHasher = BuildHasherDefault<DefaultHasher>;
 
-/// The `messages` key column of a row received at `received_at_ms` (the migration computes the
-/// same with SQLite's integer division).
-pub(crate) fn hour_of(received_at_ms: i64) -> i64 {
-    received_at_ms / HOUR_MS
-}
-
 fn day_of(hour: i64) -> i64 {
     hour.div_euclid(HOURS_PER_DAY)
 }
@@ -58,9 +50,28 @@ fn pair_hash(source: &str, message_id: &str) -> u64 {
     PairHasher::default().hash_one((source, message_id))
 }
 
-/// A Bloom filter that grows: full members are kept and a member twice as large is added.
+/// A `(source, messageId)` pair and its hash, computed once for the lookup and the insert.
+pub(crate) struct MessageKey<'a> {
+    pub(crate) source: &'a str,
+    pub(crate) message_id: &'a str,
+    hash: u64,
+}
+
+impl<'a> MessageKey<'a> {
+    pub(crate) fn new(source: &'a str, message_id: &'a str) -> Self {
+        Self {
+            source,
+            message_id,
+            hash: pair_hash(source, message_id),
+        }
+    }
+}
+
+/// A Bloom filter that grows: a full member is kept and a member twice as large takes the
+/// inserts.
 struct GrowingFilter {
-    members: Vec<Member>,
+    full: Vec<Member>,
+    current: Member,
 }
 
 struct Member {
@@ -84,31 +95,30 @@ impl Member {
 impl GrowingFilter {
     fn new() -> Self {
         Self {
-            members: vec![Member::new(FIRST_CAPACITY)],
+            full: Vec::new(),
+            current: Member::new(FIRST_CAPACITY),
         }
     }
 
     fn insert(&mut self, hash: u64) {
-        let full = self.members.last().is_none_or(|m| m.items >= m.capacity);
-        if full {
-            let next = self
-                .members
-                .last()
-                .map_or(FIRST_CAPACITY, |m| m.capacity.saturating_mul(2));
-            self.members.push(Member::new(next));
+        if self.current.items >= self.current.capacity {
+            let next = Member::new(self.current.capacity.saturating_mul(2));
+            self.full.push(std::mem::replace(&mut self.current, next));
         }
-        if let Some(m) = self.members.last_mut() {
-            m.bloom.insert_hash(hash);
-            m.items += 1;
-        }
+        self.current.bloom.insert_hash(hash);
+        self.current.items += 1;
+    }
+
+    fn members(&self) -> impl Iterator<Item = &Member> {
+        self.full.iter().chain(std::iter::once(&self.current))
     }
 
     fn may_contain(&self, hash: u64) -> bool {
-        self.members.iter().any(|m| m.bloom.contains_hash(hash))
+        self.members().any(|m| m.bloom.contains_hash(hash))
     }
 
     fn bytes(&self) -> usize {
-        self.members.iter().map(|m| m.bloom.num_bits() / 8).sum()
+        self.members().map(|m| m.bloom.num_bits() / 8).sum()
     }
 }
 
@@ -135,7 +145,6 @@ pub(crate) struct DedupIndex {
     data_version: i64,
     /// The largest event id at the last sync: events above it are ours or another connection's.
     synced_event_id: i64,
-    pairs: usize,
     /// Days end before the widest window asked for so far reaches them: a day forgotten for a
     /// short window would be missed by a wider one.
     widest_window_ms: i64,
@@ -150,7 +159,6 @@ impl DedupIndex {
             days: BTreeMap::new(),
             data_version: 0,
             synced_event_id: 0,
-            pairs: 0,
             widest_window_ms: 0,
             built: false,
         }
@@ -168,14 +176,10 @@ impl DedupIndex {
     /// few, as a row outlives its window only while its event is stored).
     pub(crate) fn build(&mut self, conn: &Connection) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        {
-            let mut stmt = conn.prepare("SELECT hour, source, message_id FROM messages")?;
-            let mut rows = stmt.query([])?;
-            while let Some(row) = rows.next()? {
-                let (hour, hash) = hashed_row(row)?;
-                self.add(hour, hash);
-            }
-        }
+        self.add_rows(
+            conn.prepare("SELECT hour, source, message_id FROM messages")?
+                .query([])?,
+        )?;
         self.data_version = data_version(conn)?;
         self.synced_event_id = max_event_id(conn)?;
         self.built = true;
@@ -200,16 +204,13 @@ impl DedupIndex {
         let version = data_version(conn)?;
         if version != self.data_version {
             // Ours since the last call are among them: adding a pair twice is harmless.
-            let mut stmt = conn.prepare_cached(
-                "SELECT received_at_ms, source, message_id FROM events WHERE id > ?1",
+            let added = self.add_rows(
+                conn.prepare_cached(
+                    "SELECT received_at_ms / 3600000, source, message_id FROM events
+                     WHERE id > ?1",
+                )?
+                .query(params![self.synced_event_id])?,
             )?;
-            let mut rows = stmt.query(params![self.synced_event_id])?;
-            let mut added = 0_usize;
-            while let Some(row) = rows.next()? {
-                let (received_at_ms, hash) = hashed_row(row)?;
-                self.add(hour_of(received_at_ms), hash);
-                added += 1;
-            }
             tracing::debug!(
                 added,
                 "dedup filters topped up after another connection wrote"
@@ -220,12 +221,11 @@ impl DedupIndex {
         Ok(())
     }
 
-    /// Whether `source` stored `message_id` within `window_ms` before `received_at_ms`.
+    /// Whether the key's source stored its messageId within `window_ms` before `received_at_ms`.
     pub(crate) fn seen_within(
         &mut self,
         conn: &Connection,
-        source: &str,
-        message_id: &str,
+        key: &MessageKey<'_>,
         received_at_ms: i64,
         window_ms: i64,
     ) -> Result<bool, StoreError> {
@@ -237,9 +237,8 @@ impl DedupIndex {
         self.forget_days_before(day_of(hour_of(reach_ms)) - 1);
         let since_ms = received_at_ms.saturating_sub(window_ms);
         let since_hour = hour_of(since_ms);
-        let hash = pair_hash(source, message_id);
         for (_, day) in self.days.range(day_of(since_hour)..).rev() {
-            if !day.filter.may_contain(hash) {
+            if !day.filter.may_contain(key.hash) {
                 continue;
             }
             for hour in (day.first_hour.max(since_hour)..=day.last_hour).rev() {
@@ -248,7 +247,7 @@ impl DedupIndex {
                         "SELECT 1 FROM messages WHERE hour = ?1 AND message_id = ?2
                            AND source = ?3 AND received_at_ms >= ?4 LIMIT 1",
                     )?
-                    .exists(params![hour, message_id, source, since_ms])?;
+                    .exists(params![hour, key.message_id, key.source, since_ms])?;
                 if found {
                     return Ok(true);
                 }
@@ -258,16 +257,34 @@ impl DedupIndex {
     }
 
     /// Record a row just inserted into `messages`.
-    pub(crate) fn inserted(&mut self, source: &str, message_id: &str, received_at_ms: i64) {
-        self.add(hour_of(received_at_ms), pair_hash(source, message_id));
+    pub(crate) fn inserted(&mut self, key: &MessageKey<'_>, received_at_ms: i64) {
+        self.add(hour_of(received_at_ms), key.hash);
     }
 
     pub(crate) fn size(&self) -> FilterSize {
         FilterSize {
             days: self.days.len(),
-            pairs: self.pairs,
+            pairs: self
+                .days
+                .values()
+                .flat_map(|d| d.filter.members())
+                .map(|m| m.items)
+                .sum(),
             bytes: self.days.values().map(|d| d.filter.bytes()).sum(),
         }
+    }
+
+    /// Add every row of (hour of receipt, source, messageId); how many there were.
+    fn add_rows(&mut self, mut rows: rusqlite::Rows<'_>) -> Result<usize, StoreError> {
+        let mut added = 0;
+        while let Some(row) = rows.next()? {
+            let hour: i64 = row.get(0)?;
+            let source = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            let message_id = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
+            self.add(hour, pair_hash(source, message_id));
+            added += 1;
+        }
+        Ok(added)
     }
 
     fn add(&mut self, hour: i64, hash: u64) {
@@ -279,7 +296,6 @@ impl DedupIndex {
         day.filter.insert(hash);
         day.first_hour = day.first_hour.min(hour);
         day.last_hour = day.last_hour.max(hour);
-        self.pairs += 1;
     }
 
     /// Drop the filters of days no window reaches any more. Callers keep a day of slack, so a
@@ -289,20 +305,9 @@ impl DedupIndex {
             if *entry.key() >= day {
                 break;
             }
-            let gone = entry.remove();
-            self.pairs = self
-                .pairs
-                .saturating_sub(gone.filter.members.iter().map(|m| m.items).sum());
+            entry.remove();
         }
     }
-}
-
-/// A row of (a time, source, messageId): the time and the pair's hash, without copying the text.
-fn hashed_row(row: &rusqlite::Row<'_>) -> rusqlite::Result<(i64, u64)> {
-    let at: i64 = row.get(0)?;
-    let source = row.get_ref(1)?.as_str()?;
-    let message_id = row.get_ref(2)?.as_str()?;
-    Ok((at, pair_hash(source, message_id)))
 }
 
 fn data_version(conn: &Connection) -> Result<i64, StoreError> {
@@ -318,7 +323,26 @@ fn max_event_id(conn: &Connection) -> Result<i64, StoreError> {
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used)]
+    use super::super::HOUR_MS;
     use super::*;
+
+    fn seen(
+        index: &mut DedupIndex,
+        conn: &Connection,
+        source: &str,
+        message_id: &str,
+        received_at_ms: i64,
+        window_ms: i64,
+    ) -> bool {
+        index
+            .seen_within(
+                conn,
+                &MessageKey::new(source, message_id),
+                received_at_ms,
+                window_ms,
+            )
+            .unwrap()
+    }
 
     #[test]
     fn a_growing_filter_never_misses_and_rarely_claims() {
@@ -327,7 +351,7 @@ mod tests {
         for i in 0..n {
             f.insert(pair_hash("web", &format!("m-{i}")));
         }
-        assert!(f.members.len() >= 3, "it grew past its first capacity");
+        assert!(f.members().count() >= 3, "it grew past its first capacity");
         for i in 0..n {
             assert!(
                 f.may_contain(pair_hash("web", &format!("m-{i}"))),
@@ -398,14 +422,14 @@ mod tests {
         assert_eq!(index.size().days, 2);
         let now = base + 3 * DAY_MS;
         let window = 7 * DAY_MS;
-        assert!(index.seen_within(&conn, "web", "a", now, window).unwrap());
-        assert!(index.seen_within(&conn, "web", "b", now, window).unwrap());
-        assert!(!index.seen_within(&conn, "ios", "a", now, window).unwrap());
-        assert!(!index.seen_within(&conn, "web", "c", now, window).unwrap());
+        assert!(seen(&mut index, &conn, "web", "a", now, window));
+        assert!(seen(&mut index, &conn, "web", "b", now, window));
+        assert!(!seen(&mut index, &conn, "ios", "a", now, window));
+        assert!(!seen(&mut index, &conn, "web", "c", now, window));
         // The window starts after "a" was received: not a duplicate any more.
         let after_a = now - (base + 5 * HOUR_MS + 1);
-        assert!(!index.seen_within(&conn, "web", "a", now, after_a).unwrap());
-        assert!(index.seen_within(&conn, "web", "b", now, after_a).unwrap());
+        assert!(!seen(&mut index, &conn, "web", "a", now, after_a));
+        assert!(seen(&mut index, &conn, "web", "b", now, after_a));
     }
 
     #[test]
@@ -418,14 +442,17 @@ mod tests {
         let other = Connection::open(&path).unwrap();
         store_row(&other, 1, "web", "from-elsewhere", 5 * HOUR_MS);
         index.sync(&ours).unwrap();
-        assert!(
-            index
-                .seen_within(&ours, "web", "from-elsewhere", 6 * HOUR_MS, HOUR_MS * 2)
-                .unwrap()
-        );
+        assert!(seen(
+            &mut index,
+            &ours,
+            "web",
+            "from-elsewhere",
+            6 * HOUR_MS,
+            HOUR_MS * 2
+        ));
         // Our own rows change nothing for the next sync.
         store_row(&ours, 2, "web", "ours", 5 * HOUR_MS);
-        index.inserted("web", "ours", 5 * HOUR_MS);
+        index.inserted(&MessageKey::new("web", "ours"), 5 * HOUR_MS);
         index.sync(&ours).unwrap();
         assert_eq!(index.size().pairs, 2);
     }
@@ -442,11 +469,14 @@ mod tests {
             0,
             "nothing read before the first lookup"
         );
-        assert!(
-            index
-                .seen_within(&conn, "web", "before-first-use", 2 * HOUR_MS, DAY_MS)
-                .unwrap()
-        );
+        assert!(seen(
+            &mut index,
+            &conn,
+            "web",
+            "before-first-use",
+            2 * HOUR_MS,
+            DAY_MS
+        ));
         assert_eq!(index.size().pairs, 1);
     }
 
@@ -457,19 +487,15 @@ mod tests {
         store_row(&conn, 2, "web", "new", 10 * DAY_MS);
         let mut index = DedupIndex::load(&conn).unwrap();
         let now = 10 * DAY_MS + HOUR_MS;
-        assert!(!index.seen_within(&conn, "web", "old", now, DAY_MS).unwrap());
+        assert!(!seen(&mut index, &conn, "web", "old", now, DAY_MS));
         assert_eq!(
             index.size().days,
             1,
             "day 0 is past the window from day 9 on"
         );
-        assert!(index.seen_within(&conn, "web", "new", now, DAY_MS).unwrap());
+        assert!(seen(&mut index, &conn, "web", "new", now, DAY_MS));
         // A wider window later finds the rows of its days, but not of days already forgotten
         // (they were past every window asked for until then).
-        assert!(
-            !index
-                .seen_within(&conn, "web", "old", now, 11 * DAY_MS)
-                .unwrap()
-        );
+        assert!(!seen(&mut index, &conn, "web", "old", now, 11 * DAY_MS));
     }
 }

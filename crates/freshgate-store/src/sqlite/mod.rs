@@ -19,6 +19,16 @@ mod records;
 mod schema;
 mod writer;
 
+/// Width of the hour of receipt that keys `messages` and `events_contact` first (migration
+/// 0013), so that an append writes only the current hour's part of each.
+pub(crate) const HOUR_MS: i64 = 3_600_000;
+
+/// The hour of receipt of an event received at `received_at_ms`, as the migration and the
+/// index expression compute it with SQLite's integer division.
+pub(crate) fn hour_of(received_at_ms: i64) -> i64 {
+    received_at_ms / HOUR_MS
+}
+
 pub use self::raw::RawWriter;
 
 use std::path::{Path, PathBuf};

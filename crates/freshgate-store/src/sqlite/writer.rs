@@ -15,7 +15,7 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::WriterGate;
-use super::dedup::{self, DedupIndex};
+use super::dedup::{DedupIndex, MessageKey};
 use super::filter::{filter_sql, limit_value};
 use super::group::{GroupLimits, GroupQueue, Lane, Queued};
 use crate::{
@@ -239,15 +239,16 @@ impl Writer {
 
     /// Apply a group in one transaction and answer every command after the commit.
     fn run_group(&mut self, group: Vec<Command>) {
-        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
-            let err = StoreError::from(e);
-            tracing::error!(error = %err, "SQLite writer could not begin a transaction");
-            answer_all_with(group, &err);
-            return;
-        }
-        if let Err(err) = self.dedup.sync(&self.conn) {
+        // With the write lock held, the dedup filters take in what other connections appended.
+        let begun = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from)
+            .and_then(|()| self.dedup.sync(&self.conn));
+        if let Err(err) = begun {
+            // Harmless when BEGIN itself failed: there is nothing to roll back.
             let _ = self.conn.execute_batch("ROLLBACK");
-            tracing::error!(error = %err, "SQLite writer could not read what other connections wrote");
+            tracing::error!(error = %err, "SQLite writer could not begin a transaction");
             answer_all_with(group, &err);
             return;
         }
@@ -582,14 +583,8 @@ pub(crate) fn append(
         }
         // A messageId is a duplicate when this source stored it within the window; older
         // rows only keep the event traceable.
-        let window_ms = batch.dedup_window_ms;
-        if dedup.seen_within(
-            conn,
-            &ev.source,
-            &ev.message_id,
-            ev.received_at_ms,
-            window_ms,
-        )? {
+        let key = MessageKey::new(&ev.source, &ev.message_id);
+        if dedup.seen_within(conn, &key, ev.received_at_ms, batch.dedup_window_ms)? {
             outcome.duplicates += 1;
             continue;
         }
@@ -614,13 +609,13 @@ pub(crate) fn append(
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?
         .execute(params![
-            dedup::hour_of(ev.received_at_ms),
+            super::hour_of(ev.received_at_ms),
             ev.message_id,
             ev.source,
             event_id,
             ev.received_at_ms
         ])?;
-        dedup.inserted(&ev.source, &ev.message_id, ev.received_at_ms);
+        dedup.inserted(&key, ev.received_at_ms);
         if let Some(email) = ev.email.as_deref().filter(|e| !e.is_empty()) {
             // Usually already there: a known pair is a lookup that dirties no page.
             conn.prepare_cached(

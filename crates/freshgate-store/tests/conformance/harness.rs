@@ -69,6 +69,12 @@ pub fn batch(events: Vec<NewEvent>) -> AppendBatch {
     }
 }
 
+/// Append and say how many events were (accepted, duplicates).
+pub async fn append_counted(store: &dyn Store, batch: AppendBatch) -> (usize, usize) {
+    let out = store.append(batch).await.unwrap();
+    (out.accepted, out.duplicates)
+}
+
 /// Append and assert nothing was a duplicate.
 pub async fn append_all(store: &dyn Store, events: Vec<NewEvent>) {
     let n = events.len();

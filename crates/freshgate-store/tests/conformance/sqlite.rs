@@ -11,7 +11,7 @@ use freshgate_store::sqlite::{SqliteOptions, SqliteStore, open_in};
 use freshgate_store::{AppendOutcome, Settlement, Store, StoreError};
 use tempfile::TempDir;
 
-use crate::harness::{Backend, Fixture, append_all, batch, ev, lease_key, pending};
+use crate::harness::{Backend, Fixture, append_all, append_counted, batch, ev, lease_key, pending};
 
 /// Creates SQLite stores in fresh temp dirs.
 pub struct Sqlite;
@@ -372,32 +372,23 @@ async fn a_message_id_stored_by_another_process_is_a_duplicate() {
     append_all(&ours, vec![ev("ours-1", "k1", 1000)]).await;
     let theirs = open_in(dir.path()).unwrap();
     append_all(&theirs, vec![ev("theirs-1", "k2", 2000)]).await;
-    let out = ours
-        .append(batch(vec![
-            ev("theirs-1", "k2", 3000),
-            ev("ours-1", "k1", 3000),
-            ev("new-1", "k1", 3000),
-        ]))
-        .await
-        .unwrap();
-    assert_eq!((out.accepted, out.duplicates), (1, 2));
-    let out = theirs
-        .append(batch(vec![ev("new-1", "k1", 4000)]))
-        .await
-        .unwrap();
-    assert_eq!((out.accepted, out.duplicates), (0, 1));
+    let again = batch(vec![
+        ev("theirs-1", "k2", 3000),
+        ev("ours-1", "k1", 3000),
+        ev("new-1", "k1", 3000),
+    ]);
+    assert_eq!(append_counted(&ours, again).await, (1, 2));
+    let again = batch(vec![ev("new-1", "k1", 4000)]);
+    assert_eq!(append_counted(&theirs, again).await, (0, 1));
     theirs.close().await;
     ours.close().await;
     let reopened = open_in(dir.path()).unwrap();
-    let out = reopened
-        .append(batch(vec![
-            ev("ours-1", "k1", 5000),
-            ev("theirs-1", "k2", 5000),
-            ev("new-1", "k1", 5000),
-        ]))
-        .await
-        .unwrap();
-    assert_eq!((out.accepted, out.duplicates), (0, 3));
+    let again = batch(vec![
+        ev("ours-1", "k1", 5000),
+        ev("theirs-1", "k2", 5000),
+        ev("new-1", "k1", 5000),
+    ]);
+    assert_eq!(append_counted(&reopened, again).await, (0, 3));
     assert_eq!(reopened.event_traces("theirs-1").await.unwrap().len(), 1);
     reopened.close().await;
 }
