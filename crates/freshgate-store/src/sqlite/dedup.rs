@@ -137,8 +137,22 @@ pub(crate) struct FilterSize {
     pub(crate) bytes: usize,
 }
 
+/// What the lookups cost since the last [`DedupIndex::take_lookup_counts`]: the writer adds them
+/// to counters once per group commit (a counter update per event would cost more than the
+/// filters).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LookupCounts {
+    /// Lookups (one per event appended).
+    pub(crate) lookups: u64,
+    /// Day filters that said "maybe" (a false positive unless the event was a duplicate).
+    pub(crate) filter_hits: u64,
+    /// Hours of `messages` probed with an index seek.
+    pub(crate) hour_probes: u64,
+}
+
 /// The writer's dedup index over `messages`. See the module documentation.
 pub(crate) struct DedupIndex {
+    counts: LookupCounts,
     days: BTreeMap<i64, DayFilter>,
     /// `PRAGMA data_version` at the last [`DedupIndex::sync`]: it changes when another
     /// connection commits.
@@ -156,6 +170,7 @@ impl DedupIndex {
     /// An index whose filters are built from the table by its first lookup.
     pub(crate) fn new() -> Self {
         Self {
+            counts: LookupCounts::default(),
             days: BTreeMap::new(),
             data_version: 0,
             synced_event_id: 0,
@@ -237,11 +252,14 @@ impl DedupIndex {
         self.forget_days_before(day_of(hour_of(reach_ms)) - 1);
         let since_ms = received_at_ms.saturating_sub(window_ms);
         let since_hour = hour_of(since_ms);
+        self.counts.lookups += 1;
         for (_, day) in self.days.range(day_of(since_hour)..).rev() {
             if !day.filter.may_contain(key.hash) {
                 continue;
             }
+            self.counts.filter_hits += 1;
             for hour in (day.first_hour.max(since_hour)..=day.last_hour).rev() {
+                self.counts.hour_probes += 1;
                 let found = conn
                     .prepare_cached(
                         "SELECT 1 FROM messages WHERE hour = ?1 AND message_id = ?2
@@ -254,6 +272,11 @@ impl DedupIndex {
             }
         }
         Ok(false)
+    }
+
+    /// The lookup counts since the last call.
+    pub(crate) fn take_lookup_counts(&mut self) -> LookupCounts {
+        std::mem::take(&mut self.counts)
     }
 
     /// Record a row just inserted into `messages`.
@@ -430,6 +453,33 @@ mod tests {
         let after_a = now - (base + 5 * HOUR_MS + 1);
         assert!(!seen(&mut index, &conn, "web", "a", now, after_a));
         assert!(seen(&mut index, &conn, "web", "b", now, after_a));
+    }
+
+    #[test]
+    fn lookups_count_the_filters_that_said_maybe_and_the_hours_probed() {
+        let conn = conn_with_tables();
+        let base = 20_000 * DAY_MS;
+        store_row(&conn, 1, "web", "a", base + 5 * HOUR_MS);
+        store_row(&conn, 2, "web", "b", base + 2 * DAY_MS + 20 * HOUR_MS);
+        store_row(&conn, 3, "web", "c", base + 2 * DAY_MS + 23 * HOUR_MS);
+        let mut index = DedupIndex::load(&conn).unwrap();
+        let now = base + 3 * DAY_MS;
+        let window = 7 * DAY_MS;
+        // Day 2's filter holds "b": its hours 23 down to 20 are probed, the last one finds it.
+        assert!(seen(&mut index, &conn, "web", "b", now, window));
+        // Only day 0's filter holds "a": its one stored hour is probed.
+        assert!(seen(&mut index, &conn, "web", "a", now, window));
+        // No filter holds "z": nothing is probed.
+        assert!(!seen(&mut index, &conn, "web", "z", now, window));
+        assert_eq!(
+            index.take_lookup_counts(),
+            LookupCounts {
+                lookups: 3,
+                filter_hits: 2,
+                hour_probes: 4 + 1,
+            }
+        );
+        assert_eq!(index.take_lookup_counts(), LookupCounts::default());
     }
 
     #[test]

@@ -214,6 +214,12 @@ impl Writer {
             metrics::histogram!(crate::metric::GROUP_COMMIT_EVENTS).record(weight as f64);
             metrics::histogram!(crate::metric::GROUP_COMMIT_SECONDS)
                 .record(started.elapsed().as_secs_f64());
+            let lookups = self.dedup.take_lookup_counts();
+            if lookups.lookups > 0 {
+                metrics::counter!(crate::metric::DEDUP_LOOKUPS).increment(lookups.lookups);
+                metrics::counter!(crate::metric::DEDUP_FILTER_HITS).increment(lookups.filter_hits);
+                metrics::counter!(crate::metric::DEDUP_HOUR_PROBES).increment(lookups.hour_probes);
+            }
         }
         tracing::debug!("SQLite writer stopped");
     }

@@ -58,13 +58,21 @@ pub struct Options {
     pub raw: bool,
     /// Also count fsyncs with `strace -c` in a run of this many seconds (0: skip).
     pub fsync_secs: u64,
-    /// Events put in the store through the raw path before the measured rounds (scaling runs).
+    /// Events put in the store through the raw path before the measured rounds (scaling runs),
+    /// received before the current hour.
     pub seed: u64,
+    /// Events put in the store received in the current hour (as an ingest that has run since
+    /// the hour began leaves it): the part of the hour-keyed indexes that ingest inserts into.
+    pub seed_current_hour: u64,
     /// Also time a retention prune of this share of the seeded events after the run.
     pub prune_share: f64,
     /// Keep the seeded database in this directory and start each round from a copy of it:
     /// seeding 10 M events takes ten minutes, copying them seconds (A/B runs of builds).
     pub seed_keep: Option<PathBuf>,
+    /// With `seed_keep`: run the rounds on the kept store itself (a hard link), not a copy, for
+    /// stores too large to copy on the disk at hand (50 M events are about 63 GB). Each round
+    /// then adds its events (and the prune, if any, removes its share) to the kept store.
+    pub seed_in_place: bool,
 }
 
 /// One measured round of the server.
@@ -82,6 +90,12 @@ pub struct ServerRound {
     pub cpu_ms_per_1000_events: f64,
     /// Server CPU as % of one core.
     pub cpu_percent: f64,
+    /// Of that CPU, the part spent in the kernel (system time), per 1,000 events, in ms.
+    pub sys_cpu_ms_per_1000_events: f64,
+    /// Bytes the server (all nodes) read from and wrote to the block device, per event
+    /// (`/proc/PID/io` `read_bytes`, `write_bytes`): reads say what the page cache missed.
+    pub disk_read_bytes_per_event: f64,
+    pub disk_write_bytes_per_event: f64,
     /// Peak resident memory of the (first) server process, MiB.
     pub vm_hwm_mib: f64,
     /// Largest `-wal` file seen while the load ran (SQLite), MiB.
@@ -89,6 +103,10 @@ pub struct ServerRound {
     /// Group commits and their average size (SQLite, from `/metrics`).
     pub commits_per_sec: Option<f64>,
     pub events_per_commit: Option<f64>,
+    /// Dedup day filters that said "maybe", and hours of the messageId index probed, per
+    /// 1,000 dedup lookups (SQLite, from `/metrics`).
+    pub dedup_filter_hits_per_1000: Option<f64>,
+    pub dedup_hour_probes_per_1000: Option<f64>,
     /// Seconds per group commit and per checkpoint pause of the writer (from `/metrics`).
     pub group_commit: Option<Durations>,
     pub checkpoint_pause: Option<Durations>,
@@ -159,6 +177,8 @@ pub struct Report {
     pub cpus: usize,
     pub store: String,
     pub seeded_events: u64,
+    /// Of them, received in the hour the rounds began.
+    pub seeded_current_hour: u64,
     pub seed_secs: Option<f64>,
     pub append_fsync: AppendFsync,
     pub ours: Vec<ServerRound>,
@@ -212,7 +232,8 @@ pub fn run(opts: &Options) -> Result<Report> {
         if let StoreKind::Postgres { server_url, .. } = &opts.store {
             recreate_database(server_url, &db_name)?;
         }
-        if opts.seed > 0 && opts.store == StoreKind::Sqlite {
+        let seeding = opts.seed + opts.seed_current_hour;
+        if seeding > 0 && opts.store == StoreKind::Sqlite {
             if templates.is_empty() {
                 templates = capture_templates(opts, &opts.work_dir)?;
             }
@@ -220,9 +241,21 @@ pub fn run(opts: &Options) -> Result<Report> {
             std::fs::create_dir_all(&node0)?;
             let node_db = node0.join("freshgate.db");
             match &opts.seed_keep {
-                None => seed_secs = Some(seed(&node_db, &templates, opts.seed)?),
+                None => {
+                    seed_secs = Some(seed(
+                        &node_db,
+                        &templates,
+                        opts.seed,
+                        opts.seed_current_hour,
+                    )?);
+                }
                 Some(keep) => {
-                    let kept = keep.join(format!("seed-{}.db", opts.seed));
+                    // The current hour's part is only the current hour's while that hour lasts.
+                    let kept = keep.join(if opts.seed_current_hour == 0 {
+                        format!("seed-{}.db", opts.seed)
+                    } else {
+                        format!("seed-{}-{}.db", opts.seed, opts.seed_current_hour)
+                    });
                     if kept.exists() {
                         println!(
                             "  seeded store kept from an earlier run: {}",
@@ -234,16 +267,22 @@ pub fn run(opts: &Options) -> Result<Report> {
                         std::fs::create_dir_all(keep)?;
                         let partial = tempfile::tempdir_in(keep)?;
                         let db = partial.path().join("seed.db");
-                        seed_secs = Some(seed(&db, &templates, opts.seed)?);
+                        seed_secs = Some(seed(&db, &templates, opts.seed, opts.seed_current_hour)?);
                         std::fs::rename(&db, &kept)?;
                     }
-                    let started = Instant::now();
-                    std::fs::copy(&kept, &node_db)
-                        .with_context(|| format!("copying {}", kept.display()))?;
-                    println!(
-                        "  copied the seeded store in {:.1} s",
-                        started.elapsed().as_secs_f64()
-                    );
+                    if opts.seed_in_place {
+                        std::fs::hard_link(&kept, &node_db)
+                            .with_context(|| format!("linking {}", kept.display()))?;
+                        println!("  running on the kept store itself (--seed-in-place)");
+                    } else {
+                        let started = Instant::now();
+                        std::fs::copy(&kept, &node_db)
+                            .with_context(|| format!("copying {}", kept.display()))?;
+                        println!(
+                            "  copied the seeded store in {:.1} s",
+                            started.elapsed().as_secs_f64()
+                        );
+                    }
                 }
             }
             // The seeding or the copy leaves gigabytes of dirty pages in the OS cache; written
@@ -320,7 +359,8 @@ pub fn run(opts: &Options) -> Result<Report> {
     let report = Report {
         cpus,
         store: store_name,
-        seeded_events: opts.seed,
+        seeded_events: opts.seed + opts.seed_current_hour,
+        seeded_current_hour: opts.seed_current_hour,
         seed_secs,
         append_fsync,
         ours,
@@ -334,7 +374,7 @@ pub fn run(opts: &Options) -> Result<Report> {
 
 fn print_round(round: usize, r: &ServerRound) {
     println!(
-        "  ours {} ({} node(s), load {}): {:.0} events/s acknowledged; p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms; CPU {:.1} ms per 1,000 events ({:.0} % of a core); VmHWM {:.0} MiB; WAL max {}; {}; {} non-200, {} socket errors",
+        "  ours {} ({} node(s), load {}): {:.0} events/s acknowledged; p50 {:.1} / p90 {:.1} / p99 {:.1} / max {:.1} ms; CPU {:.1} ms per 1,000 events ({:.1} in the kernel; {:.0} % of a core); disk read {:.0} / written {:.0} bytes per event; VmHWM {:.0} MiB; WAL max {}; {}; {} non-200, {} socket errors",
         round + 1,
         r.nodes,
         r.load_avg_before,
@@ -344,7 +384,10 @@ fn print_round(round: usize, r: &ServerRound) {
         r.latency_ms.p99,
         r.latency_ms.max,
         r.cpu_ms_per_1000_events,
+        r.sys_cpu_ms_per_1000_events,
         r.cpu_percent,
+        r.disk_read_bytes_per_event,
+        r.disk_write_bytes_per_event,
         r.vm_hwm_mib,
         r.wal_max_mib
             .map_or_else(|| "n/a".to_owned(), |w| format!("{w:.1} MiB")),
@@ -363,6 +406,10 @@ fn print_round(round: usize, r: &ServerRound) {
             );
         }
     };
+    if let (Some(hits), Some(probes)) = (r.dedup_filter_hits_per_1000, r.dedup_hour_probes_per_1000)
+    {
+        println!("         dedup per 1,000 events: {hits:.1} filter hits, {probes:.1} hour probes");
+    }
     show("group commits     ", &r.group_commit);
     show("checkpoint pauses ", &r.checkpoint_pause);
 }
@@ -610,14 +657,53 @@ fn durations(before: &str, after: &str, name: &str) -> Option<Durations> {
     })
 }
 
-/// utime + stime of a process, seconds.
-fn process_cpu(pid: u32) -> Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    // After `pid (comm)`: state is field 3 (index 0 here), utime 14 and stime 15.
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Ok((ticks(11) + ticks(12)) / 100.0)
+/// What a process has used so far: CPU seconds (user, system) and block-device bytes.
+#[derive(Debug, Clone, Copy, Default)]
+struct Usage {
+    user_secs: f64,
+    sys_secs: f64,
+    read_bytes: f64,
+    write_bytes: f64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> Result<Usage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        // After `pid (comm)`: state is field 3 (index 0 here), utime 14 and stime 15.
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
+        let io_field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<f64>().ok())
+                .unwrap_or(0.0)
+        };
+        Ok(Usage {
+            user_secs: ticks(11) / 100.0,
+            sys_secs: ticks(12) / 100.0,
+            read_bytes: io_field("read_bytes:"),
+            write_bytes: io_field("write_bytes:"),
+        })
+    }
+
+    /// The sum over several processes.
+    fn of_all(pids: impl Iterator<Item = u32>) -> Result<Usage> {
+        pids.map(Usage::of).try_fold(Usage::default(), |a, u| {
+            let u = u?;
+            Ok(Usage {
+                user_secs: a.user_secs + u.user_secs,
+                sys_secs: a.sys_secs + u.sys_secs,
+                read_bytes: a.read_bytes + u.read_bytes,
+                write_bytes: a.write_bytes + u.write_bytes,
+            })
+        })
+    }
+
+    fn cpu_secs(&self) -> f64 {
+        self.user_secs + self.sys_secs
+    }
 }
 
 /// VmHWM of a process, MiB.
@@ -754,15 +840,9 @@ fn server_round(
     };
     let load_avg_before = load_avg();
     let metrics_before = scrape(&addrs[0]);
-    let cpu_before: f64 = servers
-        .iter()
-        .map(|s| process_cpu(s.pid))
-        .sum::<Result<f64>>()?;
+    let usage_before = Usage::of_all(servers.iter().map(|s| s.pid))?;
     let wrk = run_wrk(opts, &addrs, opts.secs, next_run_no())?;
-    let cpu_after: f64 = servers
-        .iter()
-        .map(|s| process_cpu(s.pid))
-        .sum::<Result<f64>>()?;
+    let usage_after = Usage::of_all(servers.iter().map(|s| s.pid))?;
     let metrics_after = scrape(&addrs[0]);
     watching.store(false, Ordering::Relaxed);
     let _ = watcher.join();
@@ -788,6 +868,10 @@ fn server_round(
     } else {
         (None, None)
     };
+    let metric_delta = |name: &str| sample(&metrics_after, name) - sample(&metrics_before, name);
+    let lookups = metric_delta(freshgate_store::metric::DEDUP_LOOKUPS);
+    let per_1000_lookups =
+        |name: &str| (lookups > 0.0).then(|| metric_delta(name) / lookups * 1000.0);
     let stored_events = if opts.store == StoreKind::Sqlite {
         Some(count_events(&data_dir.join("node0").join("freshgate.db"))?)
     } else {
@@ -812,13 +896,22 @@ fn server_round(
             p999: worst(|l| l.p999),
             max: worst(|l| l.max),
         },
-        cpu_ms_per_1000_events: (cpu_after - cpu_before) * 1000.0 / events * 1000.0,
-        cpu_percent: (cpu_after - cpu_before) / secs * 100.0,
+        cpu_ms_per_1000_events: (usage_after.cpu_secs() - usage_before.cpu_secs()) * 1000.0
+            / events
+            * 1000.0,
+        cpu_percent: (usage_after.cpu_secs() - usage_before.cpu_secs()) / secs * 100.0,
+        sys_cpu_ms_per_1000_events: (usage_after.sys_secs - usage_before.sys_secs) * 1000.0
+            / events
+            * 1000.0,
+        disk_read_bytes_per_event: (usage_after.read_bytes - usage_before.read_bytes) / events,
+        disk_write_bytes_per_event: (usage_after.write_bytes - usage_before.write_bytes) / events,
         vm_hwm_mib: hwm,
         wal_max_mib: (opts.store == StoreKind::Sqlite)
             .then(|| wal_max.load(Ordering::Relaxed) as f64 / 1_048_576.0),
         commits_per_sec,
         events_per_commit,
+        dedup_filter_hits_per_1000: per_1000_lookups(freshgate_store::metric::DEDUP_FILTER_HITS),
+        dedup_hour_probes_per_1000: per_1000_lookups(freshgate_store::metric::DEDUP_HOUR_PROBES),
         group_commit: durations(
             &metrics_before,
             &metrics_after,
@@ -1017,7 +1110,12 @@ fn capture_templates(opts: &Options, work_dir: &Path) -> Result<Vec<NewEvent>> {
 fn count_events(db: &Path) -> Result<u64> {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
-    Ok(conn.query_row("SELECT count(*) FROM events", [], |r| r.get::<_, i64>(0))? as u64)
+    // The store's own counter (schema 12): count(*) would read every page of a 60 GB table.
+    Ok(
+        conn.query_row("SELECT count FROM event_counts WHERE id = 1", [], |r| {
+            r.get::<_, i64>(0)
+        })? as u64,
+    )
 }
 
 fn now_ms() -> i64 {
@@ -1029,12 +1127,27 @@ fn now_ms() -> i64 {
 /// `n` copies of the templates, round robin, each with a fresh random messageId (as clients
 /// send them), received one per ms from `at_ms`.
 fn batch_of(templates: &[NewEvent], start: u64, n: usize, at_ms: i64) -> AppendBatch {
+    batch_with_ids(templates, start, n, at_ms, 1, |_| {
+        uuid::Uuid::new_v4().to_string()
+    })
+}
+
+/// `n` copies of the templates, round robin, received `step_ms` apart from `at_ms`, the i-th
+/// (counting from `start`) with messageId `id(i)`.
+fn batch_with_ids(
+    templates: &[NewEvent],
+    start: u64,
+    n: usize,
+    at_ms: i64,
+    step_ms: i64,
+    id: impl Fn(u64) -> String,
+) -> AppendBatch {
     let events = (0..n)
         .map(|i| {
             let t = &templates[(start as usize + i) % templates.len()];
             NewEvent {
-                message_id: uuid::Uuid::new_v4().to_string(),
-                received_at_ms: at_ms + i64::try_from(i).unwrap_or(0),
+                message_id: id(start + i as u64),
+                received_at_ms: at_ms + i64::try_from(i).unwrap_or(0) * step_ms,
                 ..t.clone()
             }
         })
@@ -1044,6 +1157,15 @@ fn batch_of(templates: &[NewEvent], start: u64, n: usize, at_ms: i64) -> AppendB
         rejected: Vec::new(),
         dedup_window_ms: DEDUP_WINDOW_MS,
     }
+}
+
+/// A messageId shaped like a UUID (36 characters) that sorts in seeding order.
+fn ordered_message_id(i: u64) -> String {
+    format!(
+        "{:08x}-5eed-4000-8000-{:012x}",
+        i >> 48,
+        i & 0xffff_ffff_ffff
+    )
 }
 
 /// The raw ceiling: the same rows, appended by one thread through the store's own append path
@@ -1084,34 +1206,65 @@ fn raw_round(db: &Path, templates: &[NewEvent], group: usize, dur: Duration) -> 
     })
 }
 
-/// Put `n` events into a fresh store through the raw path, received over the past hours (one
-/// per ms up to now), so they are inside the dedup window and the retention period. Returns
-/// the seconds it took; the store is closed (its WAL checkpointed away) on return.
-fn seed(db: &Path, templates: &[NewEvent], n: u64) -> Result<f64> {
+/// Put `history` events into a fresh store through the raw path, received one per ms up to the
+/// start of the current UTC hour (so they are inside the dedup window and the retention
+/// period), then `current_hour` events received since that hour began. Returns the seconds it
+/// took; the store is closed (its WAL checkpointed away) on return.
+///
+/// The history's messageIds sort in the order they are appended. Its index pages are laid out
+/// as they would be after any arrival order, and ingest only reads them, but appending random
+/// ids into one hour's part of the messageId index dirties a leaf per event: seeding 50 M that
+/// way ran at 11,000 events/s with the disk writing 155 MB/s. The current hour's events carry
+/// random ids, as live traffic does: ingest inserts among them, so their layout is what the
+/// rounds measure.
+fn seed(db: &Path, templates: &[NewEvent], history: u64, current_hour: u64) -> Result<f64> {
+    const HOUR_MS: i64 = 3_600_000;
     let started = Instant::now();
     let mut w = RawWriter::open(db)?;
-    let start_ms = now_ms() - i64::try_from(n)?;
+    let now = now_ms();
+    let hour_start_ms = now - now.rem_euclid(HOUR_MS);
+    let history_start_ms = hour_start_ms - i64::try_from(history)?;
     let group = 5_000_u64;
+    let bar = indicatif::ProgressBar::new(history + current_hour);
     let mut done = 0;
-    let bar = indicatif::ProgressBar::new(n);
-    while done < n {
-        let k = group.min(n - done);
-        let batch = batch_of(
+    while done < history {
+        let k = group.min(history - done);
+        let batch = batch_with_ids(
             templates,
             done,
             usize::try_from(k)?,
-            start_ms + i64::try_from(done)?,
+            history_start_ms + i64::try_from(done)?,
+            1,
+            ordered_message_id,
         );
         w.append_group(std::slice::from_ref(&batch))?;
         done += k;
         bar.set_position(done);
     }
+    // Spread evenly over the part of the hour gone by (several per ms if need be).
+    let per_ms = (current_hour as f64 / (now - hour_start_ms).max(1) as f64).max(1.0);
+    let mut recent = 0;
+    while recent < current_hour {
+        let k = group.min(current_hour - recent);
+        let at_ms = hour_start_ms + (recent as f64 / per_ms) as i64;
+        let batch = batch_with_ids(
+            templates,
+            done + recent,
+            usize::try_from(k)?,
+            at_ms.min(now),
+            0,
+            |_| uuid::Uuid::new_v4().to_string(),
+        );
+        w.append_group(std::slice::from_ref(&batch))?;
+        recent += k;
+        bar.set_position(done + recent);
+    }
     bar.finish_and_clear();
     drop(w);
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "  seeded {n} events in {secs:.1} s ({:.0}/s, raw path)",
-        n as f64 / secs
+        "  seeded {history} events received before this hour and {current_hour} in it, in {secs:.1} s ({:.0}/s, raw path)",
+        (history + current_hour) as f64 / secs
     );
     Ok(secs)
 }
@@ -1196,6 +1349,10 @@ pub fn parse_args(args: &[String], defaults: Options) -> Result<Options> {
             "--no-raw" => o.raw = false,
             "--work-dir" => o.work_dir = PathBuf::from(v),
             "--seed-keep" => o.seed_keep = Some(PathBuf::from(v)),
+            "--seed-in-place" => o.seed_in_place = true,
+            "--seed-current-hour" => {
+                o.seed_current_hour = v.parse().context("--seed-current-hour=N")?;
+            }
             "--binary" => o.binary = PathBuf::from(v),
             "--postgres" => {
                 let url = if v.is_empty() {

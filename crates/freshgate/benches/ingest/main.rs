@@ -8,9 +8,11 @@
 //! rounds. See `driver.rs` for the flags and README "Benchmarks" for figures.
 //!
 //! Flags: --secs=N (20) --warmup=N (3) --rounds=N (3) --connections=N (8) --threads=N (2)
-//! --fsync-secs=N (5, 0 to skip) --no-raw --seed=N (events stored before the rounds)
+//! --fsync-secs=N (5, 0 to skip) --no-raw --seed=N (events stored before the rounds, received
+//! one per ms up to the start of the current hour) --seed-current-hour=N (and N received in it)
 //! --prune-share=F (with --seed: time a prune of that share of them) --postgres[=URL]
 //! --seed-keep=DIR (keep the seeded store there, start every round from a copy)
+//! --seed-in-place (with --seed-keep: run on the kept store itself, for stores too big to copy)
 //! --nodes=N --work-dir=DIR --smoke (2 s, one round, for CI) --json (print the report as JSON).
 
 mod driver;
@@ -40,6 +42,8 @@ fn main() -> Result<()> {
         seed: 0,
         prune_share: 0.1,
         seed_keep: None,
+        seed_in_place: false,
+        seed_current_hour: 0,
     };
     let opts = driver::parse_args(&args, defaults)?;
     let report = driver::run(&opts)?;

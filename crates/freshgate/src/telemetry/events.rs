@@ -81,6 +81,18 @@ pub fn describe() {
         freshgate_store::metric::CHECKPOINT_PAUSE_SECONDS,
         "Seconds the SQLite checkpointer held the writer so that the WAL could restart"
     );
+    describe_counter!(
+        freshgate_store::metric::DEDUP_LOOKUPS,
+        "messageId dedup lookups of the SQLite writer, one per event appended"
+    );
+    describe_counter!(
+        freshgate_store::metric::DEDUP_FILTER_HITS,
+        "Day filters of the SQLite dedup index that answered maybe (duplicates and false positives)"
+    );
+    describe_counter!(
+        freshgate_store::metric::DEDUP_HOUR_PROBES,
+        "Hours of the SQLite messageId index probed by dedup lookups"
+    );
     describe_histogram!(COMMIT_SECONDS, "Seconds waiting for the durable commit");
     describe_gauge!(QUEUE_DEPTH, "Pending deliveries");
     describe_gauge!(QUEUE_DEAD, "Dead letters");

@@ -164,6 +164,8 @@ fn ingest_bench_smoke_runs_end_to_end() {
         seed: 2_000,
         prune_share: 0.5,
         seed_keep: None,
+        seed_in_place: false,
+        seed_current_hour: 500,
     };
     let report = driver::run(&opts).unwrap();
     assert_eq!(report.ours.len(), 1);
@@ -172,7 +174,7 @@ fn ingest_bench_smoke_runs_end_to_end() {
     assert_eq!(ours.non_200, 0);
     // The store holds the seeded events and every acknowledged one, plus at most the requests
     // still in flight when wrk stopped (stored, but their 200 was not counted).
-    let stored = ours.stored_events.unwrap() - opts.seed;
+    let stored = ours.stored_events.unwrap() - opts.seed - opts.seed_current_hour;
     let acked = ours.ok_200 * driver::BATCH as u64;
     let in_flight = (opts.connections * driver::BATCH) as u64;
     assert!(
@@ -181,6 +183,10 @@ fn ingest_bench_smoke_runs_end_to_end() {
     );
     assert!(ours.events_per_sec > 0.0 && ours.latency_ms.p99 > 0.0);
     assert!(ours.cpu_ms_per_1000_events > 0.0 && ours.vm_hwm_mib > 0.0);
+    assert!(ours.sys_cpu_ms_per_1000_events <= ours.cpu_ms_per_1000_events);
+    assert!(ours.disk_write_bytes_per_event > 0.0, "{ours:?}");
+    // Every appended event was one dedup lookup; the counters came through /metrics.
+    assert!(ours.dedup_filter_hits_per_1000.is_some() && ours.dedup_hour_probes_per_1000.is_some());
     assert!(ours.events_per_commit.is_some_and(|e| e >= 1.0));
     assert!(ours.wal_max_mib.is_some());
     assert_eq!(report.raw.len(), 1);
