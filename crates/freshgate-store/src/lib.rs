@@ -814,7 +814,8 @@ pub mod metric {
     pub const GROUP_COMMIT_SECONDS: &str = "freshgate_store_group_commit_seconds";
     /// Histogram: seconds the SQLite checkpointer held the writer to let the WAL restart.
     pub const CHECKPOINT_PAUSE_SECONDS: &str = "freshgate_store_checkpoint_pause_seconds";
-    /// Counter: messageId dedup lookups of the SQLite writer (one per event appended).
+    /// Counter: messageId dedup lookups of the SQLite writer (one per event, except a messageId
+    /// repeated within its own batch, which is dropped before any lookup).
     pub const DEDUP_LOOKUPS: &str = "freshgate_store_dedup_lookups_total";
     /// Counter: day filters that answered "maybe" to a lookup (false positives and duplicates).
     pub const DEDUP_FILTER_HITS: &str = "freshgate_store_dedup_filter_hits_total";

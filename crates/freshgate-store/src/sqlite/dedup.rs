@@ -142,7 +142,7 @@ pub(crate) struct FilterSize {
 /// filters).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct LookupCounts {
-    /// Lookups (one per event appended).
+    /// Lookups (one per event, except a repeat within its own batch).
     pub(crate) lookups: u64,
     /// Day filters that said "maybe" (a false positive unless the event was a duplicate).
     pub(crate) filter_hits: u64,

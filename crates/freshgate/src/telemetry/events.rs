@@ -83,7 +83,7 @@ pub fn describe() {
     );
     describe_counter!(
         freshgate_store::metric::DEDUP_LOOKUPS,
-        "messageId dedup lookups of the SQLite writer, one per event appended"
+        "messageId dedup lookups of the SQLite writer, one per event not repeated within its batch"
     );
     describe_counter!(
         freshgate_store::metric::DEDUP_FILTER_HITS,
