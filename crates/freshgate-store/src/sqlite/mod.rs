@@ -20,8 +20,9 @@ mod schema;
 mod writer;
 
 /// Width of the hour of receipt that keys `messages` and `events_contact` first (migration
-/// 0013), so that an append writes only the current hour's part of each.
-pub(crate) const HOUR_MS: i64 = 3_600_000;
+/// 0013), so that an append writes only the current hour's part of each. Public for the ingest
+/// bench, which seeds a store's history up to the current hour.
+pub const HOUR_MS: i64 = 3_600_000;
 
 /// The hour of receipt of an event received at `received_at_ms`, as the migration and the
 /// index expression compute it with SQLite's integer division.

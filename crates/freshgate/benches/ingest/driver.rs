@@ -251,11 +251,8 @@ pub fn run(opts: &Options) -> Result<Report> {
                 }
                 Some(keep) => {
                     // The current hour's part is only the current hour's while that hour lasts.
-                    let kept = keep.join(if opts.seed_current_hour == 0 {
-                        format!("seed-{}.db", opts.seed)
-                    } else {
-                        format!("seed-{}-{}.db", opts.seed, opts.seed_current_hour)
-                    });
+                    let kept =
+                        keep.join(format!("seed-{}-{}.db", opts.seed, opts.seed_current_hour));
                     if kept.exists() {
                         println!(
                             "  seeded store kept from an earlier run: {}",
@@ -637,17 +634,20 @@ fn sample(text: &str, series: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// `(count, sum)` of the group commit size histogram.
-fn commit_counter(text: &str) -> (f64, f64) {
-    (
-        sample(text, "freshgate_store_group_commit_events_count"),
-        sample(text, "freshgate_store_group_commit_events_sum"),
-    )
+/// The series of the writer's group-commit size histogram: commits, and events they held.
+fn group_commit_series() -> (String, String) {
+    let name = freshgate_store::metric::GROUP_COMMIT_EVENTS;
+    (format!("{name}_count"), format!("{name}_sum"))
+}
+
+/// How much a series grew between two scrapes.
+fn delta(before: &str, after: &str, series: &str) -> f64 {
+    sample(after, series) - sample(before, series)
 }
 
 /// What a duration histogram recorded between two scrapes.
 fn durations(before: &str, after: &str, name: &str) -> Option<Durations> {
-    let delta = |series: String| sample(after, &series) - sample(before, &series);
+    let delta = |series: String| delta(before, after, &series);
     let count = delta(format!("{name}_count"));
     (count > 0.0).then(|| Durations {
         count,
@@ -690,15 +690,23 @@ impl Usage {
 
     /// The sum over several processes.
     fn of_all(pids: impl Iterator<Item = u32>) -> Result<Usage> {
-        pids.map(Usage::of).try_fold(Usage::default(), |a, u| {
-            let u = u?;
-            Ok(Usage {
-                user_secs: a.user_secs + u.user_secs,
-                sys_secs: a.sys_secs + u.sys_secs,
-                read_bytes: a.read_bytes + u.read_bytes,
-                write_bytes: a.write_bytes + u.write_bytes,
-            })
-        })
+        pids.map(Usage::of)
+            .try_fold(Usage::default(), |sum, u| Ok(sum.combine(u?, 1.0)))
+    }
+
+    /// What was used since `earlier`.
+    fn since(self, earlier: Usage) -> Usage {
+        self.combine(earlier, -1.0)
+    }
+
+    /// `self + sign × other`, field by field.
+    fn combine(self, other: Usage, sign: f64) -> Usage {
+        Usage {
+            user_secs: self.user_secs + sign * other.user_secs,
+            sys_secs: self.sys_secs + sign * other.sys_secs,
+            read_bytes: self.read_bytes + sign * other.read_bytes,
+            write_bytes: self.write_bytes + sign * other.write_bytes,
+        }
     }
 
     fn cpu_secs(&self) -> f64 {
@@ -842,7 +850,7 @@ fn server_round(
     let metrics_before = scrape(&addrs[0]);
     let usage_before = Usage::of_all(servers.iter().map(|s| s.pid))?;
     let wrk = run_wrk(opts, &addrs, opts.secs, next_run_no())?;
-    let usage_after = Usage::of_all(servers.iter().map(|s| s.pid))?;
+    let used = Usage::of_all(servers.iter().map(|s| s.pid))?.since(usage_before);
     let metrics_after = scrape(&addrs[0]);
     watching.store(false, Ordering::Relaxed);
     let _ = watcher.join();
@@ -859,19 +867,16 @@ fn server_round(
             .map(|w| f(&w.latency_us) / 1000.0)
             .fold(0.0, f64::max)
     };
-    let ((c0, s0), (c1, s1)) = (
-        commit_counter(&metrics_before),
-        commit_counter(&metrics_after),
-    );
-    let (commits_per_sec, events_per_commit) = if c1 > c0 {
-        (Some((c1 - c0) / secs), Some((s1 - s0) / (c1 - c0)))
+    let grew = |series: &str| delta(&metrics_before, &metrics_after, series);
+    let (commit_count, commit_sum) = group_commit_series();
+    let commits = grew(&commit_count);
+    let (commits_per_sec, events_per_commit) = if commits > 0.0 {
+        (Some(commits / secs), Some(grew(&commit_sum) / commits))
     } else {
         (None, None)
     };
-    let metric_delta = |name: &str| sample(&metrics_after, name) - sample(&metrics_before, name);
-    let lookups = metric_delta(freshgate_store::metric::DEDUP_LOOKUPS);
-    let per_1000_lookups =
-        |name: &str| (lookups > 0.0).then(|| metric_delta(name) / lookups * 1000.0);
+    let lookups = grew(freshgate_store::metric::DEDUP_LOOKUPS);
+    let per_1000_lookups = |series: &str| (lookups > 0.0).then(|| grew(series) / lookups * 1000.0);
     let stored_events = if opts.store == StoreKind::Sqlite {
         Some(count_events(&data_dir.join("node0").join("freshgate.db"))?)
     } else {
@@ -896,15 +901,11 @@ fn server_round(
             p999: worst(|l| l.p999),
             max: worst(|l| l.max),
         },
-        cpu_ms_per_1000_events: (usage_after.cpu_secs() - usage_before.cpu_secs()) * 1000.0
-            / events
-            * 1000.0,
-        cpu_percent: (usage_after.cpu_secs() - usage_before.cpu_secs()) / secs * 100.0,
-        sys_cpu_ms_per_1000_events: (usage_after.sys_secs - usage_before.sys_secs) * 1000.0
-            / events
-            * 1000.0,
-        disk_read_bytes_per_event: (usage_after.read_bytes - usage_before.read_bytes) / events,
-        disk_write_bytes_per_event: (usage_after.write_bytes - usage_before.write_bytes) / events,
+        cpu_ms_per_1000_events: used.cpu_secs() * 1000.0 / events * 1000.0,
+        cpu_percent: used.cpu_secs() / secs * 100.0,
+        sys_cpu_ms_per_1000_events: used.sys_secs * 1000.0 / events * 1000.0,
+        disk_read_bytes_per_event: used.read_bytes / events,
+        disk_write_bytes_per_event: used.write_bytes / events,
         vm_hwm_mib: hwm,
         wal_max_mib: (opts.store == StoreKind::Sqlite)
             .then(|| wal_max.load(Ordering::Relaxed) as f64 / 1_048_576.0),
@@ -964,7 +965,8 @@ fn fsync_round(opts: &Options) -> Result<FsyncCount> {
         StoreKind::Sqlite => Ok(0),
         StoreKind::Postgres { server_url, .. } => pg_wal_syncs(server_url),
     };
-    let before = commit_counter(&scrape(&addr)).0;
+    let commits = group_commit_series().0;
+    let before = sample(&scrape(&addr), &commits);
     let syncs_before = wal_syncs()?;
     let wrk = run_wrk(
         opts,
@@ -973,7 +975,7 @@ fn fsync_round(opts: &Options) -> Result<FsyncCount> {
         next_run_no(),
     )?;
     let syncs_after = wal_syncs()?;
-    let after = commit_counter(&scrape(&addr)).0;
+    let after = sample(&scrape(&addr), &commits);
     server.stop()?;
     let calls = match &opts.store {
         StoreKind::Sqlite => {
@@ -1127,9 +1129,7 @@ fn now_ms() -> i64 {
 /// `n` copies of the templates, round robin, each with a fresh random messageId (as clients
 /// send them), received one per ms from `at_ms`.
 fn batch_of(templates: &[NewEvent], start: u64, n: usize, at_ms: i64) -> AppendBatch {
-    batch_with_ids(templates, start, n, at_ms, 1, |_| {
-        uuid::Uuid::new_v4().to_string()
-    })
+    batch_with_ids(templates, start, n, at_ms, 1, random_message_id)
 }
 
 /// `n` copies of the templates, round robin, received `step_ms` apart from `at_ms`, the i-th
@@ -1157,6 +1157,11 @@ fn batch_with_ids(
         rejected: Vec::new(),
         dedup_window_ms: DEDUP_WINDOW_MS,
     }
+}
+
+/// A messageId as clients make them (UUID v4); the index is ignored.
+fn random_message_id(_: u64) -> String {
+    uuid::Uuid::new_v4().to_string()
 }
 
 /// A messageId shaped like a UUID (36 characters) that sorts in seeding order.
@@ -1218,53 +1223,40 @@ fn raw_round(db: &Path, templates: &[NewEvent], group: usize, dur: Duration) -> 
 /// random ids, as live traffic does: ingest inserts among them, so their layout is what the
 /// rounds measure.
 fn seed(db: &Path, templates: &[NewEvent], history: u64, current_hour: u64) -> Result<f64> {
-    const HOUR_MS: i64 = 3_600_000;
+    use freshgate_store::sqlite::HOUR_MS;
     let started = Instant::now();
     let mut w = RawWriter::open(db)?;
     let now = now_ms();
     let hour_start_ms = now - now.rem_euclid(HOUR_MS);
     let history_start_ms = hour_start_ms - i64::try_from(history)?;
+    // Spread evenly over the part of the hour gone by (several per ms if need be).
+    let per_ms = (current_hour as f64 / (now - hour_start_ms).max(1) as f64).max(1.0);
+    let total = history + current_hour;
+    let bar = indicatif::ProgressBar::new(total);
     let group = 5_000_u64;
-    let bar = indicatif::ProgressBar::new(history + current_hour);
     let mut done = 0;
-    while done < history {
-        let k = group.min(history - done);
-        let batch = batch_with_ids(
-            templates,
-            done,
-            usize::try_from(k)?,
-            history_start_ms + i64::try_from(done)?,
-            1,
-            ordered_message_id,
-        );
+    while done < total {
+        // History first, then the current hour: a group never spans both.
+        let part_end = if done < history { history } else { total };
+        let k = group.min(part_end - done);
+        let n = usize::try_from(k)?;
+        let batch = if done < history {
+            let at_ms = history_start_ms + i64::try_from(done)?;
+            batch_with_ids(templates, done, n, at_ms, 1, ordered_message_id)
+        } else {
+            let at_ms = hour_start_ms + ((done - history) as f64 / per_ms) as i64;
+            batch_with_ids(templates, done, n, at_ms.min(now), 0, random_message_id)
+        };
         w.append_group(std::slice::from_ref(&batch))?;
         done += k;
         bar.set_position(done);
-    }
-    // Spread evenly over the part of the hour gone by (several per ms if need be).
-    let per_ms = (current_hour as f64 / (now - hour_start_ms).max(1) as f64).max(1.0);
-    let mut recent = 0;
-    while recent < current_hour {
-        let k = group.min(current_hour - recent);
-        let at_ms = hour_start_ms + (recent as f64 / per_ms) as i64;
-        let batch = batch_with_ids(
-            templates,
-            done + recent,
-            usize::try_from(k)?,
-            at_ms.min(now),
-            0,
-            |_| uuid::Uuid::new_v4().to_string(),
-        );
-        w.append_group(std::slice::from_ref(&batch))?;
-        recent += k;
-        bar.set_position(done + recent);
     }
     bar.finish_and_clear();
     drop(w);
     let secs = started.elapsed().as_secs_f64();
     println!(
         "  seeded {history} events received before this hour and {current_hour} in it, in {secs:.1} s ({:.0}/s, raw path)",
-        (history + current_hour) as f64 / secs
+        total as f64 / secs
     );
     Ok(secs)
 }
