@@ -819,8 +819,11 @@ pub mod metric {
     pub const DEDUP_LOOKUPS: &str = "freshgate_store_dedup_lookups_total";
     /// Counter: day filters that answered "maybe" to a lookup (false positives and duplicates).
     pub const DEDUP_FILTER_HITS: &str = "freshgate_store_dedup_filter_hits_total";
-    /// Counter: hours of the messageId index probed by lookups.
-    pub const DEDUP_HOUR_PROBES: &str = "freshgate_store_dedup_hour_probes_total";
+    /// Counter: runs of the messageId index probed by lookups (a day filter and the run's own
+    /// filter said "maybe").
+    pub const DEDUP_RUN_PROBES: &str = "freshgate_store_dedup_run_probes_total";
+    /// Gauge: events of the SQLite writer's index tail, not yet written as runs.
+    pub const INDEX_TAIL_EVENTS: &str = "freshgate_store_index_tail_events";
 }
 
 /// An account's contact field metadata as fetched from Freshworks (opaque to the store).

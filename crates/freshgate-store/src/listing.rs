@@ -83,17 +83,17 @@ pub(crate) struct BackendSql {
     /// The scalar function returning the smaller of two values (`min` in SQLite, `LEAST` in
     /// PostgreSQL).
     pub(crate) least: &'static str,
-    /// The rest of the `FROM` clause and the condition that keep the events received in one
-    /// hour (`received_at_ms / 3600000 = ?`), with the index that serves it where the planner
-    /// must be told.
-    pub(crate) receive_hour_scope: &'static str,
+    /// The rest of the `FROM` clause and the condition that keep only part of the events, with
+    /// one `?` bound to the scope value given to [`event_list_sql`] (SQLite's contact listing:
+    /// the candidate event ids of one hour).
+    pub(crate) scope: &'static str,
 }
 
-/// Build the listing statement; with `receive_hour`, only events received in that hour.
+/// Build the listing statement; with `scope`, only the events the backend's scope keeps.
 pub(crate) fn event_list_sql(
     query: &EventQuery,
     backend: &BackendSql,
-    receive_hour: Option<i64>,
+    scope: Option<Param>,
 ) -> EventListSql {
     let mut sql = String::from(
         "SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key, e.timestamp_ms,
@@ -101,10 +101,10 @@ pub(crate) fn event_list_sql(
          FROM events e",
     );
     let mut params = Vec::new();
-    match receive_hour {
-        Some(hour) => {
-            sql.push_str(backend.receive_hour_scope);
-            params.push(Param::Int(hour));
+    match scope {
+        Some(value) => {
+            sql.push_str(backend.scope);
+            params.push(value);
         }
         None => sql.push_str(" WHERE 1 = 1"),
     }
@@ -268,7 +268,7 @@ mod tests {
     const TEST_BACKEND: BackendSql = BackendSql {
         message_match: "e.message_id = ?",
         least: "min",
-        receive_hour_scope: " WHERE e.received_at_ms / 3600000 = ?",
+        scope: " WHERE e.received_at_ms / 3600000 = ?",
     };
 
     #[test]

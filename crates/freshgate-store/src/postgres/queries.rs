@@ -633,7 +633,7 @@ pub(crate) async fn prune(
 const LISTING: BackendSql = BackendSql {
     message_match: "e.message_id = ?",
     least: "LEAST",
-    receive_hour_scope: " WHERE e.received_at_ms / 3600000 = ?",
+    scope: " WHERE e.received_at_ms / 3600000 = ?",
 };
 
 pub(crate) async fn list_events(

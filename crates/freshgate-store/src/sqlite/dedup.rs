@@ -27,6 +27,7 @@ use fastbloom::BloomFilter;
 use rusqlite::{Connection, params};
 
 use super::hour_of;
+use super::runs::{IndexTail, RunState};
 use crate::StoreError;
 
 const HOURS_PER_DAY: i64 = 24;
@@ -34,6 +35,11 @@ const HOURS_PER_DAY: i64 = 24;
 /// Items the first filter of a day holds at its target false-positive rate; each next one
 /// holds twice as many, so a day of n pairs has about log2(n / 65,536) filters.
 const FIRST_CAPACITY: usize = 65_536;
+
+/// The first member of a run's filter built from the table: a run written by a writer holds
+/// [`super::runs::RunLimits::run_events`] pairs at most, but one made from a store of schema
+/// 13 holds a whole hour.
+const RUN_FIRST_CAPACITY: usize = 16_384;
 
 /// Per filter. With a day of 10 M pairs in 8 filters and 8 days in the window, about 1 % of
 /// new events probe one day's hours.
@@ -46,7 +52,7 @@ fn day_of(hour: i64) -> i64 {
     hour.div_euclid(HOURS_PER_DAY)
 }
 
-fn pair_hash(source: &str, message_id: &str) -> u64 {
+pub(crate) fn pair_hash(source: &str, message_id: &str) -> u64 {
     PairHasher::default().hash_one((source, message_id))
 }
 
@@ -64,6 +70,10 @@ impl<'a> MessageKey<'a> {
             message_id,
             hash: pair_hash(source, message_id),
         }
+    }
+
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -94,9 +104,13 @@ impl Member {
 
 impl GrowingFilter {
     fn new() -> Self {
+        Self::with_first_capacity(FIRST_CAPACITY)
+    }
+
+    fn with_first_capacity(capacity: usize) -> Self {
         Self {
             full: Vec::new(),
-            current: Member::new(FIRST_CAPACITY),
+            current: Member::new(capacity),
         }
     }
 
@@ -127,6 +141,8 @@ struct DayFilter {
     filter: GrowingFilter,
     first_hour: i64,
     last_hour: i64,
+    /// It has a run another writer made, whose pairs no filter holds: always asked.
+    unfiltered: bool,
 }
 
 /// What the filters hold, for the log line at open and for tests.
@@ -146,58 +162,95 @@ pub(crate) struct LookupCounts {
     pub(crate) lookups: u64,
     /// Day filters that said "maybe" (a false positive unless the event was a duplicate).
     pub(crate) filter_hits: u64,
-    /// Hours of `messages` probed with an index seek.
-    pub(crate) hour_probes: u64,
+    /// Runs of `messages` probed with an index seek.
+    pub(crate) run_probes: u64,
 }
 
-/// The writer's dedup index over `messages`. See the module documentation.
+/// A live run of one hour, with a filter over its pairs when this writer built one (runs
+/// another writer made have none and are probed whenever their day's filter says maybe).
+struct RunFilter {
+    run: i64,
+    filter: Option<GrowingFilter>,
+}
+
+/// The writer's dedup index over the live runs of `messages` (the tail is looked up exactly,
+/// see `runs.rs`). See the module documentation.
 pub(crate) struct DedupIndex {
     counts: LookupCounts,
     days: BTreeMap<i64, DayFilter>,
-    /// `PRAGMA data_version` at the last [`DedupIndex::sync`]: it changes when another
-    /// connection commits.
-    data_version: i64,
-    /// The largest event id at the last sync: events above it are ours or another connection's.
-    synced_event_id: i64,
+    /// Live runs per hour, oldest first.
+    runs: BTreeMap<i64, Vec<RunFilter>>,
     /// Days end before the widest window asked for so far reaches them: a day forgotten for a
     /// short window would be missed by a wider one.
     widest_window_ms: i64,
-    /// The filters were built from the table (by the first lookup).
-    built: bool,
 }
 
 impl DedupIndex {
-    /// An index whose filters are built from the table by its first lookup.
+    /// An index with no filters; [`Self::build`] fills them.
     pub(crate) fn new() -> Self {
         Self {
             counts: LookupCounts::default(),
             days: BTreeMap::new(),
-            data_version: 0,
-            synced_event_id: 0,
+            runs: BTreeMap::new(),
             widest_window_ms: 0,
-            built: false,
         }
     }
 
-    /// An index with its filters built from the table now.
-    #[cfg(test)]
-    pub(crate) fn load(conn: &Connection) -> Result<Self, StoreError> {
-        let mut index = Self::new();
-        index.build(conn)?;
-        Ok(index)
-    }
-
-    /// Build the filters from every row of `messages` (rows outside the window too: they are
-    /// few, as a row outlives its window only while its event is stored).
+    /// Build the filters from every row of the live runs of `messages` (rows outside the window
+    /// too: they are few, as a row outlives its window only while its event is stored).
     pub(crate) fn build(&mut self, conn: &Connection) -> Result<(), StoreError> {
         let started = std::time::Instant::now();
-        self.add_rows(
-            conn.prepare("SELECT hour, source, message_id FROM messages")?
-                .query([])?,
-        )?;
-        self.data_version = data_version(conn)?;
-        self.synced_event_id = max_event_id(conn)?;
-        self.built = true;
+        self.days.clear();
+        let hours = live_runs(conn)?;
+        let mut statement = conn.prepare("SELECT run, source, message_id FROM messages")?;
+        let mut rows = statement.query([])?;
+        let mut current: Option<(i64, i64, GrowingFilter)> = None;
+        let mut built: BTreeMap<i64, Vec<RunFilter>> = BTreeMap::new();
+        while let Some(row) = rows.next()? {
+            let run: i64 = row.get(0)?;
+            if current.as_ref().is_none_or(|(r, _, _)| *r != run) {
+                if let Some((r, hour, filter)) = current.take() {
+                    built.entry(hour).or_default().push(RunFilter {
+                        run: r,
+                        filter: Some(filter),
+                    });
+                }
+                // Rows of runs not live (being written, or left half-written) are not read.
+                if let Some(hour) = hours.get(&run) {
+                    current = Some((
+                        run,
+                        *hour,
+                        GrowingFilter::with_first_capacity(RUN_FIRST_CAPACITY),
+                    ));
+                }
+            }
+            let Some((_, hour, filter)) = current.as_mut().filter(|(r, _, _)| *r == run) else {
+                continue;
+            };
+            let source = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
+            let message_id = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
+            let hash = pair_hash(source, message_id);
+            filter.insert(hash);
+            let hour = *hour;
+            self.add(hour, hash);
+        }
+        if let Some((r, hour, filter)) = current.take() {
+            built.entry(hour).or_default().push(RunFilter {
+                run: r,
+                filter: Some(filter),
+            });
+        }
+        // Live runs with no rows (all pruned) are probed like any other: they find nothing.
+        for (run, hour) in hours {
+            let runs = built.entry(hour).or_default();
+            if !runs.iter().any(|f| f.run == run) {
+                runs.push(RunFilter { run, filter: None });
+            }
+        }
+        for runs in built.values_mut() {
+            runs.sort_by_key(|f| f.run);
+        }
+        self.runs = built;
         let size = self.size();
         tracing::info!(
             days = size.days,
@@ -209,65 +262,89 @@ impl DedupIndex {
         Ok(())
     }
 
-    /// Call at the start of each write transaction (the write lock held): take in the events
-    /// another connection appended since the last call.
-    pub(crate) fn sync(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        if !self.built {
-            // The build will read them all.
-            return Ok(());
+    /// Another writer changed the live runs: take in those we do not know, without filters.
+    pub(crate) fn reload_runs(&mut self, conn: &Connection) -> Result<(), StoreError> {
+        let live = live_runs(conn)?;
+        for runs in self.runs.values_mut() {
+            runs.retain(|f| live.contains_key(&f.run));
         }
-        let version = data_version(conn)?;
-        if version != self.data_version {
-            // Ours since the last call are among them: adding a pair twice is harmless.
-            let added = self.add_rows(
-                conn.prepare_cached(
-                    "SELECT received_at_ms / 3600000, source, message_id FROM events
-                     WHERE id > ?1",
-                )?
-                .query(params![self.synced_event_id])?,
-            )?;
-            tracing::debug!(
-                added,
-                "dedup filters topped up after another connection wrote"
-            );
-            self.data_version = version;
+        for (run, hour) in live {
+            let runs = self.runs.entry(hour).or_default();
+            if !runs.iter().any(|f| f.run == run) {
+                runs.push(RunFilter { run, filter: None });
+                runs.sort_by_key(|f| f.run);
+                // Its pairs are in no day filter: make sure its day is asked.
+                let day = self.days.entry(day_of(hour)).or_insert_with(|| DayFilter {
+                    filter: GrowingFilter::new(),
+                    first_hour: hour,
+                    last_hour: hour,
+                    unfiltered: true,
+                });
+                day.unfiltered = true;
+                day.first_hour = day.first_hour.min(hour);
+                day.last_hour = day.last_hour.max(hour);
+            }
         }
-        self.synced_event_id = max_event_id(conn)?;
         Ok(())
+    }
+
+    /// A run of ours went live: its pairs are in the day filters already (fed as staged).
+    pub(crate) fn add_run(&mut self, hour: i64, run: i64, hashes: &[u64]) {
+        let mut filter = GrowingFilter::with_first_capacity(hashes.len().max(1));
+        for hash in hashes {
+            filter.insert(*hash);
+        }
+        let runs = self.runs.entry(hour).or_default();
+        runs.push(RunFilter {
+            run,
+            filter: Some(filter),
+        });
+        runs.sort_by_key(|f| f.run);
     }
 
     /// Whether the key's source stored its messageId within `window_ms` before `received_at_ms`.
     pub(crate) fn seen_within(
         &mut self,
         conn: &Connection,
+        tail: &IndexTail,
         key: &MessageKey<'_>,
         received_at_ms: i64,
         window_ms: i64,
     ) -> Result<bool, StoreError> {
-        if !self.built {
-            self.build(conn)?;
-        }
         self.widest_window_ms = self.widest_window_ms.max(window_ms);
         let reach_ms = received_at_ms.saturating_sub(self.widest_window_ms);
         self.forget_days_before(day_of(hour_of(reach_ms)) - 1);
         let since_ms = received_at_ms.saturating_sub(window_ms);
         let since_hour = hour_of(since_ms);
         self.counts.lookups += 1;
+        if tail.holds(key.hash, key.source, key.message_id, since_ms) {
+            return Ok(true);
+        }
         for (_, day) in self.days.range(day_of(since_hour)..).rev() {
-            if !day.filter.may_contain(key.hash) {
+            if !day.unfiltered && !day.filter.may_contain(key.hash) {
                 continue;
             }
             self.counts.filter_hits += 1;
-            for hour in (day.first_hour.max(since_hour)..=day.last_hour).rev() {
-                self.counts.hour_probes += 1;
-                let found = conn
-                    .prepare_cached(
-                        "SELECT 1 FROM messages WHERE hour = ?1 AND message_id = ?2
-                           AND source = ?3 AND received_at_ms >= ?4 LIMIT 1",
-                    )?
-                    .exists(params![hour, key.message_id, key.source, since_ms])?;
-                if found {
-                    return Ok(true);
+            let hours = day.first_hour.max(since_hour)..=day.last_hour;
+            for runs in self.runs.range(hours).rev().map(|(_, runs)| runs) {
+                for run in runs.iter().rev() {
+                    if run
+                        .filter
+                        .as_ref()
+                        .is_some_and(|f| !f.may_contain(key.hash))
+                    {
+                        continue;
+                    }
+                    self.counts.run_probes += 1;
+                    let found = conn
+                        .prepare_cached(
+                            "SELECT 1 FROM messages WHERE run = ?1 AND message_id = ?2
+                               AND source = ?3 AND received_at_ms >= ?4 LIMIT 1",
+                        )?
+                        .exists(params![run.run, key.message_id, key.source, since_ms])?;
+                    if found {
+                        return Ok(true);
+                    }
                 }
             }
         }
@@ -279,12 +356,13 @@ impl DedupIndex {
         std::mem::take(&mut self.counts)
     }
 
-    /// Record a row just inserted into `messages`.
-    pub(crate) fn inserted(&mut self, key: &MessageKey<'_>, received_at_ms: i64) {
-        self.add(hour_of(received_at_ms), key.hash);
-    }
-
     pub(crate) fn size(&self) -> FilterSize {
+        let run_filters = || {
+            self.runs
+                .values()
+                .flatten()
+                .filter_map(|r| r.filter.as_ref())
+        };
         FilterSize {
             days: self.days.len(),
             pairs: self
@@ -293,28 +371,19 @@ impl DedupIndex {
                 .flat_map(|d| d.filter.members())
                 .map(|m| m.items)
                 .sum(),
-            bytes: self.days.values().map(|d| d.filter.bytes()).sum(),
+            bytes: self.days.values().map(|d| d.filter.bytes()).sum::<usize>()
+                + run_filters().map(GrowingFilter::bytes).sum::<usize>(),
         }
     }
 
-    /// Add every row of (hour of receipt, source, messageId); how many there were.
-    fn add_rows(&mut self, mut rows: rusqlite::Rows<'_>) -> Result<usize, StoreError> {
-        let mut added = 0;
-        while let Some(row) = rows.next()? {
-            let hour: i64 = row.get(0)?;
-            let source = row.get_ref(1)?.as_str().map_err(rusqlite::Error::from)?;
-            let message_id = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
-            self.add(hour, pair_hash(source, message_id));
-            added += 1;
-        }
-        Ok(added)
-    }
-
-    fn add(&mut self, hour: i64, hash: u64) {
+    /// Record a pair received in `hour` (staged in the tail, or taken in from another
+    /// connection's append). Extra pairs (an append rolled back) only cost a probe.
+    pub(crate) fn add(&mut self, hour: i64, hash: u64) {
         let day = self.days.entry(day_of(hour)).or_insert_with(|| DayFilter {
             filter: GrowingFilter::new(),
             first_hour: hour,
             last_hour: hour,
+            unfiltered: false,
         });
         day.filter.insert(hash);
         day.first_hour = day.first_hour.min(hour);
@@ -330,17 +399,25 @@ impl DedupIndex {
             }
             entry.remove();
         }
+        let first_hour = day.saturating_mul(HOURS_PER_DAY);
+        while let Some(entry) = self.runs.first_entry() {
+            if *entry.key() >= first_hour {
+                break;
+            }
+            entry.remove();
+        }
     }
 }
 
-fn data_version(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
-}
-
-fn max_event_id(conn: &Connection) -> Result<i64, StoreError> {
-    Ok(conn
-        .prepare_cached("SELECT coalesce(max(id), 0) FROM events")?
-        .query_row([], |r| r.get(0))?)
+/// Run → hour of every live run.
+fn live_runs(conn: &Connection) -> Result<BTreeMap<i64, i64>, StoreError> {
+    let rows: Vec<(i64, i64)> = conn
+        .prepare_cached("SELECT run, hour FROM index_runs WHERE state = ?1")?
+        .query_map(params![RunState::Live.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    Ok(rows.into_iter().collect())
 }
 
 #[cfg(test)]
@@ -348,24 +425,6 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::super::HOUR_MS;
     use super::*;
-
-    fn seen(
-        index: &mut DedupIndex,
-        conn: &Connection,
-        source: &str,
-        message_id: &str,
-        received_at_ms: i64,
-        window_ms: i64,
-    ) -> bool {
-        index
-            .seen_within(
-                conn,
-                &MessageKey::new(source, message_id),
-                received_at_ms,
-                window_ms,
-            )
-            .unwrap()
-    }
 
     #[test]
     fn a_growing_filter_never_misses_and_rarely_claims() {
@@ -404,148 +463,5 @@ mod tests {
         assert_eq!(hour_of(HOUR_MS), 1);
         assert_eq!(day_of(23), 0);
         assert_eq!(day_of(24), 1);
-    }
-
-    /// The columns of `events` and `messages` that dedup reads.
-    const TABLES: &str = "
-        CREATE TABLE events (id INTEGER PRIMARY KEY, source TEXT, message_id TEXT,
-                             received_at_ms INTEGER);
-        CREATE TABLE messages (hour INTEGER, message_id TEXT, source TEXT,
-                               event_id INTEGER, received_at_ms INTEGER,
-                               PRIMARY KEY (hour, message_id, source, event_id)) WITHOUT ROWID;";
-
-    fn conn_with_tables() -> Connection {
-        let conn = Connection::open_in_memory().unwrap();
-        conn.execute_batch(TABLES).unwrap();
-        conn
-    }
-
-    fn store_row(conn: &Connection, id: i64, source: &str, message_id: &str, at_ms: i64) {
-        conn.execute(
-            "INSERT INTO events (id, source, message_id, received_at_ms) VALUES (?1, ?2, ?3, ?4)",
-            params![id, source, message_id, at_ms],
-        )
-        .unwrap();
-        conn.execute(
-            "INSERT INTO messages VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![hour_of(at_ms), message_id, source, id, at_ms],
-        )
-        .unwrap();
-    }
-
-    const DAY_MS: i64 = HOUR_MS * HOURS_PER_DAY;
-
-    #[test]
-    fn rows_of_earlier_days_and_hours_are_found_by_their_receive_time() {
-        let conn = conn_with_tables();
-        let base = 20_000 * DAY_MS;
-        store_row(&conn, 1, "web", "a", base + 5 * HOUR_MS);
-        store_row(&conn, 2, "web", "b", base + 2 * DAY_MS + 23 * HOUR_MS);
-        let mut index = DedupIndex::load(&conn).unwrap();
-        assert_eq!(index.size().days, 2);
-        let now = base + 3 * DAY_MS;
-        let window = 7 * DAY_MS;
-        assert!(seen(&mut index, &conn, "web", "a", now, window));
-        assert!(seen(&mut index, &conn, "web", "b", now, window));
-        assert!(!seen(&mut index, &conn, "ios", "a", now, window));
-        assert!(!seen(&mut index, &conn, "web", "c", now, window));
-        // The window starts after "a" was received: not a duplicate any more.
-        let after_a = now - (base + 5 * HOUR_MS + 1);
-        assert!(!seen(&mut index, &conn, "web", "a", now, after_a));
-        assert!(seen(&mut index, &conn, "web", "b", now, after_a));
-    }
-
-    #[test]
-    fn lookups_count_the_filters_that_said_maybe_and_the_hours_probed() {
-        let conn = conn_with_tables();
-        let base = 20_000 * DAY_MS;
-        store_row(&conn, 1, "web", "a", base + 5 * HOUR_MS);
-        store_row(&conn, 2, "web", "b", base + 2 * DAY_MS + 20 * HOUR_MS);
-        store_row(&conn, 3, "web", "c", base + 2 * DAY_MS + 23 * HOUR_MS);
-        let mut index = DedupIndex::load(&conn).unwrap();
-        let now = base + 3 * DAY_MS;
-        let window = 7 * DAY_MS;
-        // Day 2's filter holds "b": its hours 23 down to 20 are probed, the last one finds it.
-        assert!(seen(&mut index, &conn, "web", "b", now, window));
-        // Only day 0's filter holds "a": its one stored hour is probed.
-        assert!(seen(&mut index, &conn, "web", "a", now, window));
-        // No filter holds "z": nothing is probed.
-        assert!(!seen(&mut index, &conn, "web", "z", now, window));
-        assert_eq!(
-            index.take_lookup_counts(),
-            LookupCounts {
-                lookups: 3,
-                filter_hits: 2,
-                hour_probes: 4 + 1,
-            }
-        );
-        assert_eq!(index.take_lookup_counts(), LookupCounts::default());
-    }
-
-    #[test]
-    fn pairs_another_connection_appended_are_taken_in_at_the_next_sync() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("db");
-        let ours = Connection::open(&path).unwrap();
-        ours.execute_batch(TABLES).unwrap();
-        let mut index = DedupIndex::load(&ours).unwrap();
-        let other = Connection::open(&path).unwrap();
-        store_row(&other, 1, "web", "from-elsewhere", 5 * HOUR_MS);
-        index.sync(&ours).unwrap();
-        assert!(seen(
-            &mut index,
-            &ours,
-            "web",
-            "from-elsewhere",
-            6 * HOUR_MS,
-            HOUR_MS * 2
-        ));
-        // Our own rows change nothing for the next sync.
-        store_row(&ours, 2, "web", "ours", 5 * HOUR_MS);
-        index.inserted(&MessageKey::new("web", "ours"), 5 * HOUR_MS);
-        index.sync(&ours).unwrap();
-        assert_eq!(index.size().pairs, 2);
-    }
-
-    #[test]
-    fn an_index_builds_its_filters_at_its_first_lookup() {
-        let conn = conn_with_tables();
-        let mut index = DedupIndex::new();
-        index.sync(&conn).unwrap();
-        store_row(&conn, 1, "web", "before-first-use", HOUR_MS);
-        index.sync(&conn).unwrap();
-        assert_eq!(
-            index.size().pairs,
-            0,
-            "nothing read before the first lookup"
-        );
-        assert!(seen(
-            &mut index,
-            &conn,
-            "web",
-            "before-first-use",
-            2 * HOUR_MS,
-            DAY_MS
-        ));
-        assert_eq!(index.size().pairs, 1);
-    }
-
-    #[test]
-    fn days_the_widest_window_does_not_reach_are_forgotten() {
-        let conn = conn_with_tables();
-        store_row(&conn, 1, "web", "old", 0);
-        store_row(&conn, 2, "web", "new", 10 * DAY_MS);
-        let mut index = DedupIndex::load(&conn).unwrap();
-        let now = 10 * DAY_MS + HOUR_MS;
-        assert!(!seen(&mut index, &conn, "web", "old", now, DAY_MS));
-        assert_eq!(
-            index.size().days,
-            1,
-            "day 0 is past the window from day 9 on"
-        );
-        assert!(seen(&mut index, &conn, "web", "new", now, DAY_MS));
-        // A wider window later finds the rows of its days, but not of days already forgotten
-        // (they were past every window asked for until then).
-        assert!(!seen(&mut index, &conn, "web", "old", now, 11 * DAY_MS));
     }
 }

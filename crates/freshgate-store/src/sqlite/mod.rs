@@ -11,17 +11,19 @@ mod checkpoint;
 mod dedup;
 mod filter;
 mod group;
+mod index;
 mod memberships;
 mod queries;
 mod raw;
 mod readers;
 mod records;
+mod runs;
 mod schema;
 mod writer;
 
-/// Width of the hour of receipt that keys `messages` and `events_contact` first (migration
-/// 0013), so that an append writes only the current hour's part of each. Public for the ingest
-/// bench, which seeds a store's history up to the current hour.
+/// Width of the hour of receipt: each run of `messages` and `contact_events` holds one hour's
+/// events (migration 0014), and dedup asks the days and hours a window reaches. Public for the
+/// ingest bench, which seeds a store's history up to the current hour.
 pub const HOUR_MS: i64 = 3_600_000;
 
 /// The hour of receipt of an event received at `received_at_ms`, as the migration and the
@@ -31,6 +33,7 @@ pub(crate) fn hour_of(received_at_ms: i64) -> i64 {
 }
 
 pub use self::raw::RawWriter;
+pub use self::runs::RunLimits;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
@@ -83,6 +86,8 @@ pub struct SqliteOptions {
     /// that its first requests do not wait for them; operator commands that seldom append
     /// would only wait longer to start.
     pub build_dedup_on_open: bool,
+    /// How large the runs of the messageId and contact indexes are (see `runs.rs`).
+    pub index_runs: RunLimits,
 }
 
 impl Default for SqliteOptions {
@@ -94,6 +99,7 @@ impl Default for SqliteOptions {
             readers: 4,
             release_leases_on_open: false,
             build_dedup_on_open: false,
+            index_runs: RunLimits::default(),
         }
     }
 }
@@ -143,9 +149,9 @@ impl SqliteStore {
                 tracing::warn!(released, "released leases left by a crashed process");
             }
         }
-        let mut dedup = dedup::DedupIndex::new();
+        let mut index = index::EventIndex::new(options.index_runs);
         if options.build_dedup_on_open {
-            dedup.build(&conn)?;
+            index.build(&conn)?;
         }
         let readers = Arc::new(ReaderPool::new(path, options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
@@ -155,7 +161,7 @@ impl SqliteStore {
             ingest: options.max_group_commit_events,
             background: options.max_group_background_rows,
         };
-        let writer = Writer::new(conn, rx, limits, options.writer_queue, gate, alive, dedup);
+        let writer = Writer::new(conn, rx, limits, options.writer_queue, gate, alive, index);
         let handle = std::thread::Builder::new()
             .name("fg-sqlite-write".to_owned())
             .spawn(move || writer.run())

@@ -22,16 +22,17 @@ use crate::{
     destination_stats, merge_depths,
 };
 
-/// Every hour from the oldest row of `messages` to the newest, for a lookup by messageId: the
-/// table is keyed by the hour of receipt first (see `dedup.rs`), so such a lookup is one index
-/// seek per stored hour (168 for a 7-day window), made in order by a `CROSS JOIN` from this.
-/// A macro, so that constants can be built from it with `concat!`.
-macro_rules! message_hours {
+/// The events stored under a messageId, bound as `q.message_id`: through `messages`, one index
+/// seek per live run (see `runs.rs`), and among the tail's events (ids above the watermark, at
+/// most a run's worth), which are in no run yet. A macro, so that constants can be built from
+/// it with `concat!`.
+macro_rules! message_event_ids {
     () => {
-        "WITH RECURSIVE hours(hour) AS (
-             SELECT min(hour) FROM messages
-             UNION ALL
-             SELECT hour + 1 FROM hours WHERE hour < (SELECT max(hour) FROM messages))"
+        "SELECT m.event_id FROM q, index_runs r CROSS JOIN messages m
+         WHERE r.state = 'live' AND m.run = r.run AND m.message_id = q.message_id
+         UNION ALL
+         SELECT t.id FROM q, events t
+         WHERE t.id > (SELECT w.event_id FROM index_watermark w) AND t.message_id = q.message_id"
     };
 }
 
@@ -238,11 +239,12 @@ pub(crate) fn event_traces(
 ) -> Result<Vec<EventTrace>, StoreError> {
     let mut events: Vec<EventTrace> = conn
         .prepare_cached(concat!(
-            message_hours!(),
-            " SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key,
-                         e.timestamp_ms, e.received_at_ms, e.raw
-                 FROM hours CROSS JOIN messages m JOIN events e ON e.id = m.event_id
-                 WHERE m.hour = hours.hour AND m.message_id = ?1 ORDER BY e.id"
+            "WITH q(message_id) AS (SELECT ?1)
+             SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key,
+                    e.timestamp_ms, e.received_at_ms, e.raw
+             FROM events e WHERE e.id IN (",
+            message_event_ids!(),
+            ") AND e.message_id = ?1 ORDER BY e.id"
         ))?
         .query_map(params![message_id], |r| {
             event_head(r).map(EventHead::into_trace)
@@ -499,18 +501,16 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
     Ok(counters::drift_problems(pending, counted))
 }
 
-/// The listing's messageId condition through the `messages` index, an hour at a time.
+/// The listing's messageId condition through the `messages` runs and the tail.
 const LISTING: BackendSql = BackendSql {
     message_match: concat!(
-        "e.id IN (",
-        message_hours!(),
-        " SELECT m.event_id FROM hours CROSS JOIN messages m
-        WHERE m.hour = hours.hour AND m.message_id = ?)"
+        "e.id IN (WITH q(message_id) AS (SELECT ?) ",
+        message_event_ids!(),
+        ")"
     ),
     least: "min",
-    // Named, because the planner would rather walk the hour on the receive-time index (it
-    // yields the listing's order without a sort) and check every event of it.
-    receive_hour_scope: " INDEXED BY events_contact WHERE e.received_at_ms / 3600000 = ?",
+    // The candidates of one hour (see `list_by_contact`), as a JSON array of event ids.
+    scope: " WHERE e.id IN (SELECT value FROM json_each(?))",
 };
 
 pub(crate) fn list_events(
@@ -543,9 +543,10 @@ pub(crate) fn list_events(
 }
 
 /// The events of a contact, or of the contacts an email was identified with, newest receive
-/// time first (then id). The `events_contact` index is keyed by the hour of receipt first, so
-/// that an append writes only the current hour's part of it (migration 0013); so this walks the
-/// stored hours newest first, one index range each, until the page is full. The cursor is the
+/// time first (then id). `contact_events` holds a run per hour (see `runs.rs`), so this walks
+/// the stored hours newest first: each hour's candidates are the contact's entries in that
+/// hour's live runs (one index seek per run and contact) and its events in the tail; the
+/// listing's other conditions then apply to them, until the page is full. The cursor is the
 /// previous page's last event, as for a time range (the listing's order is the same: receive
 /// time, then id).
 fn list_by_contact(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
@@ -575,10 +576,52 @@ fn list_by_contact(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSum
         }
     }
     let first_hour = hour_of(query.since_ms.map_or(oldest, |s| s.max(oldest)));
+    let contact_keys = listed_contact_keys(conn, query)?;
+    let mut tail: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    for key in &contact_keys {
+        let rows: Vec<(i64, i64)> = conn
+            .prepare_cached(
+                "SELECT id, received_at_ms FROM events
+                 WHERE id > (SELECT event_id FROM index_watermark) AND contact_key = ?1",
+            )?
+            .query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<_, _>>()?;
+        for (id, at) in rows {
+            tail.entry(hour_of(at)).or_default().push(id);
+        }
+    }
+    // Only hours that hold a live run or a tail event: a store's hours can be sparse.
+    let mut hours: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT DISTINCT hour FROM index_runs
+             WHERE state = 'live' AND hour BETWEEN ?1 AND ?2",
+        )?
+        .query_map(params![first_hour, last_hour], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    hours.extend(tail.range(first_hour..=last_hour).map(|(h, _)| *h));
+    hours.sort_unstable_by(|a, b| b.cmp(a));
+    hours.dedup();
     let limit = query.limit.clamp(1, MAX_PAGE);
     let mut events = Vec::new();
-    let mut hour = last_hour;
-    while hour >= first_hour && events.len() < limit {
+    for hour in hours {
+        if events.len() >= limit {
+            break;
+        }
+        let mut candidates = tail.remove(&hour).unwrap_or_default();
+        for key in &contact_keys {
+            let ids: Vec<i64> = conn
+                .prepare_cached(
+                    "SELECT c.event_id FROM index_runs r CROSS JOIN contact_events c
+                     WHERE r.hour = ?1 AND r.state = 'live' AND c.run = r.run
+                       AND c.contact_key = ?2",
+                )?
+                .query_map(params![hour, key], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            candidates.extend(ids);
+        }
+        if candidates.is_empty() {
+            continue;
+        }
         let (start, end) = (hour * HOUR_MS, (hour + 1) * HOUR_MS);
         let in_hour = EventQuery {
             since_ms: Some(query.since_ms.map_or(start, |s| s.max(start))),
@@ -588,11 +631,40 @@ fn list_by_contact(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSum
         };
         events.extend(run_listing(
             conn,
-            &event_list_sql(&in_hour, &LISTING, Some(hour)),
+            &event_list_sql(&in_hour, &LISTING, Some(id_list(&candidates))),
         )?);
-        hour -= 1;
     }
     Ok(events)
+}
+
+/// The contact keys a contact listing asks for: the contact's own, or those its email was
+/// identified with (the listing's conditions check both when both are given).
+fn listed_contact_keys(conn: &Connection, query: &EventQuery) -> Result<Vec<String>, StoreError> {
+    if let Some(key) = &query.contact_key {
+        return Ok(vec![key.clone()]);
+    }
+    let Some(email) = &query.email else {
+        return Ok(Vec::new());
+    };
+    let keys = conn
+        .prepare_cached("SELECT contact_key FROM contact_emails WHERE email = ?1")?
+        .query_map(params![crate::email_key(email)], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    Ok(keys)
+}
+
+/// Event ids as the JSON array the listing's scope reads with `json_each`.
+fn id_list(ids: &[i64]) -> Param {
+    let mut json = String::with_capacity(ids.len() * 8 + 2);
+    json.push('[');
+    for (i, id) in ids.iter().enumerate() {
+        if i > 0 {
+            json.push(',');
+        }
+        json.push_str(&id.to_string());
+    }
+    json.push(']');
+    Param::Text(json)
 }
 
 fn run_listing(conn: &Connection, built: &EventListSql) -> Result<Vec<EventSummary>, StoreError> {
@@ -721,8 +793,8 @@ mod tests {
         plan_in_hour(conn, query, None)
     }
 
-    fn plan_in_hour(conn: &Connection, query: &EventQuery, hour: Option<i64>) -> String {
-        let built = event_list_sql(query, &LISTING, hour);
+    fn plan_in_hour(conn: &Connection, query: &EventQuery, scope: Option<Param>) -> String {
+        let built = event_list_sql(query, &LISTING, scope);
         conn.prepare(&format!("EXPLAIN QUERY PLAN {}", built.sql))
             .unwrap()
             .query_map(params_from_iter(&built.params), |r| r.get::<_, String>(3))
@@ -755,10 +827,10 @@ mod tests {
         conn
     }
 
-    /// A contact's (or an email's) events in one hour, as `list_by_contact` asks for them, are a
-    /// range of the hour-keyed `events_contact` index, not of the receive-time index.
+    /// A contact's (or an email's) events in one hour, as `list_by_contact` asks for them, are
+    /// the candidates it found in the contact index, read by id: no walk of the hour.
     #[test]
-    fn a_contact_listing_walks_the_hour_keyed_contact_index() {
+    fn a_contact_listing_reads_its_candidates_by_id() {
         let dir = tempfile::tempdir().unwrap();
         let conn = analyzed_store(&dir, 5000, 500, 1000);
         let hour = 1;
@@ -776,9 +848,19 @@ mod tests {
             in_hour(Some(4000), true),
             in_hour(None, false),
         ] {
-            let plan = plan_in_hour(&conn, &q, Some(hour));
-            assert!(plan.contains("INDEX events_contact"), "{q:?}:\n{plan}");
+            let plan = plan_in_hour(&conn, &q, Some(id_list(&[3607, 4107])));
+            assert!(
+                plan.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"),
+                "{q:?}:\n{plan}"
+            );
+            assert!(!plan.contains("SCAN e"), "{q:?}:\n{plan}");
         }
+    }
+
+    #[test]
+    fn candidate_ids_are_a_json_array() {
+        assert_eq!(id_list(&[]), Param::Text("[]".to_owned()));
+        assert_eq!(id_list(&[3, -1, 42]), Param::Text("[3,-1,42]".to_owned()));
     }
 
     /// A time-range search (with or without a cursor, alone or with a common condition) is a

@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use rusqlite::Connection;
 
 use super::checkpoint::{self, WriterGate};
-use super::dedup::DedupIndex;
+use super::index::EventIndex;
+use super::runs::RunLimits;
 use super::{schema, writer};
 use crate::{AppendBatch, AppendOutcome, StoreError};
 
@@ -18,7 +19,7 @@ use crate::{AppendBatch, AppendOutcome, StoreError};
 /// Only one may be open on a file, and not beside a running `SqliteStore` (both would write).
 pub struct RawWriter {
     conn: Connection,
-    dedup: DedupIndex,
+    index: EventIndex,
     gate: Arc<WriterGate>,
     /// Dropped first (see `Drop`): stops the checkpoint thread.
     alive: Option<std::sync::mpsc::Sender<()>>,
@@ -38,12 +39,12 @@ impl RawWriter {
     /// `Database` if the file cannot be opened, put in WAL mode or migrated.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         let conn = schema::open_writer(path)?;
-        let dedup = DedupIndex::new();
+        let index = EventIndex::new(RunLimits::default());
         let gate = Arc::new(WriterGate::default());
         let (alive, checkpointer) = checkpoint::spawn(path, Arc::clone(&gate))?;
         Ok(Self {
             conn,
-            dedup,
+            index,
             gate,
             alive: Some(alive),
             checkpointer,
@@ -66,18 +67,31 @@ impl RawWriter {
         &mut self,
         batches: &[AppendBatch],
     ) -> Result<AppendOutcome, StoreError> {
+        let result = self.append_uncommitted(batches);
+        if result.is_err() {
+            self.index.aborted();
+        }
+        result
+    }
+
+    /// The group and a chunk of the index tail's run (twice what it appended, as the store's
+    /// writer does), committed with one fsync.
+    fn append_uncommitted(&mut self, batches: &[AppendBatch]) -> Result<AppendOutcome, StoreError> {
         let tx = self
             .conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        self.dedup.sync(&tx)?;
+        self.index.sync(&tx)?;
         let mut total = AppendOutcome::default();
         for batch in batches {
-            let o = writer::append(&tx, &mut self.dedup, batch)?;
+            let o = writer::append(&tx, &mut self.index, batch)?;
             total.accepted += o.accepted;
             total.duplicates += o.duplicates;
             total.rejected += o.rejected;
         }
+        let appended = usize::try_from(total.accepted).unwrap_or(usize::MAX);
+        let step = self.index.flush_step(&tx, appended.saturating_mul(2))?;
         tx.commit()?;
+        self.index.committed(&self.conn, step)?;
         Ok(total)
     }
 }

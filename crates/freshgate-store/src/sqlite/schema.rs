@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../../migrations/sqlite/0011_list_memberships.sql"),
     include_str!("../../migrations/sqlite/0012_delivery_counts.sql"),
     include_str!("../../migrations/sqlite/0013_hour_keyed_indexes.sql"),
+    include_str!("../../migrations/sqlite/0014_index_runs.sql"),
 ];
 
 /// How long a connection waits for a lock held by another connection before giving up.

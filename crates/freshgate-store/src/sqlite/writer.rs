@@ -15,9 +15,12 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 use tokio::sync::{mpsc, oneshot};
 
 use super::checkpoint::WriterGate;
-use super::dedup::{DedupIndex, MessageKey};
+use super::dedup::MessageKey;
 use super::filter::{filter_sql, limit_value};
 use super::group::{GroupLimits, GroupQueue, Lane, Queued};
+use super::hour_of;
+use super::index::EventIndex;
+use super::runs::{FlushStep, TailEntry};
 use crate::{
     AppendBatch, AppendOutcome, Attempt, ContactLease, DeliveryFilter, DeliveryId, DeliveryStatus,
     LateDelivery, PruneOutcome, Reopen, Settlement, StoreError,
@@ -170,8 +173,8 @@ pub(crate) struct Writer {
     max_held: usize,
     token_prefix: String,
     token_counter: u64,
-    /// Which messageIds were received within the window (see `dedup.rs`).
-    dedup: DedupIndex,
+    /// Dedup, and the index tail written as runs (see `index.rs`).
+    index: EventIndex,
 }
 
 impl Writer {
@@ -183,7 +186,7 @@ impl Writer {
         max_held: usize,
         gate: Arc<WriterGate>,
         alive: std::sync::mpsc::Sender<()>,
-        dedup: DedupIndex,
+        index: EventIndex,
     ) -> Self {
         // Tokens must be unique across restarts too (a lease can outlive the process that took
         // it), hence the start time and pid in the prefix.
@@ -199,7 +202,7 @@ impl Writer {
             max_held: max_held.max(1),
             token_prefix: format!("{nanos:x}-{:x}", std::process::id()),
             token_counter: 0,
-            dedup,
+            index,
         }
     }
 
@@ -214,12 +217,14 @@ impl Writer {
             metrics::histogram!(crate::metric::GROUP_COMMIT_EVENTS).record(weight as f64);
             metrics::histogram!(crate::metric::GROUP_COMMIT_SECONDS)
                 .record(started.elapsed().as_secs_f64());
-            let lookups = self.dedup.take_lookup_counts();
+            let lookups = self.index.take_lookup_counts();
             if lookups.lookups > 0 {
                 metrics::counter!(crate::metric::DEDUP_LOOKUPS).increment(lookups.lookups);
                 metrics::counter!(crate::metric::DEDUP_FILTER_HITS).increment(lookups.filter_hits);
-                metrics::counter!(crate::metric::DEDUP_HOUR_PROBES).increment(lookups.hour_probes);
+                metrics::counter!(crate::metric::DEDUP_RUN_PROBES).increment(lookups.run_probes);
             }
+            #[allow(clippy::cast_precision_loss)] // a tail is far below 2^52 events
+            metrics::gauge!(crate::metric::INDEX_TAIL_EVENTS).set(self.index.tail_len() as f64);
         }
         tracing::debug!("SQLite writer stopped");
     }
@@ -228,9 +233,18 @@ impl Writer {
     /// whatever else is already queued, and lets [`GroupQueue`] pick. `None` once every sender
     /// is gone and nothing is held.
     fn next_group(&mut self) -> Option<(Vec<Command>, usize)> {
-        if self.queue.is_empty() {
-            let first = self.rx.blocking_recv()?;
-            self.queue.push(first);
+        while self.queue.is_empty() {
+            // Idle time goes to the run being flushed, a transaction per chunk.
+            if self.index.has_flush_work() {
+                match self.rx.try_recv() {
+                    Ok(cmd) => self.queue.push(cmd),
+                    Err(mpsc::error::TryRecvError::Empty) => self.flush_while_idle(),
+                    Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                }
+            } else {
+                let first = self.rx.blocking_recv()?;
+                self.queue.push(first);
+            }
         }
         // Past a full group of appends, the rest stay in the channel, whose bound is the
         // ingest back-pressure; delivery work is held here so appends behind it can be seen.
@@ -243,14 +257,48 @@ impl Writer {
         Some(self.queue.next_group())
     }
 
+    /// One chunk of the run being flushed, in a transaction of its own.
+    fn flush_while_idle(&mut self) {
+        self.gate.enter();
+        let written = self
+            .conn
+            .execute_batch("BEGIN IMMEDIATE")
+            .map_err(StoreError::from);
+        let result = written
+            .and_then(|()| self.index.sync(&self.conn))
+            .and_then(|()| self.index.flush_step(&self.conn, 0));
+        match result.and_then(|step| {
+            self.conn.execute_batch("COMMIT")?;
+            Ok(step)
+        }) {
+            Ok(step) => {
+                if let Err(err) = self.index.committed(&self.conn, step) {
+                    tracing::error!(error = %err, "SQLite writer could not re-read the index runs");
+                }
+            }
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                self.index.aborted();
+                tracing::error!(error = %err, "SQLite writer could not flush the index tail");
+                // Not in a tight loop: the next attempt waits for the next command or a second.
+                if let Ok(cmd) = self.rx.try_recv() {
+                    self.queue.push(cmd);
+                } else {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                }
+            }
+        }
+        self.gate.leave();
+    }
+
     /// Apply a group in one transaction and answer every command after the commit.
     fn run_group(&mut self, group: Vec<Command>) {
-        // With the write lock held, the dedup filters take in what other connections appended.
+        // With the write lock held, the index takes in what other connections appended.
         let begun = self
             .conn
             .execute_batch("BEGIN IMMEDIATE")
             .map_err(StoreError::from)
-            .and_then(|()| self.dedup.sync(&self.conn));
+            .and_then(|()| self.index.sync(&self.conn));
         if let Err(err) = begun {
             // Harmless when BEGIN itself failed: there is nothing to roll back.
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -258,6 +306,7 @@ impl Writer {
             answer_all_with(group, &err);
             return;
         }
+        let first_mark = self.index.mark();
         let mut results = Vec::with_capacity(group.len());
         let mut replies = Vec::with_capacity(group.len());
         for cmd in group {
@@ -267,6 +316,7 @@ impl Writer {
                 Err(fatal) => {
                     // The savepoint machinery itself failed: the transaction state is unknown.
                     let _ = self.conn.execute_batch("ROLLBACK");
+                    self.index.aborted();
                     tracing::error!(error = %fatal, "SQLite writer lost its transaction");
                     replies.push(cmd.reply);
                     for reply in replies {
@@ -277,8 +327,11 @@ impl Writer {
             }
             replies.push(cmd.reply);
         }
+        let appended = self.index.mark().saturating_sub(first_mark);
+        let step = self.flush_step_in_group(appended);
         if let Err(e) = self.conn.execute_batch("COMMIT") {
             let _ = self.conn.execute_batch("ROLLBACK");
+            self.index.aborted();
             let msg = e.to_string();
             tracing::error!(error = %msg, "SQLite group commit failed");
             for reply in replies {
@@ -286,9 +339,44 @@ impl Writer {
             }
             return;
         }
+        if let Err(err) = self.index.committed(&self.conn, step) {
+            tracing::error!(error = %err, "SQLite writer could not re-read the index runs");
+        }
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone away (request cancelled); the write is committed anyway.
             let _ = reply.send(result);
+        }
+    }
+
+    /// Before a group commits, the next chunk of the run being flushed, at least twice what the
+    /// group appended so that flushing keeps pace. In a savepoint: a failed chunk is logged and
+    /// redone later, and never costs the group its commit.
+    fn flush_step_in_group(&mut self, appended: usize) -> FlushStep {
+        if !self.index.has_flush_work() {
+            return FlushStep::default();
+        }
+        let stepped = self
+            .conn
+            .execute_batch("SAVEPOINT flush")
+            .map_err(StoreError::from)
+            .and_then(|()| {
+                self.index
+                    .flush_step(&self.conn, appended.saturating_mul(2))
+            });
+        match stepped {
+            Ok(step) => match self.conn.execute_batch("RELEASE flush") {
+                Ok(()) => step,
+                Err(err) => {
+                    tracing::error!(error = %err, "SQLite writer could not keep an index chunk");
+                    let _ = self.conn.execute_batch("ROLLBACK TO flush; RELEASE flush");
+                    FlushStep::default()
+                }
+            },
+            Err(err) => {
+                tracing::error!(error = %err, "SQLite writer could not write an index chunk");
+                let _ = self.conn.execute_batch("ROLLBACK TO flush; RELEASE flush");
+                FlushStep::default()
+            }
         }
     }
 
@@ -299,10 +387,12 @@ impl Writer {
         op: &WriteOp,
     ) -> Result<Result<WriteReply, StoreError>, rusqlite::Error> {
         self.conn.execute_batch("SAVEPOINT cmd")?;
+        let mark = self.index.mark();
         let result = self.apply(op);
         if result.is_ok() {
             self.conn.execute_batch("RELEASE cmd")?;
         } else {
+            self.index.rollback_to(mark);
             self.conn.execute_batch("ROLLBACK TO cmd; RELEASE cmd")?;
         }
         Ok(result)
@@ -311,7 +401,7 @@ impl Writer {
     fn apply(&mut self, op: &WriteOp) -> Result<WriteReply, StoreError> {
         match op {
             WriteOp::Append(batch) => {
-                append(&self.conn, &mut self.dedup, batch).map(WriteReply::Appended)
+                append(&self.conn, &mut self.index, batch).map(WriteReply::Appended)
             }
             WriteOp::Lease {
                 destination,
@@ -456,8 +546,16 @@ impl Writer {
                 events_before_ms,
                 dedup_before_ms,
                 limit,
-            } => prune(&self.conn, *events_before_ms, *dedup_before_ms, *limit)
-                .map(|(outcome, more)| WriteReply::Pruned(outcome, more)),
+            } => {
+                // Events in the index tail wait until they are written as runs: their entries
+                // must reach `messages` before them, or their dedup would end with them.
+                let waiting = self.index.flush_before(
+                    &self.conn,
+                    (*events_before_ms).max(*dedup_before_ms),
+                )?;
+                prune(&self.conn, *events_before_ms, *dedup_before_ms, *limit)
+                    .map(|(outcome, more)| WriteReply::Pruned(outcome, more || waiting))
+            }
             WriteOp::PruneRejected {
                 before_ms,
                 max_bytes,
@@ -576,7 +674,7 @@ impl<'a> CounterMoves<'a> {
 
 pub(crate) fn append(
     conn: &Connection,
-    dedup: &mut DedupIndex,
+    index: &mut EventIndex,
     batch: &AppendBatch,
 ) -> Result<AppendOutcome, StoreError> {
     let mut outcome = AppendOutcome::default();
@@ -590,7 +688,7 @@ pub(crate) fn append(
         // A messageId is a duplicate when this source stored it within the window; older
         // rows only keep the event traceable.
         let key = MessageKey::new(&ev.source, &ev.message_id);
-        if dedup.seen_within(conn, &key, ev.received_at_ms, batch.dedup_window_ms)? {
+        if index.seen_within(conn, &key, ev.received_at_ms, batch.dedup_window_ms)? {
             outcome.duplicates += 1;
             continue;
         }
@@ -610,18 +708,17 @@ pub(crate) fn append(
         ])?;
         let event_id = conn.last_insert_rowid();
         counters.event(ev.received_at_ms);
-        conn.prepare_cached(
-            "INSERT INTO messages (hour, message_id, source, event_id, received_at_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-        )?
-        .execute(params![
-            super::hour_of(ev.received_at_ms),
-            ev.message_id,
-            ev.source,
-            event_id,
-            ev.received_at_ms
-        ])?;
-        dedup.inserted(&key, ev.received_at_ms);
+        // Its `messages` and `contact_events` entries are written with the tail's next run.
+        index.inserted(
+            &key,
+            TailEntry {
+                event_id,
+                received_at_ms: ev.received_at_ms,
+                source: ev.source.clone(),
+                message_id: ev.message_id.clone(),
+                contact_key: ev.contact_key.clone(),
+            },
+        );
         if let Some(email) = ev.email.as_deref().filter(|e| !e.is_empty()) {
             // Usually already there: a known pair is a lookup that dirties no page.
             conn.prepare_cached(
@@ -995,22 +1092,37 @@ fn prune(
     limit: usize,
 ) -> Result<(PruneOutcome, bool), StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // Deliveries and their attempt links go with the event (ON DELETE CASCADE).
-    let events = conn
+    // Deliveries and their attempt links go with the event (ON DELETE CASCADE); its entry in
+    // the contact index goes with it (found in the live run of its hour that spans its id).
+    let pruned: Vec<(i64, i64, String)> = conn
         .prepare_cached(
             "DELETE FROM events WHERE id IN (
-                 SELECT id FROM events WHERE received_at_ms < ?1 AND NOT EXISTS (
+                 SELECT id FROM events WHERE received_at_ms < ?1
+                   AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
                      SELECT 1 FROM deliveries d
                      WHERE d.event_id = events.id AND d.status IN ('pending', 'dead'))
-                 ORDER BY received_at_ms LIMIT ?2)",
+                 ORDER BY received_at_ms LIMIT ?2)
+             RETURNING id, received_at_ms, contact_key",
         )?
-        .execute(params![events_before_ms, limit])?;
+        .query_map(params![events_before_ms, limit], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let mut unlisted = conn.prepare_cached(
+        "DELETE FROM contact_events WHERE contact_key = ?3 AND event_id = ?1 AND run IN (
+             SELECT run FROM index_runs
+             WHERE hour = ?2 AND first_event_id <= ?1 AND last_event_id >= ?1)",
+    )?;
+    for (id, received_at_ms, contact_key) in &pruned {
+        unlisted.execute(params![id, hour_of(*received_at_ms), contact_key])?;
+    }
+    let events = pruned.len();
     // A message entry goes once its window has closed and its event is gone (a kept event stays
     // traceable by messageId; it no longer deduplicates, see `append`).
     let dedup_entries = conn
         .prepare_cached(
-            "DELETE FROM messages WHERE (hour, message_id, source, event_id) IN (
-                 SELECT hour, message_id, source, event_id FROM messages
+            "DELETE FROM messages WHERE (run, message_id, source, event_id) IN (
+                 SELECT run, message_id, source, event_id FROM messages
                  WHERE received_at_ms < ?1
                    AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = messages.event_id)
                  ORDER BY received_at_ms LIMIT ?2)",
@@ -1025,6 +1137,13 @@ fn prune(
     if more {
         return Ok((outcome, true));
     }
+    // Runs whose entries have all gone (a live run with none is only probed in vain).
+    conn.prepare_cached(
+        "DELETE FROM index_runs WHERE state = 'live' AND hour < ?1
+           AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.run = index_runs.run)
+           AND NOT EXISTS (SELECT 1 FROM contact_events c WHERE c.run = index_runs.run)",
+    )?
+    .execute(params![hour_of(events_before_ms.min(dedup_before_ms))])?;
     conn.execute(
         "DELETE FROM attempts WHERE NOT EXISTS (
              SELECT 1 FROM attempt_deliveries ad WHERE ad.attempt_id = attempts.id)",
@@ -1066,7 +1185,7 @@ mod tests {
             4096,
             Arc::new(WriterGate::default()),
             alive,
-            DedupIndex::new(),
+            EventIndex::new(super::super::runs::RunLimits::default()),
         );
         (writer, tx)
     }

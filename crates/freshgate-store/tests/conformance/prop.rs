@@ -170,5 +170,6 @@ pub fn check(backend: &dyn Backend) {
 
 #[test]
 fn sqlite_fifo_and_settled_never_return() {
-    check(&crate::sqlite::Sqlite);
+    check(&crate::sqlite::Sqlite::as_shipped());
+    check(&crate::sqlite::Sqlite::tiny_runs());
 }

@@ -7,17 +7,48 @@ use std::pin::Pin;
 use std::task::Poll;
 
 use async_trait::async_trait;
-use freshgate_store::sqlite::{SqliteOptions, SqliteStore, open_in};
+use freshgate_store::sqlite::{DB_FILE_NAME, RunLimits, SqliteOptions, SqliteStore, open_in};
 use freshgate_store::{AppendOutcome, Settlement, Store, StoreError};
 use tempfile::TempDir;
 
 use crate::harness::{Backend, Fixture, append_all, append_counted, batch, ev, lease_key, pending};
 
-/// Creates SQLite stores in fresh temp dirs.
-pub struct Sqlite;
+/// Creates SQLite stores in fresh temp dirs, with the index runs given.
+pub struct Sqlite {
+    runs: RunLimits,
+}
+
+impl Sqlite {
+    /// As `serve` opens it.
+    pub fn as_shipped() -> Self {
+        Self {
+            runs: RunLimits::default(),
+        }
+    }
+
+    /// Runs of two events written an entry or two per commit: every case then reads events
+    /// from live runs, from the tail and from runs half-written, and prunes all three.
+    pub fn tiny_runs() -> Self {
+        Self {
+            runs: RunLimits {
+                run_events: 2,
+                chunk_entries: 1,
+            },
+        }
+    }
+
+    fn open(&self, dir: &TempDir) -> SqliteStore {
+        let options = SqliteOptions {
+            index_runs: self.runs,
+            ..SqliteOptions::default()
+        };
+        SqliteStore::open(&dir.path().join(DB_FILE_NAME), options).unwrap()
+    }
+}
 
 struct SqliteFixture {
     dir: TempDir,
+    runs: RunLimits,
     store: SqliteStore,
 }
 
@@ -29,7 +60,7 @@ impl Fixture for SqliteFixture {
 
     async fn reopen(&mut self) {
         self.store.close().await;
-        self.store = open_in(self.dir.path()).unwrap();
+        self.store = Sqlite { runs: self.runs }.open(&self.dir);
     }
 }
 
@@ -37,56 +68,73 @@ impl Fixture for SqliteFixture {
 impl Backend for Sqlite {
     async fn fresh(&self) -> Box<dyn Fixture> {
         let dir = tempfile::tempdir().unwrap();
-        let store = open_in(dir.path()).unwrap();
-        Box::new(SqliteFixture { dir, store })
+        let store = self.open(&dir);
+        Box::new(SqliteFixture {
+            dir,
+            runs: self.runs,
+            store,
+        })
     }
 }
 
-crate::conformance!(Sqlite =>
-    dedup_within_batch,
-    dedup_across_batches_and_window,
-    rejected_inputs_kept,
-    fifo_per_key,
-    leases_exclusive,
-    expired_lease_taken_over,
-    retry_schedules_key,
-    release_not_before,
-    dead_letters_listed_and_requeued,
-    replay_reopens_finished,
-    history_is_never_rewritten,
-    skipped_at_append_never_pending,
-    late_deliveries_for_stored_events,
-    shadow_get_put,
-    shadows_forgotten,
-    contacts_matching_a_filter,
-    field_metadata_newest_wins,
-    quota_ledger_windows,
-    quota_reservations_respect_the_caps,
-    stats_figures,
-    prune_keeps_dead_and_pending,
-    traces_show_attempts,
-    survives_reopen,
-    closed_store_refuses_writes,
-    rejected_pruned_by_age_and_bytes,
-    unmapped_traits_counted_and_bounded,
-    events_listed_newest_first_by_keyset,
-    time_range_pages_by_receive_time,
-    expired_pauses_cleared_others_kept,
-    backlog_agrees_with_stats,
-    counters_follow_every_path,
-    per_minute_counts,
-    pauses_recorded_and_cleared,
-    dead_letter_counts_every_attempt,
-    contact_ids_upserted_and_read_in_batch,
-    account_shadow_get_put,
-    list_created_once_by_one_claimant,
-    list_claim_race_has_one_winner,
-    activity_intents_prevent_duplicates,
-    activity_intent_race_has_one_caller,
-    entity_field_metadata_by_entity,
-    list_memberships_newest_wins_and_finish,
-    list_membership_call_joins_the_event_trace,
-);
+/// The suite, for one way of opening the store.
+macro_rules! sqlite_suite {
+    ($backend:expr) => {
+        crate::conformance!($backend =>
+            dedup_within_batch,
+            dedup_across_batches_and_window,
+            rejected_inputs_kept,
+            fifo_per_key,
+            leases_exclusive,
+            expired_lease_taken_over,
+            retry_schedules_key,
+            release_not_before,
+            dead_letters_listed_and_requeued,
+            replay_reopens_finished,
+            history_is_never_rewritten,
+            skipped_at_append_never_pending,
+            late_deliveries_for_stored_events,
+            shadow_get_put,
+            shadows_forgotten,
+            contacts_matching_a_filter,
+            field_metadata_newest_wins,
+            quota_ledger_windows,
+            quota_reservations_respect_the_caps,
+            stats_figures,
+            prune_keeps_dead_and_pending,
+            traces_show_attempts,
+            survives_reopen,
+            closed_store_refuses_writes,
+            rejected_pruned_by_age_and_bytes,
+            unmapped_traits_counted_and_bounded,
+            events_listed_newest_first_by_keyset,
+            time_range_pages_by_receive_time,
+            expired_pauses_cleared_others_kept,
+            backlog_agrees_with_stats,
+            counters_follow_every_path,
+            per_minute_counts,
+            pauses_recorded_and_cleared,
+            dead_letter_counts_every_attempt,
+            contact_ids_upserted_and_read_in_batch,
+            account_shadow_get_put,
+            list_created_once_by_one_claimant,
+            list_claim_race_has_one_winner,
+            activity_intents_prevent_duplicates,
+            activity_intent_race_has_one_caller,
+            entity_field_metadata_by_entity,
+            list_memberships_newest_wins_and_finish,
+            list_membership_call_joins_the_event_trace,
+        );
+    };
+}
+
+sqlite_suite!(Sqlite::as_shipped());
+
+/// The suite again with runs so small that every case crosses runs, the tail and flushes in
+/// progress (see `freshgate_store::sqlite::RunLimits`).
+mod tiny_runs {
+    sqlite_suite!(super::Sqlite::tiny_runs());
+}
 
 fn db_path(dir: &TempDir) -> PathBuf {
     dir.path().join("q.db")
@@ -122,6 +170,7 @@ async fn full_writer_queue_answers_saturated() {
         readers: 1,
         release_leases_on_open: false,
         build_dedup_on_open: false,
+        index_runs: RunLimits::default(),
     };
     let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
     let blocker = block_writer(&db_path(&dir));
@@ -161,6 +210,7 @@ async fn flood_of_appends_is_stored_or_shed() {
         readers: 2,
         release_leases_on_open: false,
         build_dedup_on_open: false,
+        index_runs: RunLimits::default(),
     };
     let store = std::sync::Arc::new(SqliteStore::open(&db_path(&dir), options).unwrap());
     let tasks: Vec<_> = (0..200)

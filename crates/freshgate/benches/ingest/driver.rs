@@ -106,7 +106,7 @@ pub struct ServerRound {
     /// Dedup day filters that said "maybe", and hours of the messageId index probed, per
     /// 1,000 dedup lookups (SQLite, from `/metrics`).
     pub dedup_filter_hits_per_1000: Option<f64>,
-    pub dedup_hour_probes_per_1000: Option<f64>,
+    pub dedup_run_probes_per_1000: Option<f64>,
     /// Seconds per group commit and per checkpoint pause of the writer (from `/metrics`).
     pub group_commit: Option<Durations>,
     pub checkpoint_pause: Option<Durations>,
@@ -403,9 +403,9 @@ fn print_round(round: usize, r: &ServerRound) {
             );
         }
     };
-    if let (Some(hits), Some(probes)) = (r.dedup_filter_hits_per_1000, r.dedup_hour_probes_per_1000)
+    if let (Some(hits), Some(probes)) = (r.dedup_filter_hits_per_1000, r.dedup_run_probes_per_1000)
     {
-        println!("         dedup per 1,000 events: {hits:.1} filter hits, {probes:.1} hour probes");
+        println!("         dedup per 1,000 events: {hits:.1} filter hits, {probes:.1} run probes");
     }
     show("group commits     ", &r.group_commit);
     show("checkpoint pauses ", &r.checkpoint_pause);
@@ -912,7 +912,7 @@ fn server_round(
         commits_per_sec,
         events_per_commit,
         dedup_filter_hits_per_1000: per_1000_lookups(freshgate_store::metric::DEDUP_FILTER_HITS),
-        dedup_hour_probes_per_1000: per_1000_lookups(freshgate_store::metric::DEDUP_HOUR_PROBES),
+        dedup_run_probes_per_1000: per_1000_lookups(freshgate_store::metric::DEDUP_RUN_PROBES),
         group_commit: durations(
             &metrics_before,
             &metrics_after,

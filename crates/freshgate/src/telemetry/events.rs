@@ -90,8 +90,12 @@ pub fn describe() {
         "Day filters of the SQLite dedup index that answered maybe (duplicates and false positives)"
     );
     describe_counter!(
-        freshgate_store::metric::DEDUP_HOUR_PROBES,
-        "Hours of the SQLite messageId index probed by dedup lookups"
+        freshgate_store::metric::DEDUP_RUN_PROBES,
+        "Runs of the SQLite messageId index probed by dedup lookups"
+    );
+    describe_gauge!(
+        freshgate_store::metric::INDEX_TAIL_EVENTS,
+        "Events whose messageId and contact index entries the SQLite writer holds in memory, not yet written as runs"
     );
     describe_histogram!(COMMIT_SECONDS, "Seconds waiting for the durable commit");
     describe_gauge!(QUEUE_DEPTH, "Pending deliveries");

@@ -186,7 +186,7 @@ fn ingest_bench_smoke_runs_end_to_end() {
     assert!(ours.sys_cpu_ms_per_1000_events <= ours.cpu_ms_per_1000_events);
     assert!(ours.disk_write_bytes_per_event > 0.0, "{ours:?}");
     // Every appended event was one dedup lookup; the counters came through /metrics.
-    assert!(ours.dedup_filter_hits_per_1000.is_some() && ours.dedup_hour_probes_per_1000.is_some());
+    assert!(ours.dedup_filter_hits_per_1000.is_some() && ours.dedup_run_probes_per_1000.is_some());
     assert!(ours.events_per_commit.is_some_and(|e| e >= 1.0));
     assert!(ours.wal_max_mib.is_some());
     assert_eq!(report.raw.len(), 1);

@@ -1,0 +1,614 @@
+//! The writer's index tail and its flush into sorted runs (migration 0014).
+//!
+//! Two indexes are derived from every stored event: `messages` (by messageId, for dedup and
+//! traces) and `contact_events` (by contact, for a contact's listing). Inserted per event, each
+//! landed on a random leaf of the current hour's part of its B-tree and dirtied a page per event
+//! per commit: five sixths of ingest's capacity (issue 15). So the writer keeps the entries of
+//! the events above a stored watermark in memory (the *tail*: an exact lookup by messageId for
+//! dedup) and, once the tail holds [`RunLimits::run_events`], freezes it and writes it as one
+//! *run* per hour of receipt, sorted by key, [`RunLimits::chunk_entries`] at a time inside the
+//! following group commits (or between them when idle). Each chunk appends to the end of a new
+//! key range, so a page is written once, full. The last chunk marks the runs live and moves the
+//! watermark past them in one transaction; until then readers and dedup ignore them and find
+//! those events in the tail.
+//!
+//! The tail is derived from `events` (the ids above the watermark), so a crash loses nothing:
+//! the next writer reads it back, and runs left half-written are deleted by the next flush that
+//! covers their events. Entries staged by an append are only kept once its transaction commits:
+//! a rolled-back event's id is reused by the next insert, and a stale entry would make its
+//! messageId look seen. Another connection's appends are taken in at [`IndexTail::sync`]; if
+//! another writer moved the watermark, the flush in progress is dropped and the tail trimmed.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use super::dedup::pair_hash;
+use super::hour_of;
+use crate::StoreError;
+
+/// An event's entries in both indexes, as the tail holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TailEntry {
+    pub(crate) event_id: i64,
+    pub(crate) received_at_ms: i64,
+    pub(crate) source: String,
+    pub(crate) message_id: String,
+    pub(crate) contact_key: String,
+}
+
+impl TailEntry {
+    fn hash(&self) -> u64 {
+        pair_hash(&self.source, &self.message_id)
+    }
+}
+
+/// How large runs are and how fast they are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunLimits {
+    /// Committed tail entries that make the next run (all hours together). Memory: about
+    /// 250 bytes an entry, twice over while a run is being written.
+    pub run_events: usize,
+    /// Most entries a group commit writes of the run being flushed, in both indexes together.
+    /// A group commit that appended n events writes at least 2n, so flushing keeps pace.
+    pub chunk_entries: usize,
+}
+
+impl Default for RunLimits {
+    fn default() -> Self {
+        Self {
+            run_events: 100_000,
+            chunk_entries: 4_096,
+        }
+    }
+}
+
+/// A run's state in `index_runs`, stored as a stable word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RunState {
+    /// Chunks are being written; nobody reads it.
+    Writing,
+    /// Its events are below the watermark: dedup, traces and listings read it.
+    Live,
+}
+
+impl RunState {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::Writing => "writing",
+            Self::Live => "live",
+        }
+    }
+}
+
+/// A run that has just gone live: its hour, id and the pair hashes of its entries (for its
+/// dedup filter).
+#[derive(Debug)]
+pub(crate) struct LiveRun {
+    pub(crate) hour: i64,
+    pub(crate) run: i64,
+    pub(crate) hashes: Vec<u64>,
+}
+
+/// What a committed flush step changed for the rest of the writer's state.
+#[derive(Debug, Default)]
+pub(crate) enum FlushEnd {
+    /// Still writing (or nothing to write).
+    #[default]
+    Pending,
+    /// The runs went live and the watermark moved past them.
+    Live(Vec<LiveRun>),
+    /// Another writer had moved the watermark: the runs were deleted, the tail trimmed; dedup
+    /// must re-read the live runs.
+    Superseded,
+}
+
+/// What one flush step wrote, applied by [`IndexTail::committed`] once its transaction commits.
+#[derive(Debug, Default)]
+pub(crate) struct FlushStep {
+    created: Option<BTreeMap<i64, i64>>,
+    messages_written: usize,
+    contacts_written: usize,
+    finish: Option<Finish>,
+}
+
+#[derive(Debug)]
+enum Finish {
+    Live,
+    Superseded { watermark: i64 },
+}
+
+/// What [`IndexTail::sync`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Synced {
+    /// Another writer moved the watermark: the live runs changed.
+    pub(crate) superseded: bool,
+    /// Entries of other connections' events taken in (the last ones of the tail).
+    pub(crate) taken_in: usize,
+}
+
+/// The frozen front of the tail being written as runs.
+#[derive(Debug)]
+struct Flush {
+    /// `entries[..len]` are frozen.
+    len: usize,
+    /// The watermark the flush started from and the one it moves to.
+    from_watermark: i64,
+    to_watermark: i64,
+    /// Hour → run id, once created.
+    runs: Option<BTreeMap<i64, i64>>,
+    /// Positions in `entries`, in each index's key order (hour first, so a run is contiguous).
+    message_order: Vec<u32>,
+    contact_order: Vec<u32>,
+    messages_written: usize,
+    contacts_written: usize,
+}
+
+/// The tail and the flush in progress. See the module documentation.
+#[derive(Debug)]
+pub(crate) struct IndexTail {
+    limits: RunLimits,
+    /// Events with ids up to this are in live runs.
+    watermark: i64,
+    /// Entries above the watermark, by event id: `[..committed]` committed, the rest staged by
+    /// the open transaction.
+    entries: VecDeque<TailEntry>,
+    committed: usize,
+    /// Event ids of the entries per pair hash.
+    by_hash: HashMap<u64, Vec<i64>>,
+    flush: Option<Flush>,
+    /// The largest event id taken in: ids above it are another connection's appends.
+    synced_event_id: i64,
+    /// A prune asked for the entries received before this to be written out, whatever the
+    /// tail's size: it only prunes events below the watermark.
+    due_before_ms: Option<i64>,
+    loaded: bool,
+}
+
+impl IndexTail {
+    pub(crate) fn new(limits: RunLimits) -> Self {
+        Self {
+            limits,
+            watermark: 0,
+            entries: VecDeque::new(),
+            committed: 0,
+            by_hash: HashMap::new(),
+            flush: None,
+            synced_event_id: 0,
+            due_before_ms: None,
+            loaded: false,
+        }
+    }
+
+    pub(crate) fn is_loaded(&self) -> bool {
+        self.loaded
+    }
+
+    /// Read the watermark and the tail's events from the tables; the entries read, for the
+    /// dedup filters.
+    pub(crate) fn load(&mut self, conn: &Connection) -> Result<&VecDeque<TailEntry>, StoreError> {
+        self.entries.clear();
+        self.by_hash.clear();
+        self.committed = 0;
+        self.flush = None;
+        self.watermark = stored_watermark(conn)?;
+        self.synced_event_id = self.watermark;
+        self.take_in_events(conn)?;
+        self.loaded = true;
+        Ok(&self.entries)
+    }
+
+    /// Committed entries, staged ones included while a transaction is open.
+    pub(crate) fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the tail holds this source's messageId received at or after `since_ms`.
+    pub(crate) fn holds(&self, hash: u64, source: &str, message_id: &str, since_ms: i64) -> bool {
+        let Some(ids) = self.by_hash.get(&hash) else {
+            return false;
+        };
+        ids.iter().any(|id| {
+            self.entry(*id).is_some_and(|e| {
+                e.received_at_ms >= since_ms && e.source == source && e.message_id == message_id
+            })
+        })
+    }
+
+    fn entry(&self, event_id: i64) -> Option<&TailEntry> {
+        self.entries
+            .binary_search_by_key(&event_id, |e| e.event_id)
+            .ok()
+            .and_then(|i| self.entries.get(i))
+    }
+
+    /// Stage the entries of an event just inserted by the open transaction.
+    pub(crate) fn stage(&mut self, entry: TailEntry) {
+        self.by_hash
+            .entry(entry.hash())
+            .or_default()
+            .push(entry.event_id);
+        self.synced_event_id = self.synced_event_id.max(entry.event_id);
+        self.entries.push_back(entry);
+    }
+
+    /// How many entries are held now: a mark for [`Self::rollback_to`].
+    pub(crate) fn mark(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Drop the entries staged after `mark` (their savepoint was rolled back).
+    pub(crate) fn rollback_to(&mut self, mark: usize) {
+        while self.entries.len() > mark.max(self.committed) {
+            if let Some(e) = self.entries.pop_back() {
+                self.forget(&e);
+            }
+        }
+        self.synced_event_id = self
+            .entries
+            .back()
+            .map_or(self.watermark, |e| e.event_id)
+            .max(self.watermark);
+    }
+
+    fn forget(&mut self, e: &TailEntry) {
+        let hash = e.hash();
+        if let Some(ids) = self.by_hash.get_mut(&hash) {
+            ids.retain(|id| *id != e.event_id);
+            if ids.is_empty() {
+                self.by_hash.remove(&hash);
+            }
+        }
+    }
+
+    /// At the start of a write transaction (write lock held): if another writer moved the
+    /// watermark, drop what it indexed and our flush; then take in the events another
+    /// connection appended (the last `taken_in` entries).
+    pub(crate) fn sync(&mut self, conn: &Connection) -> Result<Synced, StoreError> {
+        self.rollback_to(self.committed);
+        let stored = stored_watermark(conn)?;
+        let superseded = stored != self.watermark;
+        if superseded {
+            tracing::warn!(
+                ours = self.watermark,
+                stored,
+                "another writer flushed the index tail; dropping ours up to its watermark"
+            );
+            self.flush = None;
+            self.trim_to(stored);
+        }
+        let taken_in = self.take_in_events(conn)?;
+        Ok(Synced {
+            superseded,
+            taken_in,
+        })
+    }
+
+    /// Entries of the events above `synced_event_id`, read from `events`.
+    fn take_in_events(&mut self, conn: &Connection) -> Result<usize, StoreError> {
+        let mut statement = conn.prepare_cached(
+            "SELECT id, received_at_ms, source, message_id, contact_key FROM events
+             WHERE id > ?1 ORDER BY id",
+        )?;
+        let mut rows = statement.query(params![self.synced_event_id])?;
+        let mut added = 0;
+        while let Some(row) = rows.next()? {
+            let entry = TailEntry {
+                event_id: row.get(0)?,
+                received_at_ms: row.get(1)?,
+                source: row.get(2)?,
+                message_id: row.get(3)?,
+                contact_key: row.get(4)?,
+            };
+            self.stage(entry);
+            added += 1;
+        }
+        self.committed = self.entries.len();
+        Ok(added)
+    }
+
+    /// Entries taken in by the last [`Self::sync`] or [`Self::load`] from `from` on (their
+    /// position), for the dedup filters.
+    pub(crate) fn entries_from(&self, from: usize) -> impl Iterator<Item = &TailEntry> {
+        self.entries.iter().skip(from)
+    }
+
+    /// Drop entries at or below `watermark` (another writer indexed them).
+    fn trim_to(&mut self, watermark: i64) {
+        while self
+            .entries
+            .front()
+            .is_some_and(|e| e.event_id <= watermark)
+        {
+            if let Some(e) = self.entries.pop_front() {
+                self.forget(&e);
+            }
+        }
+        self.committed = self.entries.len();
+        self.watermark = watermark;
+        self.synced_event_id = self.synced_event_id.max(watermark);
+    }
+
+    /// Whether a flush step has work: a run being written, or a tail large enough (or old
+    /// enough, see [`Self::flush_before`]) to freeze.
+    pub(crate) fn has_flush_work(&self) -> bool {
+        self.flush.is_some() || self.freeze_due()
+    }
+
+    fn freeze_due(&self) -> bool {
+        self.committed >= self.limits.run_events
+            || self
+                .due_before_ms
+                .is_some_and(|before| self.holds_received_before(before))
+    }
+
+    fn holds_received_before(&self, before_ms: i64) -> bool {
+        self.entries
+            .range(..self.committed)
+            .any(|e| e.received_at_ms < before_ms)
+    }
+
+    /// A prune is about to remove what was received before `before_ms`: if the tail holds such
+    /// entries, have them written as runs (whatever the tail's size) and say so; the prune
+    /// comes back for their events once they are below the watermark.
+    pub(crate) fn flush_before(&mut self, before_ms: i64) -> bool {
+        let held = self.holds_received_before(before_ms);
+        self.due_before_ms = held.then_some(before_ms);
+        held
+    }
+
+    /// Within the open write transaction: write the next chunk of the run being flushed
+    /// (freezing the committed tail first if it is due), at most `budget` entries, at least
+    /// [`RunLimits::chunk_entries`]. Nothing changes here until [`Self::committed`].
+    pub(crate) fn flush_step(
+        &mut self,
+        conn: &Connection,
+        budget: usize,
+    ) -> Result<FlushStep, StoreError> {
+        if self.flush.is_none() && self.committed > 0 && self.freeze_due() {
+            self.flush = Some(self.freeze());
+        }
+        let Some(flush) = &self.flush else {
+            return Ok(FlushStep::default());
+        };
+        let mut budget = budget.max(self.limits.chunk_entries);
+        let mut step = FlushStep {
+            messages_written: flush.messages_written,
+            contacts_written: flush.contacts_written,
+            ..FlushStep::default()
+        };
+        let runs = match &flush.runs {
+            Some(runs) => runs.clone(),
+            None => {
+                let runs = create_runs(conn, &self.entries, flush.len)?;
+                step.created = Some(runs.clone());
+                runs
+            }
+        };
+        let run_of = |e: &TailEntry| runs.get(&hour_of(e.received_at_ms)).copied();
+        {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO messages (run, message_id, source, event_id, received_at_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?;
+            while step.messages_written < flush.message_order.len() && budget > 0 {
+                let e = &self.entries[flush.message_order[step.messages_written] as usize];
+                insert.execute(params![
+                    run_of(e),
+                    e.message_id,
+                    e.source,
+                    e.event_id,
+                    e.received_at_ms
+                ])?;
+                step.messages_written += 1;
+                budget -= 1;
+            }
+        }
+        {
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO contact_events (run, contact_key, event_id) VALUES (?1, ?2, ?3)",
+            )?;
+            while step.contacts_written < flush.contact_order.len() && budget > 0 {
+                let e = &self.entries[flush.contact_order[step.contacts_written] as usize];
+                insert.execute(params![run_of(e), e.contact_key, e.event_id])?;
+                step.contacts_written += 1;
+                budget -= 1;
+            }
+        }
+        if step.messages_written == flush.message_order.len()
+            && step.contacts_written == flush.contact_order.len()
+        {
+            step.finish = Some(finish(conn, flush, &runs)?);
+        }
+        Ok(step)
+    }
+
+    /// The open transaction committed: keep its staged entries, apply its flush step, and say
+    /// what changed for dedup.
+    pub(crate) fn committed(&mut self, step: FlushStep) -> FlushEnd {
+        self.committed = self.entries.len();
+        let Some(flush) = &mut self.flush else {
+            return FlushEnd::Pending;
+        };
+        if let Some(runs) = step.created {
+            flush.runs = Some(runs);
+        }
+        flush.messages_written = step.messages_written;
+        flush.contacts_written = step.contacts_written;
+        match step.finish {
+            None => FlushEnd::Pending,
+            Some(Finish::Superseded { watermark }) => {
+                self.flush = None;
+                self.trim_to(watermark);
+                FlushEnd::Superseded
+            }
+            Some(Finish::Live) => {
+                let Some(flush) = self.flush.take() else {
+                    return FlushEnd::Pending;
+                };
+                let mut per_run: BTreeMap<i64, LiveRun> = BTreeMap::new();
+                for (hour, run) in flush.runs.iter().flatten() {
+                    per_run.insert(
+                        *hour,
+                        LiveRun {
+                            hour: *hour,
+                            run: *run,
+                            hashes: Vec::new(),
+                        },
+                    );
+                }
+                for e in self.entries.range(..flush.len) {
+                    if let Some(live) = per_run.get_mut(&hour_of(e.received_at_ms)) {
+                        live.hashes.push(e.hash());
+                    }
+                }
+                self.trim_to(flush.to_watermark);
+                FlushEnd::Live(per_run.into_values().collect())
+            }
+        }
+    }
+
+    /// The open transaction rolled back: drop its staged entries; the flush step is redone.
+    pub(crate) fn aborted(&mut self) {
+        self.rollback_to(self.committed);
+    }
+
+    /// Freeze the committed entries: sort positions into each index's key order.
+    fn freeze(&self) -> Flush {
+        let len = self.committed;
+        let entries = &self.entries;
+        let mut message_order: Vec<u32> = (0..len).map(position).collect();
+        message_order.sort_unstable_by(|a, b| {
+            let (x, y) = (&entries[*a as usize], &entries[*b as usize]);
+            (
+                hour_of(x.received_at_ms),
+                &x.message_id,
+                &x.source,
+                x.event_id,
+            )
+                .cmp(&(
+                    hour_of(y.received_at_ms),
+                    &y.message_id,
+                    &y.source,
+                    y.event_id,
+                ))
+        });
+        let mut contact_order: Vec<u32> = (0..len).map(position).collect();
+        contact_order.sort_unstable_by(|a, b| {
+            let (x, y) = (&entries[*a as usize], &entries[*b as usize]);
+            (hour_of(x.received_at_ms), &x.contact_key, x.event_id).cmp(&(
+                hour_of(y.received_at_ms),
+                &y.contact_key,
+                y.event_id,
+            ))
+        });
+        Flush {
+            len,
+            from_watermark: self.watermark,
+            to_watermark: entries
+                .range(..len)
+                .next_back()
+                .map_or(self.watermark, |e| e.event_id),
+            runs: None,
+            message_order,
+            contact_order,
+            messages_written: 0,
+            contacts_written: 0,
+        }
+    }
+}
+
+/// A position in the tail as stored in a sort order (a tail is far below 4 G entries).
+fn position(i: usize) -> u32 {
+    u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+pub(crate) fn stored_watermark(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn
+        .prepare_cached("SELECT event_id FROM index_watermark WHERE id = 1")?
+        .query_row([], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0))
+}
+
+/// One `writing` run per hour of the frozen entries; hour → run id.
+fn create_runs(
+    conn: &Connection,
+    entries: &VecDeque<TailEntry>,
+    len: usize,
+) -> Result<BTreeMap<i64, i64>, StoreError> {
+    let mut spans: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    for e in entries.range(..len) {
+        let span = spans
+            .entry(hour_of(e.received_at_ms))
+            .or_insert((e.event_id, e.event_id));
+        span.0 = span.0.min(e.event_id);
+        span.1 = span.1.max(e.event_id);
+    }
+    let mut runs = BTreeMap::new();
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO index_runs (hour, first_event_id, last_event_id, state)
+         VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for (hour, (first, last)) in spans {
+        insert.execute(params![hour, first, last, RunState::Writing.as_str()])?;
+        runs.insert(hour, conn.last_insert_rowid());
+    }
+    Ok(runs)
+}
+
+/// The last chunk is written: move the watermark if nobody else did, and make the runs live;
+/// otherwise delete them. Either way, delete the runs other writers left half-written below the
+/// watermark (a crash mid-flush leaves one).
+fn finish(
+    conn: &Connection,
+    flush: &Flush,
+    runs: &BTreeMap<i64, i64>,
+) -> Result<Finish, StoreError> {
+    let moved = conn
+        .prepare_cached("UPDATE index_watermark SET event_id = ?1 WHERE id = 1 AND event_id = ?2")?
+        .execute(params![flush.to_watermark, flush.from_watermark])?;
+    let finish = if moved == 1 {
+        let mut live =
+            conn.prepare_cached("UPDATE index_runs SET state = ?1 WHERE run = ?2 AND state = ?3")?;
+        for run in runs.values() {
+            live.execute(params![
+                RunState::Live.as_str(),
+                run,
+                RunState::Writing.as_str()
+            ])?;
+        }
+        Finish::Live
+    } else {
+        for run in runs.values() {
+            delete_run(conn, *run)?;
+        }
+        Finish::Superseded {
+            watermark: stored_watermark(conn)?,
+        }
+    };
+    let abandoned: Vec<i64> = conn
+        .prepare_cached("SELECT run FROM index_runs WHERE state = ?1 AND last_event_id <= ?2")?
+        .query_map(
+            params![RunState::Writing.as_str(), stored_watermark(conn)?],
+            |r| r.get(0),
+        )?
+        .collect::<Result<_, _>>()?;
+    for run in abandoned {
+        if !runs.values().any(|r| *r == run) {
+            tracing::info!(run, "deleting an index run left half-written");
+            delete_run(conn, run)?;
+        }
+    }
+    Ok(finish)
+}
+
+fn delete_run(conn: &Connection, run: i64) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM messages WHERE run = ?1")?
+        .execute(params![run])?;
+    conn.prepare_cached("DELETE FROM contact_events WHERE run = ?1")?
+        .execute(params![run])?;
+    conn.prepare_cached("DELETE FROM index_runs WHERE run = ?1")?
+        .execute(params![run])?;
+    Ok(())
+}
