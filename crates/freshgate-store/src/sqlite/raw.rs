@@ -88,7 +88,7 @@ impl RawWriter {
             total.duplicates += o.duplicates;
             total.rejected += o.rejected;
         }
-        let appended = usize::try_from(total.accepted).unwrap_or(usize::MAX);
+        let appended = total.accepted;
         let step = self.index.flush_step(&tx, appended.saturating_mul(2))?;
         tx.commit()?;
         self.index.committed(&self.conn, step)?;

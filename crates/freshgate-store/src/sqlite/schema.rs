@@ -223,4 +223,84 @@ mod tests {
             .unwrap();
         assert_eq!(old_index, 0);
     }
+
+    /// A store of schema 13 (indexes keyed by the hour of receipt) becomes one live run per
+    /// stored hour in both indexes, with the watermark past every stored event; a dedup entry
+    /// whose event is gone keeps its run.
+    #[test]
+    fn hour_keyed_indexes_become_one_live_run_per_hour() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v13.db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            let runs = MIGRATIONS
+                .iter()
+                .position(|m| m.contains("CREATE TABLE index_runs"))
+                .unwrap();
+            let before = &MIGRATIONS[..runs];
+            conn.execute_batch(&format!(
+                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+                before.join("\n"),
+                before.len()
+            ))
+            .unwrap();
+            conn.execute_batch(
+                "INSERT INTO events (id, source, message_id, event_type, contact_key,
+                                     timestamp_ms, received_at_ms, raw) VALUES
+                     (1, 'web', 'a', 'identify', 'u1', 1, 3600000, x'7b7d'),
+                     (2, 'web', 'b', 'identify', 'u2', 1, 3600001, x'7b7d'),
+                     (3, 'web', 'c', 'identify', 'u1', 1, 7200000, x'7b7d');
+                 INSERT INTO messages VALUES (1, 'a', 'web', 1, 3600000), (1, 'b', 'web', 2, 3600001),
+                     (2, 'c', 'web', 3, 7200000), (0, 'pruned', 'web', 0, 5);",
+            )
+            .unwrap();
+        }
+        let conn = open_writer(&path).unwrap();
+        let rows = |sql: &str| -> Vec<(i64, String, i64)> {
+            conn.prepare(sql)
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap()
+        };
+        let runs = rows("SELECT hour, state, last_event_id FROM index_runs ORDER BY hour");
+        assert_eq!(
+            runs,
+            [
+                (0, "live".to_owned(), 0),
+                (1, "live".to_owned(), 2),
+                (2, "live".to_owned(), 3)
+            ]
+        );
+        let messages = rows(
+            "SELECT r.hour, m.message_id, m.event_id FROM messages m JOIN index_runs r USING (run)
+             ORDER BY 1, 2",
+        );
+        assert_eq!(
+            messages,
+            [
+                (0, "pruned".to_owned(), 0),
+                (1, "a".to_owned(), 1),
+                (1, "b".to_owned(), 2),
+                (2, "c".to_owned(), 3)
+            ]
+        );
+        let contacts = rows(
+            "SELECT r.hour, c.contact_key, c.event_id FROM contact_events c
+             JOIN index_runs r USING (run) ORDER BY 1, 3",
+        );
+        assert_eq!(
+            contacts,
+            [
+                (1, "u1".to_owned(), 1),
+                (1, "u2".to_owned(), 2),
+                (2, "u1".to_owned(), 3)
+            ]
+        );
+        let watermark: i64 = conn
+            .query_row("SELECT event_id FROM index_watermark", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(watermark, 3);
+    }
 }

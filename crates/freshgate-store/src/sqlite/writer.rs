@@ -549,10 +549,9 @@ impl Writer {
             } => {
                 // Events in the index tail wait until they are written as runs: their entries
                 // must reach `messages` before them, or their dedup would end with them.
-                let waiting = self.index.flush_before(
-                    &self.conn,
-                    (*events_before_ms).max(*dedup_before_ms),
-                )?;
+                let waiting = self
+                    .index
+                    .flush_before(&self.conn, (*events_before_ms).max(*dedup_before_ms))?;
                 prune(&self.conn, *events_before_ms, *dedup_before_ms, *limit)
                     .map(|(outcome, more)| WriteReply::Pruned(outcome, more || waiting))
             }
