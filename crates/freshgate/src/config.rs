@@ -108,6 +108,10 @@ pub struct StoreConfig {
     pub database_url_env: String,
     /// Bound of the writer queue, in requests; beyond it ingest answers 503.
     pub writer_queue: usize,
+    /// SQLite: events whose messageId and contact index entries the writer holds in memory
+    /// before writing them as one sorted run (about 250 bytes each, twice over while a run is
+    /// written). Larger runs mean fewer runs for lookups and listings to visit.
+    pub index_run_events: usize,
 }
 
 impl Default for StoreConfig {
@@ -116,6 +120,7 @@ impl Default for StoreConfig {
             kind: StoreKind::Sqlite,
             database_url_env: "DATABASE_URL".into(),
             writer_queue: 1024,
+            index_run_events: freshgate_store::sqlite::RunLimits::default().run_events,
         }
     }
 }
@@ -891,6 +896,9 @@ pub fn resolve(config: Config, origin: &str, env: &dyn Env) -> Result<Resolved, 
     });
     if config.store.writer_queue == 0 {
         problem("store.writer_queue".into(), "must be at least 1".into());
+    }
+    if config.store.index_run_events == 0 {
+        problem("store.index_run_events".into(), "must be at least 1".into());
     }
     if config.store.kind == StoreKind::Postgres {
         if !cfg!(feature = "postgres") {

@@ -1,24 +1,22 @@
 //! The SQLite store's messageId dedup: has this source sent this messageId within the window?
 //!
-//! The `messages` table answers it (one row per stored event, kept while its event is stored or
-//! its window is open; traces look events up in it too). Keyed by messageId first, every insert
-//! landed on a random leaf of one B-tree as large as the window: with 10 M events stored the
-//! leaves an append dirtied were scattered over a 1.2 GB index, and copying them back in the
-//! checkpoints cost the ingest a third of its rate (issue 15; with that table emptied, the same
-//! 10 M store took events as fast as an empty one). Keyed by the hour of receipt first
-//! (migration 0013), inserts land only in the current hour's part of the tree, whatever the
-//! store holds; older hours are only read, and deleted by the prune.
+//! The `messages` table answers it for the events written as runs (one row per stored event,
+//! kept while its event is stored or its window is open; traces look events up in it too), and
+//! the writer's tail for the events above the watermark (see `runs.rs`: the tail is looked up
+//! exactly, in memory). `messages` is keyed by run first (migration 0014): a run is one hour's
+//! events written in one go, so a lookup is an index seek per run asked.
 //!
-//! Asking every hour of a 7-day window would be 169 index seeks per event, so the writer keeps a
-//! Bloom filter per UTC day of receipt over the `(source, messageId)` pairs of that day's rows.
-//! Only a day whose filter may hold the pair has its hours probed, newest first (a client's retry
-//! is usually recent). A filter must never miss a pair the table holds: it is built from the
-//! table when `serve` opens the store, or else by the writer's first append (so that a CLI
-//! command that only reads or settles never pays for it: 4.5 s for 10 M messageIds), fed every
-//! insert, and topped up from the events another
-//! connection appended (`PRAGMA data_version` says when). Extra entries (an append rolled back,
-//! a row pruned) only cost a probe. The filters are written by hand around the `fastbloom`
-//! crate's filter: it has a fixed capacity, and a day's count is not known in advance.
+//! Asking every run of a 7-day window would be thousands of seeks per event, so the writer keeps
+//! a Bloom filter per UTC day of receipt over the `(source, messageId)` pairs of that day, and
+//! one per run. Only a day whose filter may hold the pair has its runs asked, newest first (a
+//! client's retry is usually recent), and only the runs whose own filter may hold it are probed.
+//! A filter must never miss a pair the table holds: they are built from the table when `serve`
+//! opens the store, or else by the writer's first append (so that a CLI command that only reads
+//! or settles never pays for it: 4.5 s for 10 M messageIds), fed every event staged in the tail
+//! and every event another connection appended. A run another writer made has no filter of its
+//! own and is probed whenever its day is asked. Extra entries (an append rolled back, a row
+//! pruned) only cost a probe. The filters are written by hand around the `fastbloom` crate's
+//! filter: it has a fixed capacity, and a day's count is not known in advance.
 
 use std::collections::BTreeMap;
 use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};

@@ -549,4 +549,130 @@ mod tests {
         // past every window asked for until then).
         assert!(!found(&mut index, "old", 11 * DAY_MS));
     }
+
+    /// What happens to the index between two checks.
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// A group commit appending these messageIds (those already seen are skipped).
+        Append(Vec<u8>),
+        /// A group that inserts these and rolls back.
+        RolledBack(Vec<u8>),
+        /// A group commit that appends nothing (a flush step).
+        Idle,
+        /// The process dies and a new writer opens the file.
+        Restart,
+        /// Another connection appends an event without any index.
+        Elsewhere(u8),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            4 => proptest::collection::vec(0u8..24, 0..6).prop_map(Op::Append),
+            1 => proptest::collection::vec(0u8..24, 1..3).prop_map(Op::RolledBack),
+            3 => Just(Op::Idle),
+            1 => Just(Op::Restart),
+            1 => (0u8..24).prop_map(Op::Elsewhere),
+        ]
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+        /// Whatever the run size, the chunking, crashes, rollbacks and another connection's
+        /// appends, the index says "seen" for exactly the messageIds stored (the model: a set),
+        /// and every stored event is in exactly one of the tail and a live run.
+        #[test]
+        fn the_index_agrees_with_the_set_of_stored_message_ids(
+            run_events in 1usize..6,
+            chunk in 1usize..5,
+            ops in proptest::collection::vec(op(), 1..40),
+        ) {
+            let (dir, conn) = store();
+            let path = dir.path().join("db");
+            let other = open_writer(&path).unwrap();
+            let mut conn = conn;
+            let mut index = EventIndex::new(limits(run_events, chunk));
+            let mut stored: std::collections::BTreeSet<u8> = std::collections::BTreeSet::new();
+            let mut now = 1_000;
+            for op in ops {
+                now += 1;
+                match op {
+                    Op::Append(ids) => {
+                        let names: Vec<String> = ids.iter().map(|i| format!("m{i}")).collect();
+                        let events: Vec<(&str, i64)> =
+                            names.iter().map(|n| (n.as_str(), now)).collect();
+                        let mut expected = Vec::new();
+                        let mut in_group = std::collections::BTreeSet::new();
+                        for i in &ids {
+                            if stored.contains(i) || !in_group.insert(*i) {
+                                expected.push(format!("m{i}"));
+                            }
+                        }
+                        proptest::prop_assert_eq!(commit(&mut index, &conn, &events), expected);
+                        stored.extend(ids);
+                    }
+                    Op::RolledBack(ids) => {
+                        conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                        index.sync(&conn).unwrap();
+                        for i in ids {
+                            let name = format!("m{i}");
+                            let key = MessageKey::new("web", &name);
+                            if !index.seen_within(&conn, &key, now, WEEK_MS).unwrap() {
+                                let id = insert_event(&conn, &name, now);
+                                index.inserted(&key, entry(id, &name, now));
+                            }
+                        }
+                        let step = index.flush_step(&conn, 1).unwrap();
+                        drop(step);
+                        conn.execute_batch("ROLLBACK").unwrap();
+                        index.aborted();
+                    }
+                    Op::Idle => {
+                        commit(&mut index, &conn, &[]);
+                    }
+                    Op::Restart => {
+                        drop(index);
+                        drop(conn);
+                        conn = open_writer(&path).unwrap();
+                        index = EventIndex::new(limits(run_events, chunk));
+                    }
+                    Op::Elsewhere(i) => {
+                        if !stored.contains(&i) {
+                            insert_event(&other, &format!("m{i}"), now);
+                            stored.insert(i);
+                        }
+                    }
+                }
+                conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+                index.sync(&conn).unwrap();
+                for i in 0u8..24 {
+                    proptest::prop_assert_eq!(
+                        seen(&mut index, &conn, &format!("m{i}"), now),
+                        stored.contains(&i),
+                        "m{}", i
+                    );
+                }
+                conn.execute_batch("COMMIT").unwrap();
+                index.committed(&conn, FlushStep::default()).unwrap();
+                let (live, _) = live_rows(&conn);
+                let events: i64 = conn
+                    .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+                    .unwrap();
+                let in_tail: i64 = conn
+                    .query_row(
+                        "SELECT count(*) FROM events
+                         WHERE id > (SELECT event_id FROM index_watermark)",
+                        [],
+                        |r| r.get(0),
+                    )
+                    .unwrap();
+                proptest::prop_assert_eq!(
+                    i64::try_from(live.len()).unwrap() + in_tail,
+                    events,
+                    "every event once, in a live run or the tail"
+                );
+            }
+        }
+    }
 }

@@ -104,8 +104,15 @@ pub(crate) enum FlushEnd {
 }
 
 /// What one flush step wrote, applied by [`IndexTail::committed`] once its transaction commits.
+/// The default is a step that wrote nothing (no flush, or its chunk failed): nothing to apply.
 #[derive(Debug, Default)]
 pub(crate) struct FlushStep {
+    progress: Option<Progress>,
+}
+
+/// Where the flush stands after a step.
+#[derive(Debug, Default)]
+struct Progress {
     created: Option<BTreeMap<i64, i64>>,
     messages_written: usize,
     contacts_written: usize,
@@ -367,15 +374,17 @@ impl IndexTail {
     ) -> Result<FlushStep, StoreError> {
         if self.flush.is_none() && self.committed > 0 && self.freeze_due() {
             self.flush = Some(self.freeze());
+            // Everything committed is frozen; a prune still waiting asks again.
+            self.due_before_ms = None;
         }
         let Some(flush) = &self.flush else {
             return Ok(FlushStep::default());
         };
         let mut budget = budget.max(self.limits.chunk_entries);
-        let mut step = FlushStep {
+        let mut step = Progress {
             messages_written: flush.messages_written,
             contacts_written: flush.contacts_written,
-            ..FlushStep::default()
+            ..Progress::default()
         };
         let runs = match &flush.runs {
             Some(runs) => runs.clone(),
@@ -420,14 +429,16 @@ impl IndexTail {
         {
             step.finish = Some(finish(conn, flush, &runs)?);
         }
-        Ok(step)
+        Ok(FlushStep {
+            progress: Some(step),
+        })
     }
 
     /// The open transaction committed: keep its staged entries, apply its flush step, and say
     /// what changed for dedup.
     pub(crate) fn committed(&mut self, step: FlushStep) -> FlushEnd {
         self.committed = self.entries.len();
-        let Some(flush) = &mut self.flush else {
+        let (Some(flush), Some(step)) = (&mut self.flush, step.progress) else {
             return FlushEnd::Pending;
         };
         if let Some(runs) = step.created {

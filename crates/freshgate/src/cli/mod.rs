@@ -357,23 +357,19 @@ pub fn resolve_config(args: &ConfigArgs) -> Result<Resolved, config::ConfigError
 /// # Errors
 /// When the database cannot be opened.
 pub fn open_store(data_dir: &Path, writer_queue: usize) -> anyhow::Result<Arc<dyn Store>> {
-    open_sqlite(data_dir, writer_queue, false)
+    let options = freshgate_store::sqlite::SqliteOptions {
+        writer_queue,
+        ..freshgate_store::sqlite::SqliteOptions::default()
+    };
+    open_sqlite(data_dir, options)
 }
 
 fn open_sqlite(
     data_dir: &Path,
-    writer_queue: usize,
-    release_leases_on_open: bool,
+    options: freshgate_store::sqlite::SqliteOptions,
 ) -> anyhow::Result<Arc<dyn Store>> {
     std::fs::create_dir_all(data_dir)
         .map_err(|e| anyhow::anyhow!("cannot create data dir {}: {e}", data_dir.display()))?;
-    let options = freshgate_store::sqlite::SqliteOptions {
-        writer_queue,
-        release_leases_on_open,
-        // The delivering process is the one that takes ingest.
-        build_dedup_on_open: release_leases_on_open,
-        ..freshgate_store::sqlite::SqliteOptions::default()
-    };
     let store = SqliteStore::open(&data_dir.join("freshgate.db"), options)
         .map_err(|e| anyhow::anyhow!("cannot open the store in {}: {e}", data_dir.display()))?;
     Ok(Arc::new(store))
@@ -466,7 +462,18 @@ pub async fn open_store_for_delivery(cfg: &Config) -> anyhow::Result<Arc<dyn Sto
 async fn open_store_as(cfg: &Config, delivering: bool) -> anyhow::Result<Arc<dyn Store>> {
     match cfg.store.kind {
         config::StoreKind::Sqlite => {
-            open_sqlite(&cfg.server.data_dir, cfg.store.writer_queue, delivering)
+            let options = freshgate_store::sqlite::SqliteOptions {
+                writer_queue: cfg.store.writer_queue,
+                release_leases_on_open: delivering,
+                // The delivering process is the one that takes ingest.
+                build_dedup_on_open: delivering,
+                index_runs: freshgate_store::sqlite::RunLimits {
+                    run_events: cfg.store.index_run_events,
+                    ..freshgate_store::sqlite::RunLimits::default()
+                },
+                ..freshgate_store::sqlite::SqliteOptions::default()
+            };
+            open_sqlite(&cfg.server.data_dir, options)
         }
         #[cfg(feature = "postgres")]
         config::StoreKind::Postgres => {
