@@ -69,10 +69,6 @@ impl<'a> MessageKey<'a> {
             hash: pair_hash(source, message_id),
         }
     }
-
-    pub(crate) fn hash(&self) -> u64 {
-        self.hash
-    }
 }
 
 /// A Bloom filter that grows: a full member is kept and a member twice as large takes the

@@ -29,10 +29,7 @@ impl EventIndex {
         self.dedup.build(conn)?;
         let entries = self.tail.load(conn)?;
         for e in entries {
-            self.dedup.add(
-                hour_of(e.received_at_ms),
-                super::dedup::pair_hash(&e.source, &e.message_id),
-            );
+            self.dedup.add(hour_of(e.received_at_ms), e.hash());
         }
         Ok(())
     }
@@ -56,12 +53,7 @@ impl EventIndex {
             let hashes: Vec<(i64, u64)> = self
                 .tail
                 .entries_from(from)
-                .map(|e| {
-                    (
-                        hour_of(e.received_at_ms),
-                        super::dedup::pair_hash(&e.source, &e.message_id),
-                    )
-                })
+                .map(|e| (hour_of(e.received_at_ms), e.hash()))
                 .collect();
             for (hour, hash) in hashes {
                 self.dedup.add(hour, hash);
@@ -91,8 +83,8 @@ impl EventIndex {
     }
 
     /// Record an event just inserted by the open transaction.
-    pub(crate) fn inserted(&mut self, key: &MessageKey<'_>, entry: TailEntry) {
-        self.dedup.add(hour_of(entry.received_at_ms), key.hash());
+    pub(crate) fn inserted(&mut self, entry: TailEntry) {
+        self.dedup.add(hour_of(entry.received_at_ms), entry.hash());
         self.tail.stage(entry);
     }
 
@@ -210,7 +202,7 @@ mod tests {
                 continue;
             }
             let id = insert_event(conn, message_id, *at_ms);
-            index.inserted(&key, entry(id, message_id, *at_ms));
+            index.inserted(entry(id, message_id, *at_ms));
         }
         let step = index.flush_step(conn, 1).unwrap();
         conn.execute_batch("COMMIT").unwrap();
@@ -230,13 +222,13 @@ mod tests {
     }
 
     fn entry(event_id: i64, message_id: &str, at_ms: i64) -> TailEntry {
-        TailEntry {
+        TailEntry::new(
             event_id,
-            received_at_ms: at_ms,
-            source: "web".to_owned(),
-            message_id: message_id.to_owned(),
-            contact_key: format!("c-{message_id}"),
-        }
+            at_ms,
+            "web".to_owned(),
+            message_id.to_owned(),
+            format!("c-{message_id}"),
+        )
     }
 
     fn seen(index: &mut EventIndex, conn: &Connection, message_id: &str, at_ms: i64) -> bool {
@@ -352,7 +344,7 @@ mod tests {
         conn.execute_batch("SAVEPOINT cmd").unwrap();
         assert!(!seen(&mut index, &conn, "gone", 1000));
         let id = insert_event(&conn, "gone", 1000);
-        index.inserted(&MessageKey::new("web", "gone"), entry(id, "gone", 1000));
+        index.inserted(entry(id, "gone", 1000));
         conn.execute_batch("ROLLBACK TO cmd; RELEASE cmd").unwrap();
         index.rollback_to(mark);
         conn.execute_batch("COMMIT").unwrap();
@@ -386,7 +378,7 @@ mod tests {
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         index.sync(&conn).unwrap();
         let id = insert_event(&conn, "b", 1001);
-        index.inserted(&MessageKey::new("web", "b"), entry(id, "b", 1001));
+        index.inserted(entry(id, "b", 1001));
         let step = index.flush_step(&conn, 1).unwrap();
         conn.execute_batch("ROLLBACK").unwrap();
         drop(step);
@@ -620,7 +612,7 @@ mod tests {
                             let key = MessageKey::new("web", &name);
                             if !index.seen_within(&conn, &key, now, WEEK_MS).unwrap() {
                                 let id = insert_event(&conn, &name, now);
-                                index.inserted(&key, entry(id, &name, now));
+                                index.inserted(entry(id, &name, now));
                             }
                         }
                         let step = index.flush_step(&conn, 1).unwrap();

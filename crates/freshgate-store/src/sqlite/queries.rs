@@ -24,14 +24,15 @@ use crate::{
 
 /// The events stored under a messageId, bound as `q.message_id`: through `messages`, one index
 /// seek per live run (see `runs.rs`), and among the tail's events (ids above the watermark, at
-/// most a run's worth), which are in no run yet. A macro, so that constants can be built from
+/// most a run's worth), which are in no run yet. `NOT INDEXED`: the planner would rather build
+/// an automatic index over every event than walk the tail's id range. A macro, so that constants can be built from
 /// it with `concat!`.
 macro_rules! message_event_ids {
     () => {
         "SELECT m.event_id FROM q, index_runs r CROSS JOIN messages m
          WHERE r.state = 'live' AND m.run = r.run AND m.message_id = q.message_id
          UNION ALL
-         SELECT t.id FROM q, events t
+         SELECT t.id FROM q, events t NOT INDEXED
          WHERE t.id > (SELECT w.event_id FROM index_watermark w) AND t.message_id = q.message_id"
     };
 }
@@ -855,6 +856,29 @@ mod tests {
             );
             assert!(!plan.contains("SCAN e"), "{q:?}:\n{plan}");
         }
+    }
+
+    /// A search by messageId seeks each live run's key range and reads the tail by id range:
+    /// no scan of `messages` or of `events`.
+    #[test]
+    fn a_message_id_search_seeks_each_run_and_the_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = analyzed_store(&dir, 2000, 10, 10);
+        let q = EventQuery {
+            message_id: Some("m7".to_owned()),
+            limit: 50,
+            ..EventQuery::default()
+        };
+        let plan = plan(&conn, &q);
+        assert!(
+            plan.contains("SEARCH m USING PRIMARY KEY (run=? AND message_id=?)"),
+            "{plan}"
+        );
+        assert!(
+            plan.contains("SEARCH t USING INTEGER PRIMARY KEY (rowid>?)"),
+            "{plan}"
+        );
+        assert!(!plan.contains("SCAN m") && !plan.contains("SCAN t"), "{plan}");
     }
 
     #[test]

@@ -35,11 +35,31 @@ pub(crate) struct TailEntry {
     pub(crate) source: String,
     pub(crate) message_id: String,
     pub(crate) contact_key: String,
+    /// Of (source, messageId), computed once.
+    hash: u64,
 }
 
 impl TailEntry {
-    fn hash(&self) -> u64 {
-        pair_hash(&self.source, &self.message_id)
+    pub(crate) fn new(
+        event_id: i64,
+        received_at_ms: i64,
+        source: String,
+        message_id: String,
+        contact_key: String,
+    ) -> Self {
+        let hash = pair_hash(&source, &message_id);
+        Self {
+            event_id,
+            received_at_ms,
+            source,
+            message_id,
+            contact_key,
+            hash,
+        }
+    }
+
+    pub(crate) fn hash(&self) -> u64 {
+        self.hash
     }
 }
 
@@ -300,13 +320,13 @@ impl IndexTail {
         let mut rows = statement.query(params![self.synced_event_id])?;
         let mut added = 0;
         while let Some(row) = rows.next()? {
-            let entry = TailEntry {
-                event_id: row.get(0)?,
-                received_at_ms: row.get(1)?,
-                source: row.get(2)?,
-                message_id: row.get(3)?,
-                contact_key: row.get(4)?,
-            };
+            let entry = TailEntry::new(
+                row.get(0)?,
+                row.get(1)?,
+                row.get(2)?,
+                row.get(3)?,
+                row.get(4)?,
+            );
             self.stage(entry);
             added += 1;
         }

@@ -339,12 +339,13 @@ impl Writer {
             }
             return;
         }
-        if let Err(err) = self.index.committed(&self.conn, step) {
-            tracing::error!(error = %err, "SQLite writer could not re-read the index runs");
-        }
         for (reply, result) in replies.into_iter().zip(results) {
             // The caller may have gone away (request cancelled); the write is committed anyway.
             let _ = reply.send(result);
+        }
+        // After the answers: a run going live costs the index some milliseconds.
+        if let Err(err) = self.index.committed(&self.conn, step) {
+            tracing::error!(error = %err, "SQLite writer could not re-read the index runs");
         }
     }
 
@@ -708,16 +709,13 @@ pub(crate) fn append(
         let event_id = conn.last_insert_rowid();
         counters.event(ev.received_at_ms);
         // Its `messages` and `contact_events` entries are written with the tail's next run.
-        index.inserted(
-            &key,
-            TailEntry {
-                event_id,
-                received_at_ms: ev.received_at_ms,
-                source: ev.source.clone(),
-                message_id: ev.message_id.clone(),
-                contact_key: ev.contact_key.clone(),
-            },
-        );
+        index.inserted(TailEntry::new(
+            event_id,
+            ev.received_at_ms,
+            ev.source.clone(),
+            ev.message_id.clone(),
+            ev.contact_key.clone(),
+        ));
         if let Some(email) = ev.email.as_deref().filter(|e| !e.is_empty()) {
             // Usually already there: a known pair is a lookup that dirties no page.
             conn.prepare_cached(
