@@ -78,7 +78,7 @@ impl Default for RunLimits {
     fn default() -> Self {
         Self {
             run_events: 100_000,
-            chunk_entries: 4_096,
+            chunk_entries: 1_024,
         }
     }
 }
@@ -393,7 +393,13 @@ impl IndexTail {
         budget: usize,
     ) -> Result<FlushStep, StoreError> {
         if self.flush.is_none() && self.committed > 0 && self.freeze_due() {
+            let started = std::time::Instant::now();
             self.flush = Some(self.freeze());
+            tracing::debug!(
+                entries = self.committed,
+                ms = started.elapsed().as_secs_f64() * 1000.0,
+                "index tail frozen"
+            );
             // Everything committed is frozen; a prune still waiting asks again.
             self.due_before_ms = None;
         }
@@ -474,6 +480,7 @@ impl IndexTail {
                 FlushEnd::Superseded
             }
             Some(Finish::Live) => {
+                let started = std::time::Instant::now();
                 let Some(flush) = self.flush.take() else {
                     return FlushEnd::Pending;
                 };
@@ -494,6 +501,11 @@ impl IndexTail {
                     }
                 }
                 self.trim_to(flush.to_watermark);
+                tracing::debug!(
+                    entries = flush.len,
+                    ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "index runs live"
+                );
                 FlushEnd::Live(per_run.into_values().collect())
             }
         }

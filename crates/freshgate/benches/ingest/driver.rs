@@ -521,7 +521,11 @@ impl Server {
             // Several nodes (and other processes) must not collide on the console's port.
             .arg("--admin-listen")
             .arg("127.0.0.1:0")
-            .env("RUST_LOG", "warn")
+            // FG_BENCH_SERVER_LOG: the server's log filter (e.g. `freshgate_store=debug`).
+            .env(
+                "RUST_LOG",
+                std::env::var("FG_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned()),
+            )
             .env("FRESHGATE_LOG_FORMAT", "json")
             .env_remove("FRESHGATE_DATA_DIR")
             .env_remove("FRESHGATE_LISTEN")

@@ -64,11 +64,11 @@ pub fn start_command(mut command: Command) -> (Child, String) {
 async fn kill_9_never_loses_an_acknowledged_event() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("freshgate.toml");
-    // Index runs of 300 events: the kills land while runs are being written, too.
+    // Index runs of 1,000 events: some kills land while a run is being written.
     std::fs::write(
         &config,
         format!(
-            "[store]\nindex_run_events = 300\n\n\
+            "[store]\nindex_run_events = 1000\n\n\
              [[sources]]\nname = \"web\"\nwrite_keys = [\"{WRITE_KEY}\"]\n"
         ),
     )
