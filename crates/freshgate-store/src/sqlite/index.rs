@@ -49,10 +49,9 @@ impl EventIndex {
             self.dedup.reload_runs(conn)?;
         }
         if taken_in > 0 {
-            let from = self.tail.len().saturating_sub(taken_in);
             let hashes: Vec<(i64, u64)> = self
                 .tail
-                .entries_from(from)
+                .newest(taken_in)
                 .map(|e| (hour_of(e.received_at_ms), e.hash()))
                 .collect();
             for (hour, hash) in hashes {
@@ -174,11 +173,12 @@ mod tests {
     const DAY_MS: i64 = 24 * HOUR_MS;
     const WEEK_MS: i64 = 7 * DAY_MS;
 
-    /// Runs of `run_events`, written `chunk` entries per commit.
+    /// Runs of `run_events`, written `chunk` entries per commit, sorted in segments of 2.
     fn limits(run_events: usize, chunk: usize) -> RunLimits {
         RunLimits {
             run_events,
             chunk_entries: chunk,
+            segment_entries: 2,
         }
     }
 
@@ -578,13 +578,18 @@ mod tests {
         fn the_index_agrees_with_the_set_of_stored_message_ids(
             run_events in 1usize..6,
             chunk in 1usize..5,
+            segment in 1usize..4,
             ops in proptest::collection::vec(op(), 1..40),
         ) {
             let (dir, conn) = store();
             let path = dir.path().join("db");
             let other = open_writer(&path).unwrap();
             let mut conn = conn;
-            let mut index = EventIndex::new(limits(run_events, chunk));
+            let limits = RunLimits {
+                segment_entries: segment,
+                ..limits(run_events, chunk)
+            };
+            let mut index = EventIndex::new(limits);
             let mut stored: std::collections::BTreeSet<u8> = std::collections::BTreeSet::new();
             let mut now = 1_000;
             for op in ops {
@@ -627,7 +632,7 @@ mod tests {
                         drop(index);
                         drop(conn);
                         conn = open_writer(&path).unwrap();
-                        index = EventIndex::new(limits(run_events, chunk));
+                        index = EventIndex::new(limits);
                     }
                     Op::Elsewhere(i) => {
                         if !stored.contains(&i) {

@@ -878,7 +878,10 @@ mod tests {
             plan.contains("SEARCH t USING INTEGER PRIMARY KEY (rowid>?)"),
             "{plan}"
         );
-        assert!(!plan.contains("SCAN m") && !plan.contains("SCAN t"), "{plan}");
+        assert!(
+            !plan.contains("SCAN m") && !plan.contains("SCAN t"),
+            "{plan}"
+        );
     }
 
     #[test]

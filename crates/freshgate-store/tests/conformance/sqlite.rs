@@ -26,13 +26,15 @@ impl Sqlite {
         }
     }
 
-    /// Runs of two events written an entry or two per commit: every case then reads events
-    /// from live runs, from the tail and from runs half-written, and prunes all three.
+    /// Runs of two events written an entry or two per commit, merged from segments of one:
+    /// every case then reads events from live runs, from the tail and from runs half-written,
+    /// and prunes all three.
     pub fn tiny_runs() -> Self {
         Self {
             runs: RunLimits {
                 run_events: 2,
                 chunk_entries: 1,
+                segment_entries: 1,
             },
         }
     }
