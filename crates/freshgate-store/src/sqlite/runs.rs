@@ -235,6 +235,9 @@ fn sorted_segment(
     keyed.into_iter().map(|(_, p)| p).collect()
 }
 
+/// A segment's smallest entry not yet merged: its key, owned, and the segment.
+type HeadKey = (i64, String, String, i64, usize);
+
 /// Sorted segments of one index and their merge into one order, pulled as chunks need it.
 #[derive(Debug, Default)]
 struct Merge {
@@ -242,7 +245,7 @@ struct Merge {
     /// Next position to take in each segment.
     heads: Vec<usize>,
     /// The smallest head of each segment not exhausted, keyed by value (a clone per entry).
-    heap: BinaryHeap<Reverse<(i64, String, String, i64, usize)>>,
+    heap: BinaryHeap<Reverse<HeadKey>>,
     started: bool,
     /// The merged order so far: positions in the frozen entries.
     order: Vec<u32>,
