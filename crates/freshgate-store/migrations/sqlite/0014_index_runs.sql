@@ -54,7 +54,7 @@ FROM messages m JOIN index_runs r ON r.hour = m.hour
 ORDER BY r.run, m.message_id, m.source, m.event_id;
 DROP TABLE messages;
 ALTER TABLE messages_by_run RENAME TO messages;
-CREATE INDEX messages_received_at ON messages (received_at_ms);
+-- No receive-time index any more: the prune deletes a run's entries in key order.
 
 -- A contact's events, by run: the listing of a contact's events walks the live runs of each
 -- hour newest first, and the tail.

@@ -1079,6 +1079,33 @@ fn add_deliveries(
     Ok(added)
 }
 
+/// Delete up to `limit` entries of the live index runs of hours up to `last_hour`, oldest run
+/// first, with `delete` (bound to the run, `before_ms` and the rows left to delete).
+fn prune_runs(
+    conn: &Connection,
+    last_hour: i64,
+    limit: i64,
+    delete: &str,
+    before_ms: i64,
+) -> Result<usize, StoreError> {
+    let runs: Vec<i64> = conn
+        .prepare_cached(
+            "SELECT run FROM index_runs WHERE state = 'live' AND hour <= ?1 ORDER BY run",
+        )?
+        .query_map(params![last_hour], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut deleted = 0;
+    let mut statement = conn.prepare_cached(delete)?;
+    for run in runs {
+        let left = limit - i64::try_from(deleted).unwrap_or(i64::MAX);
+        if left <= 0 {
+            break;
+        }
+        deleted += statement.execute(params![run, before_ms, left])?;
+    }
+    Ok(deleted)
+}
+
 /// One chunk of a prune: the oldest `limit` prunable events and `limit` closed dedup entries,
 /// so that a prune of millions of rows never holds the writer for more than one chunk; the
 /// small tables are cleaned with the last chunk. `true` if a limit was reached.
@@ -1089,48 +1116,51 @@ fn prune(
     limit: usize,
 ) -> Result<(PruneOutcome, bool), StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // Deliveries and their attempt links go with the event (ON DELETE CASCADE); its entry in
-    // the contact index goes with it (found in the live run of its hour that spans its id).
-    let pruned: Vec<(i64, i64, String)> = conn
+    // Deliveries and their attempt links go with the event (ON DELETE CASCADE). Events still
+    // in the index tail wait (see `WriteOp::Prune`).
+    let events = conn
         .prepare_cached(
             "DELETE FROM events WHERE id IN (
                  SELECT id FROM events WHERE received_at_ms < ?1
                    AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
                      SELECT 1 FROM deliveries d
                      WHERE d.event_id = events.id AND d.status IN ('pending', 'dead'))
-                 ORDER BY received_at_ms LIMIT ?2)
-             RETURNING id, received_at_ms, contact_key",
-        )?
-        .query_map(params![events_before_ms, limit], |r| {
-            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-        })?
-        .collect::<Result<_, _>>()?;
-    let mut unlisted = conn.prepare_cached(
-        "DELETE FROM contact_events WHERE contact_key = ?3 AND event_id = ?1 AND run IN (
-             SELECT run FROM index_runs
-             WHERE hour = ?2 AND first_event_id <= ?1 AND last_event_id >= ?1)",
-    )?;
-    for (id, received_at_ms, contact_key) in &pruned {
-        unlisted.execute(params![id, hour_of(*received_at_ms), contact_key])?;
-    }
-    let events = pruned.len();
-    // A message entry goes once its window has closed and its event is gone (a kept event stays
-    // traceable by messageId; it no longer deduplicates, see `append`).
-    let dedup_entries = conn
-        .prepare_cached(
-            "DELETE FROM messages WHERE (run, message_id, source, event_id) IN (
-                 SELECT run, message_id, source, event_id FROM messages
-                 WHERE received_at_ms < ?1
-                   AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = messages.event_id)
                  ORDER BY received_at_ms LIMIT ?2)",
         )?
-        .execute(params![dedup_before_ms, limit])?;
+        .execute(params![events_before_ms, limit])?;
+    // A message entry goes once its window has closed and its event is gone (a kept event stays
+    // traceable by messageId; it no longer deduplicates, see `append`); a contact entry once its
+    // event is gone. Both run by run, in key order: deleting in receive order would dirty a
+    // page of a run per entry, as inserting per event did.
+    let dedup_entries = prune_runs(
+        conn,
+        hour_of(dedup_before_ms),
+        limit,
+        "DELETE FROM messages WHERE (run, message_id, source, event_id) IN (
+             SELECT run, message_id, source, event_id FROM messages m
+             WHERE m.run = ?1 AND m.received_at_ms < ?2
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = m.event_id)
+             LIMIT ?3)",
+        dedup_before_ms,
+    )?;
+    let contact_entries = prune_runs(
+        conn,
+        hour_of(events_before_ms),
+        limit,
+        "DELETE FROM contact_events WHERE (run, contact_key, event_id) IN (
+             SELECT run, contact_key, event_id FROM contact_events c
+             WHERE c.run = ?1 AND ?2 = ?2
+               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = c.event_id)
+             LIMIT ?3)",
+        events_before_ms,
+    )?;
     let outcome = PruneOutcome {
         events: u64::try_from(events).unwrap_or(u64::MAX),
         dedup_entries: u64::try_from(dedup_entries).unwrap_or(u64::MAX),
     };
-    let more = i64::try_from(events).unwrap_or(i64::MAX) >= limit
-        || i64::try_from(dedup_entries).unwrap_or(i64::MAX) >= limit;
+    let more = [events, dedup_entries, contact_entries]
+        .iter()
+        .any(|n| i64::try_from(*n).unwrap_or(i64::MAX) >= limit);
     if more {
         return Ok((outcome, true));
     }

@@ -394,6 +394,14 @@ async fn prune_larger_than_a_chunk_removes_everything_due() {
     let out = store.prune(2000, 2000).await.unwrap();
     assert_eq!((out.events, out.dedup_entries), (12_000, 12_000));
     assert_eq!(store.stats().await.unwrap().events, 1);
+    // The index entries of the pruned events are gone from both indexes (the events were in
+    // the index tail: the prune had them written as runs first, then pruned the runs).
+    let conn = rusqlite::Connection::open(dir.path().join(DB_FILE_NAME)).unwrap();
+    let count = |table: &str| -> i64 {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0))
+            .unwrap()
+    };
+    assert_eq!((count("messages"), count("contact_events")), (1, 1));
     // Their dedup entries went too: the same ids are new again; the young one is still known.
     let again = store
         .append(batch(vec![
