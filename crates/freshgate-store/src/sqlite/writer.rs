@@ -1079,15 +1079,18 @@ fn add_deliveries(
     Ok(added)
 }
 
-/// Delete up to `limit` entries of the live index runs of hours up to `last_hour`, oldest run
-/// first, with `delete` (bound to the run, `before_ms` and the rows left to delete).
+/// Delete up to `limit` entries of the live index runs of hours before `hour` (and, with
+/// `with_hour`, of that hour too), oldest run first, with `delete` (bound to the run,
+/// `before_ms` and the rows left to delete).
 fn prune_runs(
     conn: &Connection,
-    last_hour: i64,
+    hour: i64,
+    with_hour: bool,
     limit: i64,
     delete: &str,
     before_ms: i64,
 ) -> Result<usize, StoreError> {
+    let last_hour = if with_hour { hour } else { hour - 1 };
     let runs: Vec<i64> = conn
         .prepare_cached(
             "SELECT run FROM index_runs WHERE state = 'live' AND hour <= ?1 ORDER BY run",
@@ -1130,11 +1133,26 @@ fn prune(
         .execute(params![events_before_ms, limit])?;
     // A message entry goes once its window has closed and its event is gone (a kept event stays
     // traceable by messageId; it no longer deduplicates, see `append`); a contact entry once its
-    // event is gone. Both run by run, in key order: deleting in receive order would dirty a
-    // page of a run per entry, as inserting per event did.
+    // event is gone. Run by run, in key order: deleting in receive order would dirty a page of
+    // a run per entry, as inserting per event did; and a run is taken only once the prune has
+    // passed its hour (the receive time of the oldest prunable event left), so that one pass
+    // over it finds all it can delete. Runs of the hour the prune ends in go when it is done.
+    let frontier_ms: i64 = conn
+        .prepare_cached(
+            "SELECT received_at_ms FROM events e WHERE received_at_ms < ?1
+               AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
+                 SELECT 1 FROM deliveries d
+                 WHERE d.event_id = e.id AND d.status IN ('pending', 'dead'))
+             ORDER BY received_at_ms LIMIT 1",
+        )?
+        .query_row(params![events_before_ms], |r| r.get(0))
+        .optional()?
+        .unwrap_or(events_before_ms);
+    let events_done = i64::try_from(events).unwrap_or(i64::MAX) < limit;
     let dedup_entries = prune_runs(
         conn,
-        hour_of(dedup_before_ms),
+        hour_of(frontier_ms.min(dedup_before_ms)),
+        events_done,
         limit,
         "DELETE FROM messages WHERE (run, message_id, source, event_id) IN (
              SELECT run, message_id, source, event_id FROM messages m
@@ -1145,7 +1163,8 @@ fn prune(
     )?;
     let contact_entries = prune_runs(
         conn,
-        hour_of(events_before_ms),
+        hour_of(frontier_ms),
+        events_done,
         limit,
         "DELETE FROM contact_events WHERE (run, contact_key, event_id) IN (
              SELECT run, contact_key, event_id FROM contact_events c
