@@ -1079,23 +1079,66 @@ fn add_deliveries(
     Ok(added)
 }
 
-/// Delete up to `limit` entries of the live index runs of hours before `hour` (and, with
-/// `with_hour`, of that hour too), oldest run first, with `delete` (bound to the run,
-/// `before_ms` and the rows left to delete).
+/// Where a prune stands: the oldest event it may still delete (not kept for a delivery), or
+/// else the first event received at or after `before_ms`; its id and receive time. Every event
+/// the prune has deleted is older, so a run whose events all come before it has nothing left
+/// to wait for. `i64::MAX` for both when there is no such event.
+fn prune_frontier(conn: &Connection, before_ms: i64) -> Result<(i64, i64), StoreError> {
+    let oldest_prunable: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, received_at_ms FROM events e WHERE received_at_ms < ?1
+               AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
+                 SELECT 1 FROM deliveries d
+                 WHERE d.event_id = e.id AND d.status IN ('pending', 'dead'))
+             ORDER BY received_at_ms LIMIT 1",
+        )?
+        .query_row(params![before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    if let Some(frontier) = oldest_prunable {
+        return Ok(frontier);
+    }
+    let first_after: Option<(i64, i64)> = conn
+        .prepare_cached(
+            "SELECT id, received_at_ms FROM events WHERE received_at_ms >= ?1
+             ORDER BY received_at_ms LIMIT 1",
+        )?
+        .query_row(params![before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(first_after.unwrap_or((i64::MAX, i64::MAX)))
+}
+
+/// Which runs a prune chunk takes: those of hours up to `through_ms`'s whose events all come
+/// before the frontier, and with `straddling` (the events' part of the prune is done) the one
+/// the frontier falls in too.
+struct RunsPassed {
+    through_ms: i64,
+    frontier_id: i64,
+    straddling: bool,
+}
+
+/// Delete up to `limit` entries of the runs `passed` names, oldest run first, with `delete`
+/// (bound to the run, `before_ms` and the rows left to delete).
 fn prune_runs(
     conn: &Connection,
-    hour: i64,
-    with_hour: bool,
+    passed: RunsPassed,
     limit: i64,
     delete: &str,
     before_ms: i64,
 ) -> Result<usize, StoreError> {
-    let last_hour = if with_hour { hour } else { hour - 1 };
     let runs: Vec<i64> = conn
         .prepare_cached(
-            "SELECT run FROM index_runs WHERE state = 'live' AND hour <= ?1 ORDER BY run",
+            "SELECT run FROM index_runs WHERE state = 'live' AND hour <= ?1
+               AND (last_event_id < ?2 OR (?3 AND first_event_id < ?2))
+             ORDER BY run",
         )?
-        .query_map(params![last_hour], |r| r.get(0))?
+        .query_map(
+            params![
+                hour_of(passed.through_ms),
+                passed.frontier_id,
+                passed.straddling
+            ],
+            |r| r.get(0),
+        )?
         .collect::<Result<_, _>>()?;
     let mut deleted = 0;
     let mut statement = conn.prepare_cached(delete)?;
@@ -1135,24 +1178,17 @@ fn prune(
     // traceable by messageId; it no longer deduplicates, see `append`); a contact entry once its
     // event is gone. Run by run, in key order: deleting in receive order would dirty a page of
     // a run per entry, as inserting per event did; and a run is taken only once the prune has
-    // passed its hour (the receive time of the oldest prunable event left), so that one pass
-    // over it finds all it can delete. Runs of the hour the prune ends in go when it is done.
-    let frontier_ms: i64 = conn
-        .prepare_cached(
-            "SELECT received_at_ms FROM events e WHERE received_at_ms < ?1
-               AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
-                 SELECT 1 FROM deliveries d
-                 WHERE d.event_id = e.id AND d.status IN ('pending', 'dead'))
-             ORDER BY received_at_ms LIMIT 1",
-        )?
-        .query_row(params![events_before_ms], |r| r.get(0))
-        .optional()?
-        .unwrap_or(events_before_ms);
+    // passed its events (see `prune_frontier`), so that one pass
+    // over it finds all it can delete; the run the prune ends in, when it is done.
+    let (frontier_id, frontier_ms) = prune_frontier(conn, events_before_ms)?;
     let events_done = i64::try_from(events).unwrap_or(i64::MAX) < limit;
     let dedup_entries = prune_runs(
         conn,
-        hour_of(frontier_ms.min(dedup_before_ms)),
-        events_done,
+        RunsPassed {
+            through_ms: frontier_ms.min(dedup_before_ms),
+            frontier_id,
+            straddling: events_done,
+        },
         limit,
         "DELETE FROM messages WHERE (run, message_id, source, event_id) IN (
              SELECT run, message_id, source, event_id FROM messages m
@@ -1163,8 +1199,11 @@ fn prune(
     )?;
     let contact_entries = prune_runs(
         conn,
-        hour_of(frontier_ms),
-        events_done,
+        RunsPassed {
+            through_ms: frontier_ms,
+            frontier_id,
+            straddling: events_done,
+        },
         limit,
         "DELETE FROM contact_events WHERE (run, contact_key, event_id) IN (
              SELECT run, contact_key, event_id FROM contact_events c
