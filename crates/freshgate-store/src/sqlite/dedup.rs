@@ -234,13 +234,7 @@ impl DedupIndex {
                 filter: Some(filter),
             });
         }
-        // Live runs with no rows (all pruned) are probed like any other: they find nothing.
-        for (run, hour) in hours {
-            let runs = built.entry(hour).or_default();
-            if !runs.iter().any(|f| f.run == run) {
-                runs.push(RunFilter { run, filter: None });
-            }
-        }
+        // A live run with no rows (all pruned) has nothing to find: it is not asked.
         for runs in built.values_mut() {
             runs.sort_by_key(|f| f.run);
         }

@@ -1224,7 +1224,7 @@ fn prune(
     }
     // Runs whose entries have all gone (a live run with none is only probed in vain).
     conn.prepare_cached(
-        "DELETE FROM index_runs WHERE state = 'live' AND hour < ?1
+        "DELETE FROM index_runs WHERE state = 'live' AND hour <= ?1
            AND NOT EXISTS (SELECT 1 FROM messages m WHERE m.run = index_runs.run)
            AND NOT EXISTS (SELECT 1 FROM contact_events c WHERE c.run = index_runs.run)",
     )?
