@@ -173,6 +173,20 @@ mod tests {
         assert_eq!(old_tables, 0);
     }
 
+    /// A database at the schema just before the migration that contains `marker`.
+    fn migrated_before(path: &Path, marker: &str) -> Connection {
+        let conn = Connection::open(path).unwrap();
+        let at = MIGRATIONS.iter().position(|m| m.contains(marker)).unwrap();
+        let before = &MIGRATIONS[..at];
+        conn.execute_batch(&format!(
+            "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
+            before.join("\n"),
+            before.len()
+        ))
+        .unwrap();
+        conn
+    }
+
     /// A store from before the `contact_emails` table gets the emails of its stored identifies
     /// (lower-cased; non-strings, empty emails and non-identifies skipped), and loses the
     /// expression index the table replaces.
@@ -181,18 +195,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("before.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            let table = MIGRATIONS
-                .iter()
-                .position(|m| m.contains("CREATE TABLE contact_emails"))
-                .unwrap();
-            let before = &MIGRATIONS[..table];
-            conn.execute_batch(&format!(
-                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
-                before.join("\n"),
-                before.len()
-            ))
-            .unwrap();
+            let conn = migrated_before(&path, "CREATE TABLE contact_emails");
             conn.execute_batch(
                 r#"INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
                                       received_at_ms, raw) VALUES
@@ -232,18 +235,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("v13.db");
         {
-            let conn = Connection::open(&path).unwrap();
-            let runs = MIGRATIONS
-                .iter()
-                .position(|m| m.contains("CREATE TABLE index_runs"))
-                .unwrap();
-            let before = &MIGRATIONS[..runs];
-            conn.execute_batch(&format!(
-                "BEGIN; {} PRAGMA user_version = {}; COMMIT;",
-                before.join("\n"),
-                before.len()
-            ))
-            .unwrap();
+            let conn = migrated_before(&path, "CREATE TABLE index_runs");
             conn.execute_batch(
                 "INSERT INTO events (id, source, message_id, event_type, contact_key,
                                      timestamp_ms, received_at_ms, raw) VALUES

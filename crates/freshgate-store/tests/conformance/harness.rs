@@ -135,3 +135,55 @@ macro_rules! conformance {
         )*
     };
 }
+
+/// Every conformance case, for one backend expression: each backend runs the same list.
+#[macro_export]
+macro_rules! every_case {
+    ($backend:expr) => {
+        $crate::conformance!($backend =>
+            dedup_within_batch,
+            dedup_across_batches_and_window,
+            rejected_inputs_kept,
+            fifo_per_key,
+            leases_exclusive,
+            expired_lease_taken_over,
+            retry_schedules_key,
+            release_not_before,
+            dead_letters_listed_and_requeued,
+            replay_reopens_finished,
+            history_is_never_rewritten,
+            skipped_at_append_never_pending,
+            late_deliveries_for_stored_events,
+            shadow_get_put,
+            shadows_forgotten,
+            contacts_matching_a_filter,
+            field_metadata_newest_wins,
+            quota_ledger_windows,
+            quota_reservations_respect_the_caps,
+            stats_figures,
+            prune_keeps_dead_and_pending,
+            traces_show_attempts,
+            survives_reopen,
+            closed_store_refuses_writes,
+            rejected_pruned_by_age_and_bytes,
+            unmapped_traits_counted_and_bounded,
+            events_listed_newest_first_by_keyset,
+            time_range_pages_by_receive_time,
+            expired_pauses_cleared_others_kept,
+            backlog_agrees_with_stats,
+            counters_follow_every_path,
+            per_minute_counts,
+            pauses_recorded_and_cleared,
+            dead_letter_counts_every_attempt,
+            contact_ids_upserted_and_read_in_batch,
+            account_shadow_get_put,
+            list_created_once_by_one_claimant,
+            list_claim_race_has_one_winner,
+            activity_intents_prevent_duplicates,
+            activity_intent_race_has_one_caller,
+            entity_field_metadata_by_entity,
+            list_memberships_newest_wins_and_finish,
+            list_membership_call_joins_the_event_trace,
+        );
+    };
+}
