@@ -27,10 +27,8 @@ impl EventIndex {
     /// Read the tail and build the dedup filters from the tables now.
     pub(crate) fn build(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.dedup.build(conn)?;
-        let entries = self.tail.load(conn)?;
-        for e in entries {
-            self.dedup.add(hour_of(e.received_at_ms), e.hash());
-        }
+        let read = self.tail.load(conn)?;
+        self.filter_newest(read);
         Ok(())
     }
 
@@ -49,14 +47,7 @@ impl EventIndex {
             self.dedup.reload_runs(conn)?;
         }
         if taken_in > 0 {
-            let hashes: Vec<(i64, u64)> = self
-                .tail
-                .newest(taken_in)
-                .map(|e| (hour_of(e.received_at_ms), e.hash()))
-                .collect();
-            for (hour, hash) in hashes {
-                self.dedup.add(hour, hash);
-            }
+            self.filter_newest(taken_in);
             tracing::debug!(
                 taken_in,
                 superseded,
@@ -64,6 +55,13 @@ impl EventIndex {
             );
         }
         Ok(())
+    }
+
+    /// The newest `n` tail entries (just read from the table) into the dedup filters.
+    fn filter_newest(&mut self, n: usize) {
+        for e in self.tail.newest(n) {
+            self.dedup.add(hour_of(e.received_at_ms), e.hash());
+        }
     }
 
     /// Whether the key's source stored its messageId within `window_ms` before `received_at_ms`.

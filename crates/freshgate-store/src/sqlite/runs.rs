@@ -346,8 +346,9 @@ pub(crate) struct IndexTail {
     contact_segments: Vec<Vec<u32>>,
     segmented: usize,
     flush: Option<Flush>,
-    /// The largest event id taken in: ids above it are another connection's appends.
-    synced_event_id: i64,
+    /// `PRAGMA data_version` at the last sync: it changes only when another connection commits,
+    /// so a sync that finds it unchanged reads nothing.
+    data_version: i64,
     /// A prune asked for the entries received before this to be written out, whatever the
     /// tail's size: it only prunes events below the watermark.
     due_before_ms: Option<i64>,
@@ -366,7 +367,7 @@ impl IndexTail {
             contact_segments: Vec::new(),
             segmented: 0,
             flush: None,
-            synced_event_id: 0,
+            data_version: 0,
             due_before_ms: None,
             loaded: false,
         }
@@ -376,19 +377,19 @@ impl IndexTail {
         self.loaded
     }
 
-    /// Read the watermark and the tail's events from the tables; the entries read, for the
-    /// dedup filters.
-    pub(crate) fn load(&mut self, conn: &Connection) -> Result<&VecDeque<TailEntry>, StoreError> {
+    /// Read the watermark and the tail's events from the tables; how many entries were read
+    /// (the newest ones, see [`Self::newest`]).
+    pub(crate) fn load(&mut self, conn: &Connection) -> Result<usize, StoreError> {
         self.entries.clear();
         self.ids = IdsByHash::default();
         self.committed = 0;
         self.clear_segments();
         self.flush = None;
         self.watermark = stored_watermark(conn)?;
-        self.synced_event_id = self.watermark;
-        self.take_in_events(conn)?;
+        self.data_version = data_version(conn)?;
+        let read = self.take_in_events(conn)?;
         self.loaded = true;
-        Ok(&self.entries)
+        Ok(read)
     }
 
     /// Events not yet in live runs: the tail's, staged ones included, and the frozen ones.
@@ -420,7 +421,6 @@ impl IndexTail {
     /// Stage the entries of an event just inserted by the open transaction.
     pub(crate) fn stage(&mut self, entry: TailEntry) {
         self.ids.insert(entry.hash(), entry.event_id);
-        self.synced_event_id = self.synced_event_id.max(entry.event_id);
         self.entries.push_back(entry);
     }
 
@@ -436,8 +436,12 @@ impl IndexTail {
                 self.ids.remove(e.hash(), e.event_id);
             }
         }
-        let newest = self
-            .entries
+    }
+
+    /// The largest event id held (tail, frozen, or below the watermark): ids above it are
+    /// another connection's appends.
+    fn newest_event_id(&self) -> i64 {
+        self.entries
             .back()
             .map(|e| e.event_id)
             .or_else(|| {
@@ -445,8 +449,8 @@ impl IndexTail {
                     .as_ref()
                     .and_then(|f| f.entries.last().map(|e| e.event_id))
             })
-            .unwrap_or(self.watermark);
-        self.synced_event_id = newest.max(self.watermark);
+            .unwrap_or(self.watermark)
+            .max(self.watermark)
     }
 
     /// At the start of a write transaction (write lock held): if another writer moved the
@@ -454,6 +458,14 @@ impl IndexTail {
     /// connection appended (the last `taken_in` entries).
     pub(crate) fn sync(&mut self, conn: &Connection) -> Result<Synced, StoreError> {
         self.rollback_to(self.committed);
+        let version = data_version(conn)?;
+        if version == self.data_version {
+            return Ok(Synced {
+                superseded: false,
+                taken_in: 0,
+            });
+        }
+        self.data_version = version;
         let stored = stored_watermark(conn)?;
         let superseded = stored != self.watermark;
         if superseded {
@@ -472,13 +484,13 @@ impl IndexTail {
         })
     }
 
-    /// Entries of the events above `synced_event_id`, read from `events`.
+    /// Entries of the events above the newest one held, read from `events`.
     fn take_in_events(&mut self, conn: &Connection) -> Result<usize, StoreError> {
         let mut statement = conn.prepare_cached(
             "SELECT id, received_at_ms, source, message_id, contact_key FROM events
              WHERE id > ?1 ORDER BY id",
         )?;
-        let mut rows = statement.query(params![self.synced_event_id])?;
+        let mut rows = statement.query(params![self.newest_event_id()])?;
         let mut added = 0;
         while let Some(row) = rows.next()? {
             let entry = TailEntry::new(
@@ -535,7 +547,6 @@ impl IndexTail {
         }
         self.committed = self.entries.len();
         self.watermark = watermark;
-        self.synced_event_id = self.synced_event_id.max(watermark);
         self.segment();
     }
 
@@ -778,6 +789,10 @@ impl IndexTail {
 /// A position in the tail as stored in a sort order (a tail is far below 4 G entries).
 fn position(i: usize) -> u32 {
     u32::try_from(i).unwrap_or(u32::MAX)
+}
+
+fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    Ok(conn.query_row("PRAGMA data_version", [], |r| r.get(0))?)
 }
 
 pub(crate) fn stored_watermark(conn: &Connection) -> Result<i64, StoreError> {

@@ -1116,14 +1116,13 @@ struct RunsPassed {
     straddling: bool,
 }
 
-/// Delete up to `limit` entries of the runs `passed` names, oldest run first, with `delete`
-/// (bound to the run, `before_ms` and the rows left to delete).
+/// Delete up to `limit` entries of the runs `passed` names, oldest run first, with
+/// `delete(run, rows left)`.
 fn prune_runs(
     conn: &Connection,
     passed: RunsPassed,
     limit: i64,
-    delete: &str,
-    before_ms: i64,
+    mut delete: impl FnMut(i64, i64) -> rusqlite::Result<usize>,
 ) -> Result<usize, StoreError> {
     let runs: Vec<i64> = conn
         .prepare_cached(
@@ -1141,13 +1140,12 @@ fn prune_runs(
         )?
         .collect::<Result<_, _>>()?;
     let mut deleted = 0;
-    let mut statement = conn.prepare_cached(delete)?;
     for run in runs {
         let left = limit - i64::try_from(deleted).unwrap_or(i64::MAX);
         if left <= 0 {
             break;
         }
-        deleted += statement.execute(params![run, before_ms, left])?;
+        deleted += delete(run, left)?;
     }
     Ok(deleted)
 }
@@ -1190,12 +1188,16 @@ fn prune(
             straddling: events_done,
         },
         limit,
-        "DELETE FROM messages WHERE (run, message_id, source, event_id) IN (
-             SELECT run, message_id, source, event_id FROM messages m
-             WHERE m.run = ?1 AND m.received_at_ms < ?2
-               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = m.event_id)
-             LIMIT ?3)",
-        dedup_before_ms,
+        |run, left| {
+            conn.prepare_cached(
+                "DELETE FROM messages WHERE (run, message_id, source, event_id) IN (
+                     SELECT run, message_id, source, event_id FROM messages m
+                     WHERE m.run = ?1 AND m.received_at_ms < ?2
+                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = m.event_id)
+                     LIMIT ?3)",
+            )?
+            .execute(params![run, dedup_before_ms, left])
+        },
     )?;
     let contact_entries = prune_runs(
         conn,
@@ -1205,12 +1207,16 @@ fn prune(
             straddling: events_done,
         },
         limit,
-        "DELETE FROM contact_events WHERE (run, contact_key, event_id) IN (
-             SELECT run, contact_key, event_id FROM contact_events c
-             WHERE c.run = ?1 AND ?2 = ?2
-               AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = c.event_id)
-             LIMIT ?3)",
-        events_before_ms,
+        |run, left| {
+            conn.prepare_cached(
+                "DELETE FROM contact_events WHERE (run, contact_key, event_id) IN (
+                     SELECT run, contact_key, event_id FROM contact_events c
+                     WHERE c.run = ?1
+                       AND NOT EXISTS (SELECT 1 FROM events e WHERE e.id = c.event_id)
+                     LIMIT ?2)",
+            )?
+            .execute(params![run, left])
+        },
     )?;
     let outcome = PruneOutcome {
         events: u64::try_from(events).unwrap_or(u64::MAX),
