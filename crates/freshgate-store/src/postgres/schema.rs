@@ -72,6 +72,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "delivery counts",
         include_str!("../../migrations/postgres/0012_delivery_counts.sql"),
     ),
+    (
+        13,
+        "messageId hash index",
+        include_str!("../../migrations/postgres/0013_message_id_hash.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.
