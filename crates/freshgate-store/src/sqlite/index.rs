@@ -24,6 +24,11 @@ impl EventIndex {
         }
     }
 
+    /// The view of the tail that readers look ids up in.
+    pub(crate) fn tail_view(&self) -> std::sync::Arc<super::tail_view::TailView> {
+        self.tail.view()
+    }
+
     /// Read the tail and build the dedup filters from the tables now.
     pub(crate) fn build(&mut self, conn: &Connection) -> Result<(), StoreError> {
         self.dedup.build(conn)?;
@@ -667,6 +672,42 @@ mod tests {
                     events,
                     "every event once, in a live run or the tail"
                 );
+                // The readers' view of the tail, once the writer is in step with the file,
+                // answers for it, and answers what reading the tail's events would.
+                let view = index.tail_view();
+                let at = super::super::queries::tail_snapshot(&conn).unwrap();
+                for i in 0u8..24 {
+                    let name = format!("m{i}");
+                    let read = |sql: &str, key: &str| -> Vec<i64> {
+                        conn.prepare(sql)
+                            .unwrap()
+                            .query_map(params![at.watermark, key], |r| r.get(0))
+                            .unwrap()
+                            .collect::<Result<_, _>>()
+                            .unwrap()
+                    };
+                    let mut ids = view.message_ids(&name, at);
+                    if let Some(ids) = &mut ids {
+                        ids.sort_unstable();
+                    }
+                    proptest::prop_assert_eq!(
+                        ids,
+                        Some(read("SELECT id FROM events WHERE id > ?1 AND message_id = ?2", &name)),
+                        "messageId {}", name
+                    );
+                    let contact = format!("c-{name}");
+                    let mut ids: Option<Vec<i64>> = view
+                        .contact_events(&contact, at)
+                        .map(|rows| rows.into_iter().map(|(id, _)| id).collect());
+                    if let Some(ids) = &mut ids {
+                        ids.sort_unstable();
+                    }
+                    proptest::prop_assert_eq!(
+                        ids,
+                        Some(read("SELECT id FROM events WHERE id > ?1 AND contact_key = ?2", &contact)),
+                        "contact {}", contact
+                    );
+                }
             }
         }
     }

@@ -19,6 +19,7 @@ mod readers;
 mod records;
 mod runs;
 mod schema;
+mod tail_view;
 mod writer;
 
 /// Width of the hour of receipt: each run of `messages` and `contact_events` holds one hour's
@@ -112,6 +113,8 @@ pub struct SqliteStore {
     writer: Mutex<Option<JoinHandle<()>>>,
     checkpointer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
+    /// The writer's index tail as the readers see it.
+    tail_view: Arc<tail_view::TailView>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -153,6 +156,7 @@ impl SqliteStore {
         if options.build_dedup_on_open {
             index.build(&conn)?;
         }
+        let tail_view = index.tail_view();
         let readers = Arc::new(ReaderPool::new(path, options.readers)?);
         let (tx, rx) = mpsc::channel(options.writer_queue.max(1));
         let gate = Arc::new(WriterGate::default());
@@ -173,6 +177,7 @@ impl SqliteStore {
             writer: Mutex::new(Some(handle)),
             checkpointer: Mutex::new(checkpointer),
             readers,
+            tail_view,
         })
     }
 
@@ -681,8 +686,9 @@ impl Store for SqliteStore {
 
     async fn event_traces(&self, message_id: &str) -> Result<Vec<EventTrace>, StoreError> {
         let message_id = message_id.to_owned();
+        let view = Arc::clone(&self.tail_view);
         self.readers
-            .run(move |c| queries::event_traces(c, &message_id))
+            .run(move |c| queries::event_traces(c, &view, &message_id))
             .await
     }
 
@@ -814,8 +820,9 @@ impl Store for SqliteStore {
 
     async fn list_events(&self, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
         let query = query.clone();
+        let view = Arc::clone(&self.tail_view);
         self.readers
-            .run(move |c| queries::list_events(c, &query))
+            .run(move |c| queries::list_events(c, &view, &query))
             .await
     }
 

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::filter::{filter_sql, limit_value};
+use super::tail_view::{Snapshot, TailView};
 use super::writer::check_lease;
 use super::{HOUR_MS, hour_of};
 use crate::counters::{self, CounterDrift, PendingDrift};
@@ -22,19 +23,58 @@ use crate::{
     destination_stats, merge_depths,
 };
 
-/// The events stored under a messageId, bound as `q.message_id`: through `messages`, one index
-/// seek per live run (see `runs.rs`), and among the tail's events (ids above the watermark, at
-/// most a run's worth), which are in no run yet. `NOT INDEXED`: the planner would rather build
-/// an automatic index over every event than walk the tail's id range. A macro, so that constants can be built from
-/// it with `concat!`.
-macro_rules! message_event_ids {
-    () => {
-        "SELECT m.event_id FROM q, index_runs r CROSS JOIN messages m
-         WHERE r.state = 'live' AND m.run = r.run AND m.message_id = q.message_id
-         UNION ALL
-         SELECT t.id FROM q, events t NOT INDEXED
-         WHERE t.id > (SELECT w.event_id FROM index_watermark w) AND t.message_id = q.message_id"
+/// The events of a messageId in the live runs: one index seek per run (see `runs.rs`).
+const MESSAGE_IDS_IN_RUNS: &str = "SELECT m.event_id FROM index_runs r CROSS JOIN messages m
+     WHERE r.state = 'live' AND m.run = r.run AND m.message_id = ?1";
+
+/// The events of a messageId in the tail (ids above the watermark, ?1), read when the writer's
+/// view of its tail does not hold the reader's snapshot. `NOT INDEXED`: the planner would rather
+/// build an automatic index over every event than walk the tail's id range.
+const MESSAGE_IDS_IN_TAIL: &str =
+    "SELECT id FROM events NOT INDEXED WHERE id > ?1 AND message_id = ?2";
+
+/// The (id, receive time) of a contact's events in the tail, read like [`MESSAGE_IDS_IN_TAIL`].
+const CONTACT_EVENTS_IN_TAIL: &str =
+    "SELECT id, received_at_ms FROM events NOT INDEXED WHERE id > ?1 AND contact_key = ?2";
+
+/// The reader's snapshot as the tail view needs it: the watermark and the newest event id.
+/// Read before anything else the lookup reads, so that runs that go live meanwhile are found
+/// twice (harmless: the ids are a set to the queries that use them) rather than not at all.
+pub(crate) fn tail_snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
+    Ok(conn
+        .prepare_cached(
+            "SELECT (SELECT event_id FROM index_watermark WHERE id = 1),
+                    (SELECT max(id) FROM events)",
+        )?
+        .query_row([], |r| {
+            Ok(Snapshot {
+                watermark: r.get::<_, Option<i64>>(0)?.unwrap_or(0),
+                newest: r.get::<_, Option<i64>>(1)?.unwrap_or(0),
+            })
+        })?)
+}
+
+/// The ids of the events stored under a messageId (candidates: the tail view's are by hash):
+/// the tail's from the writer's view when it holds this snapshot, else read; then the runs'.
+fn message_event_ids(
+    conn: &Connection,
+    view: &TailView,
+    message_id: &str,
+) -> Result<Vec<i64>, StoreError> {
+    let at = tail_snapshot(conn)?;
+    let mut ids = match view.message_ids(message_id, at) {
+        Some(ids) => ids,
+        None => conn
+            .prepare_cached(MESSAGE_IDS_IN_TAIL)?
+            .query_map(params![at.watermark, message_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?,
     };
+    let in_runs = conn
+        .prepare_cached(MESSAGE_IDS_IN_RUNS)?
+        .query_map(params![message_id], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
+    ids.extend(in_runs);
+    Ok(ids)
 }
 
 /// (id, destination, status, reason, next attempt) of one delivery, as read for a trace.
@@ -236,18 +276,18 @@ pub(crate) fn finished_deliveries(
 
 pub(crate) fn event_traces(
     conn: &Connection,
+    view: &TailView,
     message_id: &str,
 ) -> Result<Vec<EventTrace>, StoreError> {
+    let ids = message_event_ids(conn, view, message_id)?;
     let mut events: Vec<EventTrace> = conn
-        .prepare_cached(concat!(
-            "WITH q(message_id) AS (SELECT ?1)
-             SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key,
+        .prepare_cached(
+            "SELECT e.id, e.source, e.message_id, e.event_type, e.contact_key,
                     e.timestamp_ms, e.received_at_ms, e.raw
-             FROM events e WHERE e.id IN (",
-            message_event_ids!(),
-            ") AND e.message_id = ?1 ORDER BY e.id"
-        ))?
-        .query_map(params![message_id], |r| {
+             FROM events e WHERE e.id IN (SELECT value FROM json_each(?1))
+               AND e.message_id = ?2 ORDER BY e.id",
+        )?
+        .query_map(params![id_list(&ids), message_id], |r| {
             event_head(r).map(EventHead::into_trace)
         })?
         .collect::<Result<_, _>>()?;
@@ -502,24 +542,25 @@ pub(crate) fn integrity_check(conn: &Connection) -> Result<Vec<String>, StoreErr
     Ok(counters::drift_problems(pending, counted))
 }
 
-/// The listing's messageId condition through the `messages` runs and the tail.
+/// The listing's statements. A search by messageId or contact is scoped to the candidate ids
+/// found in the runs and the tail; the messageId condition then checks the candidates.
 const LISTING: BackendSql = BackendSql {
-    message_match: concat!(
-        "e.id IN (WITH q(message_id) AS (SELECT ?) ",
-        message_event_ids!(),
-        ")"
-    ),
+    message_match: "e.message_id = ?",
     least: "min",
-    // The candidates of one hour (see `list_by_contact`), as a JSON array of event ids.
+    // The candidates (a messageId's, or a contact's of one hour), as a JSON array of event ids.
     scope: " WHERE e.id IN (SELECT value FROM json_each(?))",
 };
 
 pub(crate) fn list_events(
     conn: &Connection,
+    view: &TailView,
     query: &EventQuery,
 ) -> Result<Vec<EventSummary>, StoreError> {
     let mut events = if query.contact_key.is_some() || query.email.is_some() {
-        list_by_contact(conn, query)?
+        list_by_contact(conn, view, query)?
+    } else if let Some(message_id) = &query.message_id {
+        let ids = message_event_ids(conn, view, message_id)?;
+        run_listing(conn, &event_list_sql(query, &LISTING, Some(id_list(&ids))))?
     } else {
         run_listing(conn, &event_list_sql(query, &LISTING, None))?
     };
@@ -546,11 +587,16 @@ pub(crate) fn list_events(
 /// The events of a contact, or of the contacts an email was identified with, newest receive
 /// time first (then id). `contact_events` holds a run per hour (see `runs.rs`), so this walks
 /// the stored hours newest first: each hour's candidates are the contact's entries in that
-/// hour's live runs (one index seek per run and contact) and its events in the tail; the
-/// listing's other conditions then apply to them, until the page is full. The cursor is the
-/// previous page's last event, as for a time range (the listing's order is the same: receive
-/// time, then id).
-fn list_by_contact(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSummary>, StoreError> {
+/// hour's live runs (one index seek per run and contact) and its events in the tail (from the
+/// writer's view of its tail when it holds this snapshot); the listing's other conditions then
+/// apply to them, until the page is full. The cursor is the previous page's last event, as for
+/// a time range (the listing's order is the same: receive time, then id).
+fn list_by_contact(
+    conn: &Connection,
+    view: &TailView,
+    query: &EventQuery,
+) -> Result<Vec<EventSummary>, StoreError> {
+    let snapshot = tail_snapshot(conn)?;
     let (oldest, newest): (Option<i64>, Option<i64>) = conn
         // Two subqueries: SQLite reads one end of an index for a lone min() or max() only.
         .prepare_cached(
@@ -580,13 +626,15 @@ fn list_by_contact(conn: &Connection, query: &EventQuery) -> Result<Vec<EventSum
     let contact_keys = listed_contact_keys(conn, query)?;
     let mut tail: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for key in &contact_keys {
-        let rows: Vec<(i64, i64)> = conn
-            .prepare_cached(
-                "SELECT id, received_at_ms FROM events
-                 WHERE id > (SELECT event_id FROM index_watermark) AND contact_key = ?1",
-            )?
-            .query_map(params![key], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<Result<_, _>>()?;
+        let rows: Vec<(i64, i64)> = match view.contact_events(key, snapshot) {
+            Some(rows) => rows,
+            None => conn
+                .prepare_cached(CONTACT_EVENTS_IN_TAIL)?
+                .query_map(params![snapshot.watermark, key], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })?
+                .collect::<Result<_, _>>()?,
+        };
         for (id, at) in rows {
             tail.entry(hour_of(at)).or_default().push(id);
         }
@@ -858,30 +906,50 @@ mod tests {
         }
     }
 
-    /// A search by messageId seeks each live run's key range and reads the tail by id range:
-    /// no scan of `messages` or of `events`.
+    fn statement_plan(conn: &Connection, sql: &str) -> String {
+        let params = sql.matches('?').count();
+        conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(params_from_iter((0..params).map(|_| 1)), |r| {
+                r.get::<_, String>(3)
+            })
+            .unwrap()
+            .collect::<Result<Vec<_>, _>>()
+            .unwrap()
+            .join("\n")
+    }
+
+    /// A search by messageId seeks each live run's key range, reads the tail by id range when
+    /// the tail view cannot answer, and reads its candidates by id: no scan of `messages` or of
+    /// `events`.
     #[test]
     fn a_message_id_search_seeks_each_run_and_the_tail() {
         let dir = tempfile::tempdir().unwrap();
         let conn = analyzed_store(&dir, 2000, 10, 10);
+        let runs = statement_plan(&conn, MESSAGE_IDS_IN_RUNS);
+        assert!(
+            runs.contains("SEARCH m USING PRIMARY KEY (run=? AND message_id=?)"),
+            "{runs}"
+        );
+        assert!(!runs.contains("SCAN m"), "{runs}");
+        for tail in [MESSAGE_IDS_IN_TAIL, CONTACT_EVENTS_IN_TAIL] {
+            let plan = statement_plan(&conn, tail);
+            assert!(
+                plan.contains("SEARCH events USING INTEGER PRIMARY KEY (rowid>?)"),
+                "{plan}"
+            );
+        }
         let q = EventQuery {
             message_id: Some("m7".to_owned()),
             limit: 50,
             ..EventQuery::default()
         };
-        let plan = plan(&conn, &q);
+        let plan = plan_in_hour(&conn, &q, Some(id_list(&[7, 1007])));
         assert!(
-            plan.contains("SEARCH m USING PRIMARY KEY (run=? AND message_id=?)"),
+            plan.contains("SEARCH e USING INTEGER PRIMARY KEY (rowid=?)"),
             "{plan}"
         );
-        assert!(
-            plan.contains("SEARCH t USING INTEGER PRIMARY KEY (rowid>?)"),
-            "{plan}"
-        );
-        assert!(
-            !plan.contains("SCAN m") && !plan.contains("SCAN t"),
-            "{plan}"
-        );
+        assert!(!plan.contains("SCAN e"), "{plan}");
     }
 
     #[test]

@@ -20,11 +20,13 @@
 //! another writer moved the watermark, the flush in progress is dropped and the tail trimmed.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
 use super::dedup::pair_hash;
 use super::hour_of;
+use super::tail_view::TailView;
 use crate::StoreError;
 
 /// An event's entries in both indexes, as the tail holds them.
@@ -353,6 +355,8 @@ pub(crate) struct IndexTail {
     /// tail's size: it only prunes events below the watermark.
     due_before_ms: Option<i64>,
     loaded: bool,
+    /// The committed entries' ids as the reader threads see them.
+    view: Arc<TailView>,
 }
 
 impl IndexTail {
@@ -370,7 +374,13 @@ impl IndexTail {
             data_version: 0,
             due_before_ms: None,
             loaded: false,
+            view: Arc::default(),
         }
+    }
+
+    /// The view of this tail that readers look ids up in (see `tail_view.rs`).
+    pub(crate) fn view(&self) -> Arc<TailView> {
+        Arc::clone(&self.view)
     }
 
     pub(crate) fn is_loaded(&self) -> bool {
@@ -386,6 +396,7 @@ impl IndexTail {
         self.clear_segments();
         self.flush = None;
         self.watermark = stored_watermark(conn)?;
+        self.view.reset(self.watermark);
         self.data_version = data_version(conn)?;
         let read = self.take_in_events(conn)?;
         self.loaded = true;
@@ -491,6 +502,7 @@ impl IndexTail {
              WHERE id > ?1 ORDER BY id",
         )?;
         let mut rows = statement.query(params![self.newest_event_id()])?;
+        let first = self.entries.len();
         let mut added = 0;
         while let Some(row) = rows.next()? {
             let entry = TailEntry::new(
@@ -504,6 +516,7 @@ impl IndexTail {
             added += 1;
         }
         self.committed = self.entries.len();
+        self.view.publish(self.entries.range(first..));
         self.segment();
         Ok(added)
     }
@@ -547,6 +560,7 @@ impl IndexTail {
         }
         self.committed = self.entries.len();
         self.watermark = watermark;
+        self.view.advance(watermark);
         self.segment();
     }
 
@@ -694,7 +708,9 @@ impl IndexTail {
     /// The open transaction committed: keep its staged entries, apply its flush step, and say
     /// what changed for dedup.
     pub(crate) fn committed(&mut self, step: FlushStep) -> FlushEnd {
+        let first = self.committed;
         self.committed = self.entries.len();
+        self.view.publish(self.entries.range(first..));
         self.segment();
         let (Some(flush), Some(step)) = (&mut self.flush, step.progress) else {
             return FlushEnd::Pending;
@@ -733,6 +749,7 @@ impl IndexTail {
                     }
                 }
                 self.watermark = flush.to_watermark;
+                self.view.advance(self.watermark);
                 let entries = flush.entries.len();
                 drop(flush);
                 tracing::debug!(
