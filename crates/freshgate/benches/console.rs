@@ -255,9 +255,14 @@ async fn run(args: Args) -> Result<()> {
     if !dir.join("freshgate.db").exists() {
         seed(&dir, args.events).await?;
     }
+    // As `serve` opens it (the console is served by the process that takes ingest): the writer
+    // reads its index tail at open, so the readers' lookups in the tail use its view.
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(
         &dir.join("freshgate.db"),
-        SqliteOptions::default(),
+        SqliteOptions {
+            build_dedup_on_open: true,
+            ..SqliteOptions::default()
+        },
     )?);
     let mut config = Config::default();
     config.destinations.push(DestinationConfig {
