@@ -686,24 +686,23 @@ mod tests {
                             .collect::<Result<_, _>>()
                             .unwrap()
                     };
-                    let mut ids = view.message_ids(&name, at);
-                    if let Some(ids) = &mut ids {
-                        ids.sort_unstable();
-                    }
+                    let sorted = |ids: Option<Vec<i64>>| {
+                        ids.map(|mut ids| {
+                            ids.sort_unstable();
+                            ids
+                        })
+                    };
                     proptest::prop_assert_eq!(
-                        ids,
+                        sorted(view.message_ids(&name, at)),
                         Some(read("SELECT id FROM events WHERE id > ?1 AND message_id = ?2", &name)),
                         "messageId {}", name
                     );
                     let contact = format!("c-{name}");
-                    let mut ids: Option<Vec<i64>> = view
+                    let contact_ids = view
                         .contact_events(&contact, at)
                         .map(|rows| rows.into_iter().map(|(id, _)| id).collect());
-                    if let Some(ids) = &mut ids {
-                        ids.sort_unstable();
-                    }
                     proptest::prop_assert_eq!(
-                        ids,
+                        sorted(contact_ids),
                         Some(read("SELECT id FROM events WHERE id > ?1 AND contact_key = ?2", &contact)),
                         "contact {}", contact
                     );

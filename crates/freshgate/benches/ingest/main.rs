@@ -4,7 +4,8 @@
 //! from a separate process: `/v1/batch` bodies of 100 events of ~745 bytes, each with a unique
 //! messageId, from 8 keep-alive connections on 2 threads. In the same run, on the same disk: the
 //! fsync rate of a 75 KiB append and the raw ceiling (the store's own append path, same rows,
-//! schema, pragmas and checkpoints, one writer thread, no HTTP or JSON), alternating with our
+//! schema, pragmas and checkpoints, one writer thread, no HTTP or JSON; on PostgreSQL the
+//! store's append by as many concurrent appenders as wrk has connections), alternating with our
 //! rounds. See `driver.rs` for the flags and README "Benchmarks" for figures.
 //!
 //! Flags: --secs=N (20) --warmup=N (3) --rounds=N (3) --connections=N (8) --threads=N (2)

@@ -204,3 +204,46 @@ fn ingest_bench_smoke_runs_end_to_end() {
         "half the seeded events are older than the cut"
     );
 }
+
+/// The same on PostgreSQL, one node: the server's round, then the raw ceiling through the
+/// store's own append path (`PostgresStore::append` by concurrent appenders), each in a fresh
+/// database that is dropped after.
+#[test]
+fn ingest_bench_smoke_runs_on_postgres() {
+    ensure_tool("wrk");
+    let work = tempfile::tempdir().unwrap();
+    let root = crate::multinode::server_root();
+    assert!(!root.contains('?'), "{root}");
+    let opts = driver::Options {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
+        lua: repo_file("scripts/bench/ingest.lua"),
+        work_dir: work.path().to_path_buf(),
+        store: driver::StoreKind::Postgres {
+            server_url: root,
+            nodes: 1,
+        },
+        secs: 2,
+        warmup_secs: 0,
+        rounds: 1,
+        connections: 4,
+        threads: 2,
+        raw: true,
+        fsync_secs: 0,
+        seed: 0,
+        prune_share: 0.0,
+        seed_keep: None,
+        seed_in_place: false,
+        seed_current_hour: 0,
+    };
+    let report = driver::run(&opts).unwrap();
+    assert_eq!(report.ours.len(), 1);
+    let ours = &report.ours[0];
+    assert!(ours.ok_200 > 0 && ours.non_200 == 0, "{ours:?}");
+    assert!(ours.events_per_sec > 0.0 && ours.cpu_ms_per_1000_events > 0.0);
+    assert_eq!(report.raw.len(), 1);
+    let raw = &report.raw[0];
+    assert!(
+        raw.rows > 0 && raw.rows % driver::BATCH as u64 == 0 && raw.events_per_sec > 0.0,
+        "{raw:?}"
+    );
+}

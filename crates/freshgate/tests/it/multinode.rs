@@ -63,6 +63,14 @@ pub(crate) fn server_url() -> &'static str {
     })
 }
 
+/// The server's URL without a database or parameters (`postgres://user@host:port`), as the
+/// ingest bench takes it.
+pub(crate) fn server_root() -> String {
+    with_database(server_url(), "")
+        .trim_end_matches('/')
+        .to_owned()
+}
+
 /// `url` with its database replaced by `db`.
 fn with_database(url: &str, db: &str) -> String {
     let (base, params) = match url.split_once('?') {
