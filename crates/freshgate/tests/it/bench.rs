@@ -243,7 +243,7 @@ fn ingest_bench_smoke_runs_on_postgres() {
     assert_eq!(report.raw.len(), 1);
     let raw = &report.raw[0];
     assert!(
-        raw.rows > 0 && raw.rows % driver::BATCH as u64 == 0 && raw.events_per_sec > 0.0,
+        raw.rows > 0 && raw.rows.is_multiple_of(driver::BATCH as u64) && raw.events_per_sec > 0.0,
         "{raw:?}"
     );
 }
