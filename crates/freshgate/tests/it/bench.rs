@@ -141,6 +141,29 @@ async fn wrk_body_generator_sends_valid_unique_events() {
     );
 }
 
+/// One 2-second round against the debug binary with the raw ceiling, nothing seeded, no fsync
+/// count: what both smoke tests start from.
+fn smoke_options(work: &std::path::Path, store: driver::StoreKind) -> driver::Options {
+    driver::Options {
+        binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
+        lua: repo_file("scripts/bench/ingest.lua"),
+        work_dir: work.to_path_buf(),
+        store,
+        secs: 2,
+        warmup_secs: 0,
+        rounds: 1,
+        connections: 4,
+        threads: 2,
+        raw: true,
+        fsync_secs: 0,
+        seed: 0,
+        prune_share: 0.0,
+        seed_keep: None,
+        seed_in_place: false,
+        seed_current_hour: 0,
+    }
+}
+
 /// `cargo bench --bench ingest -- --smoke` end to end (here against the debug binary): the
 /// server is started, loaded by wrk for two seconds, every acknowledged event is in the store
 /// (nothing rejected, nothing deduplicated away), and each reference and figure is produced.
@@ -150,22 +173,11 @@ fn ingest_bench_smoke_runs_end_to_end() {
     ensure_tool("strace");
     let work = tempfile::tempdir().unwrap();
     let opts = driver::Options {
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
-        lua: repo_file("scripts/bench/ingest.lua"),
-        work_dir: work.path().to_path_buf(),
-        store: driver::StoreKind::Sqlite,
-        secs: 2,
-        warmup_secs: 0,
-        rounds: 1,
-        connections: 4,
-        threads: 2,
-        raw: true,
         fsync_secs: 1,
         seed: 2_000,
         prune_share: 0.5,
-        seed_keep: None,
-        seed_in_place: false,
         seed_current_hour: 500,
+        ..smoke_options(work.path(), driver::StoreKind::Sqlite)
     };
     let report = driver::run(&opts).unwrap();
     assert_eq!(report.ours.len(), 1);
@@ -214,27 +226,13 @@ fn ingest_bench_smoke_runs_on_postgres() {
     let work = tempfile::tempdir().unwrap();
     let root = crate::multinode::server_root();
     assert!(!root.contains('?'), "{root}");
-    let opts = driver::Options {
-        binary: PathBuf::from(env!("CARGO_BIN_EXE_freshgate")),
-        lua: repo_file("scripts/bench/ingest.lua"),
-        work_dir: work.path().to_path_buf(),
-        store: driver::StoreKind::Postgres {
+    let opts = smoke_options(
+        work.path(),
+        driver::StoreKind::Postgres {
             server_url: root,
             nodes: 1,
         },
-        secs: 2,
-        warmup_secs: 0,
-        rounds: 1,
-        connections: 4,
-        threads: 2,
-        raw: true,
-        fsync_secs: 0,
-        seed: 0,
-        prune_share: 0.0,
-        seed_keep: None,
-        seed_in_place: false,
-        seed_current_hour: 0,
-    };
+    );
     let report = driver::run(&opts).unwrap();
     assert_eq!(report.ours.len(), 1);
     let ours = &report.ours[0];
