@@ -54,6 +54,12 @@ pub(crate) fn pair_hash(source: &str, message_id: &str) -> u64 {
     PairHasher::default().hash_one((source, message_id))
 }
 
+/// The same hash of one key alone (the readers' tail view looks up a messageId or a contact
+/// key without its source).
+pub(crate) fn key_hash(key: &str) -> u64 {
+    PairHasher::default().hash_one(key)
+}
+
 /// A `(source, messageId)` pair and its hash, computed once for the lookup and the insert.
 pub(crate) struct MessageKey<'a> {
     pub(crate) source: &'a str,

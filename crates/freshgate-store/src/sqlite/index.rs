@@ -676,22 +676,22 @@ mod tests {
                 // answers for it, and answers what reading the tail's events would.
                 let view = index.tail_view();
                 let at = super::super::queries::tail_snapshot(&conn).unwrap();
+                let read = |sql: &str, key: &str| -> Vec<i64> {
+                    conn.prepare(sql)
+                        .unwrap()
+                        .query_map(params![at.watermark, key], |r| r.get(0))
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap()
+                };
+                let sorted = |ids: Option<Vec<i64>>| {
+                    ids.map(|mut ids| {
+                        ids.sort_unstable();
+                        ids
+                    })
+                };
                 for i in 0u8..24 {
                     let name = format!("m{i}");
-                    let read = |sql: &str, key: &str| -> Vec<i64> {
-                        conn.prepare(sql)
-                            .unwrap()
-                            .query_map(params![at.watermark, key], |r| r.get(0))
-                            .unwrap()
-                            .collect::<Result<_, _>>()
-                            .unwrap()
-                    };
-                    let sorted = |ids: Option<Vec<i64>>| {
-                        ids.map(|mut ids| {
-                            ids.sort_unstable();
-                            ids
-                        })
-                    };
                     proptest::prop_assert_eq!(
                         sorted(view.message_ids(&name, at)),
                         Some(read("SELECT id FROM events WHERE id > ?1 AND message_id = ?2", &name)),

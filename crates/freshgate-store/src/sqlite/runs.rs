@@ -502,7 +502,6 @@ impl IndexTail {
              WHERE id > ?1 ORDER BY id",
         )?;
         let mut rows = statement.query(params![self.newest_event_id()])?;
-        let first = self.entries.len();
         let mut added = 0;
         while let Some(row) = rows.next()? {
             let entry = TailEntry::new(
@@ -515,10 +514,23 @@ impl IndexTail {
             self.stage(entry);
             added += 1;
         }
+        self.keep_staged();
+        Ok(added)
+    }
+
+    /// The staged entries are committed: keep them, show them to the readers, sort what makes
+    /// a full segment.
+    fn keep_staged(&mut self) {
+        let first = self.committed;
         self.committed = self.entries.len();
         self.view.publish(self.entries.range(first..));
         self.segment();
-        Ok(added)
+    }
+
+    /// Events up to `watermark` are in live runs.
+    fn move_watermark(&mut self, watermark: i64) {
+        self.watermark = watermark;
+        self.view.advance(watermark);
     }
 
     /// The last `n` entries of the tail (those just taken in), for the dedup filters.
@@ -559,8 +571,7 @@ impl IndexTail {
             self.clear_segments();
         }
         self.committed = self.entries.len();
-        self.watermark = watermark;
-        self.view.advance(watermark);
+        self.move_watermark(watermark);
         self.segment();
     }
 
@@ -708,10 +719,7 @@ impl IndexTail {
     /// The open transaction committed: keep its staged entries, apply its flush step, and say
     /// what changed for dedup.
     pub(crate) fn committed(&mut self, step: FlushStep) -> FlushEnd {
-        let first = self.committed;
-        self.committed = self.entries.len();
-        self.view.publish(self.entries.range(first..));
-        self.segment();
+        self.keep_staged();
         let (Some(flush), Some(step)) = (&mut self.flush, step.progress) else {
             return FlushEnd::Pending;
         };
@@ -748,8 +756,7 @@ impl IndexTail {
                         live.hashes.push(e.hash());
                     }
                 }
-                self.watermark = flush.to_watermark;
-                self.view.advance(self.watermark);
+                self.move_watermark(flush.to_watermark);
                 let entries = flush.entries.len();
                 drop(flush);
                 tracing::debug!(

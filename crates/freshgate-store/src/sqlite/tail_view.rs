@@ -12,9 +12,9 @@
 //! collision of the 64-bit hashes costs a row read, never a wrong answer.
 
 use std::collections::VecDeque;
-use std::hash::BuildHasher;
 use std::sync::{PoisonError, RwLock};
 
+use super::dedup::key_hash;
 use super::runs::TailEntry;
 
 /// Entries per block: blocks are dropped whole once the watermark passes them, and sorted by
@@ -38,17 +38,25 @@ pub(crate) struct TailView {
 
 #[derive(Debug, Default)]
 struct ViewState {
-    /// Every committed event with an id in `(above, through]` is in `blocks`.
+    /// Every committed event with an id in `(above, through()]` is in `blocks`.
     above: i64,
-    through: i64,
     blocks: VecDeque<Block>,
+}
+
+impl ViewState {
+    /// The newest id published (or `above`, when nothing above it is held).
+    fn through(&self) -> i64 {
+        self.blocks
+            .back()
+            .map_or(self.above, |b| b.last_id)
+            .max(self.above)
+    }
 }
 
 /// One block of entries, in id order until full, then sorted by hash.
 #[derive(Debug, Default)]
 struct Block {
     last_id: i64,
-    sealed: bool,
     /// (hash of the messageId, event id).
     messages: Vec<(u64, i64)>,
     /// (hash of the contact key, event id, receive time).
@@ -56,12 +64,17 @@ struct Block {
 }
 
 impl Block {
+    /// A full block is sorted by hash (the moment it fills, see [`TailView::publish`]).
+    fn sealed(&self) -> bool {
+        self.messages.len() >= BLOCK_ENTRIES
+    }
+
     fn message_ids(&self, hash: u64) -> impl Iterator<Item = i64> + '_ {
-        matching(&self.messages, self.sealed, hash, |m| m.0).map(|m| m.1)
+        matching(&self.messages, self.sealed(), hash, |m| m.0).map(|m| m.1)
     }
 
     fn contact_events(&self, hash: u64) -> impl Iterator<Item = (i64, i64)> + '_ {
-        matching(&self.contacts, self.sealed, hash, |c| c.0).map(|c| (c.1, c.2))
+        matching(&self.contacts, self.sealed(), hash, |c| c.0).map(|c| (c.1, c.2))
     }
 }
 
@@ -82,10 +95,6 @@ fn matching<T>(
     range.iter().filter(move |i| key(i) == hash)
 }
 
-fn key_hash(key: &str) -> u64 {
-    std::hash::BuildHasherDefault::<std::hash::DefaultHasher>::default().hash_one(key)
-}
-
 impl TailView {
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, ViewState> {
         self.state.write().unwrap_or_else(PoisonError::into_inner)
@@ -96,17 +105,16 @@ impl TailView {
         let mut s = self.write();
         s.blocks.clear();
         s.above = watermark;
-        s.through = watermark;
     }
 
     /// Entries just committed, in id order, all above what was published before.
     pub(crate) fn publish<'a>(&self, entries: impl IntoIterator<Item = &'a TailEntry>) {
         let mut s = self.write();
         for e in entries {
-            if e.event_id <= s.through {
+            if e.event_id <= s.through() {
                 continue;
             }
-            if s.blocks.back().is_none_or(|b| b.sealed) {
+            if s.blocks.back().is_none_or(Block::sealed) {
                 s.blocks.push_back(Block::default());
             }
             if let Some(block) = s.blocks.back_mut() {
@@ -115,13 +123,11 @@ impl TailView {
                     .contacts
                     .push((key_hash(&e.contact_key), e.event_id, e.received_at_ms));
                 block.last_id = e.event_id;
-                if block.messages.len() >= BLOCK_ENTRIES {
+                if block.sealed() {
                     block.messages.sort_unstable();
                     block.contacts.sort_unstable();
-                    block.sealed = true;
                 }
             }
-            s.through = e.event_id;
         }
     }
 
@@ -132,7 +138,6 @@ impl TailView {
             s.blocks.pop_front();
         }
         s.above = s.above.max(watermark);
-        s.through = s.through.max(watermark);
     }
 
     /// The ids (candidates) of the events stored under `message_id` above the snapshot's
@@ -172,7 +177,7 @@ impl TailView {
             return Some(out);
         }
         let s = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        if s.above > at.watermark || s.through < at.newest {
+        if s.above > at.watermark || s.through() < at.newest {
             return None;
         }
         for block in s.blocks.iter().filter(|b| b.last_id > at.watermark) {

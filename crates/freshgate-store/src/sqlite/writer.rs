@@ -1079,19 +1079,26 @@ fn add_deliveries(
     Ok(added)
 }
 
+/// The events a prune may delete, received before `?1`, oldest first: below the watermark
+/// (those in the tail wait, see `WriteOp::Prune`) and not kept for a delivery. A macro, so
+/// that both statements that use it are built with `concat!`.
+macro_rules! prunable_events {
+    () => {
+        "SELECT id, received_at_ms FROM events e WHERE received_at_ms < ?1
+           AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
+             SELECT 1 FROM deliveries d
+             WHERE d.event_id = e.id AND d.status IN ('pending', 'dead'))
+         ORDER BY received_at_ms"
+    };
+}
+
 /// Where a prune stands: the oldest event it may still delete (not kept for a delivery), or
 /// else the first event received at or after `before_ms`; its id and receive time. Every event
 /// the prune has deleted is older, so a run whose events all come before it has nothing left
 /// to wait for. `i64::MAX` for both when there is no such event.
 fn prune_frontier(conn: &Connection, before_ms: i64) -> Result<(i64, i64), StoreError> {
     let oldest_prunable: Option<(i64, i64)> = conn
-        .prepare_cached(
-            "SELECT id, received_at_ms FROM events e WHERE received_at_ms < ?1
-               AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
-                 SELECT 1 FROM deliveries d
-                 WHERE d.event_id = e.id AND d.status IN ('pending', 'dead'))
-             ORDER BY received_at_ms LIMIT 1",
-        )?
+        .prepare_cached(concat!(prunable_events!(), " LIMIT 1"))?
         .query_row(params![before_ms], |r| Ok((r.get(0)?, r.get(1)?)))
         .optional()?;
     if let Some(frontier) = oldest_prunable {
@@ -1160,17 +1167,13 @@ fn prune(
     limit: usize,
 ) -> Result<(PruneOutcome, bool), StoreError> {
     let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-    // Deliveries and their attempt links go with the event (ON DELETE CASCADE). Events still
-    // in the index tail wait (see `WriteOp::Prune`).
+    // Deliveries and their attempt links go with the event (ON DELETE CASCADE).
     let events = conn
-        .prepare_cached(
-            "DELETE FROM events WHERE id IN (
-                 SELECT id FROM events WHERE received_at_ms < ?1
-                   AND id <= (SELECT event_id FROM index_watermark) AND NOT EXISTS (
-                     SELECT 1 FROM deliveries d
-                     WHERE d.event_id = events.id AND d.status IN ('pending', 'dead'))
-                 ORDER BY received_at_ms LIMIT ?2)",
-        )?
+        .prepare_cached(concat!(
+            "DELETE FROM events WHERE id IN (SELECT id FROM (",
+            prunable_events!(),
+            " LIMIT ?2))"
+        ))?
         .execute(params![events_before_ms, limit])?;
     // A message entry goes once its window has closed and its event is gone (a kept event stays
     // traceable by messageId; it no longer deduplicates, see `append`); a contact entry once its
