@@ -60,6 +60,7 @@ impl Default for PostgresOptions {
 /// The PostgreSQL queue of record. Cheap to share behind an `Arc`; see [`Store`] for the operations.
 pub struct PostgresStore {
     pool: PgPool,
+    known_emails: ingest::KnownEmails,
 }
 
 impl std::fmt::Debug for PostgresStore {
@@ -134,7 +135,10 @@ impl PostgresStore {
             database = pool.connect_options().get_database(),
             "opened PostgreSQL store"
         );
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            known_emails: ingest::KnownEmails::default(),
+        })
     }
 
     /// The connection pool, for operator tooling and tests (the schema is described in
@@ -148,7 +152,7 @@ impl PostgresStore {
 #[async_trait]
 impl Store for PostgresStore {
     async fn append(&self, batch: AppendBatch) -> Result<AppendOutcome, StoreError> {
-        ingest::append(&self.pool, &batch).await
+        ingest::append(&self.pool, &self.known_emails, &batch).await
     }
 
     async fn lease_contacts(
