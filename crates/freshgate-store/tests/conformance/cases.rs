@@ -75,6 +75,37 @@ pub async fn dedup_across_batches_and_window(fx: &mut dyn Fixture) {
     assert_eq!(s.event_traces("m1").await.unwrap().len(), 3);
 }
 
+/// Duplicates take nothing pending: a client's retry of a stored batch (with a new event in it,
+/// and a copy of a stored messageId under a key that has nothing else) leaves every key's
+/// pending count as the deliveries are, and the key that only a duplicate named is not leased.
+pub async fn duplicates_leave_pending_counts(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("m1", "k1", 1000), ev("m2", "k2", 1000)]).await;
+    let out = s
+        .append(batch(vec![
+            ev("m1", "k1", 1500),
+            ev("m2", "k3", 1500),
+            ev("m3", "k1", 1500),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 2));
+    counters_agree(s, "an append with duplicates").await;
+    let mut leased: Vec<String> = lease_all(s, 2000)
+        .await
+        .into_iter()
+        .map(|l| l.contact_key)
+        .collect();
+    leased.sort();
+    assert_eq!(leased, ["k1", "k2"]);
+    let all_dupes = s
+        .append(batch(vec![ev("m1", "k1", 1600), ev("m3", "k1", 1600)]))
+        .await
+        .unwrap();
+    assert_eq!((all_dupes.accepted, all_dupes.duplicates), (0, 2));
+    counters_agree(s, "an append of duplicates only").await;
+}
+
 /// Rejected inputs are kept with their reason and raw bytes, newest first.
 pub async fn rejected_inputs_kept(fx: &mut dyn Fixture) {
     let s = fx.store();

@@ -143,6 +143,7 @@ macro_rules! every_case {
         $crate::conformance!($backend =>
             dedup_within_batch,
             dedup_across_batches_and_window,
+            duplicates_leave_pending_counts,
             rejected_inputs_kept,
             fifo_per_key,
             leases_exclusive,
