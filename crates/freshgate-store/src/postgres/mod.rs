@@ -112,6 +112,22 @@ pub async fn migrate(url: &str) -> Result<(), StoreError> {
     result.map_err(StoreError::from)
 }
 
+/// Apply the pending migrations up to and including `version` and stop there: for operators who
+/// take a fleet forward one schema version at a time, and for upgrade tests that write data in
+/// an older schema.
+///
+/// # Errors
+/// `Database` if the URL is invalid, the server cannot be reached, or a migration fails.
+pub async fn migrate_through(url: &str, version: i64) -> Result<(), StoreError> {
+    let pool = PoolOptions::<Postgres>::new()
+        .max_connections(1)
+        .connect_with(parse_url(url)?)
+        .await?;
+    let result = schema::migrator_through(version).run(&pool).await;
+    pool.close().await;
+    result.map_err(StoreError::from)
+}
+
 impl PostgresStore {
     /// Connect a pool to `url` (e.g. `postgres://user:pass@host:5432/freshgate`, TLS with
     /// `?sslmode=require`) and, unless disabled in `options`, apply pending migrations.

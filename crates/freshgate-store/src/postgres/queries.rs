@@ -199,7 +199,11 @@ pub(crate) async fn event_traces(
         .await?;
     let rows: Vec<PgRow> = query(
         "SELECT id, source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
-         FROM events WHERE message_id = $1 ORDER BY id",
+         FROM events e
+         WHERE (e.received_at_ms, e.source, e.message_id) IN (
+             SELECT t.received_at_ms, t.source, t.message_id FROM message_times t
+             WHERE t.message_id = $1)
+         ORDER BY id",
     )
     .bind(message_id)
     .fetch_all(&mut *tx)
@@ -597,11 +601,26 @@ pub(crate) async fn prune(
     .execute(&mut *tx)
     .await?;
     // Same rule as the SQLite backend: an entry goes once its window has closed and no stored
-    // event carries its messageId (past the window it no longer deduplicates either way).
-    let dedup_entries = query(
-        "DELETE FROM dedup WHERE received_at_ms < $1 AND NOT EXISTS (
+    // event carries its messageId (past the window it no longer deduplicates either way). Events
+    // are found under their receive times (`message_times`): a renewed time goes with its event,
+    // and an entry stays while its messageId has one.
+    query(
+        "DELETE FROM dedup_renewed r WHERE NOT EXISTS (
              SELECT 1 FROM events e
-             WHERE e.message_id = dedup.message_id AND e.source = dedup.source)",
+             WHERE e.received_at_ms = r.received_at_ms AND e.source = r.source
+               AND e.message_id = r.message_id)",
+    )
+    .execute(&mut *tx)
+    .await?;
+    let dedup_entries = query(
+        "DELETE FROM dedup WHERE received_at_ms < $1
+           AND NOT EXISTS (
+             SELECT 1 FROM events e
+             WHERE e.received_at_ms = dedup.received_at_ms AND e.source = dedup.source
+               AND e.message_id = dedup.message_id)
+           AND NOT EXISTS (
+             SELECT 1 FROM dedup_renewed r
+             WHERE r.message_id = dedup.message_id AND r.source = dedup.source)",
     )
     .bind(dedup_before_ms)
     .execute(&mut *tx)
@@ -629,9 +648,11 @@ pub(crate) async fn prune(
     })
 }
 
-/// The listing's messageId condition through `events_message_id`.
+/// The listing's messageId condition: the events stored under the messageId's receive times.
 const LISTING: BackendSql = BackendSql {
-    message_match: "e.message_id = ?",
+    message_match: "(e.received_at_ms, e.source, e.message_id) IN (
+        SELECT t.received_at_ms, t.source, t.message_id FROM message_times t
+        WHERE t.message_id = ?)",
     least: "LEAST",
     scope: " WHERE e.received_at_ms / 3600000 = ?",
 };

@@ -77,13 +77,24 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "messageId hash index",
         include_str!("../../migrations/postgres/0013_message_id_hash.sql"),
     ),
+    (
+        14,
+        "messages through dedup",
+        include_str!("../../migrations/postgres/0014_messages_through_dedup.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.
 pub(crate) fn migrator() -> Migrator {
+    migrator_through(i64::MAX)
+}
+
+/// The migrator over the embedded migrations up to and including `version`.
+pub(crate) fn migrator_through(version: i64) -> Migrator {
     Migrator::with_migrations(
         MIGRATIONS
             .iter()
+            .filter(|(v, _, _)| *v <= version)
             .map(|(version, description, sql)| {
                 Migration::new(
                     *version,

@@ -1140,6 +1140,53 @@ pub async fn prune_keeps_dead_and_pending(fx: &mut dyn Fixture) {
     assert!(s.integrity_check().await.unwrap().is_empty());
 }
 
+/// A messageId accepted again after the window keeps both events findable: traces and the
+/// listing's search find the old one and the new one, and once the new one is pruned while the
+/// old one is kept (a dead letter), the old one is still found.
+pub async fn renewed_message_ids_stay_findable(fx: &mut dyn Fixture) {
+    let s = fx.store();
+    append_all(s, vec![ev("m1", "k1", 1000)]).await;
+    let lease = lease_key(s, "k1", 2000).await;
+    let first = pending(s, &lease).await[0].delivery_id;
+    s.settle(
+        &lease,
+        2000,
+        vec![(first, refused("400"))],
+        Some(attempt(&[first], 2000, 400, "x")),
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    let late = 1000 + WINDOW_MS + 1;
+    let out = s.append(batch(vec![ev("m1", "k1", late)])).await.unwrap();
+    assert_eq!(out.accepted, 1, "past the window");
+    let by_message = || EventQuery {
+        message_id: Some("m1".to_owned()),
+        limit: 10,
+        ..EventQuery::default()
+    };
+    assert_eq!(s.event_traces("m1").await.unwrap().len(), 2);
+    assert_eq!(s.list_events(&by_message()).await.unwrap().len(), 2);
+    let lease = lease_key(s, "k1", late + 1).await;
+    let second = pending(s, &lease).await[0].delivery_id;
+    s.settle(
+        &lease,
+        late + 1,
+        vec![(second, Settlement::Delivered)],
+        Some(attempt(&[second], late + 1, 200, "x")),
+    )
+    .await
+    .unwrap();
+    s.release(&lease, None).await.unwrap();
+    let out = s.prune(late + 1, late + 1).await.unwrap();
+    assert_eq!(out.events, 1, "the delivered one; the dead letter stays");
+    let traces = s.event_traces("m1").await.unwrap();
+    assert_eq!(traces.len(), 1);
+    assert_eq!(traces[0].received_at_ms, 1000);
+    assert_eq!(s.list_events(&by_message()).await.unwrap().len(), 1);
+    assert!(s.integrity_check().await.unwrap().is_empty());
+}
+
 /// Traces list every delivery with its attempts, coalesced attempts included.
 pub async fn traces_show_attempts(fx: &mut dyn Fixture) {
     let s = fx.store();

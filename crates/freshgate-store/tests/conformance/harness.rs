@@ -144,6 +144,7 @@ macro_rules! every_case {
             dedup_within_batch,
             dedup_across_batches_and_window,
             duplicates_leave_pending_counts,
+            renewed_message_ids_stay_findable,
             rejected_inputs_kept,
             fifo_per_key,
             leases_exclusive,

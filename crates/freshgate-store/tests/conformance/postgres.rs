@@ -14,7 +14,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use freshgate_store::postgres::{PostgresOptions, PostgresStore, migrate};
+use freshgate_store::postgres::{PostgresOptions, PostgresStore, migrate, migrate_through};
 use freshgate_store::{AppendBatch, DeliveryFilter, Settlement, Store, StoreError};
 use sqlx_core::connection::Connection;
 use sqlx_core::sql_str::AssertSqlSafe;
@@ -487,6 +487,51 @@ async fn separate_migration_and_integrity_check() {
         store.stats().await.unwrap_err(),
         StoreError::Closed
     ));
+}
+
+/// Version 14 finds events by messageId through the dedup table: a database written before it,
+/// with a messageId accepted again after the window (its entry renewed), keeps both events
+/// findable, and the events' own messageId index is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_messages_through_dedup() {
+    let db = TestDb::create().await;
+    migrate_through(&db.url, 13).await.unwrap();
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+                             received_at_ms, raw)
+         VALUES ('web', 'm1', 'track', 'k1', 1000, 1000, '{}'),
+                ('web', 'm1', 'track', 'k1', 70000, 70000, '{}'),
+                ('web', 'm2', 'track', 'k2', 2000, 2000, '{}')",
+        "INSERT INTO dedup (source, message_id, received_at_ms)
+         VALUES ('web', 'm1', 70000), ('web', 'm2', 2000)",
+    ] {
+        sqlx_core::query::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    let store = PostgresStore::connect(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let times = |mid: &'static str| {
+        let store = &store;
+        async move {
+            let traces = store.event_traces(mid).await.unwrap();
+            traces.iter().map(|t| t.received_at_ms).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(times("m1").await, [1000, 70000]);
+    assert_eq!(times("m2").await, [2000]);
+    let index: Option<String> =
+        sqlx_core::query_scalar::query_scalar("SELECT to_regclass('events_message_id')::text")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+    assert_eq!(index, None);
+    assert!(store.integrity_check().await.unwrap().is_empty());
+    store.close().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
