@@ -4,7 +4,7 @@
 #
 #   scripts/bench-ingest.sh                      # SQLite: 3 rounds of 20 s, alternating with the raw ceiling
 #   scripts/bench-ingest.sh --smoke              # 2 s, one round (CI runs the same from the test suite)
-#   scripts/bench-ingest.sh --postgres --nodes=2 # PostgreSQL on 127.0.0.1:5432 (or --postgres=URL), 2 nodes, its raw ceiling beside
+#   scripts/bench-ingest.sh --postgres --nodes=2 # the local PostgreSQL (its Unix socket, else 127.0.0.1:5432; or --postgres=URL), 2 nodes, its raw ceiling beside
 #   scripts/bench-ingest.sh --seed=10000000      # with 10 M events already stored (raw path, no HTTP)
 #
 # Other flags: --secs=N --warmup=N --rounds=N --connections=N --threads=N --fsync-secs=N --no-raw

@@ -198,7 +198,12 @@ pub fn run(opts: &Options) -> Result<Report> {
     let cpus = std::thread::available_parallelism().map_or(1, usize::from);
     let store_name = match &opts.store {
         StoreKind::Sqlite => "sqlite".to_owned(),
-        StoreKind::Postgres { nodes, .. } => format!("postgres, {nodes} node(s)"),
+        StoreKind::Postgres { nodes, server_url } => {
+            format!(
+                "postgres at {}, {nodes} node(s)",
+                server_location(server_url)
+            )
+        }
     };
     println!(
         "== ingest bench: {store_name}; wrk -t{} -c{}, /v1/batch x {BATCH} events, {} s rounds (+{} s warm-up), {} round(s); {cpus} CPUs, load average {}",
@@ -1417,6 +1422,35 @@ fn drop_database(server_url: &str, name: &str) -> Result<()> {
     )
 }
 
+/// Debian's socket directory for the local server.
+const LOCAL_SOCKET_DIR: &str = "/var/run/postgresql";
+
+/// The local server as `psql` reaches it by default: through its Unix socket when there is one
+/// (no TCP, no TLS: what a node beside its database uses), else TCP on 127.0.0.1:5432.
+fn local_postgres_url() -> String {
+    if Path::new(LOCAL_SOCKET_DIR).join(".s.PGSQL.5432").exists() {
+        format!(
+            "postgres://postgres@{}",
+            LOCAL_SOCKET_DIR.replace('/', "%2F")
+        )
+    } else {
+        "postgres://postgres@127.0.0.1:5432".to_owned()
+    }
+}
+
+/// Where a server URL points, without its user or password, for the report's header.
+pub fn server_location(url: &str) -> String {
+    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    let host = host.split(['/', '?']).next().unwrap_or(host);
+    match host.replace("%2F", "/").replace("%2f", "/") {
+        socket if socket.starts_with('/') => format!("{socket} (Unix socket)"),
+        tcp => format!("{tcp} (TCP)"),
+    }
+}
+
 /// Parse the driver's command-line flags (shared with the smoke test's defaults).
 pub fn parse_args(args: &[String], defaults: Options) -> Result<Options> {
     let mut o = defaults;
@@ -1448,7 +1482,7 @@ pub fn parse_args(args: &[String], defaults: Options) -> Result<Options> {
             "--binary" => o.binary = PathBuf::from(v),
             "--postgres" => {
                 let url = if v.is_empty() {
-                    "postgres://postgres@127.0.0.1:5432".to_owned()
+                    local_postgres_url()
                 } else {
                     v.clone()
                 };

@@ -11,7 +11,8 @@
 //! Flags: --secs=N (20) --warmup=N (3) --rounds=N (3) --connections=N (8) --threads=N (2)
 //! --fsync-secs=N (5, 0 to skip) --no-raw --seed=N (events stored before the rounds, received
 //! one per ms up to the start of the current hour) --seed-current-hour=N (and N received in it)
-//! --prune-share=F (with --seed: time a prune of that share of them) --postgres[=URL]
+//! --prune-share=F (with --seed: time a prune of that share of them) --postgres[=URL] (default:
+//! the local server through its Unix socket when it has one, else 127.0.0.1:5432)
 //! --seed-keep=DIR (keep the seeded store there, start every round from a copy)
 //! --seed-in-place (with --seed-keep: run on the kept store itself, for stores too big to copy)
 //! --nodes=N --work-dir=DIR --smoke (2 s, one round, for CI) --json (print the report as JSON).

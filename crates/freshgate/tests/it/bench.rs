@@ -217,6 +217,19 @@ fn ingest_bench_smoke_runs_end_to_end() {
     );
 }
 
+/// The report's header says where the PostgreSQL server is (socket or TCP), never who logs in.
+#[test]
+fn bench_header_names_the_server_without_credentials() {
+    assert_eq!(
+        driver::server_location("postgres://postgres@%2Fvar%2Frun%2Fpostgresql"),
+        "/var/run/postgresql (Unix socket)"
+    );
+    assert_eq!(
+        driver::server_location("postgres://fg:secret@db.internal:5433/fg?sslmode=require"),
+        "db.internal:5433 (TCP)"
+    );
+}
+
 /// The same on PostgreSQL, one node: the server's round, then the raw ceiling through the
 /// store's own append path (`PostgresStore::append` by concurrent appenders), each in a fresh
 /// database that is dropped after.
