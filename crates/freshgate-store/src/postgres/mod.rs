@@ -1,8 +1,10 @@
 //! The PostgreSQL backend of the queue of record (cargo feature `postgres`), shared by several nodes.
 //!
 //! Same model and semantics as the SQLite backend (`crate::sqlite`), built for many writers:
-//! - ingest appends a whole batch in one transaction with `UNNEST` array inserts; `messageId`
-//!   dedup is an upsert on the `(source, message_id)` primary key of `dedup` (see [`ingest`]);
+//! - ingest appends a whole batch in one `UNNEST` statement; `messageId` dedup is an upsert on the
+//!   `(message_id, source)` primary key of `dedup` (see [`ingest`]), which is also how events are
+//!   found by messageId: under the receive times of their dedup entries (the `message_times` view,
+//!   migration 14), on the events' receive-time index;
 //! - nodes lease *contact keys* with `SELECT … FOR UPDATE SKIP LOCKED` in one short statement,
 //!   read that key's deliveries outside any transaction, and settle in a second transaction that
 //!   re-checks the lease token under a row lock (see [`delivery`]);
