@@ -105,13 +105,7 @@ fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
 /// # Errors
 /// `Database` if the URL is invalid, the server cannot be reached, or a migration fails.
 pub async fn migrate(url: &str) -> Result<(), StoreError> {
-    let pool = PoolOptions::<Postgres>::new()
-        .max_connections(1)
-        .connect_with(parse_url(url)?)
-        .await?;
-    let result = schema::migrator().run(&pool).await;
-    pool.close().await;
-    result.map_err(StoreError::from)
+    migrate_through(url, i64::MAX).await
 }
 
 /// Apply the pending migrations up to and including `version` and stop there: for operators who
