@@ -34,7 +34,7 @@ use sqlx_core::query::query;
 use sqlx_core::row::Row;
 use sqlx_postgres::{PgConnection, PgPool, PgRow};
 
-use crate::{AppendBatch, AppendOutcome, DeliveryStatus, NewEvent, RejectedInput, StoreError};
+use crate::{AppendBatch, AppendOutcome, DeliveryStatus, NewEvent, StoreError};
 
 /// A contact key's share of one append: due at the receive time of its first event (for a new
 /// key), and how many pending deliveries it gains.
@@ -297,9 +297,6 @@ async fn write_batch(
     let column = |f: fn(&NewEvent) -> &String| -> Vec<String> {
         candidates.iter().map(|e| f(e).clone()).collect()
     };
-    let rejected_column = |f: fn(&RejectedInput) -> Option<String>| -> Vec<Option<String>> {
-        batch.rejected.iter().map(f).collect()
-    };
     let rows: Vec<PgRow> = query(APPEND)
         .bind(column(|e| &e.source))
         .bind(column(|e| &e.message_id))
@@ -327,7 +324,13 @@ async fn write_batch(
         .bind(routes.codes)
         .bind(emails.iter().map(|e| e.email.clone()).collect::<Vec<_>>())
         .bind(emails.iter().map(|e| e.event_ord).collect::<Vec<_>>())
-        .bind(rejected_column(|r| r.source.clone()))
+        .bind(
+            batch
+                .rejected
+                .iter()
+                .map(|r| r.source.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             batch
                 .rejected
@@ -335,7 +338,13 @@ async fn write_batch(
                 .map(|r| r.raw.clone())
                 .collect::<Vec<_>>(),
         )
-        .bind(rejected_column(|r| Some(r.reason.clone())))
+        .bind(
+            batch
+                .rejected
+                .iter()
+                .map(|r| r.reason.clone())
+                .collect::<Vec<_>>(),
+        )
         .bind(
             batch
                 .rejected
