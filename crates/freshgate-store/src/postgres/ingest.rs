@@ -294,27 +294,15 @@ async fn write_batch(
     batch: &AppendBatch,
 ) -> Result<HashSet<i64>, StoreError> {
     let routes = Routes::of(candidates);
-    let column = |f: fn(&NewEvent) -> &String| -> Vec<String> {
-        candidates.iter().map(|e| f(e).clone()).collect()
-    };
+    let rejected = &batch.rejected;
     let rows: Vec<PgRow> = query(APPEND)
-        .bind(column(|e| &e.source))
-        .bind(column(|e| &e.message_id))
-        .bind(column(|e| &e.event_type))
-        .bind(column(|e| &e.contact_key))
-        .bind(
-            candidates
-                .iter()
-                .map(|e| e.timestamp_ms)
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            candidates
-                .iter()
-                .map(|e| e.received_at_ms)
-                .collect::<Vec<_>>(),
-        )
-        .bind(candidates.iter().map(|e| e.raw.clone()).collect::<Vec<_>>())
+        .bind(column(candidates, |e| e.source.clone()))
+        .bind(column(candidates, |e| e.message_id.clone()))
+        .bind(column(candidates, |e| e.event_type.clone()))
+        .bind(column(candidates, |e| e.contact_key.clone()))
+        .bind(column(candidates, |e| e.timestamp_ms))
+        .bind(column(candidates, |e| e.received_at_ms))
+        .bind(column(candidates, |e| e.raw.clone()))
         .bind(batch.dedup_window_ms)
         .bind(routes.event_ords)
         .bind(routes.destinations)
@@ -322,41 +310,22 @@ async fn write_batch(
         .bind(routes.reasons)
         .bind(routes.finished)
         .bind(routes.codes)
-        .bind(emails.iter().map(|e| e.email.clone()).collect::<Vec<_>>())
-        .bind(emails.iter().map(|e| e.event_ord).collect::<Vec<_>>())
-        .bind(
-            batch
-                .rejected
-                .iter()
-                .map(|r| r.source.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .rejected
-                .iter()
-                .map(|r| r.raw.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .rejected
-                .iter()
-                .map(|r| r.reason.clone())
-                .collect::<Vec<_>>(),
-        )
-        .bind(
-            batch
-                .rejected
-                .iter()
-                .map(|r| r.received_at_ms)
-                .collect::<Vec<_>>(),
-        )
+        .bind(column(emails, |e| e.email.clone()))
+        .bind(column(emails, |e| e.event_ord))
+        .bind(column(rejected, |r| r.source.clone()))
+        .bind(column(rejected, |r| r.raw.clone()))
+        .bind(column(rejected, |r| r.reason.clone()))
+        .bind(column(rejected, |r| r.received_at_ms))
         .fetch_all(&mut *conn)
         .await?;
     rows.iter()
         .map(|r| r.try_get::<i64, _>(0).map_err(StoreError::from))
         .collect()
+}
+
+/// One field of every row, as the array a statement binds.
+fn column<T, U>(rows: &[T], field: impl Fn(&T) -> U) -> Vec<U> {
+    rows.iter().map(field).collect()
 }
 
 /// The delivery rows of the candidates, as columns; each names its event by number.
