@@ -57,9 +57,10 @@ pub(crate) struct KnownEmails {
 const KNOWN_EMAILS_CAP: usize = 200_000;
 
 impl KnownEmails {
-    fn contains(&self, email: &str, contact_key: &str) -> bool {
+    /// Drop the emails whose pair is known (one lock for the whole append).
+    fn keep_unknown(&self, emails: &mut Vec<EmailOf>) {
         let pairs = self.pairs.lock().unwrap_or_else(PoisonError::into_inner);
-        pairs.contains(&(email.to_owned(), contact_key.to_owned()))
+        emails.retain(|e| !pairs.contains(&e.pair));
     }
 
     /// Called after the commit that recorded `pairs` (a rolled-back pair must be sent again).
@@ -114,7 +115,7 @@ pub(crate) async fn append(
         emails
             .into_iter()
             .filter(|e| accepted_ords.contains(&e.event_ord))
-            .map(|e| (e.email, e.contact_key))
+            .map(|e| e.pair)
             .collect(),
     );
     Ok(AppendOutcome {
@@ -125,27 +126,27 @@ pub(crate) async fn append(
     })
 }
 
-/// An identify's email to record, with its event's number.
+/// An identify's (email, contact) pair to record, with its event's number.
 struct EmailOf {
-    email: String,
-    contact_key: String,
+    pair: (String, String),
     event_ord: i64,
 }
 
 /// The candidates' emails not known to be recorded with their contact already.
 fn new_emails(known: &KnownEmails, candidates: &[&NewEvent]) -> Vec<EmailOf> {
-    candidates
+    let mut emails: Vec<EmailOf> = candidates
         .iter()
         .enumerate()
         .filter_map(|(i, ev)| {
             let email = crate::email_key(ev.email.as_deref().filter(|e| !e.is_empty())?);
-            (!known.contains(&email, &ev.contact_key)).then(|| EmailOf {
-                email,
-                contact_key: ev.contact_key.clone(),
+            Some(EmailOf {
+                pair: (email, ev.contact_key.clone()),
                 event_ord: ord(i),
             })
         })
-        .collect()
+        .collect();
+    known.keep_unknown(&mut emails);
+    emails
 }
 
 /// A candidate's 1-based position, as `WITH ORDINALITY` numbers it.
@@ -181,18 +182,12 @@ async fn upsert_keys(tx: &mut PgConnection, keys: &KeyAdds<'_>) -> Result<(), St
          ON CONFLICT (destination, contact_key)
              DO UPDATE SET pending = contact_keys.pending + excluded.pending",
     )
-    .bind(
-        keys.keys()
-            .map(|(d, _)| (*d).to_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        keys.keys()
-            .map(|(_, k)| (*k).to_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(keys.values().map(|k| k.due_ms).collect::<Vec<_>>())
-    .bind(keys.values().map(|k| k.pending).collect::<Vec<_>>())
+    .bind(column(keys, |((destination, _), _)| {
+        (*destination).to_owned()
+    }))
+    .bind(column(keys, |((_, key), _)| (*key).to_owned()))
+    .bind(column(keys, |(_, add)| add.due_ms))
+    .bind(column(keys, |(_, add)| add.pending))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -210,17 +205,11 @@ async fn give_back(tx: &mut PgConnection, keys: &KeyAdds<'_>) -> Result<(), Stor
          FROM UNNEST($1::text[], $2::text[], $3::bigint[]) AS u(destination, contact_key, n)
          WHERE c.destination = u.destination AND c.contact_key = u.contact_key",
     )
-    .bind(
-        keys.keys()
-            .map(|(d, _)| (*d).to_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(
-        keys.keys()
-            .map(|(_, k)| (*k).to_owned())
-            .collect::<Vec<_>>(),
-    )
-    .bind(keys.values().map(|k| k.pending).collect::<Vec<_>>())
+    .bind(column(keys, |((destination, _), _)| {
+        (*destination).to_owned()
+    }))
+    .bind(column(keys, |((_, key), _)| (*key).to_owned()))
+    .bind(column(keys, |(_, add)| add.pending))
     .execute(&mut *tx)
     .await?;
     Ok(())
@@ -310,7 +299,7 @@ async fn write_batch(
         .bind(routes.reasons)
         .bind(routes.finished)
         .bind(routes.codes)
-        .bind(column(emails, |e| e.email.clone()))
+        .bind(column(emails, |e| e.pair.0.clone()))
         .bind(column(emails, |e| e.event_ord))
         .bind(column(rejected, |r| r.source.clone()))
         .bind(column(rejected, |r| r.raw.clone()))
@@ -324,8 +313,8 @@ async fn write_batch(
 }
 
 /// One field of every row, as the array a statement binds.
-fn column<T, U>(rows: &[T], field: impl Fn(&T) -> U) -> Vec<U> {
-    rows.iter().map(field).collect()
+fn column<T, U>(rows: impl IntoIterator<Item = T>, field: impl FnMut(T) -> U) -> Vec<U> {
+    rows.into_iter().map(field).collect()
 }
 
 /// The delivery rows of the candidates, as columns; each names its event by number.
@@ -372,6 +361,17 @@ mod tests {
 
     fn pair(i: usize) -> (String, String) {
         (format!("u{i}@example.com"), format!("user-{i}"))
+    }
+
+    impl KnownEmails {
+        fn contains(&self, email: &str, contact_key: &str) -> bool {
+            let mut one = vec![EmailOf {
+                pair: (email.to_owned(), contact_key.to_owned()),
+                event_ord: 1,
+            }];
+            self.keep_unknown(&mut one);
+            one.is_empty()
+        }
     }
 
     #[test]

@@ -93,6 +93,19 @@ impl From<sqlx_core::migrate::MigrateError> for StoreError {
     }
 }
 
+/// Where `url` points, without its user or password: `HOST:PORT (TCP)`, or the socket's directory
+/// (`DIR (Unix socket)`), as this backend reads the URL to connect.
+///
+/// # Errors
+/// `Database` if the URL is invalid.
+pub fn server_location(url: &str) -> Result<String, StoreError> {
+    let opts = parse_url(url)?;
+    Ok(match opts.get_socket() {
+        Some(dir) => format!("{} (Unix socket)", dir.display()),
+        None => format!("{}:{} (TCP)", opts.get_host(), opts.get_port()),
+    })
+}
+
 fn parse_url(url: &str) -> Result<PgConnectOptions, StoreError> {
     url.parse::<PgConnectOptions>()
         .map_err(|e| StoreError::Database(format!("invalid PostgreSQL URL: {e}")))

@@ -188,6 +188,21 @@ pub(crate) async fn calls_since(
     Ok(to_u64(total))
 }
 
+/// Event `e` is stored under the messageId bound as `$param`: at one of the receive times its
+/// dedup entries hold (`message_times`, migration 14), found on the events' receive-time index.
+/// A macro, so that the statements that use it are built with `concat!`.
+macro_rules! events_of_message {
+    ($param:literal) => {
+        concat!(
+            "(e.received_at_ms, e.source, e.message_id) IN (
+                 SELECT t.received_at_ms, t.source, t.message_id FROM message_times t
+                 WHERE t.message_id = ",
+            $param,
+            ")"
+        )
+    };
+}
+
 pub(crate) async fn event_traces(
     pool: &PgPool,
     message_id: &str,
@@ -197,14 +212,12 @@ pub(crate) async fn event_traces(
     query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
         .execute(&mut *tx)
         .await?;
-    let rows: Vec<PgRow> = query(
+    let rows: Vec<PgRow> = query(concat!(
         "SELECT id, source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
-         FROM events e
-         WHERE (e.received_at_ms, e.source, e.message_id) IN (
-             SELECT t.received_at_ms, t.source, t.message_id FROM message_times t
-             WHERE t.message_id = $1)
-         ORDER BY id",
-    )
+         FROM events e WHERE ",
+        events_of_message!("$1"),
+        " ORDER BY id"
+    ))
     .bind(message_id)
     .fetch_all(&mut *tx)
     .await?;
@@ -648,11 +661,9 @@ pub(crate) async fn prune(
     })
 }
 
-/// The listing's messageId condition: the events stored under the messageId's receive times.
+/// The listing's messageId condition: the traces' (`events_of_message!`).
 const LISTING: BackendSql = BackendSql {
-    message_match: "(e.received_at_ms, e.source, e.message_id) IN (
-        SELECT t.received_at_ms, t.source, t.message_id FROM message_times t
-        WHERE t.message_id = ?)",
+    message_match: events_of_message!("?"),
     least: "LEAST",
     scope: " WHERE e.received_at_ms / 3600000 = ?",
 };

@@ -54,6 +54,25 @@ pub(crate) fn tail_snapshot(conn: &Connection) -> Result<Snapshot, StoreError> {
         })?)
 }
 
+/// A key's rows in the tail: the writer's view's `answer` when it holds the snapshot `at`, else
+/// `sql` (`?1` the watermark, `?2` the key) read from the tail's events.
+fn in_tail<T>(
+    conn: &Connection,
+    answer: Option<Vec<T>>,
+    sql: &str,
+    at: Snapshot,
+    key: &str,
+    row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Vec<T>, StoreError> {
+    match answer {
+        Some(rows) => Ok(rows),
+        None => Ok(conn
+            .prepare_cached(sql)?
+            .query_map(params![at.watermark, key], row)?
+            .collect::<Result<_, _>>()?),
+    }
+}
+
 /// The ids of the events stored under a messageId (candidates: the tail view's are by hash):
 /// the tail's from the writer's view when it holds this snapshot, else read; then the runs'.
 fn message_event_ids(
@@ -62,13 +81,14 @@ fn message_event_ids(
     message_id: &str,
 ) -> Result<Vec<i64>, StoreError> {
     let at = tail_snapshot(conn)?;
-    let mut ids = match view.message_ids(message_id, at) {
-        Some(ids) => ids,
-        None => conn
-            .prepare_cached(MESSAGE_IDS_IN_TAIL)?
-            .query_map(params![at.watermark, message_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?,
-    };
+    let mut ids = in_tail(
+        conn,
+        view.message_ids(message_id, at),
+        MESSAGE_IDS_IN_TAIL,
+        at,
+        message_id,
+        |r| r.get(0),
+    )?;
     let in_runs = conn
         .prepare_cached(MESSAGE_IDS_IN_RUNS)?
         .query_map(params![message_id], |r| r.get::<_, i64>(0))?
@@ -626,15 +646,14 @@ fn list_by_contact(
     let contact_keys = listed_contact_keys(conn, query)?;
     let mut tail: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for key in &contact_keys {
-        let rows: Vec<(i64, i64)> = match view.contact_events(key, snapshot) {
-            Some(rows) => rows,
-            None => conn
-                .prepare_cached(CONTACT_EVENTS_IN_TAIL)?
-                .query_map(params![snapshot.watermark, key], |r| {
-                    Ok((r.get(0)?, r.get(1)?))
-                })?
-                .collect::<Result<_, _>>()?,
-        };
+        let rows: Vec<(i64, i64)> = in_tail(
+            conn,
+            view.contact_events(key, snapshot),
+            CONTACT_EVENTS_IN_TAIL,
+            snapshot,
+            key,
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )?;
         for (id, at) in rows {
             tail.entry(hour_of(at)).or_default().push(id);
         }

@@ -1438,17 +1438,10 @@ fn local_postgres_url() -> String {
     }
 }
 
-/// Where a server URL points, without its user or password, for the report's header.
+/// Where a server URL points, without its user or password, for the report's header (the
+/// store's reading of the URL; its error when it has none).
 pub fn server_location(url: &str) -> String {
-    let authority = url.split_once("://").map_or(url, |(_, rest)| rest);
-    let host = authority
-        .rsplit_once('@')
-        .map_or(authority, |(_, host)| host);
-    let host = host.split(['/', '?']).next().unwrap_or(host);
-    match host.replace("%2F", "/").replace("%2f", "/") {
-        socket if socket.starts_with('/') => format!("{socket} (Unix socket)"),
-        tcp => format!("{tcp} (TCP)"),
-    }
+    freshgate_store::postgres::server_location(url).unwrap_or_else(|e| e.to_string())
 }
 
 /// Parse the driver's command-line flags (shared with the smoke test's defaults).
