@@ -447,20 +447,28 @@ pub(crate) async fn add_deliveries(
         .bind(MAINTENANCE_LOCK)
         .execute(&mut *tx)
         .await?;
-    let rows: Vec<PgRow> = query(
-        "INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms,
-                                 reason_code, event_type)
-         SELECT u.event_id, u.destination, u.contact_key,
-                CASE WHEN u.reason IS NULL THEN 'pending' ELSE 'skipped' END, u.reason,
-                CASE WHEN u.reason IS NULL THEN NULL ELSE $5::bigint END, u.reason_code,
-                coalesce((SELECT e.event_type FROM events e WHERE e.id = u.event_id), '')
-         FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $6::text[])
-              WITH ORDINALITY AS u(event_id, destination, contact_key, reason, reason_code, ord)
-         WHERE NOT EXISTS (SELECT 1 FROM deliveries d
-                           WHERE d.event_id = u.event_id AND d.destination = u.destination)
-         ORDER BY ord
-         RETURNING destination, contact_key, status",
-    )
+    // Counted in the same statement (migration 15), as the append counts its own.
+    let rows: Vec<PgRow> = query(concat!(
+        "WITH added AS (
+             INSERT INTO deliveries (event_id, destination, contact_key, status, reason,
+                                     finished_ms, reason_code, event_type)
+             SELECT u.event_id, u.destination, u.contact_key,
+                    CASE WHEN u.reason IS NULL THEN 'pending' ELSE 'skipped' END, u.reason,
+                    CASE WHEN u.reason IS NULL THEN NULL ELSE $5::bigint END, u.reason_code,
+                    coalesce((SELECT e.event_type FROM events e WHERE e.id = u.event_id), '')
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $6::text[])
+                  WITH ORDINALITY AS u(event_id, destination, contact_key, reason, reason_code,
+                                       ord)
+             WHERE NOT EXISTS (SELECT 1 FROM deliveries d
+                               WHERE d.event_id = u.event_id AND d.destination = u.destination)
+             ORDER BY ord
+             RETURNING destination, contact_key, status, event_type
+         ),
+         counted AS (",
+        count_new_deliveries!("added"),
+        ")
+         SELECT destination, contact_key, status FROM added",
+    ))
     .bind(deliveries.iter().map(|d| d.event_id).collect::<Vec<_>>())
     .bind(
         deliveries

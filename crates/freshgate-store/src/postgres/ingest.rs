@@ -1,5 +1,6 @@
-//! Ingest: one append is one statement (dedup, events, deliveries, emails and rejected inputs),
-//! preceded by the contact keys' upsert when the batch has pending deliveries.
+//! Ingest: one append is one statement (dedup, events, deliveries, emails, rejected inputs and
+//! the counters of what it inserted), preceded by the contact keys' upsert when the batch has
+//! pending deliveries.
 //!
 //! Order, and why:
 //! 1. duplicates within the batch are dropped in memory (the first copy wins);
@@ -10,7 +11,9 @@
 //! 3. one statement then upserts `dedup` (atomically against every other node: a row is
 //!    inserted, or replaced when the stored one is older than the window; the rows it returns are
 //!    the accepted events, the others are duplicates) and, from the rows it returned, inserts the
-//!    events, their deliveries and the identifies' emails, and the rejected inputs;
+//!    events, their deliveries and the identifies' emails, and the rejected inputs, and adds the
+//!    events and deliveries to their counters (statement triggers did, copying every row into a
+//!    transition table; migration 15);
 //! 4. the keys are given back the pending counts of candidates that turned out to be duplicates
 //!    (rare: a client's retry of a batch already stored).
 //!
@@ -219,8 +222,11 @@ async fn give_back(tx: &mut PgConnection, keys: &KeyAdds<'_>) -> Result<(), Stor
 /// `fresh` the dedup entries inserted or renewed (sorted, the lock order); `accepted` the
 /// candidates they name; events are inserted in batch order so that ids ascend with it. The
 /// deliveries and emails name their event by its number and are kept only for accepted events.
+/// The statement also adds what it inserted to the counters (events per minute, events stored,
+/// deliveries per destination, kind and status; migration 15), each connection to its own shard.
 /// Returns the accepted candidates' numbers.
-const APPEND: &str = "
+const APPEND: &str = concat!(
+    "
 WITH batch AS MATERIALIZED (
     SELECT * FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[],
                          $6::bigint[], $7::bytea[])
@@ -243,7 +249,18 @@ stored AS (
                         received_at_ms, raw)
     SELECT source, message_id, event_type, contact_key, timestamp_ms, received_at_ms, raw
     FROM accepted ORDER BY ord
-    RETURNING id, source, message_id
+    RETURNING id, source, message_id, received_at_ms
+),
+per_minute AS (
+    INSERT INTO ingest_minutes AS m (minute_ms, shard, events)
+    SELECT (received_at_ms / 60000) * 60000, pg_backend_pid() % 16, count(*)
+    FROM stored GROUP BY 1 ORDER BY 1
+    ON CONFLICT (minute_ms, shard) DO UPDATE SET events = m.events + excluded.events
+),
+stored_count AS (
+    INSERT INTO event_counts AS c (shard, count)
+    SELECT pg_backend_pid() % 16, count(*) FROM stored HAVING count(*) > 0
+    ON CONFLICT (shard) DO UPDATE SET count = c.count + excluded.count
 ),
 routed AS (
     INSERT INTO deliveries (event_id, destination, contact_key, status, reason, finished_ms,
@@ -257,6 +274,11 @@ routed AS (
     JOIN accepted a ON a.ord = d.event_ord
     JOIN stored s ON s.source = a.source AND s.message_id = a.message_id
     ORDER BY d.ord
+    RETURNING destination, event_type, status
+),
+routed_count AS (",
+    count_new_deliveries!("routed"),
+    "
 ),
 emails AS (
     INSERT INTO contact_emails (email, contact_key)
@@ -273,7 +295,8 @@ kept AS (
          WITH ORDINALITY AS r(source, raw, reason, received_at_ms, ord)
     ORDER BY ord
 )
-SELECT ord FROM accepted";
+SELECT ord FROM accepted"
+);
 
 /// Run [`APPEND`] for the candidates and the batch's rejected inputs.
 async fn write_batch(

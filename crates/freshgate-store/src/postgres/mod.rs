@@ -13,6 +13,25 @@
 //! There is no writer queue: concurrency is bounded by the connection pool, and a write that cannot
 //! get a connection in time fails with `Database` (never `Saturated`).
 
+/// The CTE that adds the deliveries a statement inserted to `delivery_counts` (migration 12's
+/// sharded counters): `$rows` names the CTE whose `RETURNING` gives each inserted delivery's
+/// destination, event_type and status. The two statements that insert deliveries (the append and
+/// [`delivery::add_deliveries`]) count in the same statement (migration 15); rows are taken in key
+/// order, as every counting statement takes them.
+macro_rules! count_new_deliveries {
+    ($rows:literal) => {
+        concat!(
+            "INSERT INTO delivery_counts AS c (destination, event_type, status, shard, count)
+             SELECT destination, event_type, status, pg_backend_pid() % 16, count(*)
+             FROM ",
+            $rows,
+            " GROUP BY 1, 2, 3 ORDER BY 1, 2, 3
+             ON CONFLICT (destination, event_type, status, shard)
+                 DO UPDATE SET count = c.count + excluded.count"
+        )
+    };
+}
+
 mod bounded;
 mod delivery;
 mod filter;

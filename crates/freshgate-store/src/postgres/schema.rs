@@ -82,6 +82,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         "messages through dedup",
         include_str!("../../migrations/postgres/0014_messages_through_dedup.sql"),
     ),
+    (
+        15,
+        "counts in the append",
+        include_str!("../../migrations/postgres/0015_counts_in_the_append.sql"),
+    ),
 ];
 
 /// The migrator over the embedded migrations.

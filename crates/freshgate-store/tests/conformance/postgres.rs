@@ -534,6 +534,75 @@ async fn upgrade_to_messages_through_dedup() {
     store.close().await;
 }
 
+/// Version 15 drops the insert triggers: the counts that they kept up to then carry on, moved by
+/// the statements that insert (the append, late deliveries) and by the delete triggers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_counts_in_the_append() {
+    let db = TestDb::create().await;
+    migrate_through(&db.url, 14).await.unwrap();
+    let mut conn = PgConnection::connect(&db.url).await.unwrap();
+    for sql in [
+        "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+                             received_at_ms, raw)
+         VALUES ('web', 'old1', 'identify', 'k1', 1000, 1000, '{}'),
+                ('web', 'old2', 'identify', 'k2', 61000, 61000, '{}')",
+        "INSERT INTO dedup (source, message_id, received_at_ms)
+         VALUES ('web', 'old1', 1000), ('web', 'old2', 61000)",
+        "INSERT INTO deliveries (event_id, destination, contact_key, status, event_type)
+         SELECT id, 'crm', contact_key, 'pending', event_type FROM events",
+        "INSERT INTO contact_keys (destination, contact_key, next_attempt_ms, pending)
+         VALUES ('crm', 'k1', 1000, 1), ('crm', 'k2', 61000, 1)",
+    ] {
+        sqlx_core::query::query(sql)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    conn.close().await.unwrap();
+    let store = PostgresStore::connect(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let triggers: Vec<String> = sqlx_core::query_scalar::query_scalar(
+        "SELECT tgname::text FROM pg_trigger WHERE NOT tgisinternal
+           AND tgrelid IN ('events'::regclass, 'deliveries'::regclass) ORDER BY 1",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        triggers,
+        [
+            "deliveries_count_delete",
+            "deliveries_count_update",
+            "events_count_delete"
+        ]
+    );
+    let out = store
+        .append(batch(vec![
+            ev("old1", "k1", 1500),
+            ev("new1", "k1", 1500),
+            ev("new2", "k3", 62000),
+        ]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (2, 1));
+    let per_minute: Vec<(i64, u64)> = store
+        .events_per_minute(0)
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| (m.minute_ms, m.count))
+        .collect();
+    assert_eq!(per_minute, [(0, 2), (60_000, 2)]);
+    let stats = store.stats().await.unwrap();
+    assert_eq!(stats.events, 4);
+    assert!(store.integrity_check().await.unwrap().is_empty());
+    let pruned = store.prune(2000, 2000).await;
+    assert!(pruned.is_ok());
+    assert!(store.integrity_check().await.unwrap().is_empty());
+    store.close().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_urls_are_database_errors() {
     assert!(matches!(
