@@ -113,7 +113,20 @@ pub struct ServerRound {
     pub checkpoint_pause: Option<Durations>,
     /// Events in the store after the round (warm-up included).
     pub stored_events: Option<u64>,
+    /// What the PostgreSQL server on this machine used (all its processes), when there is one.
+    pub database: Option<DatabaseUsage>,
     pub load_avg_before: String,
+}
+
+/// The local PostgreSQL server's share of a round: its backends, WAL writer, checkpointer and
+/// the rest, per acknowledged event. On a 2-core machine the database and freshgate share the
+/// cores, so this is the cost that decides how far PostgreSQL ingest goes, and a steadier A/B
+/// figure than events/s (the checkpoints' timing moves a 15 s round's rate by ±10 %).
+#[derive(Debug, Clone, Serialize)]
+pub struct DatabaseUsage {
+    pub cpu_ms_per_1000_events: f64,
+    pub cpu_percent: f64,
+    pub disk_write_bytes_per_event: f64,
 }
 
 /// Percentiles of the acknowledgement latency (per request of `BATCH` events), ms.
@@ -430,6 +443,12 @@ fn print_round(round: usize, r: &ServerRound) {
         r.non_200,
         r.socket_errors
     );
+    if let Some(d) = &r.database {
+        println!(
+            "         PostgreSQL server: CPU {:.1} ms per 1,000 events ({:.0} % of a core); written {:.0} bytes per event",
+            d.cpu_ms_per_1000_events, d.cpu_percent, d.disk_write_bytes_per_event
+        );
+    }
     let show = |what: &str, d: &Option<Durations>| {
         if let Some(d) = d {
             println!(
@@ -751,6 +770,60 @@ impl Usage {
     fn cpu_secs(&self) -> f64 {
         self.user_secs + self.sys_secs
     }
+
+    /// Every `postgres` process of this machine, plus the CPU of those the postmaster has reaped
+    /// (connections closed during the round), or `None` when no PostgreSQL server runs here.
+    fn of_database() -> Option<Usage> {
+        let mut sum = Usage::default();
+        let mut found = false;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if comm(pid).as_deref() != Some("postgres") {
+                continue;
+            }
+            let Ok(usage) = Usage::of(pid) else { continue };
+            sum = sum.combine(usage, 1.0);
+            found = true;
+            if parent(pid).and_then(comm).as_deref() != Some("postgres") {
+                sum = sum.combine(Usage::reaped_children_of(pid).unwrap_or_default(), 1.0);
+            }
+        }
+        found.then_some(sum)
+    }
+
+    /// The CPU of `pid`'s children that have exited and been waited for (cutime, cstime).
+    fn reaped_children_of(pid: u32) -> Option<Usage> {
+        let f = stat_fields(pid)?;
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        Some(Usage {
+            user_secs: ticks(13) / 100.0,
+            sys_secs: ticks(14) / 100.0,
+            ..Usage::default()
+        })
+    }
+}
+
+/// The fields of `/proc/PID/stat` after `pid (comm)`: state is index 0, ppid 1.
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn comm(pid: u32) -> Option<String> {
+    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
+}
+
+fn parent(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 /// VmHWM of a process, MiB.
@@ -888,8 +961,10 @@ fn server_round(
     let load_avg_before = load_avg();
     let metrics_before = scrape(&addrs[0]);
     let usage_before = Usage::of_all(servers.iter().map(|s| s.pid))?;
+    let database_before = url.as_ref().and_then(|_| Usage::of_database());
     let wrk = run_wrk(opts, &addrs, opts.secs, next_run_no())?;
     let used = Usage::of_all(servers.iter().map(|s| s.pid))?.since(usage_before);
+    let database_used = database_before.and_then(|b| Some(Usage::of_database()?.since(b)));
     let metrics_after = scrape(&addrs[0]);
     watching.store(false, Ordering::Relaxed);
     let _ = watcher.join();
@@ -963,6 +1038,11 @@ fn server_round(
             "freshgate_store_checkpoint_pause_seconds",
         ),
         stored_events,
+        database: database_used.map(|d| DatabaseUsage {
+            cpu_ms_per_1000_events: d.cpu_secs() * 1000.0 / events * 1000.0,
+            cpu_percent: d.cpu_secs() / secs * 100.0,
+            disk_write_bytes_per_event: d.write_bytes / events,
+        }),
         load_avg_before,
     })
 }

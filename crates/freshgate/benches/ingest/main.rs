@@ -8,14 +8,7 @@
 //! store's append by as many concurrent appenders as wrk has connections), alternating with our
 //! rounds. See `driver.rs` for the flags and README "Benchmarks" for figures.
 //!
-//! Flags: --secs=N (20) --warmup=N (3) --rounds=N (3) --connections=N (8) --threads=N (2)
-//! --fsync-secs=N (5, 0 to skip) --no-raw --seed=N (events stored before the rounds, received
-//! one per ms up to the start of the current hour) --seed-current-hour=N (and N received in it)
-//! --prune-share=F (with --seed: time a prune of that share of them) --postgres[=URL] (default:
-//! the local server through its Unix socket when it has one, else 127.0.0.1:5432)
-//! --seed-keep=DIR (keep the seeded store there, start every round from a copy)
-//! --seed-in-place (with --seed-keep: run on the kept store itself, for stores too big to copy)
-//! --nodes=N --work-dir=DIR --smoke (2 s, one round, for CI) --json (print the report as JSON).
+//! Flags: `--help` ([`USAGE`]).
 
 mod driver;
 
@@ -23,8 +16,41 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 
+/// What `--help` prints.
+const USAGE: &str = "\
+Ingest bench: the release `freshgate serve` loaded by wrk (2 threads, 8 keep-alive connections,
+/v1/batch bodies of 100 events of ~745 bytes, unique messageIds), alternating round by round with
+the raw ceiling (the store's own append path with no HTTP or JSON) on the same disk.
+
+Usage: cargo bench -p freshgate --bench ingest -- [FLAGS]     (or scripts/bench-ingest.sh [FLAGS])
+
+  --secs=N             length of a measured round (20)
+  --warmup=N           load before each round, not measured (3)
+  --rounds=N           rounds of ours, each followed by a raw-ceiling round (3)
+  --connections=N      wrk connections (8); --threads=N wrk threads (2)
+  --fsync-secs=N       count the server's fsyncs with strace for N s after the rounds (5; 0: skip)
+  --no-raw             skip the raw-ceiling rounds
+  --postgres[=URL]     run on PostgreSQL (default: the local server through its Unix socket when it
+                       has one, else 127.0.0.1:5432); a fresh database per round; the report adds
+                       the local server's own CPU and disk writes per event
+  --nodes=N            with --postgres: N servers on one database, wrk split between them
+  --seed=N             store N events first (received one per ms up to the start of this hour)
+  --seed-current-hour=N  and N more received since the hour began, with random ids
+  --prune-share=F      with --seed: time a prune of that share of the seeded events (0.1)
+  --seed-keep=DIR      keep the seeded store in DIR and start every later run from a copy
+  --seed-in-place      with --seed-keep: run on the kept store itself (stores too big to copy)
+  --binary=PATH        the freshgate binary to load (an A/B against another build)
+  --work-dir=DIR       where stores and configs go (CARGO_TARGET_DIR/bench-ingest)
+  --smoke              2 s, one round (what the test suite runs)
+  --json               print the report as JSON on stdout as well
+";
+
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{USAGE}");
+        return Ok(());
+    }
     let smoke = args.iter().any(|a| a == "--smoke");
     let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let defaults = driver::Options {

@@ -201,6 +201,7 @@ fn ingest_bench_smoke_runs_end_to_end() {
     assert!(ours.dedup_filter_hits_per_1000.is_some() && ours.dedup_run_probes_per_1000.is_some());
     assert!(ours.events_per_commit.is_some_and(|e| e >= 1.0));
     assert!(ours.wal_max_mib.is_some());
+    assert!(ours.database.is_none(), "no database server on SQLite");
     assert_eq!(report.raw.len(), 1);
     assert!(report.raw[0].rows > 0 && report.raw[0].events_per_sec > 0.0);
     assert!(report.append_fsync.per_sec > 0.0);
@@ -251,6 +252,9 @@ fn ingest_bench_smoke_runs_on_postgres() {
     let ours = &report.ours[0];
     assert!(ours.ok_200 > 0 && ours.non_200 == 0, "{ours:?}");
     assert!(ours.events_per_sec > 0.0 && ours.cpu_ms_per_1000_events > 0.0);
+    // The test server runs on this machine (the local one, or a throwaway one of initdb).
+    let database = ours.database.as_ref().expect("the local server's usage");
+    assert!(database.cpu_ms_per_1000_events > 0.0, "{database:?}");
     assert_eq!(report.raw.len(), 1);
     let raw = &report.raw[0];
     assert!(
