@@ -803,10 +803,7 @@ impl From<rusqlite::Error> for StoreError {
     }
 }
 
-/// The queue of record. Implemented by `sqlite::SqliteStore` (and the PostgreSQL backend).
-///
-/// Every method that writes is durable when it returns `Ok` (committed with fsync).
-/// Metric names the SQLite backend records (the binary describes and exports them).
+/// Metric names the store's backends record (the binary describes and exports them).
 pub mod metric {
     /// Histogram: events (roughly rows) per group commit of the SQLite writer.
     pub const GROUP_COMMIT_EVENTS: &str = "freshgate_store_group_commit_events";
@@ -824,6 +821,9 @@ pub mod metric {
     pub const DEDUP_RUN_PROBES: &str = "freshgate_store_dedup_run_probes_total";
     /// Gauge: events of the SQLite writer's index tail, not yet written as runs.
     pub const INDEX_TAIL_EVENTS: &str = "freshgate_store_index_tail_events";
+    /// Counter: PostgreSQL appends run a second time, as an upsert, because their plain insert
+    /// met a messageId already stored (client retries, messageIds sent again past the window).
+    pub const APPEND_UPSERTS: &str = "freshgate_store_append_upserts_total";
 }
 
 /// An account's contact field metadata as fetched from Freshworks (opaque to the store).
@@ -835,6 +835,9 @@ pub struct FieldMetadata {
     pub body: Vec<u8>,
 }
 
+/// The queue of record. Implemented by `sqlite::SqliteStore` (and the PostgreSQL backend).
+///
+/// Every method that writes is durable when it returns `Ok` (committed with fsync).
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// Append a batch atomically, dropping duplicates of `(source, message_id)` seen within the

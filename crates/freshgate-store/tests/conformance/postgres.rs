@@ -534,6 +534,47 @@ async fn upgrade_to_messages_through_dedup() {
     store.close().await;
 }
 
+/// The append's plain dedup insert fails on a messageId already stored and the append runs again
+/// as an upsert, with and without deliveries to make (one transaction, or the statement alone):
+/// the new events are stored once, the stored ones are duplicates, and nothing of the failed try
+/// remains (counters, keys' pending counts).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stored_message_id_runs_the_append_again_as_an_upsert() {
+    let db = TestDb::create().await;
+    let store = PostgresStore::connect(&db.url, PostgresOptions::default())
+        .await
+        .unwrap();
+    let undelivered = |mid: &str, at: i64| {
+        let mut e = ev(mid, "k1", at);
+        e.deliveries.clear();
+        e
+    };
+    append_all(&store, vec![undelivered("a", 1000), ev("b", "k2", 1000)]).await;
+    let out = store
+        .append(batch(vec![undelivered("a", 2000), undelivered("c", 2000)]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 1), "no deliveries");
+    let out = store
+        .append(batch(vec![ev("d", "k2", 2000), ev("b", "k2", 2000)]))
+        .await
+        .unwrap();
+    assert_eq!((out.accepted, out.duplicates), (1, 1), "with deliveries");
+    assert_eq!(store.stats().await.unwrap().events, 4);
+    for mid in ["a", "b", "c", "d"] {
+        assert_eq!(store.event_traces(mid).await.unwrap().len(), 1, "{mid}");
+    }
+    let lease = lease_key(&store, "k2", 3000).await;
+    let pending: Vec<String> = pending(&store, &lease)
+        .await
+        .into_iter()
+        .map(|p| p.message_id)
+        .collect();
+    assert_eq!(pending, ["b", "d"]);
+    assert!(store.integrity_check().await.unwrap().is_empty());
+    store.close().await;
+}
+
 /// Version 15 drops the insert triggers: the counts that they kept up to then carry on, moved by
 /// the statements that insert (the append, late deliveries) and by the delete triggers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

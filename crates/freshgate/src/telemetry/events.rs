@@ -97,6 +97,10 @@ pub fn describe() {
         freshgate_store::metric::INDEX_TAIL_EVENTS,
         "Events whose messageId and contact index entries the SQLite writer holds in memory, not yet written as runs"
     );
+    describe_counter!(
+        freshgate_store::metric::APPEND_UPSERTS,
+        "PostgreSQL appends run again as an upsert because a messageId of theirs was already stored"
+    );
     describe_histogram!(COMMIT_SECONDS, "Seconds waiting for the durable commit");
     describe_gauge!(QUEUE_DEPTH, "Pending deliveries");
     describe_gauge!(QUEUE_DEAD, "Dead letters");
