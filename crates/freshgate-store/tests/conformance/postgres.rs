@@ -489,29 +489,40 @@ async fn separate_migration_and_integrity_check() {
     ));
 }
 
-/// Version 14 finds events by messageId through the dedup table: a database written before it,
-/// with a messageId accepted again after the window (its entry renewed), keeps both events
-/// findable, and the events' own messageId index is gone.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn upgrade_to_messages_through_dedup() {
+/// A new database migrated through `version`, with `statements` run on it (what an older build
+/// left), for the upgrade tests.
+async fn database_at_version(version: i64, statements: &[&'static str]) -> TestDb {
     let db = TestDb::create().await;
-    migrate_through(&db.url, 13).await.unwrap();
+    migrate_through(&db.url, version).await.unwrap();
     let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    for sql in [
-        "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
-                             received_at_ms, raw)
-         VALUES ('web', 'm1', 'track', 'k1', 1000, 1000, '{}'),
-                ('web', 'm1', 'track', 'k1', 70000, 70000, '{}'),
-                ('web', 'm2', 'track', 'k2', 2000, 2000, '{}')",
-        "INSERT INTO dedup (source, message_id, received_at_ms)
-         VALUES ('web', 'm1', 70000), ('web', 'm2', 2000)",
-    ] {
-        sqlx_core::query::query(sql)
+    for sql in statements {
+        sqlx_core::query::query(*sql)
             .execute(&mut conn)
             .await
             .unwrap();
     }
     conn.close().await.unwrap();
+    db
+}
+
+/// Version 14 finds events by messageId through the dedup table: a database written before it,
+/// with a messageId accepted again after the window (its entry renewed), keeps both events
+/// findable, and the events' own messageId index is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_to_messages_through_dedup() {
+    let db = database_at_version(
+        13,
+        &[
+            "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+                             received_at_ms, raw)
+         VALUES ('web', 'm1', 'track', 'k1', 1000, 1000, '{}'),
+                ('web', 'm1', 'track', 'k1', 70000, 70000, '{}'),
+                ('web', 'm2', 'track', 'k2', 2000, 2000, '{}')",
+            "INSERT INTO dedup (source, message_id, received_at_ms)
+         VALUES ('web', 'm1', 70000), ('web', 'm2', 2000)",
+        ],
+    )
+    .await;
     let store = PostgresStore::connect(&db.url, PostgresOptions::default())
         .await
         .unwrap();
@@ -579,27 +590,22 @@ async fn a_stored_message_id_runs_the_append_again_as_an_upsert() {
 /// the statements that insert (the append, late deliveries) and by the delete triggers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrade_to_counts_in_the_append() {
-    let db = TestDb::create().await;
-    migrate_through(&db.url, 14).await.unwrap();
-    let mut conn = PgConnection::connect(&db.url).await.unwrap();
-    for sql in [
-        "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
+    let db = database_at_version(
+        14,
+        &[
+            "INSERT INTO events (source, message_id, event_type, contact_key, timestamp_ms,
                              received_at_ms, raw)
          VALUES ('web', 'old1', 'identify', 'k1', 1000, 1000, '{}'),
                 ('web', 'old2', 'identify', 'k2', 61000, 61000, '{}')",
-        "INSERT INTO dedup (source, message_id, received_at_ms)
+            "INSERT INTO dedup (source, message_id, received_at_ms)
          VALUES ('web', 'old1', 1000), ('web', 'old2', 61000)",
-        "INSERT INTO deliveries (event_id, destination, contact_key, status, event_type)
+            "INSERT INTO deliveries (event_id, destination, contact_key, status, event_type)
          SELECT id, 'crm', contact_key, 'pending', event_type FROM events",
-        "INSERT INTO contact_keys (destination, contact_key, next_attempt_ms, pending)
+            "INSERT INTO contact_keys (destination, contact_key, next_attempt_ms, pending)
          VALUES ('crm', 'k1', 1000, 1), ('crm', 'k2', 61000, 1)",
-    ] {
-        sqlx_core::query::query(sql)
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-    conn.close().await.unwrap();
+        ],
+    )
+    .await;
     let store = PostgresStore::connect(&db.url, PostgresOptions::default())
         .await
         .unwrap();
