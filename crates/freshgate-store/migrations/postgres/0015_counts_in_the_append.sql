@@ -9,3 +9,16 @@ DROP TRIGGER events_count_insert ON events;
 DROP TRIGGER deliveries_count_insert ON deliveries;
 DROP FUNCTION freshgate_count_ingest();
 DROP FUNCTION freshgate_count_deliveries_inserted();
+-- Only the delete trigger calls this one now.
+CREATE OR REPLACE FUNCTION freshgate_count_events() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    removed BIGINT;
+BEGIN
+    SELECT count(*) INTO removed FROM old_rows;
+    IF removed <> 0 THEN
+        INSERT INTO event_counts AS c (shard, count) VALUES (pg_backend_pid() % 16, -removed)
+        ON CONFLICT (shard) DO UPDATE SET count = c.count + excluded.count;
+    END IF;
+    RETURN NULL;
+END;
+$$;
