@@ -1,8 +1,9 @@
 //! The PostgreSQL backend of the queue of record (cargo feature `postgres`), shared by several nodes.
 //!
 //! Same model and semantics as the SQLite backend (`crate::sqlite`), built for many writers:
-//! - ingest appends a whole batch in one `UNNEST` statement; `messageId` dedup is an upsert on the
-//!   `(message_id, source)` primary key of `dedup` (see [`ingest`]), which is also how events are
+//! - ingest appends a whole batch in one `UNNEST` statement; `messageId` dedup is an insert into
+//!   the `(message_id, source)` primary key of `dedup` (an upsert for a batch that meets a stored
+//!   messageId; see [`ingest`]), which is also how events are
 //!   found by messageId: under the receive times of their dedup entries (the `message_times` view,
 //!   migration 14), on the events' receive-time index;
 //! - nodes lease *contact keys* with `SELECT … FOR UPDATE SKIP LOCKED` in one short statement,

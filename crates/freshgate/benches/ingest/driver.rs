@@ -726,11 +726,19 @@ struct Usage {
 
 impl Usage {
     fn of(pid: u32) -> Result<Usage> {
+        Usage::read(pid, false)
+    }
+
+    /// What `pid` has used; with `reaped_children`, plus what its children that have exited and
+    /// been waited for used (their CPU; `/proc/PID/io` already counts their I/O).
+    fn read(pid: u32, reaped_children: bool) -> Result<Usage> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
         let rest = stat.rsplit_once(')').map(|(_, r)| r).context("stat")?;
         let f: Vec<&str> = rest.split_whitespace().collect();
-        // After `pid (comm)`: state is field 3 (index 0 here), utime 14 and stime 15.
+        // After `pid (comm)`: state is field 3 (index 0 here), utime 14 and stime 15, the
+        // children's cutime 16 and cstime 17.
         let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        let children = |i: usize| if reaped_children { ticks(i) } else { 0.0 };
         let io = std::fs::read_to_string(format!("/proc/{pid}/io"))?;
         let io_field = |name: &str| {
             io.lines()
@@ -739,8 +747,8 @@ impl Usage {
                 .unwrap_or(0.0)
         };
         Ok(Usage {
-            user_secs: ticks(11) / 100.0,
-            sys_secs: ticks(12) / 100.0,
+            user_secs: (ticks(11) + children(13)) / 100.0,
+            sys_secs: (ticks(12) + children(14)) / 100.0,
             read_bytes: io_field("read_bytes:"),
             write_bytes: io_field("write_bytes:"),
         })
@@ -771,8 +779,9 @@ impl Usage {
         self.user_secs + self.sys_secs
     }
 
-    /// Every `postgres` process of this machine, plus the CPU of those the postmaster has reaped
-    /// (connections closed during the round), or `None` when no PostgreSQL server runs here.
+    /// Every `postgres` process of this machine, with the CPU of the children each has reaped
+    /// (the postmaster's: connections closed during the round; the others fork none), or `None`
+    /// when no PostgreSQL server runs here.
     fn of_database() -> Option<Usage> {
         let mut sum = Usage::default();
         let mut found = false;
@@ -784,46 +793,18 @@ impl Usage {
             else {
                 continue;
             };
-            if comm(pid).as_deref() != Some("postgres") {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            if comm.trim_end() != "postgres" {
                 continue;
             }
-            let Ok(usage) = Usage::of(pid) else { continue };
+            let Ok(usage) = Usage::read(pid, true) else {
+                continue;
+            };
             sum = sum.combine(usage, 1.0);
             found = true;
-            if parent(pid).and_then(comm).as_deref() != Some("postgres") {
-                sum = sum.combine(Usage::reaped_children_of(pid).unwrap_or_default(), 1.0);
-            }
         }
         found.then_some(sum)
     }
-
-    /// The CPU of `pid`'s children that have exited and been waited for (cutime, cstime).
-    fn reaped_children_of(pid: u32) -> Option<Usage> {
-        let f = stat_fields(pid)?;
-        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        Some(Usage {
-            user_secs: ticks(13) / 100.0,
-            sys_secs: ticks(14) / 100.0,
-            ..Usage::default()
-        })
-    }
-}
-
-/// The fields of `/proc/PID/stat` after `pid (comm)`: state is index 0, ppid 1.
-fn stat_fields(pid: u32) -> Option<Vec<String>> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    Some(rest.split_whitespace().map(str::to_owned).collect())
-}
-
-fn comm(pid: u32) -> Option<String> {
-    std::fs::read_to_string(format!("/proc/{pid}/comm"))
-        .ok()
-        .map(|c| c.trim_end().to_owned())
-}
-
-fn parent(pid: u32) -> Option<u32> {
-    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 /// VmHWM of a process, MiB.
